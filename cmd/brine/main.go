@@ -1,0 +1,62 @@
+// Command brine is the one binary of brine: master, minion, operator CLI and masterless apply.
+// This package only parses flags and wires the core packages together; each subcommand lives in
+// its own file and registers itself on rootCmd from an init function.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes, as DESIGN.md fixes them.
+const (
+	exitOK      = 0 // every targeted minion / resource succeeded
+	exitNothing = 1 // nothing applied: usage, bundle or connection error
+	exitFailed  = 2 // some resource failed or a minion did not return
+)
+
+// exitError carries an exit code out of a command's RunE.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+// withCode makes a command exit with code; a nil err means the command already printed why.
+func withCode(code int, err error) error { return &exitError{code: code, err: err} }
+
+var rootCmd = &cobra.Command{
+	Use:           "brine",
+	Short:         "brine: push configuration management with signed HCL bundles over ZeroMQ",
+	SilenceUsage:  true,
+	SilenceErrors: true,
+	Example: `  brine local apply ./examples/hello       # apply a bundle on this host, no master
+  brine master                              # run a master with built-in defaults
+  brine minion --master 10.0.0.1            # run a minion that connects to it
+  brine apply 'group:app' ./states/app      # push a bundle to minions`,
+}
+
+func main() {
+	err := rootCmd.Execute()
+	if err == nil {
+		os.Exit(exitOK)
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil {
+			fmt.Fprintln(os.Stderr, "brine:", ee.err)
+		}
+		os.Exit(ee.code)
+	}
+	fmt.Fprintln(os.Stderr, "brine:", err)
+	os.Exit(exitNothing)
+}
