@@ -28,6 +28,12 @@ const (
 // disk and no path in it can name anything outside the bundle.
 type Bundle struct {
 	Files map[string][]byte
+
+	// Root is the directory the bundle was read from, used only to name files in diagnostics.
+	Root string
+	// escaping remembers symlinks that ReadBundle left out because they point outside the root,
+	// so that file() can say why instead of "no such file". Not part of the packed bundle.
+	escaping map[string]string
 }
 
 // ReadBundle reads every regular file under dir into a Bundle. Symlinks are followed only when
@@ -48,7 +54,7 @@ func ReadBundle(dir string) (*Bundle, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("read bundle: %s is not a directory", dir)
 	}
-	b := &Bundle{Files: map[string][]byte{}}
+	b := &Bundle{Files: map[string][]byte{}, Root: dir, escaping: map[string]string{}}
 	var total int64
 	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -68,6 +74,9 @@ func ReadBundle(dir string) (*Bundle, error) {
 			real, err = filepath.EvalSymlinks(p)
 			if err != nil || !within(root, real) {
 				// An escaping symlink is left out; file() and templatefile() name it in a diagnostic.
+				rel, _ := filepath.Rel(root, p)
+				target, _ := os.Readlink(p)
+				b.escaping[filepath.ToSlash(rel)] = target
 				return nil
 			}
 		}

@@ -1,0 +1,684 @@
+package states
+
+import (
+	"encoding/json"
+	"fmt"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/agext/levenshtein"
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/ext/typeexpr"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
+	ctyjson "github.com/zclconf/go-cty/cty/json"
+)
+
+// Minion is what a bundle sees as `minion`: the id, groups and facts of the host it is rendered for.
+type Minion struct {
+	ID     string         `json:"id"`
+	Groups []string       `json:"groups"`
+	Facts  map[string]any `json:"facts"`
+}
+
+// Options are the inputs of Compile besides the bundle itself.
+type Options struct {
+	Minion Minion
+	// Vars are --var k=v values, raw: a string variable takes them as they are, any other type
+	// parses them as an HCL expression (`--var 'ports=[22,80]'`).
+	Vars map[string]string
+	// VarFiles are the contents of --var-file files (HCL attributes), by file name.
+	VarFiles map[string][]byte
+	// Peers holds the result of every peers(TARGET) call, by TARGET as written; the master fills it.
+	Peers map[string][]map[string]any
+	// Secrets are the secret(NAME) values readable by this minion.
+	Secrets map[string]string
+}
+
+// Graph is a compiled bundle: every resource decoded and ordered so that each comes after
+// everything it depends on.
+type Graph struct {
+	nodes   []*node // topological order
+	secrets []string
+}
+
+// Len returns the number of resources in the graph.
+func (g *Graph) Len() int { return len(g.nodes) }
+
+// Addresses returns the resource addresses in the order they run.
+func (g *Graph) Addresses() []string {
+	out := make([]string, len(g.nodes))
+	for i, n := range g.nodes {
+		out[i] = n.addr
+	}
+	return out
+}
+
+type node struct {
+	addr  string
+	typ   *Type
+	name  string
+	block *hcl.Block
+	body  hcl.Body // without meta-arguments
+	decl  int      // declaration index, for a stable order
+
+	deps     []edge   // resources this one must come after
+	notifies []string // addresses this one notifies when it changed
+	onlyIf   hcl.Expression
+
+	res    Resource
+	guard  bool // false: only_if said no
+	reason string
+}
+
+type edge struct {
+	to  string
+	rng hcl.Range
+	why string // "depends_on", "notify" or "reference"
+}
+
+type usedSecrets struct{ vals []string }
+
+func (u *usedSecrets) add(v string) {
+	if v != "" {
+		u.vals = append(u.vals, v)
+	}
+}
+
+var metaSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+	{Name: "depends_on"}, {Name: "notify"}, {Name: "only_if"},
+}}
+
+var variableSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+	{Name: "type"}, {Name: "default"}, {Name: "description"}, {Name: "sensitive"},
+}}
+
+// Address returns the address of a resource as users write it in references:
+// type.name when the name is an identifier, type["name"] otherwise, and just type for singletons.
+func Address(typ, name string, labels int) string {
+	switch {
+	case labels == 0:
+		return typ
+	case hclsyntax.ValidIdentifier(name):
+		return typ + "." + name
+	default:
+		return typ + "[" + strconv.Quote(name) + "]"
+	}
+}
+
+// parseFiles parses every *.hcl file of the bundle, in name order.
+func (b *Bundle) parseFiles() ([]*hcl.File, map[string]*hcl.File, hcl.Diagnostics) {
+	var diags hcl.Diagnostics
+	var files []*hcl.File
+	byName := map[string]*hcl.File{}
+	for _, n := range b.names() {
+		if path.Ext(n) != ".hcl" {
+			continue
+		}
+		name := b.displayName(n)
+		f, d := hclsyntax.ParseConfig(b.Files[n], name, hcl.Pos{Line: 1, Column: 1, Byte: 0})
+		diags = append(diags, d...)
+		if f != nil {
+			files = append(files, f)
+			byName[name] = f
+		}
+	}
+	return files, byName, diags
+}
+
+// displayName is how a bundle file is named in diagnostics: under the directory the user gave.
+func (b *Bundle) displayName(n string) string {
+	if b.Root == "" {
+		return n
+	}
+	return path.Join(strings.TrimSuffix(b.Root, "/"), n)
+}
+
+func topSchema() *hcl.BodySchema {
+	s := &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "variable", LabelNames: []string{"name"}}}}
+	for _, n := range TypeNames() {
+		t := lookupType(n)
+		labels := make([]string, t.Labels)
+		for i := range labels {
+			labels[i] = "name"
+		}
+		s.Blocks = append(s.Blocks, hcl.BlockHeaderSchema{Type: n, LabelNames: labels})
+	}
+	return s
+}
+
+// Compile parses and validates a bundle for one minion and decodes every resource. When the
+// diagnostics hold an error the graph is nil: nothing of the bundle may be applied.
+func Compile(b *Bundle, opts Options) (*Graph, hcl.Diagnostics) {
+	files, _, diags := b.parseFiles()
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	if len(files) == 0 {
+		return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Empty bundle",
+			Detail: fmt.Sprintf("No *.hcl files in %s. A bundle is a directory of *.hcl files.", b.displayName("."))}}
+	}
+	schema := topSchema()
+	var blocks []*hcl.Block
+	for _, f := range files {
+		content, d := f.Body.Content(schema)
+		diags = append(diags, d...)
+		if content != nil {
+			blocks = append(blocks, content.Blocks...)
+		}
+	}
+	if diags.HasErrors() {
+		return nil, diags
+	}
+
+	used := &usedSecrets{}
+	vars, d := evalVariables(blocks, opts)
+	diags = append(diags, d...)
+	minionVal, err := minionValue(opts.Minion)
+	if err != nil {
+		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid minion facts", Detail: err.Error()})
+	}
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	base := &hcl.EvalContext{
+		Variables: map[string]cty.Value{"var": vars, "minion": minionVal},
+		Functions: fileFuncs(b, &opts, used),
+	}
+
+	nodes, d := collectNodes(blocks)
+	diags = append(diags, d...)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	order, d := sortNodes(nodes)
+	diags = append(diags, d...)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+
+	values := map[string]cty.Value{} // address -> value of its attributes, for references
+	for _, n := range order {
+		ctx := base.NewChild()
+		ctx.Variables = refVariables(n, nodes, values)
+		diags = append(diags, decodeNode(n, ctx, b)...)
+		values[n.addr] = nodeValue(n, ctx)
+	}
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	return &Graph{nodes: order, secrets: used.vals}, diags
+}
+
+// evalVariables declares the bundle's variables and gives each its value: --var, then --var-file,
+// then the default. It returns the object `var`.
+func evalVariables(blocks []*hcl.Block, opts Options) (cty.Value, hcl.Diagnostics) {
+	var diags hcl.Diagnostics
+	type decl struct {
+		block *hcl.Block
+		typ   cty.Type
+		def   cty.Value
+	}
+	decls := map[string]*decl{}
+	var names []string
+	for _, blk := range blocks {
+		if blk.Type != "variable" {
+			continue
+		}
+		name := blk.Labels[0]
+		if prev, dup := decls[name]; dup {
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Duplicate variable",
+				Detail:  fmt.Sprintf("Variable %q is also declared at %s; each variable is declared once.", name, prev.block.DefRange),
+				Subject: blk.DefRange.Ptr()})
+			continue
+		}
+		content, d := blk.Body.Content(variableSchema)
+		diags = append(diags, d...)
+		dc := &decl{block: blk, typ: cty.DynamicPseudoType, def: cty.NilVal}
+		if a, ok := content.Attributes["type"]; ok {
+			t, d := typeexpr.TypeConstraint(a.Expr)
+			diags = append(diags, d...)
+			if !d.HasErrors() {
+				dc.typ = t
+			}
+		}
+		if a, ok := content.Attributes["default"]; ok {
+			v, d := a.Expr.Value(nil)
+			diags = append(diags, d...)
+			if !d.HasErrors() {
+				cv, err := convert.Convert(v, dc.typ)
+				if err != nil {
+					diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid default value for variable",
+						Detail: fmt.Sprintf("The default of variable %q does not match its type: %s.", name, err), Subject: a.Expr.Range().Ptr()})
+				} else {
+					dc.def = cv
+				}
+			}
+		}
+		decls[name] = dc
+		names = append(names, name)
+	}
+	values := map[string]cty.Value{}
+	// Values from --var-file, in file name order; a later file wins.
+	var fileNames []string
+	for n := range opts.VarFiles {
+		fileNames = append(fileNames, n)
+	}
+	sort.Strings(fileNames)
+	for _, fn := range fileNames {
+		f, d := hclsyntax.ParseConfig(opts.VarFiles[fn], fn, hcl.Pos{Line: 1, Column: 1})
+		diags = append(diags, d...)
+		if d.HasErrors() {
+			continue
+		}
+		attrs, d := f.Body.JustAttributes()
+		diags = append(diags, d...)
+		for name, a := range attrs {
+			dc, ok := decls[name]
+			if !ok {
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Value for undeclared variable",
+					Detail: fmt.Sprintf("The bundle declares no variable %q.%s", name, didYouMean(name, names)), Subject: a.NameRange.Ptr()})
+				continue
+			}
+			v, d := a.Expr.Value(nil)
+			diags = append(diags, d...)
+			if d.HasErrors() {
+				continue
+			}
+			cv, err := convert.Convert(v, dc.typ)
+			if err != nil {
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid value for variable",
+					Detail: fmt.Sprintf("Variable %q: %s.", name, err), Subject: a.Expr.Range().Ptr()})
+				continue
+			}
+			values[name] = cv
+		}
+	}
+	// Values from --var win over files.
+	var setNames []string
+	for n := range opts.Vars {
+		setNames = append(setNames, n)
+	}
+	sort.Strings(setNames)
+	for _, name := range setNames {
+		raw := opts.Vars[name]
+		dc, ok := decls[name]
+		if !ok {
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Value for undeclared variable",
+				Detail: fmt.Sprintf("--var %s: the bundle declares no variable %q.%s", name, name, didYouMean(name, names))})
+			continue
+		}
+		var v cty.Value
+		if dc.typ == cty.String || dc.typ == cty.DynamicPseudoType {
+			v = cty.StringVal(raw)
+		} else {
+			expr, d := hclsyntax.ParseExpression([]byte(raw), "--var "+name, hcl.Pos{Line: 1, Column: 1})
+			if d.HasErrors() {
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid value for variable",
+					Detail: fmt.Sprintf("--var %s=%s: not a valid %s value: %s", name, raw, dc.typ.FriendlyName(), d.Error())})
+				continue
+			}
+			v, d = expr.Value(nil)
+			if d.HasErrors() {
+				diags = append(diags, d...)
+				continue
+			}
+		}
+		cv, err := convert.Convert(v, dc.typ)
+		if err != nil {
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid value for variable",
+				Detail: fmt.Sprintf("--var %s=%s: %s.", name, raw, err)})
+			continue
+		}
+		values[name] = cv
+	}
+	out := map[string]cty.Value{}
+	for _, name := range names {
+		if v, ok := values[name]; ok {
+			out[name] = v
+			continue
+		}
+		dc := decls[name]
+		if dc.def == cty.NilVal {
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "No value for required variable",
+				Detail:  fmt.Sprintf("Variable %q has no default; set it with --var %s=VALUE or in a --var-file.", name, name),
+				Subject: dc.block.DefRange.Ptr()})
+			continue
+		}
+		out[name] = dc.def
+	}
+	return cty.ObjectVal(out), diags
+}
+
+func minionValue(m Minion) (cty.Value, error) {
+	groups := m.Groups
+	if groups == nil {
+		groups = []string{}
+	}
+	facts := m.Facts
+	if facts == nil {
+		facts = map[string]any{}
+	}
+	fv, err := toCty(facts)
+	if err != nil {
+		return cty.NilVal, err
+	}
+	gv, _ := toCty(groups)
+	return cty.ObjectVal(map[string]cty.Value{"id": cty.StringVal(m.ID), "groups": gv, "facts": fv}), nil
+}
+
+// toCty converts JSON-shaped Go data (facts, peers) into a cty value.
+func toCty(v any) (cty.Value, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return cty.NilVal, err
+	}
+	t, err := ctyjson.ImpliedType(data)
+	if err != nil {
+		return cty.NilVal, err
+	}
+	return ctyjson.Unmarshal(data, t)
+}
+
+// collectNodes turns resource blocks into nodes and reads their meta-arguments.
+func collectNodes(blocks []*hcl.Block) (map[string]*node, hcl.Diagnostics) {
+	var diags hcl.Diagnostics
+	nodes := map[string]*node{}
+	for i, blk := range blocks {
+		t := lookupType(blk.Type)
+		if t == nil {
+			continue // variable
+		}
+		name := ""
+		if t.Labels > 0 {
+			name = blk.Labels[0]
+		}
+		n := &node{addr: Address(t.Name, name, t.Labels), typ: t, name: name, block: blk, decl: i, guard: true}
+		if prev, dup := nodes[n.addr]; dup {
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Duplicate resource",
+				Detail:  fmt.Sprintf("%s is also declared at %s; each resource is declared once.", n.addr, prev.block.DefRange),
+				Subject: blk.DefRange.Ptr()})
+			continue
+		}
+		content, remain, d := blk.Body.PartialContent(metaSchema)
+		diags = append(diags, d...)
+		n.body = remain
+		for _, meta := range []string{"depends_on", "notify"} {
+			a, ok := content.Attributes[meta]
+			if !ok {
+				continue
+			}
+			exprs, d := hcl.ExprList(a.Expr)
+			diags = append(diags, d...)
+			for _, e := range exprs {
+				tr, d := hcl.AbsTraversalForExpr(e)
+				if d.HasErrors() {
+					diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid " + meta + " entry",
+						Detail: "Each entry is a resource address like service.nginx or file[\"/etc/motd\"].", Subject: e.Range().Ptr()})
+					continue
+				}
+				n.deps = append(n.deps, edge{to: traversalAddr(tr), rng: tr.SourceRange(), why: meta})
+				if meta == "notify" {
+					n.notifies = append(n.notifies, traversalAddr(tr))
+				}
+			}
+		}
+		if a, ok := content.Attributes["only_if"]; ok {
+			n.onlyIf = a.Expr
+		}
+		// References to other resources inside any expression of the body.
+		for _, tr := range bodyTraversals(blk.Body.(*hclsyntax.Body)) {
+			root := tr.RootName()
+			if lookupType(root) == nil {
+				continue
+			}
+			n.deps = append(n.deps, edge{to: traversalAddr(tr), rng: tr.SourceRange(), why: "reference"})
+		}
+		nodes[n.addr] = n
+	}
+	return nodes, diags
+}
+
+// traversalAddr turns service.nginx or file["/etc/motd"] (and anything after it) into an address.
+func traversalAddr(tr hcl.Traversal) string {
+	root := tr.RootName()
+	t := lookupType(root)
+	if t != nil && t.Labels == 0 {
+		return root
+	}
+	if len(tr) < 2 {
+		return root + ".?"
+	}
+	switch step := tr[1].(type) {
+	case hcl.TraverseAttr:
+		return Address(root, step.Name, 1)
+	case hcl.TraverseIndex:
+		if step.Key.Type() == cty.String && step.Key.IsKnown() && !step.Key.IsNull() {
+			return Address(root, step.Key.AsString(), 1)
+		}
+	}
+	return root + ".?"
+}
+
+// bodyTraversals returns every variable traversal used by the expressions of a body, nested
+// blocks included.
+func bodyTraversals(body *hclsyntax.Body) []hcl.Traversal {
+	var out []hcl.Traversal
+	for _, a := range body.Attributes {
+		if a.Name == "depends_on" || a.Name == "notify" {
+			continue
+		}
+		out = append(out, a.Expr.Variables()...)
+	}
+	for _, blk := range body.Blocks {
+		out = append(out, bodyTraversals(blk.Body)...)
+	}
+	return out
+}
+
+// sortNodes checks every edge, finds cycles and returns the nodes in dependency order, ties
+// broken by declaration order so that runs are repeatable.
+func sortNodes(nodes map[string]*node) ([]*node, hcl.Diagnostics) {
+	var diags hcl.Diagnostics
+	all := make([]*node, 0, len(nodes))
+	for _, n := range nodes {
+		all = append(all, n)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].decl < all[j].decl })
+	addrs := make([]string, len(all))
+	for i, n := range all {
+		addrs[i] = n.addr
+	}
+	for _, n := range all {
+		kept := n.deps[:0]
+		seen := map[string]bool{}
+		for _, e := range n.deps {
+			if _, ok := nodes[e.to]; !ok {
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Reference to undeclared resource",
+					Detail: fmt.Sprintf("%s refers to %s (%s), which is not declared in this bundle.%s",
+						n.addr, e.to, e.why, didYouMean(e.to, addrs)), Subject: e.rng.Ptr()})
+				continue
+			}
+			if e.to == n.addr {
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Resource depends on itself",
+					Detail: fmt.Sprintf("%s refers to itself (%s).", n.addr, e.why), Subject: e.rng.Ptr()})
+				continue
+			}
+			if !seen[e.to] {
+				seen[e.to] = true
+				kept = append(kept, e)
+			}
+		}
+		n.deps = kept
+	}
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	// Cycle detection by depth-first search; report each cycle once, at the edge that closes it.
+	const (
+		white = iota
+		grey
+		black
+	)
+	color := map[string]int{}
+	var stack []*node
+	var visit func(n *node)
+	visit = func(n *node) {
+		color[n.addr] = grey
+		stack = append(stack, n)
+		for _, e := range n.deps {
+			m := nodes[e.to]
+			switch color[m.addr] {
+			case white:
+				visit(m)
+			case grey:
+				var path []string
+				for i := len(stack) - 1; i >= 0; i-- {
+					path = append([]string{stack[i].addr}, path...)
+					if stack[i] == m {
+						break
+					}
+				}
+				path = append(path, m.addr)
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Dependency cycle",
+					Detail: fmt.Sprintf("%s depends on %s (%s), which leads back to %s: %s. Remove one of these dependencies.",
+						n.addr, m.addr, e.why, n.addr, strings.Join(path, " -> ")),
+					Subject: e.rng.Ptr()})
+			}
+		}
+		stack = stack[:len(stack)-1]
+		color[n.addr] = black
+	}
+	for _, n := range all {
+		if color[n.addr] == white {
+			visit(n)
+		}
+	}
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	// Kahn's algorithm, always taking the ready node declared first.
+	indeg := map[string]int{}
+	dependents := map[string][]*node{}
+	for _, n := range all {
+		indeg[n.addr] = len(n.deps)
+		for _, e := range n.deps {
+			dependents[e.to] = append(dependents[e.to], n)
+		}
+	}
+	var ready, order []*node
+	for _, n := range all {
+		if indeg[n.addr] == 0 {
+			ready = append(ready, n)
+		}
+	}
+	for len(ready) > 0 {
+		sort.Slice(ready, func(i, j int) bool { return ready[i].decl < ready[j].decl })
+		n := ready[0]
+		ready = ready[1:]
+		order = append(order, n)
+		for _, m := range dependents[n.addr] {
+			indeg[m.addr]--
+			if indeg[m.addr] == 0 {
+				ready = append(ready, m)
+			}
+		}
+	}
+	return order, diags
+}
+
+// refVariables builds the resource-type variables (file, service, ...) a node may reference:
+// the values of its dependencies, which are decoded before it.
+func refVariables(n *node, nodes map[string]*node, values map[string]cty.Value) map[string]cty.Value {
+	byType := map[string]map[string]cty.Value{}
+	singles := map[string]cty.Value{}
+	for _, e := range n.deps {
+		dep := nodes[e.to]
+		v, ok := values[dep.addr]
+		if !ok {
+			continue
+		}
+		if dep.typ.Labels == 0 {
+			singles[dep.typ.Name] = v
+			continue
+		}
+		if byType[dep.typ.Name] == nil {
+			byType[dep.typ.Name] = map[string]cty.Value{}
+		}
+		byType[dep.typ.Name][dep.name] = v
+	}
+	out := map[string]cty.Value{}
+	for t, m := range byType {
+		out[t] = cty.ObjectVal(m)
+	}
+	for t, v := range singles {
+		out[t] = v
+	}
+	return out
+}
+
+// decodeNode evaluates only_if and decodes the node's body into its Resource.
+func decodeNode(n *node, ctx *hcl.EvalContext, b *Bundle) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	req := &DecodeRequest{Name: n.name, Body: n.body, Ctx: ctx, Block: n.block, Bundle: b}
+	if n.onlyIf != nil {
+		v, d := n.onlyIf.Value(ctx)
+		diags = append(diags, d...)
+		if d.HasErrors() {
+			return diags
+		}
+		switch {
+		case v.IsNull() || !v.IsKnown():
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid only_if",
+				Detail: "only_if must be true or false.", Subject: n.onlyIf.Range().Ptr()})
+			return diags
+		case v.Type() == cty.Bool:
+			n.guard = v.True()
+			if !n.guard {
+				n.reason = "only_if is false"
+			}
+		case v.Type() == cty.String && n.typ.ShellGuards:
+			req.OnlyIf = v.AsString()
+		default:
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid only_if",
+				Detail: fmt.Sprintf("only_if must be true or false (a %s was given).", v.Type().FriendlyName()), Subject: n.onlyIf.Range().Ptr()})
+			return diags
+		}
+	}
+	res, d := n.typ.Decode(req)
+	diags = append(diags, d...)
+	n.res = res
+	return diags
+}
+
+// nodeValue is what other resources see when they reference n: its label and the values of its
+// top-level arguments.
+func nodeValue(n *node, ctx *hcl.EvalContext) cty.Value {
+	attrs := map[string]cty.Value{"name": cty.StringVal(n.name)}
+	for name, a := range n.block.Body.(*hclsyntax.Body).Attributes {
+		if name == "depends_on" || name == "notify" || name == "only_if" {
+			continue
+		}
+		if v, d := a.Expr.Value(ctx); !d.HasErrors() {
+			attrs[name] = v
+		}
+	}
+	return cty.ObjectVal(attrs)
+}
+
+// didYouMean returns " Did you mean "x"?" when a candidate is close to given, else "".
+func didYouMean(given string, candidates []string) string {
+	best, bestDist := "", 4
+	for _, c := range candidates {
+		if d := levenshtein.Distance(given, c, nil); d < bestDist {
+			best, bestDist = c, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" Did you mean %q?", best)
+}

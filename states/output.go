@@ -1,0 +1,156 @@
+package states
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+)
+
+// WriteDiagnostics prints diagnostics the way HCL does: summary, file:line:col, the source lines
+// with the subject underlined, and the detail.
+func WriteDiagnostics(w io.Writer, b *Bundle, diags hcl.Diagnostics, color bool) {
+	files := map[string]*hcl.File{}
+	if b != nil {
+		_, files, _ = b.parseFiles()
+	}
+	width := 100
+	wr := hcl.NewDiagnosticTextWriter(w, files, uint(width), color)
+	_ = wr.WriteDiagnostics(diags)
+}
+
+// PeerTargets returns the literal targets of every peers("...") call in the bundle, so the master
+// knows whose facts to put into the job's context.
+func PeerTargets(b *Bundle) ([]string, hcl.Diagnostics) { return literalCalls(b, "peers") }
+
+// SecretNames returns the literal names of every secret("...") call in the bundle.
+func SecretNames(b *Bundle) ([]string, hcl.Diagnostics) { return literalCalls(b, "secret") }
+
+func literalCalls(b *Bundle, fn string) ([]string, hcl.Diagnostics) {
+	files, _, diags := b.parseFiles()
+	seen := map[string]bool{}
+	var out []string
+	for _, f := range files {
+		body, ok := f.Body.(*hclsyntax.Body)
+		if !ok {
+			continue
+		}
+		diags = append(diags, hclsyntax.VisitAll(body, func(n hclsyntax.Node) hcl.Diagnostics {
+			call, ok := n.(*hclsyntax.FunctionCallExpr)
+			if !ok || call.Name != fn {
+				return nil
+			}
+			if len(call.Args) != 1 {
+				return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid " + fn + "() call",
+					Detail: fn + "() takes exactly one argument, a literal string.", Subject: call.Range().Ptr()}}
+			}
+			v, d := call.Args[0].Value(nil)
+			if d.HasErrors() || v.IsNull() || !v.IsKnown() || v.Type().FriendlyName() != "string" {
+				return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid " + fn + "() call",
+					Detail: fn + "() needs a literal string (like " + fn + "(\"group:app\")), so the master can resolve it before sending the job.",
+					Subject: call.Args[0].Range().Ptr()}}
+			}
+			if s := v.AsString(); !seen[s] {
+				seen[s] = true
+				out = append(out, s)
+			}
+			return nil
+		})...)
+	}
+	return out, diags
+}
+
+// UseColor reports whether output to f should be coloured: a terminal, and NO_COLOR unset.
+func UseColor(f *os.File) bool {
+	if os.Getenv("NO_COLOR") != "" || os.Getenv("TERM") == "dumb" {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+const (
+	ansiReset  = "\x1b[0m"
+	ansiRed    = "\x1b[31m"
+	ansiGreen  = "\x1b[32m"
+	ansiYellow = "\x1b[33m"
+	ansiDim    = "\x1b[2m"
+)
+
+// RenderReport prints a report for people: one line per changed, failed or skipped resource with
+// its diff or reason (unchanged ones only when verbose), then a summary line with counts and time.
+func RenderReport(w io.Writer, r *Report, verbose, color bool) {
+	paint := func(c, s string) string {
+		if !color {
+			return s
+		}
+		return c + s + ansiReset
+	}
+	for _, res := range r.Results {
+		var mark, word string
+		switch res.Status {
+		case StatusOK:
+			if !verbose {
+				continue
+			}
+			mark, word = paint(ansiDim, "  "), paint(ansiDim, "ok")
+		case StatusChanged:
+			mark = paint(ansiYellow, "~ ")
+			word = paint(ansiYellow, "changed")
+			if r.DryRun {
+				word = paint(ansiYellow, "would change")
+			}
+		case StatusFailed:
+			mark, word = paint(ansiRed, "! "), paint(ansiRed, "failed")
+		case StatusSkipped:
+			mark, word = paint(ansiDim, "- "), paint(ansiDim, "skipped")
+		}
+		fmt.Fprintf(w, "%s%s %s %s\n", mark, res.Address, word, paint(ansiDim, fmtDuration(res.Duration)))
+		if res.Diff != "" && res.Status != StatusOK {
+			for _, line := range strings.Split(strings.TrimRight(res.Diff, "\n"), "\n") {
+				switch {
+				case strings.HasPrefix(line, "+") && !strings.HasPrefix(line, "+++"):
+					line = paint(ansiGreen, line)
+				case strings.HasPrefix(line, "-") && !strings.HasPrefix(line, "---"):
+					line = paint(ansiRed, line)
+				}
+				fmt.Fprintf(w, "    %s\n", line)
+			}
+		}
+		if res.Error != "" {
+			for _, line := range strings.Split(strings.TrimRight(res.Error, "\n"), "\n") {
+				fmt.Fprintf(w, "    %s\n", line)
+			}
+		}
+	}
+	c := r.Counts()
+	verb := "Applied"
+	if r.DryRun {
+		verb = "Planned"
+	}
+	changed := fmt.Sprintf("%d changed", c[StatusChanged])
+	if r.DryRun {
+		changed = fmt.Sprintf("%d to change", c[StatusChanged])
+	}
+	failed := fmt.Sprintf("%d failed", c[StatusFailed])
+	if c[StatusFailed] > 0 {
+		failed = paint(ansiRed, failed)
+	}
+	fmt.Fprintf(w, "%s %d resources in %s: %d ok, %s, %s, %d skipped\n",
+		verb, len(r.Results), fmtDuration(r.Duration), c[StatusOK], changed, failed, c[StatusSkipped])
+}
+
+func fmtDuration(d time.Duration) string {
+	switch {
+	case d < time.Millisecond:
+		return fmt.Sprintf("%dµs", d.Microseconds())
+	case d < time.Second:
+		return fmt.Sprintf("%dms", d.Milliseconds())
+	default:
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	}
+}

@@ -1,0 +1,129 @@
+package states
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// Resource is one managed thing on a host. The engine calls Check, then Apply only when Check
+// reported a difference, then Check again: a resource whose re-check still differs has failed.
+type Resource interface {
+	// Check compares the host with the wanted state and returns a human-readable difference, empty
+	// when there is nothing to do. It must not change the host. It may remember what it found for
+	// the Apply that follows.
+	Check(ctx context.Context, env *Env) (diff string, err error)
+	// Apply makes the host match the wanted state. It is called only after a Check that returned a
+	// non-empty diff. On ctx cancellation it stops as soon as it safely can and returns ctx.Err().
+	Apply(ctx context.Context, env *Env) error
+}
+
+// Notifiable is implemented by resources that react to `notify` from another resource that
+// changed (a service reloads or restarts, an exec runs). Notify is called at most once per run,
+// after the resource's own Check/Apply.
+type Notifiable interface {
+	Resource
+	Notify(ctx context.Context, env *Env) error
+}
+
+// Batcher is implemented by resources whose changes are cheaper applied together, like packages:
+// every resource that is ready at the same time and has the same BatchKey is applied by one
+// ApplyBatch call on the first of them. The returned slice has one error (or nil) per resource.
+type Batcher interface {
+	Resource
+	BatchKey() string
+	ApplyBatch(ctx context.Context, env *Env, batch []Resource) []error
+}
+
+// Env is the per-run context that resources share: the host they run on and run-scoped caches
+// (so that, say, the dpkg database is read once per run and not once per package).
+type Env struct {
+	DryRun bool
+
+	mu    sync.Mutex
+	cache map[string]any // guarded by mu
+}
+
+// Cached returns the run-scoped value under key, computing it with fill the first time.
+// fill's error is not cached.
+func (e *Env) Cached(key string, fill func() (any, error)) (any, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if v, ok := e.cache[key]; ok {
+		return v, nil
+	}
+	v, err := fill()
+	if err != nil {
+		return nil, err
+	}
+	if e.cache == nil {
+		e.cache = map[string]any{}
+	}
+	e.cache[key] = v
+	return v, nil
+}
+
+// Forget drops a cached value, for resources whose apply changed what it describes.
+func (e *Env) Forget(key string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.cache, key)
+}
+
+// DecodeRequest is what a resource type's decoder gets for one block.
+type DecodeRequest struct {
+	Name   string          // the block label, "" for unlabelled types
+	Body   hcl.Body        // the block body without the meta-arguments
+	Ctx    *hcl.EvalContext
+	Block  *hcl.Block
+	Bundle *Bundle
+	// OnlyIf is the value of a string `only_if` (a shell guard) for the types that take one.
+	OnlyIf string
+}
+
+// Type describes one resource type: its block name and how to decode a block into a Resource.
+type Type struct {
+	Name string
+	// Labels is the number of block labels: 1 for most types (`file "/etc/motd" {}`), 0 for
+	// singletons (`ufw {}`).
+	Labels int
+	// ShellGuards reports whether a string `only_if` is a shell command guard for this type.
+	ShellGuards bool
+	Decode      func(req *DecodeRequest) (Resource, hcl.Diagnostics)
+}
+
+var (
+	typesMu sync.RWMutex
+	types   = map[string]*Type{} // guarded by typesMu
+)
+
+// Register adds a resource type. It panics on a duplicate name: registration is a program error.
+func Register(t *Type) {
+	typesMu.Lock()
+	defer typesMu.Unlock()
+	if _, dup := types[t.Name]; dup {
+		panic(fmt.Sprintf("states: resource type %q registered twice", t.Name))
+	}
+	types[t.Name] = t
+}
+
+func lookupType(name string) *Type {
+	typesMu.RLock()
+	defer typesMu.RUnlock()
+	return types[name]
+}
+
+// TypeNames returns the registered resource type names, sorted.
+func TypeNames() []string {
+	typesMu.RLock()
+	defer typesMu.RUnlock()
+	ns := make([]string, 0, len(types))
+	for n := range types {
+		ns = append(ns, n)
+	}
+	sort.Strings(ns)
+	return ns
+}
