@@ -1,0 +1,325 @@
+// Package pki holds brine's keys: an ed25519 signing pair and a curve25519 box pair for every
+// master and minion, the master's key store of minions (pending, accepted, rejected, denied),
+// session keys, and enrolment tokens. It knows nothing of HCL or the network.
+package pki
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/crypto/nacl/box"
+	"golang.org/x/crypto/nacl/secretbox"
+	"golang.org/x/crypto/nacl/sign"
+)
+
+// PublicKey is the public half of a brine identity: an ed25519 key that signs and a curve25519
+// key that receives sealed boxes.
+type PublicKey struct {
+	Sign [32]byte
+	Box  [32]byte
+}
+
+// KeyPair is a full brine identity. Its private halves never leave the process except into its
+// 0600 key file.
+type KeyPair struct {
+	Pub      PublicKey
+	signPriv [64]byte
+	boxPriv  [32]byte
+}
+
+// GenerateKeyPair makes a fresh identity from crypto/rand.
+func GenerateKeyPair() (*KeyPair, error) {
+	spub, spriv, err := sign.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate signing key: %w", err)
+	}
+	bpub, bpriv, err := box.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate box key: %w", err)
+	}
+	return &KeyPair{Pub: PublicKey{Sign: *spub, Box: *bpub}, signPriv: *spriv, boxPriv: *bpriv}, nil
+}
+
+// String encodes the public key as "brine1:" + base64url(sign || box), the form stored on disk
+// and shown by `brine key list`.
+func (p PublicKey) String() string {
+	var raw [64]byte
+	copy(raw[:32], p.Sign[:])
+	copy(raw[32:], p.Box[:])
+	return "brine1:" + base64.RawURLEncoding.EncodeToString(raw[:])
+}
+
+// ParsePublicKey reads the form String writes.
+func ParsePublicKey(s string) (PublicKey, error) {
+	var p PublicKey
+	rest, ok := strings.CutPrefix(strings.TrimSpace(s), "brine1:")
+	if !ok {
+		return p, errors.New("public key: missing brine1: prefix")
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(rest)
+	if err != nil || len(raw) != 64 {
+		return p, errors.New("public key: bad encoding")
+	}
+	copy(p.Sign[:], raw[:32])
+	copy(p.Box[:], raw[32:])
+	return p, nil
+}
+
+// Fingerprint is the sha256 of both public halves, as colon-separated hex pairs (the form of
+// `master_finger` in a minion's config). It commits to both keys, so pinning it pins both.
+func (p PublicKey) Fingerprint() string {
+	h := sha256.New()
+	h.Write([]byte("brine-fingerprint-v1"))
+	h.Write(p.Sign[:])
+	h.Write(p.Box[:])
+	sum := hex.EncodeToString(h.Sum(nil))
+	var b strings.Builder
+	for i := 0; i < len(sum); i += 2 {
+		if i > 0 {
+			b.WriteByte(':')
+		}
+		b.WriteString(sum[i : i+2])
+	}
+	return b.String()
+}
+
+// NormalizeFingerprint lowercases f and drops separators, so that pinned fingerprints compare
+// whatever way the operator copied them.
+func NormalizeFingerprint(f string) string {
+	f = strings.ToLower(f)
+	return strings.Map(func(r rune) rune {
+		if r == ':' || r == ' ' || r == '-' {
+			return -1
+		}
+		return r
+	}, f)
+}
+
+// Equal reports whether two public keys are the same identity.
+func (p PublicKey) Equal(q PublicKey) bool { return p.Sign == q.Sign && p.Box == q.Box }
+
+// Sign signs msg under a domain label, so that a signature made for one purpose (an auth
+// answer) can never be passed off as another (a job).
+func (k *KeyPair) Sign(domain string, msg []byte) []byte {
+	return ed25519.Sign(ed25519.PrivateKey(k.signPriv[:]), domained(domain, msg))
+}
+
+// Verify checks a signature made by Sign with the same domain.
+func Verify(pub [32]byte, domain string, msg, sig []byte) bool {
+	if len(sig) != ed25519.SignatureSize {
+		return false
+	}
+	return ed25519.Verify(ed25519.PublicKey(pub[:]), domained(domain, msg), sig)
+}
+
+func domained(domain string, msg []byte) []byte {
+	out := make([]byte, 0, len(domain)+1+len(msg))
+	out = append(out, domain...)
+	out = append(out, 0)
+	return append(out, msg...)
+}
+
+// SignAttached returns sig || domain-less message in nacl/sign's attached form; used for large
+// payloads (jobs) where a copy for the domain prefix would double memory. The message itself
+// must start with its own type tag.
+func (k *KeyPair) SignAttached(msg []byte) []byte { return sign.Sign(nil, msg, &k.signPriv) }
+
+// OpenAttached verifies a SignAttached message and returns its content.
+func OpenAttached(pub [32]byte, signed []byte) ([]byte, bool) {
+	if len(signed) < sign.Overhead {
+		return nil, false
+	}
+	return sign.Open(nil, signed, &pub)
+}
+
+// SealTo encrypts msg so that only the holder of to's private box key can read it, and so that
+// it can only have come from k. The 24-byte nonce is prepended.
+func (k *KeyPair) SealTo(to [32]byte, msg []byte) []byte {
+	var nonce [24]byte
+	if _, err := io.ReadFull(rand.Reader, nonce[:]); err != nil {
+		panic("pki: crypto/rand failed: " + err.Error())
+	}
+	return box.Seal(nonce[:], msg, &nonce, &to, &k.boxPriv)
+}
+
+// OpenFrom decrypts a SealTo box that from sealed to k.
+func (k *KeyPair) OpenFrom(from [32]byte, sealed []byte) ([]byte, bool) {
+	if len(sealed) < 24+box.Overhead {
+		return nil, false
+	}
+	var nonce [24]byte
+	copy(nonce[:], sealed[:24])
+	return box.Open(nil, sealed[24:], &nonce, &from, &k.boxPriv)
+}
+
+// SessionKey is the master's current symmetric key for jobs. ID names it on the wire, so a
+// minion can tell it holds a stale key; IDs are random, so a restarted master never reuses one.
+type SessionKey struct {
+	ID  [8]byte
+	Key [32]byte
+}
+
+// NewSessionKey makes a fresh random session key.
+func NewSessionKey() *SessionKey {
+	s := &SessionKey{}
+	if _, err := io.ReadFull(rand.Reader, s.ID[:]); err != nil {
+		panic("pki: crypto/rand failed: " + err.Error())
+	}
+	if _, err := io.ReadFull(rand.Reader, s.Key[:]); err != nil {
+		panic("pki: crypto/rand failed: " + err.Error())
+	}
+	return s
+}
+
+// Seal encrypts msg with secretbox under a random nonce: nonce(24) || box.
+func (s *SessionKey) Seal(msg []byte) []byte {
+	var nonce [24]byte
+	if _, err := io.ReadFull(rand.Reader, nonce[:]); err != nil {
+		panic("pki: crypto/rand failed: " + err.Error())
+	}
+	return secretbox.Seal(nonce[:], msg, &nonce, &s.Key)
+}
+
+// Open decrypts a Seal box.
+func (s *SessionKey) Open(sealed []byte) ([]byte, bool) {
+	if len(sealed) < 24+secretbox.Overhead {
+		return nil, false
+	}
+	var nonce [24]byte
+	copy(nonce[:], sealed[:24])
+	return secretbox.Open(nil, sealed[24:], &nonce, &s.Key)
+}
+
+// Marshal encodes the session key as id || key.
+func (s *SessionKey) Marshal() []byte {
+	out := make([]byte, 0, 40)
+	out = append(out, s.ID[:]...)
+	return append(out, s.Key[:]...)
+}
+
+// UnmarshalSessionKey reads the form Marshal writes.
+func UnmarshalSessionKey(b []byte) (*SessionKey, error) {
+	if len(b) != 40 {
+		return nil, errors.New("session key: bad length")
+	}
+	s := &SessionKey{}
+	copy(s.ID[:], b[:8])
+	copy(s.Key[:], b[8:])
+	return s, nil
+}
+
+// RandomBytes returns n bytes from crypto/rand.
+func RandomBytes(n int) []byte {
+	b := make([]byte, n)
+	if _, err := io.ReadFull(rand.Reader, b); err != nil {
+		panic("pki: crypto/rand failed: " + err.Error())
+	}
+	return b
+}
+
+// keyFile is the on-disk form of a KeyPair (0600).
+const keyFileHeader = "brine-private-key-v1"
+
+// SaveKeyPair writes k to path with mode 0600 (atomically) and its public half to path+".pub".
+func SaveKeyPair(path string, k *KeyPair) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	var raw []byte
+	raw = append(raw, k.signPriv[:]...)
+	raw = append(raw, k.boxPriv[:]...)
+	raw = append(raw, k.Pub.Box[:]...)
+	content := keyFileHeader + "\n" + base64.StdEncoding.EncodeToString(raw) + "\n"
+	if err := WriteFileAtomic(path, []byte(content), 0o600); err != nil {
+		return fmt.Errorf("save key %s: %w", path, err)
+	}
+	if err := WriteFileAtomic(path+".pub", []byte(k.Pub.String()+"\n"), 0o644); err != nil {
+		return fmt.Errorf("save key %s.pub: %w", path, err)
+	}
+	return nil
+}
+
+// LoadKeyPair reads a key written by SaveKeyPair. It refuses a key file that group or others
+// can read, as ssh does.
+func LoadKeyPair(path string) (*KeyPair, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("key %s: mode %v is too open, want 0600", path, st.Mode().Perm())
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	head, body, ok := strings.Cut(string(data), "\n")
+	if !ok || head != keyFileHeader {
+		return nil, fmt.Errorf("key %s: not a brine private key", path)
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(body))
+	if err != nil || len(raw) != 64+32+32 {
+		return nil, fmt.Errorf("key %s: corrupt", path)
+	}
+	k := &KeyPair{}
+	copy(k.signPriv[:], raw[:64])
+	copy(k.boxPriv[:], raw[64:96])
+	copy(k.Pub.Box[:], raw[96:])
+	copy(k.Pub.Sign[:], ed25519.PrivateKey(k.signPriv[:]).Public().(ed25519.PublicKey))
+	return k, nil
+}
+
+// LoadOrCreateKeyPair loads the key at path, or makes and saves one if there is none.
+func LoadOrCreateKeyPair(path string) (k *KeyPair, created bool, err error) {
+	k, err = LoadKeyPair(path)
+	if err == nil {
+		return k, false, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, false, err
+	}
+	k, err = GenerateKeyPair()
+	if err != nil {
+		return nil, false, err
+	}
+	if err := SaveKeyPair(path, k); err != nil {
+		return nil, false, err
+	}
+	return k, true, nil
+}
+
+// WriteFileAtomic writes data to a temporary file beside path, syncs it and renames it over
+// path, so a crash leaves either the old or the new content.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
