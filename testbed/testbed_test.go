@@ -1,0 +1,341 @@
+package testbed
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func mustSh(t *testing.T, h *Host, script string) string {
+	t.Helper()
+	out, code, err := h.Sh(testCtx(t), script)
+	if err != nil || code != 0 {
+		t.Fatalf("%s: %q: exit %d, %v:\n%s", h.Name(), script, code, err, out)
+	}
+	return out
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestHostsAreIsolatedAndConnected(t *testing.T) {
+	c := NewT(t, "alpha", "beta")
+	a, b := c.Host("alpha"), c.Host("beta")
+	if a == nil || b == nil || len(c.Hosts()) != 2 {
+		t.Fatalf("hosts: %v", c.Hosts())
+	}
+	if out := mustSh(t, a, "hostname; cat /etc/hostname"); out != "alpha\nalpha\n" {
+		t.Errorf("hostname in alpha: %q", out)
+	}
+	// Each host sees only its own processes.
+	if out := mustSh(t, a, "ls /proc | grep -c '^[0-9]'"); strings.TrimSpace(out) == "" || len(strings.TrimSpace(out)) > 2 {
+		t.Errorf("alpha sees %s processes", out)
+	}
+	for _, need := range []string{"/dev/null", "/dev/net/tun", "/dev/urandom", "/dev/ptmx", "/srv/brine", "/srv/brine-apt"} {
+		mustSh(t, a, "test -e "+need)
+	}
+
+	t.Run("tcp both ways and to the bridge", func(t *testing.T) {
+		for _, pair := range [][2]*Host{{a, b}, {b, a}} {
+			srv, cli := pair[0], pair[1]
+			d, err := srv.Start("listen", "python3", "-c", fmt.Sprintf(`
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("%s", 7070)); s.listen(1); print("listening", flush=True)
+c, _ = s.accept(); c.sendall(b"hello from " + socket.gethostname().encode()); c.close()`, srv.Addr()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "listener", 10*time.Second, func() bool { return strings.Contains(d.Log(), "listening") })
+			out := mustSh(t, cli, fmt.Sprintf(`python3 -c 'import socket; s=socket.create_connection(("%s",7070),5); print(s.recv(100).decode())'`, srv.Addr()))
+			if want := "hello from " + srv.Name(); strings.TrimSpace(out) != want {
+				t.Errorf("%s -> %s: got %q, want %q", cli.Name(), srv.Name(), out, want)
+			}
+			select {
+			case <-d.Exited():
+			case <-time.After(5 * time.Second):
+				t.Errorf("listener on %s did not exit after serving", srv.Name())
+			}
+		}
+		// The machine listens on the bridge address; both hosts reach it.
+		ln, err := net.Listen("tcp", c.BridgeAddr()+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				conn, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				conn.Write([]byte("machine"))
+				conn.Close()
+			}
+		}()
+		port := ln.Addr().(*net.TCPAddr).Port
+		for _, h := range []*Host{a, b} {
+			out := mustSh(t, h, fmt.Sprintf(`python3 -c 'import socket; s=socket.create_connection(("%s",%d),5); print(s.recv(100).decode())'`, c.BridgeAddr(), port))
+			if strings.TrimSpace(out) != "machine" {
+				t.Errorf("%s -> bridge: %q", h.Name(), out)
+			}
+		}
+	})
+
+	t.Run("etc writes stay in the host", func(t *testing.T) {
+		mustSh(t, a, "echo secret > /etc/brine-testbed-probe")
+		if _, err := os.Stat("/etc/brine-testbed-probe"); err == nil {
+			t.Error("file written in alpha's /etc is on the machine")
+		}
+		if _, code, _ := b.Sh(testCtx(t), "test -e /etc/brine-testbed-probe"); code == 0 {
+			t.Error("file written in alpha's /etc is in beta")
+		}
+		b2, err := os.ReadFile(filepath.Join(a.Root(), "etc/brine-testbed-probe"))
+		if err != nil || string(b2) != "secret\n" {
+			t.Errorf("Root() view: %q, %v", b2, err)
+		}
+	})
+
+	t.Run("iptables rules stay in the host", func(t *testing.T) {
+		const rule = "-A INPUT -p tcp --dport 4506 -m comment --comment brine-testbed-probe -j ACCEPT"
+		mustSh(t, a, "iptables "+rule)
+		if out := mustSh(t, a, "iptables -S INPUT"); !strings.Contains(out, "brine-testbed-probe") {
+			t.Errorf("rule not in alpha: %s", out)
+		}
+		if out := mustSh(t, b, "iptables -S INPUT"); strings.Contains(out, "brine-testbed-probe") {
+			t.Errorf("alpha's rule is in beta: %s", out)
+		}
+		out, err := exec.Command("iptables", "-S", "INPUT").CombinedOutput()
+		if err != nil {
+			t.Fatalf("iptables on the machine: %v: %s", err, out)
+		}
+		if strings.Contains(string(out), "brine-testbed-probe") {
+			t.Errorf("alpha's rule is on the machine: %s", out)
+		}
+	})
+
+	t.Run("partition and heal", func(t *testing.T) {
+		ping := func() int {
+			_, code, err := b.Sh(testCtx(t), "ping -c1 -W1 "+a.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return code
+		}
+		if code := ping(); code != 0 {
+			t.Fatalf("beta cannot ping alpha before the partition: %d", code)
+		}
+		if err := c.Partition("alpha"); err != nil {
+			t.Fatal(err)
+		}
+		if code := ping(); code == 0 {
+			t.Error("beta reaches alpha through a partition")
+		}
+		if _, code, _ := a.Sh(testCtx(t), "ping -c1 -W1 "+c.BridgeAddr()); code == 0 {
+			t.Error("partitioned alpha reaches the bridge")
+		}
+		if err := c.Heal("alpha"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "alpha reachable after heal", 10*time.Second, func() bool { return ping() == 0 })
+	})
+
+	t.Run("daemon killed, reported, restarted", func(t *testing.T) {
+		d, err := a.Start("sleeper", "sh", "-c", "echo up; exec sleep 1000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "daemon up", 5*time.Second, func() bool { return strings.Contains(d.Log(), "up") })
+		if !d.Running() || d.Pid() == 0 {
+			t.Fatalf("daemon not running: pid %d", d.Pid())
+		}
+		// Kill it from inside the host, as a crash would.
+		mustSh(t, a, "pkill -KILL -x sleep")
+		select {
+		case <-d.Exited():
+		case <-time.After(5 * time.Second):
+			t.Fatal("killed daemon not reported")
+		}
+		if d.Running() || d.Err() == nil || !strings.Contains(d.Err().Error(), "signal") && !strings.Contains(d.Err().Error(), "137") {
+			t.Errorf("after kill: running %v, err %v", d.Running(), d.Err())
+		}
+		if err := d.Restart(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "restarted daemon up", 5*time.Second, func() bool { return strings.Count(d.Log(), "up\n") == 2 })
+		if !d.Running() {
+			t.Fatal("not running after restart")
+		}
+		start := time.Now()
+		if err := d.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		if d.Running() || time.Since(start) > 5*time.Second {
+			t.Errorf("Stop: running %v after %v", d.Running(), time.Since(start))
+		}
+		if out := mustSh(t, a, "pgrep -x sleep | wc -l"); strings.TrimSpace(out) != "1" {
+			// one: the host's init keeps a sleep of its own
+			t.Errorf("sleep processes left in alpha: %s", out)
+		}
+	})
+}
+
+func TestAptInOneHostOnly(t *testing.T) {
+	c := NewT(t, "one", "two")
+	ctx := testCtx(t)
+	if err := c.EnableApt(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	one, two := c.Host("one"), c.Host("two")
+	mustSh(t, one, "apt-get install -y -q brine-app-dep")
+	if out := mustSh(t, one, "dpkg-query -W -f '${Status} ${Version}' brine-lib brine-app-dep"); strings.Count(out, "install ok installed 1.0") != 2 {
+		t.Errorf("one: %q", out)
+	}
+	if out, code, _ := two.Sh(ctx, "dpkg-query -W -f '${Status}' brine-app-dep"); code == 0 && strings.Contains(out, "installed") {
+		t.Errorf("package installed in one is installed in two: %q", out)
+	}
+	if out, err := exec.Command("dpkg-query", "-W", "-f", "${Status}", "brine-app-dep").CombinedOutput(); err == nil && strings.Contains(string(out), "installed") {
+		t.Errorf("package installed in one is installed on the machine: %q", out)
+	}
+	if _, err := os.Stat("/usr/share/brine-app-dep"); err == nil {
+		t.Error("package files of one are on the machine")
+	}
+	// Versions, upgrades and a failing postinst behave as the package tests expect.
+	mustSh(t, two, "apt-get install -y -q brine-hello=1.0")
+	mustSh(t, two, "grep -qx 1.0 /usr/share/brine-hello/VERSION")
+	mustSh(t, two, "apt-get install -y -q brine-hello")
+	mustSh(t, two, "grep -qx 2.0 /usr/share/brine-hello/VERSION")
+	out, code, err := two.Sh(ctx, "apt-get install -y -q brine-badpost")
+	if err != nil || code == 0 || !strings.Contains(out, "brine-badpost: postinst refused") {
+		t.Errorf("badpost: exit %d, %v:\n%s", code, err, out)
+	}
+}
+
+func TestCloseLeavesNothing(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skip(err)
+	}
+	c, err := New(testCtx(t), Options{Hosts: []string{"x", "y"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := c.Host("x")
+	d, err := x.Start("bg", "sh", "-c", "sleep 1000 & sleep 1000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "daemon pid", 5*time.Second, func() bool { return d.Pid() != 0 })
+	pids := []int{x.InitPID(), c.Host("y").InitPID(), d.Pid()}
+	if l := Leftovers(c.Name()); len(l) == 0 {
+		t.Fatal("Leftovers sees nothing of a running cluster")
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	assertGone(t, c.Name(), c.Bridge(), pids)
+	if err := c.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
+func assertGone(t *testing.T, name, bridge string, pids []int) {
+	t.Helper()
+	if l := Leftovers(name); len(l) > 0 {
+		t.Errorf("left after teardown of %s:\n%s", name, strings.Join(l, "\n"))
+	}
+	if links, _ := linkNames(); true {
+		for _, l := range links {
+			if l == bridge || strings.HasPrefix(l, bridge+"-") {
+				t.Errorf("link %s left", l)
+			}
+		}
+	}
+	for _, pid := range pids {
+		if pid != 0 && syscall.Kill(pid, 0) == nil && procStart(pid) != 0 {
+			t.Errorf("process %d left", pid)
+		}
+	}
+}
+
+// TestHelperCrash is not a test: TestPanicAndCrashLeaveNothing runs it in
+// a subprocess to make a cluster and then panic or die.
+func TestHelperCrash(t *testing.T) {
+	mode := os.Getenv("BRINE_TESTBED_CRASH")
+	if mode == "" {
+		t.Skip("helper for TestPanicAndCrashLeaveNothing")
+	}
+	c := NewT(t, "p1", "p2")
+	if _, err := c.Host("p1").Start("bg", "sleep", "1000"); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("CLUSTER %s %s %d %d\n", c.Name(), c.Bridge(), c.Host("p1").InitPID(), c.Host("p2").InitPID())
+	os.Stdout.Sync()
+	switch mode {
+	case "panic":
+		panic("testbed: deliberate panic mid-test")
+	case "kill":
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	}
+}
+
+func TestPanicAndCrashLeaveNothing(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skip(err)
+	}
+	for _, mode := range []string{"panic", "kill"} {
+		t.Run(mode, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperCrash$", "-test.count=1", "-test.v")
+			cmd.Env = append(os.Environ(), "BRINE_TESTBED_CRASH="+mode)
+			out, err := cmd.CombinedOutput()
+			if err == nil {
+				t.Fatalf("helper did not fail:\n%s", out)
+			}
+			var name, bridge string
+			var p1, p2 int
+			for line := range strings.Lines(string(out)) {
+				if strings.HasPrefix(line, "CLUSTER ") {
+					fmt.Sscanf(line, "CLUSTER %s %s %d %d", &name, &bridge, &p1, &p2)
+				}
+			}
+			if name == "" {
+				t.Fatalf("helper made no cluster:\n%s", out)
+			}
+			if mode == "kill" {
+				// Nothing ran Close: the cluster is still there, and the
+				// next New (here: CleanAll's sibling) removes it as stale.
+				if len(Leftovers(name)) == 0 {
+					t.Fatal("a killed test left nothing: is the crash real?")
+				}
+				unlock, err := lockRegistry()
+				if err != nil {
+					t.Fatal(err)
+				}
+				cleanStaleLocked()
+				unlock()
+			}
+			assertGone(t, name, bridge, []int{p1, p2})
+		})
+	}
+}

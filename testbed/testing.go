@@ -1,0 +1,44 @@
+package testbed
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// NewT makes a cluster with the given hosts for the test t, skipping the
+// test (with the reason) if the machine cannot make one. The cluster is
+// closed when the test ends; if the test failed, the logs of the daemons
+// started in it are printed first, and a daemon log holding "panic:" or
+// "DATA RACE" fails the test.
+func NewT(t testing.TB, hosts ...string) *Cluster {
+	t.Helper()
+	if err := Available(); err != nil {
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := New(ctx, Options{Name: "t" + randHex(3), Hosts: hosts})
+	if err != nil {
+		t.Fatalf("testbed: %v", err)
+	}
+	t.Cleanup(func() {
+		for _, h := range c.Hosts() {
+			for _, d := range h.Daemons() {
+				log := d.Log()
+				bad := strings.Contains(log, "panic:") || strings.Contains(log, "DATA RACE")
+				if bad {
+					t.Errorf("testbed: daemon %s on %s logged a panic or a data race", d.Name(), h.Name())
+				}
+				if t.Failed() || bad {
+					t.Logf("testbed: log of daemon %s on %s (%s):\n%s", d.Name(), h.Name(), d.LogPath(), log)
+				}
+			}
+		}
+		if err := c.Close(); err != nil {
+			t.Errorf("testbed: %v", err)
+		}
+	})
+	return c
+}
