@@ -1,0 +1,366 @@
+// Package dosim is a DigitalOcean API v2 simulator for tests and demos.
+//
+// It speaks the API's JSON shapes, status codes and error bodies for the endpoints brine's cloud
+// package uses: droplets (create one or many, get, list with pagination and tag and name filters,
+// delete, delete by tag), droplet actions, actions, account and SSH keys, regions, sizes, images,
+// domains and domain records. It checks the bearer token, sends the RateLimit-* headers, enforces
+// DigitalOcean's request limits, moves droplets from "new" to "active" after a configurable delay,
+// and lets a test inject 429s and 5xx errors. A Booter turns each droplet into something real (a
+// testbed host) and runs its user_data there.
+//
+// A Server is an http.Handler, so httptest.NewServer(dosim.New(opts)) works; Start listens on
+// 127.0.0.1 by itself.
+package dosim
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Booter makes a simulated droplet real. Boot is called once per droplet, after the boot delay,
+// in its own goroutine; it returns the droplet's public IPv4 address. It must return promptly
+// when ctx is cancelled (the Server is closing). Until Boot returns the droplet stays "new"; if
+// Boot fails it stays "new" for good and its create action is "errored", as a droplet that never
+// came up. Destroy is called when a booted droplet is deleted and must release everything Boot
+// made; it may block.
+type Booter interface {
+	Boot(ctx context.Context, d Droplet, userData string) (ip string, err error)
+	Destroy(name string)
+}
+
+// Options configure a Server. The zero value is a usable simulator with a random token.
+type Options struct {
+	// Token is the bearer token the API accepts; empty means a random one (see Server.Token).
+	Token string
+	// BootDelay is how long a droplet stays "new" before it boots.
+	BootDelay time.Duration
+	// Booter, when set, boots each droplet for real and supplies its public address.
+	Booter Booter
+	// Stuck, when set, names droplets that never leave "new" (a hung hypervisor).
+	Stuck func(name string) bool
+	// DropletLimit is the account's droplet limit; creates beyond it fail with 422 as on
+	// DigitalOcean. Zero means 25.
+	DropletLimit int
+	// PerMinute and PerHour are the request limits (DigitalOcean: 250 and 5,000). Zero means
+	// DigitalOcean's value; a negative value disables that limit.
+	PerMinute, PerHour int
+	// Logger receives one line per request; nil discards.
+	Logger *slog.Logger
+}
+
+// Fault is an injected failure: the next Times requests matching Method (empty: any) and a path
+// starting with Path (empty: any) get Status with DigitalOcean's error body. RetryAfter, when
+// non-zero, is sent as Retry-After in whole seconds (rounded up), as DigitalOcean does on 429.
+type Fault struct {
+	Method     string
+	Path       string
+	Status     int
+	RetryAfter time.Duration
+	Times      int
+}
+
+// Server is a simulated DigitalOcean API. It is safe for concurrent use.
+type Server struct {
+	opts  Options
+	token string
+	mux   *http.ServeMux
+
+	ctx    context.Context // cancelled by Close; owns the boot goroutines
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // boot and destroy goroutines
+
+	ln     net.Listener
+	srv    *http.Server
+	urlStr string
+
+	mu sync.Mutex // guards every field below
+	// state
+	nextID   int
+	droplets map[int]*droplet
+	actions  map[int]*Action
+	keys     []Key
+	domains  map[string]*domain
+	limit    int
+	faults   []Fault
+	requests map[string]int // "METHOD /path" -> count, for tests
+	minute   []time.Time    // request times within the last minute
+	hourFrom time.Time
+	hourN    int
+}
+
+type droplet struct {
+	Droplet
+	userData string
+	actionID int
+	booted   bool
+}
+
+type domain struct {
+	Domain
+	records []Record
+}
+
+// New returns a simulator; it does not listen until Start (or use it as an http.Handler).
+func New(opts Options) *Server {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		opts:     opts,
+		token:    opts.Token,
+		ctx:      ctx,
+		cancel:   cancel,
+		nextID:   3164444,
+		droplets: map[int]*droplet{},
+		actions:  map[int]*Action{},
+		domains:  map[string]*domain{},
+		limit:    opts.DropletLimit,
+		requests: map[string]int{},
+		hourFrom: time.Now(),
+	}
+	if s.token == "" {
+		s.token = "dop_v1_" + randHex(32)
+	}
+	if s.limit == 0 {
+		s.limit = 25
+	}
+	if s.opts.PerMinute == 0 {
+		s.opts.PerMinute = 250
+	}
+	if s.opts.PerHour == 0 {
+		s.opts.PerHour = 5000
+	}
+	if s.opts.Logger == nil {
+		s.opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s.keys = []Key{{ID: 512189, Name: "brine-operator", Fingerprint: "3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa",
+		PublicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBrineSimulatorKeyDoNotUse operator@brine"}}
+	s.routes()
+	return s
+}
+
+// Token returns the bearer token the simulator accepts.
+func (s *Server) Token() string { return s.token }
+
+// Start listens on a free port of 127.0.0.1 and serves until Close. It returns the base URL
+// (also available from URL) to give godo.SetBaseURL.
+func (s *Server) Start() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("dosim: listen: %w", err)
+	}
+	s.ln = ln
+	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	s.urlStr = "http://" + ln.Addr().String() + "/"
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		_ = s.srv.Serve(ln)
+	}()
+	return s.urlStr, nil
+}
+
+// URL is the base URL after Start, "" before.
+func (s *Server) URL() string { return s.urlStr }
+
+// Close stops the listener, cancels pending boots and waits for every goroutine the Server
+// started, including Booter.Destroy calls.
+func (s *Server) Close() error {
+	s.cancel()
+	var err error
+	if s.srv != nil {
+		err = s.srv.Close()
+	}
+	s.wg.Wait()
+	return err
+}
+
+// Inject queues a fault; faults are consumed in the order they were injected.
+func (s *Server) Inject(f Fault) {
+	if f.Times <= 0 {
+		f.Times = 1
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = append(s.faults, f)
+}
+
+// SetDropletLimit changes the account's droplet limit.
+func (s *Server) SetDropletLimit(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.limit = n
+}
+
+// Droplets returns a snapshot of every droplet, in creation order.
+func (s *Server) Droplets() []Droplet {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sortedDroplets(func(*droplet) bool { return true })
+}
+
+// UserData returns the user_data a droplet was created with.
+func (s *Server) UserData(name string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range s.droplets {
+		if d.Name == name {
+			return d.userData, true
+		}
+	}
+	return "", false
+}
+
+// Requests counts the requests so far whose method is method (empty: any) and whose path starts
+// with pathPrefix. Requests rejected by auth or rate limits count too.
+func (s *Server) Requests(method, pathPrefix string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for k, c := range s.requests {
+		m, p, _ := strings.Cut(k, " ")
+		if (method == "" || m == method) && strings.HasPrefix(p, pathPrefix) {
+			n += c
+		}
+	}
+	return n
+}
+
+// ServeHTTP serves the API: authentication, rate limits and injected faults first, then the
+// endpoint.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	reqID := randHex(8)
+	w.Header().Set("X-Request-Id", reqID)
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
+
+	status, retryAfter, fault := s.admit(r, w.Header())
+	s.opts.Logger.Debug("dosim request", "method", r.Method, "path", r.URL.Path, "fault", status)
+	if fault {
+		if retryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(int((retryAfter+time.Second-1)/time.Second)))
+		}
+		switch {
+		case status == http.StatusTooManyRequests:
+			writeError(w, status, "too_many_requests", "API Rate limit exceeded.")
+		case status >= 500:
+			writeError(w, status, "server_error", "Server was unable to give you a response.")
+		default:
+			writeError(w, status, http.StatusText(status), http.StatusText(status))
+		}
+		return
+	}
+	if !s.authorized(r) {
+		writeError(w, http.StatusUnauthorized, "unauthorized", "Unable to authenticate you.")
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// admit counts the request, sets the rate-limit headers, and decides whether a rate limit or an
+// injected fault answers it instead of the endpoint.
+func (s *Server) admit(r *http.Request, h http.Header) (status int, retryAfter time.Duration, fault bool) {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requests[r.Method+" "+r.URL.Path]++
+	if now.Sub(s.hourFrom) >= time.Hour {
+		s.hourFrom, s.hourN = now, 0
+	}
+	s.hourN++
+	cut := 0
+	for cut < len(s.minute) && now.Sub(s.minute[cut]) >= time.Minute {
+		cut++
+	}
+	s.minute = append(s.minute[cut:], now)
+
+	limit := s.opts.PerHour
+	if limit > 0 {
+		h.Set("RateLimit-Limit", strconv.Itoa(limit))
+		h.Set("RateLimit-Remaining", strconv.Itoa(max(0, limit-s.hourN)))
+		h.Set("RateLimit-Reset", strconv.FormatInt(s.hourFrom.Add(time.Hour).Unix(), 10))
+		if s.hourN > limit {
+			return http.StatusTooManyRequests, s.hourFrom.Add(time.Hour).Sub(now), true
+		}
+	}
+	if s.opts.PerMinute > 0 && len(s.minute) > s.opts.PerMinute {
+		return http.StatusTooManyRequests, time.Minute - now.Sub(s.minute[0]), true
+	}
+	for i := range s.faults {
+		f := &s.faults[i]
+		if (f.Method == "" || f.Method == r.Method) && strings.HasPrefix(r.URL.Path, f.Path) {
+			f.Times--
+			st, ra := f.Status, f.RetryAfter
+			if f.Times <= 0 {
+				s.faults = append(s.faults[:i], s.faults[i+1:]...)
+			}
+			return st, ra, true
+		}
+	}
+	return 0, 0, false
+}
+
+func (s *Server) authorized(r *http.Request) bool {
+	auth := r.Header.Get("Authorization")
+	tok, ok := strings.CutPrefix(auth, "Bearer ")
+	return ok && subtleEqual(tok, s.token)
+}
+
+func subtleEqual(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	var v byte
+	for i := 0; i < len(a); i++ {
+		v |= a[i] ^ b[i]
+	}
+	return v == 0
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, id, msg string) {
+	writeJSON(w, status, apiError{ID: id, Message: msg, RequestID: w.Header().Get("X-Request-Id")})
+}
+
+func notFound(w http.ResponseWriter) {
+	writeError(w, http.StatusNotFound, "not_found", "The resource you were accessing could not be found.")
+}
+
+func unprocessable(w http.ResponseWriter, msg string) {
+	writeError(w, http.StatusUnprocessableEntity, "unprocessable_entity", msg)
+}
+
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(r.Body)
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "request_entity_too_large", "The request body is too large.")
+			return false
+		}
+		writeError(w, http.StatusBadRequest, "bad_request", "The request body is not valid JSON.")
+		return false
+	}
+	return true
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func nowString(t time.Time) string { return t.UTC().Format(time.RFC3339) }
