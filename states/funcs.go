@@ -39,11 +39,11 @@ func standardFuncs() map[string]function.Function {
 		"setintersection": stdlib.SetIntersectionFunc, "setproduct": stdlib.SetProductFunc,
 		"setsubtract": stdlib.SetSubtractFunc, "setunion": stdlib.SetUnionFunc,
 		"slice": stdlib.SliceFunc, "sort": stdlib.SortFunc, "values": stdlib.ValuesFunc,
-		"zipmap": stdlib.ZipmapFunc,
+		"zipmap":    stdlib.ZipmapFunc,
 		"csvdecode": stdlib.CSVDecodeFunc, "jsondecode": stdlib.JSONDecodeFunc,
 		"jsonencode": stdlib.JSONEncodeFunc, "formatdate": stdlib.FormatDateFunc,
 		"timeadd": stdlib.TimeAddFunc,
-		"try": tryfunc.TryFunc, "can": tryfunc.CanFunc,
+		"try":     tryfunc.TryFunc, "can": tryfunc.CanFunc,
 		"base64encode": stringFunc(func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }),
 		"sha256": stringFunc(func(s string) string {
 			sum := sha256.Sum256([]byte(s))

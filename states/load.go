@@ -492,6 +492,18 @@ func sortNodes(nodes map[string]*node) ([]*node, hcl.Diagnostics) {
 	for i, n := range all {
 		addrs[i] = n.addr
 	}
+	// notify = [x] in n means x runs after n: turn those edges around.
+	for _, n := range all {
+		kept := n.deps[:0]
+		for _, e := range n.deps {
+			if t, ok := nodes[e.to]; ok && e.why == "notify" && t != n {
+				t.deps = append(t.deps, edge{to: n.addr, rng: e.rng, why: "notified by " + n.addr})
+				continue
+			}
+			kept = append(kept, e)
+		}
+		n.deps = kept
+	}
 	for _, n := range all {
 		kept := n.deps[:0]
 		seen := map[string]bool{}

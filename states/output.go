@@ -11,16 +11,60 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 )
 
-// WriteDiagnostics prints diagnostics the way HCL does: summary, file:line:col, the source lines
-// with the subject underlined, and the detail.
+// WriteDiagnostics prints diagnostics for people: severity and summary, then file:line:col, the
+// source line with the subject underlined, and the detail. b supplies the source text; it may be
+// nil (diagnostics about a config file or flags).
 func WriteDiagnostics(w io.Writer, b *Bundle, diags hcl.Diagnostics, color bool) {
-	files := map[string]*hcl.File{}
+	sources := map[string][]byte{}
 	if b != nil {
-		_, files, _ = b.parseFiles()
+		for n, data := range b.Files {
+			sources[b.displayName(n)] = data
+		}
 	}
-	width := 100
-	wr := hcl.NewDiagnosticTextWriter(w, files, uint(width), color)
-	_ = wr.WriteDiagnostics(diags)
+	for _, d := range diags {
+		writeDiagnostic(w, d, sources, color)
+	}
+}
+
+func writeDiagnostic(w io.Writer, d *hcl.Diagnostic, sources map[string][]byte, color bool) {
+	sev, c := "Error", ansiRed
+	if d.Severity == hcl.DiagWarning {
+		sev, c = "Warning", ansiYellow
+	}
+	if color {
+		fmt.Fprintf(w, "%s%s%s: %s\n", c, sev, ansiReset, d.Summary)
+	} else {
+		fmt.Fprintf(w, "%s: %s\n", sev, d.Summary)
+	}
+	if s := d.Subject; s != nil {
+		fmt.Fprintf(w, "  --> %s:%d:%d\n", s.Filename, s.Start.Line, s.Start.Column)
+		if src, ok := sources[s.Filename]; ok {
+			lines := strings.Split(string(src), "\n")
+			if s.Start.Line >= 1 && s.Start.Line <= len(lines) {
+				line := strings.ReplaceAll(lines[s.Start.Line-1], "\t", " ")
+				num := fmt.Sprintf("%d", s.Start.Line)
+				pad := strings.Repeat(" ", len(num))
+				width := 1
+				if s.End.Line == s.Start.Line && s.End.Column > s.Start.Column {
+					width = s.End.Column - s.Start.Column
+				} else if s.End.Line > s.Start.Line {
+					width = len(line) - s.Start.Column + 1
+				}
+				if width < 1 {
+					width = 1
+				}
+				marks := strings.Repeat(" ", max(s.Start.Column-1, 0)) + strings.Repeat("^", width)
+				if color {
+					marks = c + marks + ansiReset
+				}
+				fmt.Fprintf(w, " %s |\n %s | %s\n %s | %s\n", pad, num, line, pad, marks)
+			}
+		}
+	}
+	if d.Detail != "" {
+		fmt.Fprintf(w, "%s\n", d.Detail)
+	}
+	fmt.Fprintln(w)
 }
 
 // PeerTargets returns the literal targets of every peers("...") call in the bundle, so the master
@@ -51,7 +95,7 @@ func literalCalls(b *Bundle, fn string) ([]string, hcl.Diagnostics) {
 			v, d := call.Args[0].Value(nil)
 			if d.HasErrors() || v.IsNull() || !v.IsKnown() || v.Type().FriendlyName() != "string" {
 				return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid " + fn + "() call",
-					Detail: fn + "() needs a literal string (like " + fn + "(\"group:app\")), so the master can resolve it before sending the job.",
+					Detail:  fn + "() needs a literal string (like " + fn + "(\"group:app\")), so the master can resolve it before sending the job.",
 					Subject: call.Args[0].Range().Ptr()}}
 			}
 			if s := v.AsString(); !seen[s] {

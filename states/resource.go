@@ -75,8 +75,8 @@ func (e *Env) Forget(key string) {
 
 // DecodeRequest is what a resource type's decoder gets for one block.
 type DecodeRequest struct {
-	Name   string          // the block label, "" for unlabelled types
-	Body   hcl.Body        // the block body without the meta-arguments
+	Name   string   // the block label, "" for unlabelled types
+	Body   hcl.Body // the block body without the meta-arguments
 	Ctx    *hcl.EvalContext
 	Block  *hcl.Block
 	Bundle *Bundle

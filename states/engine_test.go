@@ -1,0 +1,306 @@
+package states
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+)
+
+// probe is a test-only resource type: it records every call in a shared journal, differs until
+// applied (unless in_sync), and fails its apply on demand. It lets the engine's ordering,
+// skipping, batching and notify rules be tested without touching the host.
+type probe struct {
+	name    string
+	fail    bool
+	inSync  bool
+	applied bool
+	batch   string
+}
+
+var (
+	journalMu sync.Mutex
+	journal   []string
+)
+
+func record(s string) {
+	journalMu.Lock()
+	defer journalMu.Unlock()
+	journal = append(journal, s)
+}
+
+func takeJournal() []string {
+	journalMu.Lock()
+	defer journalMu.Unlock()
+	j := journal
+	journal = nil
+	return j
+}
+
+func init() {
+	Register(&Type{Name: "probe", Labels: 1, Decode: func(req *DecodeRequest) (Resource, hcl.Diagnostics) {
+		var cfg struct {
+			Fail   bool   `hcl:"fail,optional"`
+			InSync bool   `hcl:"in_sync,optional"`
+			Batch  string `hcl:"batch,optional"`
+			Note   string `hcl:"note,optional"`
+		}
+		diags := gohcl.DecodeBody(req.Body, req.Ctx, &cfg)
+		return &probe{name: req.Name, fail: cfg.Fail, inSync: cfg.InSync, batch: cfg.Batch}, diags
+	}})
+}
+
+func (p *probe) Check(ctx context.Context, env *Env) (string, error) {
+	if p.inSync || p.applied {
+		return "", nil
+	}
+	return "+ " + p.name, nil
+}
+
+func (p *probe) Apply(ctx context.Context, env *Env) error {
+	record("apply " + p.name)
+	if p.fail {
+		return errors.New("probe failed on purpose")
+	}
+	p.applied = true
+	return nil
+}
+
+func (p *probe) Notify(ctx context.Context, env *Env) error {
+	record("notify " + p.name)
+	return nil
+}
+
+type batchedProbe struct{ *probe }
+
+func (p *probe) asBatcher() Resource {
+	if p.batch == "" {
+		return p
+	}
+	return batchedProbe{p}
+}
+
+func (b batchedProbe) BatchKey() string { return b.batch }
+func (b batchedProbe) ApplyBatch(ctx context.Context, env *Env, items []Resource) []error {
+	var names []string
+	errs := make([]error, len(items))
+	for _, it := range items {
+		p := it.(batchedProbe)
+		names = append(names, p.name)
+		p.applied = true
+	}
+	record("batch " + strings.Join(names, ","))
+	return errs
+}
+
+func compileString(t *testing.T, src string, opts Options) *Graph {
+	t.Helper()
+	b := &Bundle{Files: map[string][]byte{"main.hcl": []byte(src)}}
+	g, diags := Compile(b, opts)
+	if diags.HasErrors() {
+		var sb strings.Builder
+		WriteDiagnostics(&sb, b, diags, false)
+		t.Fatalf("compile: %s", sb.String())
+	}
+	return g
+}
+
+func statuses(r *Report) map[string]Status {
+	m := map[string]Status{}
+	for _, res := range r.Results {
+		m[res.Address] = res.Status
+	}
+	return m
+}
+
+func TestOrderFollowsDependenciesNotDeclaration(t *testing.T) {
+	takeJournal()
+	g := compileString(t, `
+probe "c" { depends_on = [probe.b] }
+probe "b" { note = probe.a.name }
+probe "a" {}
+`, Options{})
+	if got := strings.Join(g.Addresses(), " "); got != "probe.a probe.b probe.c" {
+		t.Fatalf("order %q", got)
+	}
+	rep := Run(context.Background(), g, false)
+	if got := strings.Join(takeJournal(), ";"); got != "apply a;apply b;apply c" {
+		t.Fatalf("journal %q", got)
+	}
+	if c := rep.Counts(); c[StatusChanged] != 3 {
+		t.Fatalf("counts %v", c)
+	}
+}
+
+func TestFailureSkipsDependentsOnly(t *testing.T) {
+	takeJournal()
+	g := compileString(t, `
+probe "base" { fail = true }
+probe "child" { depends_on = [probe.base] }
+probe "grandchild" { depends_on = [probe.child] }
+probe "other" {}
+`, Options{})
+	rep := Run(context.Background(), g, false)
+	st := statuses(rep)
+	if st["probe.base"] != StatusFailed || st["probe.child"] != StatusSkipped || st["probe.grandchild"] != StatusSkipped || st["probe.other"] != StatusChanged {
+		t.Fatalf("statuses %v", st)
+	}
+	for _, r := range rep.Results {
+		if r.Address == "probe.child" && !strings.Contains(r.Error, "probe.base failed") {
+			t.Fatalf("skip reason %q does not name the failed dependency", r.Error)
+		}
+	}
+	if !rep.Failed() {
+		t.Fatal("report not failed")
+	}
+}
+
+func TestNotifyRunsOnceAfterSourcesChanged(t *testing.T) {
+	takeJournal()
+	g := compileString(t, `
+probe "conf1" { notify = [probe.svc] }
+probe "conf2" { notify = [probe.svc] }
+probe "conf3" {
+  in_sync = true
+  notify  = [probe.svc2]
+}
+probe "svc" { in_sync = true }
+probe "svc2" { in_sync = true }
+`, Options{})
+	rep := Run(context.Background(), g, false)
+	j := strings.Join(takeJournal(), ";")
+	if strings.Count(j, "notify svc") != 1 || strings.Contains(j, "notify svc2") {
+		t.Fatalf("journal %q", j)
+	}
+	if strings.Index(j, "notify svc") < strings.Index(j, "apply conf2") {
+		t.Fatalf("notified before all sources ran: %q", j)
+	}
+	st := statuses(rep)
+	if st["probe.svc"] != StatusChanged || st["probe.svc2"] != StatusOK {
+		t.Fatalf("statuses %v", st)
+	}
+}
+
+func TestPlanChangesNothing(t *testing.T) {
+	takeJournal()
+	g := compileString(t, `
+probe "a" { notify = [probe.b] }
+probe "b" {}
+`, Options{})
+	rep := Run(context.Background(), g, true)
+	if j := takeJournal(); len(j) != 0 {
+		t.Fatalf("a plan applied or notified: %v", j)
+	}
+	if c := rep.Counts(); c[StatusChanged] != 2 || !rep.DryRun {
+		t.Fatalf("counts %v", c)
+	}
+}
+
+func TestOnlyIfFalseSkipsWithoutFailingDependents(t *testing.T) {
+	takeJournal()
+	g := compileString(t, `
+variable "on" {
+  type    = bool
+  default = false
+}
+probe "guarded" { only_if = var.on }
+probe "after" { depends_on = [probe.guarded] }
+`, Options{})
+	rep := Run(context.Background(), g, false)
+	st := statuses(rep)
+	if st["probe.guarded"] != StatusSkipped || st["probe.after"] != StatusChanged || rep.Failed() {
+		t.Fatalf("statuses %v", st)
+	}
+}
+
+func TestSecretsAreRedactedFromDiffs(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "token")
+	g := compileString(t, `file "`+p+`" { content = "token=${secret("api")}\n" }`,
+		Options{Secrets: map[string]string{"api": "s3cr3t-value"}})
+	rep := Run(context.Background(), g, false)
+	if strings.Contains(rep.Results[0].Diff, "s3cr3t-value") || !strings.Contains(rep.Results[0].Diff, "(sensitive)") {
+		t.Fatalf("diff leaks the secret: %q", rep.Results[0].Diff)
+	}
+	data, _ := os.ReadFile(p)
+	if string(data) != "token=s3cr3t-value\n" {
+		t.Fatalf("file content %q", data)
+	}
+}
+
+func TestVariablesFromFlagsAndFiles(t *testing.T) {
+	src := `
+variable "ports" { type = list(number) }
+variable "name" {
+  type    = string
+  default = "x"
+}
+probe "p" { note = "${var.name}:${join(",", var.ports)}" }
+`
+	b := &Bundle{Files: map[string][]byte{"main.hcl": []byte(src)}}
+	_, diags := Compile(b, Options{Vars: map[string]string{"ports": "[22, 80]"}, VarFiles: map[string][]byte{"f.hcl": []byte(`name = "web"`)}})
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	_, diags = Compile(b, Options{Vars: map[string]string{"ports": "[22, 80]", "nmae": "x"}})
+	if !diags.HasErrors() || !strings.Contains(diags.Error(), `Did you mean "name"?`) {
+		t.Fatalf("undeclared --var not reported with a suggestion: %v", diags)
+	}
+	_, diags = Compile(b, Options{Vars: map[string]string{"ports": "twenty"}})
+	if !diags.HasErrors() {
+		t.Fatal("a non-list value for a list variable was accepted")
+	}
+}
+
+func TestPeerTargetsAndSecretNames(t *testing.T) {
+	b := &Bundle{Files: map[string][]byte{"main.hcl": []byte(`
+probe "p" { note = jsonencode([peers("group:app"), peers("group:db"), peers("group:app"), secret("k")]) }
+`)}}
+	targets, diags := PeerTargets(b)
+	if diags.HasErrors() || strings.Join(targets, ",") != "group:app,group:db" {
+		t.Fatalf("targets %v %v", targets, diags)
+	}
+	names, _ := SecretNames(b)
+	if strings.Join(names, ",") != "k" {
+		t.Fatalf("secret names %v", names)
+	}
+	g := compileString(t, string(b.Files["main.hcl"]), Options{
+		Peers:   map[string][]map[string]any{"group:app": {{"id": "app1", "ipv4": []string{"10.0.0.2"}}}},
+		Secrets: map[string]string{"k": "v"},
+	})
+	if g.Len() != 1 {
+		t.Fatal("graph")
+	}
+}
+
+func TestBatchersShareOneApply(t *testing.T) {
+	takeJournal()
+	// Wrap probes with a batch key so the engine sees Batchers.
+	b := &Bundle{Files: map[string][]byte{"main.hcl": []byte(`
+probe "x" { batch = "k" }
+probe "y" { batch = "k" }
+probe "z" {
+  batch      = "k"
+  depends_on = [probe.w]
+}
+probe "w" {}
+`)}}
+	g, diags := Compile(b, Options{})
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	for _, n := range g.nodes {
+		n.res = n.res.(*probe).asBatcher()
+	}
+	Run(context.Background(), g, false)
+	j := strings.Join(takeJournal(), ";")
+	if !strings.Contains(j, "batch x,y") {
+		t.Fatalf("x and y were not applied in one batch: %q", j)
+	}
+}

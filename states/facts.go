@@ -1,0 +1,148 @@
+package states
+
+import (
+	"bufio"
+	"bytes"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Facts returns what brine knows about this host: os, os_version, arch, kernel, hostname, fqdn,
+// addresses per interface, cpus and memory, with extra (user-set facts from the config) on top.
+func Facts(extra map[string]any) map[string]any {
+	f := map[string]any{
+		"arch": runtime.GOARCH,
+		"cpus": runtime.NumCPU(),
+	}
+	osr := readOSRelease("/etc/os-release")
+	f["os"] = osr["ID"]
+	f["os_version"] = osr["VERSION_ID"]
+	f["os_name"] = osr["PRETTY_NAME"]
+	var u syscall.Utsname
+	if syscall.Uname(&u) == nil {
+		f["kernel"] = utsString(u.Release[:])
+	}
+	host, _ := os.Hostname()
+	f["hostname"] = host
+	f["fqdn"] = fqdn(host)
+	f["memory_mb"] = memTotalMB()
+	ifaces := map[string]any{}
+	var v4, v6 []string
+	if list, err := net.Interfaces(); err == nil {
+		for _, ifc := range list {
+			addrs, _ := ifc.Addrs()
+			var a4, a6 []string
+			for _, a := range addrs {
+				ipn, ok := a.(*net.IPNet)
+				if !ok {
+					continue
+				}
+				if ipn.IP.To4() != nil {
+					a4 = append(a4, ipn.IP.String())
+				} else {
+					a6 = append(a6, ipn.IP.String())
+				}
+			}
+			if a4 == nil {
+				a4 = []string{}
+			}
+			if a6 == nil {
+				a6 = []string{}
+			}
+			ifaces[ifc.Name] = map[string]any{"ipv4": a4, "ipv6": a6, "mac": ifc.HardwareAddr.String()}
+			if ifc.Flags&net.FlagLoopback == 0 {
+				v4 = append(v4, a4...)
+				v6 = append(v6, a6...)
+			}
+		}
+	}
+	if v4 == nil {
+		v4 = []string{}
+	}
+	if v6 == nil {
+		v6 = []string{}
+	}
+	f["interfaces"] = ifaces
+	f["ipv4"] = v4
+	f["ipv6"] = v6
+	for k, v := range extra {
+		f[k] = v
+	}
+	return f
+}
+
+func utsString(b []int8) string {
+	out := make([]byte, 0, len(b))
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		out = append(out, byte(c))
+	}
+	return string(out)
+}
+
+func readOSRelease(p string) map[string]string {
+	out := map[string]string{}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return out
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), "=")
+		if !ok {
+			continue
+		}
+		if uq, err := strconv.Unquote(v); err == nil {
+			v = uq
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// fqdn looks the host name up in /etc/hosts only: a DNS query could hang a minion's start.
+func fqdn(host string) string {
+	data, err := os.ReadFile("/etc/hosts")
+	if err != nil {
+		return host
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		fields := strings.Fields(strings.SplitN(line, "#", 2)[0])
+		if len(fields) < 2 {
+			continue
+		}
+		for _, name := range fields[1:] {
+			if name == host || strings.HasPrefix(name, host+".") {
+				for _, n := range fields[1:] {
+					if strings.HasPrefix(n, host+".") {
+						return n
+					}
+				}
+			}
+		}
+	}
+	return host
+}
+
+func memTotalMB() int {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "MemTotal:") {
+			fs := strings.Fields(line)
+			if len(fs) >= 2 {
+				kb, _ := strconv.Atoi(fs[1])
+				return kb / 1024
+			}
+		}
+	}
+	return 0
+}

@@ -1,0 +1,4 @@
+# want: 2:1 Unsupported block type
+fiel "/tmp/brine-errtest/a" {
+  content = "x"
+}
