@@ -324,26 +324,56 @@ func teardownState(st clusterState) error {
 	if left := killMatching(inos, markers); len(left) > 0 {
 		errs = append(errs, fmt.Errorf("processes %v of cluster %s survive SIGKILL", left, st.Name))
 	}
+	// A dying PID 1 lingers until the kernel has reaped its namespace.
+	deadline := time.Now().Add(5 * time.Second)
+	for _, h := range st.Hosts {
+		for alive(h.InitPID, h.InitStart) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if alive(h.InitPID, h.InitStart) {
+			errs = append(errs, fmt.Errorf("init %d of host %s survives SIGKILL", h.InitPID, h.Name))
+		}
+	}
+	// Deleting a veth deletes its peer in the host; delete links first, as
+	// a namespace's devices go away asynchronously after the namespace.
 	var cmds []string
+	ours := func(l string) bool { return l == st.Bridge || strings.HasPrefix(l, st.Bridge+"-") }
+	links, _ := linkNames()
+	for _, l := range links {
+		if ours(l) && l != st.Bridge {
+			cmds = append(cmds, "link del "+l)
+		}
+	}
+	cmds = append(cmds, "link del "+st.Bridge)
 	for _, h := range st.Hosts {
 		if _, err := os.Stat("/run/netns/" + h.Netns); err == nil {
 			cmds = append(cmds, "netns del "+h.Netns)
 		}
 	}
-	if err := ipBatchForce(cmds...); err != nil {
-		errs = append(errs, err)
-	}
-	// Deleting a namespace deletes its veth pair; what is left is the
-	// bridge and the veths of hosts that never got a namespace.
-	cmds = nil
-	links, _ := linkNames()
-	for _, l := range links {
-		if l == st.Bridge || strings.HasPrefix(l, st.Bridge+"-") {
-			cmds = append(cmds, "link del "+l)
+	// Errors here are mostly "already gone"; what matters is what is left.
+	ipBatchForce(cmds...)
+	deadline = time.Now().Add(3 * time.Second)
+	for {
+		var left []string
+		links, _ := linkNames()
+		for _, l := range links {
+			if ours(l) {
+				left = append(left, "link "+l)
+			}
 		}
-	}
-	if err := ipBatchForce(cmds...); err != nil {
-		errs = append(errs, err)
+		for _, h := range st.Hosts {
+			if _, err := os.Stat("/run/netns/" + h.Netns); err == nil {
+				left = append(left, "netns "+h.Netns)
+			}
+		}
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			errs = append(errs, fmt.Errorf("cannot remove %s", strings.Join(left, ", ")))
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	if st.Dir != "" && strings.HasPrefix(st.Dir, StateDir+"/") {
 		if err := unmountUnder(st.Dir); err != nil {
