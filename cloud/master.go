@@ -1,0 +1,63 @@
+package cloud
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Master is what provisioning needs from the brine master. The master package implements it;
+// cloud depends on nothing else of the master.
+type Master interface {
+	// CreateToken makes a single-use enrolment token for one minion, scoped to groups and
+	// valid for ttl. The token goes into the droplet's user_data only.
+	CreateToken(ctx context.Context, groups []string, ttl time.Duration) (token string, err error)
+	// Bootstrap describes how a new droplet fetches brine and reaches the master.
+	Bootstrap(ctx context.Context) (BootstrapInfo, error)
+	// WaitEnrolled blocks until the minion minionID has enrolled with a token, or ctx ends
+	// (then it returns ctx.Err()).
+	WaitEnrolled(ctx context.Context, minionID string) error
+	// Converge applies bundles (names the master resolves) to minionID and blocks until the
+	// minion returned; it returns an error if any resource failed or the minion did not
+	// answer before ctx ended.
+	Converge(ctx context.Context, minionID string, bundles []string) error
+}
+
+// BootstrapInfo is what a droplet's user_data needs to become a minion.
+type BootstrapInfo struct {
+	// BinaryURL is the master's bootstrap HTTP endpoint serving the brine binary for the
+	// droplet's architecture (linux/amd64).
+	BinaryURL string `json:"binary_url"`
+	// SHA256 is the hex sha256 of that binary; the script refuses anything else.
+	SHA256 string `json:"sha256"`
+	// MasterAddr is the host or host:port minions connect to.
+	MasterAddr string `json:"master_addr"`
+	// MasterFingerprint pins the master's public key.
+	MasterFingerprint string `json:"master_fingerprint"`
+}
+
+// ErrMasterUnreachable is returned by UnreachableMaster.
+var ErrMasterUnreachable = errors.New("the master is not reachable: brine cloud create needs a running brine master " +
+	"(enrolment tokens, the bootstrap binary); start one with `brine master` on this host")
+
+// UnreachableMaster is a Master for when none can be reached: every method fails with
+// ErrMasterUnreachable, so that create stops before making any droplet.
+type UnreachableMaster struct{}
+
+// CreateToken fails with ErrMasterUnreachable.
+func (UnreachableMaster) CreateToken(context.Context, []string, time.Duration) (string, error) {
+	return "", ErrMasterUnreachable
+}
+
+// Bootstrap fails with ErrMasterUnreachable.
+func (UnreachableMaster) Bootstrap(context.Context) (BootstrapInfo, error) {
+	return BootstrapInfo{}, ErrMasterUnreachable
+}
+
+// WaitEnrolled fails with ErrMasterUnreachable.
+func (UnreachableMaster) WaitEnrolled(context.Context, string) error { return ErrMasterUnreachable }
+
+// Converge fails with ErrMasterUnreachable.
+func (UnreachableMaster) Converge(context.Context, string, []string) error {
+	return ErrMasterUnreachable
+}
