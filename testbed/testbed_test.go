@@ -360,3 +360,169 @@ func TestPanicAndCrashLeaveNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestHelperUp is not a test: TestUpOutlivesItsCreator runs it in a
+// subprocess that makes a persistent cluster and exits.
+func TestHelperUp(t *testing.T) {
+	name := os.Getenv("BRINE_TESTBED_UP")
+	if name == "" {
+		t.Skip("helper for TestUpOutlivesItsCreator")
+	}
+	if _, err := Up(testCtx(t), name, []string{"u1", "u2"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestUpOutlivesItsCreator(t *testing.T) {
+	t.Parallel()
+	if err := Available(); err != nil {
+		t.Skip(err)
+	}
+	name := "up" + randHex(3)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperUp$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "BRINE_TESTBED_UP="+name)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		Down(name)
+		t.Fatalf("Up in a subprocess: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { Down(name) })
+	c, err := Attach(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slicesContain(List(), name) {
+		t.Errorf("List() = %v, lacks %s", List(), name)
+	}
+	u1, u2 := c.Host("u1"), c.Host("u2")
+	if u1 == nil || u2 == nil {
+		t.Fatalf("attached hosts: %v", c.Hosts())
+	}
+	// The test repo was enabled by Up.
+	mustSh(t, u2, "apt-get install -y -q brine-hello && grep -qx 2.0 /usr/share/brine-hello/VERSION")
+	// AddHost on an attached cluster, then reach it from an old host.
+	u3, err := c.AddHost(testCtx(t), "u3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustSh(t, u1, fmt.Sprintf(`python3 -c 'import socket
+s = socket.socket(); s.settimeout(3)
+try:
+    s.connect(("%s", 9))
+except ConnectionRefusedError:
+    pass  # a refusal proves u3 answered'`, u3.Addr()))
+	if _, err := c.AddHost(testCtx(t), "u3"); err == nil {
+		t.Error("AddHost accepted a duplicate name")
+	}
+	bridge := c.Bridge()
+	if err := Down(name); err != nil {
+		t.Fatal(err)
+	}
+	assertGone(t, name, bridge, []int{u1.InitPID(), u2.InitPID(), u3.InitPID()})
+}
+
+func slicesContain(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func benchUpDown(b *testing.B, n int) {
+	if err := Available(); err != nil {
+		b.Skip(err)
+	}
+	hosts := make([]string, n)
+	for i := range hosts {
+		hosts[i] = fmt.Sprintf("h%d", i)
+	}
+	var up, down time.Duration
+	for b.Loop() {
+		start := time.Now()
+		c, err := New(context.Background(), Options{Hosts: hosts})
+		if err != nil {
+			b.Fatal(err)
+		}
+		up += time.Since(start)
+		b.StopTimer()
+		upperKB, rssKB := clusterFootprint(c)
+		b.ReportMetric(float64(upperKB), "upper-KiB")
+		b.ReportMetric(float64(rssKB), "host-procs-RSS-KiB")
+		b.StartTimer()
+		start = time.Now()
+		if err := c.Close(); err != nil {
+			b.Fatal(err)
+		}
+		down += time.Since(start)
+	}
+	b.ReportMetric(up.Seconds()/float64(b.N), "up-s")
+	b.ReportMetric(down.Seconds()/float64(b.N), "down-s")
+}
+
+// clusterFootprint returns the disk the cluster's tmpfs holds and the
+// resident memory of the hosts' processes, in KiB.
+func clusterFootprint(c *Cluster) (upperKB, rssKB int64) {
+	var st syscall.Statfs_t
+	if syscall.Statfs(c.st.Dir, &st) == nil {
+		upperKB = int64(st.Blocks-st.Bfree) * st.Bsize / 1024
+	}
+	inos := map[uint64]bool{}
+	for _, h := range c.Hosts() {
+		inos[nsInode("/run/netns/"+h.Netns())] = true
+	}
+	for _, p := range scanProcs() {
+		if !inos[p.netIno] {
+			continue
+		}
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.pid))
+		for line := range strings.Lines(string(b)) {
+			var kb int64
+			if _, err := fmt.Sscanf(line, "VmRSS: %d kB", &kb); err == nil {
+				rssKB += kb
+			}
+		}
+	}
+	return upperKB, rssKB
+}
+
+func BenchmarkUpDown3(b *testing.B)  { benchUpDown(b, 3) }
+func BenchmarkUpDown20(b *testing.B) { benchUpDown(b, 20) }
+
+// BenchmarkEnableApt3 times EnableApt (copy the repo, apt-get update in
+// every host) on a 3-host cluster; the repository is built once per process.
+func BenchmarkEnableApt3(b *testing.B) {
+	if err := Available(); err != nil {
+		b.Skip(err)
+	}
+	if _, err := DefaultAptRepo(); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		b.StopTimer()
+		c, err := New(context.Background(), Options{Hosts: []string{"a", "b", "c"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		err = c.EnableApt(context.Background(), "")
+		b.StopTimer()
+		c.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+}
+
+// BenchmarkBuildAptRepo times building the default test repository.
+func BenchmarkBuildAptRepo(b *testing.B) {
+	if _, err := exec.LookPath("dpkg-scanpackages"); err != nil {
+		b.Skip("needs dpkg-dev")
+	}
+	for b.Loop() {
+		if err := BuildAptRepo(b.TempDir(), DefaultTestPackages()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
