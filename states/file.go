@@ -28,6 +28,7 @@ func init() {
 }
 
 type fileConfig struct {
+	Path     string     `hcl:"path,optional"`
 	State    string     `hcl:"state,optional"`
 	Content  *string    `hcl:"content,optional"`
 	Source   *string    `hcl:"source,optional"`
@@ -85,9 +86,14 @@ func decodeFile(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 		return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid file " + field, Detail: detail, Subject: attrRange(field)}}
 	}
 	r := &fileRes{path: req.Name, state: cfg.State, uid: -1, gid: -1, recurse: cfg.Recurse, owner: cfg.Owner, group: cfg.Group}
+	pathRange := req.Block.LabelRanges[0].Ptr()
+	if cfg.Path != "" {
+		// path lets the label be a short name and the path an expression: file "motd" { path = "${var.root}/etc/motd" }
+		r.path, pathRange = cfg.Path, attrRange("path")
+	}
 	if !filepath.IsAbs(r.path) || filepath.Clean(r.path) != r.path {
 		return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid file path",
-			Detail: fmt.Sprintf("%q must be an absolute, clean path like /etc/motd.", r.path), Subject: req.Block.LabelRanges[0].Ptr()}}
+			Detail: fmt.Sprintf("%q must be an absolute, clean path like /etc/motd (set path = \"...\" when the label is a name).", r.path), Subject: pathRange}}
 	}
 	if r.state == "" {
 		r.state = "file"
@@ -217,7 +223,7 @@ func (r *fileRes) Check(ctx context.Context, env *Env) (string, error) {
 		if exists && st.IsDir() {
 			return "", fmt.Errorf("%s is a directory; set state = \"directory\" or remove it first", r.path)
 		}
-		d, err := r.checkFile(r.path, st, exists, r.content, r.mode)
+		d, err := r.checkFile(r.path, st, exists, r.content, 0o644)
 		if err != nil {
 			return "", err
 		}

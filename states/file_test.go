@@ -102,6 +102,9 @@ file "` + gone + `" { state = "absent" }
 			t.Fatalf("%s: %q %v", p, data, err)
 		}
 	}
+	if st, err := os.Stat(filepath.Join(dir, "from-source")); err != nil || st.Mode().Perm() != 0o644 {
+		t.Fatalf("a new file without mode must be 0644: %v %v", st.Mode(), err)
+	}
 	if _, err := os.Stat(filepath.Join(dir, "tree", "unrelated.md")); !os.IsNotExist(err) {
 		t.Fatal("a file outside the source directory was copied")
 	}

@@ -1,0 +1,27 @@
+# brine: one static binary. `make demo` shows it working, `make test` proves it.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+BIN     := bin/brine
+export CGO_ENABLED := 0
+
+.PHONY: build test demo bench lint clean
+
+build:
+	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/brine
+
+# The whole suite. Tests that need root or namespaces skip with a reason where unavailable.
+test: build lint
+	$(GO) test -count=1 -timeout 40m ./...
+
+demo: build
+	./scripts/demo.sh
+
+bench: build
+	./scripts/bench.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin
