@@ -357,7 +357,7 @@ func isLockError(out []byte) bool {
 // the line after each, which says what failed), apt's E: lines, and the output of a failing
 // maintainer script just before dpkg's error. It falls back to the output's tail.
 func aptErrorLines(out []byte) string {
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	lines := strings.Split(strings.TrimSpace(strings.ReplaceAll(string(out), "\r", "")), "\n")
 	var keep []string
 	for i, l := range lines {
 		switch {

@@ -170,6 +170,16 @@ func (p *Package) Check(ctx context.Context, env *Env) (string, error) {
 	return note("+ " + p.name + " " + want), nil
 }
 
+// inSync re-reads the dpkg database and reports whether p is now as wanted. It keeps p.action
+// as it was: the Apply in progress still owns it.
+func inSync(ctx context.Context, env *Env, p *Package) bool {
+	env.Forget(dpkgCacheKey)
+	action := p.action
+	defer func() { p.action = action }()
+	diff, err := p.Check(ctx, env)
+	return err == nil && diff == ""
+}
+
 // target is how the package is named to apt-get install.
 func (p *Package) target() string {
 	if p.version != "" {
@@ -225,15 +235,32 @@ func (p *Package) ApplyBatch(ctx context.Context, env *Env, batch []Resource) []
 		if err == nil {
 			return
 		}
-		if len(idx) == 1 || errors.Is(err, errDpkgLocked) || ctx.Err() != nil {
+		if errors.Is(err, errDpkgLocked) || ctx.Err() != nil {
 			for _, i := range idx {
 				errs[i] = err
 			}
 			return
 		}
+		// Some of the batch may have applied before apt-get failed: keep those, and find out
+		// which packages are still wrong. One left is the culprit; several are retried one by
+		// one so that each gets its own error. A package that is as wanted has succeeded even
+		// if apt-get failed over another one (say a broken package left half-configured by an
+		// earlier run, which apt-get tries to configure again on every call).
+		var failing []int
 		for _, i := range idx {
+			if !inSync(ctx, env, batch[i].(*Package)) {
+				failing = append(failing, i)
+			}
+		}
+		if len(failing) == 1 {
+			errs[failing[0]] = err
+			return
+		}
+		for _, i := range failing {
 			args, targets := argsFor([]int{i})
-			errs[i] = aptGet(ctx, args, targets)
+			if e := aptGet(ctx, args, targets); e != nil && !inSync(ctx, env, batch[i].(*Package)) {
+				errs[i] = e
+			}
 		}
 	}
 	run(removes, "remove")
