@@ -109,7 +109,7 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 	return b.Buffer.Write(p)
 }
 
-func newEnv(t *testing.T, so dosim.Options, mod func(*cloud.ClientOptions)) *env {
+func newEnv(t testing.TB, so dosim.Options, mod func(*cloud.ClientOptions)) *env {
 	t.Helper()
 	sim := dosim.New(so)
 	hs := httptest.NewServer(sim)
@@ -163,7 +163,7 @@ map "production" {
 }
 `
 
-func mustConfig(t *testing.T, src string) *cloud.Config {
+func mustConfig(t testing.TB, src string) *cloud.Config {
 	t.Helper()
 	cfg, diags := cloud.ParseConfig([]byte(src), "cloud.hcl")
 	if diags.HasErrors() {
