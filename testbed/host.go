@@ -100,7 +100,7 @@ func (h *Host) boot(ctx context.Context) error {
 			return fmt.Errorf("testbed: host %s: %w", h.st.Name, err)
 		}
 	}
-	logf, err := os.OpenFile(filepath.Join(h.c.st.Dir, "logs", h.st.Name+".init.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logf, err := os.OpenFile(filepath.Join(h.c.st.Dir, "logs", h.st.Name+"@init.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("testbed: host %s: %w", h.st.Name, err)
 	}
@@ -155,7 +155,7 @@ func (h *Host) boot(ctx context.Context) error {
 	pid, perr := strconv.Atoi(pidStr)
 	if !ok || perr != nil {
 		time.Sleep(50 * time.Millisecond) // let the log catch up
-		log, _ := os.ReadFile(filepath.Join(h.c.st.Dir, "logs", h.st.Name+".init.log"))
+		log, _ := os.ReadFile(filepath.Join(h.c.st.Dir, "logs", h.st.Name+"@init.log"))
 		return fmt.Errorf("testbed: start host %s failed: %s", h.st.Name, trimOut(bytes.TrimSpace(log)))
 	}
 	h.st.InitPID, h.st.InitStart = pid, procStart(pid)

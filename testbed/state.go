@@ -279,18 +279,29 @@ func killMatching(netInos map[uint64]bool, markers []string) []int {
 		return false
 	}
 	deadline := time.Now().Add(5 * time.Second)
+	// A killed process can linger without namespaces or command line (a
+	// PID 1 waits for the kernel to reap its namespace): wait for the pids
+	// themselves.
+	killed := map[int]uint64{}
 	for {
 		var left []int
 		for _, p := range scanProcs() {
-			if match(p) && procStart(p.pid) != 0 {
-				left = append(left, p.pid)
-				syscall.Kill(p.pid, syscall.SIGKILL)
+			if match(p) {
+				if start := procStart(p.pid); start != 0 {
+					killed[p.pid] = start
+					syscall.Kill(p.pid, syscall.SIGKILL)
+				}
+			}
+		}
+		for pid, start := range killed {
+			if alive(pid, start) {
+				left = append(left, pid)
 			}
 		}
 		if len(left) == 0 || time.Now().After(deadline) {
 			return left
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -513,61 +524,114 @@ func List() []string {
 
 // CleanAll removes every cluster and every leftover of crashed runs: the
 // recorded clusters, then any process started in a testbed host, brine-*
-// network namespace, brb-* link and mount under /run/brine-testbed.
-func CleanAll() error {
+// network namespace, brb-* link and mount under /run/brine-testbed. It
+// also removes the clusters of other processes that are still running.
+func CleanAll() error { return cleanLeftovers("") }
+
+// cleanLeftovers removes the cluster called name (every cluster if name is
+// empty), finding it by its record and also by names alone: namespaces
+// brine-<name>-*, the bridge whose alias is brine-testbed:<name> and its
+// veths, processes marked brine-testbed:<name>:, and mounts.
+func cleanLeftovers(name string) error {
 	unlock, err := lockRegistry()
 	if err != nil {
 		return err
 	}
 	defer unlock()
 	var errs []error
-	for _, name := range recordedClusters() {
-		st, err := loadState(name)
+	for _, n := range recordedClusters() {
+		if name != "" && n != name {
+			continue
+		}
+		st, err := loadState(n)
 		if err != nil {
-			os.Remove(statePath(name))
+			os.Remove(statePath(n))
 			continue
 		}
 		if err := teardownState(st); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	nsPrefix, mark := "brine-", markerPrefix
+	if name != "" {
+		nsPrefix, mark = "brine-"+name+"-", marker(name, "")
+	}
 	inos := map[uint64]bool{}
 	var cmds []string
 	for _, ns := range netnsNames() {
-		if strings.HasPrefix(ns, "brine-") {
+		if strings.HasPrefix(ns, nsPrefix) {
 			inos[nsInode("/run/netns/"+ns)] = true
 			cmds = append(cmds, "netns del "+ns)
 		}
 	}
-	if left := killMatching(inos, []string{markerPrefix}); len(left) > 0 {
+	if left := killMatching(inos, []string{mark}); len(left) > 0 {
 		errs = append(errs, fmt.Errorf("testbed: processes %v survive SIGKILL", left))
 	}
-	if err := ipBatchForce(cmds...); err != nil {
-		errs = append(errs, err)
+	var linkCmds []string
+	for _, l := range testbedLinks(name) {
+		linkCmds = append(linkCmds, "link del "+l)
 	}
-	cmds = nil
-	links, _ := linkNames()
-	for _, l := range links {
-		if strings.HasPrefix(l, "brb-") {
-			cmds = append(cmds, "link del "+l)
-		}
-	}
-	if err := ipBatchForce(cmds...); err != nil {
-		errs = append(errs, err)
-	}
-	ents, _ := os.ReadDir(StateDir)
-	for _, e := range ents {
-		p := filepath.Join(StateDir, e.Name())
-		if e.IsDir() {
-			if err := unmountUnder(p); err != nil {
-				errs = append(errs, err)
+	ipBatchForce(append(linkCmds, cmds...)...)
+	dirs := []string{filepath.Join(StateDir, name)}
+	if name == "" {
+		dirs = nil
+		ents, _ := os.ReadDir(StateDir)
+		for _, e := range ents {
+			if e.IsDir() {
+				dirs = append(dirs, filepath.Join(StateDir, e.Name()))
 			}
 		}
-		if e.Name() != ".lock" {
-			os.RemoveAll(p)
+	}
+	for _, d := range dirs {
+		if err := unmountUnder(d); err != nil {
+			errs = append(errs, err)
 		}
+		os.RemoveAll(d)
+	}
+	if left := Leftovers(name); len(left) > 0 {
+		errs = append(errs, fmt.Errorf("testbed: cannot remove %s", strings.Join(left, ", ")))
 	}
 	return errors.Join(errs...)
+}
+
+// testbedLinks lists the links of the cluster called name on the machine
+// (its bridge, found by alias, and the bridge's veths), or every brb-* link
+// if name is empty.
+func testbedLinks(name string) []string {
+	out, err := exec.Command("ip", "-o", "link", "show").Output()
+	if err != nil {
+		return nil
+	}
+	var all, bridges []string
+	for line := range strings.Lines(string(out)) {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		l, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+		if !strings.HasPrefix(l, "brb-") {
+			continue
+		}
+		all = append(all, l)
+		// ip -o joins the lines of a link with backslashes.
+		for _, part := range strings.Split(line, "\\") {
+			if name != "" && strings.TrimSpace(part) == "alias brine-testbed:"+name {
+				bridges = append(bridges, l)
+			}
+		}
+	}
+	if name == "" {
+		return all
+	}
+	var ours []string
+	for _, l := range all {
+		for _, b := range bridges {
+			if l == b || strings.HasPrefix(l, b+"-") {
+				ours = append(ours, l)
+			}
+		}
+	}
+	return ours
 }
 
 func netnsNames() []string {
@@ -602,20 +666,12 @@ func Leftovers(name string) []string {
 			}
 		}
 	}
-	links, _ := linkNames()
-	for _, l := range links {
-		if name == "" && strings.HasPrefix(l, "brb-") {
-			out = append(out, "link "+l)
-		}
+	for _, l := range testbedLinks(name) {
+		out = append(out, "link "+l)
 	}
 	if name != "" {
-		if st, err := loadState(name); err == nil {
+		if _, err := os.Stat(statePath(name)); err == nil {
 			out = append(out, "record "+statePath(name))
-			for _, l := range links {
-				if l == st.Bridge || strings.HasPrefix(l, st.Bridge+"-") {
-					out = append(out, "link "+l)
-				}
-			}
 		}
 	}
 	dir := StateDir

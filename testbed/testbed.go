@@ -47,7 +47,7 @@ const (
 )
 
 var (
-	clusterNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,23}$`)
+	clusterNameRE = regexp.MustCompile(`^[a-z0-9]{1,24}$`) // no "-": brine-<cluster>-<host> must parse
 	hostNameRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,30}$`)
 )
 
@@ -99,7 +99,7 @@ func checkAvailable() error {
 
 // Options describe a cluster to make.
 type Options struct {
-	// Name names the cluster (lower-case letters, digits and '-', at most 24);
+	// Name names the cluster (lower-case letters and digits, at most 24);
 	// empty picks a random one.
 	Name string
 	// Hosts are the names of the hosts to start with (valid host names, at

@@ -316,7 +316,7 @@ func TestHelperCrash(t *testing.T) {
 	switch mode {
 	case "panic":
 		panic("testbed: deliberate panic mid-test")
-	case "kill":
+	case "kill", "kill-norecord":
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	}
 }
@@ -325,7 +325,7 @@ func TestPanicAndCrashLeaveNothing(t *testing.T) {
 	if err := Available(); err != nil {
 		t.Skip(err)
 	}
-	for _, mode := range []string{"panic", "kill"} {
+	for _, mode := range []string{"panic", "kill", "kill-norecord"} {
 		t.Run(mode, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperCrash$", "-test.count=1", "-test.v")
 			cmd.Env = append(os.Environ(), "BRINE_TESTBED_CRASH="+mode)
@@ -342,6 +342,18 @@ func TestPanicAndCrashLeaveNothing(t *testing.T) {
 			}
 			if name == "" {
 				t.Fatalf("helper made no cluster:\n%s", out)
+			}
+			if mode == "kill-norecord" {
+				// A crash that also lost the record: found by names alone.
+				if len(Leftovers(name)) == 0 {
+					t.Fatal("a killed test left nothing: is the crash real?")
+				}
+				if err := os.Remove(statePath(name)); err != nil {
+					t.Fatal(err)
+				}
+				if err := cleanLeftovers(name); err != nil {
+					t.Error(err)
+				}
 			}
 			if mode == "kill" {
 				// Nothing ran Close: the cluster is still there, and the
