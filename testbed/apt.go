@@ -165,7 +165,7 @@ const AptSource = "deb [trusted=yes] file:" + HostAptDir + " ./\n"
 // EnableApt makes the apt repository in repoDir (DefaultAptRepo if empty)
 // the only apt source of every host, mounted read-only at /srv/brine-apt,
 // and runs apt-get update in every host, so that apt-get install works with
-// no network. Hosts added later get the source but not the update.
+// no network. Hosts added later (AddHost) get the same.
 func (c *Cluster) EnableApt(ctx context.Context, repoDir string) error {
 	if repoDir == "" {
 		var err error
@@ -178,24 +178,34 @@ func (c *Cluster) EnableApt(ctx context.Context, repoDir string) error {
 	if err := copyFlat(repoDir, dst); err != nil {
 		return fmt.Errorf("testbed: enable apt: %w", err)
 	}
+	c.mu.Lock()
+	c.st.Apt = true
+	err := c.saveLocked()
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	for _, h := range c.Hosts() {
-		g.Go(func() error {
-			list := filepath.Join(h.Root(), "etc/apt/sources.list.d/brine-testbed.list")
-			if err := os.WriteFile(list, []byte(AptSource), 0o644); err != nil {
-				return fmt.Errorf("testbed: enable apt on %s: %w", h.Name(), err)
-			}
-			out, code, err := h.Sh(gctx, "apt-get -q update")
-			if err != nil {
-				return err
-			}
-			if code != 0 || strings.Contains(out, "W: ") || strings.Contains(out, "E: ") {
-				return fmt.Errorf("testbed: apt-get update on %s: exit %d: %s", h.Name(), code, trimOut([]byte(out)))
-			}
-			return nil
-		})
+		g.Go(func() error { return h.enableApt(gctx) })
 	}
 	return g.Wait()
+}
+
+// enableApt installs the testbed apt source in the host and runs apt-get update.
+func (h *Host) enableApt(ctx context.Context) error {
+	list := filepath.Join(h.Root(), "etc/apt/sources.list.d/brine-testbed.list")
+	if err := os.WriteFile(list, []byte(AptSource), 0o644); err != nil {
+		return fmt.Errorf("testbed: enable apt on %s: %w", h.Name(), err)
+	}
+	out, code, err := h.Sh(ctx, "apt-get -q update")
+	if err != nil {
+		return err
+	}
+	if code != 0 || strings.Contains(out, "W: ") || strings.Contains(out, "E: ") {
+		return fmt.Errorf("testbed: apt-get update on %s: exit %d: %s", h.Name(), code, trimOut([]byte(out)))
+	}
+	return nil
 }
 
 // copyFlat copies the regular files of src into dst, replacing what dst held.

@@ -29,6 +29,7 @@ type clusterState struct {
 	OwnerPID   int         `json:"owner_pid,omitempty"`
 	OwnerStart uint64      `json:"owner_start,omitempty"`
 	Created    time.Time   `json:"created"`
+	Apt        bool        `json:"apt,omitempty"` // EnableApt ran: new hosts get the repository too
 	Hosts      []hostState `json:"hosts"`
 }
 

@@ -300,9 +300,19 @@ func (c *Cluster) addHosts(ctx context.Context, names []string) ([]*Host, error)
 	if serr := c.saveLocked(); err == nil {
 		err = serr
 	}
+	apt := c.st.Apt
 	c.mu.Unlock()
 	if err != nil {
 		return nil, err
+	}
+	if apt {
+		g, gctx := errgroup.WithContext(ctx)
+		for _, h := range hs {
+			g.Go(func() error { return h.enableApt(gctx) })
+		}
+		if err := g.Wait(); err != nil {
+			return nil, err
+		}
 	}
 	return hs, nil
 }

@@ -416,6 +416,7 @@ func TestUpOutlivesItsCreator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	mustSh(t, u3, "apt-get install -y -q brine-lib") // a later host gets the repository too
 	mustSh(t, u1, fmt.Sprintf(`python3 -c 'import socket
 s = socket.socket(); s.settimeout(3)
 try:
