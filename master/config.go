@@ -1,0 +1,106 @@
+package master
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+)
+
+// Config is a master's configuration (master.hcl). Every field has a default, so a master runs
+// with no file at all:
+//
+//	data_dir        = "/var/lib/brine/master"  # keys, key store, job store, control socket
+//	publish_addr    = "0.0.0.0:4505"           # PUB: jobs and heartbeats
+//	request_addr    = "0.0.0.0:4506"           # ROUTER: auth, returns, facts
+//	auto_accept     = false                    # accept every new minion key (labs only)
+//	session_rotate  = "24h"                    # rotate the session key this often
+//	heartbeat       = "5s"                     # publish a heartbeat this often
+//	job_timeout     = "5m"                     # default `brine apply --timeout`
+//	secrets_file    = "<data_dir>/secrets.hcl" # secret "NAME" { value = "...", target = "group:db" }
+//	control_socket  = "<data_dir>/master.sock" # the operator CLI's unix socket (0600)
+type Config struct {
+	DataDir       string `hcl:"data_dir,optional"`
+	PublishAddr   string `hcl:"publish_addr,optional"`
+	RequestAddr   string `hcl:"request_addr,optional"`
+	AutoAccept    bool   `hcl:"auto_accept,optional"`
+	SessionRotate string `hcl:"session_rotate,optional"`
+	Heartbeat     string `hcl:"heartbeat,optional"`
+	JobTimeout    string `hcl:"job_timeout,optional"`
+	SecretsFile   string `hcl:"secrets_file,optional"`
+	ControlSocket string `hcl:"control_socket,optional"`
+
+	rotate, heartbeat, jobTimeout time.Duration
+}
+
+// DefaultDataDir is where a master keeps its state when nothing says otherwise.
+const DefaultDataDir = "/var/lib/brine/master"
+
+// LoadConfig reads a master.hcl; an empty path means built-in defaults. dataDir, when not
+// empty, overrides the file's data_dir (the --data-dir flag).
+func LoadConfig(path, dataDir string) (Config, hcl.Diagnostics) {
+	var c Config
+	if path != "" {
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return c, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read master config", Detail: err.Error()}}
+		}
+		f, diags := hclsyntax.ParseConfig(src, path, hcl.InitialPos)
+		if diags.HasErrors() {
+			return c, diags
+		}
+		if diags := gohcl.DecodeBody(f.Body, nil, &c); diags.HasErrors() {
+			return c, diags
+		}
+	}
+	if dataDir != "" {
+		c.DataDir = dataDir
+	}
+	if err := c.fill(); err != nil {
+		return c, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid master config", Detail: err.Error()}}
+	}
+	return c, nil
+}
+
+// fill sets defaults and parses durations.
+func (c *Config) fill() error {
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	abs, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return err
+	}
+	c.DataDir = abs
+	if c.PublishAddr == "" {
+		c.PublishAddr = "0.0.0.0:4505"
+	}
+	if c.RequestAddr == "" {
+		c.RequestAddr = "0.0.0.0:4506"
+	}
+	if c.SecretsFile == "" {
+		c.SecretsFile = filepath.Join(c.DataDir, "secrets.hcl")
+	}
+	if c.ControlSocket == "" {
+		c.ControlSocket = filepath.Join(c.DataDir, "master.sock")
+	}
+	for _, d := range []struct {
+		s   *string
+		def string
+		out *time.Duration
+	}{{&c.SessionRotate, "24h", &c.rotate}, {&c.Heartbeat, "5s", &c.heartbeat}, {&c.JobTimeout, "5m", &c.jobTimeout}} {
+		if *d.s == "" {
+			*d.s = d.def
+		}
+		v, err := time.ParseDuration(*d.s)
+		if err != nil || v <= 0 {
+			return fmt.Errorf("bad duration %q (want e.g. %q)", *d.s, d.def)
+		}
+		*d.out = v
+	}
+	return nil
+}

@@ -1,0 +1,278 @@
+package master
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/brinecm/brine/internal/jobstore"
+	"github.com/brinecm/brine/internal/wire"
+	"github.com/brinecm/brine/pki"
+	"github.com/brinecm/brine/states"
+)
+
+// The control socket speaks JSON lines: one ControlRequest from the CLI, then a stream of
+// ControlResponse lines from the master, the last with Event "done" or "error".
+const maxControlRequest = 200 << 20
+
+// ControlRequest is one operator command.
+type ControlRequest struct {
+	Op       string            `json:"op"` // apply | ping | keys | token | jobs | job | facts | finger
+	Target   string            `json:"target,omitempty"`
+	Bundle   []byte            `json:"bundle,omitempty"` // states.Bundle.Marshal()
+	DryRun   bool              `json:"dry_run,omitempty"`
+	Timeout  time.Duration     `json:"timeout,omitempty"`
+	Vars     map[string]string `json:"vars,omitempty"`
+	VarFiles map[string][]byte `json:"var_files,omitempty"`
+	Action   string            `json:"action,omitempty"` // keys: list | accept | reject | delete | groups
+	Glob     string            `json:"glob,omitempty"`
+	Groups   []string          `json:"groups,omitempty"`
+	All      bool              `json:"all,omitempty"`
+	TTL      time.Duration     `json:"ttl,omitempty"`
+	JID      string            `json:"jid,omitempty"`
+	Limit    int               `json:"limit,omitempty"`
+}
+
+// KeyInfo is one key as `brine key list` shows it.
+type KeyInfo struct {
+	ID        string   `json:"id"`
+	State     string   `json:"state"`
+	Finger    string   `json:"finger"`
+	Groups    []string `json:"groups,omitempty"`
+	Requested []string `json:"requested,omitempty"`
+}
+
+// ControlResponse is one line of the master's answer. Event carries the job events of apply and
+// ping; the other fields answer the other ops.
+type ControlResponse struct {
+	Event
+	Keys    []KeyInfo                 `json:"keys,omitempty"`
+	IDs     []string                  `json:"ids,omitempty"`
+	Token   string                    `json:"token,omitempty"`
+	Expires time.Time                 `json:"expires,omitzero"`
+	Jobs    []jobstore.Job            `json:"jobs,omitempty"`
+	Detail  *JobDetail                `json:"detail,omitempty"`
+	Facts   map[string]map[string]any `json:"facts,omitempty"`
+	Finger  string                    `json:"finger,omitempty"`
+}
+
+type controlServer struct {
+	m    *Master
+	l    net.Listener
+	path string
+	wg   sync.WaitGroup
+}
+
+// listenControl makes the unix socket, 0600, in a directory only the master's user can enter
+// (DESIGN.md invariant 7).
+func listenControl(m *Master, path string) (*controlServer, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("control socket %s: another master is running", path)
+	}
+	_ = os.Remove(path)
+	old := syscall.Umask(0o177)
+	l, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return &controlServer{m: m, l: l, path: path}, nil
+}
+
+func (s *controlServer) close() {
+	s.l.Close()
+	s.wg.Wait()
+}
+
+func (s *controlServer) serve(ctx context.Context) {
+	for {
+		c, err := s.l.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer c.Close()
+			s.handle(ctx, c)
+		}()
+	}
+}
+
+func (s *controlServer) handle(ctx context.Context, c net.Conn) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var mu sync.Mutex
+	enc := json.NewEncoder(c)
+	send := func(r ControlResponse) {
+		mu.Lock()
+		defer mu.Unlock()
+		_ = enc.Encode(r)
+	}
+	var req ControlRequest
+	dec := json.NewDecoder(bufio.NewReader(&limitedReader{r: c, n: maxControlRequest}))
+	if err := dec.Decode(&req); err != nil {
+		send(ControlResponse{Event: Event{Event: "error", Error: "bad control request: " + err.Error()}})
+		return
+	}
+	// A CLI that goes away (Ctrl-C) cancels its wait; the job itself stays published.
+	go func() {
+		buf := make([]byte, 1)
+		_, _ = c.Read(buf)
+		cancel()
+	}()
+	if err := s.do(ctx, req, send); err != nil {
+		send(ControlResponse{Event: Event{Event: "error", Error: err.Error()}})
+		return
+	}
+}
+
+type limitedReader struct {
+	r net.Conn
+	n int64
+}
+
+func (l *limitedReader) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errors.New("control request too large")
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
+}
+
+func (s *controlServer) do(ctx context.Context, req ControlRequest, send func(ControlResponse)) error {
+	m := s.m
+	switch req.Op {
+	case "apply", "ping":
+		spec := JobSpec{Kind: wire.JobPing, Target: req.Target, Timeout: req.Timeout, DryRun: req.DryRun, Vars: req.Vars, VarFiles: req.VarFiles}
+		if req.Op == "apply" {
+			spec.Kind = wire.JobApply
+			b, err := states.UnmarshalBundle(req.Bundle)
+			if err != nil {
+				return err
+			}
+			spec.Bundle = b
+		}
+		ids, err := m.ResolveTarget(req.Target)
+		if err != nil {
+			return err
+		}
+		if len(ids) == 0 {
+			return ErrNoMinions
+		}
+		spec.Minions = ids
+		_, err = m.Run(ctx, spec, func(ev Event) { send(ControlResponse{Event: ev}) })
+		return err
+	case "keys":
+		return s.keys(req, send)
+	case "token":
+		tok, t, err := m.tokens.Create(req.Groups, req.TTL)
+		if err != nil {
+			return err
+		}
+		send(ControlResponse{Event: Event{Event: "done"}, Token: tok, Expires: t.Expires})
+		return nil
+	case "jobs":
+		jobs, err := m.store.Jobs(req.Limit)
+		if err != nil {
+			return err
+		}
+		send(ControlResponse{Event: Event{Event: "done"}, Jobs: jobs})
+		return nil
+	case "job":
+		d, err := m.Job(req.JID)
+		if err != nil {
+			return fmt.Errorf("job %s: %w", req.JID, err)
+		}
+		send(ControlResponse{Event: Event{Event: "done"}, Detail: d})
+		return nil
+	case "facts":
+		ids, err := m.ResolveTarget(req.Target)
+		if err != nil {
+			return err
+		}
+		out := map[string]map[string]any{}
+		for _, id := range ids {
+			out[id] = m.Facts(id)
+		}
+		send(ControlResponse{Event: Event{Event: "done"}, Facts: out})
+		return nil
+	case "finger":
+		send(ControlResponse{Event: Event{Event: "done"}, Finger: m.key.Pub.Fingerprint()})
+		return nil
+	}
+	return fmt.Errorf("unknown control op %q", req.Op)
+}
+
+func (s *controlServer) keys(req ControlRequest, send func(ControlResponse)) error {
+	m := s.m
+	glob := req.Glob
+	if glob == "" {
+		glob = "*"
+	}
+	var ids []string
+	var err error
+	switch req.Action {
+	case "list", "":
+		var out []KeyInfo
+		for _, k := range m.keys.List() {
+			out = append(out, KeyInfo{ID: k.ID, State: string(k.State), Finger: k.Finger(), Groups: k.Groups, Requested: k.Requested})
+		}
+		send(ControlResponse{Event: Event{Event: "done"}, Keys: out, Finger: m.key.Pub.Fingerprint()})
+		return nil
+	case "accept":
+		var groups []string
+		if req.Groups != nil {
+			groups = req.Groups
+		}
+		ids, err = m.keys.Accept(glob, groups, req.All)
+	case "reject":
+		ids, err = m.keys.Reject(glob)
+		m.RemoveMinions(ids, false)
+	case "delete":
+		ids, err = m.keys.Delete(glob)
+		m.RemoveMinions(ids, true)
+	case "groups":
+		ids, err = m.keys.SetGroups(glob, req.Groups)
+		for _, id := range ids {
+			if f := m.Facts(id); f != nil {
+				_ = m.setFacts(id, f)
+			}
+		}
+	default:
+		return fmt.Errorf("unknown key action %q", req.Action)
+	}
+	if err != nil {
+		return err
+	}
+	send(ControlResponse{Event: Event{Event: "done"}, IDs: ids})
+	return nil
+}
+
+// keyInfo converts a key store record.
+func keyInfo(k pki.MinionKey) KeyInfo {
+	return KeyInfo{ID: k.ID, State: string(k.State), Finger: k.Finger(), Groups: k.Groups, Requested: k.Requested}
+}

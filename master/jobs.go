@@ -1,0 +1,365 @@
+package master
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"sort"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/brinecm/brine/internal/jobstore"
+	"github.com/brinecm/brine/internal/wire"
+	"github.com/brinecm/brine/pki"
+	"github.com/brinecm/brine/states"
+)
+
+// ErrNoMinions is returned when a target resolves to no minion: nothing is published
+// (DESIGN.md invariant 15).
+var ErrNoMinions = errors.New("target matches no accepted minion; nothing was sent")
+
+// maxPhases bounds the re-runs of a bundle whose peers() context changed during its apply.
+const maxPhases = 3
+
+// JobSpec is a job for an explicit set of minions. Rollouts (batches, canaries) call Run with
+// subsets of a resolved target.
+type JobSpec struct {
+	Kind     string // wire.JobApply or wire.JobPing
+	Target   string // as the operator wrote it, for the record
+	Minions  []string
+	Bundle   *states.Bundle // nil for ping
+	DryRun   bool
+	Timeout  time.Duration
+	Vars     map[string]string
+	VarFiles map[string][]byte
+}
+
+// Event is one step of a job as the control socket streams it to the CLI.
+type Event struct {
+	Event       string       `json:"event"` // published | return | missing | invalid | done | error
+	JID         string       `json:"jid,omitempty"`
+	Phase       int          `json:"phase,omitempty"`
+	Minions     []string     `json:"minions,omitempty"`
+	Return      *wire.Return `json:"return,omitempty"`
+	Missing     []string     `json:"missing,omitempty"`
+	Error       string       `json:"error,omitempty"`
+	Diagnostics string       `json:"diagnostics,omitempty"`
+}
+
+// Result is the outcome of Run: the last phase's returns and who did not return.
+type Result struct {
+	JIDs    []string
+	Returns map[string]wire.Return
+	Missing []string
+}
+
+// Failed reports whether any minion failed or did not return.
+func (r *Result) Failed() bool {
+	if len(r.Missing) > 0 {
+		return true
+	}
+	for _, ret := range r.Returns {
+		if !ret.Success {
+			return true
+		}
+	}
+	return false
+}
+
+// NewJID returns a job id that sorts by time: UTC yyyymmddhhmmss + microseconds + random.
+func NewJID() string {
+	now := time.Now().UTC()
+	return fmt.Sprintf("%s%06d-%s", now.Format("20060102150405"), now.Nanosecond()/1000, hex.EncodeToString(pki.RandomBytes(3)))
+}
+
+// Validate compiles b as it would be compiled for minion mi (with empty peers and placeholder
+// secrets), so that a broken bundle is stopped before anything is sent.
+func Validate(b *states.Bundle, mi MinionInfo, peers map[string][]map[string]any, vars map[string]string, varFiles map[string][]byte) hcl.Diagnostics {
+	names, diags := states.SecretNames(b)
+	if diags.HasErrors() {
+		return diags
+	}
+	secrets := map[string]string{}
+	for _, n := range names {
+		secrets[n] = "placeholder"
+	}
+	_, diags = states.Compile(b, states.Options{
+		Minion:   states.Minion{ID: mi.ID, Groups: mi.Groups, Facts: mi.Facts},
+		Vars:     vars,
+		VarFiles: varFiles,
+		Peers:    peers,
+		Secrets:  secrets,
+	})
+	return diags
+}
+
+// peersFor resolves every peers() target of b to the facts of its minions, sorted by id.
+func (m *Master) peersFor(targets []string) (map[string][]map[string]any, error) {
+	if len(targets) == 0 {
+		return nil, nil
+	}
+	all := m.Minions()
+	sort.Slice(all, func(i, j int) bool { return all[i].ID < all[j].ID })
+	out := map[string][]map[string]any{}
+	for _, ts := range targets {
+		t, err := ParseTarget(ts)
+		if err != nil {
+			return nil, fmt.Errorf("peers(%q): %w", ts, err)
+		}
+		list := []map[string]any{}
+		for _, mi := range all {
+			if t.Match(mi) {
+				f := map[string]any{}
+				for k, v := range mi.Facts {
+					f[k] = v
+				}
+				f["id"] = mi.ID
+				gs := make([]any, len(mi.Groups))
+				for i, g := range mi.Groups {
+					gs[i] = g
+				}
+				f["groups"] = gs
+				list = append(list, f)
+			}
+		}
+		out[ts] = list
+	}
+	return out, nil
+}
+
+// publish signs, seals, records and publishes one job for spec.Minions.
+func (m *Master) publishJob(spec JobSpec, peers map[string][]map[string]any, secretNames []string, phase int, parent string) (jobstore.Job, error) {
+	if len(spec.Minions) == 0 {
+		return jobstore.Job{}, ErrNoMinions
+	}
+	acc := m.keys.Accepted()
+	for _, id := range spec.Minions {
+		if _, ok := acc[id]; !ok {
+			return jobstore.Job{}, fmt.Errorf("minion %s is not accepted; nothing was sent", id)
+		}
+	}
+	now := time.Now().UTC()
+	meta := wire.JobMeta{
+		JID: NewJID(), Kind: spec.Kind, Target: spec.Target, Minions: spec.Minions,
+		IssuedAt: now, ExpiresAt: now.Add(spec.Timeout), DryRun: spec.DryRun,
+		Vars: spec.Vars, VarFiles: spec.VarFiles, Peers: peers,
+	}
+	var bundle []byte
+	if spec.Bundle != nil {
+		bundle = spec.Bundle.Marshal()
+		meta.BundleDigest = spec.Bundle.Digest()
+	}
+	if len(secretNames) > 0 {
+		all, err := LoadSecrets(m.cfg.SecretsFile)
+		if err != nil {
+			return jobstore.Job{}, fmt.Errorf("secrets file: %w", err)
+		}
+		meta.Secrets = map[string][]byte{}
+		infos := map[string]MinionInfo{}
+		for _, mi := range m.Minions() {
+			infos[mi.ID] = mi
+		}
+		for _, id := range spec.Minions {
+			vals, err := secretsFor(all, secretNames, infos[id])
+			if err != nil {
+				return jobstore.Job{}, fmt.Errorf("%w; nothing was sent", err)
+			}
+			raw, _ := json.Marshal(vals)
+			meta.Secrets[id] = m.key.SealTo(acc[id].Key.Box, raw)
+		}
+	}
+	metaJSON, err := json.Marshal(meta)
+	if err != nil {
+		return jobstore.Job{}, err
+	}
+	signed := m.key.SignAttached(wire.PackJob(metaJSON, bundle))
+	m.mu.Lock()
+	sk := m.session
+	m.mu.Unlock()
+	frame := wire.JobFrame(sk.ID, sk.Seal(signed))
+	if len(frame) > wire.MaxJobFrame {
+		return jobstore.Job{}, fmt.Errorf("job of %d bytes is over the %d byte limit; nothing was sent", len(frame), wire.MaxJobFrame)
+	}
+	rec := jobstore.Job{
+		JID: meta.JID, Kind: spec.Kind, Target: spec.Target, Minions: spec.Minions, DryRun: spec.DryRun,
+		Digest: meta.BundleDigest, Created: now, Expires: meta.ExpiresAt, Phase: phase, ParentJID: parent,
+	}
+	if err := m.store.PutJob(rec); err != nil {
+		return jobstore.Job{}, fmt.Errorf("record job: %w", err)
+	}
+	m.publish(frame)
+	m.log.Info("published job", "jid", meta.JID, "kind", spec.Kind, "target", spec.Target, "minions", len(spec.Minions), "bytes", len(frame))
+	return rec, nil
+}
+
+// Run publishes spec to its minion set and waits for their returns until all have returned or
+// spec.Timeout passes, calling emit for every step. A bundle that calls peers() is applied
+// again (up to maxPhases in all) while the peers' facts change under it, so that a fresh set of
+// hosts converges in one command (for example a tinc mesh whose public keys exist only after
+// the first phase). The result is the last phase's.
+func (m *Master) Run(ctx context.Context, spec JobSpec, emit func(Event)) (*Result, error) {
+	if emit == nil {
+		emit = func(Event) {}
+	}
+	if spec.Timeout <= 0 {
+		spec.Timeout = m.cfg.jobTimeout
+	}
+	if spec.Kind == "" {
+		spec.Kind = wire.JobApply
+	}
+	if len(spec.Minions) == 0 {
+		return nil, ErrNoMinions
+	}
+	var peerTargets, secretNames []string
+	if spec.Bundle != nil {
+		var diags hcl.Diagnostics
+		peerTargets, diags = states.PeerTargets(spec.Bundle)
+		names, d2 := states.SecretNames(spec.Bundle)
+		diags = append(diags, d2...)
+		secretNames = names
+		if diags.HasErrors() {
+			return nil, m.invalid(spec.Bundle, diags, emit)
+		}
+	}
+	res := &Result{}
+	parent := ""
+	for phase := 1; phase <= maxPhases; phase++ {
+		peers, err := m.peersFor(peerTargets)
+		if err != nil {
+			return nil, err
+		}
+		if spec.Bundle != nil && phase == 1 {
+			first := MinionInfo{ID: spec.Minions[0]}
+			for _, mi := range m.Minions() {
+				if mi.ID == first.ID {
+					first = mi
+				}
+			}
+			if diags := Validate(spec.Bundle, first, peers, spec.Vars, spec.VarFiles); diags.HasErrors() {
+				return nil, m.invalid(spec.Bundle, diags, emit)
+			}
+		}
+		rets, missing, jid, err := m.runPhase(ctx, spec, peers, secretNames, phase, parent, emit)
+		if err != nil {
+			return res, err
+		}
+		if parent == "" {
+			parent = jid
+		}
+		res.JIDs = append(res.JIDs, jid)
+		res.Returns, res.Missing = rets, missing
+		if spec.DryRun || len(peerTargets) == 0 || len(missing) > 0 || ctx.Err() != nil {
+			break
+		}
+		after, err := m.peersFor(peerTargets)
+		if err != nil || reflect.DeepEqual(normalize(peers), normalize(after)) {
+			break
+		}
+		m.log.Info("peers changed during the apply; applying again", "jid", jid, "phase", phase+1)
+	}
+	emit(Event{Event: "done", JID: res.JIDs[len(res.JIDs)-1], Missing: res.Missing})
+	return res, nil
+}
+
+// normalize gives two peers maps a comparable form (JSON round trip).
+func normalize(v any) any {
+	raw, _ := json.Marshal(v)
+	var out any
+	_ = json.Unmarshal(raw, &out)
+	return out
+}
+
+func (m *Master) invalid(b *states.Bundle, diags hcl.Diagnostics, emit func(Event)) error {
+	var buf bytes.Buffer
+	states.WriteDiagnostics(&buf, b, diags, false)
+	emit(Event{Event: "invalid", Diagnostics: buf.String(), Error: "the bundle is invalid; nothing was sent"})
+	return errors.New("the bundle is invalid; nothing was sent")
+}
+
+func (m *Master) runPhase(ctx context.Context, spec JobSpec, peers map[string][]map[string]any, secretNames []string, phase int, parent string, emit func(Event)) (map[string]wire.Return, []string, string, error) {
+	// The watch starts after publishing (the jid is made there); a return that races ahead of
+	// it is already in the store, which is read once the watch is in place.
+	job, err := m.publishJob(spec, peers, secretNames, phase, parent)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	ch, cancel := m.watch(job.JID, len(spec.Minions))
+	defer cancel()
+	emit(Event{Event: "published", JID: job.JID, Phase: phase, Minions: spec.Minions})
+	rets := map[string]wire.Return{}
+	// Returns that raced ahead of the watch are in the store.
+	if stored, err := m.store.Returns(job.JID); err == nil {
+		for _, r := range stored {
+			var ret wire.Return
+			if json.Unmarshal(r.Data, &ret) == nil {
+				rets[r.Minion] = ret
+				emit(Event{Event: "return", JID: job.JID, Phase: phase, Return: &ret})
+			}
+		}
+	}
+	timer := time.NewTimer(spec.Timeout)
+	defer timer.Stop()
+	for len(rets) < len(spec.Minions) {
+		select {
+		case ev := <-ch:
+			if _, seen := rets[ev.Return.Minion]; seen {
+				continue
+			}
+			r := ev.Return
+			rets[r.Minion] = r
+			emit(Event{Event: "return", JID: job.JID, Phase: phase, Return: &r})
+		case <-timer.C:
+			goto out
+		case <-ctx.Done():
+			goto out
+		}
+	}
+out:
+	var missing []string
+	for _, id := range spec.Minions {
+		if _, ok := rets[id]; !ok {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) > 0 {
+		emit(Event{Event: "missing", JID: job.JID, Phase: phase, Missing: missing})
+	}
+	return rets, missing, job.JID, nil
+}
+
+// JobDetail is a job with every minion's return, as `brine jobs show` prints it.
+type JobDetail struct {
+	Job     jobstore.Job           `json:"job"`
+	Returns map[string]wire.Return `json:"returns"`
+	Missing []string               `json:"missing,omitempty"`
+}
+
+// Job returns the stored job jid and its returns.
+func (m *Master) Job(jid string) (*JobDetail, error) {
+	j, err := m.store.Job(jid)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := m.store.Returns(jid)
+	if err != nil {
+		return nil, err
+	}
+	d := &JobDetail{Job: j, Returns: map[string]wire.Return{}}
+	for _, r := range rs {
+		var ret wire.Return
+		if json.Unmarshal(r.Data, &ret) == nil {
+			d.Returns[r.Minion] = ret
+		}
+	}
+	for _, id := range j.Minions {
+		if _, ok := d.Returns[id]; !ok {
+			d.Missing = append(d.Missing, id)
+		}
+	}
+	return d, nil
+}

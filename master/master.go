@@ -1,0 +1,628 @@
+// Package master is brine's master: it holds the key store, authenticates minions over its
+// ROUTER socket, signs, encrypts and publishes jobs on its PUB socket, collects signed returns
+// into the job store, and serves the operator CLI on a unix control socket.
+package master
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/go-zeromq/zmq4"
+
+	"github.com/brinecm/brine/internal/jobstore"
+	"github.com/brinecm/brine/internal/wire"
+	"github.com/brinecm/brine/internal/zmtp"
+	"github.com/brinecm/brine/pki"
+)
+
+// Limits on unauthenticated state, so that a flood of hellos cannot grow the master.
+const (
+	maxChallenges  = 20000
+	challengeTTL   = 30 * time.Second
+	requestWorkers = 8
+)
+
+// Master is a running master. Create it with New, start it with Start, stop it with Close.
+type Master struct {
+	cfg    Config
+	log    *slog.Logger
+	key    *pki.KeyPair
+	keys   *pki.KeyStore
+	tokens *pki.TokenStore
+	store  jobstore.Store
+
+	pub    zmq4.Socket
+	router zmq4.Socket
+	ctl    *controlServer
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	pubMu sync.Mutex // serialises Send on the PUB socket
+
+	mu         sync.Mutex // guards the fields below
+	session    *pki.SessionKey
+	sessions   map[string]*session // by hex session id
+	byMinion   map[string]string   // minion id -> hex session id
+	challenges map[string]challenge
+	facts      map[string]map[string]any
+	watchers   map[string][]chan ReturnEvent // jid -> live subscribers
+	rotations  int
+}
+
+type session struct {
+	minion  string
+	key     pki.PublicKey
+	lastSeq uint64
+}
+
+type challenge struct {
+	id          string
+	key         pki.PublicKey
+	clientNonce []byte
+	expires     time.Time
+}
+
+// ReturnEvent is one verified return as the master recorded it.
+type ReturnEvent struct {
+	Return wire.Return
+	Dup    bool // already recorded before (a redelivery)
+}
+
+// New opens the master's state in cfg.DataDir (creating keys on first start).
+func New(cfg Config, logger *slog.Logger) (*Master, error) {
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.rotate == 0 {
+		if err := cfg.fill(); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("master data dir: %w", err)
+	}
+	_ = os.Chmod(cfg.DataDir, 0o700)
+	key, created, err := pki.LoadOrCreateKeyPair(filepath.Join(cfg.DataDir, "master.key"))
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		logger.Info("created master key", "finger", key.Pub.Fingerprint())
+	}
+	keys, err := pki.OpenKeyStore(filepath.Join(cfg.DataDir, "pki"))
+	if err != nil {
+		return nil, err
+	}
+	tokens, err := pki.OpenTokenStore(filepath.Join(cfg.DataDir, "pki", "tokens"))
+	if err != nil {
+		return nil, err
+	}
+	store, err := jobstore.OpenBolt(filepath.Join(cfg.DataDir, "master.db"))
+	if err != nil {
+		return nil, err
+	}
+	m := &Master{
+		cfg: cfg, log: logger, key: key, keys: keys, tokens: tokens, store: store,
+		session:    pki.NewSessionKey(),
+		sessions:   map[string]*session{},
+		byMinion:   map[string]string{},
+		challenges: map[string]challenge{},
+		facts:      map[string]map[string]any{},
+		watchers:   map[string][]chan ReturnEvent{},
+	}
+	all, err := store.AllFacts()
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	for id, raw := range all {
+		var f map[string]any
+		if json.Unmarshal(raw, &f) == nil {
+			m.facts[id] = f
+		}
+	}
+	return m, nil
+}
+
+// Key returns the master's public key; minions pin its Fingerprint.
+func (m *Master) Key() pki.PublicKey { return m.key.Pub }
+
+// Keys returns the master's key store.
+func (m *Master) Keys() *pki.KeyStore { return m.keys }
+
+// Tokens returns the master's enrolment token store.
+func (m *Master) Tokens() *pki.TokenStore { return m.tokens }
+
+// Store returns the master's job store.
+func (m *Master) Store() jobstore.Store { return m.store }
+
+// Config returns the master's configuration.
+func (m *Master) Config() Config { return m.cfg }
+
+// PublishAddr is the address the PUB socket is bound to (useful with port 0).
+func (m *Master) PublishAddr() string { return m.pub.Addr().String() }
+
+// RequestAddr is the address the ROUTER socket is bound to.
+func (m *Master) RequestAddr() string { return m.router.Addr().String() }
+
+func quietLogger() *log.Logger { return log.New(io.Discard, "", 0) }
+
+// Start binds the sockets and the control socket and starts serving until Close.
+func (m *Master) Start(ctx context.Context) error {
+	m.ctx, m.cancel = context.WithCancel(ctx)
+	m.pub = zmq4.NewPub(m.ctx, zmq4.WithLogger(quietLogger()), zmq4.WithTimeout(10*time.Second))
+	if err := m.pub.Listen(zmtp.Endpoint(m.cfg.PublishAddr, 4096)); err != nil {
+		m.cancel()
+		return fmt.Errorf("publish socket %s: %w", m.cfg.PublishAddr, err)
+	}
+	m.router = zmq4.NewRouter(m.ctx, zmq4.WithLogger(quietLogger()), zmq4.WithTimeout(10*time.Second))
+	if err := m.router.Listen(zmtp.Endpoint(m.cfg.RequestAddr, wire.MaxRequestFrame+1024)); err != nil {
+		m.pub.Close()
+		m.cancel()
+		return fmt.Errorf("request socket %s: %w", m.cfg.RequestAddr, err)
+	}
+	ctl, err := listenControl(m, m.cfg.ControlSocket)
+	if err != nil {
+		m.pub.Close()
+		m.router.Close()
+		m.cancel()
+		return err
+	}
+	m.ctl = ctl
+	reqs := make(chan zmq4.Msg, 256)
+	m.wg.Add(3 + requestWorkers)
+	go func() { defer m.wg.Done(); m.recvLoop(reqs) }()
+	for range requestWorkers {
+		go func() { defer m.wg.Done(); m.worker(reqs) }()
+	}
+	go func() { defer m.wg.Done(); m.tickLoop() }()
+	go func() { defer m.wg.Done(); ctl.serve(m.ctx) }()
+	m.log.Info("master started", "publish", m.PublishAddr(), "request", m.RequestAddr(), "finger", m.key.Pub.Fingerprint())
+	return nil
+}
+
+// Close stops the master and waits for everything it started.
+func (m *Master) Close() error {
+	if m.cancel != nil {
+		m.cancel()
+		if m.ctl != nil {
+			m.ctl.close()
+		}
+		m.pub.Close()
+		m.router.Close()
+		m.wg.Wait()
+	}
+	return m.store.Close()
+}
+
+func (m *Master) recvLoop(out chan<- zmq4.Msg) {
+	defer close(out)
+	for {
+		msg, err := m.router.Recv()
+		if err != nil {
+			if m.ctx.Err() != nil {
+				return
+			}
+			continue
+		}
+		select {
+		case out <- msg:
+		case <-m.ctx.Done():
+			return
+		}
+	}
+}
+
+func (m *Master) worker(in <-chan zmq4.Msg) {
+	for msg := range in {
+		if len(msg.Frames) != 2 {
+			continue // ROUTER adds the identity; brine messages are one frame
+		}
+		reply := m.handle(msg.Frames[1])
+		if reply != nil {
+			_ = m.router.Send(zmq4.NewMsgFrom(msg.Frames[0], reply))
+		}
+	}
+}
+
+// handle answers one frame from the ROUTER socket; nil means no answer.
+func (m *Master) handle(frame []byte) []byte {
+	typ, body, err := wire.Decode(frame, wire.MaxRequestFrame)
+	if err != nil {
+		if errors.Is(err, wire.ErrVersion) {
+			m.log.Warn("refused a peer speaking another protocol version")
+		}
+		return nil
+	}
+	switch typ {
+	case wire.THello:
+		return m.handleHello(body)
+	case wire.TAuth:
+		return m.handleAuth(body)
+	case wire.TRequest:
+		return m.handleRequest(body)
+	}
+	return nil
+}
+
+func (m *Master) signed(t wire.Type, domain string, v any) []byte {
+	data, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // our own types always marshal
+	}
+	return wire.Encode(t, wire.Signed(m.key.Sign(domain, data), data))
+}
+
+func (m *Master) handleHello(body []byte) []byte {
+	var h wire.Hello
+	if wire.Unmarshal(body, 4096, &h) != nil || len(h.Nonce) != 32 || !pki.ValidID(h.ID) {
+		return nil
+	}
+	key, err := pki.ParsePublicKey(h.Key)
+	if err != nil {
+		return nil
+	}
+	sn := pki.RandomBytes(32)
+	now := time.Now()
+	m.mu.Lock()
+	if len(m.challenges) >= maxChallenges {
+		for k, c := range m.challenges {
+			if now.After(c.expires) {
+				delete(m.challenges, k)
+			}
+		}
+	}
+	if len(m.challenges) >= maxChallenges {
+		m.mu.Unlock()
+		return nil
+	}
+	m.challenges[hex.EncodeToString(sn)] = challenge{id: h.ID, key: key, clientNonce: h.Nonce, expires: now.Add(challengeTTL)}
+	m.mu.Unlock()
+	return m.signed(wire.TChallenge, wire.DomainChallenge, wire.Challenge{
+		MasterKey: m.key.Pub.String(), ClientNonce: h.Nonce, ServerNonce: sn, Time: now.UTC(),
+	})
+}
+
+func (m *Master) handleAuth(body []byte) []byte {
+	sig, data, err := wire.SplitSigned(body)
+	if err != nil {
+		return nil
+	}
+	var a wire.Auth
+	if wire.Unmarshal(data, 8192, &a) != nil {
+		return nil
+	}
+	m.mu.Lock()
+	c, ok := m.challenges[hex.EncodeToString(a.ServerNonce)]
+	delete(m.challenges, hex.EncodeToString(a.ServerNonce)) // single use, whatever the outcome
+	m.mu.Unlock()
+	refuse := func(why string) []byte {
+		return m.signed(wire.TAuthReply, wire.DomainAuthReply, wire.AuthReply{ClientNonce: a.ClientNonce, Status: wire.StatusRefused, Reason: why})
+	}
+	if !ok || time.Now().After(c.expires) {
+		return refuse("unknown or expired challenge")
+	}
+	if a.ID != c.id || a.Key != c.key.String() || string(a.ClientNonce) != string(c.clientNonce) {
+		return refuse("auth does not match hello")
+	}
+	// The proof: a signature by the private key of the key presented, over both nonces.
+	if !pki.Verify(c.key.Sign, wire.DomainAuth, data, sig) {
+		m.log.Warn("auth with a bad signature", "minion", c.id)
+		return refuse("bad signature")
+	}
+	var rec pki.MinionKey
+	if a.Token != "" {
+		groups, terr := m.tokens.Redeem(a.Token, time.Now())
+		if terr == nil {
+			rec, err = m.keys.Enrol(c.id, c.key, groups)
+			if err == nil && rec.State == pki.StateAccepted {
+				m.log.Info("minion enrolled with a token", "minion", c.id, "groups", groups)
+			}
+		} else {
+			m.log.Warn("enrolment token refused", "minion", c.id, "err", terr)
+			rec, err = m.keys.Present(c.id, c.key, a.Groups, m.cfg.AutoAccept)
+		}
+	} else {
+		rec, err = m.keys.Present(c.id, c.key, a.Groups, m.cfg.AutoAccept)
+	}
+	if err != nil {
+		return refuse("key store error")
+	}
+	reply := wire.AuthReply{ClientNonce: a.ClientNonce, Status: string(rec.State)}
+	if rec.State == pki.StateAccepted {
+		sid := pki.RandomBytes(16)
+		m.mu.Lock()
+		if old, ok := m.byMinion[c.id]; ok {
+			delete(m.sessions, old)
+		}
+		m.sessions[hex.EncodeToString(sid)] = &session{minion: c.id, key: c.key}
+		m.byMinion[c.id] = hex.EncodeToString(sid)
+		sk := m.session
+		m.mu.Unlock()
+		reply.SessionID = sid
+		reply.SessionKey = m.key.SealTo(c.key.Box, sk.Marshal())
+		reply.Groups = rec.Groups
+	} else {
+		m.log.Info("minion key not accepted", "minion", c.id, "state", rec.State)
+	}
+	return m.signed(wire.TAuthReply, wire.DomainAuthReply, reply)
+}
+
+func (m *Master) handleRequest(body []byte) []byte {
+	sig, data, err := wire.SplitSigned(body)
+	if err != nil {
+		return nil
+	}
+	var r wire.Request
+	if wire.Unmarshal(data, wire.MaxRequestFrame, &r) != nil {
+		return nil
+	}
+	reply := wire.Reply{SessionID: r.SessionID, Seq: r.Seq}
+	sidHex := hex.EncodeToString(r.SessionID)
+	m.mu.Lock()
+	s, ok := m.sessions[sidHex]
+	var sess session
+	if ok {
+		sess = *s
+	}
+	m.mu.Unlock()
+	if !ok {
+		reply.NoSession = true
+		return m.signed(wire.TReply, wire.DomainReply, reply)
+	}
+	if !pki.Verify(sess.key.Sign, wire.DomainRequest, data, sig) {
+		return nil // not from the session's minion: say nothing
+	}
+	// The key may have been rejected or deleted since the session began.
+	if rec, ok := m.keys.Get(sess.minion); !ok || rec.State != pki.StateAccepted || !rec.Key.Equal(sess.key) {
+		m.dropSession(sess.minion)
+		reply.NoSession = true
+		return m.signed(wire.TReply, wire.DomainReply, reply)
+	}
+	m.mu.Lock()
+	if s.lastSeq >= r.Seq {
+		m.mu.Unlock()
+		return nil // replayed or reordered request
+	}
+	s.lastSeq = r.Seq
+	sk := m.session
+	m.mu.Unlock()
+	reply.KeyID = sk.ID[:]
+	if err := m.serve(sess, r, &reply, sk); err != nil {
+		reply.Error = err.Error()
+	} else {
+		reply.OK = true
+	}
+	return m.signed(wire.TReply, wire.DomainReply, reply)
+}
+
+// serve carries out an authenticated request. The minion's id comes from its session, never
+// from the request (DESIGN.md invariant 11).
+func (m *Master) serve(s session, r wire.Request, reply *wire.Reply, sk *pki.SessionKey) error {
+	switch r.Kind {
+	case wire.KindHeartbeat:
+		return nil
+	case wire.KindSession:
+		b, _ := json.Marshal(wire.SessionBody{SessionKey: m.key.SealTo(s.key.Box, sk.Marshal())})
+		reply.Body = b
+		return nil
+	case wire.KindFacts:
+		var f map[string]any
+		if err := wire.Unmarshal(r.Body, wire.MaxFacts, &f); err != nil {
+			return errors.New("bad facts")
+		}
+		return m.setFacts(s.minion, f)
+	case wire.KindReturn:
+		return m.acceptReturn(s, r.Body)
+	}
+	return fmt.Errorf("unknown request %q", r.Kind)
+}
+
+func (m *Master) setFacts(id string, f map[string]any) error {
+	if f == nil {
+		f = map[string]any{}
+	}
+	rec, _ := m.keys.Get(id)
+	f["id"] = id
+	groups := make([]any, len(rec.Groups))
+	for i, g := range rec.Groups {
+		groups[i] = g
+	}
+	f["groups"] = groups
+	raw, err := json.Marshal(f)
+	if err != nil {
+		return err
+	}
+	var norm map[string]any // the form targeting sees after a restart: plain JSON values
+	_ = json.Unmarshal(raw, &norm)
+	m.mu.Lock()
+	m.facts[id] = norm
+	m.mu.Unlock()
+	return m.store.PutFacts(id, raw)
+}
+
+func (m *Master) acceptReturn(s session, body []byte) error {
+	var sr wire.SignedReturn
+	if err := wire.Unmarshal(body, wire.MaxRequestFrame, &sr); err != nil {
+		return errors.New("bad return")
+	}
+	if !pki.Verify(s.key.Sign, wire.DomainReturn, sr.Data, sr.Sig) {
+		return errors.New("return signature does not verify")
+	}
+	var ret wire.Return
+	if err := wire.Unmarshal(sr.Data, wire.MaxRequestFrame, &ret); err != nil {
+		return errors.New("bad return")
+	}
+	if ret.Minion != s.minion {
+		m.log.Warn("refused a return for another minion", "session", s.minion, "claimed", ret.Minion, "jid", ret.JID)
+		return errors.New("return names another minion")
+	}
+	job, err := m.store.Job(ret.JID)
+	if err != nil {
+		return fmt.Errorf("unknown job %q", ret.JID)
+	}
+	if !contains(job.Minions, s.minion) {
+		m.log.Warn("refused a return for a job not addressed to the minion", "minion", s.minion, "jid", ret.JID)
+		return errors.New("job was not addressed to this minion")
+	}
+	added, err := m.store.AddReturn(jobstore.Return{JID: ret.JID, Minion: s.minion, Data: sr.Data, Sig: sr.Sig, Received: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	ws := append([]chan ReturnEvent(nil), m.watchers[ret.JID]...)
+	m.mu.Unlock()
+	for _, w := range ws {
+		select {
+		case w <- ReturnEvent{Return: ret, Dup: !added}:
+		default: // a watcher that does not keep up loses live events; the store has them all
+		}
+	}
+	return nil
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+// watch subscribes to the live returns of jid until the returned cancel is called.
+func (m *Master) watch(jid string, n int) (<-chan ReturnEvent, func()) {
+	ch := make(chan ReturnEvent, n+16)
+	m.mu.Lock()
+	m.watchers[jid] = append(m.watchers[jid], ch)
+	m.mu.Unlock()
+	return ch, func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		ws := m.watchers[jid]
+		for i, w := range ws {
+			if w == ch {
+				m.watchers[jid] = append(ws[:i], ws[i+1:]...)
+				break
+			}
+		}
+		if len(m.watchers[jid]) == 0 {
+			delete(m.watchers, jid)
+		}
+	}
+}
+
+func (m *Master) dropSession(minion string) {
+	m.mu.Lock()
+	if sid, ok := m.byMinion[minion]; ok {
+		delete(m.sessions, sid)
+		delete(m.byMinion, minion)
+	}
+	m.mu.Unlock()
+}
+
+// RotateSessionKey replaces the session key. Minions notice from the next heartbeat or job and
+// fetch the new key over their authenticated session; a minion whose key is no longer accepted
+// has no session and cannot (DESIGN.md invariant 4).
+func (m *Master) RotateSessionKey() {
+	m.mu.Lock()
+	m.session = pki.NewSessionKey()
+	m.rotations++
+	id := m.session.ID
+	m.mu.Unlock()
+	m.log.Info("rotated the session key", "key_id", hex.EncodeToString(id[:]))
+	m.heartbeat()
+}
+
+// SessionKeyID returns the id of the current session key.
+func (m *Master) SessionKeyID() [8]byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.session.ID
+}
+
+// RemoveMinions is called after keys were rejected or deleted: their sessions end, their facts
+// go (on delete), and the session key rotates so they cannot read later jobs.
+func (m *Master) RemoveMinions(ids []string, forget bool) {
+	if len(ids) == 0 {
+		return
+	}
+	for _, id := range ids {
+		m.dropSession(id)
+		if forget {
+			m.mu.Lock()
+			delete(m.facts, id)
+			m.mu.Unlock()
+			_ = m.store.DeleteFacts(id)
+		}
+	}
+	m.RotateSessionKey()
+}
+
+func (m *Master) tickLoop() {
+	hb := time.NewTicker(m.cfg.heartbeat)
+	defer hb.Stop()
+	rot := time.NewTicker(m.cfg.rotate)
+	defer rot.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-hb.C:
+			m.heartbeat()
+		case <-rot.C:
+			m.RotateSessionKey()
+		}
+	}
+}
+
+func (m *Master) heartbeat() {
+	id := m.SessionKeyID()
+	m.publish(m.signed(wire.THeartbeat, wire.DomainHeartbeat, wire.Heartbeat{Time: time.Now().UTC(), KeyID: id[:]}))
+}
+
+func (m *Master) publish(frame []byte) {
+	m.pubMu.Lock()
+	defer m.pubMu.Unlock()
+	_ = m.pub.Send(zmq4.NewMsg(frame))
+}
+
+// Minions returns every accepted minion with its groups and last facts, for targeting.
+func (m *Master) Minions() []MinionInfo {
+	acc := m.keys.Accepted()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]MinionInfo, 0, len(acc))
+	for id, rec := range acc {
+		out = append(out, MinionInfo{ID: id, Groups: rec.Groups, Facts: m.facts[id]})
+	}
+	return out
+}
+
+// Facts returns the last facts of minion id, with its id and groups.
+func (m *Master) Facts(id string) map[string]any {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.facts[id]
+}
+
+// ResolveTarget returns the accepted minions that target names, sorted.
+func (m *Master) ResolveTarget(target string) ([]string, error) {
+	t, err := ParseTarget(target)
+	if err != nil {
+		return nil, err
+	}
+	return Resolve(t, m.Minions()), nil
+}

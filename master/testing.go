@@ -1,0 +1,44 @@
+package master
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"testing"
+)
+
+// TestMaster starts a master in process on loopback with random ports, a short heartbeat and
+// its own temporary data dir; opts adjust the config first. It stops when the test ends.
+func TestMaster(t testing.TB, opts ...func(*Config)) *Master {
+	t.Helper()
+	// A short directory: unix socket paths are limited to 108 bytes.
+	dir, err := os.MkdirTemp("", "brm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	cfg := Config{DataDir: dir, PublishAddr: "127.0.0.1:0", RequestAddr: "127.0.0.1:0", Heartbeat: "200ms"}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := cfg.fill(); err != nil {
+		t.Fatal(err)
+	}
+	var logger *slog.Logger
+	if os.Getenv("BRINE_TEST_LOG") != "" {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	m, err := New(cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(context.Background()); err != nil {
+		m.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// Client returns a control client for this master.
+func (m *Master) Client() *Client { return &Client{Path: m.cfg.ControlSocket} }

@@ -1,0 +1,144 @@
+package minion
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+
+	"github.com/brinecm/brine/pki"
+)
+
+// Config is a minion's configuration (minion.hcl). Every field but master has a default:
+//
+//	master        = "10.0.0.1"                # host of the master; ports below
+//	publish_port  = 4505
+//	request_port  = 4506
+//	id            = "<hostname>"              # ^[a-z0-9][a-z0-9.-]{0,62}$
+//	data_dir      = "/var/lib/brine/minion"   # keys, pinned master key, seen jobs, unsent returns
+//	master_finger = ""                        # pin the master's key; empty = trust on first use
+//	groups        = []                        # groups to ask for (the operator grants them)
+//	token         = ""                        # enrolment token: accepted without the operator
+//	facts         = {}                        # extra facts, strings
+//	heartbeat     = "5s"
+//	max_backoff   = "30s"                     # reconnect backoff cap (with jitter)
+type Config struct {
+	Master       string            `hcl:"master,optional"`
+	PublishPort  int               `hcl:"publish_port,optional"`
+	RequestPort  int               `hcl:"request_port,optional"`
+	ID           string            `hcl:"id,optional"`
+	DataDir      string            `hcl:"data_dir,optional"`
+	MasterFinger string            `hcl:"master_finger,optional"`
+	Groups       []string          `hcl:"groups,optional"`
+	Token        string            `hcl:"token,optional"`
+	ExtraFacts   map[string]string `hcl:"facts,optional"`
+	Heartbeat    string            `hcl:"heartbeat,optional"`
+	MaxBackoff   string            `hcl:"max_backoff,optional"`
+
+	// FactsFunc, when set, replaces states.Facts (tests and the swarm benchmark, where thousands
+	// of minions share one host).
+	FactsFunc func() map[string]any `hcl:"-"`
+
+	heartbeat, maxBackoff time.Duration
+	pubAddr, reqAddr      string
+}
+
+// DefaultDataDir is where a minion keeps its state when nothing says otherwise.
+const DefaultDataDir = "/var/lib/brine/minion"
+
+// LoadConfig reads a minion.hcl (empty path: defaults) and applies the flag overrides.
+func LoadConfig(path, masterAddr, id, dataDir string) (Config, hcl.Diagnostics) {
+	var c Config
+	if path != "" {
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return c, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read minion config", Detail: err.Error()}}
+		}
+		f, diags := hclsyntax.ParseConfig(src, path, hcl.InitialPos)
+		if diags.HasErrors() {
+			return c, diags
+		}
+		if diags := gohcl.DecodeBody(f.Body, nil, &c); diags.HasErrors() {
+			return c, diags
+		}
+	}
+	if masterAddr != "" {
+		c.Master = masterAddr
+	}
+	if id != "" {
+		c.ID = id
+	}
+	if dataDir != "" {
+		c.DataDir = dataDir
+	}
+	if err := c.Fill(); err != nil {
+		return c, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid minion config", Detail: err.Error()}}
+	}
+	return c, nil
+}
+
+// Fill sets defaults, parses durations and checks the id.
+func (c *Config) Fill() error {
+	if c.Master == "" {
+		return fmt.Errorf("no master: set master in minion.hcl or pass --master")
+	}
+	if c.PublishPort == 0 {
+		c.PublishPort = 4505
+	}
+	if c.RequestPort == 0 {
+		c.RequestPort = 4506
+	}
+	host := c.Master
+	if h, p, err := net.SplitHostPort(c.Master); err == nil {
+		// "host:port" names the request port; the publish port is the one below it, as 4505/4506.
+		host = h
+		var port int
+		fmt.Sscan(p, &port)
+		if port > 1 {
+			c.RequestPort, c.PublishPort = port, port-1
+		}
+	}
+	c.pubAddr = net.JoinHostPort(host, fmt.Sprint(c.PublishPort))
+	c.reqAddr = net.JoinHostPort(host, fmt.Sprint(c.RequestPort))
+	if c.ID == "" {
+		h, _ := os.Hostname()
+		c.ID = strings.ToLower(h)
+	}
+	if !pki.ValidID(c.ID) {
+		return fmt.Errorf("minion id %q is not valid: use lower-case letters, digits, dots and dashes, at most 63 characters", c.ID)
+	}
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	abs, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return err
+	}
+	c.DataDir = abs
+	for _, d := range []struct {
+		s   *string
+		def string
+		out *time.Duration
+	}{{&c.Heartbeat, "5s", &c.heartbeat}, {&c.MaxBackoff, "30s", &c.maxBackoff}} {
+		if *d.s == "" {
+			*d.s = d.def
+		}
+		v, err := time.ParseDuration(*d.s)
+		if err != nil || v <= 0 {
+			return fmt.Errorf("bad duration %q", *d.s)
+		}
+		*d.out = v
+	}
+	return nil
+}
+
+// SetAddrs points the minion at explicit publish and request addresses (tests, port 0).
+func (c *Config) SetAddrs(pub, req string) {
+	c.pubAddr, c.reqAddr = pub, req
+}
