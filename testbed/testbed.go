@@ -208,6 +208,17 @@ func (c *Cluster) create(opts Options) error {
 		c.teardown()
 		return fmt.Errorf("testbed: make bridge: %w", err)
 	}
+	// Hosts reach each other and the machine, never beyond: even if the
+	// machine forwards packets, it does not forward those of this bridge.
+	for _, f := range []string{
+		"/proc/sys/net/ipv4/conf/" + c.st.Bridge + "/forwarding",
+		"/proc/sys/net/ipv6/conf/" + c.st.Bridge + "/forwarding",
+	} {
+		if err := os.WriteFile(f, []byte("0\n"), 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
+			c.teardown()
+			return fmt.Errorf("testbed: keep %s from forwarding: %w", c.st.Bridge, err)
+		}
+	}
 	return nil
 }
 

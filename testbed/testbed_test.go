@@ -105,6 +105,13 @@ c, _ = s.accept(); c.sendall(b"hello from " + socket.gethostname().encode()); c.
 		}
 	})
 
+	t.Run("bridge does not forward beyond the machine", func(t *testing.T) {
+		b, err := os.ReadFile("/proc/sys/net/ipv4/conf/" + c.Bridge() + "/forwarding")
+		if err != nil || strings.TrimSpace(string(b)) != "0" {
+			t.Errorf("ipv4 forwarding on %s: %q, %v", c.Bridge(), b, err)
+		}
+	})
+
 	t.Run("etc writes stay in the host", func(t *testing.T) {
 		mustSh(t, a, "echo secret > /etc/brine-testbed-probe")
 		if _, err := os.Stat("/etc/brine-testbed-probe"); err == nil {
