@@ -267,6 +267,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { c.Close() })
 	x := c.Host("x")
 	d, err := x.Start("bg", "sh", "-c", "sleep 1000 & sleep 1000")
 	if err != nil {
@@ -350,6 +351,7 @@ func TestPanicAndCrashLeaveNothing(t *testing.T) {
 			if name == "" {
 				t.Fatalf("helper made no cluster:\n%s", out)
 			}
+			t.Cleanup(func() { cleanLeftovers(name) })
 			if mode == "kill-norecord" {
 				// A crash that also lost the record: found by names alone.
 				if len(Leftovers(name)) == 0 {
