@@ -1,0 +1,192 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/brinecm/brine/master"
+)
+
+func newKeyCmd() *cobra.Command {
+	key := &cobra.Command{
+		Use:   "key",
+		Short: "Manage minion keys and enrolment tokens on the master",
+		Example: `  brine key list
+  brine key accept web1 --groups app
+  brine key accept --all
+  brine key reject 'old*'
+  brine key finger
+  brine key token create --groups app --ttl 1h`,
+	}
+	action := func(name, short, example string, extra func(*cobra.Command, *master.ControlRequest)) *cobra.Command {
+		var (
+			cf     controlFlags
+			all    bool
+			asJSON bool
+			groups string
+		)
+		c := &cobra.Command{
+			Use:     name + " [GLOB]",
+			Short:   short,
+			Example: example,
+			Args:    cobra.MaximumNArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				req := master.ControlRequest{Op: "keys", Action: name}
+				switch {
+				case len(args) == 1:
+					req.Glob = args[0]
+				case all || name == "list" || name == "finger":
+					req.Glob = "*"
+				default:
+					return withCode(exitNothing, fmt.Errorf("key %s: name a minion (a glob) or pass --all", name))
+				}
+				if name == "finger" {
+					req.Action = "list"
+				}
+				if cmd.Flags().Changed("groups") {
+					req.Groups = splitList(groups)
+					if req.Groups == nil {
+						req.Groups = []string{}
+					}
+				}
+				if extra != nil {
+					extra(cmd, &req)
+				}
+				cl, err := cf.client()
+				if err != nil {
+					return withCode(exitNothing, err)
+				}
+				r, err := cl.One(cmd.Context(), req)
+				if err != nil {
+					return withCode(exitNothing, err)
+				}
+				w := cmd.OutOrStdout()
+				if asJSON {
+					if req.Action == "list" {
+						return json.NewEncoder(w).Encode(map[string]any{"master_finger": r.Finger, "keys": r.Keys})
+					}
+					return json.NewEncoder(w).Encode(map[string]any{"ids": r.IDs})
+				}
+				switch name {
+				case "list":
+					for _, k := range r.Keys {
+						g := strings.Join(k.Groups, ",")
+						if k.State == "pending" && len(k.Requested) > 0 {
+							g = "asks " + strings.Join(k.Requested, ",")
+						}
+						fmt.Fprintf(w, "%-9s %-30s %s\n", k.State, k.ID, g)
+					}
+				case "finger":
+					fmt.Fprintf(w, "master    %s\n", r.Finger)
+					for _, k := range r.Keys {
+						if ok, _ := pathMatch(req.Glob, k.ID); ok {
+							fmt.Fprintf(w, "%-9s %-30s %s\n", k.State, k.ID, k.Finger)
+						}
+					}
+				default:
+					if len(r.IDs) == 0 {
+						fmt.Fprintf(w, "no key matched %q\n", req.Glob)
+						return withCode(exitNothing, nil)
+					}
+					for _, id := range r.IDs {
+						fmt.Fprintf(w, "%s %s\n", pastTense(name), id)
+					}
+				}
+				return nil
+			},
+		}
+		cf.register(c)
+		c.Flags().BoolVar(&all, "all", false, "every key")
+		c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+		if name == "accept" || name == "groups" {
+			c.Flags().StringVar(&groups, "groups", "", "grant these groups (comma-separated) instead of those the minion asked for")
+		}
+		return c
+	}
+	var includeRejected bool
+	accept := action("accept", "Accept pending keys (and rejected ones with --include-rejected)",
+		"  brine key accept web1 --groups app,web\n  brine key accept --all", func(cmd *cobra.Command, r *master.ControlRequest) { r.All = includeRejected })
+	accept.Flags().BoolVar(&includeRejected, "include-rejected", false, "also accept rejected keys")
+	key.AddCommand(
+		action("list", "List minion keys by state", "  brine key list\n  brine key list 'web*' --json", nil),
+		accept,
+		action("reject", "Reject keys; the session key rotates so they read no later job", "  brine key reject web3", nil),
+		action("delete", "Delete keys; the session key rotates; a deleted minion comes back as pending", "  brine key delete 'old*'", nil),
+		action("groups", "Set the groups of accepted minions", "  brine key groups web1 --groups app,web", nil),
+		action("finger", "Show the master's fingerprint and those of minion keys", "  brine key finger\n  brine key finger web1", nil),
+		newTokenCmd(),
+	)
+	return key
+}
+
+func newTokenCmd() *cobra.Command {
+	token := &cobra.Command{
+		Use:     "token",
+		Short:   "Enrolment tokens: single use, expiring, scoped to groups",
+		Example: "  brine key token create --groups app --ttl 1h",
+	}
+	var (
+		cf     controlFlags
+		groups string
+		ttl    time.Duration
+		asJSON bool
+	)
+	create := &cobra.Command{
+		Use:     "create",
+		Short:   "Create a token that enrols one minion into groups",
+		Example: "  brine key token create --groups app --ttl 1h\n  # then, on the new host: token = \"brn1-...\" in minion.hcl",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := cf.client()
+			if err != nil {
+				return withCode(exitNothing, err)
+			}
+			r, err := cl.One(cmd.Context(), master.ControlRequest{Op: "token", Groups: splitList(groups), TTL: ttl})
+			if err != nil {
+				return withCode(exitNothing, err)
+			}
+			if asJSON {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(map[string]any{"token": r.Token, "expires": r.Expires})
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), r.Token)
+			fmt.Fprintf(cmd.ErrOrStderr(), "single use, groups %q, expires %s\n", groups, r.Expires.Local().Format(time.DateTime))
+			return nil
+		},
+	}
+	cf.register(create)
+	create.Flags().StringVar(&groups, "groups", "", "groups the enrolled minion joins (comma-separated)")
+	create.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid")
+	create.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	token.AddCommand(create)
+	return token
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func pastTense(action string) string {
+	switch action {
+	case "accept":
+		return "accepted"
+	case "reject":
+		return "rejected"
+	case "delete":
+		return "deleted"
+	}
+	return "updated"
+}
+
+func init() {
+	rootCmd.AddCommand(newKeyCmd())
+}

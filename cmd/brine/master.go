@@ -1,0 +1,54 @@
+package main
+
+import (
+	"log/slog"
+	"os"
+	"path"
+
+	"github.com/spf13/cobra"
+
+	"github.com/brinecm/brine/master"
+)
+
+// pathMatch is path.Match for key globs.
+func pathMatch(glob, s string) (bool, error) { return path.Match(glob, s) }
+
+func newMasterCmd() *cobra.Command {
+	var cfgPath, dataDir string
+	c := &cobra.Command{
+		Use:   "master",
+		Short: "Run the master: key store, job publisher, return collector",
+		Long: `Run a master. With no config file it uses built-in defaults: data under /var/lib/brine/master,
+PUB on 0.0.0.0:4505, ROUTER on 0.0.0.0:4506, and the control socket <data-dir>/master.sock.
+See docs/master.md for every setting.`,
+		Example: "  brine master\n  brine master -c /etc/brine/master.hcl\n  brine master --data-dir ./state",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, diags := master.LoadConfig(cfgPath, dataDir)
+			if diags.HasErrors() {
+				return withCode(exitNothing, diags)
+			}
+			logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+			m, err := master.New(cfg, logger)
+			if err != nil {
+				return withCode(exitNothing, err)
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			if err := m.Start(ctx); err != nil {
+				m.Close()
+				return withCode(exitNothing, err)
+			}
+			<-ctx.Done()
+			logger.Info("master stopping")
+			return m.Close()
+		},
+	}
+	c.Flags().StringVarP(&cfgPath, "config", "c", "", "master config file (HCL)")
+	c.Flags().StringVar(&dataDir, "data-dir", "", "data dir (default "+master.DefaultDataDir+")")
+	return c
+}
+
+func init() {
+	rootCmd.AddCommand(newMasterCmd())
+}

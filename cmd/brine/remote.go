@@ -1,0 +1,339 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/brinecm/brine/internal/wire"
+	"github.com/brinecm/brine/master"
+	"github.com/brinecm/brine/states"
+)
+
+// controlFlags locate the master's control socket: --socket, else the control_socket of the
+// master config (-c), else <data-dir>/master.sock.
+type controlFlags struct {
+	socket  string
+	config  string
+	dataDir string
+}
+
+func (f *controlFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.socket, "socket", os.Getenv("BRINE_SOCKET"), "the master's control socket (default <data-dir>/master.sock; env BRINE_SOCKET)")
+	cmd.Flags().StringVarP(&f.config, "config", "c", "", "the master's config file, to find its control socket")
+	cmd.Flags().StringVar(&f.dataDir, "data-dir", "", "the master's data dir (default "+master.DefaultDataDir+")")
+}
+
+func (f *controlFlags) client() (*master.Client, error) {
+	if f.socket != "" {
+		return &master.Client{Path: f.socket}, nil
+	}
+	cfg, diags := master.LoadConfig(f.config, f.dataDir)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	return &master.Client{Path: cfg.ControlSocket}, nil
+}
+
+func newApplyCmd() *cobra.Command {
+	var (
+		cf      controlFlags
+		bf      bundleFlags
+		dryRun  bool
+		timeout time.Duration
+	)
+	c := &cobra.Command{
+		Use:   "apply TARGET DIR",
+		Short: "Apply a bundle to the minions a target names, through the master",
+		Long: `Apply reads the bundle in DIR, hands it to the local master, which validates it, signs it and
+publishes it to the minions TARGET resolves to, then prints each minion's result as it returns.
+
+Targets: a glob on the minion id (web*), a list (web1,web2), group:NAME, fact:KEY=VALUE (value
+globs), combined with and, or, not and parentheses.
+
+Exit status: 0 when every minion succeeded, 2 when a resource failed or a minion did not return,
+1 when nothing was sent.`,
+		Example: `  brine apply 'group:app' ./states/app
+  brine apply 'web* and not web3' ./states/web --dry-run
+  brine apply '(group:app or group:db) and fact:os=debian' ./states/base --var env=prod --timeout 10m`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts, err := bf.options()
+			if err != nil {
+				return withCode(exitNothing, err)
+			}
+			b, err := states.ReadBundle(args[1])
+			if err != nil {
+				return withCode(exitNothing, err)
+			}
+			req := master.ControlRequest{Op: "apply", Target: args[0], Bundle: b.Marshal(), DryRun: dryRun,
+				Timeout: timeout, Vars: opts.Vars, VarFiles: opts.VarFiles}
+			return runJob(cmd, &cf, req, bf.json, bf.verbose)
+		},
+	}
+	cf.register(c)
+	bf.register(c)
+	c.Flags().BoolVar(&dryRun, "dry-run", false, "plan only: report what would change, change nothing")
+	c.Flags().DurationVar(&timeout, "timeout", 0, "how long to wait for returns (default: the master's job_timeout)")
+	return c
+}
+
+func newPingCmd() *cobra.Command {
+	var (
+		cf      controlFlags
+		asJSON  bool
+		timeout time.Duration
+	)
+	c := &cobra.Command{
+		Use:     "ping TARGET",
+		Short:   "Check that the minions a target names answer the master",
+		Example: "  brine ping '*'\n  brine ping group:app --timeout 5s",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if timeout == 0 {
+				timeout = 10 * time.Second
+			}
+			return runJob(cmd, &cf, master.ControlRequest{Op: "ping", Target: args[0], Timeout: timeout}, asJSON, false)
+		},
+	}
+	cf.register(c)
+	c.Flags().BoolVar(&asJSON, "json", false, "print events as JSON lines")
+	c.Flags().DurationVar(&timeout, "timeout", 0, "how long to wait for answers (default 10s)")
+	return c
+}
+
+// runJob streams a job's events and maps the outcome to an exit code.
+func runJob(cmd *cobra.Command, cf *controlFlags, req master.ControlRequest, asJSON, verbose bool) error {
+	cl, err := cf.client()
+	if err != nil {
+		return withCode(exitNothing, err)
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	out := cmd.OutOrStdout()
+	color := states.UseColor(os.Stdout)
+	var (
+		sent, invalid bool
+		expected      int
+		rets          = map[string]wire.Return{}
+		missing       []string
+	)
+	err = cl.Do(ctx, req, func(r master.ControlResponse) {
+		ev := r.Event
+		if asJSON {
+			_ = json.NewEncoder(out).Encode(ev)
+		}
+		switch ev.Event {
+		case "published":
+			sent, expected = true, len(ev.Minions)
+			rets, missing = map[string]wire.Return{}, nil // a later phase replaces the earlier one
+			if !asJSON {
+				phase := ""
+				if ev.Phase > 1 {
+					phase = fmt.Sprintf(" (phase %d: peers changed)", ev.Phase)
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "job %s sent to %d minion(s)%s\n", ev.JID, len(ev.Minions), phase)
+			}
+		case "return":
+			rets[ev.Return.Minion] = *ev.Return
+			if !asJSON {
+				printReturn(out, *ev.Return, verbose, color)
+			}
+		case "missing":
+			missing = ev.Missing
+			if !asJSON {
+				for _, id := range ev.Missing {
+					fmt.Fprintf(out, "%s: no return\n", id)
+				}
+			}
+		case "invalid":
+			invalid = true
+			if !asJSON {
+				fmt.Fprint(cmd.ErrOrStderr(), ev.Diagnostics)
+			}
+		}
+	})
+	if invalid {
+		return withCode(exitNothing, errors.New("the bundle is invalid; nothing was sent"))
+	}
+	if err != nil && !sent {
+		return withCode(exitNothing, err)
+	}
+	failed := 0
+	for _, r := range rets {
+		if !r.Success {
+			failed++
+		}
+	}
+	if !asJSON {
+		fmt.Fprintf(out, "%d minion(s): %d succeeded, %d failed, %d no return\n", expected, len(rets)-failed, failed, len(missing))
+	}
+	if err != nil {
+		return withCode(exitFailed, err)
+	}
+	if failed > 0 || len(missing) > 0 || len(rets) < expected {
+		return withCode(exitFailed, nil)
+	}
+	return nil
+}
+
+func printReturn(w io.Writer, r wire.Return, verbose, color bool) {
+	if r.Kind == wire.JobPing {
+		fmt.Fprintf(w, "%s: pong\n", r.Minion)
+		return
+	}
+	if r.Error != "" {
+		fmt.Fprintf(w, "%s: failed: %s\n", r.Minion, r.Error)
+		if r.Diagnostics != "" {
+			fmt.Fprint(w, indent(r.Diagnostics))
+		}
+		return
+	}
+	var rep states.Report
+	if err := json.Unmarshal(r.Report, &rep); err != nil {
+		fmt.Fprintf(w, "%s: unreadable report\n", r.Minion)
+		return
+	}
+	fmt.Fprintf(w, "%s:\n", r.Minion)
+	var sb strings.Builder
+	states.RenderReport(&sb, &rep, verbose, color)
+	fmt.Fprint(w, indent(sb.String()))
+}
+
+func indent(s string) string {
+	lines := strings.SplitAfter(s, "\n")
+	var b strings.Builder
+	for _, l := range lines {
+		if l != "" {
+			b.WriteString("  " + l)
+		}
+	}
+	return b.String()
+}
+
+func newJobsCmd() *cobra.Command {
+	jobs := &cobra.Command{
+		Use:     "jobs",
+		Short:   "Show the master's job history",
+		Example: "  brine jobs list\n  brine jobs show 20260102150405123456-ab12cd",
+	}
+	var (
+		cf     controlFlags
+		asJSON bool
+		limit  int
+	)
+	list := &cobra.Command{
+		Use:     "list",
+		Short:   "List recent jobs, newest first",
+		Example: "  brine jobs list --limit 20",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := cf.client()
+			if err != nil {
+				return withCode(exitNothing, err)
+			}
+			r, err := cl.One(cmd.Context(), master.ControlRequest{Op: "jobs", Limit: limit})
+			if err != nil {
+				return withCode(exitNothing, err)
+			}
+			if asJSON {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(r.Jobs)
+			}
+			for _, j := range r.Jobs {
+				dry := ""
+				if j.DryRun {
+					dry = " (dry run)"
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s  %-5s  %-30s  %d minion(s)%s\n", j.JID, j.Kind, j.Target, len(j.Minions), dry)
+			}
+			return nil
+		},
+	}
+	cf.register(list)
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	list.Flags().IntVar(&limit, "limit", 50, "at most this many jobs")
+
+	var (
+		cf2     controlFlags
+		asJSON2 bool
+		verbose bool
+	)
+	show := &cobra.Command{
+		Use:     "show JID",
+		Short:   "Show a job and every minion's full result",
+		Example: "  brine jobs show 20260102150405123456-ab12cd --json",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := cf2.client()
+			if err != nil {
+				return withCode(exitNothing, err)
+			}
+			r, err := cl.One(cmd.Context(), master.ControlRequest{Op: "job", JID: args[0]})
+			if err != nil {
+				return withCode(exitNothing, err)
+			}
+			d := r.Detail
+			if asJSON2 {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(d)
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "job %s  %s  target %q  %s\n", d.Job.JID, d.Job.Kind, d.Job.Target, d.Job.Created.Local().Format(time.DateTime))
+			ids := make([]string, 0, len(d.Returns))
+			for id := range d.Returns {
+				ids = append(ids, id)
+			}
+			sort.Strings(ids)
+			for _, id := range ids {
+				printReturn(w, d.Returns[id], verbose, states.UseColor(os.Stdout))
+			}
+			for _, id := range d.Missing {
+				fmt.Fprintf(w, "%s: no return\n", id)
+			}
+			return nil
+		},
+	}
+	cf2.register(show)
+	show.Flags().BoolVar(&asJSON2, "json", false, "print JSON")
+	show.Flags().BoolVarP(&verbose, "verbose", "v", false, "also list resources that were already as wanted")
+	jobs.AddCommand(list, show)
+	return jobs
+}
+
+// remoteFacts prints the facts the master last received from the minions target names; `brine
+// facts TARGET` calls it.
+func remoteFacts(cmd *cobra.Command, target string) error {
+	var cf controlFlags
+	cf.socket = os.Getenv("BRINE_SOCKET")
+	if f := cmd.Flags().Lookup("socket"); f != nil {
+		cf.socket = f.Value.String()
+	}
+	if f := cmd.Flags().Lookup("data-dir"); f != nil && f.Value.String() != "" {
+		cf.dataDir = f.Value.String()
+	}
+	cl, err := cf.client()
+	if err != nil {
+		return withCode(exitNothing, err)
+	}
+	r, err := cl.One(cmd.Context(), master.ControlRequest{Op: "facts", Target: target})
+	if err != nil {
+		return withCode(exitNothing, err)
+	}
+	enc := json.NewEncoder(cmd.OutOrStdout())
+	enc.SetIndent("", "  ")
+	if r.Facts == nil {
+		r.Facts = map[string]map[string]any{}
+	}
+	return enc.Encode(r.Facts)
+}
+
+func init() {
+	factsFromMaster = remoteFacts
+	rootCmd.AddCommand(newApplyCmd(), newPingCmd(), newJobsCmd())
+}
