@@ -280,3 +280,30 @@ func TestServiceDiagnostics(t *testing.T) {
 		}
 	}
 }
+
+// TestDocsExamplesCompile compiles every hcl example of the package, exec and service sections of
+// docs/states.md, so that the reference cannot drift from the schema.
+func TestDocsExamplesCompile(t *testing.T) {
+	doc, err := os.ReadFile("../docs/states.md")
+	if err != nil {
+		t.Skipf("no docs: %v", err)
+	}
+	n := 0
+	for _, sec := range strings.Split(string(doc), "\n## ")[1:] {
+		title, _, _ := strings.Cut(sec, "\n")
+		if title != "package" && title != "exec" && title != "service" {
+			continue
+		}
+		for _, blk := range strings.Split(sec, "```hcl\n")[1:] {
+			src, _, _ := strings.Cut(blk, "```")
+			_, diags := Compile(&Bundle{Files: map[string][]byte{"doc.hcl": []byte(src)}}, Options{})
+			if diags.HasErrors() {
+				t.Errorf("example in ## %s does not compile: %s\n%s", title, diags.Error(), src)
+			}
+			n++
+		}
+	}
+	if n < 3 {
+		t.Fatalf("found %d examples, want one per section at least", n)
+	}
+}
