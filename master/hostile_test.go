@@ -1,0 +1,577 @@
+package master_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-zeromq/zmq4"
+
+	"github.com/brinecm/brine/internal/wire"
+	"github.com/brinecm/brine/internal/zmtp"
+	"github.com/brinecm/brine/master"
+	"github.com/brinecm/brine/minion"
+	"github.com/brinecm/brine/pki"
+	"github.com/brinecm/brine/states"
+)
+
+// rawClient speaks the minion protocol by hand, so a test can do what a hostile peer would.
+type rawClient struct {
+	t       *testing.T
+	id      string
+	key     *pki.KeyPair
+	dealer  zmq4.Socket
+	frames  chan []byte
+	master  pki.PublicKey
+	sid     []byte
+	seq     uint64
+	session *pki.SessionKey
+}
+
+func newRaw(t *testing.T, m *master.Master, id string, key *pki.KeyPair) *rawClient {
+	t.Helper()
+	if key == nil {
+		key = mustKey(t)
+	}
+	d := zmq4.NewDealer(context.Background(), zmq4.WithLogger(log.New(io.Discard, "", 0)), zmq4.WithDialerMaxRetries(0), zmq4.WithTimeout(2*time.Second))
+	if err := d.Dial(zmtp.Endpoint(m.RequestAddr(), wire.MaxReplyFrame)); err != nil {
+		t.Fatal(err)
+	}
+	c := &rawClient{t: t, id: id, key: key, dealer: d, frames: make(chan []byte, 16)}
+	go func() {
+		for {
+			msg, err := d.Recv()
+			if err != nil {
+				return
+			}
+			c.frames <- msg.Frames[len(msg.Frames)-1]
+		}
+	}()
+	t.Cleanup(func() { d.Close() })
+	return c
+}
+
+func (c *rawClient) send(frame []byte) { _ = c.dealer.Send(zmq4.NewMsg(frame)) }
+
+// next returns the next frame's type and body, or ok=false after d.
+func (c *rawClient) next(d time.Duration) (wire.Type, []byte, bool) {
+	select {
+	case f := <-c.frames:
+		typ, body, err := wire.Decode(f, wire.MaxReplyFrame)
+		if err != nil {
+			c.t.Fatalf("undecodable frame from master: %v", err)
+		}
+		return typ, body, true
+	case <-time.After(d):
+		return 0, nil, false
+	}
+}
+
+func (c *rawClient) openSigned(body []byte, domain string, v any) {
+	c.t.Helper()
+	sig, data, err := wire.SplitSigned(body)
+	if err != nil || !pki.Verify(c.master.Sign, domain, data, sig) {
+		c.t.Fatalf("master reply does not verify (%s)", domain)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// hello sends a hello and returns the verified challenge.
+func (c *rawClient) hello(nonce []byte) wire.Challenge {
+	c.t.Helper()
+	h, _ := json.Marshal(wire.Hello{ID: c.id, Key: c.key.Pub.String(), Nonce: nonce})
+	c.send(wire.Encode(wire.THello, h))
+	typ, body, ok := c.next(3 * time.Second)
+	if !ok || typ != wire.TChallenge {
+		c.t.Fatalf("no challenge (%v)", typ)
+	}
+	sig, data, _ := wire.SplitSigned(body)
+	var ch wire.Challenge
+	json.Unmarshal(data, &ch)
+	c.master, _ = pki.ParsePublicKey(ch.MasterKey)
+	if !pki.Verify(c.master.Sign, wire.DomainChallenge, data, sig) {
+		c.t.Fatal("challenge not signed")
+	}
+	return ch
+}
+
+// auth runs the whole handshake with signer proving the key (normally c.key).
+func (c *rawClient) auth(token string, signer *pki.KeyPair) wire.AuthReply {
+	c.t.Helper()
+	nonce := pki.RandomBytes(32)
+	ch := c.hello(nonce)
+	a, _ := json.Marshal(wire.Auth{ID: c.id, Key: c.key.Pub.String(), ClientNonce: nonce, ServerNonce: ch.ServerNonce, Token: token})
+	c.send(wire.Encode(wire.TAuth, wire.Signed(signer.Sign(wire.DomainAuth, a), a)))
+	typ, body, ok := c.next(3 * time.Second)
+	if !ok || typ != wire.TAuthReply {
+		c.t.Fatalf("no auth reply")
+	}
+	var ar wire.AuthReply
+	c.openSigned(body, wire.DomainAuthReply, &ar)
+	if ar.Status == wire.StatusAccepted {
+		raw, ok := c.key.OpenFrom(c.master.Box, ar.SessionKey)
+		if !ok {
+			c.t.Fatal("cannot open session key")
+		}
+		c.session, _ = pki.UnmarshalSessionKey(raw)
+		c.sid = ar.SessionID
+	}
+	return ar
+}
+
+// request sends a signed request and returns the master's reply, or ok=false if it says nothing.
+func (c *rawClient) request(kind string, body any) (wire.Reply, []byte, bool) {
+	c.seq++
+	raw, _ := json.Marshal(body)
+	data, _ := json.Marshal(wire.Request{SessionID: c.sid, Seq: c.seq, Kind: kind, Body: raw})
+	frame := wire.Encode(wire.TRequest, wire.Signed(c.key.Sign(wire.DomainRequest, data), data))
+	c.send(frame)
+	r, ok := c.reply()
+	return r, frame, ok
+}
+
+func (c *rawClient) reply() (wire.Reply, bool) {
+	typ, body, ok := c.next(time.Second)
+	if !ok || typ != wire.TReply {
+		return wire.Reply{}, false
+	}
+	var r wire.Reply
+	c.openSigned(body, wire.DomainReply, &r)
+	return r, true
+}
+
+// capture subscribes to the master's PUB socket like any peer can and returns the raw frames.
+func capture(t *testing.T, m *master.Master) chan []byte {
+	sub := zmq4.NewSub(context.Background(), zmq4.WithLogger(log.New(io.Discard, "", 0)), zmq4.WithDialerMaxRetries(0))
+	if err := sub.Dial(zmtp.Endpoint(m.PublishAddr(), wire.MaxJobFrame)); err != nil {
+		t.Fatal(err)
+	}
+	sub.SetOption(zmq4.OptionSubscribe, "")
+	t.Cleanup(func() { sub.Close() })
+	ch := make(chan []byte, 64)
+	go func() {
+		for {
+			msg, err := sub.Recv()
+			if err != nil {
+				return
+			}
+			if typ, _, err := wire.Decode(msg.Frames[0], wire.MaxJobFrame); err == nil && typ == wire.TJob {
+				ch <- msg.Frames[0]
+			}
+		}
+	}()
+	time.Sleep(100 * time.Millisecond) // let the subscription reach the publisher
+	return ch
+}
+
+func nextJob(t *testing.T, ch chan []byte) []byte {
+	t.Helper()
+	select {
+	case f := <-ch:
+		_, body, _ := wire.Decode(f, wire.MaxJobFrame)
+		return body
+	case <-time.After(5 * time.Second):
+		t.Fatal("no job captured")
+		return nil
+	}
+}
+
+// decryptJob opens a captured job as a holder of the session key would.
+func (c *rawClient) decryptJob(body []byte) wire.JobMeta {
+	c.t.Helper()
+	_, sealed, _ := wire.SplitJob(body)
+	signed, ok := c.session.Open(sealed)
+	if !ok {
+		c.t.Fatal("cannot decrypt job")
+	}
+	content, ok := pki.OpenAttached(c.master.Sign, signed)
+	if !ok {
+		c.t.Fatal("job signature")
+	}
+	metaRaw, _, _ := wire.UnpackJob(content)
+	var meta wire.JobMeta
+	json.Unmarshal(metaRaw, &meta)
+	return meta
+}
+
+// Invariants 1 and 2: tampered, foreign-signed, replayed (also after a restart) and expired jobs
+// are refused by a real minion.
+func TestMinionRefusesBadJobs(t *testing.T) {
+	m := master.TestMaster(t)
+	jobs := capture(t, m)
+	mn := acceptedMinion(t, m, "victim", nil)
+	evil := newRaw(t, m, "evil", nil)
+	evil.auth("", evil.key)
+	m.Keys().Accept("evil", nil, false)
+	if ar := evil.auth("", evil.key); ar.Status != wire.StatusAccepted {
+		t.Fatalf("evil: %+v", ar)
+	}
+	out := filepath.Join(t.TempDir(), "count")
+	b := bundle(t, map[string]string{"main.hcl": `
+exec "count" {
+  command = "echo x >> ` + out + `"
+}`})
+	res := run(t, m, master.JobSpec{Target: "victim", Bundle: b})
+	if len(res.Returns) != 1 {
+		t.Fatalf("apply: %+v", res)
+	}
+	body := nextJob(t, jobs)
+
+	// Replay of the very job: refused.
+	if _, err := mn.OpenJob(body, time.Now()); !errors.Is(err, minion.ErrJobReplay) {
+		t.Fatalf("replayed job: %v", err)
+	}
+	// Tampered: one bit of the ciphertext, or of the signed content re-sealed by a key holder.
+	bad := bytes.Clone(body)
+	bad[len(bad)-5] ^= 1
+	if _, err := mn.OpenJob(bad, time.Now()); err == nil || !strings.Contains(err.Error(), "decrypt") {
+		t.Fatalf("tampered job: %v", err)
+	}
+	// Signed by another key (an accepted minion holds the session key, not the master's key).
+	meta := evil.decryptJob(body)
+	meta.JID = "forged"
+	meta.Minions = []string{"victim"}
+	metaRaw, _ := json.Marshal(meta)
+	forged := evil.session.Seal(evil.key.SignAttached(wire.PackJob(metaRaw, b.Marshal())))
+	forgedBody := append(append([]byte{}, evil.session.ID[:]...), forged...)
+	if _, err := mn.OpenJob(forgedBody, time.Now()); err == nil || !strings.Contains(err.Error(), "signature") {
+		t.Fatalf("job signed by another key: %v", err)
+	}
+	// Expired: a job opened after its expiry (checked before the seen record).
+	run(t, m, master.JobSpec{Kind: wire.JobPing, Target: "victim", Timeout: 2 * time.Second})
+	pingBody := nextJob(t, jobs)
+	if _, err := mn.OpenJob(pingBody, time.Now().Add(time.Hour)); !errors.Is(err, minion.ErrJobExpired) {
+		t.Fatalf("expired job: %v", err)
+	}
+
+	// Replay after a restart: a new minion process on the same data dir refuses the old job.
+	dir := mn.DataDir()
+	cnt, _ := os.ReadFile(out)
+	if string(cnt) != "x\n" {
+		t.Fatalf("exec ran %q", cnt)
+	}
+	again := minion.TestMinion(t, m.PublishAddr(), m.RequestAddr(), "victim", func(c *minion.Config) { c.DataDir = dir })
+	waitFor(t, 5*time.Second, "restarted victim", func() bool { return again.Status() == "connected" })
+	if _, err := again.OpenJob(body, time.Now()); !errors.Is(err, minion.ErrJobReplay) {
+		t.Fatalf("job replayed after restart: %v", err)
+	}
+}
+
+// Invariants 3, 12, 13: an unaccepted key gets nothing; a public key without its private key
+// proves nothing; other protocol versions and bad ids get no answer.
+func TestAuthCannotBeFaked(t *testing.T) {
+	m := master.TestMaster(t)
+	acceptedMinion(t, m, "owner", nil)
+	owner, _ := m.Keys().Get("owner")
+
+	// Unaccepted: status pending, no session; requests with a made-up session are refused.
+	stranger := newRaw(t, m, "stranger", nil)
+	if ar := stranger.auth("", stranger.key); ar.Status != wire.StatusPending || ar.SessionKey != nil || ar.SessionID != nil {
+		t.Fatalf("unaccepted minion got %+v", ar)
+	}
+	stranger.sid = pki.RandomBytes(16)
+	if r, _, ok := stranger.request(wire.KindSession, nil); !ok || !r.NoSession || r.Body != nil {
+		t.Fatalf("made-up session: %+v", r)
+	}
+	if k, _ := m.Keys().Get("stranger"); k.State != pki.StatePending {
+		t.Fatal("a peer moved its own key")
+	}
+
+	// Presenting the owner's public key, signing with another key: refused; nothing changes.
+	thief := newRaw(t, m, "owner", nil)
+	thief.key = &pki.KeyPair{Pub: owner.Key} // only the public half
+	ar := thief.auth("", mustKey(t))
+	if ar.Status != wire.StatusRefused || ar.SessionKey != nil {
+		t.Fatalf("auth without the private key: %+v", ar)
+	}
+	// Replaying the owner's old auth needs a fresh server nonce: a reused one is unknown.
+	nonce := pki.RandomBytes(32)
+	ch := stranger.hello(nonce)
+	a, _ := json.Marshal(wire.Auth{ID: "stranger", Key: stranger.key.Pub.String(), ClientNonce: nonce, ServerNonce: ch.ServerNonce})
+	authFrame := wire.Encode(wire.TAuth, wire.Signed(stranger.key.Sign(wire.DomainAuth, a), a))
+	stranger.send(authFrame)
+	stranger.next(time.Second)
+	stranger.send(authFrame)
+	_, body, ok := stranger.next(time.Second)
+	var ar2 wire.AuthReply
+	if ok {
+		stranger.openSigned(body, wire.DomainAuthReply, &ar2)
+	}
+	if ar2.Status != wire.StatusRefused {
+		t.Fatalf("replayed auth: %+v", ar2)
+	}
+
+	// Another protocol version, a bad id: no answer at all.
+	h, _ := json.Marshal(wire.Hello{ID: "v2", Key: stranger.key.Pub.String(), Nonce: pki.RandomBytes(32)})
+	f := wire.Encode(wire.THello, h)
+	f[3] = wire.Version + 1
+	stranger.send(f)
+	for _, id := range []string{"../etc", "a/b", "x\x00y", "UPPER", ""} {
+		h, _ := json.Marshal(wire.Hello{ID: id, Key: stranger.key.Pub.String(), Nonce: pki.RandomBytes(32)})
+		stranger.send(wire.Encode(wire.THello, h))
+	}
+	if typ, _, ok := stranger.next(500 * time.Millisecond); ok {
+		t.Fatalf("master answered a bad hello with %v", typ)
+	}
+	if _, err := os.Stat(filepath.Join(m.Config().DataDir, "pki", "etc.json")); err == nil {
+		t.Fatal("bad id touched the disk")
+	}
+	for _, k := range m.Keys().List() {
+		if k.ID != "owner" && k.ID != "stranger" {
+			t.Fatalf("unexpected key record %q", k.ID)
+		}
+	}
+}
+
+// Invariant 4: a rejected minion loses its session, the key rotates, and it cannot read later jobs.
+func TestRejectedMinionCannotReadLaterJobs(t *testing.T) {
+	m := master.TestMaster(t)
+	jobs := capture(t, m)
+	acceptedMinion(t, m, "good", nil)
+	bad := newRaw(t, m, "bad", nil)
+	bad.auth("", bad.key)
+	m.Keys().Accept("bad", nil, false)
+	bad.auth("", bad.key)
+	oldKey := bad.session
+	if r, _, ok := bad.request(wire.KindHeartbeat, nil); !ok || !r.OK {
+		t.Fatal("accepted raw client cannot talk")
+	}
+	ids, _ := m.Keys().Reject("bad")
+	m.RemoveMinions(ids, false)
+	if m.SessionKeyID() == oldKey.ID {
+		t.Fatal("session key not rotated")
+	}
+	run(t, m, master.JobSpec{Kind: wire.JobPing, Target: "good"})
+	body := nextJob(t, jobs)
+	keyID, sealed, _ := wire.SplitJob(body)
+	if keyID == oldKey.ID {
+		t.Fatal("job sealed with the old key")
+	}
+	if _, ok := oldKey.Open(sealed); ok {
+		t.Fatal("rejected minion decrypted a later job")
+	}
+	if r, _, ok := bad.request(wire.KindSession, nil); !ok || !r.NoSession || r.Body != nil {
+		t.Fatalf("rejected minion still has a session: %+v", r)
+	}
+	if ar := bad.auth("", bad.key); ar.Status != wire.StatusRejected || ar.SessionKey != nil {
+		t.Fatalf("rejected minion re-auth: %+v", ar)
+	}
+}
+
+// Invariant 5: each minion's secrets are sealed to it alone.
+func TestSecretsSealedPerMinion(t *testing.T) {
+	m := master.TestMaster(t)
+	os.WriteFile(m.Config().SecretsFile, []byte(`
+secret "db" {
+  value = "only-for-app"
+  target = "group:app"
+}
+`), 0o600)
+	jobs := capture(t, m)
+	acceptedMinion(t, m, "app1", []string{"app"})
+	spy := newRaw(t, m, "spy", nil)
+	spy.auth("", spy.key)
+	m.Keys().Accept("spy", []string{"app"}, false)
+	spy.auth("", spy.key)
+	b := bundle(t, map[string]string{"main.hcl": `
+file "s" {
+  path    = "` + t.TempDir() + `/${minion.id}"
+  content = secret("db")
+}`})
+	run(t, m, master.JobSpec{Target: "app1", Bundle: b}) // addressed to app1 only
+	meta := spy.decryptJob(nextJob(t, jobs))
+	if _, ok := spy.key.OpenFrom(spy.master.Box, meta.Secrets["app1"]); ok {
+		t.Fatal("another minion opened app1's secrets")
+	}
+	if bytes.Contains(mustJSON(meta), []byte("only-for-app")) {
+		t.Fatal("secret in clear in the job")
+	}
+	// A minion outside the secret's target: nothing is sent at all.
+	acceptedMinion(t, m, "web1", nil)
+	if _, err := m.Run(context.Background(), master.JobSpec{Target: "web1", Minions: []string{"web1"}, Bundle: b, Timeout: time.Second}, nil); err == nil {
+		t.Fatal("secret sent to a minion outside its target")
+	}
+}
+
+func mustJSON(v any) []byte { b, _ := json.Marshal(v); return b }
+
+// Invariants 6, 11, 14 and 17: returns are signed, bound to the session's minion and to jobs
+// addressed to it, recorded once; replayed requests are ignored.
+func TestForgedReturnsRefused(t *testing.T) {
+	m := master.TestMaster(t)
+	acceptedMinion(t, m, "honest", nil)
+	evil := newRaw(t, m, "evil", nil)
+	evil.auth("", evil.key)
+	m.Keys().Accept("evil", nil, false)
+	evil.auth("", evil.key)
+	res := run(t, m, master.JobSpec{Kind: wire.JobPing, Target: "honest"})
+	jid := res.JIDs[0]
+
+	ret := func(minion string, signer *pki.KeyPair) wire.SignedReturn {
+		data, _ := json.Marshal(wire.Return{JID: jid, Minion: minion, Kind: wire.JobPing, Success: true})
+		return wire.SignedReturn{Data: data, Sig: signer.Sign(wire.DomainReturn, data)}
+	}
+	if r, _, _ := evil.request(wire.KindReturn, ret("honest", evil.key)); r.OK {
+		t.Fatal("return for another minion accepted")
+	}
+	if r, _, _ := evil.request(wire.KindReturn, ret("evil", evil.key)); r.OK {
+		t.Fatal("return for a job not addressed to the minion accepted")
+	}
+	other := mustKey(t)
+	if r, _, _ := evil.request(wire.KindReturn, ret("evil", other)); r.OK {
+		t.Fatal("return signed by another key accepted")
+	}
+	d, _ := m.Job(jid)
+	if len(d.Returns) != 1 {
+		t.Fatalf("job has %d returns", len(d.Returns))
+	}
+	// A replayed request frame (same sequence number) is not served again.
+	r, frame, ok := evil.request(wire.KindFacts, map[string]any{"os": "first"})
+	if !ok || !r.OK {
+		t.Fatal("facts")
+	}
+	evil.request(wire.KindFacts, map[string]any{"os": "second"})
+	evil.send(frame)
+	if _, ok := evil.reply(); ok {
+		t.Fatal("replayed request answered")
+	}
+	if f := m.Facts("evil"); f["os"] != "second" {
+		t.Fatalf("replay changed facts: %v", f["os"])
+	}
+	// The request's claimed id is irrelevant: facts land on the session's minion.
+	if f := m.Facts("honest"); f["os"] != "linux" {
+		t.Fatal("facts of another minion changed")
+	}
+}
+
+// Invariant 10: a token enrols once, into its groups only.
+func TestTokenSecondUseAndExpiry(t *testing.T) {
+	m := master.TestMaster(t)
+	tok, _, _ := m.Tokens().Create([]string{"app"}, time.Hour)
+	first := startMinion(t, m, "t1", func(c *minion.Config) { c.Token = tok; c.Groups = []string{"admin"} })
+	waitFor(t, 5*time.Second, "t1 enrolled", func() bool { return first.Status() == "connected" })
+	if k, _ := m.Keys().Get("t1"); len(k.Groups) != 1 || k.Groups[0] != "app" {
+		t.Fatalf("token groups not enforced: %v", k.Groups)
+	}
+	second := newRaw(t, m, "t2", nil)
+	if ar := second.auth(tok, second.key); ar.Status != wire.StatusPending || ar.SessionKey != nil {
+		t.Fatalf("second use of a token: %+v", ar)
+	}
+	expired, _, _ := m.Tokens().Create([]string{"app"}, time.Nanosecond)
+	time.Sleep(time.Millisecond)
+	third := newRaw(t, m, "t3", nil)
+	if ar := third.auth(expired, third.key); ar.Status != wire.StatusPending {
+		t.Fatalf("expired token: %+v", ar)
+	}
+}
+
+// Master key pinning: a minion pinned by fingerprint or by first use refuses another master.
+func TestMinionPinsMasterKey(t *testing.T) {
+	m := master.TestMaster(t)
+	wrong := startMinion(t, m, "p1", func(c *minion.Config) { c.MasterFinger = mustKey(t).Pub.Fingerprint() })
+	waitFor(t, 5*time.Second, "pin refusal", func() bool { return wrong.Status() == minion.ErrMasterKeyChanged.Error() })
+	if _, ok := m.Keys().Get("p1"); ok {
+		t.Fatal("minion authenticated to a master that does not match master_finger")
+	}
+	right := startMinion(t, m, "p2", func(c *minion.Config) { c.MasterFinger = m.Key().Fingerprint() })
+	waitFor(t, 5*time.Second, "p2 pending", func() bool { _, ok := m.Keys().Get("p2"); return ok })
+	_ = right
+
+	// Trust on first use, then an impostor master on another address.
+	tofu := startMinion(t, m, "p3")
+	waitFor(t, 5*time.Second, "p3 pinned", func() bool { _, ok := m.Keys().Get("p3"); return ok })
+	dir := tofu.DataDir()
+	impostor := master.TestMaster(t)
+	moved := minion.TestMinion(t, impostor.PublishAddr(), impostor.RequestAddr(), "p3", func(c *minion.Config) { c.DataDir = dir })
+	waitFor(t, 5*time.Second, "impostor refused", func() bool { return moved.Status() == minion.ErrMasterKeyChanged.Error() })
+	if _, ok := impostor.Keys().Get("p3"); ok {
+		t.Fatal("pinned minion authenticated to an impostor")
+	}
+}
+
+// Invariants 8 and 9: garbage and oversized frames on both ports while a real apply goes on; a
+// bundle path escaping its root is refused.
+func TestGarbageDuringApply(t *testing.T) {
+	m := master.TestMaster(t)
+	acceptedMinion(t, m, "busy", nil)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		greeting := make([]byte, 64)
+		greeting[0], greeting[9], greeting[10] = 0xff, 0x7f, 3
+		copy(greeting[12:], "NULL")
+		huge := []byte{0x06, 0x40, 0, 0, 0, 0, 0, 0, 0}
+		payloads := [][]byte{
+			[]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+			append(bytes.Clone(greeting), huge...),
+			append(bytes.Clone(greeting), 0xff, 0xff, 0xff),
+			pki.RandomBytes(4096),
+		}
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, addr := range []string{m.PublishAddr(), m.RequestAddr()} {
+				c, err := net.DialTimeout("tcp", addr, time.Second)
+				if err != nil {
+					continue
+				}
+				c.SetDeadline(time.Now().Add(200 * time.Millisecond))
+				c.Write(payloads[i%len(payloads)])
+				c.Close()
+			}
+			// Well-formed ZMTP carrying junk, an old version, and an oversized message.
+			d := zmq4.NewDealer(context.Background(), zmq4.WithLogger(log.New(io.Discard, "", 0)), zmq4.WithDialerMaxRetries(0), zmq4.WithTimeout(time.Second))
+			if d.Dial(zmtp.Endpoint(m.RequestAddr(), 1<<20)) == nil {
+				d.Send(zmq4.NewMsg(pki.RandomBytes(100)))
+				d.Send(zmq4.NewMsg([]byte("brn\x00\x05junk")))
+				d.Send(zmq4.NewMsgFrom([]byte("a"), []byte("b"), []byte("c")))
+				if i%5 == 0 {
+					d.Send(zmq4.NewMsg(make([]byte, wire.MaxRequestFrame+4096)))
+				}
+			}
+			d.Close()
+		}
+	}()
+	out := t.TempDir()
+	for i := range 3 {
+		b := bundle(t, map[string]string{"main.hcl": `
+file "f" {
+  path    = "` + out + `/f"
+  content = "` + string(rune('a'+i)) + `"
+}`})
+		res := run(t, m, master.JobSpec{Target: "busy", Bundle: b})
+		if len(res.Returns) != 1 || !res.Returns["busy"].Success {
+			t.Fatalf("apply %d under garbage: %+v", i, res)
+		}
+	}
+	close(stop)
+	<-done
+
+	// A bundle whose paths escape its root never compiles, so nothing is sent.
+	esc := bundle(t, map[string]string{"main.hcl": `
+file "x" {
+  path   = "` + out + `/x"
+  source = "../../../etc/passwd"
+}`})
+	if _, err := m.Run(context.Background(), master.JobSpec{Target: "busy", Minions: []string{"busy"}, Bundle: esc, Timeout: time.Second}, nil); err == nil {
+		t.Fatal("escaping source was sent")
+	}
+	if _, err := states.UnmarshalBundle((&states.Bundle{Files: map[string][]byte{"../evil": []byte("x")}}).Marshal()); err == nil {
+		t.Fatal("bundle with ../ unpacked")
+	}
+}
