@@ -100,7 +100,7 @@ func decodeExec(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 }
 
 func (e *Exec) runState(env *Env) *execRun {
-	v, _ := env.Cached("exec:"+e.name, func() (any, error) { return &execRun{}, nil })
+	v, _ := env.Cached("exec-run:"+e.name, func() (any, error) { return &execRun{}, nil })
 	return v.(*execRun)
 }
 

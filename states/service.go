@@ -113,7 +113,7 @@ func decodeService(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 }
 
 func (s *Service) runState(env *Env) *serviceRun {
-	v, _ := env.Cached("service:"+s.name, func() (any, error) { return &serviceRun{}, nil })
+	v, _ := env.Cached("service-run:"+s.name, func() (any, error) { return &serviceRun{}, nil })
 	return v.(*serviceRun)
 }
 
