@@ -1,0 +1,57 @@
+package master_test
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/brinecm/brine/master"
+)
+
+// Invariant 7: the control socket is 0600 and is the only way in; the client drives a job.
+func TestControlSocket(t *testing.T) {
+	m := master.TestMaster(t)
+	st, err := os.Stat(m.Config().ControlSocket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 || st.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("control socket mode %v", st.Mode())
+	}
+	acceptedMinion(t, m, "c1", []string{"app"})
+	cl := m.Client()
+	ctx := context.Background()
+	var events []string
+	err = cl.Do(ctx, master.ControlRequest{Op: "ping", Target: "group:app", Timeout: 5 * time.Second}, func(r master.ControlResponse) {
+		events = append(events, r.Event.Event)
+	})
+	if err != nil || len(events) != 3 || events[0] != "published" || events[1] != "return" || events[2] != "done" {
+		t.Fatalf("ping over control: %v %v", events, err)
+	}
+	r, err := cl.One(ctx, master.ControlRequest{Op: "keys", Action: "list"})
+	if err != nil || len(r.Keys) != 1 || r.Finger != m.Key().Fingerprint() {
+		t.Fatalf("key list: %+v %v", r, err)
+	}
+	r, err = cl.One(ctx, master.ControlRequest{Op: "facts", Target: "c1"})
+	if err != nil || r.Facts["c1"]["os"] != "linux" {
+		t.Fatalf("facts: %+v %v", r.Facts, err)
+	}
+	if err := cl.Do(ctx, master.ControlRequest{Op: "ping", Target: "nobody"}, nil); err == nil {
+		t.Fatal("empty target did not fail")
+	}
+	if err := cl.Do(ctx, master.ControlRequest{Op: "bogus"}, nil); err == nil {
+		t.Fatal("unknown op did not fail")
+	}
+	// Deleting a key rotates the session key.
+	before := m.SessionKeyID()
+	if r, err := cl.One(ctx, master.ControlRequest{Op: "keys", Action: "delete", Glob: "c1"}); err != nil || len(r.IDs) != 1 {
+		t.Fatalf("delete: %+v %v", r, err)
+	}
+	if m.SessionKeyID() == before {
+		t.Fatal("delete did not rotate the session key")
+	}
+	if m.Facts("c1") != nil {
+		t.Fatal("deleted minion's facts kept")
+	}
+}

@@ -1,0 +1,58 @@
+package minion
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestSeenJobsPersistAndBound(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "seen.json")
+	s, err := openSeen(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if !s.add("j1", now.Add(time.Hour), now) || s.add("j1", now.Add(time.Hour), now) {
+		t.Fatal("first add must succeed, second must not")
+	}
+	s.add("old", now.Add(time.Second), now)
+	s2, err := openSeen(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2.add("j1", now.Add(time.Hour), now) {
+		t.Fatal("seen record lost across restart")
+	}
+	// Expired entries are dropped when new ones come; unexpired ones stay.
+	s2.add("j2", now.Add(time.Hour), now.Add(time.Minute))
+	if _, ok := s2.jobs["old"]; ok {
+		t.Fatal("expired entry kept")
+	}
+	for i := range maxSeen + 10 {
+		s2.jobs[string(rune(i))] = now.Add(time.Duration(i) * time.Hour)
+	}
+	s2.add("j3", now.Add(time.Hour), now)
+	if len(s2.jobs) > maxSeen {
+		t.Fatalf("seen record unbounded: %d", len(s2.jobs))
+	}
+}
+
+func TestConfigDefaultsAndID(t *testing.T) {
+	c, diags := LoadConfig("", "10.0.0.1", "web1", t.TempDir())
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	if c.pubAddr != "10.0.0.1:4505" || c.reqAddr != "10.0.0.1:4506" || c.heartbeat != 5*time.Second {
+		t.Fatalf("defaults: %s %s %v", c.pubAddr, c.reqAddr, c.heartbeat)
+	}
+	c, _ = LoadConfig("", "10.0.0.1:5506", "web1", t.TempDir())
+	if c.pubAddr != "10.0.0.1:5505" || c.reqAddr != "10.0.0.1:5506" {
+		t.Fatalf("host:port: %s %s", c.pubAddr, c.reqAddr)
+	}
+	for _, bad := range []string{"../x", "Web1", "a/b"} {
+		if _, diags := LoadConfig("", "10.0.0.1", bad, t.TempDir()); !diags.HasErrors() {
+			t.Errorf("id %q accepted", bad)
+		}
+	}
+}
