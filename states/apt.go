@@ -9,11 +9,9 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
-	"weak"
 )
 
 // This file is the apt/dpkg side of the package resource: reading the dpkg database, asking
@@ -184,57 +182,9 @@ func noneToEmpty(s string) string {
 	return s
 }
 
-// aptGroup collects the names of every package resource of one bundle, so that the first check
-// asks apt-cache about all of them in one call (apt-cache loads the whole package cache on every
-// start: about a second on a host with full Debian lists).
-type aptGroup struct {
-	mu    sync.Mutex
-	names map[string]bool // guarded by mu
-}
-
-func (g *aptGroup) add(name string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.names[name] = true
-}
-
-func (g *aptGroup) list() []string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	out := make([]string, 0, len(g.names))
-	for n := range g.names {
-		out = append(out, n)
-	}
-	return out
-}
-
-// aptGroups maps a bundle to its group. The key is a weak pointer, and a cleanup drops the entry
-// when the bundle is collected, so that a long-running minion does not keep one per job.
-var aptGroups = struct {
-	mu sync.Mutex
-	m  map[weak.Pointer[Bundle]]*aptGroup // guarded by mu
-}{m: map[weak.Pointer[Bundle]]*aptGroup{}}
-
-func aptGroupFor(b *Bundle) *aptGroup {
-	if b == nil {
-		return &aptGroup{names: map[string]bool{}}
-	}
-	wp := weak.Make(b)
-	aptGroups.mu.Lock()
-	defer aptGroups.mu.Unlock()
-	if g, ok := aptGroups.m[wp]; ok {
-		return g
-	}
-	g := &aptGroup{names: map[string]bool{}}
-	aptGroups.m[wp] = g
-	runtime.AddCleanup(b, func(wp weak.Pointer[Bundle]) {
-		aptGroups.mu.Lock()
-		defer aptGroups.mu.Unlock()
-		delete(aptGroups.m, wp)
-	}, wp)
-	return g
-}
-
+// aptPolicyKey caches apt-cache's answer for every package resource of the run, asked in one call
+// by the first check (apt-cache loads the whole package cache on every start: about a second on a
+// host with full Debian lists).
 const aptPolicyKey = "apt:policy"
 
 // aptPolicies is the run-scoped apt-cache answer; names asked later are fetched and added.
@@ -245,9 +195,14 @@ type aptPolicies struct {
 
 // policyFor returns apt-cache's view of name. The first call in a run asks about every package
 // of the bundle at once.
-func policyFor(ctx context.Context, env *Env, g *aptGroup, name string) (*aptPolicy, error) {
+func policyFor(ctx context.Context, env *Env, name string) (*aptPolicy, error) {
 	v, err := env.Cached(aptPolicyKey, func() (any, error) {
-		names := g.list()
+		var names []string
+		for _, r := range env.All() {
+			if p, ok := r.(*Package); ok {
+				names = append(names, p.name)
+			}
+		}
 		m, err := aptCachePolicy(ctx, names)
 		if err != nil {
 			return nil, err

@@ -13,6 +13,9 @@ import (
 func Run(ctx context.Context, g *Graph, dryRun bool) *Report {
 	start := time.Now()
 	env := &Env{DryRun: dryRun}
+	for _, n := range g.nodes {
+		env.all = append(env.all, n.res)
+	}
 	rep := &Report{DryRun: dryRun}
 	st := map[string]*runState{}
 	for _, n := range g.nodes {

@@ -33,7 +33,6 @@ type Package struct {
 	name    string
 	state   string // installed | latest | absent
 	version string // pinned version, with state installed
-	group   *aptGroup
 
 	// What the last Check decided, for the Apply that follows.
 	action pkgAction
@@ -90,8 +89,6 @@ func decodePackage(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 	if diags.HasErrors() {
 		return nil, diags
 	}
-	p.group = aptGroupFor(req.Bundle)
-	p.group.add(p.name)
 	return p, diags
 }
 
@@ -142,7 +139,7 @@ func (p *Package) Check(ctx context.Context, env *Env) (string, error) {
 	if p.version != "" && installed == p.version {
 		return "", nil
 	}
-	pol, err := policyFor(ctx, env, p.group, p.name)
+	pol, err := policyFor(ctx, env, p.name)
 	if err != nil {
 		return "", err
 	}

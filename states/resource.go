@@ -43,6 +43,8 @@ type Batcher interface {
 type Env struct {
 	DryRun bool
 
+	all []Resource // every resource of the run, in run order
+
 	mu    sync.Mutex
 	cache map[string]any // guarded by mu
 }
@@ -65,6 +67,10 @@ func (e *Env) Cached(key string, fill func() (any, error)) (any, error) {
 	e.cache[key] = v
 	return v, nil
 }
+
+// All returns every resource of this run, in run order, for types that prepare work for all of
+// theirs at once (one apt-cache call for every package of the bundle).
+func (e *Env) All() []Resource { return e.all }
 
 // Forget drops a cached value, for resources whose apply changed what it describes.
 func (e *Env) Forget(key string) {
