@@ -128,8 +128,11 @@ func (h *Host) boot(ctx context.Context) error {
 		return fmt.Errorf("testbed: start host %s: %w", h.st.Name, err)
 	}
 	w.Close()
-	h.st.HolderPID = cmd.Process.Pid
-	h.st.HolderStart = procStart(cmd.Process.Pid)
+	// c.mu guards every host's state: a concurrent AddHost saves the record of all hosts.
+	holderStart := procStart(cmd.Process.Pid)
+	h.c.mu.Lock()
+	h.st.HolderPID, h.st.HolderStart = cmd.Process.Pid, holderStart
+	h.c.mu.Unlock()
 	go cmd.Wait() // reap it if it exits while we live
 
 	type result struct {
@@ -158,7 +161,10 @@ func (h *Host) boot(ctx context.Context) error {
 		log, _ := os.ReadFile(filepath.Join(h.c.st.Dir, "logs", h.st.Name+"@init.log"))
 		return fmt.Errorf("testbed: start host %s failed: %s", h.st.Name, trimOut(bytes.TrimSpace(log)))
 	}
-	h.st.InitPID, h.st.InitStart = pid, procStart(pid)
+	initStart := procStart(pid)
+	h.c.mu.Lock()
+	h.st.InitPID, h.st.InitStart = pid, initStart
+	h.c.mu.Unlock()
 	return nil
 }
 

@@ -548,3 +548,30 @@ func BenchmarkBuildAptRepo(b *testing.B) {
 		}
 	}
 }
+
+// AddHost may be called from several goroutines at once (the cloud simulator boots droplets in
+// parallel); run with -race this catches unguarded writes to the cluster record.
+func TestConcurrentAddHost(t *testing.T) {
+	c := NewT(t, "base")
+	ctx := context.Background()
+	errs := make(chan error, 4)
+	for i := 0; i < 4; i++ {
+		go func(i int) {
+			_, err := c.AddHost(ctx, fmt.Sprintf("extra%d", i))
+			errs <- err
+		}(i)
+	}
+	for i := 0; i < 4; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(c.Hosts()); n != 5 {
+		t.Fatalf("%d hosts, want 5", n)
+	}
+	for _, h := range c.Hosts() {
+		if out, code, err := h.Sh(ctx, "hostname"); err != nil || code != 0 || strings.TrimSpace(out) != h.Name() {
+			t.Fatalf("host %s: %q %d %v", h.Name(), out, code, err)
+		}
+	}
+}
