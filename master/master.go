@@ -590,7 +590,7 @@ func (m *Master) tickLoop() {
 
 func (m *Master) heartbeat() {
 	id := m.SessionKeyID()
-	m.publish(m.signed(wire.THeartbeat, wire.DomainHeartbeat, wire.Heartbeat{Time: time.Now().UTC(), KeyID: id[:]}))
+	m.publish(m.signed(wire.THeartbeat, wire.DomainHeartbeat, wire.Heartbeat{Time: time.Now().UTC(), KeyID: id[:], Interval: m.cfg.heartbeat}))
 }
 
 func (m *Master) publish(frame []byte) {

@@ -43,7 +43,7 @@ type Config struct {
 
 	// FactsFunc, when set, replaces states.Facts (tests and the swarm benchmark, where thousands
 	// of minions share one host).
-	FactsFunc func() map[string]any `hcl:"-"`
+	FactsFunc func() map[string]any
 
 	heartbeat, maxBackoff time.Duration
 	pubAddr, reqAddr      string

@@ -259,15 +259,20 @@ func (m *Minion) connect(ctx context.Context) (bool, error) {
 	hb := time.NewTicker(m.cfg.heartbeat)
 	defer hb.Stop()
 	lastPub := time.Now()
+	// The publish side is silent for at most three of the master's heartbeat intervals; until a
+	// heartbeat says what that interval is, assume the default.
+	silence := 3 * max(m.cfg.heartbeat, 5*time.Second)
 	for {
 		select {
 		case <-ctx.Done():
 			return true, nil
 		case f := <-pubs:
 			lastPub = time.Now()
-			m.handlePub(f)
+			if iv := m.handlePub(f); iv > 0 {
+				silence = 3 * max(iv, m.cfg.heartbeat)
+			}
 		case <-hb.C:
-			if time.Since(lastPub) > 3*m.cfg.heartbeat {
+			if time.Since(lastPub) > silence {
 				return true, errors.New("no heartbeat from the master")
 			}
 			r, err := m.request(wire.KindHeartbeat, nil)
@@ -506,11 +511,12 @@ func (m *Minion) checkKeyID(id []byte) {
 	}
 }
 
-// handlePub handles one published frame: a heartbeat or a job.
-func (m *Minion) handlePub(f []byte) {
+// handlePub handles one published frame: a heartbeat or a job. For a verified heartbeat it
+// returns the master's heartbeat interval.
+func (m *Minion) handlePub(f []byte) time.Duration {
 	typ, body, err := wire.Decode(f, wire.MaxJobFrame)
 	if err != nil {
-		return
+		return 0
 	}
 	switch typ {
 	case wire.THeartbeat:
@@ -518,13 +524,14 @@ func (m *Minion) handlePub(f []byte) {
 		mk := m.pinned()
 		var hb wire.Heartbeat
 		if err != nil || mk == nil || !pki.Verify(mk.Sign, wire.DomainHeartbeat, data, sig) || wire.Unmarshal(data, 4096, &hb) != nil {
-			return
+			return 0
 		}
 		m.checkKeyID(hb.KeyID)
+		return min(max(hb.Interval, 0), time.Hour)
 	case wire.TJob:
 		keyID, _, err := wire.SplitJob(body)
 		if err != nil {
-			return
+			return 0
 		}
 		m.checkKeyID(keyID[:])
 		j, err := m.OpenJob(body, time.Now())
@@ -532,7 +539,7 @@ func (m *Minion) handlePub(f []byte) {
 			if !errors.Is(err, ErrNotForUs) {
 				m.log.Warn("refused a job", "err", err)
 			}
-			return
+			return 0
 		}
 		select {
 		case m.jobs <- j:
@@ -540,6 +547,7 @@ func (m *Minion) handlePub(f []byte) {
 			m.log.Warn("job queue full; dropped a job", "jid", j.meta.JID)
 		}
 	}
+	return 0
 }
 
 // refusedError is the master's answer "no" to a request (as opposed to no answer).

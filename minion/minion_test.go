@@ -1,6 +1,7 @@
 package minion
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -54,5 +55,17 @@ func TestConfigDefaultsAndID(t *testing.T) {
 		if _, diags := LoadConfig("", "10.0.0.1", bad, t.TempDir()); !diags.HasErrors() {
 			t.Errorf("id %q accepted", bad)
 		}
+	}
+}
+
+func TestConfigFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "minion.hcl")
+	os.WriteFile(p, []byte("master = \"10.0.0.9\"\nid = \"m9\"\ngroups = [\"app\"]\ntoken = \"brn1-x\"\nfacts = { role = \"web\" }\n"), 0o600)
+	c, diags := LoadConfig(p, "", "", t.TempDir())
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	if c.ID != "m9" || c.reqAddr != "10.0.0.9:4506" || c.Token != "brn1-x" || c.ExtraFacts["role"] != "web" {
+		t.Fatalf("%+v", c)
 	}
 }

@@ -234,8 +234,9 @@ type SessionBody struct {
 
 // Heartbeat is published by the master: proof of life and the id of the current session key.
 type Heartbeat struct {
-	Time  time.Time `json:"time"`
-	KeyID []byte    `json:"key_id"`
+	Time     time.Time     `json:"time"`
+	KeyID    []byte        `json:"key_id"`
+	Interval time.Duration `json:"interval"` // how often the master publishes one
 }
 
 // Job kinds.
