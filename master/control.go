@@ -239,7 +239,7 @@ func (s *controlServer) keys(req ControlRequest, send func(ControlResponse)) err
 	case "list", "":
 		var out []KeyInfo
 		for _, k := range m.keys.List() {
-			out = append(out, KeyInfo{ID: k.ID, State: string(k.State), Finger: k.Finger(), Groups: k.Groups, Requested: k.Requested})
+			out = append(out, keyInfo(k))
 		}
 		send(ControlResponse{Event: Event{Event: "done"}, Keys: out, Finger: m.key.Pub.Fingerprint()})
 		return nil
