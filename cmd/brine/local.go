@@ -1,14 +1,11 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/spf13/cobra"
@@ -152,7 +149,7 @@ func localRun(cmd *cobra.Command, dir string, opts states.Options, f *bundleFlag
 	if diags.HasErrors() {
 		return withCode(exitNothing, fmt.Errorf("%s: nothing was applied", dir))
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext()
 	defer stop()
 	rep := states.Run(ctx, g, dryRun)
 	if f.json {
@@ -169,11 +166,9 @@ func localRun(cmd *cobra.Command, dir string, opts states.Options, f *bundleFlag
 	return nil
 }
 
-// factsFromMaster, when set (by the master CLI), answers `brine facts TARGET` from the master.
-var factsFromMaster func(cmd *cobra.Command, target string) error
-
 func newFactsCmd() *cobra.Command {
 	var extra []string
+	var cf controlFlags
 	c := &cobra.Command{
 		Use:   "facts [TARGET]",
 		Short: "Print this host's facts as JSON, or the facts of minions from the master",
@@ -182,10 +177,7 @@ func newFactsCmd() *cobra.Command {
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
-				if factsFromMaster == nil {
-					return withCode(exitNothing, fmt.Errorf("facts of %s: this build has no master client", args[0]))
-				}
-				return factsFromMaster(cmd, args[0])
+				return remoteFacts(cmd, &cf, args[0])
 			}
 			m := map[string]any{}
 			for _, kv := range extra {
@@ -201,6 +193,7 @@ func newFactsCmd() *cobra.Command {
 		},
 	}
 	c.Flags().StringArrayVar(&extra, "fact", nil, "an extra fact key=value (repeatable)")
+	cf.register(c)
 	return c
 }
 

@@ -4,9 +4,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 )
@@ -43,6 +46,11 @@ var rootCmd = &cobra.Command{
   brine master                              # run a master with built-in defaults
   brine minion --master 10.0.0.1            # run a minion that connects to it
   brine apply 'group:app' ./states/app      # push a bundle to minions`,
+}
+
+// signalContext is cancelled by Ctrl-C or SIGTERM, so long commands stop cleanly.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
 func main() {

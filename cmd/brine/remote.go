@@ -308,15 +308,7 @@ func newJobsCmd() *cobra.Command {
 
 // remoteFacts prints the facts the master last received from the minions target names; `brine
 // facts TARGET` calls it.
-func remoteFacts(cmd *cobra.Command, target string) error {
-	var cf controlFlags
-	cf.socket = os.Getenv("BRINE_SOCKET")
-	if f := cmd.Flags().Lookup("socket"); f != nil {
-		cf.socket = f.Value.String()
-	}
-	if f := cmd.Flags().Lookup("data-dir"); f != nil && f.Value.String() != "" {
-		cf.dataDir = f.Value.String()
-	}
+func remoteFacts(cmd *cobra.Command, cf *controlFlags, target string) error {
 	cl, err := cf.client()
 	if err != nil {
 		return withCode(exitNothing, err)
@@ -334,6 +326,5 @@ func remoteFacts(cmd *cobra.Command, target string) error {
 }
 
 func init() {
-	factsFromMaster = remoteFacts
 	rootCmd.AddCommand(newApplyCmd(), newPingCmd(), newJobsCmd())
 }
