@@ -88,3 +88,30 @@ func TestBrokenBundles(t *testing.T) {
 		})
 	}
 }
+
+// Check, which the CLI runs before sending a bundle anywhere, finds the errors that need no
+// minion, at the same positions as Compile.
+func TestCheckFindsStaticErrors(t *testing.T) {
+	for _, name := range []string{"syntax.hcl", "unknown_type.hcl", "cycle.hcl", "unknown_ref.hcl", "missing_var.hcl"} {
+		t.Run(strings.TrimSuffix(name, ".hcl"), func(t *testing.T) {
+			pos, summary := wantOf(t, name)
+			dir, _ := errorBundle(t, name)
+			b, err := ReadBundle(dir)
+			must(t, err)
+			diags := Check(b, Options{})
+			found := false
+			for _, d := range diags {
+				if d.Subject != nil && d.Summary == summary && fmt.Sprintf("%d:%d", d.Subject.Start.Line, d.Subject.Start.Column) == pos {
+					found = true
+				}
+			}
+			if !found {
+				t.Fatalf("Check did not report %q at %s: %v", summary, pos, diags)
+			}
+		})
+	}
+	ok := &Bundle{Files: map[string][]byte{"main.hcl": []byte(`file "/tmp/x" { content = minion.facts.anything_at_all }`)}}
+	if diags := Check(ok, Options{}); diags.HasErrors() {
+		t.Fatalf("Check needs no facts, but failed: %v", diags)
+	}
+}

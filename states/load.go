@@ -150,15 +150,26 @@ func topSchema() *hcl.BodySchema {
 	return s
 }
 
-// Compile parses and validates a bundle for one minion and decodes every resource. When the
-// diagnostics hold an error the graph is nil: nothing of the bundle may be applied.
-func Compile(b *Bundle, opts Options) (*Graph, hcl.Diagnostics) {
+// Check validates what can be validated without a minion: syntax, block and resource types,
+// references, dependency cycles and variables given with --var. The CLI runs it before sending a
+// bundle anywhere; Compile does the rest (expressions, arguments) for each minion.
+func Check(b *Bundle, opts Options) hcl.Diagnostics {
+	blocks, _, diags := parse(b)
+	if diags.HasErrors() {
+		return diags
+	}
+	_, d := evalVariables(blocks, opts)
+	return append(diags, d...)
+}
+
+// parse reads a bundle's files, declares its resources and orders them.
+func parse(b *Bundle) ([]*hcl.Block, []*node, hcl.Diagnostics) {
 	files, _, diags := b.parseFiles()
 	if diags.HasErrors() {
-		return nil, diags
+		return nil, nil, diags
 	}
 	if len(files) == 0 {
-		return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Empty bundle",
+		return nil, nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Empty bundle",
 			Detail: fmt.Sprintf("No *.hcl files in %s. A bundle is a directory of *.hcl files.", b.displayName("."))}}
 	}
 	schema := topSchema()
@@ -171,9 +182,25 @@ func Compile(b *Bundle, opts Options) (*Graph, hcl.Diagnostics) {
 		}
 	}
 	if diags.HasErrors() {
+		return nil, nil, diags
+	}
+	nodes, d := collectNodes(blocks)
+	diags = append(diags, d...)
+	if diags.HasErrors() {
+		return nil, nil, diags
+	}
+	order, d := sortNodes(nodes)
+	diags = append(diags, d...)
+	return blocks, order, diags
+}
+
+// Compile parses and validates a bundle for one minion and decodes every resource. When the
+// diagnostics hold an error the graph is nil: nothing of the bundle may be applied.
+func Compile(b *Bundle, opts Options) (*Graph, hcl.Diagnostics) {
+	blocks, order, diags := parse(b)
+	if diags.HasErrors() {
 		return nil, diags
 	}
-
 	used := &usedSecrets{}
 	vars, d := evalVariables(blocks, opts)
 	diags = append(diags, d...)
@@ -188,16 +215,9 @@ func Compile(b *Bundle, opts Options) (*Graph, hcl.Diagnostics) {
 		Variables: map[string]cty.Value{"var": vars, "minion": minionVal},
 		Functions: fileFuncs(b, &opts, used),
 	}
-
-	nodes, d := collectNodes(blocks)
-	diags = append(diags, d...)
-	if diags.HasErrors() {
-		return nil, diags
-	}
-	order, d := sortNodes(nodes)
-	diags = append(diags, d...)
-	if diags.HasErrors() {
-		return nil, diags
+	nodes := map[string]*node{}
+	for _, n := range order {
+		nodes[n.addr] = n
 	}
 
 	values := map[string]cty.Value{} // address -> value of its attributes, for references
