@@ -1,0 +1,216 @@
+package states
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/brinecm/brine/testbed"
+)
+
+func TestTincName(t *testing.T) {
+	for in, want := range map[string]string{"web1": "web1", "web-1.prod": "web_1_prod", "a_b": "a_b"} {
+		if got := TincName(in); got != want {
+			t.Errorf("TincName(%q) = %q; want %q", in, got, want)
+		}
+	}
+}
+
+func TestTincDecodeErrors(t *testing.T) {
+	for _, tc := range []struct{ src, want string }{
+		{"tinc_network \"mesh\" {\n name = \"a\"\n}", "needs a VPN address"},
+		{"tinc_network \"mesh\" {\n name = \"a\"\n address = \"10.8.0.1\"\n}", "with the mesh's prefix length"},
+		{"tinc_network \"mesh\" {\n name = \"a\"\n address = \"10.8.0.1/24\"\n members = [{ name = \"b\" }]\n}", "has no vpn_address"},
+		{"tinc_network \"mesh\" {\n name = \"a\"\n address = \"10.8.0.1/24\"\n members = [{ name = \"b-1\", vpn_address = \"10.8.0.2\" }, { name = \"b.1\", vpn_address = \"10.8.0.3\" }]\n}", "same tinc name b_1"},
+		{"tinc_network \"mesh\" {\n name = \"a\"\n address = \"10.8.0.1/24\"\n members = [{ name = \"b\", vpn_address = \"10.8.0.2\", public_key = \"ssh-rsa AAAA\" }]\n}", "RSA PUBLIC KEY"},
+		{"tinc_network \"mesh\" {\n name = \"a\"\n adress = \"10.8.0.1/24\"\n}", "Did you mean"},
+	} {
+		b := &Bundle{Files: map[string][]byte{"main.hcl": []byte(tc.src)}}
+		_, diags := Compile(b, Options{})
+		if !diags.HasErrors() || !strings.Contains(diags.Error(), tc.want) {
+			t.Errorf("%s: diagnostics %q, want one containing %q", tc.src, diags.Error(), tc.want)
+		}
+	}
+}
+
+// TestTincFilesAndFacts writes a network with no daemon under a temporary root: key made once,
+// files as tinc 1.0 reads them, the public key reported by TincFacts, a departed member's file
+// removed.
+func TestTincFilesAndFacts(t *testing.T) {
+	old := tincRoot
+	tincRoot = t.TempDir()
+	t.Cleanup(func() { tincRoot = old })
+	src := func(members string) string {
+		return `tinc_network "mesh" {
+  name     = "a"
+  address  = "10.8.0.1/24"
+  key_size = 1024
+  running  = false
+  members  = [` + members + `]
+}`
+	}
+	two := `{ name = "a", address = "192.0.2.1", vpn_address = "10.8.0.1" }, { name = "web-2", address = "192.0.2.2", vpn_address = "10.8.0.2" }`
+	wantCounts(t, runBundle(t, src(two), false), 1, 0)
+	dir := filepath.Join(tincRoot, "etc/tinc/mesh")
+	key1, _ := os.ReadFile(filepath.Join(dir, "rsa_key.priv"))
+	if st, err := os.Stat(filepath.Join(dir, "rsa_key.priv")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("private key: %v %v", st, err)
+	}
+	conf, _ := os.ReadFile(filepath.Join(dir, "tinc.conf"))
+	for _, want := range []string{"Name = a\n", "Interface = tinc-mesh\n", "AddressFamily = ipv4\n", "Port = 655\n", "ConnectTo = web_2\n"} {
+		if !strings.Contains(string(conf), want) {
+			t.Errorf("tinc.conf lacks %q:\n%s", want, conf)
+		}
+	}
+	facts := TincFacts()["tinc_pubkey"].(map[string]any)
+	pub, _ := facts["mesh"].(string)
+	self, _ := os.ReadFile(filepath.Join(dir, "hosts/a"))
+	if !strings.HasPrefix(pub, "-----BEGIN RSA PUBLIC KEY-----") || !strings.Contains(string(self), pub) || !strings.Contains(string(self), "Subnet = 10.8.0.1/32") {
+		t.Fatalf("facts %q; hosts/a:\n%s", pub, self)
+	}
+	if up, _ := os.Stat(filepath.Join(dir, "tinc-up")); up == nil || up.Mode().Perm()&0o111 == 0 {
+		t.Errorf("tinc-up is not executable")
+	}
+	if h, _ := os.ReadFile(filepath.Join(dir, "hosts/web_2")); !strings.Contains(string(h), "Address = 192.0.2.2 655\nSubnet = 10.8.0.2/32\n") {
+		t.Errorf("hosts/web_2:\n%s", h)
+	}
+	wantCounts(t, runBundle(t, src(two), false), 0, 0)
+	// web-2 leaves: its file goes, the key stays.
+	wantCounts(t, runBundle(t, src(`{ name = "a", address = "192.0.2.1", vpn_address = "10.8.0.1" }`), false), 1, 0)
+	if _, err := os.Stat(filepath.Join(dir, "hosts/web_2")); !os.IsNotExist(err) {
+		t.Errorf("hosts/web_2 of a departed member still there: %v", err)
+	}
+	if key2, _ := os.ReadFile(filepath.Join(dir, "rsa_key.priv")); string(key1) != string(key2) {
+		t.Errorf("the key pair was made again")
+	}
+}
+
+func tincBundle(n *netCluster) string {
+	return `
+variable "members" {}
+variable "vpn" { type = string }
+tinc_network "mesh" {
+  address  = var.vpn
+  key_size = 2048
+  members  = var.members
+}
+`
+}
+
+// meshVars writes a var file with the members and returns the arguments for brine local apply.
+func meshVars(t *testing.T, n *netCluster, host string, vpn map[string]string, keys map[string]string, members []string) []string {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("members = [\n")
+	for _, m := range members {
+		fmt.Fprintf(&b, "  { name = %q, address = %q, vpn_address = %q, public_key = <<EOK\n%s\nEOK\n  },\n",
+			m, n.c.Host(m).Addr(), vpn[m], keys[m])
+	}
+	b.WriteString("]\n")
+	p := filepath.Join(n.c.SharedDir(), "vars-"+host+".hcl")
+	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"--var-file", testbed.HostSharedDir + "/vars-" + host + ".hcl", "--var", "vpn=" + vpn[host] + "/24"}
+}
+
+func pollPing(t *testing.T, n *netCluster, from, ip string, want bool, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var err error
+	for time.Now().Before(deadline) {
+		err = pingFrom(n.c.Host(from), ip, time.Second)
+		if (err == nil) == want {
+			return
+		}
+	}
+	if want {
+		t.Errorf("%s cannot ping %s over the mesh: %v", from, ip, err)
+	} else {
+		t.Errorf("%s still pings %s", from, ip)
+	}
+}
+
+func TestTincMeshInTestbed(t *testing.T) {
+	n := newNetCluster(t, "a", "b", "c")
+	hosts := []string{"a", "b", "c"}
+	vpn := map[string]string{"a": "10.8.0.1", "b": "10.8.0.2", "c": "10.8.0.3"}
+	t.Cleanup(func() {
+		for _, h := range hosts {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			n.c.Host(h).Sh(ctx, "test -f /run/tinc.mesh.pid && kill $(cat /run/tinc.mesh.pid)")
+			cancel()
+		}
+	})
+	// First apply with no members: each host makes its key pair, which the minion would report
+	// as a fact; read it with TincFacts through the host's root.
+	keys := map[string]string{}
+	for _, h := range hosts {
+		args := meshVars(t, n, h, vpn, nil, nil)
+		rep, _, stderr := n.run(h, "apply", map[string]string{"main.hcl": tincBundle(n)}, args...)
+		wantCounts(t, rep, 1, 0)
+		old := tincRoot
+		tincRoot = n.c.Host(h).Root()
+		k, _ := TincFacts()["tinc_pubkey"].(map[string]any)["mesh"].(string)
+		tincRoot = old
+		if k == "" {
+			t.Fatalf("no public key fact on %s (%s)", h, stderr)
+		}
+		keys[h] = k
+	}
+	apply := func(h string, members []string) *Report {
+		rep, _, _ := n.run(h, "apply", map[string]string{"main.hcl": tincBundle(n)}, meshVars(t, n, h, vpn, keys, members)...)
+		return rep
+	}
+	for _, h := range hosts {
+		wantCounts(t, apply(h, hosts), 1, 0)
+	}
+	for _, from := range hosts {
+		for _, to := range hosts {
+			if from != to {
+				pollPing(t, n, from, vpn[to], true, 30*time.Second)
+			}
+		}
+	}
+	if t.Failed() {
+		for _, h := range hosts {
+			t.Logf("%s log:\n%s", h, n.sh(h, "cat /var/log/tinc.mesh.log; ip addr; cat /etc/tinc/mesh/tinc.conf"))
+		}
+		t.FailNow()
+	}
+	for _, h := range hosts {
+		wantCounts(t, apply(h, hosts), 0, 0)
+	}
+
+	// A tincd that dies is started again by the next apply, and the mesh heals.
+	n.sh("b", "kill -9 $(cat /run/tinc.mesh.pid)")
+	pollPing(t, n, "a", vpn["b"], false, 10*time.Second)
+	rep := apply("b", hosts)
+	wantCounts(t, rep, 1, 0)
+	if d := netResult(t, rep, `tinc_network.mesh`).Diff; !strings.Contains(d, "not running -> running") {
+		t.Errorf("diff after tincd died:\n%s", d)
+	}
+	for _, pair := range [][2]string{{"a", "b"}, {"b", "c"}, {"c", "b"}} {
+		pollPing(t, n, pair[0], vpn[pair[1]], true, 30*time.Second)
+	}
+
+	// c leaves the mesh: a and b drop its hosts file, reload, and lose it.
+	for _, h := range []string{"a", "b"} {
+		rep := apply(h, []string{"a", "b"})
+		wantCounts(t, rep, 1, 0)
+		if d := netResult(t, rep, `tinc_network.mesh`).Diff; !strings.Contains(d, "reload (SIGHUP") {
+			t.Errorf("%s: removing a member did not reload tincd:\n%s", h, d)
+		}
+		if _, err := os.Stat(filepath.Join(n.c.Host(h).Root(), "etc/tinc/mesh/hosts/c")); !os.IsNotExist(err) {
+			t.Errorf("%s: hosts/c still there: %v", h, err)
+		}
+	}
+	pollPing(t, n, "a", vpn["c"], false, 20*time.Second)
+	pollPing(t, n, "b", vpn["c"], false, 20*time.Second)
+	pollPing(t, n, "a", vpn["b"], true, 20*time.Second)
+	pollPing(t, n, "b", vpn["a"], true, 20*time.Second)
+}
