@@ -39,6 +39,7 @@ type ControlRequest struct {
 	TTL      time.Duration     `json:"ttl,omitempty"`
 	JID      string            `json:"jid,omitempty"`
 	Limit    int               `json:"limit,omitempty"`
+	Rollout  Rollout           `json:"rollout,omitzero"`
 }
 
 // KeyInfo is one key as `brine key list` shows it.
@@ -62,6 +63,8 @@ type ControlResponse struct {
 	Detail  *JobDetail                `json:"detail,omitempty"`
 	Facts   map[string]map[string]any `json:"facts,omitempty"`
 	Finger  string                    `json:"finger,omitempty"`
+	// Bootstrap answers the op "bootstrap" (cloud.go).
+	Bootstrap *BootstrapInfo `json:"bootstrap,omitempty"`
 }
 
 type controlServer struct {
@@ -184,7 +187,12 @@ func (s *controlServer) do(ctx context.Context, req ControlRequest, send func(Co
 			return ErrNoMinions
 		}
 		spec.Minions = ids
-		_, err = m.Run(ctx, spec, func(ev Event) { send(ControlResponse{Event: ev}) })
+		emit := func(ev Event) { send(ControlResponse{Event: ev}) }
+		if req.Rollout.Enabled() {
+			_, err = m.RunRollout(ctx, spec, req.Rollout, emit)
+		} else {
+			_, err = m.Run(ctx, spec, emit)
+		}
 		return err
 	case "keys":
 		return s.keys(req, send)
@@ -223,6 +231,9 @@ func (s *controlServer) do(ctx context.Context, req ControlRequest, send func(Co
 	case "finger":
 		send(ControlResponse{Event: Event{Event: "done"}, Finger: m.key.Pub.Fingerprint()})
 		return nil
+	}
+	if handled, err := s.cloudOp(ctx, req, send); handled {
+		return err
 	}
 	return fmt.Errorf("unknown control op %q", req.Op)
 }

@@ -41,7 +41,7 @@ type JobSpec struct {
 
 // Event is one step of a job as the control socket streams it to the CLI.
 type Event struct {
-	Event       string       `json:"event"` // published | return | missing | invalid | done | error
+	Event       string       `json:"event"` // published | return | missing | invalid | done | error | batch | batch_done | stopped
 	JID         string       `json:"jid,omitempty"`
 	Phase       int          `json:"phase,omitempty"`
 	Minions     []string     `json:"minions,omitempty"`
@@ -49,6 +49,13 @@ type Event struct {
 	Missing     []string     `json:"missing,omitempty"`
 	Error       string       `json:"error,omitempty"`
 	Diagnostics string       `json:"diagnostics,omitempty"`
+
+	// Rollouts (batch | batch_done | stopped, and the final done).
+	Batch     int      `json:"batch,omitempty"`
+	Batches   int      `json:"batches,omitempty"`
+	Canary    bool     `json:"canary,omitempty"`
+	Failed    []string `json:"failed,omitempty"`
+	Untouched []string `json:"untouched,omitempty"`
 }
 
 // Result is the outcome of Run: the last phase's returns and who did not return.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -48,6 +49,7 @@ func newApplyCmd() *cobra.Command {
 		bf      bundleFlags
 		dryRun  bool
 		timeout time.Duration
+		ro      master.Rollout
 	)
 	c := &cobra.Command{
 		Use:   "apply TARGET DIR",
@@ -62,7 +64,8 @@ Exit status: 0 when every minion succeeded, 2 when a resource failed or a minion
 1 when nothing was sent.`,
 		Example: `  brine apply 'group:app' ./states/app
   brine apply 'web* and not web3' ./states/web --dry-run
-  brine apply '(group:app or group:db) and fact:os=debian' ./states/base --var env=prod --timeout 10m`,
+  brine apply '(group:app or group:db) and fact:os=debian' ./states/base --var env=prod --timeout 10m
+  brine apply 'group:app' ./states/app --canary web1 --batch 25% --max-failures 1`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts, err := bf.options()
@@ -73,8 +76,15 @@ Exit status: 0 when every minion succeeded, 2 when a resource failed or a minion
 			if err != nil {
 				return withCode(exitNothing, err)
 			}
+			// What needs no minion is checked here, before anything is sent (DESIGN.md, step 1);
+			// the master compiles the rest against the minions' facts.
+			b.Root = filepath.Clean(args[1])
+			if diags := states.Check(b, opts); diags.HasErrors() {
+				printDiagnostics(bf.json, b, diags)
+				return withCode(exitNothing, fmt.Errorf("%s: nothing was sent", args[1]))
+			}
 			req := master.ControlRequest{Op: "apply", Target: args[0], Bundle: b.Marshal(), DryRun: dryRun,
-				Timeout: timeout, Vars: opts.Vars, VarFiles: opts.VarFiles}
+				Timeout: timeout, Vars: opts.Vars, VarFiles: opts.VarFiles, Rollout: ro}
 			return runJob(cmd, &cf, req, bf.json, bf.verbose)
 		},
 	}
@@ -82,6 +92,9 @@ Exit status: 0 when every minion succeeded, 2 when a resource failed or a minion
 	bf.register(c)
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "plan only: report what would change, change nothing")
 	c.Flags().DurationVar(&timeout, "timeout", 0, "how long to wait for returns (default: the master's job_timeout)")
+	c.Flags().StringVar(&ro.Batch, "batch", "", "apply to N minions (or N% of the target) at a time, batch after batch")
+	c.Flags().StringVar(&ro.Canary, "canary", "", "a target applied first, alone; if any of it fails nothing else is touched")
+	c.Flags().IntVar(&ro.MaxFailures, "max-failures", 0, "stop the rollout once more than this many minions failed or did not return")
 	return c
 }
 
@@ -109,7 +122,8 @@ func newPingCmd() *cobra.Command {
 	return c
 }
 
-// runJob streams a job's events and maps the outcome to an exit code.
+// runJob streams a job's events and maps the outcome to an exit code. A minion's last answer
+// counts: a later phase (peers changed) replaces an earlier one.
 func runJob(cmd *cobra.Command, cf *controlFlags, req master.ControlRequest, asJSON, verbose bool) error {
 	cl, err := cf.client()
 	if err != nil {
@@ -117,13 +131,15 @@ func runJob(cmd *cobra.Command, cf *controlFlags, req master.ControlRequest, asJ
 	}
 	ctx, cancel := signalContext()
 	defer cancel()
-	out := cmd.OutOrStdout()
+	out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
 	color := states.UseColor(os.Stdout)
 	var (
 		sent, invalid bool
-		expected      int
+		expected      = map[string]bool{}
 		rets          = map[string]wire.Return{}
-		missing       []string
+		missing       = map[string]bool{}
+		untouched     []string
+		batchStart    time.Time
 	)
 	err = cl.Do(ctx, req, func(r master.ControlResponse) {
 		ev := r.Event
@@ -132,31 +148,57 @@ func runJob(cmd *cobra.Command, cf *controlFlags, req master.ControlRequest, asJ
 		}
 		switch ev.Event {
 		case "published":
-			sent, expected = true, len(ev.Minions)
-			rets, missing = map[string]wire.Return{}, nil // a later phase replaces the earlier one
+			sent = true
+			for _, id := range ev.Minions {
+				expected[id] = true
+			}
 			if !asJSON {
 				phase := ""
 				if ev.Phase > 1 {
 					phase = fmt.Sprintf(" (phase %d: peers changed)", ev.Phase)
 				}
-				fmt.Fprintf(cmd.ErrOrStderr(), "job %s sent to %d minion(s)%s\n", ev.JID, len(ev.Minions), phase)
+				fmt.Fprintf(errOut, "job %s sent to %d minion(s)%s\n", ev.JID, len(ev.Minions), phase)
 			}
 		case "return":
 			rets[ev.Return.Minion] = *ev.Return
+			delete(missing, ev.Return.Minion)
 			if !asJSON {
 				printReturn(out, *ev.Return, verbose, color)
 			}
 		case "missing":
-			missing = ev.Missing
-			if !asJSON {
-				for _, id := range ev.Missing {
+			for _, id := range ev.Missing {
+				missing[id] = true
+				delete(rets, id)
+				if !asJSON {
 					fmt.Fprintf(out, "%s: no return\n", id)
 				}
 			}
 		case "invalid":
 			invalid = true
 			if !asJSON {
-				fmt.Fprint(cmd.ErrOrStderr(), ev.Diagnostics)
+				fmt.Fprint(errOut, ev.Diagnostics)
+			}
+		case "batch":
+			batchStart = time.Now()
+			if !asJSON {
+				what := "batch"
+				if ev.Canary {
+					what = "canary"
+				}
+				fmt.Fprintf(errOut, "%s %d/%d: %s\n", what, ev.Batch, ev.Batches, strings.Join(ev.Minions, ", "))
+			}
+		case "batch_done":
+			if !asJSON {
+				fmt.Fprintf(errOut, "batch %d/%d done in %s: %d ok, %d failed\n", ev.Batch, ev.Batches,
+					time.Since(batchStart).Round(time.Millisecond), len(ev.Minions)-len(ev.Failed), len(ev.Failed))
+			}
+		case "stopped":
+			untouched = ev.Untouched
+			if !asJSON {
+				fmt.Fprintf(errOut, "rollout stopped after batch %d/%d: %s\n", ev.Batch, ev.Batches, ev.Error)
+				if len(ev.Untouched) > 0 {
+					fmt.Fprintf(errOut, "not touched: %s\n", strings.Join(ev.Untouched, ", "))
+				}
 			}
 		}
 	})
@@ -173,12 +215,16 @@ func runJob(cmd *cobra.Command, cf *controlFlags, req master.ControlRequest, asJ
 		}
 	}
 	if !asJSON {
-		fmt.Fprintf(out, "%d minion(s): %d succeeded, %d failed, %d no return\n", expected, len(rets)-failed, failed, len(missing))
+		summary := fmt.Sprintf("%d minion(s): %d succeeded, %d failed, %d no return", len(expected), len(rets)-failed, failed, len(missing))
+		if len(untouched) > 0 {
+			summary += fmt.Sprintf(", %d not touched", len(untouched))
+		}
+		fmt.Fprintln(out, summary)
 	}
 	if err != nil {
 		return withCode(exitFailed, err)
 	}
-	if failed > 0 || len(missing) > 0 || len(rets) < expected {
+	if failed > 0 || len(missing) > 0 || len(rets) < len(expected) || len(untouched) > 0 {
 		return withCode(exitFailed, nil)
 	}
 	return nil
