@@ -8,9 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"weak"
 
 	"github.com/coreos/go-iptables/iptables"
 	"github.com/hashicorp/hcl/v2"
@@ -484,6 +487,68 @@ func indexRule(rules [][]string, r []string) int {
 
 func ruleLine(chain string, args []string) string { return "-A " + chain + " " + joinArgs(args) }
 
+// ---- conflicts between resources of one bundle ----
+
+// A rule declared with iptables_rule in a chain that an iptables_chain of the same bundle purges
+// would be added by one and removed by the other on every run. The decoder of whichever comes
+// second says so, through this per-bundle registry (weakly keyed, so compiled bundles are not
+// kept alive by it).
+var iptDecls struct {
+	mu sync.Mutex
+	m  map[weak.Pointer[Bundle]]*iptBundleDecls // guarded by mu
+}
+
+type iptBundleDecls struct {
+	purged map[string]string // family/table/chain -> address of the purging iptables_chain
+	rules  map[string]string // family/table/chain -> address of an iptables_rule in it
+}
+
+func bundleDecls(b *Bundle) *iptBundleDecls {
+	iptDecls.mu.Lock()
+	defer iptDecls.mu.Unlock()
+	if iptDecls.m == nil {
+		iptDecls.m = map[weak.Pointer[Bundle]]*iptBundleDecls{}
+	}
+	k := weak.Make(b)
+	d, ok := iptDecls.m[k]
+	if !ok {
+		d = &iptBundleDecls{purged: map[string]string{}, rules: map[string]string{}}
+		iptDecls.m[k] = d
+		runtime.AddCleanup(b, func(k weak.Pointer[Bundle]) {
+			iptDecls.mu.Lock()
+			delete(iptDecls.m, k)
+			iptDecls.mu.Unlock()
+		}, k)
+	}
+	return d
+}
+
+// declare records a purged chain (purge) or a rule's chain and returns the address of the
+// resource it conflicts with, or "".
+func declareIpt(b *Bundle, fams []ipFamily, table, chain, addr string, purge bool) string {
+	if b == nil {
+		return ""
+	}
+	d := bundleDecls(b)
+	iptDecls.mu.Lock()
+	defer iptDecls.mu.Unlock()
+	for _, f := range fams {
+		k := string(f) + "/" + table + "/" + chain
+		if purge {
+			d.purged[k] = addr
+			if r, ok := d.rules[k]; ok {
+				return r
+			}
+		} else {
+			d.rules[k] = addr
+			if c, ok := d.purged[k]; ok {
+				return c
+			}
+		}
+	}
+	return ""
+}
+
 // ---- iptables_rule ----
 
 type iptRuleConfig struct {
@@ -542,6 +607,11 @@ func decodeIptRule(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 	if r.families, ok = parseFamily(cfg.Family); !ok {
 		diags = append(diags, badValue("family", cfg.Family, "\"ipv4\", \"ipv6\" or \"both\"", subj("family")))
 	}
+	if !r.absent {
+		if other := declareIpt(req.Bundle, r.families, r.table, r.chain, Address("iptables_rule", req.Name, 1), false); other != "" {
+			diags = append(diags, purgeConflict(other, Address("iptables_rule", req.Name, 1), r.table, r.chain, subj("chain")))
+		}
+	}
 	if cfg.Position != nil {
 		if *cfg.Position < 1 {
 			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid position",
@@ -554,6 +624,12 @@ func decodeIptRule(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 		}
 	}
 	return r, diags
+}
+
+func purgeConflict(chainAddr, ruleAddr, table, chain string, subj *hcl.Range) *hcl.Diagnostic {
+	return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Rule in a purged chain",
+		Detail: fmt.Sprintf("%s adds a rule to %s/%s, which %s purges: every run would add it and remove it again. "+
+			"Declare the rule as a rule block of %s instead.", ruleAddr, table, chain, chainAddr, chainAddr), Subject: subj}
 }
 
 func badValue(field, got, valid string, subj *hcl.Range) *hcl.Diagnostic {
@@ -796,6 +872,11 @@ func decodeIptChain(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 			}
 		}
 		c.rules = append(c.rules, iptChainRule{args: args, families: fams})
+	}
+	if c.purge && !c.absent {
+		if other := declareIpt(req.Bundle, c.families, c.table, c.chain, Address("iptables_chain", req.Name, 1), true); other != "" {
+			diags = append(diags, purgeConflict(Address("iptables_chain", req.Name, 1), other, c.table, c.chain, label))
+		}
 	}
 	if c.absent && len(c.rules) > 0 {
 		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Rules in an absent chain",

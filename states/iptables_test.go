@@ -286,6 +286,7 @@ func TestIptablesNoChangeForks(t *testing.T) {
 func TestIptablesDecodeErrors(t *testing.T) {
 	for _, tc := range []struct{ src, want string }{
 		{`iptables_chain "BRINE-X" { policy = "DROP" }`, "Policy on a custom chain"},
+		{"iptables_chain \"filter/BRINE-X\" {\n purge = true\n}\niptables_rule \"x\" {\n chain = \"BRINE-X\"\n rule = \"-j ACCEPT\"\n}", "which iptables_chain[\"filter/BRINE-X\"] purges"},
 		{`iptables_chain "filter/INPUT" { policy = "REJECT" }`, "Invalid policy"},
 		{`iptables_chain "filtr/INPUT" { }`, `Did you mean "filter"?`},
 		{`iptables_chain "INPUT" { state = "absent" }`, "built-in chain cannot be absent"},
@@ -310,4 +311,25 @@ func TestIptablesDecodeErrors(t *testing.T) {
 			t.Errorf("%s: diagnostics %q, want one containing %q", tc.src, diags.Error(), tc.want)
 		}
 	}
+}
+
+// TestIptablesInTestbed drives the same bundle through `brine local apply` in a testbed host.
+func TestIptablesInTestbed(t *testing.T) {
+	n := newNetCluster(t, "a")
+	wantCounts(t, n.apply("a", iptPurgeBundle), 3, 0)
+	want4 := n.sh("a", "iptables -S BRINE-IN")
+	want6 := n.sh("a", "ip6tables -S BRINE-IN")
+	if !strings.Contains(want6, "-A BRINE-IN -s fd00::1/128 -p tcp -m tcp --dport 443 -j ACCEPT") {
+		t.Fatalf("ipv6 chain:\n%s", want6)
+	}
+	wantCounts(t, n.apply("a", iptPurgeBundle), 0, 0)
+	n.sh("a", "iptables -I BRINE-IN 1 -p tcp --dport 8080 -j ACCEPT && iptables -D BRINE-IN -j DROP && iptables -I BRINE-IN 2 -j DROP && ip6tables -D BRINE-IN -i lo -j ACCEPT")
+	wantCounts(t, n.apply("a", iptPurgeBundle), 1, 0)
+	if got := n.sh("a", "iptables -S BRINE-IN"); got != want4 {
+		t.Errorf("ipv4 chain after purge:\n%s\nwant:\n%s", got, want4)
+	}
+	if got := n.sh("a", "ip6tables -S BRINE-IN"); got != want6 {
+		t.Errorf("ipv6 chain after purge:\n%s\nwant:\n%s", got, want6)
+	}
+	wantCounts(t, n.apply("a", iptPurgeBundle), 0, 0)
 }
