@@ -69,7 +69,7 @@ func (m *fakeMaster) WaitEnrolled(ctx context.Context, id string) error {
 		return errors.New("enrolment refused")
 	}
 	for tok, used := range m.issued {
-		if strings.Contains(ud, `enrol_token        = "`+tok+`"`) {
+		if strings.Contains(ud, `token         = "`+tok+`"`) {
 			if used {
 				return errors.New("token reuse refused")
 			}

@@ -3,6 +3,7 @@ package cloud
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -18,6 +19,9 @@ type Config struct {
 	Provider Provider
 	Profiles map[string]*Profile
 	Maps     map[string]*Map
+	// BundleDir is where the bundles profiles name live: bundle NAME is the directory
+	// BundleDir/NAME. cloud.hcl's bundle_dir, relative to the file; default the file's directory.
+	BundleDir string
 	// Files holds the parsed sources, for printing diagnostics with their source lines.
 	Files map[string]*hcl.File
 }
@@ -84,6 +88,7 @@ func (m *Map) Want() []Wanted {
 func (m *Map) Tag() string { return "brine-map:" + m.Name }
 
 type fileSchema struct {
+	BundleDir *string         `hcl:"bundle_dir,optional"`
 	Providers []providerBlock `hcl:"provider,block"`
 	Profiles  []profileBlock  `hcl:"profile,block"`
 	Maps      []mapBlock      `hcl:"map,block"`
@@ -164,6 +169,13 @@ func ParseConfig(src []byte, filename string) (*Config, hcl.Diagnostics) {
 	if diags.HasErrors() {
 		return cfg, diags
 	}
+	cfg.BundleDir = filepath.Dir(filename)
+	if fs.BundleDir != nil {
+		cfg.BundleDir = *fs.BundleDir
+		if !filepath.IsAbs(cfg.BundleDir) {
+			cfg.BundleDir = filepath.Join(filepath.Dir(filename), cfg.BundleDir)
+		}
+	}
 	for i, pb := range fs.Providers {
 		if pb.Type != "digitalocean" {
 			diags = append(diags, errorAt(pb.DefRange, "Unknown provider",
@@ -208,6 +220,12 @@ func ParseConfig(src []byte, filename string) (*Config, hcl.Diagnostics) {
 			if !groupRE.MatchString(g) {
 				diags = append(diags, errorAt(pb.DefRange, "Invalid group",
 					fmt.Sprintf("Group %q must be lower-case letters, digits, '.', '-' and '_'.", g)))
+			}
+		}
+		for _, b := range pb.Bundles {
+			if _, err := BundlePath("/", b); err != nil {
+				diags = append(diags, errorAt(pb.DefRange, "Invalid bundle name", err.Error()+
+					" Bundles are directories under bundle_dir (by default the directory of this file)."))
 			}
 		}
 		cfg.Profiles[pb.Name] = &Profile{Name: pb.Name, Region: pb.Region, Size: pb.Size, Image: pb.Image,
@@ -314,6 +332,32 @@ func (c *Config) Profile(name string) (*Profile, error) {
 		msg += fmt.Sprintf("; did you mean %q?", s)
 	}
 	return nil, fmt.Errorf("%s", msg)
+}
+
+// BundlePath returns the directory of bundle name under dir. A name is a relative path that
+// stays inside dir ("app", "web/nginx"), never "..", absolute or empty.
+func BundlePath(dir, name string) (string, error) {
+	if name == "" || !filepath.IsLocal(name) {
+		return "", fmt.Errorf("bundle name %q must be a relative path inside bundle_dir.", name)
+	}
+	return filepath.Join(dir, name), nil
+}
+
+// CheckBundles makes sure every bundle of the profiles is a directory, so that a create stops
+// before making any droplet that could never converge.
+func (c *Config) CheckBundles(profiles ...*Profile) error {
+	for _, p := range profiles {
+		for _, b := range p.Bundles {
+			dir, err := BundlePath(c.BundleDir, b)
+			if err != nil {
+				return fmt.Errorf("profile %s: %w", p.Name, err)
+			}
+			if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+				return fmt.Errorf("profile %s: bundle %q: no directory %s (bundles live under bundle_dir in cloud.hcl)", p.Name, b, dir)
+			}
+		}
+	}
+	return nil
 }
 
 // Map returns the named map.

@@ -2,11 +2,14 @@ package cloud_test
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/brinecm/brine/cloud"
+	"github.com/brinecm/brine/minion"
 )
 
 func TestConfig(t *testing.T) {
@@ -120,8 +123,8 @@ func TestUserData(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"#!/bin/sh\n", "BRINE_SHA256='" + strings.Repeat("0f", 32) + "'", `id                 = "web-1"`,
-		`groups             = ["app", "web"]`, `enrol_token        = "tok-123"`, "systemctl enable --now brine-minion.service",
+		"#!/bin/sh\n", "BRINE_SHA256='" + strings.Repeat("0f", 32) + "'", `id            = "web-1"`,
+		`groups        = ["app", "web"]`, `token         = "tok-123"`, "systemctl enable --now brine-minion.service",
 		"nohup /usr/local/bin/brine minion", `if [ "$got" != "$BRINE_SHA256" ]`,
 	} {
 		if !strings.Contains(ud, want) {
@@ -135,6 +138,36 @@ func TestUserData(t *testing.T) {
 			t.Fatalf("sh -n: %v\n%s", err, out)
 		}
 	}
+	// The minion config the script writes is one the real minion reads, with every value.
+	_, rest, _ := strings.Cut(ud, "<<'BRINE_MINION_EOF'\n")
+	hclText, _, _ := strings.Cut(rest, "BRINE_MINION_EOF\n")
+	path := filepath.Join(t.TempDir(), "minion.hcl")
+	if err := os.WriteFile(path, []byte(hclText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mc, diags := minion.LoadConfig(path, "", "", "")
+	if diags.HasErrors() {
+		t.Fatalf("the minion refuses the bootstrap's minion.hcl: %v\n%s", diags, hclText)
+	}
+	if mc.ID != "web-1" || mc.Master != info.MasterAddr || mc.MasterFinger != info.MasterFingerprint ||
+		mc.Token != "tok-123" || strings.Join(mc.Groups, ",") != "app,web" {
+		t.Fatalf("minion config %+v from\n%s", mc, hclText)
+	}
+	// Explicit ports reach the minion as its publish and request ports.
+	withPorts := info
+	withPorts.MasterAddr, withPorts.PublishPort, withPorts.RequestPort = "10.213.0.1", 14505, 24506
+	ud2, err := cloud.UserData(cloud.UserDataParams{Bootstrap: withPorts, MinionID: "web-2", Token: "tok-9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, _ = strings.Cut(ud2, "<<'BRINE_MINION_EOF'\n")
+	hclText, _, _ = strings.Cut(rest, "BRINE_MINION_EOF\n")
+	if err := os.WriteFile(path, []byte(hclText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if mc, diags = minion.LoadConfig(path, "", "", ""); diags.HasErrors() || mc.PublishPort != 14505 || mc.RequestPort != 24506 || mc.Master != "10.213.0.1" {
+		t.Fatalf("minion config with ports %+v %v from\n%s", mc, diags, hclText)
+	}
 	// Nothing a caller passes reaches the shell unquoted: hostile values are refused.
 	hostile := []cloud.UserDataParams{
 		{Bootstrap: info, MinionID: "web-1", Token: "x'; rm -rf / #"},
@@ -144,6 +177,7 @@ func TestUserData(t *testing.T) {
 		{Bootstrap: cloud.BootstrapInfo{BinaryURL: info.BinaryURL, SHA256: "abc", MasterAddr: "m", MasterFingerprint: "f"}, MinionID: "w", Token: "t"},
 		{Bootstrap: info, MinionID: "../etc", Token: "t"},
 		{Bootstrap: info, MinionID: "w", Token: "t", Groups: []string{"a b"}},
+		{Bootstrap: cloud.BootstrapInfo{BinaryURL: info.BinaryURL, SHA256: info.SHA256, MasterAddr: "m", MasterFingerprint: "f", PublishPort: 4505}, MinionID: "w", Token: "t"},
 	}
 	for i, p := range hostile {
 		if _, err := cloud.UserData(p); err == nil {

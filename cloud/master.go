@@ -30,8 +30,12 @@ type BootstrapInfo struct {
 	BinaryURL string `json:"binary_url"`
 	// SHA256 is the hex sha256 of that binary; the script refuses anything else.
 	SHA256 string `json:"sha256"`
-	// MasterAddr is the host or host:port minions connect to.
+	// MasterAddr is the host or host:port minions connect to (minion.hcl's master).
 	MasterAddr string `json:"master_addr"`
+	// PublishPort and RequestPort, when set, are the master's ports (minion.hcl's
+	// publish_port and request_port); then MasterAddr is a host only.
+	PublishPort int `json:"publish_port,omitempty"`
+	RequestPort int `json:"request_port,omitempty"`
 	// MasterFingerprint pins the master's public key.
 	MasterFingerprint string `json:"master_fingerprint"`
 }

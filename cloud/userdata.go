@@ -54,6 +54,11 @@ func UserData(p UserDataParams) (string, error) {
 			return "", fmt.Errorf("bootstrap: the %s contains characters that are not allowed", v.what)
 		}
 	}
+	for _, port := range []int{b.PublishPort, b.RequestPort} {
+		if port < 0 || port > 65535 || (port == 0) != (b.PublishPort == 0) || (port == 0) != (b.RequestPort == 0) {
+			return "", fmt.Errorf("bootstrap: master ports %d and %d: give both or neither", b.PublishPort, b.RequestPort)
+		}
+	}
 	for _, g := range p.Groups {
 		if !groupRE.MatchString(g) {
 			return "", fmt.Errorf("bootstrap: invalid group %q", g)
@@ -65,7 +70,11 @@ func UserData(p UserDataParams) (string, error) {
 	body := f.Body()
 	body.SetAttributeValue("id", cty.StringVal(p.MinionID))
 	body.SetAttributeValue("master", cty.StringVal(b.MasterAddr))
-	body.SetAttributeValue("master_fingerprint", cty.StringVal(b.MasterFingerprint))
+	if b.PublishPort != 0 {
+		body.SetAttributeValue("publish_port", cty.NumberIntVal(int64(b.PublishPort)))
+		body.SetAttributeValue("request_port", cty.NumberIntVal(int64(b.RequestPort)))
+	}
+	body.SetAttributeValue("master_finger", cty.StringVal(b.MasterFingerprint))
 	groups := make([]cty.Value, 0, len(p.Groups))
 	for _, g := range p.Groups {
 		groups = append(groups, cty.StringVal(g))
@@ -75,7 +84,7 @@ func UserData(p UserDataParams) (string, error) {
 	} else {
 		body.SetAttributeValue("groups", cty.ListVal(groups))
 	}
-	body.SetAttributeValue("enrol_token", cty.StringVal(p.Token))
+	body.SetAttributeValue("token", cty.StringVal(p.Token))
 	minionHCL := string(f.Bytes())
 
 	var s strings.Builder

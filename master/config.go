@@ -23,6 +23,8 @@ import (
 //	job_timeout     = "5m"                     # default `brine apply --timeout`
 //	secrets_file    = "<data_dir>/secrets.hcl" # secret "NAME" { value = "...", target = "group:db" }
 //	control_socket  = "<data_dir>/master.sock" # the operator CLI's unix socket (0600)
+//	bootstrap_addr  = ""                       # HTTP address serving this binary to new droplets; off when empty
+//	advertise_addr  = ""                       # host droplets reach the master at (default: bootstrap_addr's host)
 type Config struct {
 	DataDir       string `hcl:"data_dir,optional"`
 	PublishAddr   string `hcl:"publish_addr,optional"`
@@ -33,6 +35,8 @@ type Config struct {
 	JobTimeout    string `hcl:"job_timeout,optional"`
 	SecretsFile   string `hcl:"secrets_file,optional"`
 	ControlSocket string `hcl:"control_socket,optional"`
+	BootstrapAddr string `hcl:"bootstrap_addr,optional"`
+	AdvertiseAddr string `hcl:"advertise_addr,optional"`
 
 	rotate, heartbeat, jobTimeout time.Duration
 }

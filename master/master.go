@@ -59,6 +59,8 @@ type Master struct {
 	facts      map[string]map[string]any
 	watchers   map[string][]chan ReturnEvent // jid -> live subscribers
 	rotations  int
+
+	cloud cloudState // the bootstrap endpoint and enrolment waits (cloud.go)
 }
 
 type session struct {
@@ -181,6 +183,14 @@ func (m *Master) Start(ctx context.Context) error {
 		return err
 	}
 	m.ctl = ctl
+	if err := m.startBootstrap(); err != nil {
+		ctl.close()
+		m.ctl = nil
+		m.pub.Close()
+		m.router.Close()
+		m.cancel()
+		return err
+	}
 	reqs := make(chan zmq4.Msg, 256)
 	m.wg.Add(3 + requestWorkers)
 	go func() { defer m.wg.Done(); m.recvLoop(reqs) }()
@@ -200,6 +210,7 @@ func (m *Master) Close() error {
 		if m.ctl != nil {
 			m.ctl.close()
 		}
+		m.stopBootstrap()
 		m.pub.Close()
 		m.router.Close()
 		m.wg.Wait()
@@ -423,7 +434,11 @@ func (m *Master) serve(s session, r wire.Request, reply *wire.Reply, sk *pki.Ses
 		if err := wire.Unmarshal(r.Body, wire.MaxFacts, &f); err != nil {
 			return errors.New("bad facts")
 		}
-		return m.setFacts(s.minion, f)
+		if err := m.setFacts(s.minion, f); err != nil {
+			return err
+		}
+		m.cloud.noteFacts(s.minion)
+		return nil
 	case wire.KindReturn:
 		return m.acceptReturn(s, r.Body)
 	}

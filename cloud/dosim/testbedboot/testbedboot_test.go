@@ -27,7 +27,7 @@ import (
 const stubMinion = `#!/bin/sh
 [ "$1" = minion ] && [ "$2" = -c ] || exit 2
 id=$(sed -n 's/^id *= *"\(.*\)"$/\1/p' "$3")
-tok=$(sed -n 's/^enrol_token *= *"\(.*\)"$/\1/p' "$3")
+tok=$(sed -n 's/^token *= *"\(.*\)"$/\1/p' "$3")
 printf '%s' "$tok" > "/srv/brine/.enrol-$id" && mv "/srv/brine/.enrol-$id" "/srv/brine/enrolled-$id"
 exec sleep 3600
 `
