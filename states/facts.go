@@ -12,7 +12,8 @@ import (
 )
 
 // Facts returns what brine knows about this host: os, os_version, arch, kernel, hostname, fqdn,
-// addresses per interface, cpus and memory, with extra (user-set facts from the config) on top.
+// addresses per interface, cpus, memory and the tinc public keys (tinc_pubkey.NET), with extra
+// (user-set facts from the config) on top.
 func Facts(extra map[string]any) map[string]any {
 	f := map[string]any{
 		"arch": runtime.GOARCH,
@@ -69,6 +70,10 @@ func Facts(extra map[string]any) map[string]any {
 	f["interfaces"] = ifaces
 	f["ipv4"] = v4
 	f["ipv6"] = v6
+	// The public keys of this host's tinc networks, so that peers() can carry them to the others.
+	for k, v := range TincFacts() {
+		f[k] = v
+	}
 	for k, v := range extra {
 		f[k] = v
 	}
