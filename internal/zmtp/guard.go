@@ -5,9 +5,10 @@
 //     header could make the master run out of memory. The guard parses the ZMTP stream as it
 //     passes and drops a connection whose frame or message exceeds the limit before zmq4 sees it.
 //   - zmq4 performs the handshake inside its accept loop with no deadline, so a peer that
-//     connects and says nothing would stop every later connection. The guard reads the greeting
-//     concurrently, outside the accept loop, with a deadline, and keeps a read deadline on the
-//     connection until the peer's handshake command has arrived.
+//     connects and says nothing (or stops halfway through the handshake) would stop every later
+//     connection. The guard runs the peer's side of the handshake that zmq4 would wait for (its
+//     greeting and first command) concurrently, outside the accept loop, with a deadline, and
+//     hands zmq4 only connections whose handshake bytes have all arrived.
 //   - zmq4 writes to a subscriber with no deadline, so one subscriber that stops reading would
 //     stall the PUB socket for everyone. The guard puts a deadline on every write and closes a
 //     connection that misses it.
@@ -17,6 +18,7 @@
 package zmtp
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -153,8 +155,25 @@ func (l *listener) greet(c net.Conn) {
 		c.Close()
 		return
 	}
+	// zmq4 runs the rest of the handshake (it writes its greeting, then reads the peer's READY)
+	// inside its accept loop, so a peer that sent a greeting and then went silent would hold
+	// every later connection for up to HandshakeTimeout. The guard does that part here instead:
+	// it sends the greeting zmq4 would send and reads the peer's first command; zmq4 then reads
+	// both from the prefix and the guard swallows its greeting, so its accept loop never waits
+	// on a peer.
+	_ = c.SetWriteDeadline(time.Now().Add(HandshakeTimeout))
+	if _, err := c.Write(serverGreeting[:]); err != nil {
+		c.Close()
+		return
+	}
+	cmd, err := readCommand(c, min(maxHandshakeCommand, l.max))
+	if err != nil {
+		c.Close()
+		return
+	}
 	l.live.Add(1)
-	gc := newConn(c, l.max, g[:], func() { l.live.Add(-1) })
+	gc := newConn(c, l.max, append(g[:], cmd...), func() { l.live.Add(-1) })
+	gc.swallow = serverGreeting[:]
 	select {
 	case l.ready <- gc:
 	case <-l.done:
@@ -164,9 +183,54 @@ func (l *listener) greet(c net.Conn) {
 	}
 }
 
-// plausibleGreeting checks the ZMTP 3.x signature and version; zmq4 checks the rest.
+// plausibleGreeting checks the ZMTP 3.x signature and version and the NULL mechanism (the only
+// one brine speaks); zmq4 checks the rest.
 func plausibleGreeting(g []byte) bool {
-	return len(g) == greetingLen && g[0] == 0xff && g[9] == 0x7f && g[10] == 3
+	return len(g) == greetingLen && g[0] == 0xff && g[9] == 0x7f && g[10] == 3 &&
+		string(g[12:17]) == "NULL\x00"
+}
+
+// serverGreeting is, byte for byte, the greeting zmq4 v0.17 sends as a NULL-mechanism server
+// (ZMTP 3.0, as-server 0). The guard sends it for zmq4 and checks that zmq4's own write of it
+// matches before swallowing it.
+var serverGreeting = func() (g [greetingLen]byte) {
+	g[0], g[9], g[10], g[11] = 0xff, 0x7f, 3, 0
+	copy(g[12:], "NULL")
+	return g
+}()
+
+// maxHandshakeCommand bounds the peer's first command (READY with its metadata: socket type
+// and an identity of at most 255 bytes).
+const maxHandshakeCommand = 1024
+
+// readCommand reads one whole ZMTP command frame (flags, size, body) from c and returns its
+// bytes as they came.
+func readCommand(c net.Conn, max int) ([]byte, error) {
+	hdr := make([]byte, 2, 9)
+	if _, err := io.ReadFull(c, hdr); err != nil {
+		return nil, err
+	}
+	flags := hdr[0]
+	if flags&flagCommand == 0 || flags&^(flagLong|flagCommand) != 0 {
+		return nil, fmt.Errorf("first frame is not a command (flags %#x)", flags)
+	}
+	size := uint64(hdr[1])
+	if flags&flagLong != 0 {
+		hdr = hdr[:9]
+		if _, err := io.ReadFull(c, hdr[2:]); err != nil {
+			return nil, err
+		}
+		size = binary.BigEndian.Uint64(hdr[1:9])
+	}
+	if size > uint64(max) {
+		return nil, fmt.Errorf("handshake command of %d bytes", size)
+	}
+	frame := make([]byte, len(hdr)+int(size))
+	copy(frame, hdr)
+	if _, err := io.ReadFull(c, frame[len(hdr):]); err != nil {
+		return nil, err
+	}
+	return frame, nil
 }
 
 func (l *listener) Accept() (net.Conn, error) {
@@ -191,11 +255,12 @@ func (l *listener) Close() error {
 type conn struct {
 	net.Conn
 	max     int
-	prefix  []byte // greeting already read by the listener
+	prefix  []byte // greeting and first command already read by the listener
+	swallow []byte // what the listener already wrote for zmq4: zmq4's first write, checked and dropped
 	onClose func()
 	closed  sync.Once
 
-	mu sync.Mutex // guards the parser state below (zmq4 reads from one goroutine, but be safe)
+	mu sync.Mutex // guards swallow and the parser state (zmq4 reads from one goroutine, but be safe)
 	p  parser
 }
 
@@ -251,13 +316,25 @@ func (c *conn) Read(b []byte) (int, error) {
 }
 
 func (c *conn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	k := min(len(b), len(c.swallow))
+	same := bytes.Equal(b[:k], c.swallow[:k])
+	c.swallow = c.swallow[k:]
+	c.mu.Unlock()
+	if !same {
+		c.Close()
+		return 0, &violation{why: "zmq4's greeting differs from the one the guard sent"}
+	}
+	if k == len(b) {
+		return k, nil
+	}
 	_ = c.Conn.SetWriteDeadline(time.Now().Add(WriteTimeout))
-	n, err := c.Conn.Write(b)
+	n, err := c.Conn.Write(b[k:])
 	if err != nil {
 		c.Close()
-		return n, &violation{why: "write: " + err.Error()}
+		return k + n, &violation{why: "write: " + err.Error()}
 	}
-	return n, nil
+	return k + n, nil
 }
 
 func (c *conn) Close() error {

@@ -3,6 +3,7 @@ package zmtp
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"log"
 	"net"
@@ -174,4 +175,69 @@ func FuzzParser(f *testing.F) {
 			data = data[k:]
 		}
 	})
+}
+
+// Peers that send a whole greeting (or a greeting and part of the READY command) and then stop
+// do not hold zmq4's accept loop: with the default handshake timeout, a legitimate dealer still
+// gets through at once.
+func TestStalledHandshakeDoesNotHoldAccept(t *testing.T) {
+	r, addr := router(t, 1024)
+	rc := receiver(r)
+	g := make([]byte, 64)
+	g[0], g[9], g[10] = 0xff, 0x7f, 3
+	copy(g[12:], "NULL")
+	for i := range 8 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write(g)
+		if i%2 == 1 {
+			c.Write([]byte{0x04, 0x30, 5, 'R', 'E'}) // a READY announced as 48 bytes, 3 sent
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // the stalled peers are ahead of the dealer
+	start := time.Now()
+	d := dealer(t, addr, 1<<20)
+	_ = d.Send(zmq4.NewMsg([]byte("ok")))
+	if _, ok := recv(t, rc, 4*time.Second); !ok {
+		t.Fatal("legitimate dealer held up by stalled handshakes")
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("legitimate dealer took %v behind stalled handshakes", took)
+	}
+}
+
+// A greeting with another security mechanism, or a first frame that is not a command, is cut
+// off by the guard before zmq4 sees it.
+func TestHandshakeRefusals(t *testing.T) {
+	_, addr := router(t, 1024)
+	for name, payload := range map[string][]byte{
+		"mechanism": func() []byte {
+			g := make([]byte, 64)
+			g[0], g[9], g[10] = 0xff, 0x7f, 3
+			copy(g[12:], "CURVE")
+			return g
+		}(),
+		"not a command": func() []byte {
+			g := make([]byte, 64)
+			g[0], g[9], g[10] = 0xff, 0x7f, 3
+			copy(g[12:], "NULL")
+			return append(g, 0x00, 0x01, 'x')
+		}(),
+	} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write(payload)
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, err = io.Copy(io.Discard, c) // until the guard hangs up
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Errorf("%s: connection kept open", name)
+		}
+		c.Close()
+	}
 }
