@@ -21,6 +21,7 @@ import (
 
 	"github.com/brinecm/brine/cloud"
 	"github.com/brinecm/brine/cloud/dosim"
+	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/states"
 )
 
@@ -31,15 +32,32 @@ type cloudFlags struct {
 	json    bool
 	dryRun  bool
 	verbose bool
+	poll    time.Duration
 }
 
 var cf cloudFlags
 
-// cloudMaster is the master provisioning talks to.
-// TODO(issue 6): wire the real master (enrolment tokens, bootstrap endpoint, enrol/converge
-// waits) once the master package implements cloud.Master; until then create and sync stop
-// before making any droplet with "the master is not reachable".
-var cloudMaster cloud.Master = cloud.UnreachableMaster{}
+// cloudControl locates the master that create and sync talk to (enrolment tokens, the
+// bootstrap endpoint, enrolment waits, converging), as for `brine apply`.
+var cloudControl controlFlags
+
+// registerCloudControl adds the control-socket flags of `brine apply` to cmd. The master's
+// config is --master-config here, because -c/--config is cloud.hcl for every cloud command.
+func registerCloudControl(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&cloudControl.socket, "socket", os.Getenv("BRINE_SOCKET"), "the master's control socket (default <data-dir>/master.sock; env BRINE_SOCKET)")
+	cmd.Flags().StringVar(&cloudControl.config, "master-config", "", "the master's config file, to find its control socket")
+	cmd.Flags().StringVar(&cloudControl.dataDir, "data-dir", "", "the master's data dir (default "+master.DefaultDataDir+")")
+}
+
+// cloudMaster is the master provisioning talks to, over its control socket; bundles named by
+// profiles are read from cfg's bundle_dir and sent with each converge.
+func cloudMaster(cfg *cloud.Config) (cloud.Master, error) {
+	cl, err := cloudControl.client()
+	if err != nil {
+		return nil, err
+	}
+	return &master.CloudMaster{Client: cl, BundleDir: cfg.BundleDir}, nil
+}
 
 var cloudCmd = &cobra.Command{
 	Use:   "cloud",
@@ -59,6 +77,7 @@ func init() {
 	pf.BoolVar(&cf.json, "json", false, "print JSON (events and results, one object a line)")
 	pf.BoolVar(&cf.dryRun, "dry-run", false, "plan only: read the account, change nothing")
 	pf.BoolVarP(&cf.verbose, "verbose", "v", false, "log API retries and progress to stderr")
+	pf.DurationVar(&cf.poll, "poll-interval", 3*time.Second, "how often droplet status is polled while waiting for \"active\" (one request per poll)")
 	cloudCmd.AddCommand(newCloudCreateCmd(), newCloudListCmd(), newCloudDestroyCmd(), newCloudSyncCmd(),
 		newCloudDNSCmd(), newCloudSimCmd())
 	rootCmd.AddCommand(cloudCmd)
@@ -143,7 +162,7 @@ func cloudClient(cfg *cloud.Config) (*cloud.Client, error) {
 		level = slog.LevelInfo
 	}
 	return cloud.NewClient(cloud.ClientOptions{Token: tok, APIURL: url, RequestsPerMinute: cfg.Provider.RequestsPerMinute,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))})
+		PollInterval: cf.poll, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))})
 }
 
 func printJSON(w io.Writer, v any) error { return json.NewEncoder(w).Encode(v) }
@@ -237,7 +256,7 @@ func printExisting(w io.Writer, ds []cloud.Droplet) {
 
 func newCloudCreateCmd() *cobra.Command {
 	var parallel int
-	var activeTimeout time.Duration
+	var activeTimeout, convergeTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "create PROFILE NAME...",
 		Short: "Create droplets of a profile and wait until each is a converged minion",
@@ -258,12 +277,22 @@ func newCloudCreateCmd() *cobra.Command {
 			if err != nil {
 				return withCode(exitNothing, err)
 			}
+			var mst cloud.Master
+			if !cf.dryRun {
+				if err := cfg.CheckBundles(prof); err != nil {
+					return withCode(exitNothing, err)
+				}
+				if mst, err = cloudMaster(cfg); err != nil {
+					return withCode(exitNothing, err)
+				}
+			}
 			ctx, stop := signalContext()
 			defer stop()
 			out := cmd.OutOrStdout()
 			p := newProgress(out)
-			res, err := c.Create(ctx, cloud.CreateRequest{Profile: prof, Names: args[1:], Master: cloudMaster,
-				DryRun: cf.dryRun, OnEvent: p.event, Parallel: parallel, ActiveTimeout: activeTimeout})
+			res, err := c.Create(ctx, cloud.CreateRequest{Profile: prof, Names: args[1:], Master: mst,
+				DryRun: cf.dryRun, OnEvent: p.event, Parallel: parallel, ActiveTimeout: activeTimeout,
+				ConvergeTimeout: convergeTimeout})
 			if cf.json {
 				if res != nil {
 					_ = printJSON(out, map[string]any{"result": res})
@@ -282,6 +311,8 @@ func newCloudCreateCmd() *cobra.Command {
 	}
 	cmd.Flags().IntVar(&parallel, "parallel", 10, "droplets created at once")
 	cmd.Flags().DurationVar(&activeTimeout, "active-timeout", 10*time.Minute, "how long a droplet may stay \"new\"")
+	cmd.Flags().DurationVar(&convergeTimeout, "converge-timeout", 15*time.Minute, "how long an active droplet may take to enrol and converge")
+	registerCloudControl(cmd)
 	return cmd
 }
 
@@ -467,7 +498,18 @@ func newCloudSyncCmd() *cobra.Command {
 				}
 				return nil
 			}
-			res, err := c.Sync(ctx, cloud.SyncRequest{Config: cfg, Map: args[0], Prune: prune, Master: cloudMaster, OnEvent: p.event})
+			var profiles []*cloud.Profile
+			for _, w := range plan.Plan.Create {
+				profiles = append(profiles, cfg.Profiles[w.Profile])
+			}
+			if err := cfg.CheckBundles(profiles...); err != nil {
+				return withCode(exitNothing, err)
+			}
+			mst, err := cloudMaster(cfg)
+			if err != nil {
+				return withCode(exitNothing, err)
+			}
+			res, err := c.Sync(ctx, cloud.SyncRequest{Config: cfg, Map: args[0], Prune: prune, Master: mst, OnEvent: p.event})
 			if cf.json {
 				_ = printJSON(out, map[string]any{"result": res})
 			} else if res != nil {
@@ -498,6 +540,7 @@ func newCloudSyncCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&prune, "prune", false, "destroy droplets of the map that it no longer names")
+	registerCloudControl(cmd)
 	return cmd
 }
 
