@@ -10,6 +10,7 @@ import (
 
 	"github.com/agext/levenshtein"
 	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/ext/dynblock"
 	"github.com/hashicorp/hcl/v2/ext/typeexpr"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
@@ -655,7 +656,8 @@ func refVariables(n *node, nodes map[string]*node, values map[string]cty.Value) 
 // decodeNode evaluates only_if and decodes the node's body into its Resource.
 func decodeNode(n *node, ctx *hcl.EvalContext, b *Bundle) hcl.Diagnostics {
 	var diags hcl.Diagnostics
-	req := &DecodeRequest{Name: n.name, Body: n.body, Ctx: ctx, Block: n.block, Bundle: b}
+	// dynamic "rule" { for_each = ..., content { ... } } blocks expand before the type decodes.
+	req := &DecodeRequest{Name: n.name, Body: dynblock.Expand(n.body, ctx), Ctx: ctx, Block: n.block, Bundle: b}
 	if n.onlyIf != nil {
 		v, d := n.onlyIf.Value(ctx)
 		diags = append(diags, d...)
