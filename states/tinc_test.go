@@ -41,9 +41,9 @@ func TestTincDecodeErrors(t *testing.T) {
 // files as tinc 1.0 reads them, the public key reported by TincFacts, a departed member's file
 // removed.
 func TestTincFilesAndFacts(t *testing.T) {
-	old := tincRoot
-	tincRoot = t.TempDir()
-	t.Cleanup(func() { tincRoot = old })
+	old, oldSystemd := tincRoot, tincSystemd
+	tincRoot, tincSystemd = t.TempDir(), func() bool { return false }
+	t.Cleanup(func() { tincRoot, tincSystemd = old, oldSystemd })
 	src := func(members string) string {
 		return `tinc_network "mesh" {
   name     = "a"

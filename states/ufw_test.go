@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,32 +22,15 @@ import (
 
 // ---- helpers shared by the network tests (ufw, iptables and tinc in testbed hosts) ----
 
-var netBrine struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// netBuildBrine builds the brine binary once per test binary, statically, for testbed hosts.
-func netBuildBrine(t *testing.T) string {
+// netBuildBrine builds the brine binary, statically, for testbed hosts, into dir (a cluster's
+// shared directory, which goes away with the cluster; the build cache makes it quick).
+func netBuildBrine(t *testing.T, dir string) {
 	t.Helper()
-	netBrine.once.Do(func() {
-		dir, err := os.MkdirTemp("", "brine-nettest-")
-		if err != nil {
-			netBrine.err = err
-			return
-		}
-		netBrine.path = filepath.Join(dir, "brine")
-		cmd := exec.Command("go", "build", "-o", netBrine.path, "github.com/brinecm/brine/cmd/brine")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			netBrine.err = fmt.Errorf("go build brine: %v: %s", err, out)
-		}
-	})
-	if netBrine.err != nil {
-		t.Fatal(netBrine.err)
+	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "brine"), "github.com/brinecm/brine/cmd/brine")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build brine: %v: %s", err, out)
 	}
-	return netBrine.path
 }
 
 type netCluster struct {
@@ -62,15 +44,8 @@ func newNetCluster(t *testing.T, hosts ...string) *netCluster {
 	if err := testbed.Available(); err != nil {
 		t.Skip(err)
 	}
-	bin := netBuildBrine(t)
 	c := testbed.NewT(t, hosts...)
-	data, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(c.SharedDir(), "brine"), data, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	netBuildBrine(t, c.SharedDir())
 	return &netCluster{t: t, c: c}
 }
 
