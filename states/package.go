@@ -22,6 +22,7 @@ var (
 )
 
 type packageConfig struct {
+	Name    string `hcl:"name,optional"` // the Debian package name when the label is a role name
 	State   string `hcl:"state,optional"`
 	Version string `hcl:"version,optional"`
 }
@@ -60,13 +61,18 @@ func decodePackage(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 		return req.Block.DefRange.Ptr()
 	}
 	p := &Package{name: req.Name, state: cfg.State, version: cfg.Version}
+	nameRange := req.Block.LabelRanges[0].Ptr()
+	if cfg.Name != "" {
+		// package "proxy" { name = var.proxy_package }: the label names the role, the argument the package.
+		p.name, nameRange = cfg.Name, subject("name")
+	}
 	if p.state == "" {
 		p.state = "installed"
 	}
 	if !pkgNameRE.MatchString(p.name) {
 		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid package name",
 			Detail:  fmt.Sprintf("%q is not a Debian package name: lower-case letters, digits, '+', '-' and '.', starting with a letter or digit, optionally followed by :ARCH.", p.name),
-			Subject: req.Block.LabelRanges[0].Ptr()})
+			Subject: nameRange})
 	}
 	switch p.state {
 	case "installed", "latest", "absent":

@@ -286,3 +286,23 @@ time.sleep(600)
 		t.Fatalf("after unlock: exit %d: %+v", code, rep.Results)
 	}
 }
+
+func TestPackageNameArgument(t *testing.T) {
+	b := &Bundle{Files: map[string][]byte{"main.hcl": []byte(`
+variable "proxy" { default = "nginx-light" }
+package "proxy" { name = var.proxy }
+package "bad" { name = "Not A Package" }
+`)}}
+	_, diags := Compile(b, Options{})
+	if !diags.HasErrors() || !strings.Contains(diags.Error(), "main.hcl:4,24") {
+		t.Fatalf("want the bad name reported at its argument: %v", diags)
+	}
+	b.Files["main.hcl"] = []byte(`
+variable "proxy" { default = "nginx-light" }
+package "proxy" { name = var.proxy }
+`)
+	g, diags := Compile(b, Options{})
+	if diags.HasErrors() || g.nodes[0].res.(*Package).name != "nginx-light" || g.Addresses()[0] != "package.proxy" {
+		t.Fatalf("name argument: %v", diags)
+	}
+}

@@ -46,10 +46,35 @@ func DefaultTestPackages() []TestPackage {
 		{Name: "brine-app-dep", Version: "1.0", Depends: "brine-lib"},
 		{Name: "brine-badpost", Version: "1.0",
 			Postinst: "echo 'brine-badpost: postinst refused' >&2\nexit 1\n"},
-		{Name: "brine-proxy", Version: "1.0"},
-		{Name: "brine-blog", Version: "1.0"},
-		{Name: "brine-db", Version: "1.0"},
+		listenerPackage("brine-proxy", "the web cache/proxy"),
+		listenerPackage("brine-blog", "the blog application"),
+		listenerPackage("brine-db", "the database"),
 	}
+}
+
+// listenerPackage is a stand-in for a server of the reference deployment: /usr/sbin/NAME reads
+// LISTEN and PORT from /etc/NAME/NAME.env, waits until LISTEN is an address of the host (a mesh
+// address comes up with tincd), and answers every TCP connection with one line naming itself
+// and the host, with netcat (netcat-openbsd).
+func listenerPackage(name, what string) TestPackage {
+	script := `#!/bin/sh
+# ` + name + `: a stand-in for ` + what + ` in brine's tests and demo.
+set -u
+. /etc/` + name + `/` + name + `.env
+if [ "$LISTEN" != 0.0.0.0 ]; then
+  i=0
+  until ip -o addr show | grep -q " $LISTEN/"; do
+    i=$((i + 1)); [ "$i" -gt 300 ] && { echo "` + name + `: no address $LISTEN" >&2; exit 1; }
+    sleep 0.1
+  done
+fi
+echo "` + name + `: listening on $LISTEN:$PORT"
+while :; do
+  echo "` + name + ` on $(hostname)" | nc -l -s "$LISTEN" -p "$PORT" -q 0 >/dev/null 2>&1 || sleep 0.2
+done
+`
+	return TestPackage{Name: name, Version: "1.0", Description: "brine test stand-in for " + what,
+		Files: map[string]string{"/usr/sbin/" + name: script, "/usr/share/" + name + "/VERSION": "1.0\n"}}
 }
 
 // BuildAptRepo builds pkgs with dpkg-deb into dir (created if needed) and
@@ -107,7 +132,11 @@ func buildDeb(root, repo string, p TestPackage) error {
 		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
 			return err
 		}
-		if err := os.WriteFile(full, []byte(content), 0o644); err != nil {
+		mode := os.FileMode(0o644)
+		if strings.Contains(path, "/bin/") || strings.Contains(path, "/sbin/") {
+			mode = 0o755
+		}
+		if err := os.WriteFile(full, []byte(content), mode); err != nil {
 			return err
 		}
 	}
