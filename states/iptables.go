@@ -223,11 +223,11 @@ var longOpts = map[string]string{
 
 // protoMatchOpts are the options that make iptables load the protocol's match implicitly.
 var protoMatchOpts = map[string][]string{
-	"tcp":    {"--dport", "--sport", "--tcp-flags", "--syn", "--tcp-option"},
-	"udp":    {"--dport", "--sport"},
-	"icmp":   {"--icmp-type"},
-	"icmpv6": {"--icmpv6-type"},
-	"sctp":   {"--dport", "--sport", "--chunk-types"},
+	"tcp":   {"--dport", "--sport", "--tcp-flags", "--syn", "--tcp-option"},
+	"udp":   {"--dport", "--sport"},
+	"icmp":  {"--icmp-type"},
+	"icmp6": {"--icmpv6-type"},
+	"sctp":  {"--dport", "--sport", "--chunk-types"},
 }
 
 // guessCanonical rewrites declared arguments the way iptables stores them for the common cases:
@@ -267,12 +267,23 @@ func guessCanonical(fam ipFamily, args []string) []string {
 				}
 			case "-p":
 				v = strings.ToLower(v)
+				switch {
+				case v == "all" && !neg:
+					continue // the default: iptables does not print it
+				case v == "icmpv6" || (v == "icmp" && fam == famV6):
+					v = "ipv6-icmp"
+				}
 			}
 			var part []string
 			if neg {
 				part = append(part, "!")
 			}
 			head[order[a]] = append(part, a, v)
+			continue
+		}
+		if (a == "--state" || a == "--ctstate") && i+1 < len(args) {
+			rest = append(rest, a, sortStates(args[i+1]))
+			i++
 			continue
 		}
 		rest = append(rest, a)
@@ -284,6 +295,9 @@ func guessCanonical(fam ipFamily, args []string) []string {
 	// The implicit protocol match, before the first option that needs it.
 	if p := head[4]; len(p) > 0 && p[0] != "!" {
 		proto := p[len(p)-1]
+		if proto == "ipv6-icmp" {
+			proto = "icmp6"
+		}
 		if opts, ok := protoMatchOpts[proto]; ok && !hasMatch(rest, proto) {
 			for i, a := range rest {
 				if slices.Contains(opts, a) || (a == "!" && i+1 < len(rest) && slices.Contains(opts, rest[i+1])) {
@@ -302,6 +316,20 @@ func guessCanonical(fam ipFamily, args []string) []string {
 		}
 	}
 	return out
+}
+
+// stateOrder is the order in which iptables prints --state and --ctstate flags.
+var stateOrder = []string{"INVALID", "NEW", "RELATED", "ESTABLISHED", "UNTRACKED", "SNAT", "DNAT"}
+
+func sortStates(v string) string {
+	fs := strings.Split(strings.ToUpper(v), ",")
+	for _, f := range fs {
+		if !slices.Contains(stateOrder, f) {
+			return v
+		}
+	}
+	slices.SortFunc(fs, func(a, b string) int { return slices.Index(stateOrder, a) - slices.Index(stateOrder, b) })
+	return strings.Join(slices.Compact(fs), ",")
 }
 
 func hasMatch(args []string, name string) bool {

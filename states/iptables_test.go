@@ -48,12 +48,56 @@ func TestGuessCanonical(t *testing.T) {
 		{famV6, "--source ::1 -p tcp --destination-port 22 -j REJECT", "-s ::1/128 -p tcp -m tcp --dport 22 -j REJECT --reject-with icmp6-port-unreachable"},
 		{famV4, "-i lo -j ACCEPT", "-i lo -j ACCEPT"},
 		{famV4, "-p udp -m udp --sport 53 -j ACCEPT", "-p udp -m udp --sport 53 -j ACCEPT"},
+		{famV4, "-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT", "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"},
+		{famV4, "-m state --state NEW,ESTABLISHED,INVALID -j ACCEPT", "-m state --state INVALID,NEW,ESTABLISHED -j ACCEPT"},
+		{famV4, "-p all -j ACCEPT", "-j ACCEPT"},
+		{famV4, "! -i lo -s 127.0.0.0/8 -j DROP", "-s 127.0.0.0/8 ! -i lo -j DROP"},
+		{famV4, "-p tcp -m multiport --dports 80,443 -j ACCEPT", "-p tcp -m multiport --dports 80,443 -j ACCEPT"},
+		{famV6, "-p icmpv6 --icmpv6-type 128 -j ACCEPT", "-p ipv6-icmp -m icmp6 --icmpv6-type 128 -j ACCEPT"},
+		{famV6, "-p ipv6-icmp -j ACCEPT", "-p ipv6-icmp -j ACCEPT"},
 	} {
 		in, _ := splitArgs(tc.in)
 		if got := joinArgs(guessCanonical(tc.fam, in)); got != tc.want {
 			t.Errorf("guessCanonical(%s, %q) = %q; want %q", tc.fam, tc.in, got, tc.want)
 		}
 	}
+}
+
+// TestGuessCanonicalAgainstIptables checks the fast-path guesses against what iptables itself
+// stores, in a private network namespace.
+func TestGuessCanonicalAgainstIptables(t *testing.T) {
+	inNetns(t, func() {
+		for _, tc := range []struct {
+			fam  ipFamily
+			rule string
+		}{
+			{famV4, "-p tcp --dport 22 -j ACCEPT"},
+			{famV4, "-p tcp -s 10.0.0.1 --dport 22 -j ACCEPT"},
+			{famV4, "--source 10.0.0.0/8 --protocol udp --destination-port 53 --jump REJECT"},
+			{famV4, "-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"},
+			{famV4, "-m state --state NEW,ESTABLISHED,INVALID -j ACCEPT"},
+			{famV4, "-p all -j ACCEPT"},
+			{famV4, "! -i lo -s 127.0.0.0/8 -j DROP"},
+			{famV4, "-p tcp -m multiport --dports 80,443 -j ACCEPT"},
+			{famV4, "-i eth0 -p tcp --dport 80 -m comment --comment \"web in\" -j ACCEPT"},
+			{famV6, "-p icmpv6 --icmpv6-type 128 -j ACCEPT"},
+			{famV6, "-s fd00::1 -p tcp --dport 443 -j REJECT"},
+		} {
+			bin := "iptables"
+			if tc.fam == famV6 {
+				bin = "ip6tables"
+			}
+			args, _ := splitArgs(tc.rule)
+			exec.Command(bin, "-N", "BRINE-G").Run()
+			ipt(t, bin, "-F", "BRINE-G")
+			ipt(t, append([]string{bin, "-A", "BRINE-G"}, args...)...)
+			lines := strings.Split(strings.TrimSpace(ipt(t, bin, "-S", "BRINE-G")), "\n")
+			cs, _ := parseChainListing("BRINE-G", lines)
+			if got := guessCanonical(tc.fam, args); len(cs.rules) != 1 || !slices.Equal(cs.rules[0], got) {
+				t.Errorf("%s %q: iptables stores %q, the guess is %q", tc.fam, tc.rule, cs.rules, got)
+			}
+		}
+	})
 }
 
 // inNetns runs f on an OS thread that has a network namespace of its own, so that the iptables
@@ -332,4 +376,25 @@ func TestIptablesInTestbed(t *testing.T) {
 		t.Errorf("ipv6 chain after purge:\n%s\nwant:\n%s", got, want6)
 	}
 	wantCounts(t, n.apply("a", iptPurgeBundle), 0, 0)
+}
+
+// TestIptablesScratchNormalisation: a rule the fast path cannot guess (icmp type names, recent's
+// defaults) is normalised by iptables in a scratch chain, is no change on the next run, and the
+// scratch chain is gone afterwards.
+func TestIptablesScratchNormalisation(t *testing.T) {
+	inNetns(t, func() {
+		src := `iptables_chain "BRINE-S" {
+  purge = true
+  rule { args = "-p icmp --icmp-type echo-request -j ACCEPT" }
+  rule { args = "-p tcp --dport 22 -m conntrack --ctstate NEW -m recent --set" }
+}`
+		wantCounts(t, runBundle(t, src, false), 1, 0)
+		wantCounts(t, runBundle(t, src, false), 0, 0)
+		if all := ipt(t, "iptables", "-S"); strings.Contains(all, "BRINE-NORM") {
+			t.Errorf("scratch chain left behind:\n%s", all)
+		}
+		if got := ipt(t, "iptables", "-S", "BRINE-S"); !strings.Contains(got, "--icmp-type 8") {
+			t.Errorf("chain:\n%s", got)
+		}
+	})
 }
