@@ -18,6 +18,7 @@ import (
 // skipping, batching and notify rules be tested without touching the host.
 type probe struct {
 	name    string
+	note    string
 	fail    bool
 	inSync  bool
 	applied bool
@@ -52,7 +53,7 @@ func init() {
 			Note   string `hcl:"note,optional"`
 		}
 		diags := gohcl.DecodeBody(req.Body, req.Ctx, &cfg)
-		return &probe{name: req.Name, fail: cfg.Fail, inSync: cfg.InSync, batch: cfg.Batch}, diags
+		return &probe{name: req.Name, note: cfg.Note, fail: cfg.Fail, inSync: cfg.InSync, batch: cfg.Batch}, diags
 	}})
 }
 
@@ -302,5 +303,35 @@ probe "w" {}
 	j := strings.Join(takeJournal(), ";")
 	if !strings.Contains(j, "batch x,y") {
 		t.Fatalf("x and y were not applied in one batch: %q", j)
+	}
+}
+
+func TestLocals(t *testing.T) {
+	src := `
+variable "prefix" { default = "10.8.0" }
+locals {
+  last = split(".", minion.facts.addr)[3]
+}
+locals {
+  mesh = "${var.prefix}.${local.last}"
+  cidr = "${local.mesh}/24"
+}
+probe "p" { note = local.cidr }
+`
+	b := &Bundle{Files: map[string][]byte{"main.hcl": []byte(src)}}
+	g, diags := Compile(b, Options{Minion: Minion{ID: "a", Facts: map[string]any{"addr": "192.0.2.7"}}})
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	if note := g.nodes[0].res.(*probe).note; note != "10.8.0.7/24" {
+		t.Fatalf("local value %q", note)
+	}
+	b.Files["main.hcl"] = []byte(`
+locals {
+  a = local.b
+  b = local.a
+}`)
+	if _, diags := Compile(b, Options{}); !diags.HasErrors() || !strings.Contains(diags.Error(), "refer to each other") {
+		t.Fatalf("a cycle among locals: %v", diags)
 	}
 }

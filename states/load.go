@@ -139,7 +139,7 @@ func (b *Bundle) displayName(n string) string {
 }
 
 func topSchema() *hcl.BodySchema {
-	s := &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "variable", LabelNames: []string{"name"}}}}
+	s := &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "variable", LabelNames: []string{"name"}}, {Type: "locals"}}}
 	for _, n := range TypeNames() {
 		t := lookupType(n)
 		labels := make([]string, t.Labels)
@@ -216,6 +216,12 @@ func Compile(b *Bundle, opts Options) (*Graph, hcl.Diagnostics) {
 		Variables: map[string]cty.Value{"var": vars, "minion": minionVal},
 		Functions: fileFuncs(b, &opts, used),
 	}
+	locals, d := evalLocals(blocks, base)
+	diags = append(diags, d...)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	base.Variables["local"] = locals
 	nodes := map[string]*node{}
 	for _, n := range order {
 		nodes[n.addr] = n
@@ -372,6 +378,71 @@ func evalVariables(blocks []*hcl.Block, opts Options) (cty.Value, hcl.Diagnostic
 		out[name] = dc.def
 	}
 	return cty.ObjectVal(out), diags
+}
+
+// evalLocals evaluates the locals blocks: named expressions over var, minion, functions and other
+// locals (not resources), in the order their references need.
+func evalLocals(blocks []*hcl.Block, base *hcl.EvalContext) (cty.Value, hcl.Diagnostics) {
+	var diags hcl.Diagnostics
+	attrs := map[string]*hcl.Attribute{}
+	for _, blk := range blocks {
+		if blk.Type != "locals" {
+			continue
+		}
+		as, d := blk.Body.JustAttributes()
+		diags = append(diags, d...)
+		for name, a := range as {
+			if prev, dup := attrs[name]; dup {
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Duplicate local value",
+					Detail: fmt.Sprintf("local.%s is also defined at %s.", name, prev.NameRange), Subject: a.NameRange.Ptr()})
+				continue
+			}
+			attrs[name] = a
+		}
+	}
+	values := map[string]cty.Value{}
+	for len(attrs) > 0 {
+		progress := false
+		names := make([]string, 0, len(attrs))
+		for n := range attrs {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			a := attrs[name]
+			ready := true
+			for _, tr := range a.Expr.Variables() {
+				if tr.RootName() != "local" || len(tr) < 2 {
+					continue
+				}
+				if step, ok := tr[1].(hcl.TraverseAttr); ok {
+					if _, pending := attrs[step.Name]; pending && step.Name != name {
+						ready = false
+					}
+				}
+			}
+			if !ready {
+				continue
+			}
+			ctx := base.NewChild()
+			ctx.Variables = map[string]cty.Value{"local": cty.ObjectVal(values)}
+			v, d := a.Expr.Value(ctx)
+			diags = append(diags, d...)
+			values[name] = v
+			delete(attrs, name)
+			progress = true
+		}
+		if !progress {
+			for _, name := range names {
+				a := attrs[name]
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Local values refer to each other",
+					Detail:  fmt.Sprintf("local.%s depends, directly or not, on itself (among %s).", name, strings.Join(names, ", ")),
+					Subject: a.Expr.Range().Ptr()})
+			}
+			break
+		}
+	}
+	return cty.ObjectVal(values), diags
 }
 
 func minionValue(m Minion) (cty.Value, error) {
