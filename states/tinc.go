@@ -177,6 +177,10 @@ func decodeTinc(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 	switch {
 	case cfg.Address != "":
 		p, err := netip.ParsePrefix(cfg.Address)
+		if a, aerr := netip.ParseAddr(cfg.Address); aerr == nil {
+			// A bare address gets the usual mesh prefix: /24 for IPv4, /64 for IPv6.
+			p, err = netip.PrefixFrom(a, map[bool]int{false: 24, true: 64}[a.Is6()]), nil
+		}
 		if err != nil {
 			bad("address", fmt.Sprintf("address = %q: give this host's VPN address with the mesh's prefix length, like \"10.8.0.1/24\".", cfg.Address))
 		} else {

@@ -23,7 +23,7 @@ func TestTincName(t *testing.T) {
 func TestTincDecodeErrors(t *testing.T) {
 	for _, tc := range []struct{ src, want string }{
 		{"tinc_network \"mesh\" {\n name = \"a\"\n}", "needs a VPN address"},
-		{"tinc_network \"mesh\" {\n name = \"a\"\n address = \"10.8.0.1\"\n}", "with the mesh's prefix length"},
+		{"tinc_network \"mesh\" {\n name = \"a\"\n address = \"10.8.0.1/33\"\n}", "with the mesh's prefix length"},
 		{"tinc_network \"mesh\" {\n name = \"a\"\n address = \"10.8.0.1/24\"\n members = [{ name = \"b\" }]\n}", "has no vpn_address"},
 		{"tinc_network \"mesh\" {\n name = \"a\"\n address = \"10.8.0.1/24\"\n members = [{ name = \"b-1\", vpn_address = \"10.8.0.2\" }, { name = \"b.1\", vpn_address = \"10.8.0.3\" }]\n}", "same tinc name b_1"},
 		{"tinc_network \"mesh\" {\n name = \"a\"\n address = \"10.8.0.1/24\"\n members = [{ name = \"b\", vpn_address = \"10.8.0.2\", public_key = \"ssh-rsa AAAA\" }]\n}", "RSA PUBLIC KEY"},
@@ -47,7 +47,7 @@ func TestTincFilesAndFacts(t *testing.T) {
 	src := func(members string) string {
 		return `tinc_network "mesh" {
   name     = "a"
-  address  = "10.8.0.1/24"
+  address  = "10.8.0.1"
   key_size = 1024
   running  = false
   members  = [` + members + `]

@@ -38,6 +38,12 @@ type ufwConfig struct {
 	Enabled         *bool          `hcl:"enabled,optional"`
 	AllowLockout    bool           `hcl:"allow_lockout,optional"`
 	Rules           []ufwRuleBlock `hcl:"rule,block"`
+	// allow "ssh" { ... } is short for rule "ssh" { action = "allow", ... }; likewise deny,
+	// reject and limit. All rule blocks keep their order of declaration.
+	Allow  []ufwRuleBlock `hcl:"allow,block"`
+	Deny   []ufwRuleBlock `hcl:"deny,block"`
+	Reject []ufwRuleBlock `hcl:"reject,block"`
+	Limit  []ufwRuleBlock `hcl:"limit,block"`
 }
 
 type ufwRuleBlock struct {
@@ -90,7 +96,8 @@ func decodeUfw(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 	}
 	content, _, _ := req.Body.PartialContent(&hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{{Name: "default_incoming"}, {Name: "default_outgoing"}, {Name: "default_routed"}, {Name: "logging"}},
-		Blocks:     []hcl.BlockHeaderSchema{{Type: "rule", LabelNames: []string{"name"}}},
+		Blocks: []hcl.BlockHeaderSchema{{Type: "rule", LabelNames: []string{"name"}}, {Type: "allow", LabelNames: []string{"name"}},
+			{Type: "deny", LabelNames: []string{"name"}}, {Type: "reject", LabelNames: []string{"name"}}, {Type: "limit", LabelNames: []string{"name"}}},
 	})
 	subj := func(name string) *hcl.Range {
 		if a, ok := content.Attributes[name]; ok {
@@ -115,14 +122,21 @@ func decodeUfw(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 		oneOf("logging", cfg.Logging, ufwLevels, subj("logging"))
 	}
 	seen := map[string]bool{}
-	for i, rb := range cfg.Rules {
-		var blk *hcl.Block
-		if i < len(content.Blocks) {
-			blk = content.Blocks[i]
+	byType := map[string][]ufwRuleBlock{"rule": cfg.Rules, "allow": cfg.Allow, "deny": cfg.Deny, "reject": cfg.Reject, "limit": cfg.Limit}
+	next := map[string]int{}
+	for _, blk := range content.Blocks {
+		if next[blk.Type] >= len(byType[blk.Type]) {
+			continue
 		}
-		rs := req.Block.DefRange.Ptr()
-		if blk != nil {
-			rs = blk.DefRange.Ptr()
+		rb := byType[blk.Type][next[blk.Type]]
+		next[blk.Type]++
+		rs := blk.DefRange.Ptr()
+		if blk.Type != "rule" {
+			if rb.Action != "" && rb.Action != blk.Type {
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Conflicting ufw rule action",
+					Detail: fmt.Sprintf("A %s block allows no other action than %q (action = %q); use a rule block to give the action.", blk.Type, blk.Type, rb.Action), Subject: rs})
+			}
+			rb.Action = blk.Type
 		}
 		if seen[rb.Name] {
 			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Duplicate ufw rule",

@@ -368,12 +368,38 @@ func TestUfwDecode(t *testing.T) {
 		{"ufw {\n rule \"x\" {\n action = \"permit\"\n }\n}", "use allow, deny, reject or limit"},
 		{"ufw {\n rule \"x\" {\n from = \"10.0.0.1\"\n to = \"::1\"\n }\n}", "Mixed address families"},
 		{"ufw {\n rule \"x\" {\n prot = \"tcp\"\n }\n}", "Did you mean"},
+		{"ufw {\n deny \"x\" {\n action = \"allow\"\n }\n}", "Conflicting ufw rule action"},
 	} {
 		b := &Bundle{Files: map[string][]byte{"main.hcl": []byte(tc.src)}}
 		_, diags := Compile(b, Options{})
 		if !diags.HasErrors() || !strings.Contains(diags.Error(), tc.want) {
 			t.Errorf("%s: diagnostics %q, want one containing %q", tc.src, diags.Error(), tc.want)
 		}
+	}
+	// Shorthand blocks keep their place among rule blocks.
+	b := &Bundle{Files: map[string][]byte{"main.hcl": []byte(`ufw {
+  allow "ssh" {
+    port  = 22
+    proto = "tcp"
+  }
+  rule "x" {
+    action = "deny"
+    port   = "23"
+  }
+  limit "y" {
+    port = "2222"
+  }
+}`)}}
+	g, diags := Compile(b, Options{})
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	var got []string
+	for _, u := range g.nodes[0].res.(*ufwRes).rules {
+		got = append(got, u.name+"="+u.action+":"+u.port)
+	}
+	if strings.Join(got, " ") != "ssh=allow:22 x=deny:23 y=limit:2222" {
+		t.Errorf("rules in order: %v", got)
 	}
 	u, _ := decodeUfwRule(ufwRuleBlock{Name: "n", Port: "22", Proto: "tcp", From: "10.1.2.3/8", Comment: "hi"}, nil)
 	if got, want := u.tuple(false), "allow tcp 22 0.0.0.0/0 any 10.0.0.0/8 in comment=6869"; got != want || u.v6 {
