@@ -321,7 +321,8 @@ func (n *tincNet) files(pub string) (files map[string][]byte, core string) {
 		n.net, n.self, n.iface, n.family, n.port)
 	core = conf.String()
 	for _, m := range n.members {
-		if m.name != n.self {
+		// A member without a public address only connects out; it reaches us instead.
+		if m.name != n.self && m.address != "" {
 			fmt.Fprintf(&conf, "ConnectTo = %s\n", m.name)
 		}
 	}
