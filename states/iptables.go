@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"weak"
 
 	"github.com/coreos/go-iptables/iptables"
@@ -398,13 +399,67 @@ func normaliseRules(env *Env, fam ipFamily, table string, rules [][]string, know
 
 var errNotCached = errors.New("not cached")
 
-// scratchNormalise adds rules to a scratch chain in one transaction and reads them back. When the
+// scratchNormalise adds rules to a scratch chain in one transaction and reads them back. It
+// does so first in a private, empty network namespace, so that normalising (in a plan too)
+// leaves the host's tables alone; only rules refused there (they name a custom chain or an ipset
+// of the host) are tried in a scratch chain of the host's table, which is removed again. When a
 // transaction fails, each rule is tried alone so that the failing ones get iptables' message.
 func scratchNormalise(env *Env, fam ipFamily, table string, rules [][]string) ([]normResult, error) {
 	ipt, err := iptHandle(env, fam)
 	if err != nil {
 		return nil, err
 	}
+	out, err := inPrivateNetns(func() ([]normResult, error) { return scratchRound(ipt, fam, table, rules, false) })
+	if err != nil {
+		out = make([]normResult, len(rules)) // no private namespace here: all in the host's table
+		for i := range out {
+			out[i].err = "not tried"
+		}
+	}
+	var again [][]string
+	var idx []int
+	for i, r := range out {
+		if r.err != "" {
+			again = append(again, rules[i])
+			idx = append(idx, i)
+		}
+	}
+	if len(again) > 0 {
+		res, err := scratchRound(ipt, fam, table, again, true)
+		if err != nil {
+			return nil, err
+		}
+		for k, i := range idx {
+			out[i] = res[k]
+		}
+	}
+	return out, nil
+}
+
+// inPrivateNetns runs f on a throwaway OS thread in a new, empty network namespace: the
+// processes f starts inherit it, and it disappears with the thread.
+func inPrivateNetns(f func() ([]normResult, error)) ([]normResult, error) {
+	type result struct {
+		res []normResult
+		err error
+	}
+	c := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with this goroutine
+		if err := syscall.Unshare(syscall.CLONE_NEWNET); err != nil {
+			c <- result{err: err}
+			return
+		}
+		res, err := f()
+		c <- result{res, err}
+	}()
+	r := <-c
+	return r.res, r.err
+}
+
+// scratchRound normalises rules in a scratch chain of the current network namespace's table;
+// cleanup removes the chain afterwards (not needed in a private namespace).
+func scratchRound(ipt *iptables.IPTables, fam ipFamily, table string, rules [][]string, cleanup bool) ([]normResult, error) {
 	scratch := fmt.Sprintf("BRINE-NORM-%d", os.Getpid())
 	out := make([]normResult, len(rules))
 	run := func(rs [][]string) error {
@@ -416,22 +471,31 @@ func scratchNormalise(env *Env, fam ipFamily, table string, rules [][]string) ([
 		b.WriteString("COMMIT\n")
 		return iptRestore(fam, b.String())
 	}
-	defer func() {
-		if ok, _ := ipt.ChainExists(table, scratch); ok {
-			_ = ipt.ClearAndDeleteChain(table, scratch)
-		}
-	}()
-	if err := run(rules); err == nil {
+	read := func(n int) ([][]string, error) {
 		lines, err := ipt.List(table, scratch)
 		if err != nil {
 			return nil, fmt.Errorf("read scratch chain: %s", iptMessage(err))
 		}
 		cs, _ := parseChainListing(scratch, lines)
-		if len(cs.rules) != len(rules) {
-			return nil, fmt.Errorf("normalise rules: added %d rules to %s, read back %d", len(rules), scratch, len(cs.rules))
+		if len(cs.rules) != n {
+			return nil, fmt.Errorf("normalise rules: added %d rules to %s, read back %d", n, scratch, len(cs.rules))
+		}
+		return cs.rules, nil
+	}
+	if cleanup {
+		defer func() {
+			if ok, _ := ipt.ChainExists(table, scratch); ok {
+				_ = ipt.ClearAndDeleteChain(table, scratch)
+			}
+		}()
+	}
+	if err := run(rules); err == nil {
+		got, err := read(len(rules))
+		if err != nil {
+			return nil, err
 		}
 		for i := range rules {
-			out[i] = normResult{args: cs.rules[i]}
+			out[i] = normResult{args: got[i]}
 		}
 		return out, nil
 	}
@@ -440,15 +504,11 @@ func scratchNormalise(env *Env, fam ipFamily, table string, rules [][]string) ([
 			out[i] = normResult{err: restoreMessage(err)}
 			continue
 		}
-		lines, err := ipt.List(table, scratch)
+		got, err := read(1)
 		if err != nil {
-			return nil, fmt.Errorf("read scratch chain: %s", iptMessage(err))
+			return nil, err
 		}
-		cs, _ := parseChainListing(scratch, lines)
-		if len(cs.rules) != 1 {
-			return nil, fmt.Errorf("normalise rule %q: read back %d rules", joinArgs(r), len(cs.rules))
-		}
-		out[i] = normResult{args: cs.rules[0]}
+		out[i] = normResult{args: got[0]}
 	}
 	return out, nil
 }

@@ -398,3 +398,45 @@ func TestIptablesScratchNormalisation(t *testing.T) {
 		}
 	})
 }
+
+// TestIptablesPlanLeavesTables: normalising a rule the fast path cannot guess runs iptables-restore
+// only in a private network namespace, never against the host's tables, during a plan.
+func TestIptablesPlanLeavesTables(t *testing.T) {
+	inNetns(t, func() {
+		dir := t.TempDir()
+		log := filepath.Join(dir, "calls")
+		for _, bin := range []string{"iptables", "ip6tables", "iptables-restore", "ip6tables-restore"} {
+			real, _ := exec.LookPath(bin)
+			script := "#!/bin/sh\necho \"$(readlink /proc/self/ns/net) $(basename $0) $*\" >> " + log + "\nexec " + real + " \"$@\"\n"
+			if err := os.WriteFile(filepath.Join(dir, bin), []byte(script), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
+		self, err := os.Readlink("/proc/thread-self/ns/net")
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := `iptables_chain "BRINE-P" {
+  purge = true
+  rule { args = "-p icmp --icmp-type echo-request -j ACCEPT" }
+}`
+		wantCounts(t, runBundle(t, src, true), 1, 0)
+		calls, _ := os.ReadFile(log)
+		var restores int
+		for _, l := range strings.Split(strings.TrimSpace(string(calls)), "\n") {
+			if strings.Contains(l, "-restore") {
+				restores++
+				if strings.HasPrefix(l, self+" ") {
+					t.Errorf("plan ran iptables-restore on the host's tables: %s", l)
+				}
+			}
+		}
+		if restores == 0 {
+			t.Errorf("the rule was not normalised by iptables at all:\n%s", calls)
+		}
+		if out := ipt(t, "iptables", "-S"); strings.Contains(out, "BRINE-") {
+			t.Errorf("plan changed the tables:\n%s", out)
+		}
+	})
+}
