@@ -844,7 +844,8 @@ func (r *iptRule) Apply(ctx context.Context, env *Env) error {
 			continue
 		}
 		if r.position > 0 {
-			err = ipt.Insert(r.table, r.chain, r.position, r.args...)
+			// A position past the end means last: iptables refuses to insert beyond it.
+			err = ipt.Insert(r.table, r.chain, min(r.position, len(cs.rules)+1), r.args...)
 		} else {
 			err = ipt.Append(r.table, r.chain, r.args...)
 		}

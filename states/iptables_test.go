@@ -277,8 +277,9 @@ iptables_rule "smtp" {
   state = "absent"
 }
 iptables_rule "last" {
-  chain = "BRINE-R"
-  rule  = "-m comment --comment \"the end\" -j RETURN"
+  chain    = "BRINE-R"
+  rule     = "-m comment --comment \"the end\" -j RETURN"
+  position = 99
 }`
 		wantCounts(t, runBundle(t, src, false), 3, 0)
 		want := "-N BRINE-R\n-A BRINE-R -p tcp -m tcp --dport 22 -j ACCEPT\n-A BRINE-R -p udp -j ACCEPT\n-A BRINE-R -m comment --comment \"the end\" -j RETURN\n"
