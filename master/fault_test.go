@@ -28,14 +28,15 @@ exec "slow" {
   command = "echo run >> ` + out + ` && sleep 1"
 }`})
 	ctx, cancel := context.WithCancel(context.Background())
-	var jid string
+	published := make(chan string, 1)
 	go m1.Run(ctx, master.JobSpec{Target: "slow", Minions: []string{"slow"}, Bundle: b, Timeout: 20 * time.Second},
 		func(e master.Event) {
 			if e.Event == "published" {
-				jid = e.JID
+				published <- e.JID
 				cancel()
 			}
 		})
+	jid := <-published // the callback runs on Run's goroutine: hand the jid over, do not share it
 	waitFor(t, 5*time.Second, "job running", func() bool { _, err := os.Stat(out); return err == nil })
 	m1.Close()
 

@@ -15,8 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/minion"
+	"github.com/brinecm/brine/pki"
 	"github.com/brinecm/brine/states"
 	"github.com/brinecm/brine/testbed"
 )
@@ -44,8 +46,14 @@ func startRealCluster(t *testing.T, ctx context.Context, ids ...string) *realClu
 	}
 	c := testbed.NewT(t, append([]string{"mst"}, ids...)...)
 	shared := c.SharedDir()
-	build := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(shared, "brine"), "../cmd/brine")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	// BRINE_TEST_RACE=1 builds the daemons with the race detector (which needs cgo; the hosts
+	// share the machine's libc); a "DATA RACE" in a daemon's log fails the test.
+	args, cgo := []string{"build", "-o", filepath.Join(shared, "brine")}, "CGO_ENABLED=0"
+	if os.Getenv("BRINE_TEST_RACE") != "" {
+		args, cgo = append(args, "-race"), "CGO_ENABLED=1"
+	}
+	build := exec.CommandContext(ctx, "go", append(args, "../cmd/brine")...)
+	build.Env = append(os.Environ(), cgo)
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
@@ -539,5 +547,84 @@ file "marker" {
 	}
 	if n := stopStall(); n < 32 {
 		t.Fatalf("only %d stalling connections were made", n)
+	}
+}
+
+// Invariants 3, 11 and 13, the parts master/hostile_test.go leaves out: a peer that claims an
+// accepted minion's id with its own key is denied and changes nothing; a peer that reuses an
+// accepted minion's session id (it travels in clear) with its own signature gets no answer and
+// moves nothing; a deleted minion is cut off while the others keep working after the rotation.
+func TestHijackedIdentityAndSession(t *testing.T) {
+	m := master.TestMaster(t)
+	owner := acceptedMinion(t, m, "owner", []string{"app"})
+	ownerRec, _ := m.Keys().Get("owner")
+
+	// The same id, another key, with the proof for that key: denied, the record stays.
+	claim := newRaw(t, m, "owner", nil)
+	if ar := claim.auth("", claim.key); ar.Status != string(pki.StateDenied) || ar.SessionKey != nil || ar.SessionID != nil {
+		t.Fatalf("a second key for an accepted id got %+v", ar)
+	}
+	// Not even with a valid enrolment token.
+	tok, _, err := m.Tokens().Create([]string{"admin"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withToken := newRaw(t, m, "owner", nil)
+	if ar := withToken.auth(tok, withToken.key); ar.Status != string(pki.StateDenied) || ar.SessionKey != nil {
+		t.Fatalf("a second key for an accepted id, with a token, got %+v", ar)
+	}
+	if rec, _ := m.Keys().Get("owner"); rec.State != ownerRec.State || !rec.Key.Equal(ownerRec.Key) || len(rec.Groups) != 1 || rec.Groups[0] != "app" {
+		t.Fatalf("owner's record changed: %+v", rec)
+	}
+	waitFor(t, 5*time.Second, "owner still connected", func() bool { return owner.Status() == "connected" })
+
+	// A raw accepted minion whose session id a stranger copies.
+	victim := newRaw(t, m, "victim", nil)
+	victim.auth("", victim.key)
+	m.Keys().Accept("victim", []string{"app"}, false)
+	if ar := victim.auth("", victim.key); ar.Status != wire.StatusAccepted {
+		t.Fatalf("victim: %+v", ar)
+	}
+	if r, _, ok := victim.request(wire.KindFacts, map[string]any{"os": "victim-os"}); !ok || !r.OK {
+		t.Fatal("victim facts")
+	}
+	thief := newRaw(t, m, "thief", nil)
+	thief.sid, thief.seq = victim.sid, 1000
+	for _, kind := range []string{wire.KindSession, wire.KindFacts, wire.KindHeartbeat} {
+		if r, _, ok := thief.request(kind, map[string]any{"os": "stolen"}); ok {
+			t.Fatalf("%s with a stolen session id answered: %+v", kind, r)
+		}
+	}
+	if f := m.Facts("victim"); f["os"] != "victim-os" {
+		t.Fatalf("stolen session changed facts: %v", f["os"])
+	}
+	if _, ok := m.Keys().Get("thief"); ok {
+		t.Fatal("a stolen session made a key record")
+	}
+	// The victim's sequence numbers are untouched by the thief's higher ones.
+	if r, _, ok := victim.request(wire.KindHeartbeat, nil); !ok || !r.OK {
+		t.Fatalf("victim after the thief: %+v %v", r, ok)
+	}
+
+	// Deleting the victim: its session ends, the key rotates, the owner fetches the new key
+	// and still runs jobs.
+	old := m.SessionKeyID()
+	ids, err := m.Keys().Delete("victim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.RemoveMinions(ids, true)
+	if m.SessionKeyID() == old {
+		t.Fatal("session key not rotated on delete")
+	}
+	if r, _, ok := victim.request(wire.KindSession, nil); !ok || !r.NoSession || r.Body != nil {
+		t.Fatalf("deleted minion still has a session: %+v", r)
+	}
+	if m.Facts("victim") != nil {
+		t.Fatal("deleted minion's facts kept")
+	}
+	res := run(t, m, master.JobSpec{Kind: wire.JobPing, Target: "group:app"})
+	if len(res.Returns) != 1 || len(res.Missing) != 0 {
+		t.Fatalf("ping after the rotation: %+v", res)
 	}
 }
