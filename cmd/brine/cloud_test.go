@@ -58,7 +58,6 @@ func newCloudEnv(t testing.TB, opts dosim.Options, bundleHCL string) *cloudEnv {
 		"cloud.hcl": `bundle_dir = "bundles"
 provider "digitalocean" {
   api_url = "` + url + `"
-  requests_per_minute = 250
 }
 profile "app" {
   region  = "ams3"
@@ -498,6 +497,7 @@ func BenchmarkCloudCreateTestbed(b *testing.B) {
 	for _, n := range []int{1, 10} {
 		b.Run(fmt.Sprintf("droplets=%d", n), func(b *testing.B) {
 			tc := newTestbedCloud(b)
+			tc.sim.SetDropletLimit(1000)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				args := []string{"cloud", "create", "app", "-c", tc.config, "--socket", tc.sock, "--poll-interval", "50ms"}

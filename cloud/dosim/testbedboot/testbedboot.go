@@ -27,10 +27,6 @@ const UserDataPath = "/var/lib/cloud/instance/user-data.txt"
 type Booter struct {
 	Cluster *testbed.Cluster
 
-	// add serializes Cluster.AddHost: concurrent AddHost calls race inside the testbed
-	// (host.boot writes host state that Cluster.saveLocked reads; seen with -race).
-	add sync.Mutex
-
 	mu   sync.Mutex // guards runs
 	runs map[string]*testbed.Daemon
 }
@@ -42,9 +38,7 @@ func New(c *testbed.Cluster) *Booter { return &Booter{Cluster: c, runs: map[stri
 // daemon "cloud-init" (its output is that daemon's log). It returns the host's address as soon
 // as the host is up: on DigitalOcean a droplet is "active" while cloud-init still runs.
 func (b *Booter) Boot(ctx context.Context, d dosim.Droplet, userData string) (string, error) {
-	b.add.Lock()
-	h, err := b.Cluster.AddHost(ctx, d.Name)
-	b.add.Unlock()
+	h, err := b.Cluster.AddHost(ctx, d.Name) // safe from several goroutines (b9ce4e0)
 	if err != nil {
 		return "", fmt.Errorf("boot %s: %w", d.Name, err)
 	}
