@@ -29,7 +29,9 @@ import (
 const (
 	maxChallenges  = 20000
 	challengeTTL   = 30 * time.Second
-	requestWorkers = 8
+	// requestWorkers handle requests concurrently; many, because a worker mostly waits for the
+	// job store, which commits the returns and facts of concurrent workers in one transaction.
+	requestWorkers = 64
 )
 
 // Master is a running master. Create it with New, start it with Start, stop it with Close.
@@ -42,7 +44,7 @@ type Master struct {
 	store  jobstore.Store
 
 	pub    zmq4.Socket
-	router zmq4.Socket
+	router *zmtp.Router // zmq4's ROUTER is O(minions) per reply; see zmtp.Router
 	ctl    *controlServer
 
 	ctx    context.Context
@@ -50,6 +52,9 @@ type Master struct {
 	wg     sync.WaitGroup
 
 	pubMu sync.Mutex // serialises Send on the PUB socket
+
+	live      liveJobs   // minion sets of recent jobs, for checking returns
+	factsSeen factsCache // last stored facts, to skip unchanged writes
 
 	mu         sync.Mutex // guards the fields below
 	session    *pki.SessionKey
@@ -169,12 +174,13 @@ func (m *Master) Start(ctx context.Context) error {
 		m.cancel()
 		return fmt.Errorf("publish socket %s: %w", m.cfg.PublishAddr, err)
 	}
-	m.router = zmq4.NewRouter(m.ctx, zmq4.WithLogger(quietLogger()), zmq4.WithTimeout(10*time.Second))
-	if err := m.router.Listen(zmtp.Endpoint(m.cfg.RequestAddr, wire.MaxRequestFrame+1024)); err != nil {
+	router, err := zmtp.ListenRouter(m.cfg.RequestAddr, wire.MaxRequestFrame+1024)
+	if err != nil {
 		m.pub.Close()
 		m.cancel()
 		return fmt.Errorf("request socket %s: %w", m.cfg.RequestAddr, err)
 	}
+	m.router = router
 	ctl, err := listenControl(m, m.cfg.ControlSocket)
 	if err != nil {
 		m.pub.Close()
@@ -465,7 +471,14 @@ func (m *Master) setFacts(id string, f map[string]any) error {
 	m.mu.Lock()
 	m.facts[id] = norm
 	m.mu.Unlock()
-	return m.store.PutFacts(id, raw)
+	if !m.factsSeen.changed(id, raw) {
+		return nil
+	}
+	if err := m.store.PutFacts(id, raw); err != nil {
+		m.factsSeen.forget(id)
+		return err
+	}
+	return nil
 }
 
 func (m *Master) acceptReturn(s session, body []byte) error {
@@ -484,11 +497,15 @@ func (m *Master) acceptReturn(s session, body []byte) error {
 		m.log.Warn("refused a return for another minion", "session", s.minion, "claimed", ret.Minion, "jid", ret.JID)
 		return errors.New("return names another minion")
 	}
-	job, err := m.store.Job(ret.JID)
-	if err != nil {
-		return fmt.Errorf("unknown job %q", ret.JID)
+	addressed, known := m.live.addressed(ret.JID, s.minion)
+	if !known {
+		job, err := m.store.Job(ret.JID)
+		if err != nil {
+			return fmt.Errorf("unknown job %q", ret.JID)
+		}
+		addressed = contains(job.Minions, s.minion)
 	}
-	if !contains(job.Minions, s.minion) {
+	if !addressed {
 		m.log.Warn("refused a return for a job not addressed to the minion", "minion", s.minion, "jid", ret.JID)
 		return errors.New("job was not addressed to this minion")
 	}
@@ -580,6 +597,7 @@ func (m *Master) RemoveMinions(ids []string, forget bool) {
 			m.mu.Lock()
 			delete(m.facts, id)
 			m.mu.Unlock()
+			m.factsSeen.forget(id)
 			_ = m.store.DeleteFacts(id)
 		}
 	}

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/brinecm/brine/internal/swarm"
+)
+
+// brine bench: developer tools behind BENCHMARKS.md (scripts/bench-*.sh call them).
+func newBenchCmd() *cobra.Command {
+	bench := &cobra.Command{
+		Use:    "bench",
+		Short:  "Benchmarks of the master and minions (developer tools)",
+		Hidden: true,
+		Example: `  brine bench swarm 1000                  # 1,000 in-process minions against an in-process master
+  brine bench swarm 5000 --master 127.0.0.1:4506 --socket /tmp/m/master.sock
+  brine bench bundle ./files20            # write the 20-file bundle the benchmarks apply
+  brine bench rss 1234                    # resident set of process 1234`,
+	}
+	var (
+		bc      swarm.BenchConfig
+		asJSON  bool
+		pid     int
+		profile string
+	)
+	sw := &cobra.Command{
+		Use:   "swarm N",
+		Short: "Run N real minions in this process against a master and time ping and apply",
+		Long: `Run N minions in this process, each with its own keys, data dir and ZeroMQ connections over
+loopback, against a master (in this process unless --master names one). Reports the time for all
+of them to connect, the median wall time of ping '*' and of a no-change apply of a bundle of small
+files (each minion's files go to its own directory), and resident memory.
+
+With --master the master must accept the swarm's keys (auto_accept = true in master.hcl, or the
+swarm accepts them through --socket) and --master-pid names it, to report its memory.`,
+		Example: `  brine bench swarm 500
+  brine bench swarm 5000 --runs 5 --json
+  brine bench swarm 1000 --master 127.0.0.1:4506 --socket ./m/master.sock --master-pid 4242`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := strconv.Atoi(args[0])
+			if err != nil || n <= 0 {
+				return withCode(exitNothing, fmt.Errorf("N must be a positive number, not %q", args[0]))
+			}
+			bc.N = n
+			if profile != "" {
+				f, err := os.Create(profile)
+				if err != nil {
+					return withCode(exitNothing, err)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return withCode(exitNothing, err)
+				}
+				defer pprof.StopCPUProfile()
+			}
+			bc.Progress = func(s string) { fmt.Fprintf(cmd.ErrOrStderr(), "%s  %s\n", time.Now().Format("15:04:05.000"), s) }
+			ctx, cancel := signalContext()
+			defer cancel()
+			res, err := swarm.Bench(ctx, bc)
+			if err != nil {
+				return withCode(exitFailed, err)
+			}
+			var mrss, mhwm int64
+			if pid > 0 {
+				mrss, mhwm = swarm.ProcRSS(pid)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				v := struct {
+					*swarm.BenchResult
+					MasterRSS int64 `json:"master_rss_bytes,omitempty"`
+					MasterHWM int64 `json:"master_hwm_bytes,omitempty"`
+				}{res, max(mrss, res.MasterRSS), mhwm}
+				return json.NewEncoder(out).Encode(v)
+			}
+			ms := func(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond)) }
+			mb := func(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/(1<<20)) }
+			fmt.Fprintf(out, "minions           %d\n", res.N)
+			fmt.Fprintf(out, "connect (all)     %s\n", ms(res.Connect))
+			fmt.Fprintf(out, "ping '*'          %s (median of %d)\n", ms(res.Ping), len(res.Pings))
+			fmt.Fprintf(out, "apply, first      %s (%d files changed)\n", ms(res.FirstApply.Wall), res.FirstApply.Changed)
+			fmt.Fprintf(out, "apply, no change  %s (median of %d)\n", ms(res.Apply), len(res.Applies))
+			if res.InProcess {
+				fmt.Fprintf(out, "process RSS       %s (minions and master in one process; peak %s)\n", mb(res.ProcRSS), mb(res.ProcHWM))
+			} else {
+				fmt.Fprintf(out, "swarm RSS         %s (peak %s)\n", mb(res.ProcRSS), mb(res.ProcHWM))
+			}
+			if pid > 0 {
+				fmt.Fprintf(out, "master RSS        %s (peak %s)\n", mb(mrss), mb(mhwm))
+			}
+			return nil
+		},
+	}
+	sw.Flags().IntVar(&bc.Runs, "runs", 5, "pings and no-change applies to run; the median is reported")
+	sw.Flags().IntVar(&bc.Files, "files", 20, "files in the apply bundle")
+	sw.Flags().StringVar(&bc.Dir, "dir", "", "where the minions keep their data and files (default: a new dir under /dev/shm)")
+	sw.Flags().StringVar(&bc.Master, "master", "", "an external master's request address host:port (default: a master in this process)")
+	sw.Flags().StringVar(&bc.Socket, "socket", "", "the external master's control socket")
+	sw.Flags().IntVar(&pid, "master-pid", 0, "the external master's pid, to report its memory")
+	sw.Flags().BoolVar(&asJSON, "json", false, "print the figures as one JSON object")
+	sw.Flags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+
+	bundle := &cobra.Command{
+		Use:     "bundle DIR",
+		Short:   "Write the benchmarks' bundle of small files to DIR",
+		Example: "  brine bench bundle ./files20 --files 20\n  brine apply '*' ./files20 --var root=/tmp/bench-files",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			files, _ := cmd.Flags().GetInt("files")
+			b := swarm.FileBundle(files)
+			if err := os.MkdirAll(args[0], 0o755); err != nil {
+				return withCode(exitNothing, err)
+			}
+			for name, data := range b.Files {
+				if err := os.WriteFile(filepath.Join(args[0], name), data, 0o644); err != nil {
+					return withCode(exitNothing, err)
+				}
+			}
+			return nil
+		},
+	}
+	bundle.Flags().Int("files", 20, "how many files")
+
+	rss := &cobra.Command{
+		Use:     "rss PID...",
+		Short:   "Print the resident set (and its peak) of processes, in KiB",
+		Example: "  brine bench rss $(pgrep -f 'brine master')",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			for _, a := range args {
+				p, err := strconv.Atoi(a)
+				if err != nil {
+					return withCode(exitNothing, fmt.Errorf("not a pid: %q", a))
+				}
+				r, h := swarm.ProcRSS(p)
+				fmt.Fprintf(cmd.OutOrStdout(), "%d rss %d hwm %d\n", p, r>>10, h>>10)
+			}
+			return nil
+		},
+	}
+	bench.AddCommand(sw, bundle, rss)
+	return bench
+}
+
+func init() {
+	rootCmd.AddCommand(newBenchCmd())
+}

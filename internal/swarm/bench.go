@@ -1,0 +1,291 @@
+package swarm
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/brinecm/brine/master"
+	"github.com/brinecm/brine/states"
+)
+
+// JobStats is what one ping or apply through the control socket did.
+type JobStats struct {
+	Wall      time.Duration `json:"wall_ns"` // request sent to "done", as `brine ping` sees it
+	Minions   int           `json:"minions"` // targeted
+	Returned  int           `json:"returned"`
+	Failed    int           `json:"failed"`    // returned without success
+	Changed   int           `json:"changed"`   // resources changed, all minions together
+	Resources int           `json:"resources"` // resources reported, all minions together
+}
+
+// RunJob sends req (a ping or an apply) over the control socket and waits for its end.
+func RunJob(ctx context.Context, cl *master.Client, req master.ControlRequest) (JobStats, error) {
+	var st JobStats
+	start := time.Now()
+	err := cl.Do(ctx, req, func(r master.ControlResponse) {
+		ev := r.Event
+		switch ev.Event {
+		case "published":
+			st.Minions = len(ev.Minions)
+		case "return":
+			st.Returned++
+			if !ev.Return.Success {
+				st.Failed++
+			}
+			if len(ev.Return.Report) > 0 {
+				var rep states.Report
+				if json.Unmarshal(ev.Return.Report, &rep) == nil {
+					st.Changed += rep.Counts()[states.StatusChanged]
+					st.Resources += len(rep.Results)
+				}
+			}
+		}
+	})
+	st.Wall = time.Since(start)
+	if err != nil {
+		return st, err
+	}
+	if st.Returned < st.Minions || st.Failed > 0 {
+		return st, fmt.Errorf("%d of %d minions returned, %d failed", st.Returned, st.Minions, st.Failed)
+	}
+	return st, nil
+}
+
+// BenchConfig is one `brine bench swarm` run.
+type BenchConfig struct {
+	N    int
+	Runs int    // pings and no-change applies, each; the median is reported
+	Dir  string // minion dirs; default a new directory under /dev/shm (or the temp dir)
+	// Master and Socket name an external master (its request address host:port, the publish
+	// port one below, and its control socket); empty runs a master in this process with its
+	// data dir on disk under the temp dir. An external master must accept the swarm's keys:
+	// auto_accept = true, or the swarm accepts them through the control socket.
+	Master, Socket string
+	Files          int // files in the apply bundle; default 20
+	Progress       func(string)
+	Logger         *slog.Logger
+}
+
+// BenchResult holds every figure of a run. Durations are medians over Runs.
+type BenchResult struct {
+	N          int           `json:"n"`
+	Connect    time.Duration `json:"connect_ns"` // start of every minion to all of them connected
+	Ping       time.Duration `json:"ping_ns"`
+	Pings      []JobStats    `json:"pings"`
+	FirstApply JobStats      `json:"first_apply"` // the files are written
+	Apply      time.Duration `json:"apply_nochange_ns"`
+	Applies    []JobStats    `json:"applies_nochange"`
+	MasterRSS  int64         `json:"master_rss_bytes,omitempty"` // in-process master only: the whole process
+	ProcRSS    int64         `json:"process_rss_bytes"`          // this process (swarm, plus the master if in-process)
+	ProcHWM    int64         `json:"process_hwm_bytes"`
+	InProcess  bool          `json:"in_process_master"`
+	Goroutines int           `json:"goroutines"`
+}
+
+// Bench runs the swarm workload: connect N minions, ping them all Runs times, apply a bundle of
+// Files small files once (changes) and then Runs times more (no change).
+func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
+	if bc.Runs <= 0 {
+		bc.Runs = 5
+	}
+	if bc.Files <= 0 {
+		bc.Files = 20
+	}
+	say := bc.Progress
+	if say == nil {
+		say = func(string) {}
+	}
+	res := &BenchResult{N: bc.N}
+	if err := RaiseFileLimit(4*bc.N + 1024); err != nil {
+		return nil, err
+	}
+	if bc.Dir == "" {
+		base := os.TempDir()
+		if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+			base = "/dev/shm"
+		}
+		d, err := os.MkdirTemp(base, "brine-swarm-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(d)
+		bc.Dir = d
+	}
+	var cl *master.Client
+	var pubAddr, reqAddr string
+	if bc.Master == "" {
+		res.InProcess = true
+		dir, err := os.MkdirTemp("", "brm")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		cfg, diags := master.LoadConfig("", dir)
+		if diags.HasErrors() {
+			return nil, diags
+		}
+		cfg.PublishAddr, cfg.RequestAddr, cfg.AutoAccept = "127.0.0.1:0", "127.0.0.1:0", true
+		m, err := master.New(cfg, bc.Logger)
+		if err != nil {
+			return nil, err
+		}
+		if err := m.Start(ctx); err != nil {
+			m.Close()
+			return nil, err
+		}
+		defer m.Close()
+		pubAddr, reqAddr, cl = m.PublishAddr(), m.RequestAddr(), m.Client()
+	} else {
+		host, port, err := splitPort(bc.Master)
+		if err != nil {
+			return nil, err
+		}
+		pubAddr, reqAddr = fmt.Sprintf("%s:%d", host, port-1), fmt.Sprintf("%s:%d", host, port)
+		if bc.Socket == "" {
+			return nil, errors.New("an external master needs its control socket (--socket)")
+		}
+		cl = &master.Client{Path: bc.Socket}
+	}
+
+	say(fmt.Sprintf("making %d minions (keys, data dirs) under %s", bc.N, bc.Dir))
+	prefix := "sw" + strconv.FormatInt(time.Now().UnixNano()%1e6, 36)
+	s, err := Start(ctx, Config{N: bc.N, PubAddr: pubAddr, ReqAddr: reqAddr, Dir: bc.Dir, Prefix: prefix, Logger: bc.Logger})
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	start := time.Now()
+	if err := s.waitConnected(ctx, cl, prefix, time.Minute+time.Duration(bc.N)*20*time.Millisecond); err != nil {
+		return nil, err
+	}
+	res.Connect = time.Since(start)
+	say(fmt.Sprintf("%d minions connected in %s", bc.N, res.Connect.Round(time.Millisecond)))
+	// A subscription reaches the master a moment after the session; give the last ones time.
+	time.Sleep(200 * time.Millisecond)
+
+	target := prefix + "-*"
+	timeout := 30*time.Second + time.Duration(bc.N)*10*time.Millisecond
+	for i := range bc.Runs {
+		st, err := RunJob(ctx, cl, master.ControlRequest{Op: "ping", Target: target, Timeout: timeout})
+		if err != nil {
+			return res, fmt.Errorf("ping %d: %w", i+1, err)
+		}
+		res.Pings = append(res.Pings, st)
+		say(fmt.Sprintf("ping %d: %d minions in %s", i+1, st.Returned, st.Wall.Round(time.Millisecond)))
+	}
+	res.Ping = median(res.Pings)
+
+	b := FileBundle(bc.Files)
+	req := master.ControlRequest{Op: "apply", Target: target, Bundle: b.Marshal(), Timeout: timeout,
+		Vars: map[string]string{"root": filepath.Join(bc.Dir, "h")}}
+	st, err := RunJob(ctx, cl, req)
+	if err != nil {
+		return res, fmt.Errorf("first apply: %w", err)
+	}
+	if st.Changed != bc.N*bc.Files {
+		return res, fmt.Errorf("first apply changed %d resources, want %d", st.Changed, bc.N*bc.Files)
+	}
+	res.FirstApply = st
+	say(fmt.Sprintf("first apply: %d files changed on %d minions in %s", st.Changed, st.Returned, st.Wall.Round(time.Millisecond)))
+	for i := range bc.Runs {
+		st, err := RunJob(ctx, cl, req)
+		if err != nil {
+			return res, fmt.Errorf("apply %d: %w", i+1, err)
+		}
+		if st.Changed != 0 || st.Resources != bc.N*bc.Files {
+			return res, fmt.Errorf("no-change apply %d: %d changed of %d resources", i+1, st.Changed, st.Resources)
+		}
+		res.Applies = append(res.Applies, st)
+		say(fmt.Sprintf("no-change apply %d: %d minions in %s", i+1, st.Returned, st.Wall.Round(time.Millisecond)))
+	}
+	res.Apply = median(res.Applies)
+	res.ProcRSS, res.ProcHWM = ProcRSS(os.Getpid())
+	if res.InProcess {
+		res.MasterRSS = res.ProcRSS
+	}
+	res.Goroutines = runtime.NumGoroutine()
+	return res, nil
+}
+
+// waitConnected waits for every minion's session. Keys the master left pending (no
+// auto_accept) are accepted through the control socket, as an operator would.
+func (s *Swarm) waitConnected(ctx context.Context, cl *master.Client, prefix string, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	lastAccept := time.Time{}
+	for {
+		st := s.Statuses()
+		if st["connected"] == len(s.Minions) {
+			return nil
+		}
+		if st["pending"] > 0 && time.Since(lastAccept) > time.Second {
+			lastAccept = time.Now()
+			if _, err := cl.One(ctx, master.ControlRequest{Op: "keys", Action: "accept", Glob: prefix + "-*"}); err != nil {
+				return fmt.Errorf("accept the swarm's keys: %w", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d of %d minions connected (%s): %w", st["connected"], len(s.Minions), summarize(st), ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+func median(sts []JobStats) time.Duration {
+	if len(sts) == 0 {
+		return 0
+	}
+	d := make([]time.Duration, len(sts))
+	for i, s := range sts {
+		d[i] = s.Wall
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	return d[len(d)/2]
+}
+
+func splitPort(addr string) (string, int, error) {
+	i := strings.LastIndexByte(addr, ':')
+	if i < 0 {
+		return "", 0, fmt.Errorf("master address %q: want host:request-port", addr)
+	}
+	p, err := strconv.Atoi(addr[i+1:])
+	if err != nil || p < 2 {
+		return "", 0, fmt.Errorf("master address %q: bad port", addr)
+	}
+	return addr[:i], p, nil
+}
+
+// ProcRSS returns the resident set and its high-water mark of process pid, in bytes.
+func ProcRSS(pid int) (rss, hwm int64) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = v << 10
+		case "VmHWM:":
+			hwm = v << 10
+		}
+	}
+	return rss, hwm
+}
