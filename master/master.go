@@ -27,8 +27,8 @@ import (
 
 // Limits on unauthenticated state, so that a flood of hellos cannot grow the master.
 const (
-	maxChallenges  = 20000
-	challengeTTL   = 30 * time.Second
+	maxChallenges = 20000
+	challengeTTL  = 30 * time.Second
 	// requestWorkers handle requests concurrently; many, because a worker mostly waits for the
 	// job store, which commits the returns and facts of concurrent workers in one transaction.
 	requestWorkers = 64
