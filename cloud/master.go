@@ -6,8 +6,8 @@ import (
 	"time"
 )
 
-// Master is what provisioning needs from the brine master. The master package implements it;
-// cloud depends on nothing else of the master.
+// Master is what provisioning needs from the brine master. master.CloudMaster implements it
+// over the master's control socket; cloud depends on nothing else of the master.
 type Master interface {
 	// CreateToken makes a single-use enrolment token for one minion, scoped to groups and
 	// valid for ttl. The token goes into the droplet's user_data only.
@@ -17,9 +17,9 @@ type Master interface {
 	// WaitEnrolled blocks until the minion minionID has enrolled with a token, or ctx ends
 	// (then it returns ctx.Err()).
 	WaitEnrolled(ctx context.Context, minionID string) error
-	// Converge applies bundles (names the master resolves) to minionID and blocks until the
-	// minion returned; it returns an error if any resource failed or the minion did not
-	// answer before ctx ended.
+	// Converge applies bundles (names under cloud.hcl's bundle_dir, in order) to minionID alone
+	// and blocks until the minion returned; it returns an error if a bundle is invalid, any
+	// resource failed or the minion did not answer before ctx ended.
 	Converge(ctx context.Context, minionID string, bundles []string) error
 }
 
