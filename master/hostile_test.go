@@ -166,8 +166,9 @@ func capture(t *testing.T, m *master.Master) chan []byte {
 			if err != nil {
 				return
 			}
-			if typ, _, err := wire.Decode(msg.Frames[0], wire.MaxJobFrame); err == nil && typ == wire.TJob {
-				ch <- msg.Frames[0]
+			f := msg.Frames[len(msg.Frames)-1] // the envelope; the first frame is the topic
+			if typ, _, err := wire.Decode(f, wire.MaxJobFrame); err == nil && typ == wire.TJob {
+				ch <- f
 			}
 		}
 	}()

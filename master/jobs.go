@@ -199,9 +199,12 @@ func (m *Master) publishJob(spec JobSpec, peers map[string][]map[string]any, sec
 	if err := m.store.PutJob(rec); err != nil {
 		return jobstore.Job{}, fmt.Errorf("record job: %w", err)
 	}
-	m.live.add(rec.JID, rec.Minions, rec.Expires)
-	m.publish(frame)
-	m.log.Info("published job", "jid", meta.JID, "kind", spec.Kind, "target", spec.Target, "minions", len(spec.Minions), "bytes", len(frame))
+	m.live.add(rec.JID, rec.Minions, rec.Expires, signed)
+	sent, err := m.publishJobFrames(meta, bundle, frame, sk)
+	if err != nil {
+		return rec, fmt.Errorf("publish job %s: %w", rec.JID, err)
+	}
+	m.log.Info("published job", "jid", meta.JID, "kind", spec.Kind, "target", spec.Target, "minions", len(spec.Minions), "bytes", sent)
 	return rec, nil
 }
 

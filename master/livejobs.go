@@ -18,12 +18,18 @@ type liveJobs struct {
 type liveJob struct {
 	minions map[string]struct{}
 	expires time.Time
+
+	// For redelivery to minions that missed the job: its signed content (nil once every minion
+	// returned), who returned, and when it was last published again for whom.
+	signed     []byte
+	returned   map[string]struct{}
+	lastResend map[string]time.Time
 }
 
 // liveJobsKeep is how long after its expiry a job is still remembered (late redeliveries).
 const liveJobsKeep = time.Hour
 
-func (l *liveJobs) add(jid string, minions []string, expires time.Time) {
+func (l *liveJobs) add(jid string, minions []string, expires time.Time, signed []byte) {
 	set := make(map[string]struct{}, len(minions))
 	for _, id := range minions {
 		set[id] = struct{}{}
@@ -39,7 +45,7 @@ func (l *liveJobs) add(jid string, minions []string, expires time.Time) {
 			delete(l.jobs, k)
 		}
 	}
-	l.jobs[jid] = liveJob{minions: set, expires: expires}
+	l.jobs[jid] = liveJob{minions: set, expires: expires, signed: signed, returned: map[string]struct{}{}, lastResend: map[string]time.Time{}}
 }
 
 // addressed reports whether job jid was addressed to minion; known is false when the job is not
@@ -53,6 +59,60 @@ func (l *liveJobs) addressed(jid, minion string) (addressed, known bool) {
 	}
 	_, addressed = j.minions[minion]
 	return addressed, true
+}
+
+// markReturned records that minion returned jid; a job everyone returned is not kept for
+// redelivery any more.
+func (l *liveJobs) markReturned(jid, minion string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	j, ok := l.jobs[jid]
+	if !ok || j.returned == nil {
+		return
+	}
+	j.returned[minion] = struct{}{}
+	if len(j.returned) >= len(j.minions) {
+		j.signed = nil
+	}
+	l.jobs[jid] = j
+}
+
+// pending returns the unexpired jobs addressed to minion that it has not returned.
+func (l *liveJobs) pending(minion string, now time.Time) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for jid, j := range l.jobs {
+		if j.signed == nil || now.After(j.expires) {
+			continue
+		}
+		if _, ok := j.minions[minion]; !ok {
+			continue
+		}
+		if _, done := j.returned[minion]; !done {
+			out = append(out, jid)
+		}
+	}
+	return out
+}
+
+// resendable returns the signed content of jid for minion if it is pending for it and was not
+// published again for it within the last interval.
+func (l *liveJobs) resendable(jid, minion string, now time.Time, interval time.Duration) []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	j, ok := l.jobs[jid]
+	if !ok || j.signed == nil || now.After(j.expires) || now.Sub(j.lastResend[minion]) < interval {
+		return nil
+	}
+	if _, ok := j.minions[minion]; !ok {
+		return nil
+	}
+	if _, done := j.returned[minion]; done {
+		return nil
+	}
+	j.lastResend[minion] = now
+	return j.signed
 }
 
 // factsCache remembers the last facts stored for each minion, so that the facts a minion sends

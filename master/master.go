@@ -430,6 +430,23 @@ func (m *Master) handleRequest(body []byte) []byte {
 func (m *Master) serve(s session, r wire.Request, reply *wire.Reply, sk *pki.SessionKey) error {
 	switch r.Kind {
 	case wire.KindHeartbeat:
+		if pending := m.live.pending(s.minion, time.Now()); len(pending) > 0 {
+			reply.Body, _ = json.Marshal(wire.HeartbeatReply{Pending: pending})
+		}
+		return nil
+	case wire.KindResend:
+		var rb wire.ResendBody
+		if err := wire.Unmarshal(r.Body, 64<<10, &rb); err != nil {
+			return errors.New("bad resend request")
+		}
+		for _, jid := range rb.JIDs {
+			// Only jobs addressed to this minion and not returned by it, on its own topic, at
+			// most once per heartbeat interval.
+			if signed := m.live.resendable(jid, s.minion, time.Now(), m.cfg.heartbeat); signed != nil {
+				m.log.Info("publishing a job again for a minion that missed it", "jid", jid, "minion", s.minion)
+				m.publishTo(wire.TopicMinion(s.minion), wire.JobFrame(sk.ID, sk.Seal(signed)))
+			}
+		}
 		return nil
 	case wire.KindSession:
 		b, _ := json.Marshal(wire.SessionBody{SessionKey: m.key.SealTo(s.key.Box, sk.Marshal())})
@@ -513,6 +530,7 @@ func (m *Master) acceptReturn(s session, body []byte) error {
 	if err != nil {
 		return err
 	}
+	m.live.markReturned(ret.JID, s.minion)
 	m.mu.Lock()
 	ws := append([]chan ReturnEvent(nil), m.watchers[ret.JID]...)
 	m.mu.Unlock()
@@ -626,11 +644,8 @@ func (m *Master) heartbeat() {
 	m.publish(m.signed(wire.THeartbeat, wire.DomainHeartbeat, wire.Heartbeat{Time: time.Now().UTC(), KeyID: id[:], Interval: m.cfg.heartbeat}))
 }
 
-func (m *Master) publish(frame []byte) {
-	m.pubMu.Lock()
-	defer m.pubMu.Unlock()
-	_ = m.pub.Send(zmq4.NewMsg(frame))
-}
+// publish sends frame to every minion.
+func (m *Master) publish(frame []byte) { m.publishTo(wire.TopicAll, frame) }
 
 // Minions returns every accepted minion with its groups and last facts, for targeting.
 func (m *Master) Minions() []MinionInfo {

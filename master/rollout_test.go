@@ -152,11 +152,14 @@ func TestRolloutCountsNoReturnAsFailure(t *testing.T) {
 	for _, id := range []string{"r1", "r2", "r3"} {
 		acceptedMinion(t, m, id, nil)
 	}
-	acceptedMinion(t, m, "r0", nil)
+	stop := stoppableMinion(t, m, "r0", t.TempDir())
+	waitFor(t, 5*time.Second, "r0 pending", func() bool { _, ok := m.Keys().Get("r0"); return ok })
+	if _, err := m.Keys().Accept("r0", nil, false); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "r0 connected", func() bool { return m.Facts("r0") != nil })
 	ids, _ := m.ResolveTarget("r*")
-	// Cut r0 off after the target was resolved: the session key rotates without it, so it can
-	// no longer read jobs while the rollout still expects its return.
-	m.RemoveMinions([]string{"r0"}, false)
+	stop() // r0 is gone after the target was resolved: the rollout expects its return in vain
 	dir := t.TempDir()
 	var events []master.Event
 	res, err := m.RunRollout(context.Background(), master.JobSpec{Target: "r*", Minions: ids, Bundle: bundle(t, rolloutBundle(t, dir)), Timeout: 2 * time.Second},

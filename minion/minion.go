@@ -204,7 +204,10 @@ func (m *Minion) connect(ctx context.Context) (bool, error) {
 	if err := sub.Dial(zmtp.Endpoint(m.cfg.pubAddr, wire.MaxJobFrame+1024)); err != nil {
 		return true, fmt.Errorf("dial %s: %w", m.cfg.pubAddr, err)
 	}
-	_ = sub.SetOption(zmq4.OptionSubscribe, "")
+	// Only what concerns us: broadcasts, our bucket's jobs and our own (wire/topics.go).
+	for _, topic := range wire.MinionTopics(m.cfg.ID) {
+		_ = sub.SetOption(zmq4.OptionSubscribe, topic)
+	}
 	c.sub = sub
 	pubs := make(chan []byte, 16)
 	go func() {
@@ -213,11 +216,12 @@ func (m *Minion) connect(ctx context.Context) (bool, error) {
 			if err != nil {
 				return
 			}
-			if len(msg.Frames) != 1 {
+			body, ok := wire.PubBody(msg.Frames)
+			if !ok {
 				continue
 			}
 			select {
-			case pubs <- msg.Frames[0]:
+			case pubs <- body:
 			case <-cctx.Done():
 				return
 			}
@@ -255,6 +259,11 @@ func (m *Minion) connect(ctx context.Context) (bool, error) {
 		return true, err
 	}
 	m.flushOutbox()
+	// A job published while we were away, or before our subscription was up, is still live on
+	// the master: the first heartbeat's reply names it, and we ask for it again.
+	if r, err := m.request(wire.KindHeartbeat, nil); err == nil {
+		m.askForMissed(r)
+	}
 
 	hb := time.NewTicker(m.cfg.heartbeat)
 	defer hb.Stop()
@@ -281,7 +290,34 @@ func (m *Minion) connect(ctx context.Context) (bool, error) {
 			}
 			m.checkKeyID(r.KeyID)
 			m.flushOutbox()
+			m.askForMissed(r)
 		}
+	}
+}
+
+// askForMissed asks the master to publish again the jobs a heartbeat reply says are pending for
+// us that we never received. Jobs we have seen (running now, or returned but not yet
+// acknowledged) are not asked for.
+func (m *Minion) askForMissed(r wire.Reply) {
+	if len(r.Body) == 0 {
+		return
+	}
+	var hb wire.HeartbeatReply
+	if wire.Unmarshal(r.Body, 64<<10, &hb) != nil {
+		return
+	}
+	var missed []string
+	for _, jid := range hb.Pending {
+		if !m.seen.has(jid) {
+			missed = append(missed, jid)
+		}
+	}
+	if len(missed) == 0 {
+		return
+	}
+	m.log.Info("asking the master for jobs we missed", "jids", missed)
+	if _, err := m.request(wire.KindResend, wire.ResendBody{JIDs: missed}); err != nil {
+		m.log.Warn("resend request failed", "err", err)
 	}
 }
 

@@ -38,6 +38,14 @@ func openSeen(path string) (*seenJobs, error) {
 	return s, nil
 }
 
+// has reports whether jid was seen.
+func (s *seenJobs) has(jid string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.jobs[jid]
+	return ok
+}
+
 // add records jid and reports whether it was new. It persists before returning true.
 func (s *seenJobs) add(jid string, expires, now time.Time) bool {
 	s.mu.Lock()

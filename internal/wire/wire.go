@@ -205,7 +205,20 @@ const (
 	KindSession   = "session"   // fetch the current session key
 	KindFacts     = "facts"     // report facts
 	KindReturn    = "return"    // deliver a job result
+	KindResend    = "resend"    // publish again live jobs this minion missed (body ResendBody)
 )
+
+// HeartbeatReply is the body of a KindHeartbeat reply: the live jobs addressed to the minion
+// that it has not returned yet, so that a minion that missed one (it was reconnecting, or its
+// subscription was not up yet when the job was published) can ask for it with KindResend.
+type HeartbeatReply struct {
+	Pending []string `json:"pending,omitempty"`
+}
+
+// ResendBody names the jobs a minion asks the master to publish again.
+type ResendBody struct {
+	JIDs []string `json:"jids"`
+}
 
 // Request is everything a minion sends once it has a session; it is signed by the minion's key
 // and numbered, so the master can refuse replays within the session.
