@@ -106,7 +106,11 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 		say = func(string) {}
 	}
 	res := &BenchResult{N: bc.N}
-	if err := RaiseFileLimit(4*bc.N + 1024); err != nil {
+	need := 2*bc.N + 1024 // each minion's two sockets
+	if bc.Master == "" {
+		need += 2 * bc.N // and the master's ends of them
+	}
+	if err := RaiseFileLimit(need); err != nil {
 		return nil, err
 	}
 	if bc.Dir == "" {

@@ -70,7 +70,7 @@ func Start(ctx context.Context, cfg Config) (*Swarm, error) {
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if err := RaiseFileLimit(4*cfg.N + 1024); err != nil {
+	if err := RaiseFileLimit(2*cfg.N + 1024); err != nil {
 		return nil, err
 	}
 	s := &Swarm{cfg: cfg, Minions: make([]*minion.Minion, cfg.N)}
@@ -191,7 +191,7 @@ func RaiseFileLimit(n int) error {
 	}
 	rl.Cur = want
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		return fmt.Errorf("raise the open files limit to %d (ulimit -n): %w", n, err)
+		return fmt.Errorf("need %d open files, the hard limit is %d and cannot be raised here (%w): run the master in its own process (--master), or fewer minions", n, rl.Max, err)
 	}
 	return nil
 }
