@@ -4,16 +4,20 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/brine
 export CGO_ENABLED := 0
 
-.PHONY: build test demo bench lint clean
+.PHONY: build deps test demo bench lint clean
 
 build:
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/brine
 
+# The Debian packages the tests and the demo use (installed when missing; needs root then).
+deps:
+	@./scripts/deps.sh
+
 # The whole suite. Tests that need root or namespaces skip with a reason where unavailable.
-test: build lint
+test: deps build lint
 	$(GO) test -count=1 -timeout 40m ./...
 
-demo: build
+demo: deps build
 	./scripts/demo.sh
 
 bench: build

@@ -583,6 +583,10 @@ func (n *tincNet) Apply(ctx context.Context, env *Env) error {
 		if err := syscall.Kill(p.pid, syscall.SIGHUP); err != nil {
 			return fmt.Errorf("reload tincd (pid %d): %w", p.pid, err)
 		}
+		// After failed attempts (a member's key was not known yet) tincd waits longer and longer
+		// before it tries again; SIGALRM makes it connect to every ConnectTo now, so a mesh whose
+		// keys just arrived closes in seconds, not minutes.
+		_ = syscall.Kill(p.pid, syscall.SIGALRM)
 	}
 	return nil
 }

@@ -1,0 +1,65 @@
+# Every host (groups core, cache, app, db): a base package, a firewall that blocks everything but
+# SSH and the mesh, and a tinc mesh across all hosts that the servers use to talk to each other.
+
+locals {
+  public_address = minion.facts.interfaces[var.public_iface].ipv4[0]
+  mesh_address   = "${var.mesh_prefix}.${split(".", local.public_address)[3]}"
+
+  # Every host of the deployment, as the master last saw it: its public and mesh addresses and
+  # its tinc public key (empty until its first apply made one; the master then applies again).
+  hosts = [for p in peers("*") : {
+    id          = p.id
+    groups      = p.groups
+    public      = p.interfaces[var.public_iface].ipv4[0]
+    mesh        = "${var.mesh_prefix}.${split(".", p.interfaces[var.public_iface].ipv4[0])[3]}"
+    tinc_pubkey = try(p.tinc_pubkey.ghost, "")
+  }]
+}
+
+package "base" {
+  name = var.base_package
+}
+
+tinc_network "ghost" {
+  address = "${local.mesh_address}/24"
+  members = [for h in local.hosts : {
+    name        = h.id
+    address     = h.public
+    vpn_address = h.mesh
+    public_key  = h.tinc_pubkey
+  }]
+  key_size = 2048
+}
+
+ufw {
+  default_incoming = "deny"
+  default_outgoing = "allow"
+  default_routed   = "deny"
+  logging          = "low"
+  enabled          = true
+
+  rule "ssh" {
+    action  = "limit"
+    port    = "${var.ssh_port}"
+    proto   = "tcp"
+    comment = "operators"
+  }
+  rule "tinc" {
+    port    = "655"
+    comment = "tinc, the mesh transport: encrypted and authenticated"
+  }
+  rule "mesh" {
+    interface = "tinc-ghost"
+    comment   = "everything between the servers goes over the mesh"
+  }
+  dynamic "rule" {
+    for_each = contains(minion.groups, "cache") ? { http = var.proxy_port } : {}
+    labels   = [rule.key]
+    content {
+      port    = "${rule.value}"
+      proto   = "tcp"
+      comment = "the public side of the cache"
+    }
+  }
+  depends_on = [tinc_network.ghost]
+}

@@ -1,0 +1,328 @@
+// Package demo runs brine's reference deployment (examples/ghost-pro) end to end on one machine:
+// a master, four testbed hosts (one per role) each running a real `brine minion` that enrols with
+// a token, one `apply` that converges them (packages, a tinc mesh, ufw, services), proof that the
+// mesh and the firewall work, and a second apply that changes nothing. `make demo` and its test
+// both run it.
+package demo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/brinecm/brine/internal/wire"
+	"github.com/brinecm/brine/master"
+	"github.com/brinecm/brine/pki"
+	"github.com/brinecm/brine/states"
+	"github.com/brinecm/brine/testbed"
+)
+
+// Roles are the hosts of the demo, one per group of the reference deployment.
+var Roles = []string{"core", "cache", "app", "db"}
+
+// Options say where things are.
+type Options struct {
+	Binary string // the brine binary the hosts run (default: this executable)
+	Bundle string // the reference deployment (default examples/ghost-pro)
+	Keep   bool   // leave the hosts running for inspection (brine testbed down NAME removes them)
+	Name   string // the testbed cluster's name (default demo<pid>)
+	Out    io.Writer
+}
+
+// Run runs the demo and tears everything down, also on failure. The error says which step failed.
+func Run(ctx context.Context, opts Options) (err error) {
+	if err := testbed.Available(); err != nil {
+		return fmt.Errorf("the demo builds a real cluster on this machine and needs it: %w", err)
+	}
+	if opts.Binary == "" {
+		if opts.Binary, err = os.Executable(); err != nil {
+			return err
+		}
+	}
+	if opts.Bundle == "" {
+		opts.Bundle = "examples/ghost-pro"
+	}
+	w := opts.Out
+	start := time.Now()
+	step := func(format string, args ...any) {
+		fmt.Fprintf(w, "[%5.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
+	}
+	var timings []string
+	mark := time.Now()
+	lap := func(what string) {
+		timings = append(timings, fmt.Sprintf("  %-38s %6.2fs", what, time.Since(mark).Seconds()))
+		mark = time.Now()
+	}
+
+	bundle, err := states.ReadBundle(opts.Bundle)
+	if err != nil {
+		return err
+	}
+	bundle.Root = opts.Bundle
+	if diags := states.Check(bundle, states.Options{}); diags.HasErrors() {
+		var sb strings.Builder
+		states.WriteDiagnostics(&sb, bundle, diags, false)
+		return fmt.Errorf("the bundle is invalid:\n%s", sb.String())
+	}
+
+	step("starting 4 testbed hosts (%s) with the test apt repository", strings.Join(Roles, ", "))
+	repo, err := testbed.DefaultAptRepo()
+	if err != nil {
+		return err
+	}
+	name := opts.Name
+	if name == "" {
+		name = fmt.Sprintf("demo%d", os.Getpid()%100000)
+	}
+	c, err := testbed.New(ctx, testbed.Options{Name: name, Hosts: Roles, AptRepo: repo, Persistent: opts.Keep})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			for _, h := range c.Hosts() {
+				for _, d := range h.Daemons() {
+					fmt.Fprintf(w, "--- %s %s log:\n%s\n", h.Name(), d.Name(), tail(d.Log(), 3000))
+				}
+			}
+		}
+		if opts.Keep {
+			step("cluster %s left running: brine testbed exec --name %s HOST -- CMD; brine testbed down %s", name, name, name)
+			return
+		}
+		c.Close()
+		step("cluster removed")
+	}()
+	lap("4 hosts up")
+
+	step("starting the master on %s", c.BridgeAddr())
+	dataDir, err := os.MkdirTemp("", "brine-demo-master-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dataDir)
+	m, err := master.New(master.Config{DataDir: dataDir, PublishAddr: c.BridgeAddr() + ":0", RequestAddr: c.BridgeAddr() + ":0",
+		Heartbeat: "1s", ControlSocket: filepath.Join(dataDir, "master.sock")}, nil)
+	if err != nil {
+		return err
+	}
+	if err := m.Start(ctx); err != nil {
+		return err
+	}
+	defer m.Close()
+	_, pub, _ := net.SplitHostPort(m.PublishAddr())
+	_, req, _ := net.SplitHostPort(m.RequestAddr())
+
+	bin := filepath.Join(c.SharedDir(), "brine")
+	if err := copyFile(opts.Binary, bin); err != nil {
+		return err
+	}
+	step("starting a minion in every host; each enrols with a single-use token for its group")
+	for _, role := range Roles {
+		tok, _, err := m.Tokens().Create([]string{role}, 10*time.Minute)
+		if err != nil {
+			return err
+		}
+		cfg := fmt.Sprintf("master = %q\npublish_port = %s\nrequest_port = %s\nid = %q\nmaster_finger = %q\ntoken = %q\nheartbeat = \"1s\"\nmax_backoff = \"1s\"\n",
+			c.BridgeAddr(), pub, req, role, m.Key().Fingerprint(), tok)
+		if err := os.WriteFile(filepath.Join(c.SharedDir(), role+".hcl"), []byte(cfg), 0o600); err != nil {
+			return err
+		}
+		if _, err := c.Host(role).Start("minion", testbed.HostSharedDir+"/brine", "minion", "-c", testbed.HostSharedDir+"/"+role+".hcl", "--data-dir", "/var/lib/brine/minion"); err != nil {
+			return err
+		}
+	}
+	if err := poll(ctx, 30*time.Second, func() bool {
+		for _, role := range Roles {
+			k, ok := m.Keys().Get(role)
+			if !ok || k.State != pki.StateAccepted || m.Facts(role) == nil {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		return errors.New("the minions did not all enrol within 30s")
+	}
+	lap("4 minions enrolled")
+	for _, role := range Roles {
+		k, _ := m.Keys().Get(role)
+		step("  %-5s accepted, groups %v, key %s", role, k.Groups, k.Finger())
+	}
+
+	apply := func(what string) (map[string]map[states.Status]int, error) {
+		step("brine apply '*' %s%s", opts.Bundle, what)
+		res, err := m.Run(ctx, master.JobSpec{Kind: wire.JobApply, Target: "*", Minions: Roles, Bundle: bundle, Timeout: 3 * time.Minute},
+			func(ev master.Event) {
+				switch ev.Event {
+				case "published":
+					if ev.Phase > 1 {
+						step("  phase %d: the hosts' facts changed (tinc keys), applying again so the mesh closes", ev.Phase)
+					}
+				case "invalid":
+					fmt.Fprint(w, ev.Diagnostics)
+				}
+			})
+		if err != nil {
+			return nil, err
+		}
+		counts := map[string]map[states.Status]int{}
+		var failed []string
+		for _, role := range Roles {
+			r, ok := res.Returns[role]
+			if !ok {
+				failed = append(failed, role+": no return")
+				continue
+			}
+			var rep states.Report
+			if r.Error != "" || json.Unmarshal(r.Report, &rep) != nil {
+				failed = append(failed, fmt.Sprintf("%s: %s %s", role, r.Error, r.Diagnostics))
+				continue
+			}
+			counts[role] = rep.Counts()
+			c := rep.Counts()
+			step("  %-5s %2d ok, %2d changed, %d failed, %2d skipped (other roles) in %s", role,
+				c[states.StatusOK], c[states.StatusChanged], c[states.StatusFailed], c[states.StatusSkipped], rep.Duration.Round(time.Millisecond))
+			for _, x := range rep.Results {
+				if x.Status == states.StatusFailed {
+					failed = append(failed, fmt.Sprintf("%s: %s: %s", role, x.Address, x.Error))
+				}
+			}
+		}
+		if len(failed) > 0 {
+			return counts, fmt.Errorf("apply failed:\n  %s", strings.Join(failed, "\n  "))
+		}
+		return counts, nil
+	}
+	if _, err := apply(""); err != nil {
+		return err
+	}
+	lap("first apply (converge from scratch)")
+
+	// The mesh: every host pings every other over its mesh address.
+	mesh := map[string]string{}
+	for _, role := range Roles {
+		addr := c.Host(role).Addr()
+		mesh[role] = "10.8.0." + addr[strings.LastIndex(addr, ".")+1:]
+	}
+	step("proving the mesh: every host pings every other over tinc")
+	for _, from := range Roles {
+		for _, to := range Roles {
+			if from == to {
+				continue
+			}
+			if err := poll(ctx, 30*time.Second, func() bool {
+				_, code, _ := c.Host(from).Sh(ctx, "ping -c1 -W1 "+mesh[to]+" >/dev/null")
+				return code == 0
+			}); err != nil {
+				for _, h := range []string{from, to} {
+					out, _, _ := c.Host(h).Sh(ctx, "ip -4 -o addr show tinc-ghost; ls /etc/tinc/ghost/hosts; tail -n 25 /var/log/tinc.ghost.log")
+					fmt.Fprintf(w, "--- tinc on %s:\n%s\n", h, out)
+				}
+				return fmt.Errorf("%s cannot ping %s (%s) over the mesh", from, to, mesh[to])
+			}
+		}
+	}
+	step("  12 of 12 host pairs answer over 10.8.0.0/24")
+	lap("mesh up, all pairs ping")
+
+	step("proving the firewall with a listener on port 9000 in the app host")
+	app := c.Host("app")
+	if _, err := app.Start("listener", "/bin/sh", "-c", "while :; do echo hello | nc -l -p 9000 -q 0 >/dev/null 2>&1 || sleep 0.2; done"); err != nil {
+		return err
+	}
+	outside := func(port string) bool { // from the machine, outside the mesh
+		conn, err := net.DialTimeout("tcp", net.JoinHostPort(app.Addr(), port), time.Second)
+		if err == nil {
+			conn.Close()
+		}
+		return err == nil
+	}
+	overMesh := func(from, to, port string) (string, bool) {
+		out, code, _ := c.Host(from).Sh(ctx, "nc -w 2 "+mesh[to]+" "+port+" </dev/null")
+		return strings.TrimSpace(out), code == 0 && strings.TrimSpace(out) != ""
+	}
+	if err := poll(ctx, 5*time.Second, func() bool { _, ok := overMesh("cache", "app", "9000"); return ok }); err != nil {
+		return errors.New("cache cannot reach app:9000 over the mesh")
+	}
+	step("  app:9000 from cache over the mesh: served")
+	if outside("9000") {
+		return fmt.Errorf("app:9000 is reachable from outside the mesh (%s): the firewall is open", app.Addr())
+	}
+	step("  app:9000 from outside the mesh (%s): refused by ufw", app.Addr())
+	if out, ok := overMesh("cache", "app", "2368"); !ok {
+		return errors.New("cache cannot reach the blog on app:2368 over the mesh")
+	} else {
+		step("  the blog on app:2368 from cache over the mesh: %q", out)
+	}
+	if out, ok := overMesh("app", "db", "3306"); !ok {
+		return errors.New("app cannot reach the database on db:3306 over the mesh")
+	} else {
+		step("  the database on db:3306 from app over the mesh: %q", out)
+	}
+	if outside("2368") {
+		return errors.New("the blog is reachable from outside the mesh")
+	}
+	lap("firewall proven")
+	up, _, _, _ := c.Host("cache").Run(ctx, "cat", "/etc/brine-proxy/upstreams.conf")
+	step("  the cache's upstreams, from peers(\"group:app\"):\n%s", indent(up))
+
+	counts, err := apply(" (again: nothing should change)")
+	if err != nil {
+		return err
+	}
+	for role, cn := range counts {
+		if cn[states.StatusChanged] != 0 {
+			return fmt.Errorf("the second apply changed %d resource(s) on %s", cn[states.StatusChanged], role)
+		}
+	}
+	lap("second apply (0 changes)")
+
+	fmt.Fprintf(w, "\nbrine demo: the reference deployment converged, meshed and firewalled 4 hosts; a second apply changed nothing.\n")
+	for _, t := range timings {
+		fmt.Fprintln(w, t)
+	}
+	fmt.Fprintf(w, "  %-38s %6.2fs\n", "total", time.Since(start).Seconds())
+	return nil
+}
+
+func poll(ctx context.Context, d time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return errors.New("timed out")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func copyFile(from, to string) error {
+	data, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, data, 0o755)
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+func indent(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return "    " + strings.Join(lines, "\n    ")
+}
