@@ -335,3 +335,33 @@ locals {
 		t.Fatalf("a cycle among locals: %v", diags)
 	}
 }
+
+func TestEnvCachedFillsOnceAndMayNest(t *testing.T) {
+	env := &Env{}
+	fills := 0
+	outer, err := env.Cached("outer", func() (any, error) {
+		fills++
+		inner, err := env.Cached("inner", func() (any, error) { return 2, nil }) // nested: no deadlock
+		if err != nil {
+			return nil, err
+		}
+		return inner.(int) + 1, nil
+	})
+	if err != nil || outer.(int) != 3 {
+		t.Fatalf("outer %v %v", outer, err)
+	}
+	again, _ := env.Cached("outer", func() (any, error) { fills++; return 0, nil })
+	if again.(int) != 3 || fills != 1 {
+		t.Fatalf("filled %d times, got %v", fills, again)
+	}
+	if _, err := env.Cached("flaky", func() (any, error) { return nil, errors.New("no") }); err == nil {
+		t.Fatal("error lost")
+	}
+	if v, err := env.Cached("flaky", func() (any, error) { return "yes", nil }); err != nil || v != "yes" {
+		t.Fatalf("an error was cached: %v %v", v, err)
+	}
+	env.Forget("outer")
+	if v, _ := env.Cached("outer", func() (any, error) { return 9, nil }); v.(int) != 9 {
+		t.Fatal("Forget did not forget")
+	}
+}

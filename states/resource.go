@@ -46,25 +46,39 @@ type Env struct {
 	all []Resource // every resource of the run, in run order
 
 	mu    sync.Mutex
-	cache map[string]any // guarded by mu
+	cache map[string]*cacheEntry // guarded by mu
 }
 
-// Cached returns the run-scoped value under key, computing it with fill the first time.
-// fill's error is not cached.
+type cacheEntry struct {
+	mu  sync.Mutex // held while filling, so one key is filled once
+	ok  bool       // guarded by mu
+	val any        // guarded by mu
+}
+
+// Cached returns the run-scoped value under key, computing it with fill the first time. fill's
+// error is not cached. Concurrent callers of one key wait for one fill; fill may itself call
+// Cached for another key (only the key's own entry is locked while it runs).
 func (e *Env) Cached(key string, fill func() (any, error)) (any, error) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if v, ok := e.cache[key]; ok {
-		return v, nil
+	if e.cache == nil {
+		e.cache = map[string]*cacheEntry{}
+	}
+	ent, ok := e.cache[key]
+	if !ok {
+		ent = &cacheEntry{}
+		e.cache[key] = ent
+	}
+	e.mu.Unlock()
+	ent.mu.Lock()
+	defer ent.mu.Unlock()
+	if ent.ok {
+		return ent.val, nil
 	}
 	v, err := fill()
 	if err != nil {
 		return nil, err
 	}
-	if e.cache == nil {
-		e.cache = map[string]any{}
-	}
-	e.cache[key] = v
+	ent.val, ent.ok = v, true
 	return v, nil
 }
 

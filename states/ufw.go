@@ -193,6 +193,11 @@ func decodeUfwRule(rb ufwRuleBlock, subj *hcl.Range) (ufwRule, hcl.Diagnostics) 
 	if u.action == "limit" && u.direction == "out" {
 		bad("action", u.action, "limit applies to incoming rules only")
 	}
+	// ufw's own parser refuses quotes in a comment ("ERROR: Invalid syntax") and it is kept hex
+	// encoded in user.rules; catch it here with a position instead of mid-apply.
+	if strings.ContainsAny(u.comment, "'\"\n\r") || len(u.comment) > 240 {
+		bad("comment", u.comment, "a comment holds no quotes or line breaks and at most 240 characters")
+	}
 	for _, side := range []struct {
 		field string
 		v     *string
@@ -562,7 +567,9 @@ func runUfw(ctx context.Context, args ...string) error {
 	cmd.Env = append(os.Environ(), "LANG=C", "LC_ALL=C")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("ufw %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		// ufw follows a syntax error with its whole usage text; its first line says what was wrong.
+		msg, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n\n")
+		return fmt.Errorf("ufw %s: %v: %s", strings.Join(args, " "), err, msg)
 	}
 	return nil
 }

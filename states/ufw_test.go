@@ -406,3 +406,17 @@ func TestUfwDecode(t *testing.T) {
 		t.Errorf("tuple = %q (v6 %t); want %q, v4 only", got, u.v6, want)
 	}
 }
+
+// ufw refuses quotes in comments with its usage text; the bundle says so first, with a position.
+func TestUfwCommentWithQuoteIsABundleError(t *testing.T) {
+	b := &Bundle{Files: map[string][]byte{"main.hcl": []byte(`ufw {
+  rule "tinc" {
+    port    = "655"
+    comment = "the mesh's transport"
+  }
+}`)}}
+	_, diags := Compile(b, Options{})
+	if !diags.HasErrors() || !strings.Contains(diags.Error(), "Invalid comment") {
+		t.Fatalf("a quote in a comment was accepted: %v", diags)
+	}
+}
