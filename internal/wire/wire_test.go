@@ -76,8 +76,10 @@ func FuzzDecode(f *testing.F) {
 				jm JobMeta
 				rt Return
 				sr SignedReturn
+				hr HeartbeatReply
+				rb ResendBody
 			)
-			for _, v := range []any{&c, &a, &ar, &r, &rp, &hb, &jm, &rt, &sr} {
+			for _, v := range []any{&c, &a, &ar, &r, &rp, &hb, &jm, &rt, &sr, &hr, &rb} {
 				_ = Unmarshal(data, 1<<20, v)
 			}
 		}
@@ -90,6 +92,19 @@ func FuzzUnpackJob(f *testing.F) {
 		meta, bundle, err := UnpackJob(content)
 		if err == nil && len(meta)+len(bundle) > len(content) {
 			t.Fatal("parts longer than input")
+		}
+	})
+}
+
+// FuzzPubBody covers the topic framing of everything a minion receives on its subscription.
+func FuzzPubBody(f *testing.F) {
+	f.Add([]byte(TopicAll), Encode(THeartbeat, []byte("x")))
+	f.Add([]byte(TopicMinion("web1")), []byte{})
+	f.Fuzz(func(t *testing.T, topic, body []byte) {
+		for _, frames := range [][][]byte{{body}, {topic, body}, {topic, body, body}, {}} {
+			if b, ok := PubBody(frames); ok && len(b) > len(topic)+2*len(body) {
+				t.Fatal("body longer than the frames")
+			}
 		}
 	})
 }
