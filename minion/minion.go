@@ -428,7 +428,11 @@ func (m *Minion) pin(k pki.PublicKey) error {
 		return err
 	}
 	m.masterKey = &k
-	m.log.Info("pinned the master's key on first use", "finger", k.Fingerprint())
+	if m.cfg.MasterFinger != "" {
+		m.log.Info("pinned the master's key (it matches master_finger)", "finger", k.Fingerprint())
+	} else {
+		m.log.Info("pinned the master's key on first use", "finger", k.Fingerprint())
+	}
 	return nil
 }
 
