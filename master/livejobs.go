@@ -16,8 +16,9 @@ type liveJobs struct {
 }
 
 type liveJob struct {
-	minions map[string]struct{}
-	expires time.Time
+	minions   map[string]struct{}
+	expires   time.Time
+	published time.Time
 
 	// For redelivery to minions that missed the job: its signed content (nil once every minion
 	// returned), who returned, and when it was last published again for whom.
@@ -45,7 +46,7 @@ func (l *liveJobs) add(jid string, minions []string, expires time.Time, signed [
 			delete(l.jobs, k)
 		}
 	}
-	l.jobs[jid] = liveJob{minions: set, expires: expires, signed: signed, returned: map[string]struct{}{}, lastResend: map[string]time.Time{}}
+	l.jobs[jid] = liveJob{minions: set, expires: expires, published: now, signed: signed, returned: map[string]struct{}{}, lastResend: map[string]time.Time{}}
 }
 
 // addressed reports whether job jid was addressed to minion; known is false when the job is not
@@ -77,13 +78,16 @@ func (l *liveJobs) markReturned(jid, minion string) {
 	l.jobs[jid] = j
 }
 
-// pending returns the unexpired jobs addressed to minion that it has not returned.
-func (l *liveJobs) pending(minion string, now time.Time) []string {
+// pending returns the unexpired jobs addressed to minion that it has not returned and that were
+// published at least grace ago. The grace matters at scale: under load a minion may take
+// seconds to receive and return a job, and a job still in flight is not missed; asking for it
+// again only adds a republish per minion to the load (thousands of them at 5,000 minions).
+func (l *liveJobs) pending(minion string, now time.Time, grace time.Duration) []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []string
 	for jid, j := range l.jobs {
-		if j.signed == nil || now.After(j.expires) {
+		if j.signed == nil || now.After(j.expires) || now.Sub(j.published) < grace {
 			continue
 		}
 		if _, ok := j.minions[minion]; !ok {

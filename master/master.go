@@ -430,7 +430,7 @@ func (m *Master) handleRequest(body []byte) []byte {
 func (m *Master) serve(s session, r wire.Request, reply *wire.Reply, sk *pki.SessionKey) error {
 	switch r.Kind {
 	case wire.KindHeartbeat:
-		if pending := m.live.pending(s.minion, time.Now()); len(pending) > 0 {
+		if pending := m.live.pending(s.minion, time.Now(), m.cfg.heartbeat); len(pending) > 0 {
 			reply.Body, _ = json.Marshal(wire.HeartbeatReply{Pending: pending})
 		}
 		return nil

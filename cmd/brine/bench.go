@@ -51,6 +51,7 @@ swarm accepts them through --socket) and --master-pid names it, to report its me
 				return withCode(exitNothing, fmt.Errorf("N must be a positive number, not %q", args[0]))
 			}
 			bc.N = n
+			bc.MasterPID = pid
 			if profile != "" {
 				f, err := os.Create(profile)
 				if err != nil {
@@ -69,23 +70,15 @@ swarm accepts them through --socket) and --master-pid names it, to report its me
 			if err != nil {
 				return withCode(exitFailed, err)
 			}
-			var mrss, mhwm int64
-			if pid > 0 {
-				mrss, mhwm = swarm.ProcRSS(pid)
-			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				v := struct {
-					*swarm.BenchResult
-					MasterRSS int64 `json:"master_rss_bytes,omitempty"`
-					MasterHWM int64 `json:"master_hwm_bytes,omitempty"`
-				}{res, max(mrss, res.MasterRSS), mhwm}
-				return json.NewEncoder(out).Encode(v)
+				return json.NewEncoder(out).Encode(res)
 			}
 			ms := func(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond)) }
 			mb := func(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/(1<<20)) }
 			fmt.Fprintf(out, "minions           %d\n", res.N)
 			fmt.Fprintf(out, "connect (all)     %s\n", ms(res.Connect))
+			fmt.Fprintf(out, "first ping        %s (right after connecting)\n", ms(res.FirstPing.Wall))
 			fmt.Fprintf(out, "ping '*'          %s (median of %d)\n", ms(res.Ping), len(res.Pings))
 			fmt.Fprintf(out, "apply, first      %s (%d files changed)\n", ms(res.FirstApply.Wall), res.FirstApply.Changed)
 			fmt.Fprintf(out, "apply, no change  %s (median of %d)\n", ms(res.Apply), len(res.Applies))
@@ -95,7 +88,8 @@ swarm accepts them through --socket) and --master-pid names it, to report its me
 				fmt.Fprintf(out, "swarm RSS         %s (peak %s)\n", mb(res.ProcRSS), mb(res.ProcHWM))
 			}
 			if pid > 0 {
-				fmt.Fprintf(out, "master RSS        %s (peak %s)\n", mb(mrss), mb(mhwm))
+				fmt.Fprintf(out, "master RSS        %s (peak %s)\n", mb(res.MasterRSS), mb(res.MasterHWM))
+				fmt.Fprintf(out, "master CPU        %s per ping, %s per no-change apply (medians)\n", ms(res.MasterCPU), ms(res.ApplyCPU))
 			}
 			return nil
 		},

@@ -26,6 +26,10 @@ type JobStats struct {
 	Failed    int           `json:"failed"`    // returned without success
 	Changed   int           `json:"changed"`   // resources changed, all minions together
 	Resources int           `json:"resources"` // resources reported, all minions together
+	// CPU time used during the job by the master process (when its pid is known) and by this
+	// process, user and system together.
+	MasterCPU time.Duration `json:"master_cpu_ns,omitempty"`
+	SelfCPU   time.Duration `json:"self_cpu_ns,omitempty"`
 }
 
 // RunJob sends req (a ping or an apply) over the control socket and waits for its end.
@@ -71,6 +75,7 @@ type BenchConfig struct {
 	// data dir on disk under the temp dir. An external master must accept the swarm's keys:
 	// auto_accept = true, or the swarm accepts them through the control socket.
 	Master, Socket string
+	MasterPID      int // the external master's pid, to measure its CPU and memory
 	Files          int // files in the apply bundle; default 20
 	Progress       func(string)
 	Logger         *slog.Logger
@@ -90,6 +95,10 @@ type BenchResult struct {
 	ProcHWM    int64         `json:"process_hwm_bytes"`
 	InProcess  bool          `json:"in_process_master"`
 	Goroutines int           `json:"goroutines"`
+	FirstPing  JobStats      `json:"first_ping"`          // right after connecting, not in the median
+	MasterCPU  time.Duration `json:"master_cpu_ping_ns"`  // median master CPU of one ping
+	ApplyCPU   time.Duration `json:"master_cpu_apply_ns"` // median master CPU of one no-change apply
+	MasterHWM  int64         `json:"master_hwm_bytes,omitempty"`
 }
 
 // Bench runs the swarm workload: connect N minions, ping them all Runs times, apply a bundle of
@@ -179,8 +188,25 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 
 	target := prefix + "-*"
 	timeout := 30*time.Second + time.Duration(bc.N)*10*time.Millisecond
+	// The first ping right after connecting also finds the minions whose subscription had not
+	// reached the master yet (they get the job again on their next heartbeat): reported apart.
+	run := func(req master.ControlRequest) (JobStats, error) {
+		m0, s0 := ProcCPU(bc.MasterPID), ProcCPU(os.Getpid())
+		st, err := RunJob(ctx, cl, req)
+		if bc.MasterPID > 0 {
+			st.MasterCPU = ProcCPU(bc.MasterPID) - m0
+		}
+		st.SelfCPU = ProcCPU(os.Getpid()) - s0
+		return st, err
+	}
+	st, err := run(master.ControlRequest{Op: "ping", Target: target, Timeout: timeout})
+	if err != nil {
+		return res, fmt.Errorf("first ping: %w", err)
+	}
+	res.FirstPing = st
+	say(fmt.Sprintf("first ping: %d minions in %s", st.Returned, st.Wall.Round(time.Millisecond)))
 	for i := range bc.Runs {
-		st, err := RunJob(ctx, cl, master.ControlRequest{Op: "ping", Target: target, Timeout: timeout})
+		st, err := run(master.ControlRequest{Op: "ping", Target: target, Timeout: timeout})
 		if err != nil {
 			return res, fmt.Errorf("ping %d: %w", i+1, err)
 		}
@@ -188,11 +214,12 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 		say(fmt.Sprintf("ping %d: %d minions in %s", i+1, st.Returned, st.Wall.Round(time.Millisecond)))
 	}
 	res.Ping = median(res.Pings)
+	res.MasterCPU = medianOf(res.Pings, func(s JobStats) time.Duration { return s.MasterCPU })
 
 	b := FileBundle(bc.Files)
 	req := master.ControlRequest{Op: "apply", Target: target, Bundle: b.Marshal(), Timeout: timeout,
 		Vars: map[string]string{"root": filepath.Join(bc.Dir, "h")}}
-	st, err := RunJob(ctx, cl, req)
+	st, err = run(req)
 	if err != nil {
 		return res, fmt.Errorf("first apply: %w", err)
 	}
@@ -202,7 +229,7 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 	res.FirstApply = st
 	say(fmt.Sprintf("first apply: %d files changed on %d minions in %s", st.Changed, st.Returned, st.Wall.Round(time.Millisecond)))
 	for i := range bc.Runs {
-		st, err := RunJob(ctx, cl, req)
+		st, err := run(req)
 		if err != nil {
 			return res, fmt.Errorf("apply %d: %w", i+1, err)
 		}
@@ -213,9 +240,13 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 		say(fmt.Sprintf("no-change apply %d: %d minions in %s", i+1, st.Returned, st.Wall.Round(time.Millisecond)))
 	}
 	res.Apply = median(res.Applies)
+	res.ApplyCPU = medianOf(res.Applies, func(s JobStats) time.Duration { return s.MasterCPU })
+	if bc.MasterPID > 0 {
+		res.MasterRSS, res.MasterHWM = ProcRSS(bc.MasterPID)
+	}
 	res.ProcRSS, res.ProcHWM = ProcRSS(os.Getpid())
 	if res.InProcess {
-		res.MasterRSS = res.ProcRSS
+		res.MasterRSS, res.MasterHWM = res.ProcRSS, res.ProcHWM
 	}
 	res.Goroutines = runtime.NumGoroutine()
 	return res, nil
@@ -249,12 +280,16 @@ func (s *Swarm) waitConnected(ctx context.Context, cl *master.Client, prefix str
 }
 
 func median(sts []JobStats) time.Duration {
+	return medianOf(sts, func(s JobStats) time.Duration { return s.Wall })
+}
+
+func medianOf(sts []JobStats, f func(JobStats) time.Duration) time.Duration {
 	if len(sts) == 0 {
 		return 0
 	}
 	d := make([]time.Duration, len(sts))
 	for i, s := range sts {
-		d[i] = s.Wall
+		d[i] = f(s)
 	}
 	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
 	return d[len(d)/2]
@@ -270,6 +305,29 @@ func splitPort(addr string) (string, int, error) {
 		return "", 0, fmt.Errorf("master address %q: bad port", addr)
 	}
 	return addr[:i], p, nil
+}
+
+// ProcCPU returns the user and system CPU time process pid has used (0 if pid is 0 or gone).
+func ProcCPU(pid int) time.Duration {
+	if pid <= 0 {
+		return 0
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command (which may hold spaces) start after the last ')'.
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
 }
 
 // ProcRSS returns the resident set and its high-water mark of process pid, in bytes.

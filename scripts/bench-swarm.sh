@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Scale (issue 7, BENCHMARKS.md "## swarm"): one real `brine master` process and N swarm minions
+# in a second process (`brine bench swarm N --master`), for each N in $SIZES (default
+# "100 1000 5000"). Each minion has its own keys, data dir and ZeroMQ connections over loopback.
+# Prints connect time, median ping '*' and no-change 20-file apply, and the master's RSS.
+#   RUNS=5 SIZES="1000" ./scripts/bench-swarm.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sizes=${SIZES:-"100 1000 5000"}
+runs=${RUNS:-5}
+bin=${BRINE:-./bin/brine}
+[ -x "$bin" ] || { echo "build first: make build (or BRINE=path)" >&2; exit 1; }
+work=$(mktemp -d /tmp/brine-bench-swarm.XXXXXX)   # the master's data: on disk, fsyncs are real
+mpid=
+cleanup() { [ -n "$mpid" ] && kill "$mpid" 2>/dev/null && wait "$mpid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+port=$((20000 + RANDOM % 20000))
+for n in $sizes; do
+  rm -rf "$work/m" && mkdir -p "$work/m"
+  cat > "$work/master.hcl" <<HCL
+data_dir     = "$work/m"
+publish_addr = "127.0.0.1:$port"
+request_addr = "127.0.0.1:$((port + 1))"
+auto_accept  = true
+HCL
+  "$bin" master -c "$work/master.hcl" 2>"$work/master.log" &
+  mpid=$!
+  for _ in $(seq 1 100); do [ -S "$work/m/master.sock" ] && break; sleep 0.05; done
+  echo "== swarm of $n minions, master pid $mpid"
+  "$bin" bench swarm "$n" --runs "$runs" --master "127.0.0.1:$((port + 1))" \
+    --socket "$work/m/master.sock" --master-pid "$mpid" "$@"
+  kill "$mpid"; wait "$mpid" 2>/dev/null || true; mpid=
+  port=$((port + 2))
+done
