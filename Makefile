@@ -14,8 +14,10 @@ deps:
 	@./scripts/deps.sh
 
 # The whole suite. Tests that need root or namespaces skip with a reason where unavailable.
+# The concurrent core (master, minion, wire, keys) runs again under the race detector.
 test: deps build lint
 	$(GO) test -count=1 -timeout 40m ./...
+	CGO_ENABLED=1 $(GO) test -race -short -count=1 -timeout 20m ./master/ ./minion/ ./pki/ ./internal/... ./states/
 
 demo: deps build
 	./scripts/demo.sh
