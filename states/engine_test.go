@@ -365,3 +365,60 @@ func TestEnvCachedFillsOnceAndMayNest(t *testing.T) {
 		t.Fatal("Forget did not forget")
 	}
 }
+
+func TestForEach(t *testing.T) {
+	takeJournal()
+	g := compileString(t, `
+variable "sites" { default = ["blog1", "blog2"] }
+probe "site" {
+  for_each = toset(var.sites)
+  note     = "site ${each.key}"
+  notify   = [probe.reload]
+}
+probe "port" {
+  for_each = { web = 80, tls = 443 }
+  note     = "${each.key}=${each.value}"
+}
+probe "after" { depends_on = [probe.site, probe.port] }
+probe "reload" { in_sync = true }
+`, Options{})
+	got := strings.Join(g.Addresses(), " ")
+	if got != "probe.blog1 probe.blog2 probe.tls probe.web probe.after probe.reload" && got != "probe.blog1 probe.blog2 probe.tls probe.web probe.reload probe.after" {
+		t.Fatalf("order %q", got)
+	}
+	notes := map[string]string{}
+	for _, n := range g.nodes {
+		notes[n.addr] = n.res.(*probe).note
+	}
+	if notes["probe.blog2"] != "site blog2" || notes["probe.tls"] != "tls=443" {
+		t.Fatalf("notes %v", notes)
+	}
+	rep := Run(context.Background(), g, false)
+	j := strings.Join(takeJournal(), ";")
+	if strings.Count(j, "notify reload") != 1 || strings.Index(j, "apply after") < strings.Index(j, "apply web") {
+		t.Fatalf("journal %q", j)
+	}
+	if rep.Failed() {
+		t.Fatal(rep.Results)
+	}
+	for _, bad := range []struct{ src, want string }{
+		{`probe "x" { for_each = "one" }`, "map, set or list"},
+		{`probe "x" { for_each = ["a", "a"] }`, "appears twice"},
+		{"probe \"y\" {}\nprobe \"x\" { for_each = [probe.y.name] }", "cannot refer to resources"},
+		{"probe \"a\" {}\nprobe \"x\" { for_each = [\"a\"] }", "Duplicate resource"},
+		{`ufw { for_each = ["a"] }`, "takes no for_each"},
+	} {
+		b := &Bundle{Files: map[string][]byte{"main.hcl": []byte(bad.src)}}
+		if _, diags := Compile(b, Options{}); !diags.HasErrors() || !strings.Contains(diags.Error(), bad.want) {
+			t.Errorf("%s: want %q, got %v", bad.src, bad.want, diags)
+		}
+	}
+	// Check (no minion) keeps a for_each block as one node and still resolves edges to it.
+	b := &Bundle{Files: map[string][]byte{"main.hcl": []byte(`
+probe "site" { for_each = toset(minion.facts.sites) }
+probe "after" { depends_on = [probe.site] }
+`)}}
+	if diags := Check(b, Options{}); diags.HasErrors() {
+		t.Fatalf("Check: %v", diags)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -73,6 +74,7 @@ type node struct {
 	res    Resource
 	guard  bool // false: only_if said no
 	reason string
+	each   cty.Value // each.key and each.value of a for_each instance; cty.NilVal otherwise
 }
 
 type edge struct {
@@ -90,7 +92,7 @@ func (u *usedSecrets) add(v string) {
 }
 
 var metaSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-	{Name: "depends_on"}, {Name: "notify"}, {Name: "only_if"},
+	{Name: "depends_on"}, {Name: "notify"}, {Name: "only_if"}, {Name: "for_each"},
 }}
 
 var variableSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
@@ -153,24 +155,31 @@ func topSchema() *hcl.BodySchema {
 
 // Check validates what can be validated without a minion: syntax, block and resource types,
 // references, dependency cycles and variables given with --var. The CLI runs it before sending a
-// bundle anywhere; Compile does the rest (expressions, arguments) for each minion.
+// bundle anywhere; Compile does the rest (expressions, arguments, for_each) for each minion.
 func Check(b *Bundle, opts Options) hcl.Diagnostics {
-	blocks, _, diags := parse(b)
+	blocks, diags := parseBlocks(b)
 	if diags.HasErrors() {
 		return diags
 	}
 	_, d := evalVariables(blocks, opts)
+	diags = append(diags, d...)
+	nodes, groups, d := collectNodes(blocks, nil)
+	diags = append(diags, d...)
+	if diags.HasErrors() {
+		return diags
+	}
+	_, d = sortNodes(nodes, groups)
 	return append(diags, d...)
 }
 
-// parse reads a bundle's files, declares its resources and orders them.
-func parse(b *Bundle) ([]*hcl.Block, []*node, hcl.Diagnostics) {
+// parseBlocks reads a bundle's files into its top-level blocks.
+func parseBlocks(b *Bundle) ([]*hcl.Block, hcl.Diagnostics) {
 	files, _, diags := b.parseFiles()
 	if diags.HasErrors() {
-		return nil, nil, diags
+		return nil, diags
 	}
 	if len(files) == 0 {
-		return nil, nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Empty bundle",
+		return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Empty bundle",
 			Detail: fmt.Sprintf("No *.hcl files in %s. A bundle is a directory of *.hcl files.", b.displayName("."))}}
 	}
 	schema := topSchema()
@@ -182,23 +191,13 @@ func parse(b *Bundle) ([]*hcl.Block, []*node, hcl.Diagnostics) {
 			blocks = append(blocks, content.Blocks...)
 		}
 	}
-	if diags.HasErrors() {
-		return nil, nil, diags
-	}
-	nodes, d := collectNodes(blocks)
-	diags = append(diags, d...)
-	if diags.HasErrors() {
-		return nil, nil, diags
-	}
-	order, d := sortNodes(nodes)
-	diags = append(diags, d...)
-	return blocks, order, diags
+	return blocks, diags
 }
 
 // Compile parses and validates a bundle for one minion and decodes every resource. When the
 // diagnostics hold an error the graph is nil: nothing of the bundle may be applied.
 func Compile(b *Bundle, opts Options) (*Graph, hcl.Diagnostics) {
-	blocks, order, diags := parse(b)
+	blocks, diags := parseBlocks(b)
 	if diags.HasErrors() {
 		return nil, diags
 	}
@@ -222,15 +221,24 @@ func Compile(b *Bundle, opts Options) (*Graph, hcl.Diagnostics) {
 		return nil, diags
 	}
 	base.Variables["local"] = locals
-	nodes := map[string]*node{}
-	for _, n := range order {
-		nodes[n.addr] = n
+	nodes, groups, d := collectNodes(blocks, base)
+	diags = append(diags, d...)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	order, d := sortNodes(nodes, groups)
+	diags = append(diags, d...)
+	if diags.HasErrors() {
+		return nil, diags
 	}
 
 	values := map[string]cty.Value{} // address -> value of its attributes, for references
 	for _, n := range order {
 		ctx := base.NewChild()
 		ctx.Variables = refVariables(n, nodes, values)
+		if n.each != cty.NilVal {
+			ctx.Variables["each"] = n.each
+		}
 		diags = append(diags, decodeNode(n, ctx, b)...)
 		values[n.addr] = nodeValue(n, ctx)
 	}
@@ -475,26 +483,33 @@ func toCty(v any) (cty.Value, error) {
 	return ctyjson.Unmarshal(data, t)
 }
 
-// collectNodes turns resource blocks into nodes and reads their meta-arguments.
-func collectNodes(blocks []*hcl.Block) (map[string]*node, hcl.Diagnostics) {
+// collectNodes turns resource blocks into nodes and reads their meta-arguments. With ctx, a block
+// with for_each becomes one node per element, named by the element (or map key); the block's
+// own address then names the group, and depends_on/notify on it mean every instance (groups).
+// Without ctx (Check, no minion) such a block stays one node under its own address.
+func collectNodes(blocks []*hcl.Block, ctx *hcl.EvalContext) (map[string]*node, map[string][]string, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	nodes := map[string]*node{}
+	groups := map[string][]string{}
+	add := func(n *node) {
+		if prev, dup := nodes[n.addr]; dup {
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Duplicate resource",
+				Detail:  fmt.Sprintf("%s is also declared at %s; each resource is declared once.", n.addr, prev.block.DefRange),
+				Subject: n.block.DefRange.Ptr()})
+			return
+		}
+		nodes[n.addr] = n
+	}
 	for i, blk := range blocks {
 		t := lookupType(blk.Type)
 		if t == nil {
-			continue // variable
+			continue // variable, locals
 		}
 		name := ""
 		if t.Labels > 0 {
 			name = blk.Labels[0]
 		}
 		n := &node{addr: Address(t.Name, name, t.Labels), typ: t, name: name, block: blk, decl: i, guard: true}
-		if prev, dup := nodes[n.addr]; dup {
-			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Duplicate resource",
-				Detail:  fmt.Sprintf("%s is also declared at %s; each resource is declared once.", n.addr, prev.block.DefRange),
-				Subject: blk.DefRange.Ptr()})
-			continue
-		}
 		content, remain, d := blk.Body.PartialContent(metaSchema)
 		diags = append(diags, d...)
 		n.body = remain
@@ -529,9 +544,85 @@ func collectNodes(blocks []*hcl.Block) (map[string]*node, hcl.Diagnostics) {
 			}
 			n.deps = append(n.deps, edge{to: traversalAddr(tr), rng: tr.SourceRange(), why: "reference"})
 		}
-		nodes[n.addr] = n
+		fe, ok := content.Attributes["for_each"]
+		if !ok || ctx == nil {
+			add(n)
+			continue
+		}
+		instances, d := forEach(t, fe, ctx)
+		diags = append(diags, d...)
+		if d.HasErrors() {
+			continue
+		}
+		var addrs []string
+		for _, inst := range instances {
+			m := *n
+			m.name = inst.key
+			m.addr = Address(t.Name, inst.key, 1)
+			m.each = cty.ObjectVal(map[string]cty.Value{"key": cty.StringVal(inst.key), "value": inst.value})
+			m.deps = append([]edge(nil), n.deps...)
+			m.notifies = append([]string(nil), n.notifies...)
+			add(&m)
+			addrs = append(addrs, m.addr)
+		}
+		groups[n.addr] = addrs
 	}
-	return nodes, diags
+	return nodes, groups, diags
+}
+
+type instance struct {
+	key   string
+	value cty.Value
+}
+
+// forEach evaluates a for_each argument: a map (instances named by its keys) or a set or list of
+// strings (named by the strings). It may use var, local, minion and functions, not resources.
+func forEach(t *Type, a *hcl.Attribute, ctx *hcl.EvalContext) ([]instance, hcl.Diagnostics) {
+	bad := func(detail string) hcl.Diagnostics {
+		return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid for_each", Detail: detail, Subject: a.Expr.Range().Ptr()}}
+	}
+	if t.Labels == 0 {
+		return nil, bad(fmt.Sprintf("%s is a single block per host; it takes no for_each.", t.Name))
+	}
+	for _, tr := range a.Expr.Variables() {
+		if lookupType(tr.RootName()) != nil {
+			return nil, bad("for_each is decided before any resource runs, so it cannot refer to resources; use var, local, minion or peers().")
+		}
+	}
+	v, diags := a.Expr.Value(ctx)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	if v.IsNull() || !v.IsWhollyKnown() {
+		return nil, bad("for_each must be a known map, set or list of strings.")
+	}
+	var out []instance
+	ty := v.Type()
+	switch {
+	case ty.IsMapType() || ty.IsObjectType():
+		for it := v.ElementIterator(); it.Next(); {
+			k, val := it.Element()
+			out = append(out, instance{key: k.AsString(), value: val})
+		}
+	case ty.IsSetType() || ty.IsListType() || ty.IsTupleType():
+		seen := map[string]bool{}
+		for it := v.ElementIterator(); it.Next(); {
+			_, val := it.Element()
+			sv, err := convert.Convert(val, cty.String)
+			if err != nil || sv.IsNull() {
+				return nil, bad(fmt.Sprintf("for_each over a list or set needs strings (the names of the instances); got %s.", val.Type().FriendlyName()))
+			}
+			k := sv.AsString()
+			if seen[k] {
+				return nil, bad(fmt.Sprintf("%q appears twice in for_each; instance names must be unique.", k))
+			}
+			seen[k] = true
+			out = append(out, instance{key: k, value: sv})
+		}
+	default:
+		return nil, bad(fmt.Sprintf("for_each must be a map, set or list of strings, not %s.", ty.FriendlyName()))
+	}
+	return out, nil
 }
 
 // traversalAddr turns service.nginx or file["/etc/motd"] (and anything after it) into an address.
@@ -573,16 +664,46 @@ func bodyTraversals(body *hclsyntax.Body) []hcl.Traversal {
 
 // sortNodes checks every edge, finds cycles and returns the nodes in dependency order, ties
 // broken by declaration order so that runs are repeatable.
-func sortNodes(nodes map[string]*node) ([]*node, hcl.Diagnostics) {
+func sortNodes(nodes map[string]*node, groups map[string][]string) ([]*node, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	all := make([]*node, 0, len(nodes))
 	for _, n := range nodes {
 		all = append(all, n)
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].decl < all[j].decl })
-	addrs := make([]string, len(all))
-	for i, n := range all {
-		addrs[i] = n.addr
+	addrs := make([]string, 0, len(all)+len(groups))
+	for _, n := range all {
+		addrs = append(addrs, n.addr)
+	}
+	for g := range groups {
+		addrs = append(addrs, g)
+	}
+	// An edge to a for_each group is an edge to each of its instances; an edge from an instance
+	// to its own group (each refers to the block) is dropped.
+	for _, n := range all {
+		var out []edge
+		for _, e := range n.deps {
+			inst, ok := groups[e.to]
+			if !ok || nodes[e.to] != nil {
+				out = append(out, e)
+				continue
+			}
+			for _, a := range inst {
+				if a != n.addr && !slices.Contains(inst, n.addr) {
+					out = append(out, edge{to: a, rng: e.rng, why: e.why})
+				}
+			}
+		}
+		n.deps = out
+		var notifies []string
+		for _, t := range n.notifies {
+			if inst, ok := groups[t]; ok && nodes[t] == nil {
+				notifies = append(notifies, inst...)
+			} else {
+				notifies = append(notifies, t)
+			}
+		}
+		n.notifies = notifies
 	}
 	// notify = [x] in n means x runs after n: turn those edges around.
 	for _, n := range all {

@@ -1,4 +1,4 @@
-# Every host (groups core, cache, app, db): a base package, a firewall that blocks everything but
+# Every host (groups core, cache, app, db): base packages, a firewall that blocks everything but
 # SSH and the mesh, and a tinc mesh across all hosts that the servers use to talk to each other.
 
 locals {
@@ -17,7 +17,7 @@ locals {
 }
 
 package "base" {
-  name = var.base_package
+  for_each = toset(var.base_packages) # one resource per package, installed in one apt run
 }
 
 tinc_network "ghost" {

@@ -3,10 +3,10 @@
 # Debian packages and commands, e.g.
 #   --var proxy_package=nginx --var app_package=nodejs --var db_package=mariadb-server
 
-variable "base_package" {
-  type        = string
-  default     = "brine-lib"
-  description = "The package every host gets (real: unattended-upgrades)."
+variable "base_packages" {
+  type        = list(string)
+  default     = ["brine-lib"]
+  description = "Packages every host gets (real: [\"unattended-upgrades\", \"curl\"])."
 }
 
 variable "proxy_package" {
