@@ -43,7 +43,7 @@ type Master struct {
 	tokens *pki.TokenStore
 	store  jobstore.Store
 
-	pub    zmq4.Socket
+	pub    *zmtp.Pub    // zmq4's PUB is O(minions) per message and stalls on one slow reader
 	router *zmtp.Router // zmq4's ROUTER is O(minions) per reply; see zmtp.Router
 	ctl    *controlServer
 
@@ -169,11 +169,12 @@ func quietLogger() *log.Logger { return log.New(io.Discard, "", 0) }
 // Start binds the sockets and the control socket and starts serving until Close.
 func (m *Master) Start(ctx context.Context) error {
 	m.ctx, m.cancel = context.WithCancel(ctx)
-	m.pub = zmq4.NewPub(m.ctx, zmq4.WithLogger(quietLogger()), zmq4.WithTimeout(10*time.Second))
-	if err := m.pub.Listen(zmtp.Endpoint(m.cfg.PublishAddr, 4096)); err != nil {
+	pub, err := zmtp.ListenPub(m.cfg.PublishAddr, 4096)
+	if err != nil {
 		m.cancel()
 		return fmt.Errorf("publish socket %s: %w", m.cfg.PublishAddr, err)
 	}
+	m.pub = pub
 	router, err := zmtp.ListenRouter(m.cfg.RequestAddr, wire.MaxRequestFrame+1024)
 	if err != nil {
 		m.pub.Close()

@@ -101,6 +101,7 @@ swarm accepts them through --socket) and --master-pid names it, to report its me
 	sw.Flags().StringVar(&bc.Socket, "socket", "", "the external master's control socket")
 	sw.Flags().IntVar(&pid, "master-pid", 0, "the external master's pid, to report its memory")
 	sw.Flags().BoolVar(&asJSON, "json", false, "print the figures as one JSON object")
+	sw.Flags().BoolVarP(&bc.Verbose, "verbose", "v", false, "after each step, show the minions' log messages, counted")
 	sw.Flags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 
 	bundle := &cobra.Command{

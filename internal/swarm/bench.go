@@ -78,6 +78,7 @@ type BenchConfig struct {
 	MasterPID      int // the external master's pid, to measure its CPU and memory
 	Files          int // files in the apply bundle; default 20
 	Progress       func(string)
+	Verbose        bool // show the minions' log messages, counted, after each step
 	Logger         *slog.Logger
 }
 
@@ -172,7 +173,14 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 
 	say(fmt.Sprintf("making %d minions (keys, data dirs) under %s", bc.N, bc.Dir))
 	prefix := "sw" + strconv.FormatInt(time.Now().UnixNano()%1e6, 36)
-	s, err := Start(ctx, Config{N: bc.N, PubAddr: pubAddr, ReqAddr: reqAddr, Dir: bc.Dir, Prefix: prefix, Logger: bc.Logger})
+	// The minions' logs are counted, not printed; the counts are shown after each step.
+	counter := &LogCounter{Level: slog.LevelInfo}
+	logs := func(step string) {
+		if c := counter.Take(); c != "" && bc.Verbose {
+			say("minion log messages during " + step + ":\n" + strings.TrimRight(c, "\n"))
+		}
+	}
+	s, err := Start(ctx, Config{N: bc.N, PubAddr: pubAddr, ReqAddr: reqAddr, Dir: bc.Dir, Prefix: prefix, Logger: slog.New(counter)})
 	if err != nil {
 		return nil, err
 	}
@@ -183,6 +191,7 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 	}
 	res.Connect = time.Since(start)
 	say(fmt.Sprintf("%d minions connected in %s", bc.N, res.Connect.Round(time.Millisecond)))
+	logs("connect")
 	// A subscription reaches the master a moment after the session; give the last ones time.
 	time.Sleep(200 * time.Millisecond)
 
@@ -197,6 +206,10 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 			st.MasterCPU = ProcCPU(bc.MasterPID) - m0
 		}
 		st.SelfCPU = ProcCPU(os.Getpid()) - s0
+		logs(req.Op)
+		if c := s.Statuses(); c["connected"] != bc.N {
+			say("not all minions connected after " + req.Op + ": " + summarize(c))
+		}
 		return st, err
 	}
 	st, err := run(master.ControlRequest{Op: "ping", Target: target, Timeout: timeout})

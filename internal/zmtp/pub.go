@@ -1,0 +1,217 @@
+package zmtp
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/go-zeromq/zmq4"
+	"github.com/go-zeromq/zmq4/security/null"
+)
+
+// Pub is a ZeroMQ PUB socket (ZMTP 3, NULL security) for thousands of subscribers, where
+// zmq4's falls over: zmq4's PUB sends every message from one goroutine to every connection in
+// turn, checking each one's subscriptions, so a message costs O(subscribers) however few it is
+// for, and one subscriber that reads slowly holds up everyone behind it (up to WriteTimeout
+// each). Here subscriptions are indexed by topic, so a message reaches its subscribers in
+// O(len(topic) + matches); each subscriber has its own writer goroutine and queue, and a
+// subscriber whose queue is full loses the message (ZeroMQ's high-water-mark rule) instead of
+// stalling the others. brine's minions recover a lost job through their heartbeat.
+type Pub struct {
+	l    *listener
+	done chan struct{}
+	once sync.Once
+	wg   sync.WaitGroup
+
+	mu      sync.RWMutex // guards subs and peers
+	subs    map[string]map[*pubPeer]struct{}
+	peers   map[*pubPeer]struct{}
+	queue   int
+	Dropped atomic.Int64 // messages not queued for a subscriber because its queue was full
+}
+
+type pubPeer struct {
+	c      *zmq4.Conn
+	q      chan zmq4.Msg
+	topics map[string]struct{} // guarded by Pub.mu
+}
+
+// PubQueue is the number of messages queued per subscriber before new ones are dropped.
+const PubQueue = 256
+
+// ListenPub binds a Pub to the TCP address addr, accepting messages (subscriptions) of at most
+// maxMsg bytes from subscribers.
+func ListenPub(addr string, maxMsg int) (*Pub, error) {
+	nl, err := (&guardTransport{max: maxMsg}).Listen(context.Background(), addr)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pub{l: nl.(*listener), done: make(chan struct{}), subs: map[string]map[*pubPeer]struct{}{},
+		peers: map[*pubPeer]struct{}{}, queue: PubQueue}
+	p.wg.Add(1)
+	go p.accept()
+	return p, nil
+}
+
+// Addr is the bound address.
+func (p *Pub) Addr() net.Addr { return p.l.Addr() }
+
+func (p *Pub) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.l.Accept()
+		if err != nil {
+			return
+		}
+		p.wg.Add(1)
+		go func() { defer p.wg.Done(); p.serve(c) }()
+	}
+}
+
+// serve runs one subscriber: the handshake, a writer, and its subscriptions as they come.
+func (p *Pub) serve(nc net.Conn) {
+	zc, err := zmq4.Open(nc, null.Security(), zmq4.Pub, zmq4.SocketIdentity(""), true, nil)
+	if err != nil {
+		nc.Close()
+		return
+	}
+	peer := &pubPeer{c: zc, q: make(chan zmq4.Msg, p.queue), topics: map[string]struct{}{}}
+	p.mu.Lock()
+	select {
+	case <-p.done:
+		p.mu.Unlock()
+		zc.Close()
+		return
+	default:
+	}
+	p.peers[peer] = struct{}{}
+	p.mu.Unlock()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); p.write(peer, stop) }()
+	defer func() {
+		p.mu.Lock()
+		delete(p.peers, peer)
+		for t := range peer.topics {
+			if s := p.subs[t]; s != nil {
+				delete(s, peer)
+				if len(s) == 0 {
+					delete(p.subs, t)
+				}
+			}
+		}
+		p.mu.Unlock()
+		close(stop)
+		zc.Close()
+		wg.Wait()
+	}()
+	for {
+		msg, err := zc.RecvMsg()
+		if err != nil {
+			return
+		}
+		if msg.Type == zmq4.CmdMsg || len(msg.Frames) != 1 || len(msg.Frames[0]) == 0 {
+			continue
+		}
+		f := msg.Frames[0]
+		topic := string(f[1:])
+		p.mu.Lock()
+		switch f[0] {
+		case 1:
+			peer.topics[topic] = struct{}{}
+			s := p.subs[topic]
+			if s == nil {
+				s = map[*pubPeer]struct{}{}
+				p.subs[topic] = s
+			}
+			s[peer] = struct{}{}
+		case 0:
+			delete(peer.topics, topic)
+			if s := p.subs[topic]; s != nil {
+				delete(s, peer)
+				if len(s) == 0 {
+					delete(p.subs, topic)
+				}
+			}
+		}
+		p.mu.Unlock()
+	}
+}
+
+// write sends peer's queue until stop or a write error (which closes the connection).
+func (p *Pub) write(peer *pubPeer, stop <-chan struct{}) {
+	for {
+		select {
+		case m := <-peer.q:
+			if err := peer.c.SendMsg(m); err != nil {
+				peer.c.Close()
+				return
+			}
+		case <-stop:
+			return
+		case <-p.done:
+			peer.c.Close()
+			return
+		}
+	}
+}
+
+// ErrPubClosed is returned by Send after Close.
+var ErrPubClosed = errors.New("zmtp: pub closed")
+
+// Send queues msg for every subscriber with a subscription that is a prefix of msg.Frames[0]
+// (the topic), as ZeroMQ matches. It never blocks on a subscriber.
+func (p *Pub) Send(msg zmq4.Msg) error {
+	select {
+	case <-p.done:
+		return ErrPubClosed
+	default:
+	}
+	if len(msg.Frames) == 0 {
+		return errors.New("zmtp: empty message")
+	}
+	topic := string(msg.Frames[0])
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	seen := map[*pubPeer]struct{}(nil)
+	for i := 0; i <= len(topic); i++ {
+		s := p.subs[topic[:i]]
+		for peer := range s {
+			if len(peer.topics) > 1 { // subscribed to several prefixes of this topic: send once
+				if seen == nil {
+					seen = map[*pubPeer]struct{}{}
+				}
+				if _, dup := seen[peer]; dup {
+					continue
+				}
+				seen[peer] = struct{}{}
+			}
+			select {
+			case peer.q <- msg:
+			default:
+				p.Dropped.Add(1)
+			}
+		}
+	}
+	return nil
+}
+
+// Subscribers returns the number of connected subscribers.
+func (p *Pub) Subscribers() int {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return len(p.peers)
+}
+
+// Close stops accepting, closes every connection and waits for the Pub's goroutines.
+func (p *Pub) Close() error {
+	p.once.Do(func() {
+		close(p.done)
+		p.l.Close()
+	})
+	p.wg.Wait()
+	return nil
+}
