@@ -53,13 +53,7 @@ func decodeExec(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 	if diags.HasErrors() {
 		return nil, diags
 	}
-	attrs, _ := req.Body.JustAttributes()
-	subject := func(name string) *hcl.Range {
-		if a, ok := attrs[name]; ok {
-			return a.Expr.Range().Ptr()
-		}
-		return req.Block.DefRange.Ptr()
-	}
+	subject := req.AttrRange
 	e := &Exec{name: req.Name, command: cfg.Command, creates: cfg.Creates, unless: cfg.Unless,
 		onlyIf: req.OnlyIf, env: cfg.Env, cwd: cfg.Cwd, timeout: execDefaultTimeout, refreshOnly: cfg.RefreshOnly}
 	if strings.TrimSpace(cfg.Command) == "" {

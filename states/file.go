@@ -74,14 +74,7 @@ func decodeFile(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 	if diags.HasErrors() {
 		return nil, diags
 	}
-	subject := req.Block.DefRange.Ptr()
-	attrRange := func(name string) *hcl.Range {
-		attrs, _ := req.Body.JustAttributes()
-		if a, ok := attrs[name]; ok {
-			return a.Expr.Range().Ptr()
-		}
-		return subject
-	}
+	attrRange := req.AttrRange
 	bad := func(field, detail string) hcl.Diagnostics {
 		return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid file " + field, Detail: detail, Subject: attrRange(field)}}
 	}

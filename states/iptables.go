@@ -662,13 +662,7 @@ func decodeIptRule(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 	if diags.HasErrors() {
 		return nil, diags
 	}
-	attrs, _ := req.Body.JustAttributes()
-	subj := func(name string) *hcl.Range {
-		if a, ok := attrs[name]; ok {
-			return a.Expr.Range().Ptr()
-		}
-		return req.Block.DefRange.Ptr()
-	}
+	subj := req.AttrRange
 	r := &iptRule{table: cfg.Table, chain: cfg.Chain}
 	if r.table == "" {
 		r.table = "filter"

@@ -53,13 +53,7 @@ func decodePackage(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 	if diags.HasErrors() {
 		return nil, diags
 	}
-	attrs, _ := req.Body.JustAttributes()
-	subject := func(name string) *hcl.Range {
-		if a, ok := attrs[name]; ok {
-			return a.Expr.Range().Ptr()
-		}
-		return req.Block.DefRange.Ptr()
-	}
+	subject := req.AttrRange
 	p := &Package{name: req.Name, state: cfg.State, version: cfg.Version}
 	nameRange := req.Block.LabelRanges[0].Ptr()
 	if cfg.Name != "" {

@@ -104,6 +104,17 @@ type DecodeRequest struct {
 	OnlyIf string
 }
 
+// AttrRange is where attribute name's value stands in the block, or the block's header when the
+// attribute is not set: the subject of a diagnostic about that attribute.
+func (r *DecodeRequest) AttrRange(name string) *hcl.Range {
+	if attrs, _ := r.Body.JustAttributes(); attrs != nil {
+		if a, ok := attrs[name]; ok {
+			return a.Expr.Range().Ptr()
+		}
+	}
+	return r.Block.DefRange.Ptr()
+}
+
 // Type describes one resource type: its block name and how to decode a block into a Resource.
 type Type struct {
 	Name string

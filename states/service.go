@@ -69,13 +69,7 @@ func decodeService(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 	if diags.HasErrors() {
 		return nil, diags
 	}
-	attrs, _ := req.Body.JustAttributes()
-	subject := func(name string) *hcl.Range {
-		if a, ok := attrs[name]; ok {
-			return a.Expr.Range().Ptr()
-		}
-		return req.Block.DefRange.Ptr()
-	}
+	subject := req.AttrRange
 	s := &Service{name: req.Name, state: cfg.State, enabled: cfg.Enabled, reload: cfg.Reload, command: cfg.Command, pidfile: cfg.Pidfile}
 	if !serviceNameRE.MatchString(s.name) || strings.Contains(s.name, "..") {
 		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid service name",

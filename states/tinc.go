@@ -112,13 +112,7 @@ func decodeTinc(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 	if diags.HasErrors() {
 		return nil, diags
 	}
-	attrs, _ := req.Body.JustAttributes()
-	subj := func(name string) *hcl.Range {
-		if a, ok := attrs[name]; ok {
-			return a.Expr.Range().Ptr()
-		}
-		return req.Block.DefRange.Ptr()
-	}
+	subj := req.AttrRange
 	bad := func(field, detail string) {
 		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid " + field, Detail: detail, Subject: subj(field)})
 	}
