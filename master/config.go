@@ -2,13 +2,11 @@ package master
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/brinecm/brine/internal/hclfile"
 	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/gohcl"
-	"github.com/hashicorp/hcl/v2/hclsyntax"
 )
 
 // Config is a master's configuration (master.hcl). Every field has a default, so a master runs
@@ -49,15 +47,7 @@ const DefaultDataDir = "/var/lib/brine/master"
 func LoadConfig(path, dataDir string) (Config, hcl.Diagnostics) {
 	var c Config
 	if path != "" {
-		src, err := os.ReadFile(path)
-		if err != nil {
-			return c, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read master config", Detail: err.Error()}}
-		}
-		f, diags := hclsyntax.ParseConfig(src, path, hcl.InitialPos)
-		if diags.HasErrors() {
-			return c, diags
-		}
-		if diags := gohcl.DecodeBody(f.Body, nil, &c); diags.HasErrors() {
+		if diags := hclfile.Decode(path, "master config", &c); diags.HasErrors() {
 			return c, diags
 		}
 	}

@@ -9,9 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/gohcl"
-	"github.com/hashicorp/hcl/v2/hclsyntax"
 
+	"github.com/brinecm/brine/internal/hclfile"
 	"github.com/brinecm/brine/pki"
 )
 
@@ -56,15 +55,7 @@ const DefaultDataDir = "/var/lib/brine/minion"
 func LoadConfig(path, masterAddr, id, dataDir string) (Config, hcl.Diagnostics) {
 	var c Config
 	if path != "" {
-		src, err := os.ReadFile(path)
-		if err != nil {
-			return c, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read minion config", Detail: err.Error()}}
-		}
-		f, diags := hclsyntax.ParseConfig(src, path, hcl.InitialPos)
-		if diags.HasErrors() {
-			return c, diags
-		}
-		if diags := gohcl.DecodeBody(f.Body, nil, &c); diags.HasErrors() {
+		if diags := hclfile.Decode(path, "minion config", &c); diags.HasErrors() {
 			return c, diags
 		}
 	}
