@@ -533,11 +533,11 @@ func (r *ufwRes) diff(st *ufwState) []string {
 		if !slices.Equal(fam.have, fam.want) {
 			a := make([]string, len(fam.have))
 			for i, t := range fam.have {
-				a[i] = t + "\n"
+				a[i] = readableTuple(t) + "\n"
 			}
 			b := make([]string, len(fam.want))
 			for i, t := range fam.want {
-				b[i] = t + "\n"
+				b[i] = readableTuple(t) + "\n"
 			}
 			d = append(d, unifiedLines(fam.name+" (current)", fam.name+" (declared)", a, b))
 		}
@@ -560,6 +560,20 @@ func (r *ufwRes) Check(ctx context.Context, env *Env) (string, error) {
 		}
 	}
 	return strings.Join(d, "\n"), nil
+}
+
+// readableTuple shows a rule tuple as user.rules holds it, but with its comment as text: ufw
+// keeps comments hex encoded, which says nothing to a person reading a plan.
+func readableTuple(t string) string {
+	i := strings.Index(t, " comment=")
+	if i < 0 {
+		return t
+	}
+	c, err := hex.DecodeString(strings.TrimSpace(t[i+len(" comment="):]))
+	if err != nil {
+		return t
+	}
+	return t[:i] + " comment=" + strconv.Quote(string(c))
 }
 
 func runUfw(ctx context.Context, args ...string) error {

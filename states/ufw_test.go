@@ -3,6 +3,7 @@ package states
 import (
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -418,5 +419,15 @@ func TestUfwCommentWithQuoteIsABundleError(t *testing.T) {
 	_, diags := Compile(b, Options{})
 	if !diags.HasErrors() || !strings.Contains(diags.Error(), "Invalid comment") {
 		t.Fatalf("a quote in a comment was accepted: %v", diags)
+	}
+}
+
+func TestReadableTuple(t *testing.T) {
+	got := readableTuple("allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in comment=" + hex.EncodeToString([]byte("operators")))
+	if got != `allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in comment="operators"` {
+		t.Fatal(got)
+	}
+	if got := readableTuple("allow any 655 0.0.0.0/0 any 0.0.0.0/0 in"); got != "allow any 655 0.0.0.0/0 any 0.0.0.0/0 in" {
+		t.Fatal(got)
 	}
 }
