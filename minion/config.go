@@ -44,6 +44,12 @@ type Config struct {
 	// of minions share one host).
 	FactsFunc func() map[string]any
 
+	// ExecSlots, when set, is shared by the minions of one process (the swarm benchmark): an
+	// apply runs only while it holds a slot. Thousands of minions applying at once on a few
+	// cores would otherwise queue their own connection goroutines behind thousands of
+	// CPU-bound applies, for longer than the heartbeat timeouts.
+	ExecSlots chan struct{}
+
 	heartbeat, maxBackoff time.Duration
 	pubAddr, reqAddr      string
 }

@@ -669,7 +669,17 @@ func (m *Minion) executor(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case j := <-m.jobs:
+			if m.cfg.ExecSlots != nil && j.meta.Kind == wire.JobApply {
+				select {
+				case m.cfg.ExecSlots <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
+			}
 			ret := m.execute(ctx, j)
+			if m.cfg.ExecSlots != nil && j.meta.Kind == wire.JobApply {
+				<-m.cfg.ExecSlots
+			}
 			m.mu.Lock()
 			m.applied++
 			m.mu.Unlock()

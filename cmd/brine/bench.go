@@ -89,7 +89,7 @@ swarm accepts them through --socket) and --master-pid names it, to report its me
 			}
 			if pid > 0 {
 				fmt.Fprintf(out, "master RSS        %s (peak %s)\n", mb(res.MasterRSS), mb(res.MasterHWM))
-				fmt.Fprintf(out, "master CPU        %s per ping, %s per no-change apply (medians)\n", ms(res.MasterCPU), ms(res.ApplyCPU))
+				fmt.Fprintf(out, "master CPU        %s per ping, %s per no-change apply (medians); idle %s per second\n", ms(res.MasterCPU), ms(res.ApplyCPU), ms(res.IdleCPU))
 			}
 			return nil
 		},

@@ -100,6 +100,7 @@ type BenchResult struct {
 	MasterCPU  time.Duration `json:"master_cpu_ping_ns"`  // median master CPU of one ping
 	ApplyCPU   time.Duration `json:"master_cpu_apply_ns"` // median master CPU of one no-change apply
 	MasterHWM  int64         `json:"master_hwm_bytes,omitempty"`
+	IdleCPU    time.Duration `json:"master_idle_cpu_per_s_ns"` // master CPU per second, connected and idle
 }
 
 // Bench runs the swarm workload: connect N minions, ping them all Runs times, apply a bundle of
@@ -192,8 +193,13 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 	res.Connect = time.Since(start)
 	say(fmt.Sprintf("%d minions connected in %s", bc.N, res.Connect.Round(time.Millisecond)))
 	logs("connect")
-	// A subscription reaches the master a moment after the session; give the last ones time.
-	time.Sleep(200 * time.Millisecond)
+	// Idle: what heartbeats alone cost the master (every minion's, every heartbeat interval).
+	// This also gives the last subscriptions time to reach the master.
+	m0, t0 := ProcCPU(bc.MasterPID), time.Now()
+	time.Sleep(3 * time.Second)
+	if bc.MasterPID > 0 {
+		res.IdleCPU = time.Duration(float64(ProcCPU(bc.MasterPID)-m0) / time.Since(t0).Seconds())
+	}
 
 	target := prefix + "-*"
 	timeout := 30*time.Second + time.Duration(bc.N)*10*time.Millisecond

@@ -46,6 +46,7 @@ type Swarm struct {
 	Minions []*minion.Minion
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+	slots   chan struct{} // applies running at once, all minions together
 }
 
 // ID returns the id of minion i of a swarm with prefix.
@@ -73,7 +74,7 @@ func Start(ctx context.Context, cfg Config) (*Swarm, error) {
 	if err := RaiseFileLimit(2*cfg.N + 1024); err != nil {
 		return nil, err
 	}
-	s := &Swarm{cfg: cfg, Minions: make([]*minion.Minion, cfg.N)}
+	s := &Swarm{cfg: cfg, Minions: make([]*minion.Minion, cfg.N), slots: make(chan struct{}, 2*runtime.NumCPU())}
 	// Key generation and the first writes are parallel: 5,000 minions take a few seconds serially.
 	errs := make([]error, cfg.N)
 	var wg sync.WaitGroup
@@ -111,6 +112,7 @@ func (s *Swarm) newMinion(id string, logger *slog.Logger) (*minion.Minion, error
 		DataDir:    filepath.Join(s.cfg.Dir, "m", id),
 		Heartbeat:  s.cfg.Heartbeat,
 		MaxBackoff: "2s",
+		ExecSlots:  s.slots,
 		FactsFunc: func() map[string]any {
 			return map[string]any{"os": "linux", "arch": runtime.GOARCH, "hostname": id, "root": root}
 		},

@@ -211,6 +211,11 @@ func (p *Pub) Close() error {
 	p.once.Do(func() {
 		close(p.done)
 		p.l.Close()
+		p.mu.RLock()
+		for peer := range p.peers {
+			peer.c.Close() // unblocks a writer stuck on a subscriber that does not read
+		}
+		p.mu.RUnlock()
 	})
 	p.wg.Wait()
 	return nil
