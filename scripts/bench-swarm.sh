@@ -14,7 +14,7 @@ work=$(mktemp -d /tmp/brine-bench-swarm.XXXXXX)   # the master's data: on disk, 
 mpid=
 cleanup() { [ -n "$mpid" ] && kill "$mpid" 2>/dev/null && wait "$mpid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
-port=$((20000 + RANDOM % 20000))
+port=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768-)
 for n in $sizes; do
   rm -rf "$work/m" && mkdir -p "$work/m"
   cat > "$work/master.hcl" <<HCL

@@ -208,6 +208,9 @@ func (p *Pub) Subscribers() int {
 
 // Close stops accepting, closes every connection and waits for the Pub's goroutines.
 func (p *Pub) Close() error {
+	if p == nil {
+		return nil // never bound: Master.Close after a failed Start
+	}
 	p.once.Do(func() {
 		close(p.done)
 		p.l.Close()

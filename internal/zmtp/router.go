@@ -169,6 +169,9 @@ func (r *Router) Peers() int {
 
 // Close stops accepting, closes every connection and waits for the Router's goroutines.
 func (r *Router) Close() error {
+	if r == nil {
+		return nil // never bound: Master.Close after a failed Start
+	}
 	r.once.Do(func() {
 		close(r.done)
 		r.l.Close()
