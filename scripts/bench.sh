@@ -7,6 +7,8 @@ export PATH="$PATH:/usr/local/go/bin"
 
 echo "== brine local apply: 200 resources (150 files, 40 installed packages, 10 guarded execs)"
 ./scripts/bench-local.sh
+echo; echo "== master and minions: Salt's workload, real processes"; ./scripts/bench-salt-compare.sh
+echo; echo "== swarm: 100, 1,000 and 5,000 minions, one master process"; ./scripts/bench-swarm.sh
 
 echo
 echo "== Go benchmarks"
