@@ -16,6 +16,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -679,6 +680,13 @@ func (m *Minion) executor(ctx context.Context) {
 			ret := m.execute(ctx, j)
 			if m.cfg.ExecSlots != nil && j.meta.Kind == wire.JobApply {
 				<-m.cfg.ExecSlots
+			}
+			if m.cfg.ExecSlots == nil && j.meta.Kind == wire.JobApply {
+				// A minion idles between jobs: give the apply's heap (HCL, graph, report) back
+				// to the OS, so its resident set is its idle size, not its peak (19.4 -> 16 MB
+				// after an apply of 20 files). Not for minions that share a process (the
+				// swarm): a full collection per minion per job would dominate.
+				debug.FreeOSMemory()
 			}
 			m.mu.Lock()
 			m.applied++
