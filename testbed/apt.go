@@ -5,6 +5,7 @@ import (
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -175,17 +176,43 @@ var (
 	defaultRepoErr  error
 )
 
-// DefaultAptRepo builds DefaultTestPackages once per process, in a
-// temporary directory, and returns that directory.
+// DefaultAptRepo builds DefaultTestPackages and returns the repository's directory. The
+// repository is shared by every process on the machine and kept: it lives under
+// os.TempDir()/brine-apt-<digest of the package list>, so a changed list gets a new one, and a
+// test run leaves no new directory behind. A process builds it into a private directory and
+// renames it into place, so concurrent builders never see half a repository.
 func DefaultAptRepo() (string, error) {
 	defaultRepoOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "brine-apt-")
-		if err == nil {
-			err = BuildAptRepo(dir, DefaultTestPackages())
-		}
-		defaultRepoDir, defaultRepoErr = dir, err
+		defaultRepoDir, defaultRepoErr = sharedAptRepo(DefaultTestPackages())
 	})
 	return defaultRepoDir, defaultRepoErr
+}
+
+func sharedAptRepo(pkgs []TestPackage) (string, error) {
+	spec, err := json.Marshal(pkgs)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(spec)
+	dir := filepath.Join(os.TempDir(), "brine-apt-"+hex.EncodeToString(sum[:8]))
+	if _, err := os.Stat(filepath.Join(dir, "Release")); err == nil {
+		return dir, nil
+	}
+	tmp, err := os.MkdirTemp(os.TempDir(), ".brine-apt-build-")
+	if err != nil {
+		return "", err
+	}
+	if err := BuildAptRepo(tmp, pkgs); err != nil {
+		os.RemoveAll(tmp)
+		return "", err
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		os.RemoveAll(tmp) // another process won the race; its repository is the same
+		if _, serr := os.Stat(filepath.Join(dir, "Release")); serr != nil {
+			return "", fmt.Errorf("apt repo: %w", err)
+		}
+	}
+	return dir, nil
 }
 
 // AptSource is the apt source line that EnableApt installs in every host.
