@@ -15,6 +15,10 @@ sizes=${SIZES:-"1 10 50"}
 bin=$(realpath "${BRINE:-./bin/brine}")
 [ -x "$bin" ] || { echo "build first: make build (or BRINE=path)" >&2; exit 1; }
 work=$(mktemp -d /tmp/brine-bench-salt.XXXXXX)   # on disk: every fsync is real
+# Where the minions write the 20 files (default on disk, under $work). All the minions share
+# this one disk, where real hosts would each write to their own: FILES_DIR=/dev/shm/... shows
+# the run without that contention.
+files=${FILES_DIR:-$work/files}
 pids=()
 mpid=
 stop_all() {
@@ -23,7 +27,7 @@ stop_all() {
   pids=()
   if [ -n "$mpid" ]; then kill "$mpid" 2>/dev/null || true; wait "$mpid" 2>/dev/null || true; mpid=; fi
 }
-trap 'stop_all; rm -rf "$work"' EXIT
+trap 'stop_all; rm -rf "$work" "$files"' EXIT
 port=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768-)
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -80,18 +84,18 @@ for n in $sizes; do
   done
   for r in $(seq 1 "$runs"); do
     # A fresh directory each run: 20 files change on every minion.
-    at+=("$(timed "$bin" apply '*' "$work/files20" "$(sock)" --var "root=$work/files/$n-$r")")
+    at+=("$(timed "$bin" apply '*' "$work/files20" "$(sock)" --var "root=$files/$n-$r")")
     # Every minion changed its 20 files, and the second run changes none.
     [ "$(grep -c 'Applied 20 resources .*: 0 ok, 20 changed, 0 failed' "$work/last.out")" = "$n" ]
-    nt+=("$(timed "$bin" apply '*' "$work/files20" "$(sock)" --var "root=$work/files/$n-$r")")
+    nt+=("$(timed "$bin" apply '*' "$work/files20" "$(sock)" --var "root=$files/$n-$r")")
     [ "$(grep -c 'Applied 20 resources .*: 20 ok, 0 changed, 0 failed' "$work/last.out")" = "$n" ]
   done
-  [ "$(ls "$work/files/$n-1/m001" | wc -l)" = 20 ]
+  [ "$(ls "$files/$n-1/m001" | wc -l)" = 20 ]
   printf '%-8s %9s ms %11s ms %11s ms %8s MB %8s MB\n' "$n" \
     "$(printf '%s\n' "${pt[@]}" | median)" "$(printf '%s\n' "${at[@]}" | median)" \
     "$(printf '%s\n' "${nt[@]}" | median)" "$(rss_mb "${pids[0]}")" "$(rss_mb "$mpid")"
   stop_all
-  rm -rf "$work/files" "$work/d"
+  rm -rf "$files" "$work/d"
   port=$((port + 2))
 done
 
