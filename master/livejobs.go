@@ -119,6 +119,20 @@ func (l *liveJobs) resendable(jid, minion string, now time.Time, interval time.D
 	return j.signed
 }
 
+// maxHeartbeatRate is the heartbeat requests per second a master asks its fleet to stay under.
+// Each is an ed25519 verification and a signature (about 0.2 ms of CPU here): at 5,000 minions
+// and the default 5 s, heartbeats alone took 40% of a 2-core master.
+const maxHeartbeatRate = 200
+
+// requestEvery is the least interval between one minion's heartbeat requests for a fleet of n
+// connected minions: 0 (the minions' own, 5 s by default) up to 1,000 minions, then n/200 s.
+func requestEvery(n int) time.Duration {
+	if n <= 5*maxHeartbeatRate {
+		return 0
+	}
+	return time.Duration(n) * time.Second / maxHeartbeatRate
+}
+
 // factsCache remembers the last facts stored for each minion, so that the facts a minion sends
 // after every apply (usually unchanged) do not cost a store write each.
 type factsCache struct {

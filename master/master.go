@@ -642,7 +642,11 @@ func (m *Master) tickLoop() {
 
 func (m *Master) heartbeat() {
 	id := m.SessionKeyID()
-	m.publish(m.signed(wire.THeartbeat, wire.DomainHeartbeat, wire.Heartbeat{Time: time.Now().UTC(), KeyID: id[:], Interval: m.cfg.heartbeat}))
+	m.mu.Lock()
+	n := len(m.sessions)
+	m.mu.Unlock()
+	m.publish(m.signed(wire.THeartbeat, wire.DomainHeartbeat, wire.Heartbeat{Time: time.Now().UTC(), KeyID: id[:],
+		Interval: m.cfg.heartbeat, RequestEvery: requestEvery(n)}))
 }
 
 // publish sends frame to every minion.

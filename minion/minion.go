@@ -50,6 +50,7 @@ type Minion struct {
 	groups    []string
 	status    string
 	applied   int
+	reqEvery  time.Duration // least heartbeat request interval the master asked for
 
 	reqMu sync.Mutex // one request in flight at a time
 }
@@ -268,6 +269,7 @@ func (m *Minion) connect(ctx context.Context) (bool, error) {
 
 	hb := time.NewTicker(m.cfg.heartbeat)
 	defer hb.Stop()
+	every := m.cfg.heartbeat // the heartbeat request interval in force
 	lastPub := time.Now()
 	// The publish side is silent for at most three of the master's heartbeat intervals; until a
 	// heartbeat says what that interval is, assume the default.
@@ -280,6 +282,12 @@ func (m *Minion) connect(ctx context.Context) (bool, error) {
 			lastPub = time.Now()
 			if iv := m.handlePub(f); iv > 0 {
 				silence = 3 * max(iv, m.cfg.heartbeat)
+			}
+			// A master with a large fleet asks for fewer heartbeat requests. Each minion picks
+			// its own period in [e, 1.5e), so that a fleet told at once does not tick at once.
+			if e := max(m.cfg.heartbeat, m.requestEvery()); e != every {
+				every = e
+				hb.Reset(e + rand.N(e/2+1))
 			}
 		case <-hb.C:
 			if time.Since(lastPub) > silence {
@@ -568,6 +576,9 @@ func (m *Minion) handlePub(f []byte) time.Duration {
 			return 0
 		}
 		m.checkKeyID(hb.KeyID)
+		m.mu.Lock()
+		m.reqEvery = min(max(hb.RequestEvery, 0), time.Hour)
+		m.mu.Unlock()
 		return min(max(hb.Interval, 0), time.Hour)
 	case wire.TJob:
 		keyID, _, err := wire.SplitJob(body)
@@ -589,6 +600,13 @@ func (m *Minion) handlePub(f []byte) time.Duration {
 		}
 	}
 	return 0
+}
+
+// requestEvery returns the least heartbeat request interval the master last asked for.
+func (m *Minion) requestEvery() time.Duration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.reqEvery
 }
 
 // refusedError is the master's answer "no" to a request (as opposed to no answer).

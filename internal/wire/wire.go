@@ -250,6 +250,9 @@ type Heartbeat struct {
 	Time     time.Time     `json:"time"`
 	KeyID    []byte        `json:"key_id"`
 	Interval time.Duration `json:"interval"` // how often the master publishes one
+	// RequestEvery, when set, is the least interval between a minion's own heartbeat requests:
+	// a master with a large fleet spreads them out to bound their load (0: the minion's own).
+	RequestEvery time.Duration `json:"request_every,omitempty"`
 }
 
 // Job kinds.
