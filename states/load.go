@@ -66,6 +66,7 @@ type node struct {
 	block *hcl.Block
 	body  hcl.Body // without meta-arguments
 	decl  int      // declaration index, for a stable order
+	sub   int      // index among the instances of one for_each block
 
 	deps     []edge   // resources this one must come after
 	notifies []string // addresses this one notifies when it changed
@@ -75,6 +76,14 @@ type node struct {
 	guard  bool // false: only_if said no
 	reason string
 	each   cty.Value // each.key and each.value of a for_each instance; cty.NilVal otherwise
+}
+
+// before orders nodes by declaration, and the instances of one for_each block by key.
+func (n *node) before(m *node) bool {
+	if n.decl != m.decl {
+		return n.decl < m.decl
+	}
+	return n.sub < m.sub
 }
 
 type edge struct {
@@ -555,8 +564,9 @@ func collectNodes(blocks []*hcl.Block, ctx *hcl.EvalContext) (map[string]*node, 
 			continue
 		}
 		var addrs []string
-		for _, inst := range instances {
+		for k, inst := range instances {
 			m := *n
+			m.sub = k
 			m.name = inst.key
 			m.addr = Address(t.Name, inst.key, 1)
 			m.each = cty.ObjectVal(map[string]cty.Value{"key": cty.StringVal(inst.key), "value": inst.value})
@@ -670,7 +680,7 @@ func sortNodes(nodes map[string]*node, groups map[string][]string) ([]*node, hcl
 	for _, n := range nodes {
 		all = append(all, n)
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i].decl < all[j].decl })
+	sort.Slice(all, func(i, j int) bool { return all[i].before(all[j]) })
 	addrs := make([]string, 0, len(all)+len(groups))
 	for _, n := range all {
 		addrs = append(addrs, n.addr)
@@ -801,7 +811,7 @@ func sortNodes(nodes map[string]*node, groups map[string][]string) ([]*node, hcl
 		}
 	}
 	for len(ready) > 0 {
-		sort.Slice(ready, func(i, j int) bool { return ready[i].decl < ready[j].decl })
+		sort.Slice(ready, func(i, j int) bool { return ready[i].before(ready[j]) })
 		n := ready[0]
 		ready = ready[1:]
 		order = append(order, n)
