@@ -42,7 +42,7 @@ var rootCmd = &cobra.Command{
 	Short:         "brine: push configuration management with signed HCL bundles over ZeroMQ",
 	SilenceUsage:  true,
 	SilenceErrors: true,
-	Example: `  brine local apply ./examples/hello       # apply a bundle on this host, no master
+	Example: `  brine local apply ./examples/hello --var root=/tmp/hello   # apply a bundle here, no master
   brine master                              # run a master with built-in defaults
   brine minion --master 10.0.0.1            # run a minion that connects to it
   brine apply 'group:app' ./states/app      # push a bundle to minions`,
