@@ -150,7 +150,9 @@ func TestCreateBootstrapsTestbedHosts(t *testing.T) {
 	}
 	deadline = time.Now().Add(10 * time.Second)
 	for {
-		out, _, _ := tb.Host("app-1").Sh(ctx, "pgrep -x sleep || true")
+		// The stub minion is `sleep 3600`; the host's PID 1 keeps a `sleep 2147483647` of its own,
+		// which a plain `pgrep -x sleep` also finds.
+		out, _, _ := tb.Host("app-1").Sh(ctx, "pgrep -f '^sleep 3600$' || true")
 		if strings.TrimSpace(out) == "" {
 			break
 		}
