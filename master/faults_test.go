@@ -481,7 +481,7 @@ func TestStalledPeersDoNotBlock(t *testing.T) {
 	start := time.Now()
 	late, _ = runMinion(t, m, "late", dir)
 	waitFor(t, 20*time.Second, "late reconnected while peers stall", func() bool { return late.Status() == "connected" && steady.Status() == "connected" })
-	if took := time.Since(start); took > 2*time.Second {
+	if took := time.Since(start); took > stallBound {
 		t.Errorf("a minion took %s to connect while peers stalled", took.Round(time.Millisecond))
 	}
 	out := t.TempDir()
@@ -495,7 +495,7 @@ file "f" {
 	if len(res.Returns) != 2 || res.Failed() {
 		t.Fatalf("apply while peers stall: %+v", res)
 	}
-	if took := time.Since(start); took > 2*time.Second {
+	if took := time.Since(start); took > stallBound {
 		t.Errorf("apply took %s while peers stalled", took.Round(time.Millisecond))
 	}
 	if n := stopStall(); n < 32 {
@@ -542,7 +542,7 @@ file "marker" {
 	// fraction of a second; stalled handshakes used to add up to 5 s per stalled peer ahead of
 	// the minion's connections.
 	t.Logf("while peers stalled: m1 answered %s after its restart, the apply took %s", back.Round(time.Millisecond), took.Round(time.Millisecond))
-	if back > 4*time.Second || took > 3*time.Second {
+	if back > stallBound || took > stallBound {
 		t.Errorf("too slow while peers stalled: reconnect %s, apply %s", back, took)
 	}
 	if n := stopStall(); n < 32 {
@@ -628,3 +628,8 @@ func TestHijackedIdentityAndSession(t *testing.T) {
 		t.Fatalf("ping after the rotation: %+v", res)
 	}
 }
+
+// stallBound is how long a connect or an apply may take while hostile peers stall: a blocked
+// accept loop costs the 5 s handshake deadline per stalled peer, so anything under it shows the
+// guard works, with room for a loaded CI machine and the race detector.
+const stallBound = 4500 * time.Millisecond

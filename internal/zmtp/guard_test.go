@@ -120,7 +120,7 @@ func TestHostileRawConnections(t *testing.T) {
 	if _, ok := recv(t, rc, 3*time.Second); !ok {
 		t.Fatal("legitimate dealer starved by hostile connections")
 	}
-	if time.Since(start) > 2*time.Second {
+	if time.Since(start) > 4*time.Second { // a blocked accept loop would cost the 5 s handshake deadline
 		t.Fatalf("legitimate dealer took %v", time.Since(start))
 	}
 	// The huge-frame peer has been cut off.
