@@ -579,7 +579,14 @@ func (n *tincNet) Apply(ctx context.Context, env *Env) error {
 		}
 		// After failed attempts (a member's key was not known yet) tincd waits longer and longer
 		// before it tries again; SIGALRM makes it connect to every ConnectTo now, so a mesh whose
-		// keys just arrived closes in seconds, not minutes.
+		// keys just arrived closes in seconds, not minutes. It must come after tincd handled the
+		// HUP: delivered together, tincd was seen taking the ALRM first, retrying with the old
+		// configuration, and then backing off again.
+		select {
+		case <-time.After(500 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 		_ = syscall.Kill(p.pid, syscall.SIGALRM)
 	}
 	return nil
