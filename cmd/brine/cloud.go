@@ -148,6 +148,17 @@ func writeCloudDiagnostics(cfg *cloud.Config, diags hcl.Diagnostics) {
 }
 
 // cloudClient builds the API client from the flags, the configuration and the environment.
+// cloudSetup loads cloud.hcl (required: it must exist) and makes the API client of every
+// command that talks to DigitalOcean.
+func cloudSetup(required bool) (*cloud.Config, *cloud.Client, error) {
+	cfg, err := loadCloudConfig(required)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := cloudClient(cfg)
+	return cfg, c, err
+}
+
 func cloudClient(cfg *cloud.Config) (*cloud.Client, error) {
 	tok, err := cloud.LoadToken(cfg.Provider.TokenFile)
 	if err != nil {
@@ -346,11 +357,7 @@ func newCloudListCmd() *cobra.Command {
   brine cloud list --all --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadCloudConfig(false)
-			if err != nil {
-				return withCode(exitNothing, err)
-			}
-			c, err := cloudClient(cfg)
+			_, c, err := cloudSetup(false)
 			if err != nil {
 				return withCode(exitNothing, err)
 			}
@@ -400,11 +407,7 @@ func newCloudDestroyCmd() *cobra.Command {
   brine cloud destroy web-4 --dry-run`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadCloudConfig(false)
-			if err != nil {
-				return withCode(exitNothing, err)
-			}
-			c, err := cloudClient(cfg)
+			_, c, err := cloudSetup(false)
 			if err != nil {
 				return withCode(exitNothing, err)
 			}
@@ -465,11 +468,7 @@ func newCloudSyncCmd() *cobra.Command {
   brine cloud sync production --prune`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadCloudConfig(true)
-			if err != nil {
-				return withCode(exitNothing, err)
-			}
-			c, err := cloudClient(cfg)
+			cfg, c, err := cloudSetup(true)
 			if err != nil {
 				return withCode(exitNothing, err)
 			}
@@ -573,11 +572,7 @@ func newCloudDNSCmd() *cobra.Command {
   brine cloud dns set example.com @ AAAA 2001:db8::10 --dry-run`,
 		Args: cobra.ExactArgs(4),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadCloudConfig(false)
-			if err != nil {
-				return withCode(exitNothing, err)
-			}
-			c, err := cloudClient(cfg)
+			_, c, err := cloudSetup(false)
 			if err != nil {
 				return withCode(exitNothing, err)
 			}
@@ -622,11 +617,7 @@ func newCloudDNSCmd() *cobra.Command {
 		Example: `  brine cloud dns list example.com --json`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadCloudConfig(false)
-			if err != nil {
-				return withCode(exitNothing, err)
-			}
-			c, err := cloudClient(cfg)
+			_, c, err := cloudSetup(false)
 			if err != nil {
 				return withCode(exitNothing, err)
 			}
