@@ -33,19 +33,7 @@ now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 rss_mb() { awk '/^VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
-start_master() { # fresh master with its own data dir, auto_accept
-  rm -rf "$work/m" && mkdir -p "$work/m"
-  cat > "$work/master.hcl" <<HCL
-data_dir     = "$work/m"
-publish_addr = "127.0.0.1:$port"
-request_addr = "127.0.0.1:$((port + 1))"
-auto_accept  = true
-HCL
-  "$bin" master -c "$work/master.hcl" 2>"$work/master.log" &
-  mpid=$!
-  for _ in $(seq 1 200); do [ -S "$work/m/master.sock" ] && return; sleep 0.02; done
-  echo "master did not start" >&2; cat "$work/master.log" >&2; exit 1
-}
+. scripts/bench-master.sh
 start_minion() { # start_minion ID
   rm -rf "$work/d/$1"
   mkdir -p "$work/d/$1"

@@ -15,17 +15,9 @@ mpid=
 cleanup() { [ -n "$mpid" ] && kill "$mpid" 2>/dev/null && wait "$mpid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 port=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768-)
+. scripts/bench-master.sh
 for n in $sizes; do
-  rm -rf "$work/m" && mkdir -p "$work/m"
-  cat > "$work/master.hcl" <<HCL
-data_dir     = "$work/m"
-publish_addr = "127.0.0.1:$port"
-request_addr = "127.0.0.1:$((port + 1))"
-auto_accept  = true
-HCL
-  "$bin" master -c "$work/master.hcl" 2>"$work/master.log" &
-  mpid=$!
-  for _ in $(seq 1 100); do [ -S "$work/m/master.sock" ] && break; sleep 0.05; done
+  start_master
   echo "== swarm of $n minions, master pid $mpid"
   "$bin" bench swarm "$n" --runs "$runs" --master "127.0.0.1:$((port + 1))" \
     --socket "$work/m/master.sock" --master-pid "$mpid" "$@"
