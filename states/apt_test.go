@@ -196,13 +196,6 @@ func TestPackageDiagnostics(t *testing.T) {
 		{"package \"nginx\" {\n  version = \"1.0 evil\"\n}", "not a Debian version"},
 		{"package \"nginx\" {\n  stat = \"absent\"\n}", `Did you mean "state"`},
 	} {
-		_, diags := Compile(&Bundle{Files: map[string][]byte{"main.hcl": []byte(tc.src)}}, Options{})
-		var all strings.Builder
-		for _, d := range diags {
-			fmt.Fprintf(&all, "%s: %s: %s\n", d.Subject, d.Summary, d.Detail)
-		}
-		if !diags.HasErrors() || !strings.Contains(all.String(), tc.want) {
-			t.Errorf("%s: diags %s, want %q", tc.src, all.String(), tc.want)
-		}
+		wantCompileError(t, tc.src, tc.want)
 	}
 }

@@ -195,13 +195,6 @@ func TestExecDiagnostics(t *testing.T) {
 		{"exec \"a\" {\n  comand = \"x\"\n}", "Did you mean \"command\""},
 		{"exec \"a\" {\n  command = \"x\"\n  cwd = \"tmp\"\n}", "Invalid cwd"},
 	} {
-		_, diags := Compile(&Bundle{Files: map[string][]byte{"main.hcl": []byte(tc.src)}}, Options{})
-		var all strings.Builder
-		for _, d := range diags {
-			fmt.Fprintf(&all, "%s: %s: %s\n", d.Subject, d.Summary, d.Detail)
-		}
-		if !diags.HasErrors() || !strings.Contains(all.String(), tc.want) {
-			t.Errorf("%s: diags %s, want %q", tc.src, all.String(), tc.want)
-		}
+		wantCompileError(t, tc.src, tc.want)
 	}
 }

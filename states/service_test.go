@@ -270,14 +270,7 @@ func TestServiceDiagnostics(t *testing.T) {
 		{"service \"x\" {\n  command = \"d\"\n  pidfile = \"x.pid\"\n}", "absolute path"},
 		{"service \"x\" {\n  enabled = \"yes\"\n}", "bool"},
 	} {
-		_, diags := Compile(&Bundle{Files: map[string][]byte{"main.hcl": []byte(tc.src)}}, Options{})
-		var all strings.Builder
-		for _, d := range diags {
-			fmt.Fprintf(&all, "%s: %s: %s\n", d.Subject, d.Summary, d.Detail)
-		}
-		if !diags.HasErrors() || !strings.Contains(all.String(), tc.want) {
-			t.Errorf("%s: diags %s, want %q", tc.src, all.String(), tc.want)
-		}
+		wantCompileError(t, tc.src, tc.want)
 	}
 }
 
