@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -314,9 +315,22 @@ func (n *tincNet) files(pub string) (files map[string][]byte, core string) {
 	fmt.Fprintf(&conf, "# Managed by brine (tinc_network %q).\nName = %s\nInterface = %s\nAddressFamily = %s\nPort = %d\n",
 		n.net, n.self, n.iface, n.family, n.port)
 	core = conf.String()
+	selfAddress := ""
 	for _, m := range n.members {
-		// A member without a public address only connects out; it reaches us instead.
-		if m.name != n.self && m.address != "" {
+		if m.name == n.self {
+			selfAddress = m.address
+		}
+	}
+	for _, m := range n.members {
+		// One side of each pair dials: the one whose name sorts first, unless the other has no
+		// public address (it only connects out, so it dials us) or we have none (we dial
+		// everyone who has one). When both sides dial at once, tincd keeps the newer connection
+		// on each side, so both connections close, and the two back off in lockstep and cross
+		// again: members of a fresh mesh stayed apart for minutes that way.
+		if m.name == n.self || m.address == "" {
+			continue
+		}
+		if selfAddress == "" || n.self < m.name {
 			fmt.Fprintf(&conf, "ConnectTo = %s\n", m.name)
 		}
 	}
@@ -581,9 +595,11 @@ func (n *tincNet) Apply(ctx context.Context, env *Env) error {
 		// before it tries again; SIGALRM makes it connect to every ConnectTo now, so a mesh whose
 		// keys just arrived closes in seconds, not minutes. It must come after tincd handled the
 		// HUP: delivered together, tincd was seen taking the ALRM first, retrying with the old
-		// configuration, and then backing off again.
+		// configuration, and then backing off again. The random part keeps the members of a mesh
+		// applied at the same moment from all dialling each other at once: two tincds whose
+		// connections cross close both, and then back off in lockstep and cross again.
 		select {
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(500*time.Millisecond + mrand.N(1500*time.Millisecond)):
 		case <-ctx.Done():
 			return ctx.Err()
 		}
