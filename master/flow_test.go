@@ -194,3 +194,40 @@ func TestInvalidBundleSendsNothing(t *testing.T) {
 		t.Fatal("invalid bundle was published")
 	}
 }
+
+// A bundle sees the groups the master knows when it signs the job: `brine key groups` reaches
+// the next job, with no minion restart (a host once got the wrong role from its cached groups).
+func TestKeyGroupsChangeReachesNextJob(t *testing.T) {
+	m := master.TestMaster(t)
+	out := t.TempDir()
+	acceptedMinion(t, m, "db1", []string{"db"})
+	b := bundle(t, map[string]string{"main.hcl": `
+file "roles" {
+  path    = "` + out + `/roles.txt"
+  content = join(",", minion.groups)
+}
+`})
+	read := func() string {
+		got, err := os.ReadFile(filepath.Join(out, "roles.txt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(got)
+	}
+	if res := run(t, m, master.JobSpec{Target: "db1", Bundle: b}); res.Failed() {
+		t.Fatalf("first apply: %+v", res)
+	}
+	if got := read(); got != "db" {
+		t.Fatalf("groups before the change: %q", got)
+	}
+	if _, err := m.Client().One(context.Background(), master.ControlRequest{Op: "keys", Action: "groups", Glob: "db1", Groups: []string{"db", "backup"}}); err != nil {
+		t.Fatal(err)
+	}
+	res := run(t, m, master.JobSpec{Target: "group:backup", Bundle: b})
+	if res.Failed() || len(res.Returns) != 1 {
+		t.Fatalf("apply after the change: %+v", res)
+	}
+	if got := read(); got != "backup,db" && got != "db,backup" {
+		t.Fatalf("groups after the change: %q, want db and backup", got)
+	}
+}

@@ -155,6 +155,10 @@ func (m *Master) publishJob(spec JobSpec, peers map[string][]map[string]any, sec
 		JID: NewJID(), Kind: spec.Kind, Target: spec.Target, Minions: spec.Minions,
 		IssuedAt: now, ExpiresAt: now.Add(spec.Timeout), DryRun: spec.DryRun,
 		Vars: spec.Vars, VarFiles: spec.VarFiles, Peers: peers,
+		Groups: make(map[string][]string, len(spec.Minions)),
+	}
+	for _, id := range spec.Minions {
+		meta.Groups[id] = append([]string{}, acc[id].Groups...)
 	}
 	var bundle []byte
 	if spec.Bundle != nil {

@@ -66,6 +66,10 @@ func (m *Master) publishJobFrames(meta wire.JobMeta, bundle, full []byte, sk *pk
 	for _, g := range groups {
 		gm := meta
 		gm.Minions = g.minions
+		gm.Groups = map[string][]string{}
+		for _, id := range g.minions {
+			gm.Groups[id] = meta.Groups[id]
+		}
 		if meta.Secrets != nil {
 			gm.Secrets = map[string][]byte{}
 			for _, id := range g.minions {

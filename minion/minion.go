@@ -741,9 +741,9 @@ func (m *Minion) execute(ctx context.Context, j job) wire.Return {
 			return ret
 		}
 	}
-	m.mu.Lock()
-	groups := m.groups
-	m.mu.Unlock()
+	// The master's groups for this minion when it signed the job, not those of the last
+	// authentication: a `brine key groups` change must reach the next job.
+	groups := j.meta.Groups[m.cfg.ID]
 	facts := m.facts()
 	facts["id"] = m.cfg.ID
 	g, diags := states.Compile(b, states.Options{

@@ -275,7 +275,11 @@ type JobMeta struct {
 	Vars         map[string]string           `json:"vars,omitempty"`
 	VarFiles     map[string][]byte           `json:"var_files,omitempty"`
 	Peers        map[string][]map[string]any `json:"peers,omitempty"`
-	Secrets      map[string][]byte           `json:"secrets,omitempty"` // minion id -> box-sealed JSON map[string]string
+	// Groups are the groups of each addressed minion as the master knows them when it signs the
+	// job: a bundle's minion.groups comes from here, never from the minion's cached copy, so that
+	// `brine key groups` takes effect on the next job.
+	Groups  map[string][]string `json:"groups,omitempty"`
+	Secrets map[string][]byte   `json:"secrets,omitempty"` // minion id -> box-sealed JSON map[string]string
 }
 
 // jobTag starts the signed content of every job.
