@@ -13,7 +13,8 @@ build:
 deps:
 	@./scripts/deps.sh
 
-# The whole suite. Tests that need root or namespaces skip with a reason where unavailable.
+# The whole suite. Tests that need root or namespaces skip with a reason where unavailable
+# (they fail instead when BRINE_REQUIRE_REAL is set, as .ci/run does).
 # Packages run one at a time (-p 1): many build real clusters, tincd meshes and swarms, and on
 # two cores their timing (tinc's reconnects above all) should not depend on what else runs.
 # The concurrent core (master, minion, wire, keys) runs again under the race detector.

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/brinecm/brine/testbed"
 )
 
 func TestSplitArgs(t *testing.T) {
@@ -106,11 +108,11 @@ func TestGuessCanonicalAgainstIptables(t *testing.T) {
 func inNetns(t *testing.T, f func()) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root for a private network namespace")
+		testbed.SkipUnavailable(t, "needs root for a private network namespace")
 	}
 	for _, bin := range []string{"iptables", "ip6tables", "iptables-restore", "ip6tables-restore"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("needs %s", bin)
+			testbed.SkipUnavailable(t, "needs "+bin)
 		}
 	}
 	done := make(chan bool)
@@ -126,7 +128,7 @@ func inNetns(t *testing.T, f func()) {
 		f()
 	}()
 	if !<-done {
-		t.Skip("cannot create a network namespace here")
+		testbed.SkipUnavailable(t, "cannot create a network namespace here")
 	}
 }
 

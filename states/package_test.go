@@ -55,7 +55,7 @@ type pkgHost struct {
 
 func newPkgHost(t *testing.T) *pkgHost {
 	if err := testbed.Available(); err != nil {
-		t.Skip(err)
+		testbed.SkipUnavailable(t, err)
 	}
 	bin := pkgBuildBrine(t)
 	c := testbed.NewT(t, "a")

@@ -43,7 +43,7 @@ type netCluster struct {
 func newNetCluster(t *testing.T, hosts ...string) *netCluster {
 	t.Helper()
 	if err := testbed.Available(); err != nil {
-		t.Skip(err)
+		testbed.SkipUnavailable(t, err)
 	}
 	c := testbed.NewT(t, hosts...)
 	netBuildBrine(t, c.SharedDir())

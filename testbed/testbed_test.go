@@ -261,7 +261,7 @@ func TestAptInOneHostOnly(t *testing.T) {
 func TestCloseLeavesNothing(t *testing.T) {
 	t.Parallel()
 	if err := Available(); err != nil {
-		t.Skip(err)
+		SkipUnavailable(t, err)
 	}
 	c, err := New(testCtx(t), Options{Hosts: []string{"x", "y"}})
 	if err != nil {
@@ -331,7 +331,7 @@ func TestHelperCrash(t *testing.T) {
 
 func TestPanicAndCrashLeaveNothing(t *testing.T) {
 	if err := Available(); err != nil {
-		t.Skip(err)
+		SkipUnavailable(t, err)
 	}
 	for _, mode := range []string{"panic", "kill", "kill-norecord"} {
 		t.Run(mode, func(t *testing.T) {
@@ -397,7 +397,7 @@ func TestHelperUp(t *testing.T) {
 func TestUpOutlivesItsCreator(t *testing.T) {
 	t.Parallel()
 	if err := Available(); err != nil {
-		t.Skip(err)
+		SkipUnavailable(t, err)
 	}
 	name := "up" + randHex(3)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperUp$", "-test.count=1")

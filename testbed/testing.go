@@ -2,10 +2,26 @@ package testbed
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
 )
+
+// RequireRealEnv names the environment variable under which a test that needs the real machine
+// (root, namespaces, iptables, dpkg) fails instead of skipping. .ci/run sets it: CI has all of
+// that, so a skip there would be a test quietly lost.
+const RequireRealEnv = "BRINE_REQUIRE_REAL"
+
+// SkipUnavailable skips t because the machine lacks what it needs (why), or fails it when
+// RequireRealEnv is set.
+func SkipUnavailable(t testing.TB, why any) {
+	t.Helper()
+	if os.Getenv(RequireRealEnv) != "" {
+		t.Fatalf("%v (%s is set: this machine must run real-host tests)", why, RequireRealEnv)
+	}
+	t.Skip(why)
+}
 
 // NewT makes a cluster with the given hosts for the test t, skipping the
 // test (with the reason) if the machine cannot make one. The cluster is
@@ -15,7 +31,7 @@ import (
 func NewT(t testing.TB, hosts ...string) *Cluster {
 	t.Helper()
 	if err := Available(); err != nil {
-		t.Skip(err)
+		SkipUnavailable(t, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

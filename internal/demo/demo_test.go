@@ -20,7 +20,7 @@ func TestDemo(t *testing.T) {
 		t.Skip("builds a 4-host cluster")
 	}
 	if err := testbed.Available(); err != nil {
-		t.Skip(err)
+		testbed.SkipUnavailable(t, err)
 	}
 	bin := filepath.Join(t.TempDir(), "brine")
 	build := exec.Command("go", "build", "-o", bin, "../../cmd/brine")
