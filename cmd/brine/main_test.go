@@ -169,3 +169,11 @@ func TestFactsAndHelp(t *testing.T) {
 		}
 	}
 }
+
+func TestVersion(t *testing.T) {
+	long, _, code := brine(t, "--version")
+	short, _, code2 := brine(t, "version")
+	if code != 0 || code2 != 0 || !strings.HasPrefix(long, "brine ") || long != short {
+		t.Fatalf("--version %q (%d), version %q (%d)", long, code, short, code2)
+	}
+}
