@@ -18,13 +18,14 @@ func newMasterCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "master",
 		Short: "Run the master: key store, job publisher, return collector",
-		Long: `Run a master. With no config file it uses built-in defaults: data under /var/lib/brine/master,
+		Long: `Run a master. It reads /etc/brine/master.hcl when -c is not given and that file exists; with no
+config file it uses built-in defaults: data under /var/lib/brine/master,
 PUB on 0.0.0.0:4505, ROUTER on 0.0.0.0:4506, and the control socket <data-dir>/master.sock.
 See docs/master.md for every setting.`,
 		Example: "  brine master\n  brine master -c /etc/brine/master.hcl\n  brine master --data-dir ./state",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, diags := master.LoadConfig(cfgPath, dataDir)
+			cfg, diags := master.LoadConfig(configPath(cfgPath, defaultMasterConfig), dataDir)
 			if diags.HasErrors() {
 				return withCode(exitNothing, diags)
 			}
@@ -44,7 +45,7 @@ See docs/master.md for every setting.`,
 			return m.Close()
 		},
 	}
-	c.Flags().StringVarP(&cfgPath, "config", "c", "", "master config file (HCL)")
+	c.Flags().StringVarP(&cfgPath, "config", "c", "", "master config file (HCL; default "+defaultMasterConfig+" when it exists)")
 	c.Flags().StringVar(&dataDir, "data-dir", "", "data dir (default "+master.DefaultDataDir+")")
 	return c
 }

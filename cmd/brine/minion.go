@@ -16,11 +16,12 @@ func newMinionCmd() *cobra.Command {
 		Short: "Run a minion: connect to the master, apply the jobs it sends",
 		Long: `Run a minion. It connects out to the master (ports 4505 and 4506), proves its identity, and
 waits for the operator to accept its key (brine key accept ID on the master) unless minion.hcl has
-an enrolment token. It pins the master's key on first use unless master_finger is set.`,
+an enrolment token. It pins the master's key on first use unless master_finger is set. It reads /etc/brine/minion.hcl
+when -c is not given and that file exists.`,
 		Example: "  brine minion --master 10.0.0.1\n  brine minion -c /etc/brine/minion.hcl\n  brine minion --master 127.0.0.1 --id web1 --data-dir ./m1",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, diags := minion.LoadConfig(cfgPath, masterAddr, id, dataDir)
+			cfg, diags := minion.LoadConfig(configPath(cfgPath, defaultMinionConfig), masterAddr, id, dataDir)
 			if diags.HasErrors() {
 				return withCode(exitNothing, diags)
 			}
@@ -35,7 +36,7 @@ an enrolment token. It pins the master's key on first use unless master_finger i
 			return m.Run(ctx)
 		},
 	}
-	c.Flags().StringVarP(&cfgPath, "config", "c", "", "minion config file (HCL)")
+	c.Flags().StringVarP(&cfgPath, "config", "c", "", "minion config file (HCL; default "+defaultMinionConfig+" when it exists)")
 	c.Flags().StringVar(&masterAddr, "master", "", "the master's host (or host:request-port)")
 	c.Flags().StringVar(&id, "id", "", "minion id (default: the host name)")
 	c.Flags().StringVar(&dataDir, "data-dir", "", "data dir (default "+minion.DefaultDataDir+")")

@@ -28,7 +28,7 @@ type controlFlags struct {
 
 func (f *controlFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.socket, "socket", os.Getenv("BRINE_SOCKET"), "the master's control socket (default <data-dir>/master.sock; env BRINE_SOCKET)")
-	cmd.Flags().StringVarP(&f.config, "config", "c", "", "the master's config file, to find its control socket")
+	cmd.Flags().StringVarP(&f.config, "config", "c", "", "the master's config file, to find its control socket (default "+defaultMasterConfig+" when it exists)")
 	cmd.Flags().StringVar(&f.dataDir, "data-dir", "", "the master's data dir (default "+master.DefaultDataDir+")")
 }
 
@@ -36,7 +36,7 @@ func (f *controlFlags) client() (*master.Client, error) {
 	if f.socket != "" {
 		return &master.Client{Path: f.socket}, nil
 	}
-	cfg, diags := master.LoadConfig(f.config, f.dataDir)
+	cfg, diags := master.LoadConfig(configPath(f.config, defaultMasterConfig), f.dataDir)
 	if diags.HasErrors() {
 		return nil, diags
 	}
