@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -176,4 +177,41 @@ func TestVersion(t *testing.T) {
 	if code != 0 || code2 != 0 || !strings.HasPrefix(long, "brine ") || long != short {
 		t.Fatalf("--version %q (%d), version %q (%d)", long, code, short, code2)
 	}
+}
+
+func TestDaemonLogFlags(t *testing.T) {
+	if _, errOut, code := brine(t, "master", "--log-format", "xml"); code != 1 || !strings.Contains(errOut, "--log-format") {
+		t.Fatalf("bad --log-format: exit %d, %q", code, errOut)
+	}
+	if _, errOut, code := brine(t, "minion", "--log-level", "loud", "--master", "127.0.0.1"); code != 1 || !strings.Contains(errOut, "--log-level") {
+		t.Fatalf("bad --log-level: exit %d, %q", code, errOut)
+	}
+	// A real master logging JSON: its first line is one JSON object.
+	dir, err := os.MkdirTemp("", "brl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	cfg := filepath.Join(dir, "master.hcl")
+	os.WriteFile(cfg, []byte("data_dir = \""+dir+"\"\npublish_addr = \"127.0.0.1:0\"\nrequest_addr = \"127.0.0.1:0\"\n"), 0o600)
+	cmd := exec.Command(brineBin, "master", "-c", cfg, "--log-format", "json", "--log-level", "debug")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		var rec map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			t.Fatalf("not a JSON log line: %q", sc.Text())
+		}
+		if rec["msg"] == "master started" {
+			return
+		}
+	}
+	t.Fatal("the master exited before it logged that it started")
 }

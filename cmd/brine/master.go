@@ -1,7 +1,6 @@
 package main
 
 import (
-	"log/slog"
 	"os"
 	"path"
 
@@ -15,6 +14,7 @@ func pathMatch(glob, s string) (bool, error) { return path.Match(glob, s) }
 
 func newMasterCmd() *cobra.Command {
 	var cfgPath, dataDir string
+	var lf logFlags
 	c := &cobra.Command{
 		Use:   "master",
 		Short: "Run the master: key store, job publisher, return collector",
@@ -29,7 +29,10 @@ See docs/master.md for every setting.`,
 			if diags.HasErrors() {
 				return withCode(exitNothing, diags)
 			}
-			logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+			logger, err := lf.logger(os.Stderr)
+			if err != nil {
+				return withCode(exitNothing, err)
+			}
 			m, err := master.New(cfg, logger)
 			if err != nil {
 				return withCode(exitNothing, err)
@@ -47,6 +50,7 @@ See docs/master.md for every setting.`,
 	}
 	c.Flags().StringVarP(&cfgPath, "config", "c", "", "master config file (HCL; default "+defaultMasterConfig+" when it exists)")
 	c.Flags().StringVar(&dataDir, "data-dir", "", "data dir (default "+master.DefaultDataDir+")")
+	lf.register(c)
 	return c
 }
 

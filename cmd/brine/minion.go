@@ -1,7 +1,6 @@
 package main
 
 import (
-	"log/slog"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -11,6 +10,7 @@ import (
 
 func newMinionCmd() *cobra.Command {
 	var cfgPath, masterAddr, id, dataDir string
+	var lf logFlags
 	c := &cobra.Command{
 		Use:   "minion",
 		Short: "Run a minion: connect to the master, apply the jobs it sends",
@@ -25,7 +25,10 @@ when -c is not given and that file exists.`,
 			if diags.HasErrors() {
 				return withCode(exitNothing, diags)
 			}
-			logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+			logger, err := lf.logger(os.Stderr)
+			if err != nil {
+				return withCode(exitNothing, err)
+			}
 			m, err := minion.New(cfg, logger)
 			if err != nil {
 				return withCode(exitNothing, err)
@@ -40,6 +43,7 @@ when -c is not given and that file exists.`,
 	c.Flags().StringVar(&masterAddr, "master", "", "the master's host (or host:request-port)")
 	c.Flags().StringVar(&id, "id", "", "minion id (default: the host name)")
 	c.Flags().StringVar(&dataDir, "data-dir", "", "data dir (default "+minion.DefaultDataDir+")")
+	lf.register(c)
 	return c
 }
 
