@@ -94,10 +94,12 @@ func (m *Master) startBootstrap() error {
 	if fi != nil {
 		b.modTime = fi.ModTime()
 	}
-	b.srv = &http.Server{Handler: b, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+	b.srv = &http.Server{Handler: b, ReadHeaderTimeout: bootstrapReadHeaderTimeout, ReadTimeout: bootstrapReadTimeout,
+		WriteTimeout: bootstrapWriteTimeout, IdleTimeout: bootstrapIdleTimeout, MaxHeaderBytes: bootstrapMaxHeaderBytes,
+		ErrorLog: quietLogger()}
 	go func() {
 		defer close(b.done)
-		_ = b.srv.Serve(ln)
+		_ = b.srv.Serve(newLimitListener(ln, bootstrapMaxConns, bootstrapMaxConnsPerSource))
 	}()
 	m.cloud.boot = b
 	m.log.Info("bootstrap endpoint serving this binary", "addr", ln.Addr().String(), "sha256", b.sha, "bytes", n)

@@ -23,6 +23,8 @@ import (
 //	control_socket  = "<data_dir>/master.sock" # the operator CLI's unix socket (0600)
 //	bootstrap_addr  = ""                       # HTTP address serving this binary to new droplets; off when empty
 //	advertise_addr  = ""                       # host droplets reach the master at (default: bootstrap_addr's host)
+//	max_conns_per_source      = 512            # live connections per source address, on each port
+//	max_handshakes_per_source = 64             # unfinished handshakes per source address, on each port
 type Config struct {
 	DataDir       string `hcl:"data_dir,optional"`
 	PublishAddr   string `hcl:"publish_addr,optional"`
@@ -35,6 +37,11 @@ type Config struct {
 	ControlSocket string `hcl:"control_socket,optional"`
 	BootstrapAddr string `hcl:"bootstrap_addr,optional"`
 	AdvertiseAddr string `hcl:"advertise_addr,optional"`
+
+	// Per-source limits of the publish and request ports (0: the defaults of zmtp.DefaultLimits).
+	// Many minions behind one NAT address (or the swarm benchmark on loopback) need more.
+	MaxConnsPerSource      int `hcl:"max_conns_per_source,optional"`
+	MaxHandshakesPerSource int `hcl:"max_handshakes_per_source,optional"`
 
 	rotate, heartbeat, jobTimeout time.Duration
 }
@@ -75,6 +82,9 @@ func (c *Config) fill() error {
 	}
 	if c.RequestAddr == "" {
 		c.RequestAddr = "0.0.0.0:4506"
+	}
+	if c.MaxConnsPerSource < 0 || c.MaxHandshakesPerSource < 0 {
+		return fmt.Errorf("max_conns_per_source and max_handshakes_per_source must not be negative")
 	}
 	if c.SecretsFile == "" {
 		c.SecretsFile = filepath.Join(c.DataDir, "secrets.hcl")

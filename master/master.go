@@ -25,13 +25,19 @@ import (
 	"github.com/brinecm/brine/pki"
 )
 
-// Limits on unauthenticated state, so that a flood of hellos cannot grow the master.
 const (
-	maxChallenges = 20000
-	challengeTTL  = 30 * time.Second
 	// requestWorkers handle requests concurrently; many, because a worker mostly waits for the
 	// job store, which commits the returns and facts of concurrent workers in one transaction.
 	requestWorkers = 64
+	// preAuthFrame is the largest message the request port takes from a peer before it has
+	// authenticated (a hello, an auth with a token: well under 10 KiB); after that,
+	// wire.MaxRequestFrame.
+	preAuthFrame = 16 << 10
+	// pubMaxTopic bounds a subscription on the publish port: minions subscribe to three topics
+	// of at most 66 bytes (wire.MinionTopics).
+	pubMaxTopic = 256
+	// pubMaxSubsPerPeer bounds the subscriptions of one subscriber (minions have three).
+	pubMaxSubsPerPeer = 8
 )
 
 // Master is a running master. Create it with New, start it with Start, stop it with Close.
@@ -56,29 +62,24 @@ type Master struct {
 	live      liveJobs   // minion sets of recent jobs, for checking returns
 	factsSeen factsCache // last stored facts, to skip unchanged writes
 
-	mu         sync.Mutex // guards the fields below
-	session    *pki.SessionKey
-	sessions   map[string]*session // by hex session id
-	byMinion   map[string]string   // minion id -> hex session id
-	challenges map[string]challenge
-	facts      map[string]map[string]any
-	watchers   map[string][]chan ReturnEvent // jid -> live subscribers
-	rotations  int
+	mu        sync.Mutex // guards the fields below
+	session   *pki.SessionKey
+	sessions  map[string]*session // by hex session id
+	byMinion  map[string]string   // minion id -> hex session id
+	facts     map[string]map[string]any
+	watchers  map[string][]chan ReturnEvent // jid -> live subscribers
+	rotations int
 
 	cloud cloudState // the bootstrap endpoint and enrolment waits (cloud.go)
+
+	challenges challengeTable // outstanding hello challenges (challenges.go)
+	garbage    rateLog        // rate-limited warnings about what unauthenticated peers send
 }
 
 type session struct {
 	minion  string
 	key     pki.PublicKey
 	lastSeq uint64
-}
-
-type challenge struct {
-	id          string
-	key         pki.PublicKey
-	clientNonce []byte
-	expires     time.Time
 }
 
 // ReturnEvent is one verified return as the master recorded it.
@@ -122,12 +123,11 @@ func New(cfg Config, logger *slog.Logger) (*Master, error) {
 	}
 	m := &Master{
 		cfg: cfg, log: logger, key: key, keys: keys, tokens: tokens, store: store,
-		session:    pki.NewSessionKey(),
-		sessions:   map[string]*session{},
-		byMinion:   map[string]string{},
-		challenges: map[string]challenge{},
-		facts:      map[string]map[string]any{},
-		watchers:   map[string][]chan ReturnEvent{},
+		session:  pki.NewSessionKey(),
+		sessions: map[string]*session{},
+		byMinion: map[string]string{},
+		facts:    map[string]map[string]any{},
+		watchers: map[string][]chan ReturnEvent{},
 	}
 	all, err := store.AllFacts()
 	if err != nil {
@@ -169,13 +169,19 @@ func quietLogger() *log.Logger { return log.New(io.Discard, "", 0) }
 // Start binds the sockets and the control socket and starts serving until Close.
 func (m *Master) Start(ctx context.Context) error {
 	m.ctx, m.cancel = context.WithCancel(ctx)
-	pub, err := zmtp.ListenPub(m.cfg.PublishAddr, 4096)
+	pub, err := zmtp.ListenPub(m.cfg.PublishAddr, zmtp.Limits{
+		MaxConnsPerSource: m.cfg.MaxConnsPerSource, MaxPendingPerSource: m.cfg.MaxHandshakesPerSource,
+		MaxTopic: pubMaxTopic, MaxSubsPerPeer: pubMaxSubsPerPeer,
+	})
 	if err != nil {
 		m.cancel()
 		return fmt.Errorf("publish socket %s: %w", m.cfg.PublishAddr, err)
 	}
 	m.pub = pub
-	router, err := zmtp.ListenRouter(m.cfg.RequestAddr, wire.MaxRequestFrame+1024)
+	router, err := zmtp.ListenRouter(m.cfg.RequestAddr, zmtp.Limits{
+		MaxMsg: wire.MaxRequestFrame + 1024, PreAuthMsg: preAuthFrame,
+		MaxConnsPerSource: m.cfg.MaxConnsPerSource, MaxPendingPerSource: m.cfg.MaxHandshakesPerSource,
+	})
 	if err != nil {
 		m.pub.Close()
 		m.cancel()
@@ -243,30 +249,66 @@ func (m *Master) recvLoop(out chan<- zmq4.Msg) {
 	}
 }
 
+// worker answers requests. It never waits on a peer: Router.Send queues the reply (and drops a
+// peer that does not read them).
 func (m *Master) worker(in <-chan zmq4.Msg) {
 	for msg := range in {
 		if len(msg.Frames) != 2 {
+			m.garbage.warn(m.log, "frames", "ignored a message of several frames on the request port")
 			continue // ROUTER adds the identity; brine messages are one frame
 		}
-		reply := m.handle(msg.Frames[1])
-		if reply != nil {
-			_ = m.router.Send(zmq4.NewMsgFrom(msg.Frames[0], reply))
+		peer := msg.Frames[0]
+		reply := m.handle(m.router.Source(peer), msg.Frames[1])
+		if reply == nil {
+			continue
+		}
+		if err := m.router.Send(zmq4.NewMsgFrom(peer, reply)); errors.Is(err, zmtp.ErrPeerNotReading) {
+			m.garbage.warn(m.log, "not-reading", "disconnected a peer that does not read its replies", "source", m.router.Source(peer))
+		}
+		if !m.router.Trusted(peer) && authenticated(reply) {
+			m.router.Trust(peer) // lift the pre-authentication limits of this connection
 		}
 	}
 }
 
-// handle answers one frame from the ROUTER socket; nil means no answer.
-func (m *Master) handle(frame []byte) []byte {
+// authenticated says whether reply tells a peer it holds an accepted key: an auth reply with
+// status accepted, or the reply to a request that verified against a session.
+func authenticated(reply []byte) bool {
+	typ, body, err := wire.Decode(reply, wire.MaxReplyFrame)
+	if err != nil || (typ != wire.TAuthReply && typ != wire.TReply) {
+		return false
+	}
+	_, data, err := wire.SplitSigned(body)
+	if err != nil {
+		return false
+	}
+	var r struct {
+		Status    string `json:"status"`
+		NoSession bool   `json:"no_session"`
+	}
+	if json.Unmarshal(data, &r) != nil {
+		return false
+	}
+	if typ == wire.TAuthReply {
+		return r.Status == wire.StatusAccepted
+	}
+	return !r.NoSession
+}
+
+// handle answers one frame from the ROUTER socket, sent from source; nil means no answer.
+func (m *Master) handle(source string, frame []byte) []byte {
 	typ, body, err := wire.Decode(frame, wire.MaxRequestFrame)
 	if err != nil {
 		if errors.Is(err, wire.ErrVersion) {
-			m.log.Warn("refused a peer speaking another protocol version")
+			m.garbage.warn(m.log, "version", "refused a peer speaking another protocol version", "source", source)
+		} else {
+			m.garbage.warn(m.log, "frame", "ignored a frame that is not brine's", "source", source, "err", err)
 		}
 		return nil
 	}
 	switch typ {
 	case wire.THello:
-		return m.handleHello(body)
+		return m.handleHello(source, body)
 	case wire.TAuth:
 		return m.handleAuth(body)
 	case wire.TRequest:
@@ -283,7 +325,7 @@ func (m *Master) signed(t wire.Type, domain string, v any) []byte {
 	return wire.Encode(t, wire.Signed(m.key.Sign(domain, data), data))
 }
 
-func (m *Master) handleHello(body []byte) []byte {
+func (m *Master) handleHello(source string, body []byte) []byte {
 	var h wire.Hello
 	if wire.Unmarshal(body, 4096, &h) != nil || len(h.Nonce) != 32 || !pki.ValidID(h.ID) {
 		return nil
@@ -294,20 +336,7 @@ func (m *Master) handleHello(body []byte) []byte {
 	}
 	sn := pki.RandomBytes(32)
 	now := time.Now()
-	m.mu.Lock()
-	if len(m.challenges) >= maxChallenges {
-		for k, c := range m.challenges {
-			if now.After(c.expires) {
-				delete(m.challenges, k)
-			}
-		}
-	}
-	if len(m.challenges) >= maxChallenges {
-		m.mu.Unlock()
-		return nil
-	}
-	m.challenges[hex.EncodeToString(sn)] = challenge{id: h.ID, key: key, clientNonce: h.Nonce, expires: now.Add(challengeTTL)}
-	m.mu.Unlock()
+	m.challenges.add(source, string(sn), challenge{id: h.ID, key: key, clientNonce: h.Nonce, expires: now.Add(challengeTTL)}, now)
 	return m.signed(wire.TChallenge, wire.DomainChallenge, wire.Challenge{
 		MasterKey: m.key.Pub.String(), ClientNonce: h.Nonce, ServerNonce: sn, Time: now.UTC(),
 	})
@@ -322,14 +351,11 @@ func (m *Master) handleAuth(body []byte) []byte {
 	if wire.Unmarshal(data, 8192, &a) != nil {
 		return nil
 	}
-	m.mu.Lock()
-	c, ok := m.challenges[hex.EncodeToString(a.ServerNonce)]
-	delete(m.challenges, hex.EncodeToString(a.ServerNonce)) // single use, whatever the outcome
-	m.mu.Unlock()
+	c, ok := m.challenges.take(string(a.ServerNonce), time.Now()) // single use, whatever the outcome
 	refuse := func(why string) []byte {
 		return m.signed(wire.TAuthReply, wire.DomainAuthReply, wire.AuthReply{ClientNonce: a.ClientNonce, Status: wire.StatusRefused, Reason: why})
 	}
-	if !ok || time.Now().After(c.expires) {
+	if !ok {
 		return refuse("unknown or expired challenge")
 	}
 	if a.ID != c.id || a.Key != c.key.String() || string(a.ClientNonce) != string(c.clientNonce) {

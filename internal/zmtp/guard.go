@@ -12,6 +12,13 @@
 //   - zmq4 writes to a subscriber with no deadline, so one subscriber that stops reading would
 //     stall the PUB socket for everyone. The guard puts a deadline on every write and closes a
 //     connection that misses it.
+//   - zmq4 waits for the peer's whole 64-byte greeting before it sends its own, while libzmq
+//     sends its 10-byte signature and waits for the peer's (ZMTP 3.x, RFC 23/37), so the two
+//     never meet. The guard sends the whole greeting first, then reads the peer's in parts.
+//   - Nothing bounds what unauthenticated peers take together. A listener here has Limits: live
+//     connections and pending handshakes in all and per source address, a small message limit
+//     until the application trusts the connection (Router.Trust), and a budget of bytes that
+//     untrusted connections may have announced and not yet delivered, all connections together.
 //
 // Endpoints made by Endpoint use a transport registered with zmq4 under a name that encodes the
 // limit, so sockets in one process can differ.
@@ -39,20 +46,71 @@ import (
 var (
 	HandshakeTimeout = 5 * time.Second
 	WriteTimeout     = 15 * time.Second
+	// FrameTimeout bounds how long an untrusted peer may take to deliver a frame it started
+	// (header and body), so that it cannot hold its share of the in-flight budget by sending a
+	// header and then a byte now and then.
+	FrameTimeout = 10 * time.Second
 )
 
-// MaxPendingHandshakes bounds connections that have not finished their greeting, per listener.
-// Each costs a goroutine and 64 bytes for at most HandshakeTimeout. It is well above the
-// number of minions that reconnect at once after a master restart on a big fleet: at 256, the
-// 5,000-minion swarm had most of its connection attempts shed (29,730 for 5,000 sessions).
-const MaxPendingHandshakes = 4096
+// Limits bound what the peers of one listener may take. A zero field takes its default from
+// DefaultLimits.
+type Limits struct {
+	MaxMsg              int   // largest message (all frames) from a trusted peer, or any peer if PreAuthMsg is 0
+	PreAuthMsg          int   // largest message from a peer the application has not trusted (Router.Trust)
+	InFlight            int64 // bytes announced by untrusted peers' frames and not yet received, all together
+	MaxConns            int   // live connections, handshakes included
+	MaxConnsPerSource   int   // live connections from one source address (IPv6: one /64)
+	MaxPending          int   // connections that have not finished their handshake
+	MaxPendingPerSource int   // the same, from one source address
+	SendQueue           int   // messages queued per peer; a peer whose queue is full is dropped (Router) or skipped (Pub)
+	MaxSubs             int   // Pub: subscriptions, all subscribers together
+	MaxSubsPerPeer      int   // Pub: subscriptions of one subscriber
+	MaxTopic            int   // Pub: bytes of one subscription topic
+}
 
-// MaxConns bounds the live connections per listener.
-const MaxConns = 50000
+// DefaultLimits are the limits of a listener whose Limits leave a field zero.
+var DefaultLimits = Limits{
+	MaxMsg:              1 << 20,
+	InFlight:            16 << 20,
+	MaxConns:            50000,
+	MaxConnsPerSource:   512,
+	MaxPending:          4096,
+	MaxPendingPerSource: 64,
+	SendQueue:           256,
+	MaxSubs:             100000,
+	MaxSubsPerPeer:      16,
+	MaxTopic:            256,
+}
+
+func (l Limits) filled() Limits {
+	d := DefaultLimits
+	set := func(v *int, def int) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	set(&l.MaxMsg, d.MaxMsg)
+	if l.PreAuthMsg <= 0 || l.PreAuthMsg > l.MaxMsg {
+		l.PreAuthMsg = l.MaxMsg
+	}
+	if l.InFlight <= 0 {
+		l.InFlight = d.InFlight
+	}
+	set(&l.MaxConns, d.MaxConns)
+	set(&l.MaxConnsPerSource, d.MaxConnsPerSource)
+	set(&l.MaxPending, d.MaxPending)
+	set(&l.MaxPendingPerSource, d.MaxPendingPerSource)
+	set(&l.SendQueue, d.SendQueue)
+	set(&l.MaxSubs, d.MaxSubs)
+	set(&l.MaxSubsPerPeer, d.MaxSubsPerPeer)
+	set(&l.MaxTopic, d.MaxTopic)
+	return l
+}
 
 const (
-	greetingLen = 64
-	maxFrames   = 16 // frames per ZMTP message; brine uses at most 2 (ROUTER id + body)
+	greetingLen  = 64
+	signatureLen = 10
+	maxFrames    = 16 // frames per ZMTP message; brine uses at most 2 (ROUTER id + body)
 )
 
 var (
@@ -85,17 +143,11 @@ func (g *guardTransport) Dial(ctx context.Context, d transport.Dialer, addr stri
 	if err != nil {
 		return nil, err
 	}
-	return newConn(c, g.max, nil, nil), nil
+	return newConn(c, nil, g.max, nil), nil
 }
 
 func (g *guardTransport) Listen(ctx context.Context, addr string) (net.Listener, error) {
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	gl := &listener{Listener: l, max: g.max, ready: make(chan net.Conn), done: make(chan struct{}), sem: make(chan struct{}, MaxPendingHandshakes)}
-	go gl.loop()
-	return gl, nil
+	return listen(addr, Limits{MaxMsg: g.max})
 }
 
 func (g *guardTransport) Addr(ep string) (string, error) {
@@ -112,85 +164,218 @@ func (g *guardTransport) Addr(ep string) (string, error) {
 	return net.JoinHostPort(host, port), nil
 }
 
-// listener accepts raw connections and reads each one's greeting in its own goroutine; only
-// connections that sent a plausible ZMTP 3 greeting in time reach zmq4's accept loop.
+// listener accepts raw connections and runs each one's greeting in its own goroutine; only
+// connections that completed a plausible ZMTP 3 greeting in time reach zmq4's accept loop.
 type listener struct {
 	net.Listener
-	max   int
+	lim   Limits
 	ready chan net.Conn
 	done  chan struct{}
 	once  sync.Once
-	sem   chan struct{} // pending handshakes
-	live  atomic.Int64
+
+	inFlight     atomic.Int64 // bytes announced by untrusted connections and not yet received
+	AcceptErrors atomic.Int64 // failed Accepts (EMFILE and the like), each retried after a pause
+	Shed         atomic.Int64 // connections closed at once because a limit was reached
+
+	mu      sync.Mutex // guards the counts below
+	pending int
+	conns   int
+	sources map[string]*sourceCount
 }
 
+type sourceCount struct{ pending, conns int }
+
+func listen(addr string, lim Limits) (*listener, error) {
+	nl, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	l := &listener{Listener: nl, lim: lim.filled(), ready: make(chan net.Conn), done: make(chan struct{}),
+		sources: map[string]*sourceCount{}}
+	go l.loop()
+	return l, nil
+}
+
+// Accept backoff, as net/http does: a failed Accept (out of file descriptors, most often) is
+// retried after 5 ms, doubling up to 1 s; the listener stays open until Close.
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
+
 func (l *listener) loop() {
+	var delay time.Duration
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			select {
+			case <-l.done:
+				return
+			default:
 			}
-			l.Close()
-			return
-		}
-		select {
-		case l.sem <- struct{}{}:
-		default:
-			c.Close() // too many half-open connections: shed load
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			l.AcceptErrors.Add(1)
+			delay = min(max(2*delay, acceptBackoffMin), acceptBackoffMax)
+			t := time.NewTimer(delay)
+			select {
+			case <-l.done:
+				t.Stop()
+				return
+			case <-t.C:
+			}
 			continue
 		}
-		if l.live.Load() >= MaxConns {
-			<-l.sem
+		delay = 0
+		src := sourceOf(c.RemoteAddr())
+		if !l.admit(src) {
+			l.Shed.Add(1)
 			c.Close()
 			continue
 		}
-		go l.greet(c)
+		go l.greet(c, src)
 	}
 }
 
-func (l *listener) greet(c net.Conn) {
-	defer func() { <-l.sem }()
-	_ = c.SetReadDeadline(time.Now().Add(HandshakeTimeout))
+// sourceOf is the source a connection counts against: its IP address, or its /64 for IPv6,
+// where one host commonly has a whole /64.
+func sourceOf(a net.Addr) string {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return a.String()
+	}
+	if ip4 := ta.IP.To4(); ip4 != nil {
+		return ip4.String()
+	}
+	return ta.IP.Mask(net.CIDRMask(64, 128)).String() + "/64"
+}
+
+// admit counts a new connection from src as pending, or says no if a limit is reached.
+func (l *listener) admit(src string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.sources[src]
+	if s == nil {
+		s = &sourceCount{}
+	}
+	if l.pending >= l.lim.MaxPending || l.conns >= l.lim.MaxConns ||
+		s.pending >= l.lim.MaxPendingPerSource || s.conns >= l.lim.MaxConnsPerSource {
+		return false
+	}
+	l.sources[src] = s
+	l.pending++
+	l.conns++
+	s.pending++
+	s.conns++
+	return true
+}
+
+// handshaken moves a connection of src from pending to live.
+func (l *listener) handshaken(src string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.pending--
+	l.sources[src].pending--
+}
+
+// release forgets a connection of src; pending says whether it never finished its handshake.
+func (l *listener) release(src string, pending bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.sources[src]
+	if pending {
+		l.pending--
+		s.pending--
+	}
+	l.conns--
+	s.conns--
+	if s.conns == 0 {
+		delete(l.sources, src)
+	}
+}
+
+// Counts returns the live connections (handshakes included) and pending handshakes.
+func (l *listener) Counts() (conns, pending int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.conns, l.pending
+}
+
+// greet runs the server side of the ZMTP greeting and reads the peer's first command. The
+// guard sends its whole greeting first, without waiting for the peer's: a libzmq peer sends
+// its 10-byte signature and waits for ours before it sends the rest (RFC 23, "version
+// negotiation"), while zmq4 waits for all 64 bytes before it writes a byte. A peer of a later
+// ZMTP 3 minor version (libzmq: 3.1) sees our 3.0 and speaks 3.0 with us.
+func (l *listener) greet(c net.Conn, src string) {
+	ok := false
+	defer func() {
+		if !ok {
+			c.Close()
+			l.release(src, true)
+		}
+	}()
+	_ = c.SetDeadline(time.Now().Add(HandshakeTimeout))
+	if _, err := c.Write(serverGreeting[:]); err != nil {
+		return
+	}
 	var g [greetingLen]byte
-	if _, err := io.ReadFull(c, g[:]); err != nil || !plausibleGreeting(g[:]) {
-		c.Close()
+	if _, err := io.ReadFull(c, g[:signatureLen]); err != nil || g[0] != 0xff || g[9]&1 == 0 {
+		return // not ZMTP 2 or later
+	}
+	if _, err := io.ReadFull(c, g[signatureLen:signatureLen+1]); err != nil || g[10] < 3 {
+		return // ZMTP 1 or 2: brine speaks 3 only
+	}
+	if _, err := io.ReadFull(c, g[signatureLen+1:]); err != nil {
+		return
+	}
+	if mech := mechanism(g[:]); mech != "NULL" {
+		// We announced NULL, so a libzmq peer already knows; say why and hang up.
+		_, _ = c.Write(errorCommand("security mechanism " + strconv.Quote(mech) + " not supported: brine speaks NULL"))
 		return
 	}
 	// zmq4 runs the rest of the handshake (it writes its greeting, then reads the peer's READY)
 	// inside its accept loop, so a peer that sent a greeting and then went silent would hold
-	// every later connection for up to HandshakeTimeout. The guard does that part here instead:
-	// it sends the greeting zmq4 would send and reads the peer's first command; zmq4 then reads
-	// both from the prefix and the guard swallows its greeting, so its accept loop never waits
-	// on a peer.
-	_ = c.SetWriteDeadline(time.Now().Add(HandshakeTimeout))
-	if _, err := c.Write(serverGreeting[:]); err != nil {
-		c.Close()
-		return
-	}
-	cmd, err := readCommand(c, min(maxHandshakeCommand, l.max))
+	// every later connection for up to HandshakeTimeout. The guard reads the peer's first
+	// command here instead; zmq4 then reads greeting and command from the prefix, and the guard
+	// swallows zmq4's own greeting, already sent.
+	cmd, err := readCommand(c, min(maxHandshakeCommand, l.lim.PreAuthMsg))
 	if err != nil {
-		c.Close()
 		return
 	}
-	l.live.Add(1)
-	gc := newConn(c, l.max, append(g[:], cmd...), func() { l.live.Add(-1) })
+	_ = c.SetWriteDeadline(time.Time{})
+	l.handshaken(src)
+	ok = true
+	gc := newConn(c, l, l.lim.PreAuthMsg, append(g[:], cmd...))
+	gc.src = src
 	gc.swallow = serverGreeting[:]
 	select {
 	case l.ready <- gc:
 	case <-l.done:
 		gc.Close()
 	case <-time.After(HandshakeTimeout):
-		gc.Close() // zmq4's accept loop is stuck elsewhere; do not pile up
+		gc.Close() // the accept loop is stuck elsewhere; do not pile up
 	}
 }
 
-// plausibleGreeting checks the ZMTP 3.x signature and version and the NULL mechanism (the only
-// one brine speaks); zmq4 checks the rest.
-func plausibleGreeting(g []byte) bool {
-	return len(g) == greetingLen && g[0] == 0xff && g[9] == 0x7f && g[10] == 3 &&
-		string(g[12:17]) == "NULL\x00"
+// mechanism is the security mechanism a greeting names.
+func mechanism(g []byte) string {
+	m := g[12:32]
+	if i := bytes.IndexByte(m, 0); i >= 0 {
+		m = m[:i]
+	}
+	return string(m)
+}
+
+// errorCommand is a ZMTP ERROR command with reason (at most 255 bytes).
+func errorCommand(reason string) []byte {
+	if len(reason) > 255 {
+		reason = reason[:255]
+	}
+	body := append([]byte{5}, "ERROR"...)
+	body = append(body, byte(len(reason)))
+	body = append(body, reason...)
+	return append([]byte{flagCommand, byte(len(body))}, body...)
 }
 
 // serverGreeting is, byte for byte, the greeting zmq4 v0.17 sends as a NULL-mechanism server
@@ -254,26 +439,66 @@ func (l *listener) Close() error {
 	return err
 }
 
-// conn is a guarded connection. Reads pass through a ZMTP frame parser that enforces limits.
-type conn struct {
-	net.Conn
-	max     int
-	prefix  []byte // greeting and first command already read by the listener
-	swallow []byte // what the listener already wrote for zmq4: zmq4's first write, checked and dropped
-	onClose func()
-	closed  sync.Once
-
-	mu sync.Mutex // guards swallow and the parser state (zmq4 reads from one goroutine, but be safe)
-	p  parser
+// reserve takes n bytes of the in-flight budget, or says no.
+func (l *listener) reserve(n int64) bool {
+	for {
+		cur := l.inFlight.Load()
+		if cur+n > l.lim.InFlight {
+			return false
+		}
+		if l.inFlight.CompareAndSwap(cur, cur+n) {
+			return true
+		}
+	}
 }
 
-func newConn(c net.Conn, max int, prefix []byte, onClose func()) *conn {
-	gc := &conn{Conn: c, max: max, prefix: prefix, onClose: onClose}
+// conn is a guarded connection. Reads pass through a ZMTP frame parser that enforces limits.
+// A connection a listener accepted starts untrusted: its messages are limited to PreAuthMsg,
+// each frame it starts takes its size from the listener's in-flight budget until the frame is
+// in, and must be in within FrameTimeout. trust lifts all three.
+type conn struct {
+	net.Conn
+	l       *listener // nil on the dialing side
+	src     string
+	prefix  []byte // greeting and first command already read by the listener
+	swallow []byte // what the listener already wrote for zmq4: zmq4's first write, checked and dropped
+	closed  sync.Once
+
+	mu            sync.Mutex // guards swallow and the parser state (zmq4 reads from one goroutine, but be safe)
+	p             parser
+	trusted       bool
+	frameDeadline bool // a FrameTimeout read deadline is set
+}
+
+func newConn(c net.Conn, l *listener, max int, prefix []byte) *conn {
+	gc := &conn{Conn: c, l: l, prefix: prefix, trusted: l == nil}
 	gc.p = parser{max: max, greetLeft: greetingLen}
+	if l != nil {
+		gc.p.budget = l
+		gc.p.maxTrusted = l.lim.MaxMsg
+	}
 	if prefix == nil {
 		_ = c.SetReadDeadline(time.Now().Add(HandshakeTimeout))
 	}
 	return gc
+}
+
+// trust lifts the limits of an untrusted connection: the application has authenticated its peer.
+func (c *conn) trust() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.trusted {
+		return
+	}
+	c.trusted = true
+	c.p.max = c.p.maxTrusted
+	c.p.budget = nil // what is reserved now is released when its frame ends
+}
+
+func (c *conn) isTrusted() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.trusted
 }
 
 // errViolation is wrapped around io.EOF so that zmq4 marks the connection closed.
@@ -294,18 +519,29 @@ func (c *conn) Read(b []byte) (int, error) {
 	c.mu.Lock()
 	verr := c.p.feed(b[:n])
 	handshaken := c.p.handshaken
+	var deadline time.Time
+	setDeadline := false
+	if handshaken && !c.p.deadlineCleared {
+		c.p.deadlineCleared = true
+		setDeadline = true
+	}
+	// An untrusted peer in the middle of a frame has FrameTimeout to finish it, from its start.
+	if mid := handshaken && !c.trusted && c.p.midFrame(); mid != c.frameDeadline {
+		c.frameDeadline = mid
+		setDeadline = true
+		if mid {
+			deadline = time.Now().Add(FrameTimeout)
+		}
+	} else if c.frameDeadline {
+		setDeadline = false // keep the running frame's deadline
+	}
 	c.mu.Unlock()
 	if verr != nil {
 		c.Close()
 		return 0, &violation{why: verr.Error()}
 	}
-	if handshaken {
-		c.mu.Lock()
-		if !c.p.deadlineCleared {
-			c.p.deadlineCleared = true
-			_ = c.Conn.SetReadDeadline(time.Time{})
-		}
-		c.mu.Unlock()
+	if setDeadline {
+		_ = c.Conn.SetReadDeadline(deadline)
 	}
 	if err != nil && !handshaken {
 		// zmq4 leaks the connection when its handshake fails on the dialing side (socket.Dial
@@ -317,7 +553,7 @@ func (c *conn) Read(b []byte) (int, error) {
 		if errors.As(err, &ne) && ne.Timeout() {
 			// zmq4 does not treat a timeout as fatal; it is, here.
 			c.Close()
-			return n, &violation{why: "handshake timeout"}
+			return n, &violation{why: "read timeout"}
 		}
 	}
 	return n, err
@@ -348,8 +584,11 @@ func (c *conn) Write(b []byte) (int, error) {
 func (c *conn) Close() error {
 	err := c.Conn.Close()
 	c.closed.Do(func() {
-		if c.onClose != nil {
-			c.onClose()
+		if c.l != nil {
+			c.mu.Lock()
+			c.p.release()
+			c.mu.Unlock()
+			c.l.release(c.src, false)
 		}
 	})
 	return err
@@ -359,6 +598,10 @@ func (c *conn) Close() error {
 // size, and a body. It never buffers a body; it only counts.
 type parser struct {
 	max             int
+	maxTrusted      int
+	budget          *listener // in-flight budget to reserve frames from; nil: none
+	reserved        int64     // taken from a budget for the frame being read
+	reservedFrom    *listener
 	greetLeft       int
 	hdr             [9]byte
 	hdrHave         int
@@ -437,6 +680,12 @@ func (p *parser) header() error {
 	if flags&flagMore == 0 {
 		p.frames, p.msgTotal = 0, 0
 	}
+	if p.budget != nil && size > 0 {
+		if !p.budget.reserve(int64(size)) {
+			return fmt.Errorf("in-flight budget of %d bytes spent", p.budget.lim.InFlight)
+		}
+		p.reserved, p.reservedFrom = int64(size), p.budget
+	}
 	p.bodyLeft = size
 	if size == 0 {
 		p.endFrame()
@@ -445,7 +694,19 @@ func (p *parser) header() error {
 }
 
 func (p *parser) endFrame() {
+	p.release()
 	if p.inCommand {
 		p.handshaken = true
 	}
 }
+
+// release returns the current frame's reservation to its budget.
+func (p *parser) release() {
+	if p.reservedFrom != nil {
+		p.reservedFrom.inFlight.Add(-p.reserved)
+		p.reserved, p.reservedFrom = 0, nil
+	}
+}
+
+// midFrame says whether a frame has begun and not ended.
+func (p *parser) midFrame() bool { return p.greetLeft == 0 && (p.hdrHave > 0 || p.bodyLeft > 0) }

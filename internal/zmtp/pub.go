@@ -1,7 +1,6 @@
 package zmtp
 
 import (
-	"context"
 	"errors"
 	"net"
 	"sync"
@@ -19,6 +18,9 @@ import (
 // O(len(topic) + matches); each subscriber has its own writer goroutine and queue, and a
 // subscriber whose queue is full loses the message (ZeroMQ's high-water-mark rule) instead of
 // stalling the others. brine's minions recover a lost job through their heartbeat.
+//
+// Subscriptions are bounded: Limits.MaxTopic bytes each, Limits.MaxSubsPerPeer per subscriber
+// and Limits.MaxSubs in all; a subscriber that asks for more is disconnected.
 type Pub struct {
 	l    *listener
 	done chan struct{}
@@ -28,8 +30,9 @@ type Pub struct {
 	mu      sync.RWMutex // guards subs and peers
 	subs    map[string]map[*pubPeer]struct{}
 	peers   map[*pubPeer]struct{}
-	queue   int
+	nsubs   int          // subscriptions of all peers
 	Dropped atomic.Int64 // messages not queued for a subscriber because its queue was full
+	Refused atomic.Int64 // subscribers disconnected for a subscription over the limits
 }
 
 type pubPeer struct {
@@ -38,18 +41,18 @@ type pubPeer struct {
 	topics map[string]struct{} // guarded by Pub.mu
 }
 
-// PubQueue is the number of messages queued per subscriber before new ones are dropped.
-const PubQueue = 256
-
-// ListenPub binds a Pub to the TCP address addr, accepting messages (subscriptions) of at most
-// maxMsg bytes from subscribers.
-func ListenPub(addr string, maxMsg int) (*Pub, error) {
-	nl, err := (&guardTransport{max: maxMsg}).Listen(context.Background(), addr)
+// ListenPub binds a Pub to the TCP address addr with the limits lim. Messages from subscribers
+// (subscriptions) are limited to MaxTopic+1 bytes, whatever lim.MaxMsg says.
+func ListenPub(addr string, lim Limits) (*Pub, error) {
+	lim = lim.filled()
+	lim.MaxMsg = lim.MaxTopic + 1
+	lim.PreAuthMsg = lim.MaxMsg
+	l, err := listen(addr, lim)
 	if err != nil {
 		return nil, err
 	}
-	p := &Pub{l: nl.(*listener), done: make(chan struct{}), subs: map[string]map[*pubPeer]struct{}{},
-		peers: map[*pubPeer]struct{}{}, queue: PubQueue}
+	p := &Pub{l: l, done: make(chan struct{}), subs: map[string]map[*pubPeer]struct{}{},
+		peers: map[*pubPeer]struct{}{}}
 	p.wg.Add(1)
 	go p.accept()
 	return p, nil
@@ -77,7 +80,7 @@ func (p *Pub) serve(nc net.Conn) {
 		nc.Close()
 		return
 	}
-	peer := &pubPeer{c: zc, q: make(chan zmq4.Msg, p.queue), topics: map[string]struct{}{}}
+	peer := &pubPeer{c: zc, q: make(chan zmq4.Msg, p.l.lim.SendQueue), topics: map[string]struct{}{}}
 	p.mu.Lock()
 	select {
 	case <-p.done:
@@ -95,6 +98,7 @@ func (p *Pub) serve(nc net.Conn) {
 	defer func() {
 		p.mu.Lock()
 		delete(p.peers, peer)
+		p.nsubs -= len(peer.topics)
 		for t := range peer.topics {
 			if s := p.subs[t]; s != nil {
 				delete(s, peer)
@@ -118,27 +122,47 @@ func (p *Pub) serve(nc net.Conn) {
 		}
 		f := msg.Frames[0]
 		topic := string(f[1:])
-		p.mu.Lock()
-		switch f[0] {
-		case 1:
-			peer.topics[topic] = struct{}{}
-			s := p.subs[topic]
-			if s == nil {
-				s = map[*pubPeer]struct{}{}
-				p.subs[topic] = s
-			}
-			s[peer] = struct{}{}
-		case 0:
-			delete(peer.topics, topic)
-			if s := p.subs[topic]; s != nil {
-				delete(s, peer)
-				if len(s) == 0 {
-					delete(p.subs, topic)
-				}
+		if !p.subscribe(peer, f[0], topic) {
+			p.Refused.Add(1)
+			return
+		}
+	}
+}
+
+// subscribe applies a (un)subscription of peer; false if it is over the limits.
+func (p *Pub) subscribe(peer *pubPeer, op byte, topic string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch op {
+	case 1:
+		if _, dup := peer.topics[topic]; dup {
+			return true
+		}
+		if len(topic) > p.l.lim.MaxTopic || len(peer.topics) >= p.l.lim.MaxSubsPerPeer || p.nsubs >= p.l.lim.MaxSubs {
+			return false
+		}
+		p.nsubs++
+		peer.topics[topic] = struct{}{}
+		s := p.subs[topic]
+		if s == nil {
+			s = map[*pubPeer]struct{}{}
+			p.subs[topic] = s
+		}
+		s[peer] = struct{}{}
+	case 0:
+		if _, ok := peer.topics[topic]; !ok {
+			return true
+		}
+		p.nsubs--
+		delete(peer.topics, topic)
+		if s := p.subs[topic]; s != nil {
+			delete(s, peer)
+			if len(s) == 0 {
+				delete(p.subs, topic)
 			}
 		}
-		p.mu.Unlock()
 	}
+	return true
 }
 
 // write sends peer's queue until stop or a write error (which closes the connection).
@@ -198,6 +222,16 @@ func (p *Pub) Send(msg zmq4.Msg) error {
 	}
 	return nil
 }
+
+// Subscriptions returns the number of subscriptions of all subscribers.
+func (p *Pub) Subscriptions() int {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.nsubs
+}
+
+// AcceptErrors counts failed Accepts (out of file descriptors, most often), each retried.
+func (p *Pub) AcceptErrors() int64 { return p.l.AcceptErrors.Load() }
 
 // Subscribers returns the number of connected subscribers.
 func (p *Pub) Subscribers() int {

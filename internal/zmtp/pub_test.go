@@ -66,7 +66,7 @@ func recvBody(t *testing.T, s zmq4.Socket) string {
 
 // Messages reach exactly the subscribers whose subscription is a prefix of their topic, once.
 func TestPubTopics(t *testing.T) {
-	p, err := ListenPub("127.0.0.1:0", 4096)
+	p, err := ListenPub("127.0.0.1:0", Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestPubTopics(t *testing.T) {
 
 // A subscriber that stops reading does not hold up the others; it loses messages instead.
 func TestPubSlowSubscriber(t *testing.T) {
-	p, err := ListenPub("127.0.0.1:0", 4096)
+	p, err := ListenPub("127.0.0.1:0", Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestPubSlowSubscriber(t *testing.T) {
 	fast := testSub(t, addr, "a")
 	waitSubscribed(t, p, "a", 2)
 	body := bytes.Repeat([]byte("x"), 256<<10)
-	const n = PubQueue + 128
+	n := DefaultLimits.SendQueue + 128
 	got := make(chan int, 1)
 	go func() {
 		c := 0

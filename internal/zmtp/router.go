@@ -1,11 +1,11 @@
 package zmtp
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"github.com/go-zeromq/zmq4"
 	"github.com/go-zeromq/zmq4/security/null"
@@ -15,11 +15,16 @@ import (
 // where zmq4's does not: zmq4's ROUTER finds the peer of every outgoing message by scanning all
 // connections (a map lookup and an allocation each) under one mutex held across the write, so
 // replies to N minions cost O(N^2) and go out one at a time; and it runs every handshake inside
-// its accept loop. Here a peer is found in a map, writes to different peers run concurrently,
-// and each handshake runs in its own goroutine behind the guard (deadlines and size limits).
+// its accept loop. Here a peer is found in a map, each peer has its own bounded send queue and
+// writer goroutine, so Send never waits on a peer, and each handshake runs in its own goroutine
+// behind the guard (deadlines, size limits, per-source limits).
+//
+// A peer starts untrusted, with Limits.PreAuthMsg as its message limit and a share of the
+// in-flight budget; the application calls Trust once the peer has authenticated.
 //
 // Identities are assigned by the Router (8 bytes, never reused); an identity a peer announces
-// is ignored, so a peer cannot take over another's replies. It speaks to zmq4 DEALER sockets.
+// is ignored, so a peer cannot take over another's replies. It speaks to zmq4 DEALER sockets
+// and to libzmq's.
 type Router struct {
 	l    *listener
 	in   chan zmq4.Msg
@@ -27,24 +32,27 @@ type Router struct {
 	once sync.Once
 	wg   sync.WaitGroup
 
+	// Dropped counts peers disconnected because their send queue was full: they did not read.
+	Dropped atomic.Int64
+
 	mu    sync.Mutex // guards peers and next
 	peers map[string]*routerPeer
 	next  uint64
 }
 
 type routerPeer struct {
-	mu sync.Mutex // serialises writes: a message's frames must not interleave with another's
 	c  *zmq4.Conn
+	gc *conn
+	q  chan zmq4.Msg // replies for the writer goroutine
 }
 
-// ListenRouter binds a Router to the TCP address addr ("host:port"), accepting messages of at
-// most maxMsg bytes from each peer.
-func ListenRouter(addr string, maxMsg int) (*Router, error) {
-	nl, err := (&guardTransport{max: maxMsg}).Listen(context.Background(), addr)
+// ListenRouter binds a Router to the TCP address addr ("host:port") with the limits lim.
+func ListenRouter(addr string, lim Limits) (*Router, error) {
+	l, err := listen(addr, lim)
 	if err != nil {
 		return nil, err
 	}
-	r := &Router{l: nl.(*listener), in: make(chan zmq4.Msg, 1024), done: make(chan struct{}), peers: map[string]*routerPeer{}}
+	r := &Router{l: l, in: make(chan zmq4.Msg, 1024), done: make(chan struct{}), peers: map[string]*routerPeer{}}
 	r.wg.Add(1)
 	go r.accept()
 	return r, nil
@@ -52,6 +60,12 @@ func ListenRouter(addr string, maxMsg int) (*Router, error) {
 
 // Addr is the bound address.
 func (r *Router) Addr() net.Addr { return r.l.Addr() }
+
+// AcceptErrors counts failed Accepts (out of file descriptors, most often), each retried.
+func (r *Router) AcceptErrors() int64 { return r.l.AcceptErrors.Load() }
+
+// Conns returns the live connections (handshakes included) and the pending handshakes.
+func (r *Router) Conns() (conns, pending int) { return r.l.Counts() }
 
 func (r *Router) accept() {
 	defer r.wg.Done()
@@ -61,18 +75,20 @@ func (r *Router) accept() {
 			return
 		}
 		r.wg.Add(1)
-		go func() { defer r.wg.Done(); r.serve(c) }()
+		go func() { defer r.wg.Done(); r.serve(c.(*conn)) }()
 	}
 }
 
-// serve runs one peer: the handshake, then its messages into r.in with its identity first.
-func (r *Router) serve(nc net.Conn) {
-	zc, err := zmq4.Open(nc, null.Security(), zmq4.Router, zmq4.SocketIdentity(""), true, nil)
+// serve runs one peer: the handshake, its writer, then its messages into r.in with its
+// identity first.
+func (r *Router) serve(gc *conn) {
+	zc, err := zmq4.Open(gc, null.Security(), zmq4.Router, zmq4.SocketIdentity(""), true, nil)
 	if err != nil {
-		nc.Close()
+		gc.Close()
 		return
 	}
 	defer zc.Close()
+	p := &routerPeer{c: zc, gc: gc, q: make(chan zmq4.Msg, r.l.lim.SendQueue)}
 	r.mu.Lock()
 	select {
 	case <-r.done:
@@ -84,22 +100,18 @@ func (r *Router) serve(nc net.Conn) {
 	var idb [8]byte
 	binary.BigEndian.PutUint64(idb[:], r.next)
 	id := string(idb[:])
-	r.peers[id] = &routerPeer{c: zc}
+	r.peers[id] = p
 	r.mu.Unlock()
+	stop := make(chan struct{})
+	writer := make(chan struct{})
+	go func() { defer close(writer); r.write(p, stop) }()
 	defer func() {
 		r.mu.Lock()
 		delete(r.peers, id)
 		r.mu.Unlock()
-	}()
-	// Close the connection when the Router closes, so that RecvMsg returns.
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		select {
-		case <-r.done:
-			zc.Close()
-		case <-stop:
-		}
+		close(stop)
+		zc.Close()
+		<-writer
 	}()
 	for {
 		msg, err := zc.RecvMsg()
@@ -120,8 +132,27 @@ func (r *Router) serve(nc net.Conn) {
 	}
 }
 
+// write sends p's queue until stop or a write error (which closes the connection). A write
+// waits at most WriteTimeout (the guard's deadline).
+func (r *Router) write(p *routerPeer, stop <-chan struct{}) {
+	for {
+		select {
+		case m := <-p.q:
+			if err := p.c.SendMsg(m); err != nil {
+				p.c.Close()
+				return
+			}
+		case <-stop:
+			return
+		}
+	}
+}
+
 // ErrRouterClosed is returned by Recv and Send after Close.
 var ErrRouterClosed = errors.New("zmtp: router closed")
+
+// ErrPeerNotReading is returned by Send for a peer whose send queue was full; it is disconnected.
+var ErrPeerNotReading = errors.New("zmtp: peer does not read its replies; disconnected")
 
 // Recv returns the next message from any peer; Frames[0] is the peer's identity.
 func (r *Router) Recv() (zmq4.Msg, error) {
@@ -133,16 +164,20 @@ func (r *Router) Recv() (zmq4.Msg, error) {
 	}
 }
 
-// Send sends msg.Frames[1:] to the peer whose identity is msg.Frames[0]. A message for a peer
-// that is gone is dropped, as ZeroMQ's ROUTER does. It blocks only on that peer's connection
-// (bounded by WriteTimeout), never on others.
+func (r *Router) peer(id []byte) *routerPeer {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.peers[string(id)]
+}
+
+// Send queues msg.Frames[1:] for the peer whose identity is msg.Frames[0] and returns at once.
+// A message for a peer that is gone is dropped, as ZeroMQ's ROUTER does; a peer whose queue is
+// full (it does not read) is disconnected, and its queue dropped.
 func (r *Router) Send(msg zmq4.Msg) error {
 	if len(msg.Frames) < 2 {
 		return errors.New("zmtp: router message without identity and body")
 	}
-	r.mu.Lock()
-	p := r.peers[string(msg.Frames[0])]
-	r.mu.Unlock()
+	p := r.peer(msg.Frames[0])
 	if p == nil {
 		select {
 		case <-r.done:
@@ -151,13 +186,36 @@ func (r *Router) Send(msg zmq4.Msg) error {
 			return nil
 		}
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if err := p.c.SendMsg(zmq4.NewMsgFrom(msg.Frames[1:]...)); err != nil {
+	select {
+	case p.q <- zmq4.NewMsgFrom(msg.Frames[1:]...):
+		return nil
+	default:
+		r.Dropped.Add(1)
 		p.c.Close()
-		return err
+		return ErrPeerNotReading
 	}
-	return nil
+}
+
+// Trust lifts the pre-authentication limits of the peer id: the application has verified that
+// the peer holds an accepted key. It does nothing for a peer that is gone.
+func (r *Router) Trust(id []byte) {
+	if p := r.peer(id); p != nil {
+		p.gc.trust()
+	}
+}
+
+// Trusted says whether the peer id was trusted (false for a peer that is gone).
+func (r *Router) Trusted(id []byte) bool {
+	p := r.peer(id)
+	return p != nil && p.gc.isTrusted()
+}
+
+// Source returns the source address the peer id counts against ("" for a peer that is gone).
+func (r *Router) Source(id []byte) string {
+	if p := r.peer(id); p != nil {
+		return p.gc.src
+	}
+	return ""
 }
 
 // Peers returns the number of connected peers.
@@ -175,6 +233,11 @@ func (r *Router) Close() error {
 	r.once.Do(func() {
 		close(r.done)
 		r.l.Close()
+		r.mu.Lock()
+		for _, p := range r.peers {
+			p.c.Close() // so that RecvMsg returns
+		}
+		r.mu.Unlock()
 	})
 	r.wg.Wait()
 	return nil
