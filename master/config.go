@@ -25,6 +25,7 @@ import (
 //	advertise_addr  = ""                       # host droplets reach the master at (default: bootstrap_addr's host)
 //	max_conns_per_source      = 512            # live connections per source address, on each port
 //	max_handshakes_per_source = 64             # unfinished handshakes per source address, on each port
+//	preauth_rate_per_source   = 50             # messages/s from unauthenticated peers per source address
 type Config struct {
 	DataDir       string `hcl:"data_dir,optional"`
 	PublishAddr   string `hcl:"publish_addr,optional"`
@@ -42,6 +43,7 @@ type Config struct {
 	// Many minions behind one NAT address (or the swarm benchmark on loopback) need more.
 	MaxConnsPerSource      int `hcl:"max_conns_per_source,optional"`
 	MaxHandshakesPerSource int `hcl:"max_handshakes_per_source,optional"`
+	PreAuthRatePerSource   int `hcl:"preauth_rate_per_source,optional"`
 
 	rotate, heartbeat, jobTimeout time.Duration
 }
@@ -83,8 +85,8 @@ func (c *Config) fill() error {
 	if c.RequestAddr == "" {
 		c.RequestAddr = "0.0.0.0:4506"
 	}
-	if c.MaxConnsPerSource < 0 || c.MaxHandshakesPerSource < 0 {
-		return fmt.Errorf("max_conns_per_source and max_handshakes_per_source must not be negative")
+	if c.MaxConnsPerSource < 0 || c.MaxHandshakesPerSource < 0 || c.PreAuthRatePerSource < 0 {
+		return fmt.Errorf("max_conns_per_source, max_handshakes_per_source and preauth_rate_per_source must not be negative")
 	}
 	if c.SecretsFile == "" {
 		c.SecretsFile = filepath.Join(c.DataDir, "secrets.hcl")

@@ -181,6 +181,7 @@ func (m *Master) Start(ctx context.Context) error {
 	router, err := zmtp.ListenRouter(m.cfg.RequestAddr, zmtp.Limits{
 		MaxMsg: wire.MaxRequestFrame + 1024, PreAuthMsg: preAuthFrame,
 		MaxConnsPerSource: m.cfg.MaxConnsPerSource, MaxPendingPerSource: m.cfg.MaxHandshakesPerSource,
+		PreAuthRate: m.cfg.PreAuthRatePerSource,
 	})
 	if err != nil {
 		m.pub.Close()

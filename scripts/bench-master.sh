@@ -1,5 +1,5 @@
 # Sourced by the benchmark scripts: start_master starts a fresh `brine master` with its own data
-# dir under $work, auto_accept on, on loopback ports $port and $port+1, and sets $mpid. It needs
+# dir under $work, auto_accept on, per-source limits lifted (one source: loopback), on loopback ports $port and $port+1, and sets $mpid. It needs
 # $bin, $work and $port; it fails the script if the master does not come up within 4 s.
 start_master() {
   rm -rf "$work/m" && mkdir -p "$work/m"
@@ -8,6 +8,10 @@ data_dir     = "$work/m"
 publish_addr = "127.0.0.1:$port"
 request_addr = "127.0.0.1:$((port + 1))"
 auto_accept  = true
+# every swarm minion connects from 127.0.0.1: lift the per-source limits meant for the internet
+max_conns_per_source      = 50000
+max_handshakes_per_source = 4096
+preauth_rate_per_source   = 100000
 HCL
   "$bin" master -c "$work/master.hcl" 2>"$work/master.log" &
   mpid=$!

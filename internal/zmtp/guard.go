@@ -62,6 +62,7 @@ type Limits struct {
 	MaxConnsPerSource   int   // live connections from one source address (IPv6: one /64)
 	MaxPending          int   // connections that have not finished their handshake
 	MaxPendingPerSource int   // the same, from one source address
+	PreAuthRate         int   // Router: messages per second from untrusted peers of one source address (burst: twice that)
 	SendQueue           int   // messages queued per peer; a peer whose queue is full is dropped (Router) or skipped (Pub)
 	MaxSubs             int   // Pub: subscriptions, all subscribers together
 	MaxSubsPerPeer      int   // Pub: subscriptions of one subscriber
@@ -76,6 +77,7 @@ var DefaultLimits = Limits{
 	MaxConnsPerSource:   512,
 	MaxPending:          4096,
 	MaxPendingPerSource: 64,
+	PreAuthRate:         50,
 	SendQueue:           256,
 	MaxSubs:             100000,
 	MaxSubsPerPeer:      16,
@@ -100,6 +102,7 @@ func (l Limits) filled() Limits {
 	set(&l.MaxConnsPerSource, d.MaxConnsPerSource)
 	set(&l.MaxPending, d.MaxPending)
 	set(&l.MaxPendingPerSource, d.MaxPendingPerSource)
+	set(&l.PreAuthRate, d.PreAuthRate)
 	set(&l.SendQueue, d.SendQueue)
 	set(&l.MaxSubs, d.MaxSubs)
 	set(&l.MaxSubsPerPeer, d.MaxSubsPerPeer)
@@ -181,9 +184,17 @@ type listener struct {
 	pending int
 	conns   int
 	sources map[string]*sourceCount
+	idle    []*sourceCount // sources whose last connection closed, oldest first (see release)
 }
 
-type sourceCount struct{ pending, conns int }
+// sourceCount is what one source address holds, and its token bucket of untrusted messages.
+type sourceCount struct {
+	key            string
+	pending, conns int
+	tokens         float64
+	last           time.Time
+	idleSince      time.Time
+}
 
 func listen(addr string, lim Limits) (*listener, error) {
 	nl, err := net.Listen("tcp", addr)
@@ -255,9 +266,11 @@ func sourceOf(a net.Addr) string {
 func (l *listener) admit(src string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	now := time.Now()
+	l.sweep(now)
 	s := l.sources[src]
 	if s == nil {
-		s = &sourceCount{}
+		s = &sourceCount{key: src, tokens: float64(2 * l.lim.PreAuthRate), last: now}
 	}
 	if l.pending >= l.lim.MaxPending || l.conns >= l.lim.MaxConns ||
 		s.pending >= l.lim.MaxPendingPerSource || s.conns >= l.lim.MaxConnsPerSource {
@@ -291,7 +304,52 @@ func (l *listener) release(src string, pending bool) {
 	l.conns--
 	s.conns--
 	if s.conns == 0 {
-		delete(l.sources, src)
+		// Kept until its bucket is full again, so that reconnecting does not refill it.
+		s.idleSince = time.Now()
+		l.idle = append(l.idle, s)
+	}
+}
+
+// sweep forgets idle sources whose bucket has refilled: O(1) amortised, oldest first.
+func (l *listener) sweep(now time.Time) {
+	refill := 2 * time.Second // a bucket refills from empty in 2 s (burst = 2 s of PreAuthRate)
+	for len(l.idle) > 0 && now.Sub(l.idle[0].idleSince) > refill {
+		s := l.idle[0]
+		l.idle[0] = nil
+		l.idle = l.idle[1:]
+		if s.conns == 0 && now.Sub(s.idleSince) > refill && l.sources[s.key] == s {
+			delete(l.sources, s.key)
+		}
+	}
+}
+
+// wait takes a token of src's bucket for one message of an untrusted peer, waiting as long as
+// the bucket is in debt (messages of a source that sends faster than PreAuthRate wait their
+// turn; the connection is not read meanwhile). It returns false if done closes first.
+func (l *listener) wait(src string, done <-chan struct{}) bool {
+	now := time.Now()
+	l.mu.Lock()
+	s := l.sources[src]
+	if s == nil {
+		l.mu.Unlock()
+		return true
+	}
+	rate := float64(l.lim.PreAuthRate)
+	s.tokens = min(s.tokens+now.Sub(s.last).Seconds()*rate, 2*rate)
+	s.last = now
+	s.tokens--
+	debt := -s.tokens
+	l.mu.Unlock()
+	if debt <= 0 {
+		return true
+	}
+	t := time.NewTimer(time.Duration(debt / rate * float64(time.Second)))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-done:
+		return false
 	}
 }
 

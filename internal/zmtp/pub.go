@@ -257,3 +257,6 @@ func (p *Pub) Close() error {
 	p.wg.Wait()
 	return nil
 }
+
+// Conns returns the live connections (handshakes included) and the pending handshakes.
+func (p *Pub) Conns() (conns, pending int) { return p.l.Counts() }

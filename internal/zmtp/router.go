@@ -27,7 +27,8 @@ import (
 // and to libzmq's.
 type Router struct {
 	l    *listener
-	in   chan zmq4.Msg
+	in   chan zmq4.Msg // from trusted peers
+	inU  chan zmq4.Msg // from untrusted peers: Recv takes these only when in is empty
 	done chan struct{}
 	once sync.Once
 	wg   sync.WaitGroup
@@ -52,7 +53,7 @@ func ListenRouter(addr string, lim Limits) (*Router, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Router{l: l, in: make(chan zmq4.Msg, 1024), done: make(chan struct{}), peers: map[string]*routerPeer{}}
+	r := &Router{l: l, in: make(chan zmq4.Msg, 1024), inU: make(chan zmq4.Msg, 256), done: make(chan struct{}), peers: map[string]*routerPeer{}}
 	r.wg.Add(1)
 	go r.accept()
 	return r, nil
@@ -124,8 +125,15 @@ func (r *Router) serve(gc *conn) {
 		frames := make([][]byte, 0, len(msg.Frames)+1)
 		frames = append(frames, idb[:])
 		frames = append(frames, msg.Frames...)
+		in := r.in
+		if !gc.isTrusted() {
+			if !r.l.wait(gc.src, r.done) {
+				return
+			}
+			in = r.inU
+		}
 		select {
-		case r.in <- zmq4.NewMsgFrom(frames...):
+		case in <- zmq4.NewMsgFrom(frames...):
 		case <-r.done:
 			return
 		}
@@ -154,10 +162,18 @@ var ErrRouterClosed = errors.New("zmtp: router closed")
 // ErrPeerNotReading is returned by Send for a peer whose send queue was full; it is disconnected.
 var ErrPeerNotReading = errors.New("zmtp: peer does not read its replies; disconnected")
 
-// Recv returns the next message from any peer; Frames[0] is the peer's identity.
+// Recv returns the next message from any peer; Frames[0] is the peer's identity. Messages of
+// trusted peers come first: a flood of unauthenticated ones does not delay them.
 func (r *Router) Recv() (zmq4.Msg, error) {
 	select {
 	case m := <-r.in:
+		return m, nil
+	default:
+	}
+	select {
+	case m := <-r.in:
+		return m, nil
+	case m := <-r.inU:
 		return m, nil
 	case <-r.done:
 		return zmq4.Msg{}, ErrRouterClosed

@@ -1,0 +1,25 @@
+package master
+
+// TransportStats are counters of the master's ZeroMQ ports, for operators and hostile tests.
+type TransportStats struct {
+	RequestConns, RequestPending int   // live connections and unfinished handshakes, request port
+	PublishConns, PublishPending int   // the same, publish port
+	Subscriptions                int   // subscriptions of all subscribers
+	NotReadingDropped            int64 // request peers disconnected because they did not read replies
+	SubscribersRefused           int64 // subscribers disconnected for subscriptions over the limits
+	AcceptErrors                 int64 // failed Accepts on both ports (EMFILE...), each retried
+	Challenges                   int   // outstanding hello challenges
+}
+
+// TransportStats returns the counters of the master's ports.
+func (m *Master) TransportStats() TransportStats {
+	var s TransportStats
+	s.RequestConns, s.RequestPending = m.router.Conns()
+	s.PublishConns, s.PublishPending = m.pub.Conns()
+	s.Subscriptions = m.pub.Subscriptions()
+	s.NotReadingDropped = m.router.Dropped.Load()
+	s.SubscribersRefused = m.pub.Refused.Load()
+	s.AcceptErrors = m.router.AcceptErrors() + m.pub.AcceptErrors()
+	s.Challenges = m.challenges.len()
+	return s
+}
