@@ -73,7 +73,10 @@ func startRealCluster(t *testing.T, ctx context.Context, ids ...string) *realClu
 		}
 		rc.minions[id] = d
 	}
-	rc.waitPing("*", 30*time.Second)
+	// One by one: '*' (or a list) answers as soon as the first minion has enrolled.
+	for _, id := range ids {
+		rc.waitPing(id, 30*time.Second)
+	}
 	return rc
 }
 
