@@ -640,12 +640,16 @@ func declareIpt(b *Bundle, fams []ipFamily, table, chain, addr string, purge boo
 // ---- iptables_rule ----
 
 type iptRuleConfig struct {
-	Table    string `hcl:"table,optional"`
-	Chain    string `hcl:"chain"`
-	Rule     string `hcl:"rule"`
-	Position *int   `hcl:"position,optional"`
-	State    string `hcl:"state,optional"`
-	Family   string `hcl:"family,optional"`
+	Table string `hcl:"table,optional"`
+	Chain string `hcl:"chain"`
+	Rule  string `hcl:"rule"`
+	// Source and Destination are one address or network each, parsed, and put in front of the
+	// rule as -s and -d: the way to give a peer's address, which must not be pasted into rule.
+	Source      string `hcl:"source,optional"`
+	Destination string `hcl:"destination,optional"`
+	Position    *int   `hcl:"position,optional"`
+	State       string `hcl:"state,optional"`
+	Family      string `hcl:"family,optional"`
 }
 
 type iptRule struct {
@@ -669,15 +673,31 @@ func decodeIptRule(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 	}
 	diags = append(diags, checkTableChain(r.table, r.chain, subj("table"), subj("chain"))...)
 	var err error
+	var argDiags hcl.Diagnostics
 	if r.args, err = splitArgs(cfg.Rule); err != nil || len(r.args) == 0 {
 		why := "it is empty"
 		if err != nil {
 			why = err.Error()
 		}
-		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid iptables rule",
+		argDiags = append(argDiags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid iptables rule",
 			Detail: fmt.Sprintf("rule must hold the rule's arguments as given to iptables after the chain, like \"-p tcp --dport 22 -j ACCEPT\"; %s.", why), Subject: subj("rule")})
 	}
-	diags = append(diags, checkRuleArgs(r.args, subj("rule"))...)
+	argDiags = append(argDiags, checkRuleArgs(r.args, subj("rule"))...)
+	if !argDiags.HasErrors() {
+		r.args, err = addrArgs(r.args, cfg.Source, cfg.Destination)
+		if err != nil {
+			argDiags = append(argDiags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid iptables rule address", Detail: err.Error() + ".", Subject: subj("rule")})
+		}
+	}
+	if argDiags.HasErrors() && (!attrFromBundle(req.Body, "rule") || !attrFromBundle(req.Body, "source") || !attrFromBundle(req.Body, "destination")) {
+		// The rule's text or addresses come from data (peers(), facts): a bad value fails this
+		// rule on this host, not the bundle (see faulty).
+		if diags.HasErrors() {
+			return nil, diags
+		}
+		return dataFault(Address("iptables_rule", req.Name, 1), argDiags), nil
+	}
+	diags = append(diags, argDiags...)
 	switch cfg.State {
 	case "", "present":
 	case "absent":
@@ -730,6 +750,41 @@ func checkTableChain(table, chain string, tsubj, csubj *hcl.Range) hcl.Diagnosti
 			Detail: fmt.Sprintf("Chain %q: a chain name is 1 to 28 letters, digits, '_', '.' or '-'.", chain), Subject: csubj})
 	}
 	return diags
+}
+
+// addrOpts are the options whose value is a source or destination address.
+var addrOpts = []string{"-s", "--source", "--src", "-d", "--destination", "--dst"}
+
+// addrArgs checks the address of every -s and -d in args (one address or network each: no list,
+// no host name, which iptables would resolve once, and not every address) and puts source and
+// destination in front as -s and -d.
+func addrArgs(args []string, source, destination string) ([]string, error) {
+	for i, a := range args {
+		if !slices.Contains(addrOpts, a) {
+			continue
+		}
+		if i+1 >= len(args) {
+			return nil, fmt.Errorf("%s without an address", a)
+		}
+		if _, _, err := parseRuleAddr(args[i+1]); err != nil {
+			return nil, fmt.Errorf("%s %q: %v", a, args[i+1], err)
+		}
+		if (source != "" && slices.Contains(addrOpts[:3], a)) || (destination != "" && slices.Contains(addrOpts[3:], a)) {
+			return nil, fmt.Errorf("%s in the rule and the source or destination argument: give it once", a)
+		}
+	}
+	var head []string
+	for _, side := range []struct{ opt, v, name string }{{"-s", source, "source"}, {"-d", destination, "destination"}} {
+		if side.v == "" {
+			continue
+		}
+		canon, _, err := parseRuleAddr(side.v)
+		if err != nil {
+			return nil, fmt.Errorf("%s = %q: %v", side.name, side.v, err)
+		}
+		head = append(head, side.opt, canon)
+	}
+	return append(head, args...), nil
 }
 
 // checkRuleArgs refuses arguments that would make a rule something else than a rule spec.
@@ -861,8 +916,10 @@ type iptChainConfig struct {
 }
 
 type iptChainRuleBlock struct {
-	Args   string `hcl:"args"`
-	Family string `hcl:"family,optional"`
+	Args        string `hcl:"args"`
+	Source      string `hcl:"source,optional"`
+	Destination string `hcl:"destination,optional"`
+	Family      string `hcl:"family,optional"`
 }
 
 type iptChainRule struct {
@@ -928,18 +985,35 @@ func decodeIptChain(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 	if c.families, ok = parseFamily(cfg.Family); !ok {
 		diags = append(diags, badValue("family", cfg.Family, "\"ipv4\", \"ipv6\" or \"both\"", subj("family")))
 	}
+	var dataDiags hcl.Diagnostics
 	for i, rb := range cfg.Rules {
 		rsubj := label
+		data := false
 		if i < len(content.Blocks) {
 			rsubj = content.Blocks[i].DefRange.Ptr()
+			b := content.Blocks[i].Body
+			data = !attrFromBundle(b, "args") || !attrFromBundle(b, "source") || !attrFromBundle(b, "destination")
 		}
 		args, err := splitArgs(rb.Args)
+		var argDiags hcl.Diagnostics
 		if err != nil || len(args) == 0 {
-			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid iptables rule",
+			argDiags = append(argDiags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid iptables rule",
 				Detail: "args must hold the rule's arguments, like \"-p tcp --dport 22 -j ACCEPT\".", Subject: rsubj})
+		}
+		argDiags = append(argDiags, checkRuleArgs(args, rsubj)...)
+		if !argDiags.HasErrors() {
+			if args, err = addrArgs(args, rb.Source, rb.Destination); err != nil {
+				argDiags = append(argDiags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid iptables rule address", Detail: err.Error() + ".", Subject: rsubj})
+			}
+		}
+		if argDiags.HasErrors() {
+			if data {
+				dataDiags = append(dataDiags, argDiags...)
+			} else {
+				diags = append(diags, argDiags...)
+			}
 			continue
 		}
-		diags = append(diags, checkRuleArgs(args, rsubj)...)
 		fams := c.families
 		if rb.Family != "" {
 			f, ok := parseFamily(rb.Family)
@@ -964,6 +1038,11 @@ func decodeIptChain(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 	if c.absent && len(c.rules) > 0 {
 		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Rules in an absent chain",
 			Detail: "A chain with state = \"absent\" is removed with its rules; remove the rule blocks.", Subject: label})
+	}
+	if dataDiags.HasErrors() && !diags.HasErrors() {
+		// A rule whose text or address comes from data (peers(), facts) and is not valid fails
+		// this chain on this host, not the bundle (see faulty): the chain stays as it is.
+		return dataFault(Address("iptables_chain", req.Name, 1), dataDiags), diags
 	}
 	return c, diags
 }

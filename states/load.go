@@ -479,8 +479,15 @@ func minionValue(m Minion) (cty.Value, error) {
 	return cty.ObjectVal(map[string]cty.Value{"id": cty.StringVal(m.ID), "groups": gv, "facts": fv}), nil
 }
 
-// toCty converts JSON-shaped Go data (facts, peers) into a cty value.
-func toCty(v any) (cty.Value, error) {
+// toCty converts JSON-shaped Go data (facts, peers) into a cty value. It never panics: go-cty
+// does on object keys that are equal after Unicode normalisation ("\u00e9" and "e\u0301"), and
+// the data may come from a minion.
+func toCty(v any) (val cty.Value, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			val, err = cty.NilVal, fmt.Errorf("data the language cannot hold: %v", r)
+		}
+	}()
 	data, err := json.Marshal(v)
 	if err != nil {
 		return cty.NilVal, err

@@ -161,6 +161,12 @@ func decodeTinc(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 		bad("interface", fmt.Sprintf("interface = %q: an interface name is 1 to 15 letters, digits, '_', '.' or '-'.", n.iface))
 	}
 	members, d := tincMembers(cfg.Members, n.port, subj("members"))
+	// members is usually built from peers(): a member's bad address or key is that minion's data,
+	// and fails this resource on this host, not the bundle (see faulty).
+	membersData := !attrFromBundle(req.Body, "members")
+	if d.HasErrors() && membersData {
+		return dataFault(fmt.Sprintf("tinc_network %q: members", n.net), d), diags
+	}
 	diags = append(diags, d...)
 	n.members = members
 	var selfMember *tincMember
@@ -182,7 +188,11 @@ func decodeTinc(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 			n.addr = p
 		}
 		if selfMember != nil && selfMember.vpn.IsValid() && err == nil && selfMember.vpn != p.Addr() {
-			bad("address", fmt.Sprintf("address %s differs from the vpn_address %s that members gives for %s.", p.Addr(), selfMember.vpn, n.self))
+			why := fmt.Sprintf("address %s differs from the vpn_address %s that members gives for %s.", p.Addr(), selfMember.vpn, n.self)
+			if membersData || !attrFromBundle(req.Body, "address") {
+				return &faulty{err: fmt.Errorf("tinc_network %q: %s", n.net, why)}, diags
+			}
+			bad("address", why)
 		}
 	case selfMember != nil && selfMember.vpn.IsValid():
 		bits := 24
@@ -242,10 +252,26 @@ func tincMembers(v cty.Value, defPort int, subj *hcl.Range) ([]tincMember, hcl.D
 			}
 			return s.AsString()
 		}
-		m := tincMember{name: TincName(get("name")), address: get("address"), port: defPort, publicKey: strings.TrimSpace(get("public_key"))}
-		if get("name") == "" {
-			bad(fmt.Sprintf("members[%d] has no name.", i))
+		// Every field is parsed into its type and written back from it: no text of a member's
+		// reaches a hosts file as it came (a newline in a value would add a line, a directive).
+		m := tincMember{name: TincName(get("name")), port: defPort}
+		if get("name") == "" || len(get("name")) > 64 {
+			bad(fmt.Sprintf("members[%d] has no name, or one longer than 64 characters.", i))
 			continue
+		}
+		if s := get("address"); s != "" {
+			a, err := parseHostAddress(s)
+			if err != nil {
+				bad(fmt.Sprintf("members[%d].address = %q: %v; give one host name or IP address.", i, s, err))
+			}
+			m.address = a
+		}
+		if s := get("public_key"); strings.TrimSpace(s) != "" {
+			k, err := ParseTincPublicKey(s)
+			if err != nil {
+				bad(fmt.Sprintf("members[%d].public_key (%s): %v; give exactly one PEM \"RSA PUBLIC KEY\" block and nothing around it.", i, m.name, err))
+			}
+			m.publicKey = k
 		}
 		if prev, dup := seen[m.name]; dup {
 			bad(fmt.Sprintf("members %q and %q have the same tinc name %s.", prev, get("name"), m.name))
@@ -258,20 +284,12 @@ func tincMembers(v cty.Value, defPort int, subj *hcl.Range) ([]tincMember, hcl.D
 		}
 		if s := get("vpn_address"); s != "" {
 			a, err := netip.ParseAddr(strings.Split(s, "/")[0])
-			if err != nil {
+			if err != nil || a.Zone() != "" {
 				bad(fmt.Sprintf("members[%d].vpn_address = %q is not an IP address.", i, s))
 			}
 			m.vpn = a
 		} else {
 			bad(fmt.Sprintf("members[%d] (%s) has no vpn_address.", i, m.name))
-		}
-		if m.address != "" && strings.ContainsAny(m.address, " \t\n") {
-			bad(fmt.Sprintf("members[%d].address = %q: one host name or IP address.", i, m.address))
-		}
-		if m.publicKey != "" {
-			if blk, _ := pem.Decode([]byte(m.publicKey)); blk == nil || blk.Type != "RSA PUBLIC KEY" {
-				bad(fmt.Sprintf("members[%d].public_key is not a PEM \"RSA PUBLIC KEY\" (tinc 1.0's key format).", i))
-			}
 		}
 		out = append(out, m)
 	}

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -122,6 +121,7 @@ func decodeUfw(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 		oneOf("logging", cfg.Logging, ufwLevels, subj("logging"))
 	}
 	seen := map[string]bool{}
+	var dataDiags hcl.Diagnostics
 	byType := map[string][]ufwRuleBlock{"rule": cfg.Rules, "allow": cfg.Allow, "deny": cfg.Deny, "reject": cfg.Reject, "limit": cfg.Limit}
 	next := map[string]int{}
 	for _, blk := range content.Blocks {
@@ -143,15 +143,36 @@ func decodeUfw(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 				Detail: fmt.Sprintf("A rule named %q is already declared in this ufw block.", rb.Name), Subject: rs})
 		}
 		seen[rb.Name] = true
-		u, d := decodeUfwRule(rb, rs)
+		u, d, dd := decodeUfwRule(rb, rs, ruleSides(blk.Body))
 		diags = append(diags, d...)
+		dataDiags = append(dataDiags, dd...)
 		r.rules = append(r.rules, u)
+	}
+	if dataDiags.HasErrors() && !diags.HasErrors() {
+		// A source or destination from data (peers(), facts) that is not one host or network
+		// fails this ufw resource on this host, and not the bundle on every host.
+		return dataFault("ufw", dataDiags), diags
 	}
 	return r, diags
 }
 
-func decodeUfwRule(rb ufwRuleBlock, subj *hcl.Range) (ufwRule, hcl.Diagnostics) {
-	var diags hcl.Diagnostics
+// ufwSide says, for the from or to attribute of a rule block, whether it is set and whether its
+// value may come from data (see fromBundle).
+type ufwSide struct{ set, data bool }
+
+func ruleSides(body hcl.Body) map[string]ufwSide {
+	out := map[string]ufwSide{}
+	attrs, _ := body.JustAttributes()
+	for _, name := range []string{"from", "to"} {
+		if a, ok := attrs[name]; ok {
+			out[name] = ufwSide{set: true, data: !fromBundle(a.Expr)}
+		}
+	}
+	return out
+}
+
+func decodeUfwRule(rb ufwRuleBlock, subj *hcl.Range, sides map[string]ufwSide) (ufwRule, hcl.Diagnostics, hcl.Diagnostics) {
+	var diags, dataDiags hcl.Diagnostics
 	bad := func(field, v, valid string) {
 		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid " + field + " in ufw rule " + strconv.Quote(rb.Name),
 			Detail: fmt.Sprintf("%s = %q is not valid; %s.", field, v, valid), Subject: subj})
@@ -206,13 +227,22 @@ func decodeUfwRule(rb ufwRuleBlock, subj *hcl.Range) (ufwRule, hcl.Diagnostics) 
 		if side.field == "to" {
 			raw = rb.To
 		}
-		if raw == "" || raw == "any" {
+		sd := sides[side.field]
+		if raw == "any" || (raw == "" && !sd.set) {
 			*side.v = "any"
 			continue
 		}
-		canon, is6, ok := ufwAddr(raw)
-		if !ok {
-			bad(side.field, raw, `use "any", an address ("10.0.0.5") or a network ("10.0.0.0/8", "fd00::/8")`)
+		// A value that is set but empty (a missing fact, a null) does not widen the rule to
+		// "any"; nor does the network of every address: "any" is written out.
+		canon, is6, err := parseRuleAddr(raw)
+		if err != nil {
+			d := &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid " + side.field + " in ufw rule " + strconv.Quote(rb.Name),
+				Detail: fmt.Sprintf(`%s = %q is not valid (%v); use "any", an address ("10.0.0.5") or a network ("10.0.0.0/8", "fd00::/8").`, side.field, raw, err), Subject: subj}
+			if sd.data {
+				dataDiags = append(dataDiags, d)
+			} else {
+				diags = append(diags, d)
+			}
 			continue
 		}
 		*side.v = canon
@@ -226,22 +256,7 @@ func decodeUfwRule(rb ufwRuleBlock, subj *hcl.Range) (ufwRule, hcl.Diagnostics) 
 		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Mixed address families in ufw rule " + strconv.Quote(rb.Name),
 			Detail: "from and to are one IPv4 and one IPv6 address; a rule matches one family. Split it in two rules.", Subject: subj})
 	}
-	return u, diags
-}
-
-// ufwAddr returns an address or network the way ufw stores it: a host without its prefix length,
-// a network with its host bits cleared.
-func ufwAddr(s string) (canon string, is6 bool, ok bool) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		if p.IsSingleIP() {
-			return p.Addr().String(), p.Addr().Is6(), true
-		}
-		return p.Masked().String(), p.Addr().Is6(), true
-	}
-	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
-		return a.String(), a.Is6(), true
-	}
-	return "", false, false
+	return u, diags, dataDiags
 }
 
 // tuple is the rule as ufw writes it after "### tuple ###" in user.rules (v6 false) or

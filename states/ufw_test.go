@@ -402,7 +402,7 @@ func TestUfwDecode(t *testing.T) {
 	if strings.Join(got, " ") != "ssh=allow:22 x=deny:23 y=limit:2222" {
 		t.Errorf("rules in order: %v", got)
 	}
-	u, _ := decodeUfwRule(ufwRuleBlock{Name: "n", Port: "22", Proto: "tcp", From: "10.1.2.3/8", Comment: "hi"}, nil)
+	u, _, _ := decodeUfwRule(ufwRuleBlock{Name: "n", Port: "22", Proto: "tcp", From: "10.1.2.3/8", Comment: "hi"}, nil, nil)
 	if got, want := u.tuple(false), "allow tcp 22 0.0.0.0/0 any 10.0.0.0/8 in comment=6869"; got != want || u.v6 {
 		t.Errorf("tuple = %q (v6 %t); want %q, v4 only", got, u.v6, want)
 	}

@@ -1,0 +1,164 @@
+package states
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+)
+
+// This file holds what resources use to take values that may come from a minion (a peer's facts
+// through peers(), or the host's own facts) without trusting their text: typed parsers for
+// addresses and keys, and the rule that a bad value of that kind fails one resource on one host
+// rather than the whole bundle everywhere.
+
+// CheckData reports whether v (JSON-shaped data: facts, peers) converts to a language value, as
+// minion.facts and peers() do. It never panics: go-cty panics on object keys that are equal after
+// Unicode normalisation, and this is where the master finds out before a bundle does.
+func CheckData(v any) error {
+	_, err := toCty(v)
+	return err
+}
+
+// fromBundle reports whether expr's value is fixed by the bundle and the operator alone: literals
+// and var.* references, with no function call (peers(), file(), ...) and no other reference
+// (minion facts, locals, for_each and dynamic block iterators). A bad value in such an expression
+// is the author's mistake and a compile error; in any other it may be a minion's data, and a bad
+// one fails only the resource on the host that renders it (see faulty).
+func fromBundle(expr hcl.Expression) bool {
+	se, ok := expr.(hclsyntax.Expression)
+	if !ok {
+		return false // wrapped by a dynamic block: its iterator's values are data
+	}
+	static := true
+	_ = hclsyntax.VisitAll(se, func(n hclsyntax.Node) hcl.Diagnostics {
+		switch x := n.(type) {
+		case *hclsyntax.FunctionCallExpr:
+			static = false
+		case *hclsyntax.ScopeTraversalExpr:
+			if x.Traversal.RootName() != "var" {
+				static = false
+			}
+		}
+		return nil
+	})
+	return static
+}
+
+// attrFromBundle is fromBundle for the attribute name of body; an attribute that is not set is
+// from the bundle (its default is).
+func attrFromBundle(body hcl.Body, name string) bool {
+	attrs, _ := body.JustAttributes()
+	if a, ok := attrs[name]; ok {
+		return fromBundle(a.Expr)
+	}
+	content, _, _ := body.PartialContent(&hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: name}}})
+	if content != nil {
+		if a, ok := content.Attributes[name]; ok {
+			return fromBundle(a.Expr)
+		}
+	}
+	return true
+}
+
+// faulty stands for a resource whose configuration holds a bad value that came from data, not
+// from the bundle's text: the bundle compiles, for this host and every other, and the resource
+// fails here, in its check, with the reason. One minion's malformed address or key thus costs the
+// resources that would have used it on the hosts that render them, never the fleet's bundle.
+type faulty struct{ err error }
+
+func (f *faulty) Check(context.Context, *Env) (string, error) { return "", f.err }
+func (f *faulty) Apply(context.Context, *Env) error           { return f.err }
+
+// dataFault turns diagnostics about data into a faulty resource's error.
+func dataFault(what string, diags hcl.Diagnostics) *faulty {
+	var msgs []string
+	for _, d := range diags {
+		if d.Severity == hcl.DiagError {
+			msgs = append(msgs, strings.TrimSuffix(d.Summary+": "+d.Detail, "."))
+		}
+	}
+	return &faulty{err: fmt.Errorf("%s: refused data that is not valid (nothing was changed): %s", what, strings.Join(msgs, "; "))}
+}
+
+// ParseTincPublicKey parses a tinc 1.0 public key: exactly one PEM block of type "RSA PUBLIC KEY"
+// with no headers and nothing but white space around it, holding a PKCS#1 RSA key of 1024 to 8192
+// bits. It returns the key encoded afresh, so that only the key itself, never text that came with
+// it, reaches a hosts file.
+func ParseTincPublicKey(s string) (string, error) {
+	if len(s) > 16<<10 {
+		return "", errors.New("longer than any RSA public key")
+	}
+	blk, rest := pem.Decode([]byte(strings.TrimSpace(s)))
+	if blk == nil {
+		return "", errors.New("not a PEM block")
+	}
+	// pem.Decode skips text before the block: the block must be where the value starts.
+	if !strings.HasPrefix(strings.TrimSpace(s), "-----BEGIN ") {
+		return "", errors.New("text before the PEM block")
+	}
+	if len(strings.TrimSpace(string(rest))) > 0 {
+		return "", errors.New("text after the PEM block")
+	}
+	if blk.Type != "RSA PUBLIC KEY" {
+		return "", fmt.Errorf("a %q PEM block, not \"RSA PUBLIC KEY\" (tinc 1.0's key format)", blk.Type)
+	}
+	if len(blk.Headers) > 0 {
+		return "", errors.New("PEM headers in the block")
+	}
+	k, err := x509.ParsePKCS1PublicKey(blk.Bytes)
+	if err != nil {
+		return "", fmt.Errorf("not a PKCS#1 RSA public key: %v", err)
+	}
+	if n := k.N.BitLen(); n < 1024 || n > 8192 {
+		return "", fmt.Errorf("a %d-bit key; tinc keys are 1024 to 8192 bits", n)
+	}
+	return pemPublic(k), nil
+}
+
+var hostNameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$`)
+
+// parseHostAddress parses a host to connect to: one IP address (without a zone) or one DNS name.
+func parseHostAddress(s string) (string, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		if a.Zone() != "" {
+			return "", errors.New("an address with a zone")
+		}
+		return a.String(), nil
+	}
+	if len(s) <= 253 && hostNameRE.MatchString(s) && strings.ContainsFunc(s, func(r rune) bool { return (r < '0' || r > '9') && r != '.' }) {
+		return s, nil
+	}
+	return "", errors.New("not one IP address or host name")
+}
+
+// parseRuleAddr parses the source or destination of a firewall rule: one address (a host) or one
+// network. The network of every address (0.0.0.0/0, ::/0) is refused: a rule for everyone says
+// "any" (or leaves the side out), so that no value meant as one host can open a rule to the
+// world. It returns the canonical form (a host without its prefix length, a network with its host
+// bits cleared) and whether it is IPv6.
+func parseRuleAddr(s string) (canon string, is6 bool, err error) {
+	if p, perr := netip.ParsePrefix(s); perr == nil {
+		if p.Addr().Zone() != "" {
+			return "", false, errors.New("an address with a zone")
+		}
+		if p.Bits() == 0 {
+			return "", false, errors.New(`a network of every address; write "any" for a rule that matches everyone`)
+		}
+		if p.IsSingleIP() {
+			return p.Addr().String(), p.Addr().Is6(), nil
+		}
+		return p.Masked().String(), p.Addr().Is6(), nil
+	}
+	if a, aerr := netip.ParseAddr(s); aerr == nil && a.Zone() == "" {
+		return a.String(), a.Is6(), nil
+	}
+	return "", false, errors.New("not one address (\"10.0.0.5\") or network (\"10.0.0.0/8\")")
+}
