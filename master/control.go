@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path"
 	"path/filepath"
+	"sort"
 	"sync"
 	"syscall"
 	"time"
@@ -32,7 +34,7 @@ type ControlRequest struct {
 	Timeout  time.Duration     `json:"timeout,omitempty"`
 	Vars     map[string]string `json:"vars,omitempty"`
 	VarFiles map[string][]byte `json:"var_files,omitempty"`
-	Action   string            `json:"action,omitempty"` // keys: list | accept | reject | delete | groups
+	Action   string            `json:"action,omitempty"` // keys: list | accept | reject | delete | groups | accept-tinc
 	Glob     string            `json:"glob,omitempty"`
 	Groups   []string          `json:"groups,omitempty"`
 	All      bool              `json:"all,omitempty"`
@@ -40,6 +42,7 @@ type ControlRequest struct {
 	JID      string            `json:"jid,omitempty"`
 	Limit    int               `json:"limit,omitempty"`
 	Rollout  Rollout           `json:"rollout,omitzero"`
+	Network  string            `json:"network,omitempty"` // keys accept-tinc: the tinc networks (a glob)
 }
 
 // KeyInfo is one key as `brine key list` shows it.
@@ -49,6 +52,11 @@ type KeyInfo struct {
 	Finger    string   `json:"finger"`
 	Groups    []string `json:"groups,omitempty"`
 	Requested []string `json:"requested,omitempty"`
+	// Address is the address the master saw the minion's last facts come from (attested).
+	Address string `json:"address,omitempty"`
+	// TincPending names the tinc networks whose reported key differs from the pinned one: peers()
+	// keeps the pinned key until `brine key accept-tinc`.
+	TincPending []string `json:"tinc_pending,omitempty"`
 }
 
 // ControlResponse is one line of the master's answer. Event carries the job events of apply and
@@ -250,7 +258,14 @@ func (s *controlServer) keys(req ControlRequest, send func(ControlResponse)) err
 	case "list", "":
 		var out []KeyInfo
 		for _, k := range m.keys.List() {
-			out = append(out, keyInfo(k))
+			ki := keyInfo(k)
+			a := m.attest.get(k.ID)
+			ki.Address = a.Address
+			for n := range a.TincPending {
+				ki.TincPending = append(ki.TincPending, n)
+			}
+			sort.Strings(ki.TincPending)
+			out = append(out, ki)
 		}
 		send(ControlResponse{Event: Event{Event: "done"}, Keys: out, Finger: m.key.Pub.Fingerprint()})
 		return nil
@@ -266,6 +281,26 @@ func (s *controlServer) keys(req ControlRequest, send func(ControlResponse)) err
 	case "delete":
 		ids, err = m.keys.Delete(glob)
 		m.RemoveMinions(ids, true)
+	case "accept-tinc":
+		netGlob := req.Network
+		if netGlob == "" {
+			netGlob = "*"
+		}
+		if _, perr := path.Match(netGlob, ""); perr != nil {
+			return fmt.Errorf("bad network pattern %q", netGlob)
+		}
+		for id := range m.keys.Accepted() {
+			if ok, _ := path.Match(glob, id); !ok {
+				continue
+			}
+			nets, aerr := m.attest.acceptTinc(id, netGlob)
+			if aerr != nil {
+				continue // nothing pending for this one
+			}
+			m.log.Info("accepted a changed tinc key", "minion", id, "networks", nets)
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
 	case "groups":
 		ids, err = m.keys.SetGroups(glob, req.Groups)
 		for _, id := range ids {

@@ -26,6 +26,10 @@ var ErrNoMinions = errors.New("target matches no accepted minion; nothing was se
 // maxPhases bounds the re-runs of a bundle whose peers() context changed during its apply.
 const maxPhases = 3
 
+// maxValidations bounds the minions a bundle is compiled for on the master before it is
+// declared invalid: a bundle that fails only with one minion's facts still goes to the others.
+const maxValidations = 8
+
 // JobSpec is a job for an explicit set of minions. Rollouts (batches, canaries) call Run with
 // subsets of a resolved target.
 type JobSpec struct {
@@ -86,7 +90,14 @@ func NewJID() string {
 
 // Validate compiles b as it would be compiled for minion mi (with empty peers and placeholder
 // secrets), so that a broken bundle is stopped before anything is sent.
-func Validate(b *states.Bundle, mi MinionInfo, peers map[string][]map[string]any, vars map[string]string, varFiles map[string][]byte) hcl.Diagnostics {
+func Validate(b *states.Bundle, mi MinionInfo, peers map[string][]map[string]any, vars map[string]string, varFiles map[string][]byte) (diags hcl.Diagnostics) {
+	// The facts are a minion's: whatever they hold, compiling with them ends in diagnostics.
+	defer func() {
+		if r := recover(); r != nil {
+			diags = hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Internal error compiling the bundle",
+				Detail: fmt.Sprintf("Compiling for minion %s failed: %s.", mi.ID, quoteKey(fmt.Sprint(r)))}}
+		}
+	}()
 	names, diags := states.SecretNames(b)
 	if diags.HasErrors() {
 		return diags
@@ -105,7 +116,10 @@ func Validate(b *states.Bundle, mi MinionInfo, peers map[string][]map[string]any
 	return diags
 }
 
-// peersFor resolves every peers() target of b to the facts of its minions, sorted by id.
+// peersFor resolves every peers() target of b to the facts of its minions, sorted by id. Each
+// entry holds the minion's facts (claims), its id and groups, and `attested`: what the master
+// vouches for (attest.go), which the facts cannot set. An entry the language could not hold is
+// left out with a log line, so that one minion's data cannot fail every bundle.
 func (m *Master) peersFor(targets []string) (map[string][]map[string]any, error) {
 	if len(targets) == 0 {
 		return nil, nil
@@ -120,23 +134,75 @@ func (m *Master) peersFor(targets []string) (map[string][]map[string]any, error)
 		}
 		list := []map[string]any{}
 		for _, mi := range all {
-			if t.Match(mi) {
-				f := map[string]any{}
-				for k, v := range mi.Facts {
-					f[k] = v
-				}
-				f["id"] = mi.ID
-				gs := make([]any, len(mi.Groups))
-				for i, g := range mi.Groups {
-					gs[i] = g
-				}
-				f["groups"] = gs
+			if f := m.peerEntry(t, mi); f != nil {
 				list = append(list, f)
 			}
 		}
 		out[ts] = list
 	}
 	return out, nil
+}
+
+// peerEntry is mi's entry in peers() for target t, or nil when t does not match it or its data
+// is not fit for a bundle.
+func (m *Master) peerEntry(t Target, mi MinionInfo) (entry map[string]any) {
+	defer func() {
+		if r := recover(); r != nil {
+			m.log.Error("left a minion out of peers(): its data made the master panic", "minion", mi.ID, "panic", quoteKey(fmt.Sprint(r)))
+			entry = nil
+		}
+	}()
+	if !t.Match(mi) {
+		return nil
+	}
+	f := map[string]any{}
+	for k, v := range mi.Facts {
+		f[k] = v
+	}
+	f["id"] = mi.ID
+	gs := make([]any, len(mi.Groups))
+	for i, g := range mi.Groups {
+		gs[i] = g
+	}
+	f["groups"] = gs
+	f["attested"] = m.attest.get(mi.ID).peerValue()
+	if err := states.CheckData(f); err != nil {
+		m.log.Error("left a minion out of peers(): its facts are not fit for a bundle", "minion", mi.ID, "err", err)
+		return nil
+	}
+	return f
+}
+
+// validate compiles spec's bundle on the master before anything is sent: for its first minion, and
+// while that fails, for the next ones (up to maxValidations). A bundle that compiles for one of
+// them goes out: a minion whose own facts make it fail reports that in its return, as the others
+// apply. Only a bundle that fails for every minion tried is invalid.
+func (m *Master) validate(spec JobSpec, peers map[string][]map[string]any) hcl.Diagnostics {
+	infos := map[string]MinionInfo{}
+	for _, mi := range m.Minions() {
+		infos[mi.ID] = mi
+	}
+	var first hcl.Diagnostics
+	for i, id := range spec.Minions {
+		if i == maxValidations {
+			break
+		}
+		mi, ok := infos[id]
+		if !ok {
+			mi = MinionInfo{ID: id}
+		}
+		d := Validate(spec.Bundle, mi, peers, spec.Vars, spec.VarFiles)
+		if !d.HasErrors() {
+			if first != nil {
+				m.log.Warn("the bundle does not compile for some minions; they will report it, the others apply", "compiled_for", id)
+			}
+			return nil
+		}
+		if first == nil {
+			first = d
+		}
+	}
+	return first
 }
 
 // publish signs, seals, records and publishes one job for spec.Minions.
@@ -249,13 +315,7 @@ func (m *Master) Run(ctx context.Context, spec JobSpec, emit func(Event)) (*Resu
 			return nil, err
 		}
 		if spec.Bundle != nil && phase == 1 {
-			first := MinionInfo{ID: spec.Minions[0]}
-			for _, mi := range m.Minions() {
-				if mi.ID == first.ID {
-					first = mi
-				}
-			}
-			if diags := Validate(spec.Bundle, first, peers, spec.Vars, spec.VarFiles); diags.HasErrors() {
+			if diags := m.validate(spec, peers); diags.HasErrors() {
 				return nil, m.invalid(spec.Bundle, diags, emit)
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -59,8 +60,9 @@ type Master struct {
 
 	pubMu sync.Mutex // serialises Send on the PUB socket
 
-	live      liveJobs   // minion sets of recent jobs, for checking returns
-	factsSeen factsCache // last stored facts, to skip unchanged writes
+	live      liveJobs     // minion sets of recent jobs, for checking returns
+	factsSeen factsCache   // last stored facts, to skip unchanged writes
+	attest    *attestStore // what the master vouches for: observed addresses, pinned tinc keys
 
 	mu        sync.Mutex // guards the fields below
 	session   *pki.SessionKey
@@ -80,6 +82,7 @@ type session struct {
 	minion  string
 	key     pki.PublicKey
 	lastSeq uint64
+	remote  netip.Addr // where the request being served comes from (set per request)
 }
 
 // ReturnEvent is one verified return as the master recorded it.
@@ -121,8 +124,13 @@ func New(cfg Config, logger *slog.Logger) (*Master, error) {
 	if err != nil {
 		return nil, err
 	}
+	attest, err := openAttestStore(filepath.Join(cfg.DataDir, "attested"), logger.Warn)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
 	m := &Master{
-		cfg: cfg, log: logger, key: key, keys: keys, tokens: tokens, store: store,
+		cfg: cfg, log: logger, key: key, keys: keys, tokens: tokens, store: store, attest: attest,
 		session:  pki.NewSessionKey(),
 		sessions: map[string]*session{},
 		byMinion: map[string]string{},
@@ -134,11 +142,21 @@ func New(cfg Config, logger *slog.Logger) (*Master, error) {
 		store.Close()
 		return nil, err
 	}
+	// Facts an older master stored unchecked are checked like new ones: invalid ones are dropped
+	// (the minion reports again), so that they cannot stop the master at every start.
 	for id, raw := range all {
 		var f map[string]any
-		if json.Unmarshal(raw, &f) == nil {
-			m.facts[id] = f
+		err := wire.Unmarshal(raw, wire.MaxFacts+4096, &f)
+		var clean map[string]any
+		if err == nil {
+			clean, err = cleanStored(id, f)
 		}
+		if err != nil {
+			logger.Warn("dropped stored facts that are not valid", "minion", id, "err", err)
+			_ = store.DeleteFacts(id)
+			continue
+		}
+		m.facts[id] = clean
 	}
 	return m, nil
 }
@@ -259,7 +277,8 @@ func (m *Master) worker(in <-chan zmq4.Msg) {
 			continue // ROUTER adds the identity; brine messages are one frame
 		}
 		peer := msg.Frames[0]
-		reply := m.handle(m.router.Source(peer), msg.Frames[1])
+		remote, _ := m.router.RemoteAddr(peer)
+		reply := m.handleSafe(m.router.Source(peer), remote, msg.Frames[1])
 		if reply == nil {
 			continue
 		}
@@ -296,8 +315,20 @@ func authenticated(reply []byte) bool {
 	return !r.NoSession
 }
 
-// handle answers one frame from the ROUTER socket, sent from source; nil means no answer.
-func (m *Master) handle(source string, frame []byte) []byte {
+// handleSafe is handle that survives a panic: what a peer sends never stops the master.
+func (m *Master) handleSafe(source string, remote netip.Addr, frame []byte) (reply []byte) {
+	defer func() {
+		if r := recover(); r != nil {
+			m.log.Error("panic while handling a message; dropped it", "source", source, "panic", fmt.Sprint(r))
+			reply = nil
+		}
+	}()
+	return m.handle(source, remote, frame)
+}
+
+// handle answers one frame from the ROUTER socket, sent from source (remote is the peer's
+// address); nil means no answer.
+func (m *Master) handle(source string, remote netip.Addr, frame []byte) []byte {
 	typ, body, err := wire.Decode(frame, wire.MaxRequestFrame)
 	if err != nil {
 		if errors.Is(err, wire.ErrVersion) {
@@ -313,7 +344,7 @@ func (m *Master) handle(source string, frame []byte) []byte {
 	case wire.TAuth:
 		return m.handleAuth(body)
 	case wire.TRequest:
-		return m.handleRequest(body)
+		return m.handleRequest(body, remote)
 	}
 	return nil
 }
@@ -405,7 +436,7 @@ func (m *Master) handleAuth(body []byte) []byte {
 	return m.signed(wire.TAuthReply, wire.DomainAuthReply, reply)
 }
 
-func (m *Master) handleRequest(body []byte) []byte {
+func (m *Master) handleRequest(body []byte, remote netip.Addr) []byte {
 	sig, data, err := wire.SplitSigned(body)
 	if err != nil {
 		return nil
@@ -423,6 +454,7 @@ func (m *Master) handleRequest(body []byte) []byte {
 		sess = *s
 	}
 	m.mu.Unlock()
+	sess.remote = remote
 	if !ok {
 		reply.NoSession = true
 		return m.signed(wire.TReply, wire.DomainReply, reply)
@@ -445,12 +477,24 @@ func (m *Master) handleRequest(body []byte) []byte {
 	sk := m.session
 	m.mu.Unlock()
 	reply.KeyID = sk.ID[:]
-	if err := m.serve(sess, r, &reply, sk); err != nil {
+	if err := m.serveSafe(sess, r, &reply, sk); err != nil {
 		reply.Error = err.Error()
 	} else {
 		reply.OK = true
 	}
 	return m.signed(wire.TReply, wire.DomainReply, reply)
+}
+
+// serveSafe is serve that turns a panic into an error for that minion, and goes on.
+func (m *Master) serveSafe(s session, r wire.Request, reply *wire.Reply, sk *pki.SessionKey) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			m.log.Error("panic while serving a request; answered with an error", "minion", s.minion, "kind", quoteKey(r.Kind), "panic", fmt.Sprint(p))
+			reply.Body = nil
+			err = errors.New("internal error on the master; the request was not carried out")
+		}
+	}()
+	return m.serve(s, r, reply, sk)
 }
 
 // serve carries out an authenticated request. The minion's id comes from its session, never
@@ -485,7 +529,8 @@ func (m *Master) serve(s session, r wire.Request, reply *wire.Reply, sk *pki.Ses
 		if err := wire.Unmarshal(r.Body, wire.MaxFacts, &f); err != nil {
 			return errors.New("bad facts")
 		}
-		if err := m.setFacts(s.minion, f); err != nil {
+		if err := m.reportFacts(s.minion, f, s.remote); err != nil {
+			m.log.Warn("refused facts; the minion keeps its previous ones", "minion", s.minion, "from", s.remote, "err", err)
 			return err
 		}
 		m.cloud.noteFacts(s.minion)
@@ -496,6 +541,56 @@ func (m *Master) serve(s session, r wire.Request, reply *wire.Reply, sk *pki.Ses
 	return fmt.Errorf("unknown request %q", r.Kind)
 }
 
+// reportFacts takes a facts report of minion id that came from remote: the facts are cleaned
+// (refused whole when invalid: the minion keeps its previous facts), and the master records what it
+// observed with them (see attest.go).
+func (m *Master) reportFacts(id string, f map[string]any, remote netip.Addr) error {
+	if f == nil {
+		f = map[string]any{}
+	}
+	clean, err := cleanFacts(f)
+	if err != nil {
+		return fmt.Errorf("facts refused: %w", err)
+	}
+	pending, err := m.attest.observe(id, remote, clean)
+	if err != nil {
+		return err
+	}
+	if len(pending) > 0 {
+		m.log.Warn("a minion reports a tinc key that differs from the pinned one; peers() keeps the pinned key until `brine key accept-tinc`",
+			"minion", id, "networks", pending)
+	}
+	return m.setFacts(id, clean)
+}
+
+// cleanStored checks facts the master finds in its store (they carry id and groups).
+func cleanStored(id string, f map[string]any) (map[string]any, error) {
+	clean, err := cleanFacts(f)
+	if err != nil {
+		return nil, err
+	}
+	// id and groups are the master's: from the session and the key store, set again by
+	// setFacts on the next report; Minions() takes the groups from the key store.
+	clean["id"] = id
+	clean["groups"] = []any{}
+	if gs, ok := f["groups"].([]any); ok {
+		for _, g := range gs {
+			if s, ok := g.(string); ok {
+				clean["groups"] = append(clean["groups"].([]any), s)
+			}
+		}
+	}
+	// The form targeting sees: plain JSON values, as setFacts keeps them.
+	raw, err := json.Marshal(clean)
+	if err != nil {
+		return nil, err
+	}
+	var plain map[string]any
+	return plain, json.Unmarshal(raw, &plain)
+}
+
+// setFacts stores clean facts of minion id (from cleanFacts) with the id and groups the master
+// knows.
 func (m *Master) setFacts(id string, f map[string]any) error {
 	if f == nil {
 		f = map[string]any{}
@@ -645,6 +740,7 @@ func (m *Master) RemoveMinions(ids []string, forget bool) {
 			m.mu.Unlock()
 			m.factsSeen.forget(id)
 			_ = m.store.DeleteFacts(id)
+			m.attest.forget(id)
 		}
 	}
 	m.RotateSessionKey()

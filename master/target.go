@@ -49,12 +49,22 @@ func ParseTarget(s string) (Target, error) {
 func Resolve(t Target, minions []MinionInfo) []string {
 	var out []string
 	for _, m := range minions {
-		if t.Match(m) {
+		if safeMatch(t, m) {
 			out = append(out, m.ID)
 		}
 	}
 	sort.Strings(out)
 	return out
+}
+
+// safeMatch is t.Match that takes a panic (on facts a minion reported) for no match.
+func safeMatch(t Target, m MinionInfo) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	return t.Match(m)
 }
 
 func tokenize(s string) []string {

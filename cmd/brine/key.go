@@ -20,6 +20,7 @@ func newKeyCmd() *cobra.Command {
   brine key accept --all
   brine key reject 'old*'
   brine key finger
+  brine key accept-tinc web1
   brine key token create --groups app --ttl 1h`,
 	}
 	action := func(name, short, example string, extra func(*cobra.Command, *master.ControlRequest)) *cobra.Command {
@@ -79,6 +80,9 @@ func newKeyCmd() *cobra.Command {
 							g = "asks " + strings.Join(k.Requested, ",")
 						}
 						fmt.Fprintf(w, "%-9s %-30s %s\n", k.State, k.ID, g)
+						if len(k.TincPending) > 0 {
+							fmt.Fprintf(w, "          %-30s tinc key changed (%s): brine key accept-tinc %s\n", "", strings.Join(k.TincPending, ","), k.ID)
+						}
 					}
 				case "finger":
 					fmt.Fprintf(w, "master    %s\n", r.Finger)
@@ -111,7 +115,13 @@ func newKeyCmd() *cobra.Command {
 	accept := action("accept", "Accept pending keys (and rejected ones with --include-rejected)",
 		"  brine key accept web1 --groups app,web\n  brine key accept --all", func(cmd *cobra.Command, r *master.ControlRequest) { r.All = includeRejected })
 	accept.Flags().BoolVar(&includeRejected, "include-rejected", false, "also accept rejected keys")
+	var network string
+	acceptTinc := action("accept-tinc", "Pin the changed tinc public keys that minions reported (shown by key list)",
+		"  brine key accept-tinc web1\n  brine key accept-tinc web1 --network ghost",
+		func(cmd *cobra.Command, r *master.ControlRequest) { r.Network = network })
+	acceptTinc.Flags().StringVar(&network, "network", "*", "only these tinc networks (a glob)")
 	key.AddCommand(
+		acceptTinc,
 		action("list", "List minion keys by state", "  brine key list\n  brine key list 'web*' --json", nil),
 		accept,
 		action("reject", "Reject keys; the session key rotates so they read no later job", "  brine key reject web3", nil),
@@ -183,6 +193,8 @@ func pastTense(action string) string {
 		return "rejected"
 	case "delete":
 		return "deleted"
+	case "accept-tinc":
+		return "accepted the tinc key of"
 	}
 	return "updated"
 }

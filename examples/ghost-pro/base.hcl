@@ -7,13 +7,17 @@ locals {
 
   # Every host of the deployment, as the master last saw it: its public and mesh addresses and
   # its tinc public key (empty until its first apply made one; the master then applies again).
+  # Everything that reaches another host's tinc host files or firewall is attested: the address
+  # the master saw the host connect from and the tinc key it pinned, never what the host claims
+  # in its facts (docs/states.md, "Facts are claims"). A host whose address the master has not
+  # seen yet, or that is not IPv4, joins once it has.
   hosts = [for p in peers("*") : {
     id          = p.id
     groups      = p.groups
-    public      = p.interfaces[var.public_iface].ipv4[0]
-    mesh        = "${var.mesh_prefix}.${split(".", p.interfaces[var.public_iface].ipv4[0])[3]}"
-    tinc_pubkey = try(p.tinc_pubkey.ghost, "")
-  }]
+    public      = p.attested.address
+    mesh        = "${var.mesh_prefix}.${split(".", p.attested.address)[3]}"
+    tinc_pubkey = try(p.attested.tinc_pubkey.ghost, "")
+  } if length(split(".", p.attested.address)) == 4]
 }
 
 package "base" {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 
@@ -232,6 +233,21 @@ func (r *Router) Source(id []byte) string {
 		return p.gc.src
 	}
 	return ""
+}
+
+// RemoteAddr returns the address that the peer with identity id (Frames[0] of a message from
+// Recv) connects from, as the kernel saw it: not something the peer says. ok is false once the
+// peer is gone.
+func (r *Router) RemoteAddr(id []byte) (addr netip.Addr, ok bool) {
+	p := r.peer(id)
+	if p == nil {
+		return netip.Addr{}, false
+	}
+	ta, ok := p.gc.RemoteAddr().(*net.TCPAddr)
+	if !ok {
+		return netip.Addr{}, false
+	}
+	return ta.AddrPort().Addr().Unmap(), true
 }
 
 // Peers returns the number of connected peers.
