@@ -685,6 +685,9 @@ func decodeIptRule(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 	argDiags = append(argDiags, checkRuleArgs(r.args, subj("rule"))...)
 	if !argDiags.HasErrors() {
 		r.args, err = addrArgs(r.args, cfg.Source, cfg.Destination)
+		if err == nil {
+			err = setButEmpty(req.Body, cfg.Source, cfg.Destination)
+		}
 		if err != nil {
 			argDiags = append(argDiags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid iptables rule address", Detail: err.Error() + ".", Subject: subj("rule")})
 		}
@@ -785,6 +788,18 @@ func addrArgs(args []string, source, destination string) ([]string, error) {
 		head = append(head, side.opt, canon)
 	}
 	return append(head, args...), nil
+}
+
+// setButEmpty refuses a source or destination that is set to an empty value (a missing fact, a
+// null): left out, it would widen the rule to every address.
+func setButEmpty(body hcl.Body, source, destination string) error {
+	attrs, _ := body.JustAttributes()
+	for name, v := range map[string]string{"source": source, "destination": destination} {
+		if _, set := attrs[name]; set && v == "" {
+			return fmt.Errorf("%s is set but empty; leave it out for a rule that matches every address", name)
+		}
+	}
+	return nil
 }
 
 // checkRuleArgs refuses arguments that would make a rule something else than a rule spec.
@@ -1002,7 +1017,10 @@ func decodeIptChain(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 		}
 		argDiags = append(argDiags, checkRuleArgs(args, rsubj)...)
 		if !argDiags.HasErrors() {
-			if args, err = addrArgs(args, rb.Source, rb.Destination); err != nil {
+			if args, err = addrArgs(args, rb.Source, rb.Destination); err == nil && i < len(content.Blocks) {
+				err = setButEmpty(content.Blocks[i].Body, rb.Source, rb.Destination)
+			}
+			if err != nil {
 				argDiags = append(argDiags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid iptables rule address", Detail: err.Error() + ".", Subject: rsubj})
 			}
 		}
