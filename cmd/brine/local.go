@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/spf13/cobra"
 
+	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/states"
 )
 
@@ -92,7 +93,7 @@ func newLocalCmd() *cobra.Command {
   brine local apply ./examples/hello --var motd="hello"`,
 	}
 	var id string
-	var groups, facts []string
+	var groups, facts, secretsFiles []string
 	for _, dry := range []bool{true, false} {
 		f := &bundleFlags{}
 		dryRun := dry
@@ -127,15 +128,39 @@ func newLocalCmd() *cobra.Command {
 				extra[k] = v
 			}
 			opts.Minion = states.Minion{ID: id, Groups: groups, Facts: states.Facts(extra)}
+			if opts.Secrets, err = loadLocalSecrets(secretsFiles); err != nil {
+				return withCode(exitNothing, err)
+			}
 			return localRun(cmd, args[0], opts, f, dryRun)
 		}
 		f.register(c)
+		c.Flags().StringArrayVar(&secretsFiles, "secrets-file", nil, "read secret(\"NAME\") values from a file in the master's secrets file format (repeatable)")
 		local.AddCommand(c)
 	}
+	local.AddCommand(newLocalCaptureCmd())
 	local.PersistentFlags().StringVar(&id, "id", "", "minion id the bundle sees as minion.id (default: the host name)")
 	local.PersistentFlags().StringArrayVar(&groups, "group", nil, "a group the bundle sees in minion.groups (repeatable)")
 	local.PersistentFlags().StringArrayVar(&facts, "fact", nil, "an extra fact key=value in minion.facts (repeatable)")
 	return local
+}
+
+// loadLocalSecrets reads secrets files in the master's format (secret "NAME" { value = "..." }).
+// There is one host, so every secret is available to it: a target is not evaluated.
+func loadLocalSecrets(paths []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, p := range paths {
+		if _, err := os.Stat(p); err != nil {
+			return nil, fmt.Errorf("--secrets-file: %w", err)
+		}
+		list, err := master.LoadSecrets(p)
+		if err != nil {
+			return nil, fmt.Errorf("--secrets-file %s: %w", p, err)
+		}
+		for _, s := range list {
+			out[s.Name] = s.Value
+		}
+	}
+	return out, nil
 }
 
 func localRun(cmd *cobra.Command, dir string, opts states.Options, f *bundleFlags, dryRun bool) error {
