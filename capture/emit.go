@@ -211,7 +211,7 @@ func (c *capturer) emit(files []etcFile, users []user, groups []group, fw *firew
 	for _, ef := range files {
 		var deps []string
 		if ef.pkg != "" && manual[ef.pkg] && !strings.HasPrefix(ef.path, "/etc/apt/") {
-			deps = append(deps, addr("package", ef.pkg))
+			deps = append(deps, "package["+quote(ef.pkg)+"]") // an instance of package.manual
 		}
 		for _, k := range []string{"u:" + ef.owner, "g:" + ef.group} {
 			if ref, ok := userRefs[k]; ok && !slices.Contains(deps, ref) {

@@ -31,16 +31,21 @@ type TestPackage struct {
 	// (run by /bin/sh -e).
 	Postinst string
 	// Files maps absolute paths to contents; none means one file,
-	// /usr/share/<name>/VERSION, holding the version.
+	// /usr/share/<name>/VERSION, holding the version. Files under /etc/ are
+	// conffiles, as debhelper makes them.
 	Files map[string]string
 }
 
 // DefaultTestPackages returns the packages the brine tests install:
 // brine-hello 1.0 and 2.0, brine-lib 1.0, brine-app-dep 1.0 (depends on
 // brine-lib), brine-badpost 1.0 (its postinst fails), and brine-proxy,
-// brine-blog and brine-db 1.0 for the reference deployment.
+// brine-blog and brine-db 1.0 for the reference deployment, and brine-conf 1.0,
+// whose /etc/brine-conf/brine-conf.conf is a conffile.
 func DefaultTestPackages() []TestPackage {
 	return []TestPackage{
+		{Name: "brine-conf", Version: "1.0", Files: map[string]string{
+			"/etc/brine-conf/brine-conf.conf": "# brine-conf: a package with a conffile, for brine's tests\nlisten = 127.0.0.1\n",
+			"/usr/share/brine-conf/VERSION":   "1.0\n"}},
 		{Name: "brine-hello", Version: "1.0"},
 		{Name: "brine-hello", Version: "2.0"},
 		{Name: "brine-lib", Version: "1.0"},
@@ -128,7 +133,11 @@ func buildDeb(root, repo string, p TestPackage) error {
 	if len(files) == 0 {
 		files = map[string]string{"/usr/share/" + p.Name + "/VERSION": p.Version + "\n"}
 	}
+	var conffiles []string
 	for path, content := range files {
+		if strings.HasPrefix(filepath.Clean("/"+path), "/etc/") {
+			conffiles = append(conffiles, filepath.Clean("/"+path))
+		}
 		full := filepath.Join(root, filepath.Clean("/"+path))
 		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
 			return err
@@ -155,6 +164,12 @@ func buildDeb(root, repo string, p TestPackage) error {
 	control += "Description: " + desc + "\n"
 	if err := os.WriteFile(filepath.Join(root, "DEBIAN/control"), []byte(control), 0o644); err != nil {
 		return err
+	}
+	if len(conffiles) > 0 {
+		sort.Strings(conffiles)
+		if err := os.WriteFile(filepath.Join(root, "DEBIAN/conffiles"), []byte(strings.Join(conffiles, "\n")+"\n"), 0o644); err != nil {
+			return err
+		}
 	}
 	if p.Postinst != "" {
 		script := "#!/bin/sh\nset -e\n" + p.Postinst
