@@ -217,11 +217,11 @@ ip6tables -A LEGACY-IN -p tcp --dport 8080 -j ACCEPT
 	}
 	// What the host was set up with is there, host values as variables.
 	for file, wants := range map[string][]string{
-		"packages.hcl":  {`"brine-conf"    = "1.0"`, `"brine-hello"   = "1.0"`, `"brine-app-dep" = "1.0"`},
-		"files.hcl":     {`file "/etc/brine-conf/brine-conf.conf"`, `depends_on = [package["brine-conf"]]`, `template = "files/etc/legacy/app.conf.tmpl"`, `exec "link:/etc/legacy/current.conf"`, `file "/etc/tinc/mesh/tinc-up"`, `mode  = "0755"`},
-		"firewall.hcl":  {`iptables_chain "filter/LEGACY-IN"`, `"-d ${local.ipv4_eth0}/32 -p tcp -m tcp --dport 9090 -j ACCEPT"`, `iptables_chain "nat/POSTROUTING"`, `port   = "5432"`, `comment = "db clients"`, `enabled = true`},
-		"users.hcl":     {`exec "user:alice"`, `-G 'adm'`, `exec "group:devs"`},
-		"variables.hcl": {`variable "hostname"`, `variable "ipv4_eth0"`},
+		"packages.hcl":                   {`"brine-conf"    = "1.0"`, `"brine-hello"   = "1.0"`, `"brine-app-dep" = "1.0"`},
+		"files.hcl":                      {`file "/etc/brine-conf/brine-conf.conf"`, `depends_on = [package["brine-conf"]]`, `template = "files/etc/legacy/app.conf.tmpl"`, `exec "link:/etc/legacy/current.conf"`, `file "/etc/tinc/mesh/tinc-up"`, `mode  = "0755"`},
+		"firewall.hcl":                   {`iptables_chain "filter/LEGACY-IN"`, `"-d ${local.ipv4_eth0}/32 -p tcp -m tcp --dport 9090 -j ACCEPT"`, `iptables_chain "nat/POSTROUTING"`, `port   = "5432"`, `comment = "db clients"`, `enabled = true`},
+		"users.hcl":                      {`exec "user:alice"`, `-G 'adm'`, `exec "group:devs"`},
+		"variables.hcl":                  {`variable "hostname"`, `variable "ipv4_eth0"`},
 		"files/etc/legacy/app.conf.tmpl": {"server_name ${hostname};\nlisten ${ipv4_eth0}:8080;\nupstream $${backend} 100%%{x};\n"},
 	} {
 		for _, w := range wants {
