@@ -204,11 +204,22 @@ func joinDiff(a, b string) string {
 }
 
 // redact replaces every secret value that reached the bundle with a placeholder, so that diffs,
-// errors and job history never carry it.
+// errors and job history never carry it. A multi-line secret (a private key) shows up in a
+// unified diff line by line, never whole: each of its lines is replaced too, but for lines of
+// fewer than 3 characters, which say nothing and would blank out every diff that has them.
 func redact(r Result, secrets []string) Result {
 	for _, s := range secrets {
 		r.Diff = strings.ReplaceAll(r.Diff, s, "(sensitive)")
 		r.Error = strings.ReplaceAll(r.Error, s, "(sensitive)")
+		if !strings.Contains(s, "\n") {
+			continue
+		}
+		for _, l := range strings.Split(s, "\n") {
+			if l = strings.TrimSpace(l); len(l) >= 3 {
+				r.Diff = strings.ReplaceAll(r.Diff, l, "(sensitive)")
+				r.Error = strings.ReplaceAll(r.Error, l, "(sensitive)")
+			}
+		}
 	}
 	return r
 }

@@ -422,3 +422,24 @@ probe "after" { depends_on = [probe.site] }
 		t.Fatalf("Check: %v", diags)
 	}
 }
+
+// A multi-line secret (a private key written by a file resource) appears in a unified diff line
+// by line: no line of it may reach the report.
+func TestRedactMultiLineSecret(t *testing.T) {
+	dir := t.TempDir()
+	key := "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----\n"
+	b := &Bundle{Files: map[string][]byte{"main.hcl": []byte(`file "` + dir + `/key" { content = secret("k") }` + "\n")}}
+	g, diags := Compile(b, Options{Secrets: map[string]string{"k": key}})
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	rep := Run(context.Background(), g, true)
+	if len(rep.Results) != 1 || rep.Results[0].Status != StatusChanged {
+		t.Fatalf("plan: %+v", rep.Results)
+	}
+	for _, l := range strings.Split(key, "\n") {
+		if l != "" && strings.Contains(rep.Results[0].Diff, l) {
+			t.Errorf("the diff shows the secret's line %q:\n%s", l, rep.Results[0].Diff)
+		}
+	}
+}
