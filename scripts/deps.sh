@@ -7,8 +7,9 @@
 #   iputils-ping, netcat-openbsd: mesh and firewall checks, the stand-in daemons of the demo
 #   procps, psmisc, make, git:    process checks and the build itself
 #   python3-zmq:                  libzmq (pyzmq), a ZeroMQ peer nobody here wrote, for the interop test
+#   conntrack:                    `conntrack -L`, the connection tracking table, in the ufw tests' failure output
 set -euo pipefail
-pkgs=(iptables ufw tinc python3-zmq dpkg-dev iproute2 iputils-ping netcat-openbsd kmod util-linux procps psmisc make git ca-certificates)
+pkgs=(iptables ufw tinc python3-zmq dpkg-dev iproute2 iputils-ping netcat-openbsd kmod util-linux procps psmisc make git ca-certificates conntrack)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

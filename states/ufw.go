@@ -641,8 +641,17 @@ func (r *ufwRes) Apply(ctx context.Context, env *Env) error {
 		}
 	}
 	if r.enabled != nil && *r.enabled && !st.enabled {
+		// Connections this host opened while no firewall tracked them (the minion's own to the
+		// master among them) must outlive the enable: see trackOpenFlows. Once more after it,
+		// for any opened while ufw ran.
+		if _, err := trackOpenFlows(); err != nil {
+			return fmt.Errorf("keeping open connections across ufw enable: %w", err)
+		}
 		if err := runUfw(ctx, "--force", "enable"); err != nil {
 			return err
+		}
+		if _, err := trackOpenFlows(); err != nil {
+			return fmt.Errorf("keeping open connections across ufw enable: %w", err)
 		}
 	}
 	return nil
