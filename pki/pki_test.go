@@ -1,8 +1,11 @@
 package pki
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -96,29 +99,30 @@ func TestKeyStoreStates(t *testing.T) {
 	}
 	k1, _ := GenerateKeyPair()
 	k2, _ := GenerateKeyPair()
-	m, err := s.Present("web1", k1.Pub, []string{"app"}, false)
-	if err != nil || m.State != StatePending {
-		t.Fatalf("new key: %v %v", m.State, err)
+	pres := func(id string, k *KeyPair, groups ...string) Presentation {
+		return Presentation{ID: id, Key: k.Pub, Source: "192.0.2.1", Requested: groups}
+	}
+	m, err := s.Present(pres("web1", k1, "app"), false, nil)
+	if err != nil || m.State != StatePending || m.Source != "192.0.2.1" {
+		t.Fatalf("new key: %+v %v", m, err)
 	}
 	// A peer presenting again cannot move itself anywhere.
-	if m, _ = s.Present("web1", k1.Pub, []string{"app", "db"}, false); m.State != StatePending {
+	if m, _ = s.Present(pres("web1", k1, "app", "db"), false, nil); m.State != StatePending {
 		t.Fatalf("re-present: %v", m.State)
 	}
 	if ids, _ := s.Accept("web*", nil, false); len(ids) != 1 {
 		t.Fatalf("accept: %v", ids)
 	}
-	if m, _ = s.Get("web1"); m.State != StateAccepted || len(m.Groups) != 2 {
+	// What the minion asked for is never granted: accept without groups grants none.
+	if m, _ = s.Get("web1"); m.State != StateAccepted || len(m.Groups) != 0 || len(m.Requested) != 1 {
 		t.Fatalf("after accept: %+v", m)
 	}
 	// Another key for the same id is denied and leaves the accepted record alone.
-	if m, _ = s.Present("web1", k2.Pub, nil, true); m.State != StateDenied {
+	if m, _ = s.Present(pres("web1", k2), true, nil); m.State != StateDenied {
 		t.Fatalf("impostor: %v", m.State)
 	}
 	if m, _ = s.Get("web1"); m.State != StateAccepted || !m.Key.Equal(k1.Pub) {
 		t.Fatal("impostor changed the accepted record")
-	}
-	if m, _ = s.Enrol("web1", k2.Pub, []string{"x"}); m.State != StateDenied {
-		t.Fatal("token enrolled an impostor")
 	}
 	// Persisted.
 	s2, err := OpenKeyStore(dir)
@@ -140,48 +144,182 @@ func TestKeyStoreStates(t *testing.T) {
 	if len(s2.List()) != 0 {
 		t.Fatal("records left after delete")
 	}
-	if _, err := s2.Present("../x", k1.Pub, nil, false); err == nil {
+	if _, err := s2.Present(pres("../x", k1), false, nil); err == nil {
 		t.Fatal("invalid id accepted")
+	}
+	// auto_accept grants no groups either.
+	if m, _ := s2.Present(pres("lab1", k1, "admin"), true, nil); m.State != StateAccepted || len(m.Groups) != 0 {
+		t.Fatalf("auto-accepted: %+v", m)
+	}
+}
+
+// Accepting by fingerprint accepts only the key the operator checked.
+func TestAcceptByFinger(t *testing.T) {
+	s, _ := OpenKeyStore(t.TempDir())
+	k1, _ := GenerateKeyPair()
+	k2, _ := GenerateKeyPair()
+	s.Present(Presentation{ID: "web1", Key: k1.Pub}, false, nil)
+	if recs, _ := s.AcceptKeys("web1", []string{"app"}, false, k2.Pub.Fingerprint()); len(recs) != 0 {
+		t.Fatalf("accepted a key with another fingerprint: %+v", recs)
+	}
+	recs, err := s.AcceptKeys("web1", []string{"app"}, false, strings.ToUpper(strings.ReplaceAll(k1.Pub.Fingerprint(), ":", "")))
+	if err != nil || len(recs) != 1 || recs[0].Finger() != k1.Pub.Fingerprint() || recs[0].Groups[0] != "app" {
+		t.Fatalf("accept by finger: %+v %v", recs, err)
+	}
+}
+
+// The pending store is bounded in total and per source, and every write passes the rate limit.
+func TestPendingBounded(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := OpenKeyStore(dir)
+	s.SetLimits(PendingLimits{Max: 10, PerSource: 4})
+	k, _ := GenerateKeyPair()
+	var full, srcFull int
+	for i := range 50 {
+		_, err := s.Present(Presentation{ID: fmt.Sprintf("a%d", i), Key: k.Pub, Source: "198.51.100.1"}, false, nil)
+		if errors.Is(err, ErrSourceFull) {
+			srcFull++
+		}
+	}
+	if total, from := s.Pending("198.51.100.1"); total != 4 || from != 4 || srcFull != 46 {
+		t.Fatalf("one source: %d pending (%d from it), %d refused", total, from, srcFull)
+	}
+	for i := range 50 {
+		_, err := s.Present(Presentation{ID: fmt.Sprintf("b%d", i), Key: k.Pub, Source: fmt.Sprintf("203.0.113.%d", i)}, false, nil)
+		if errors.Is(err, ErrPendingFull) {
+			full++
+		}
+	}
+	ents, _ := os.ReadDir(filepath.Join(dir, "minions"))
+	if total, _ := s.Pending(""); total != 10 || full != 44 || len(ents) != 10 {
+		t.Fatalf("many sources: %d pending, %d files, %d refused", total, len(ents), full)
+	}
+	// Accepting frees room; the rate limit refuses without writing.
+	s.Accept("a*", nil, false)
+	if total, from := s.Pending("198.51.100.1"); total != 6 || from != 0 {
+		t.Fatalf("after accept: %d pending, %d from the source", total, from)
+	}
+	if _, err := s.Present(Presentation{ID: "c1", Key: k.Pub, Source: "192.0.2.9"}, false, func() bool { return false }); !errors.Is(err, ErrEnrolLimited) {
+		t.Fatalf("rate limited: %v", err)
+	}
+	if _, ok := s.Get("c1"); ok {
+		t.Fatal("a rate-limited presentation was recorded")
+	}
+	// Counts survive a reopen; old pending keys make room when the store is full.
+	s2, _ := OpenKeyStore(dir)
+	s2.SetLimits(PendingLimits{Max: 6, PerSource: 4, TTL: time.Nanosecond})
+	if total, _ := s2.Pending(""); total != 6 {
+		t.Fatalf("reopened: %d pending", total)
+	}
+	if m, err := s2.Present(Presentation{ID: "late", Key: k.Pub, Source: "192.0.2.10"}, false, nil); err != nil || m.State != StatePending {
+		t.Fatalf("full store with expired pending keys: %+v %v", m, err)
+	}
+	if total, _ := s2.Pending(""); total != 1 {
+		t.Fatalf("after pruning: %d pending", total)
 	}
 }
 
 func TestTokensSingleUseExpiringScoped(t *testing.T) {
-	ts, err := OpenTokenStore(t.TempDir())
+	master, _ := GenerateKeyPair()
+	ts, err := OpenTokenStore(t.TempDir(), master.Pub)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, _, err := ts.Create([]string{"app"}, time.Hour)
+	ks, _ := OpenKeyStore(t.TempDir())
+	tok, _, err := ts.Create(TokenRequest{Groups: []string{"app"}, TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
+	if f, err := TokenMasterFinger(tok); err != nil || f != master.Pub.Fingerprint() {
+		t.Fatalf("token %s carries finger %q (%v)", tok, f, err)
+	}
+	// Concurrent redemptions by different minions: exactly one wins.
 	var wg sync.WaitGroup
-	wins := make(chan []string, 8)
-	for range 8 {
+	wins := make(chan MinionKey, 16)
+	for i := range 16 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if g, err := ts.Redeem(tok, time.Now()); err == nil {
-				wins <- g
+			k, _ := GenerateKeyPair()
+			if m, spent, err := ks.Redeem(ts, Presentation{ID: fmt.Sprintf("m%d", i), Key: k.Pub}, tok, time.Now()); err == nil && spent {
+				wins <- m
 			}
 		}()
 	}
 	wg.Wait()
 	close(wins)
 	n := 0
-	for g := range wins {
+	for m := range wins {
 		n++
-		if len(g) != 1 || g[0] != "app" {
-			t.Fatalf("groups %v", g)
+		if m.State != StateAccepted || len(m.Groups) != 1 || m.Groups[0] != "app" {
+			t.Fatalf("winner %+v", m)
 		}
 	}
-	if n != 1 {
-		t.Fatalf("token redeemed %d times", n)
+	if n != 1 || len(ks.Accepted()) != 1 {
+		t.Fatalf("token redeemed %d times, %d accepted", n, len(ks.Accepted()))
 	}
-	old, _, _ := ts.Create(nil, time.Minute)
-	if _, err := ts.Redeem(old, time.Now().Add(2*time.Minute)); err != ErrTokenExpired {
+	k, _ := GenerateKeyPair()
+	old, _, _ := ts.Create(TokenRequest{TTL: time.Minute})
+	if _, _, err := ks.Redeem(ts, Presentation{ID: "x", Key: k.Pub}, old, time.Now().Add(2*time.Minute)); err != ErrTokenExpired {
 		t.Fatalf("expired token: %v", err)
 	}
-	if _, err := ts.Redeem("brn1-forged", time.Now()); err != ErrTokenInvalid {
-		t.Fatal("forged token")
+	for _, forged := range []string{"brn1-forged", "brn2-forged", tok + "x", strings.Repeat("brn2-", 40)} {
+		if _, _, err := ks.Redeem(ts, Presentation{ID: "x", Key: k.Pub}, forged, time.Now()); err != ErrTokenInvalid {
+			t.Fatalf("forged token %q: %v", forged, err)
+		}
+	}
+	if _, _, err := ts.Create(TokenRequest{ID: "../x", TTL: time.Minute}); err == nil {
+		t.Fatal("token for an invalid id pattern")
+	}
+}
+
+// A token is spent only by a successful enrolment, enrols only the ids it names, never
+// overrides a rejected or an accepted key, and takes an id over from a pending squatter.
+func TestRedeemDecisions(t *testing.T) {
+	master, _ := GenerateKeyPair()
+	ts, _ := OpenTokenStore(t.TempDir(), master.Pub)
+	ks, _ := OpenKeyStore(t.TempDir())
+	key := func() PublicKey { k, _ := GenerateKeyPair(); return k.Pub }
+	now := time.Now()
+	web, _, _ := ts.Create(TokenRequest{ID: "web*", Groups: []string{"web"}, TTL: time.Hour})
+
+	// Wrong id: refused, not spent.
+	if _, spent, err := ks.Redeem(ts, Presentation{ID: "db1", Key: key()}, web, now); err != ErrTokenID || spent {
+		t.Fatalf("token for web* enrolled db1: %v", err)
+	}
+	// Rejected id: refused, not spent.
+	rej := key()
+	ks.Present(Presentation{ID: "web0", Key: rej}, false, nil)
+	ks.Reject("web0")
+	for _, k := range []PublicKey{rej, key()} {
+		if _, spent, err := ks.Redeem(ts, Presentation{ID: "web0", Key: k}, web, now); err != ErrKeyRejected || spent {
+			t.Fatalf("token overrode a rejected key: %v", err)
+		}
+	}
+	// Accepted with another key: refused, not spent.
+	held := key()
+	ks.Present(Presentation{ID: "web9", Key: held}, false, nil)
+	ks.Accept("web9", nil, false)
+	if _, spent, err := ks.Redeem(ts, Presentation{ID: "web9", Key: key()}, web, now); err != ErrKeyHeld || spent {
+		t.Fatalf("token replaced an accepted key: %v", err)
+	}
+	// Accepted with this key: nothing to do, not spent.
+	if m, spent, err := ks.Redeem(ts, Presentation{ID: "web9", Key: held}, web, now); err != nil || spent || m.State != StateAccepted {
+		t.Fatalf("already accepted: %+v %v %v", m, spent, err)
+	}
+	// A pending squatter: the token holder takes the id, the squatter is denied.
+	squat := key()
+	ks.Present(Presentation{ID: "web1", Key: squat, Requested: []string{"admin"}}, false, nil)
+	owner := key()
+	m, spent, err := ks.Redeem(ts, Presentation{ID: "web1", Key: owner}, web, now)
+	if err != nil || !spent || !m.Key.Equal(owner) || m.State != StateAccepted || strings.Join(m.Groups, ",") != "web" {
+		t.Fatalf("squatted id: %+v %v %v", m, spent, err)
+	}
+	if m, _ := ks.Present(Presentation{ID: "web1", Key: squat}, false, nil); m.State != StateDenied {
+		t.Fatalf("squatter after takeover: %+v", m)
+	}
+	// Spent now.
+	if _, _, err := ks.Redeem(ts, Presentation{ID: "web2", Key: key()}, web, now); err != ErrTokenInvalid {
+		t.Fatalf("second use: %v", err)
 	}
 }

@@ -37,48 +37,132 @@ func ValidID(id string) bool {
 
 // MinionKey is the key store's record of one minion.
 type MinionKey struct {
-	ID        string    `json:"id"`
-	Key       PublicKey `json:"-"`
-	KeyText   string    `json:"key"`
-	State     KeyState  `json:"state"`
-	Groups    []string  `json:"groups,omitempty"`    // granted by the operator or a token
-	Requested []string  `json:"requested,omitempty"` // asked for in the minion's config
-	Created   time.Time `json:"created"`
-	Updated   time.Time `json:"updated"`
+	ID      string    `json:"id"`
+	Key     PublicKey `json:"-"`
+	KeyText string    `json:"key"`
+	State   KeyState  `json:"state"`
+	// Groups are granted by the operator (brine key accept --groups) or a token, never taken
+	// from what the minion asks.
+	Groups []string `json:"groups,omitempty"`
+	// Requested is what the minion's config asks for: shown to the operator as "requested, not
+	// granted", never copied into Groups by the store.
+	Requested []string `json:"requested,omitempty"`
+	// Source is the address the key was first presented from (the host; an IPv6 /64), "" when
+	// unknown.
+	Source  string    `json:"source,omitempty"`
+	Created time.Time `json:"created"`
+	Updated time.Time `json:"updated"`
 }
 
 // Finger is the fingerprint of the record's key.
 func (m MinionKey) Finger() string { return m.Key.Fingerprint() }
 
-// ErrNoSuchKey is returned for an id the store does not know.
-var ErrNoSuchKey = errors.New("no such minion key")
+// Errors of the key store. The ones about enrolment are logged by the master and, in a short
+// form, told to the minion; none of them changes a record.
+var (
+	ErrNoSuchKey    = errors.New("no such minion key")
+	ErrPendingFull  = errors.New("too many pending keys: the operator must accept, reject or delete some (brine key list)")
+	ErrSourceFull   = errors.New("too many pending keys from this address")
+	ErrEnrolLimited = errors.New("too many new keys from this address or in total; try again later")
+	ErrKeyRejected  = errors.New("the operator rejected this id's key; a token does not override that")
+	ErrKeyHeld      = errors.New("another key is accepted for this id")
+)
+
+// PendingLimits bound what unauthenticated peers can add to the key store. Zero values take
+// the defaults.
+type PendingLimits struct {
+	Max       int           // pending keys in total (default 1000)
+	PerSource int           // pending keys first presented from one source (default 64)
+	TTL       time.Duration // a pending key older than this may be dropped when the store is full (default 24h)
+}
+
+func (l *PendingLimits) fill() {
+	if l.Max <= 0 {
+		l.Max = 1000
+	}
+	if l.PerSource <= 0 {
+		l.PerSource = 64
+	}
+	if l.TTL <= 0 {
+		l.TTL = 24 * time.Hour
+	}
+}
 
 // KeyStore is the master's on-disk store of minion keys: one JSON file per minion under
 // dir/minions and one per denied presentation under dir/denied. It is safe for concurrent use;
-// the mutex guards the files and the in-memory copy.
+// the mutex guards the files, the in-memory copy and the pending counts.
 type KeyStore struct {
-	dir string
+	dir    string
+	limits PendingLimits
 
-	mu     sync.Mutex
-	keys   map[string]MinionKey // id -> pending/accepted/rejected record
-	denied map[string]MinionKey // id -> last key presented that differed from keys[id]
+	mu       sync.Mutex
+	keys     map[string]MinionKey // id -> pending/accepted/rejected record
+	denied   map[string]MinionKey // id -> last key presented that differed from keys[id]
+	pending  int                  // records in keys with StatePending
+	bySource map[string]int       // Source -> pending records first presented from it
 }
 
 // OpenKeyStore opens (creating if needed) the key store in dir.
 func OpenKeyStore(dir string) (*KeyStore, error) {
-	s := &KeyStore{dir: dir, keys: map[string]MinionKey{}, denied: map[string]MinionKey{}}
+	s := &KeyStore{dir: dir, keys: map[string]MinionKey{}, denied: map[string]MinionKey{}, bySource: map[string]int{}}
+	s.limits.fill()
 	for _, sub := range []string{"minions", "denied"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			return nil, fmt.Errorf("key store: %w", err)
 		}
 	}
-	if err := s.load("minions", s.keys); err != nil {
+	keys := map[string]MinionKey{}
+	if err := s.load("minions", keys); err != nil {
 		return nil, err
+	}
+	for _, m := range keys {
+		s.set(m)
 	}
 	if err := s.load("denied", s.denied); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// SetLimits replaces the bounds on pending keys; zero fields take the defaults. Keys already
+// pending stay, even above the new bounds.
+func (s *KeyStore) SetLimits(l PendingLimits) {
+	l.fill()
+	s.mu.Lock()
+	s.limits = l
+	s.mu.Unlock()
+}
+
+// Pending returns the number of pending keys in total and from source.
+func (s *KeyStore) Pending(source string) (total, fromSource int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pending, s.bySource[source]
+}
+
+// set stores m in the in-memory copy and keeps the pending counts; s.mu must be held.
+func (s *KeyStore) set(m MinionKey) {
+	s.unset(m.ID)
+	s.keys[m.ID] = m
+	if m.State == StatePending {
+		s.pending++
+		s.bySource[m.Source]++
+	}
+}
+
+// unset removes id from the in-memory copy; s.mu must be held.
+func (s *KeyStore) unset(id string) {
+	old, ok := s.keys[id]
+	if !ok {
+		return
+	}
+	delete(s.keys, id)
+	if old.State == StatePending {
+		s.pending--
+		if s.bySource[old.Source]--; s.bySource[old.Source] <= 0 {
+			delete(s.bySource, old.Source)
+		}
+	}
 }
 
 func (s *KeyStore) load(sub string, into map[string]MinionKey) error {
@@ -116,75 +200,157 @@ func (s *KeyStore) write(sub string, m MinionKey) error {
 	return WriteFileAtomic(filepath.Join(s.dir, sub, m.ID+".json"), data, 0o600)
 }
 
-// Present records that minion id proved possession of key (the caller has checked the proof)
-// and returns the record that now governs it: a new id becomes pending (or accepted, when
-// autoAccept is set); a known id with the same key keeps its state; a known id with a different
-// key is recorded as denied and the returned record has State StateDenied. Nothing presented
-// here can move a key to accepted except autoAccept (DESIGN.md invariant 13).
-func (s *KeyStore) Present(id string, key PublicKey, requested []string, autoAccept bool) (MinionKey, error) {
-	if !ValidID(id) {
-		return MinionKey{}, fmt.Errorf("invalid minion id %q", id)
+// Presentation is a minion that proved it holds Key and asks to be known as ID.
+type Presentation struct {
+	ID        string
+	Key       PublicKey
+	Source    string   // where it connected from (see MinionKey.Source)
+	Requested []string // the groups its config asks for: recorded for the operator, never granted
+}
+
+// Present records that a minion proved possession of p.Key (the caller has checked the proof)
+// and returns the record that now governs it: a new id becomes pending (or accepted with no
+// groups, when autoAccept is set); a known id with the same key keeps its record unchanged; a
+// known id with a different key is recorded as denied and the returned record has State
+// StateDenied. Nothing presented here can move a key to accepted except autoAccept (DESIGN.md
+// invariant 13).
+//
+// Every record Present writes is a file an unauthenticated peer caused: a new pending key must
+// fit PendingLimits (ErrPendingFull, ErrSourceFull), and every write must first be allowed by
+// allow (a rate limit; nil allows all), else ErrEnrolLimited and nothing is written.
+func (s *KeyStore) Present(p Presentation, autoAccept bool, allow func() bool) (MinionKey, error) {
+	if !ValidID(p.ID) {
+		return MinionKey{}, fmt.Errorf("invalid minion id %q", p.ID)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now().UTC()
-	if m, ok := s.keys[id]; ok {
-		if m.Key.Equal(key) {
-			if m.State == StatePending && !equalStrings(m.Requested, requested) {
-				m.Requested, m.Updated = cleanGroups(requested), now
-				if err := s.write("minions", m); err != nil {
-					return MinionKey{}, err
-				}
-				s.keys[id] = m
-			}
+	if m, ok := s.keys[p.ID]; ok {
+		if m.Key.Equal(p.Key) {
 			return m, nil
 		}
-		d := MinionKey{ID: id, Key: key, State: StateDenied, Requested: cleanGroups(requested), Created: now, Updated: now}
+		if d, ok := s.denied[p.ID]; ok && d.Key.Equal(p.Key) {
+			return d, nil // already on record: no write
+		}
+		if allow != nil && !allow() {
+			return MinionKey{}, ErrEnrolLimited
+		}
+		d := MinionKey{ID: p.ID, Key: p.Key, State: StateDenied, Requested: cleanGroups(p.Requested), Source: p.Source, Created: now, Updated: now}
 		if err := s.write("denied", d); err != nil {
 			return MinionKey{}, err
 		}
-		s.denied[id] = d
+		s.denied[p.ID] = d
 		return d, nil
 	}
-	m := MinionKey{ID: id, Key: key, State: StatePending, Requested: cleanGroups(requested), Created: now, Updated: now}
+	m := MinionKey{ID: p.ID, Key: p.Key, State: StatePending, Requested: cleanGroups(p.Requested), Source: p.Source, Created: now, Updated: now}
 	if autoAccept {
-		m.State, m.Groups = StateAccepted, m.Requested
+		m.State = StateAccepted
+	} else {
+		if s.pending >= s.limits.Max {
+			s.prunePending(now)
+		}
+		if s.pending >= s.limits.Max {
+			return MinionKey{}, ErrPendingFull
+		}
+		if s.bySource[p.Source] >= s.limits.PerSource {
+			return MinionKey{}, ErrSourceFull
+		}
+	}
+	if allow != nil && !allow() {
+		return MinionKey{}, ErrEnrolLimited
 	}
 	if err := s.write("minions", m); err != nil {
 		return MinionKey{}, err
 	}
-	s.keys[id] = m
+	s.set(m)
 	return m, nil
 }
 
-// Enrol accepts a minion that presented a valid enrolment token, with the token's groups. A
-// known id keeps its record unless it is the same key (then its groups become the token's); a
-// different key for a known id is denied, token or not.
-func (s *KeyStore) Enrol(id string, key PublicKey, groups []string) (MinionKey, error) {
-	if !ValidID(id) {
-		return MinionKey{}, fmt.Errorf("invalid minion id %q", id)
+// prunePending drops the pending keys older than the limits' TTL; s.mu must be held. A minion
+// that is still there presents its key again and is pending anew.
+func (s *KeyStore) prunePending(now time.Time) {
+	for id, m := range s.keys {
+		if m.State != StatePending || now.Sub(m.Created) < s.limits.TTL {
+			continue
+		}
+		if err := os.Remove(filepath.Join(s.dir, "minions", id+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		s.unset(id)
+	}
+}
+
+// Redeem enrols the minion of p with the enrolment token tok from ts: on success its key is
+// accepted with the token's groups and the token is spent. The decision and the spending happen
+// under both stores' locks, so a token enrols at most one minion however many present it at
+// once, and a refused enrolment spends nothing:
+//
+//   - a token that is unknown, spent, expired or scoped to other ids enrols nothing;
+//   - a rejected id stays rejected (ErrKeyRejected), whatever the key;
+//   - an id accepted with another key stays so (ErrKeyHeld);
+//   - an id accepted with this very key is returned as it is, and the token is not spent;
+//   - an id pending with another key (a squatter: anyone can present any id) is taken over,
+//     because the token is the operator's word for this id; the squatter's key is recorded as
+//     denied.
+//
+// spent reports whether the token was used up.
+func (s *KeyStore) Redeem(ts *TokenStore, p Presentation, tok string, now time.Time) (rec MinionKey, spent bool, err error) {
+	if !ValidID(p.ID) {
+		return MinionKey{}, false, fmt.Errorf("invalid minion id %q", p.ID)
+	}
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	t, err := ts.check(tok, p.ID, now)
+	if err != nil {
+		return MinionKey{}, false, err
+	}
+	tokPath := filepath.Join(ts.dir, t.Hash+".json")
+	tokData, err := os.ReadFile(tokPath)
+	if err != nil {
+		return MinionKey{}, false, ErrTokenInvalid
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := time.Now().UTC()
-	m, ok := s.keys[id]
-	if ok && !m.Key.Equal(key) {
-		d := MinionKey{ID: id, Key: key, State: StateDenied, Created: now, Updated: now}
-		if err := s.write("denied", d); err != nil {
-			return MinionKey{}, err
+	old, known := s.keys[p.ID]
+	var squatter *MinionKey
+	switch {
+	case known && old.State == StateRejected:
+		return MinionKey{}, false, ErrKeyRejected
+	case known && old.State == StateAccepted && old.Key.Equal(p.Key):
+		return old, false, nil
+	case known && old.State == StateAccepted:
+		return MinionKey{}, false, ErrKeyHeld
+	case known && !old.Key.Equal(p.Key):
+		squatter = &old
+	}
+	stamp := now.UTC()
+	m := MinionKey{ID: p.ID, Key: p.Key, State: StateAccepted, Groups: t.Groups, Source: p.Source, Created: stamp, Updated: stamp}
+	if known && squatter == nil {
+		m.Created = old.Created
+	}
+	// Spend first: if the master dies after this, the token is lost, never used twice.
+	if err := os.Remove(tokPath); err != nil {
+		return MinionKey{}, false, ErrTokenInvalid
+	}
+	restore := func() { _ = WriteFileAtomic(tokPath, tokData, 0o600) }
+	var denied MinionKey
+	if squatter != nil {
+		denied = *squatter
+		denied.State, denied.Groups, denied.Updated = StateDenied, nil, stamp
+		if err := s.write("denied", denied); err != nil {
+			restore()
+			return MinionKey{}, false, err
 		}
-		s.denied[id] = d
-		return d, nil
 	}
-	if !ok {
-		m = MinionKey{ID: id, Key: key, Created: now}
-	}
-	m.State, m.Groups, m.Updated = StateAccepted, cleanGroups(groups), now
 	if err := s.write("minions", m); err != nil {
-		return MinionKey{}, err
+		restore()
+		return MinionKey{}, false, err
 	}
-	s.keys[id] = m
-	return m, nil
+	s.set(m)
+	if squatter != nil {
+		s.denied[p.ID] = denied
+	}
+	return m, true, nil
 }
 
 // Get returns the governing record of id (never the denied one).
@@ -228,18 +394,33 @@ func (s *KeyStore) Accepted() map[string]MinionKey {
 	return out
 }
 
-// Accept moves the pending or rejected keys whose ids match glob to accepted. groups, when not
-// nil, replaces the groups the minions asked for. It returns the ids it accepted.
+// Accept moves the pending (and, with includeRejected, rejected) keys whose ids match glob to
+// accepted and returns their ids. groups, when not nil, replaces their groups; nil keeps the
+// groups they have (none, for a key never accepted): what a minion asked for is never granted.
 func (s *KeyStore) Accept(glob string, groups []string, includeRejected bool) ([]string, error) {
-	return s.transition(glob, func(m *MinionKey) bool {
+	recs, err := s.AcceptKeys(glob, groups, includeRejected, "")
+	ids := make([]string, len(recs))
+	for i, m := range recs {
+		ids[i] = m.ID
+	}
+	return ids, err
+}
+
+// AcceptKeys is Accept returning the accepted records. A non-empty finger accepts only keys
+// with that fingerprint (in any form NormalizeFingerprint accepts), so that the operator accepts
+// the key they checked and not one presented in between.
+func (s *KeyStore) AcceptKeys(glob string, groups []string, includeRejected bool, finger string) ([]MinionKey, error) {
+	want := NormalizeFingerprint(finger)
+	return s.transitionRecs(glob, func(m *MinionKey) bool {
 		if m.State != StatePending && !(includeRejected && m.State == StateRejected) {
+			return false
+		}
+		if want != "" && NormalizeFingerprint(m.Finger()) != want {
 			return false
 		}
 		m.State = StateAccepted
 		if groups != nil {
 			m.Groups = cleanGroups(groups)
-		} else {
-			m.Groups = m.Requested
 		}
 		return true
 	})
@@ -265,9 +446,18 @@ func (s *KeyStore) SetGroups(glob string, groups []string) ([]string, error) {
 }
 
 func (s *KeyStore) transition(glob string, f func(*MinionKey) bool) ([]string, error) {
+	recs, err := s.transitionRecs(glob, f)
+	ids := make([]string, len(recs))
+	for i, m := range recs {
+		ids[i] = m.ID
+	}
+	return ids, err
+}
+
+func (s *KeyStore) transitionRecs(glob string, f func(*MinionKey) bool) ([]MinionKey, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var done []string
+	var done []MinionKey
 	for id, m := range s.keys {
 		if ok, _ := path.Match(glob, id); !ok {
 			continue
@@ -279,10 +469,10 @@ func (s *KeyStore) transition(glob string, f func(*MinionKey) bool) ([]string, e
 		if err := s.write("minions", m); err != nil {
 			return done, err
 		}
-		s.keys[id] = m
-		done = append(done, id)
+		s.set(m)
+		done = append(done, m)
 	}
-	sort.Strings(done)
+	sort.Slice(done, func(i, j int) bool { return done[i].ID < done[j].ID })
 	return done, nil
 }
 
@@ -303,7 +493,11 @@ func (s *KeyStore) Delete(glob string) ([]string, error) {
 			if err := os.Remove(filepath.Join(s.dir, pair.sub, id+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return nil, err
 			}
-			delete(pair.m, id)
+			if pair.sub == "minions" {
+				s.unset(id)
+			} else {
+				delete(pair.m, id)
+			}
 			seen[id] = true
 		}
 	}
@@ -328,17 +522,4 @@ func cleanGroups(gs []string) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func equalStrings(a, b []string) bool {
-	a, b = cleanGroups(a), cleanGroups(b)
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -9,40 +9,76 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
 )
 
-// Token errors; callers show them to the operator, never to the minion.
+// Token errors; callers show them to the operator (and log them), never to the minion.
 var (
 	ErrTokenInvalid = errors.New("enrolment token unknown or already used")
 	ErrTokenExpired = errors.New("enrolment token expired")
+	ErrTokenID      = errors.New("enrolment token is for another minion id")
+)
+
+// The token forms. brn2 tokens carry the master's fingerprint, so that a minion enrolled with
+// one pins the master from its first connection (no trust on first use):
+//
+//	brn2-<64 hex digits of the master's fingerprint>-<32 base32 characters of secret>
+//
+// brn1 tokens (no fingerprint) made by older masters are still redeemed until they expire.
+const (
+	tokenPrefixV1 = "brn1-"
+	tokenPrefixV2 = "brn2-"
+	maxTokenLen   = 128
 )
 
 // Token is the master's record of an enrolment token. Only the token's hash is stored, so a copy
 // of the data dir does not hold usable tokens.
 type Token struct {
-	Hash    string    `json:"hash"`
+	Hash string `json:"hash"`
+	// ID is the minion id, or an id glob ("web*"), the token enrols; empty enrols any id.
+	ID      string    `json:"id,omitempty"`
 	Groups  []string  `json:"groups"`
 	Created time.Time `json:"created"`
 	Expires time.Time `json:"expires"`
 }
 
-// TokenStore keeps enrolment tokens on disk, one file per token hash. Redeeming removes the file
-// under the mutex, so a token is used at most once (DESIGN.md invariant 10).
-type TokenStore struct {
-	dir string
-	mu  sync.Mutex // serialises Redeem so that two minions cannot both use one token
+// Matches reports whether the token may enrol minion id.
+func (t Token) Matches(id string) bool {
+	if t.ID == "" {
+		return true
+	}
+	ok, _ := path.Match(t.ID, id)
+	return ok
 }
 
-// OpenTokenStore opens (creating if needed) the token store in dir.
-func OpenTokenStore(dir string) (*TokenStore, error) {
+// TokenRequest asks for a token that enrols one minion.
+type TokenRequest struct {
+	ID     string // an id or an id glob; empty: any id
+	Groups []string
+	TTL    time.Duration
+}
+
+// TokenStore keeps enrolment tokens on disk, one file per token hash. A token is spent (its file
+// removed) only by a successful enrolment, under the store's mutex, so it enrols at most one
+// minion however many present it at once (DESIGN.md invariant 10).
+type TokenStore struct {
+	dir    string
+	finger string     // the master's fingerprint, hex without separators
+	mu     sync.Mutex // serialises redemption (see KeyStore.Redeem) and creation
+}
+
+// OpenTokenStore opens (creating if needed) the token store in dir, for the master whose key is
+// master: its tokens carry that key's fingerprint.
+func OpenTokenStore(dir string, master PublicKey) (*TokenStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("token store: %w", err)
 	}
-	return &TokenStore{dir: dir}, nil
+	return &TokenStore{dir: dir, finger: NormalizeFingerprint(master.Fingerprint())}, nil
 }
 
 func tokenHash(tok string) string {
@@ -50,47 +86,107 @@ func tokenHash(tok string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// Create makes a token valid for ttl that enrols a minion into groups, and returns its secret
-// form ("brn1-..."), shown once.
-func (s *TokenStore) Create(groups []string, ttl time.Duration) (string, Token, error) {
-	if ttl <= 0 {
+var idPatternRE = regexp.MustCompile(`^[a-z0-9.*?\[\]^!-]{1,63}$`)
+
+// ValidIDPattern reports whether p may scope a token: empty (any id), a minion id, or a glob
+// over ids (path.Match syntax: * ? [a-z]).
+func ValidIDPattern(p string) bool {
+	if p == "" {
+		return true
+	}
+	if !idPatternRE.MatchString(p) {
+		return false
+	}
+	_, err := path.Match(p, "x")
+	return err == nil
+}
+
+// Create makes a token valid for req.TTL that enrols one minion whose id matches req.ID into
+// req.Groups, and returns its secret form ("brn2-..."), shown once.
+func (s *TokenStore) Create(req TokenRequest) (string, Token, error) {
+	if req.TTL <= 0 {
 		return "", Token{}, errors.New("token ttl must be positive")
 	}
-	tok := "brn1-" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(RandomBytes(20)))
+	if !ValidIDPattern(req.ID) {
+		return "", Token{}, fmt.Errorf("token id %q is neither a minion id nor a glob of ids (lower-case letters, digits, '.', '-', '*', '?', [...])", req.ID)
+	}
+	secret := strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(RandomBytes(20)))
+	tok := tokenPrefixV2 + s.finger + "-" + secret
 	now := time.Now().UTC()
-	t := Token{Hash: tokenHash(tok), Groups: cleanGroups(groups), Created: now, Expires: now.Add(ttl)}
+	t := Token{Hash: tokenHash(tok), ID: req.ID, Groups: cleanGroups(req.Groups), Created: now, Expires: now.Add(req.TTL)}
 	data, _ := json.Marshal(t)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if err := WriteFileAtomic(filepath.Join(s.dir, t.Hash+".json"), data, 0o600); err != nil {
 		return "", Token{}, err
 	}
 	return tok, t, nil
 }
 
-// Redeem consumes tok and returns its groups. A token is gone after its first Redeem, valid or
-// expired.
-func (s *TokenStore) Redeem(tok string, now time.Time) ([]string, error) {
-	if !strings.HasPrefix(tok, "brn1-") || len(tok) > 100 {
-		return nil, ErrTokenInvalid
+// TokenMasterFinger returns the master fingerprint a brn2 token carries, in the form of
+// PublicKey.Fingerprint, or "" for a brn1 token. Anything else is an error.
+func TokenMasterFinger(tok string) (string, error) {
+	tok = strings.TrimSpace(tok)
+	if strings.HasPrefix(tok, tokenPrefixV1) {
+		return "", nil
+	}
+	rest, ok := strings.CutPrefix(tok, tokenPrefixV2)
+	f, secret, ok2 := strings.Cut(rest, "-")
+	if !ok || !ok2 || len(f) != 64 || secret == "" || len(tok) > maxTokenLen {
+		return "", errors.New("malformed enrolment token: want brn2-<master fingerprint>-<secret> as printed by brine key token create")
+	}
+	if _, err := hex.DecodeString(f); err != nil || strings.ToLower(f) != f {
+		return "", errors.New("malformed enrolment token: the master fingerprint is not lower-case hex")
+	}
+	var b strings.Builder
+	for i := 0; i < len(f); i += 2 {
+		if i > 0 {
+			b.WriteByte(':')
+		}
+		b.WriteString(f[i : i+2])
+	}
+	return b.String(), nil
+}
+
+// lookup reads the record of tok; s.mu must be held. It spends nothing.
+func (s *TokenStore) lookup(tok string) (Token, string, error) {
+	if len(tok) > maxTokenLen || !(strings.HasPrefix(tok, tokenPrefixV1) || strings.HasPrefix(tok, tokenPrefixV2)) {
+		return Token{}, "", ErrTokenInvalid
 	}
 	h := tokenHash(tok)
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	p := filepath.Join(s.dir, h+".json")
 	data, err := os.ReadFile(p)
 	if err != nil {
-		return nil, ErrTokenInvalid
+		return Token{}, "", ErrTokenInvalid
 	}
 	var t Token
 	if err := json.Unmarshal(data, &t); err != nil || subtle.ConstantTimeCompare([]byte(t.Hash), []byte(h)) != 1 {
-		return nil, ErrTokenInvalid
+		return Token{}, "", ErrTokenInvalid
 	}
-	if err := os.Remove(p); err != nil {
-		return nil, ErrTokenInvalid
+	return t, p, nil
+}
+
+// Check reports whether tok is a live token that may enrol id, and returns its record. It
+// spends nothing; an expired token is removed (it can never enrol anyone).
+func (s *TokenStore) Check(tok, id string, now time.Time) (Token, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.check(tok, id, now)
+}
+
+func (s *TokenStore) check(tok, id string, now time.Time) (Token, error) {
+	t, p, err := s.lookup(tok)
+	if err != nil {
+		return Token{}, err
 	}
 	if now.After(t.Expires) {
-		return nil, ErrTokenExpired
+		_ = os.Remove(p)
+		return Token{}, ErrTokenExpired
 	}
-	return t.Groups, nil
+	if !t.Matches(id) {
+		return Token{}, ErrTokenID
+	}
+	return t, nil
 }
 
 // List returns the unused tokens (hashes only).
