@@ -40,10 +40,10 @@ func newFakeMaster(sim *dosim.Server) *fakeMaster {
 	return &fakeMaster{sim: sim, issued: map[string]bool{}, converged: map[string][]string{}, failEnrol: map[string]bool{}}
 }
 
-func (m *fakeMaster) CreateToken(_ context.Context, groups []string, ttl time.Duration) (string, error) {
+func (m *fakeMaster) CreateToken(_ context.Context, id string, groups []string, ttl time.Duration) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	tok := fmt.Sprintf("enrol-%d-%s", len(m.issued)+1, strings.Join(groups, "."))
+	tok := fmt.Sprintf("enrol-%d-%s-%s", len(m.issued)+1, id, strings.Join(groups, "."))
 	m.issued[tok] = false
 	return tok, nil
 }

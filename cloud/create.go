@@ -285,7 +285,7 @@ func (r *creation) one(ctx context.Context, name string) (out DropletResult) {
 		}
 	}()
 	p := r.req.Profile
-	token, err := r.req.Master.CreateToken(ctx, p.Groups, r.req.TokenTTL)
+	token, err := r.req.Master.CreateToken(ctx, name, p.Groups, r.req.TokenTTL)
 	if err != nil {
 		out.Error = fmt.Sprintf("enrolment token: %v", err)
 		return out

@@ -9,9 +9,9 @@ import (
 // Master is what provisioning needs from the brine master. master.CloudMaster implements it
 // over the master's control socket; cloud depends on nothing else of the master.
 type Master interface {
-	// CreateToken makes a single-use enrolment token for one minion, scoped to groups and
-	// valid for ttl. The token goes into the droplet's user_data only.
-	CreateToken(ctx context.Context, groups []string, ttl time.Duration) (token string, err error)
+	// CreateToken makes a single-use enrolment token for the minion minionID alone, scoped to
+	// groups and valid for ttl. The token goes into the droplet's user_data only.
+	CreateToken(ctx context.Context, minionID string, groups []string, ttl time.Duration) (token string, err error)
 	// Bootstrap describes how a new droplet fetches brine and reaches the master.
 	Bootstrap(ctx context.Context) (BootstrapInfo, error)
 	// WaitEnrolled blocks until the minion minionID has enrolled with a token, or ctx ends
@@ -49,7 +49,7 @@ var ErrMasterUnreachable = errors.New("the master is not reachable: brine cloud 
 type UnreachableMaster struct{}
 
 // CreateToken fails with ErrMasterUnreachable.
-func (UnreachableMaster) CreateToken(context.Context, []string, time.Duration) (string, error) {
+func (UnreachableMaster) CreateToken(context.Context, string, []string, time.Duration) (string, error) {
 	return "", ErrMasterUnreachable
 }
 

@@ -255,9 +255,12 @@ type CloudMaster struct {
 
 var _ cloud.Master = (*CloudMaster)(nil)
 
-// CreateToken asks the master for a single-use enrolment token.
-func (c *CloudMaster) CreateToken(ctx context.Context, groups []string, ttl time.Duration) (string, error) {
-	r, err := c.Client.One(ctx, ControlRequest{Op: "token", Groups: groups, TTL: ttl})
+// CreateToken asks the master for a single-use enrolment token for minionID alone.
+func (c *CloudMaster) CreateToken(ctx context.Context, minionID string, groups []string, ttl time.Duration) (string, error) {
+	if !pki.ValidID(minionID) {
+		return "", fmt.Errorf("invalid minion id %q", minionID)
+	}
+	r, err := c.Client.One(ctx, ControlRequest{Op: "token", ID: minionID, Groups: groups, TTL: ttl})
 	if err != nil {
 		return "", err
 	}

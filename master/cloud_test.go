@@ -113,8 +113,8 @@ func TestCloudMasterEnrolAndConverge(t *testing.T) {
 }`)
 	cm := &master.CloudMaster{Client: m.Client(), BundleDir: bundles}
 
-	tok, err := cm.CreateToken(ctx, []string{"app"}, time.Minute)
-	if err != nil || !strings.HasPrefix(tok, "brn1-") {
+	tok, err := cm.CreateToken(ctx, "web-1", []string{"app"}, time.Minute)
+	if err != nil || !strings.HasPrefix(tok, "brn2-") {
 		t.Fatalf("token %q: %v", tok, err)
 	}
 	// Nobody enrols as web-2: the wait ends with the context.

@@ -26,6 +26,8 @@ import (
 //	max_conns_per_source      = 512            # live connections per source address, on each port
 //	max_handshakes_per_source = 64             # unfinished handshakes per source address, on each port
 //	preauth_rate_per_source   = 50             # messages/s from unauthenticated peers per source address
+//	max_pending     = 1000                     # pending keys in total; new ones are refused beyond
+//	max_pending_per_source = 64                # pending keys first presented from one address (IPv6: one /64)
 type Config struct {
 	DataDir       string `hcl:"data_dir,optional"`
 	PublishAddr   string `hcl:"publish_addr,optional"`
@@ -38,6 +40,10 @@ type Config struct {
 	ControlSocket string `hcl:"control_socket,optional"`
 	BootstrapAddr string `hcl:"bootstrap_addr,optional"`
 	AdvertiseAddr string `hcl:"advertise_addr,optional"`
+	// MaxPending and MaxPendingPerSource bound the pending keys unauthenticated peers can make
+	// (0: the defaults, 1000 and 64).
+	MaxPending          int `hcl:"max_pending,optional"`
+	MaxPendingPerSource int `hcl:"max_pending_per_source,optional"`
 
 	// Per-source limits of the publish and request ports (0: the defaults of zmtp.DefaultLimits).
 	// Many minions behind one NAT address (or the swarm benchmark on loopback) need more.
@@ -90,6 +96,9 @@ func (c *Config) fill() error {
 	}
 	if c.SecretsFile == "" {
 		c.SecretsFile = filepath.Join(c.DataDir, "secrets.hcl")
+	}
+	if c.MaxPending < 0 || c.MaxPendingPerSource < 0 {
+		return fmt.Errorf("max_pending and max_pending_per_source must not be negative")
 	}
 	if c.ControlSocket == "" {
 		c.ControlSocket = filepath.Join(c.DataDir, "master.sock")

@@ -36,6 +36,8 @@ type ControlRequest struct {
 	VarFiles map[string][]byte `json:"var_files,omitempty"`
 	Action   string            `json:"action,omitempty"` // keys: list | accept | reject | delete | groups | accept-tinc
 	Glob     string            `json:"glob,omitempty"`
+	ID       string            `json:"id,omitempty"`     // token: the id or id glob it enrols; "" any
+	Finger   string            `json:"finger,omitempty"` // keys accept: only the key with this fingerprint
 	Groups   []string          `json:"groups,omitempty"`
 	All      bool              `json:"all,omitempty"`
 	TTL      time.Duration     `json:"ttl,omitempty"`
@@ -47,11 +49,14 @@ type ControlRequest struct {
 
 // KeyInfo is one key as `brine key list` shows it.
 type KeyInfo struct {
-	ID        string   `json:"id"`
-	State     string   `json:"state"`
-	Finger    string   `json:"finger"`
-	Groups    []string `json:"groups,omitempty"`
-	Requested []string `json:"requested,omitempty"`
+	ID     string   `json:"id"`
+	State  string   `json:"state"`
+	Finger string   `json:"finger"`
+	Groups []string `json:"groups,omitempty"`
+	// Requested is what the minion's config asks for: never granted by the master.
+	Requested []string  `json:"requested,omitempty"`
+	Source    string    `json:"source,omitempty"` // the address the key was first presented from
+	Created   time.Time `json:"created,omitzero"` // when the key was first presented
 	// Address is the address the master saw the minion's last facts come from (attested).
 	Address string `json:"address,omitempty"`
 	// TincPending names the tinc networks whose reported key differs from the pinned one: peers()
@@ -85,8 +90,17 @@ type controlServer struct {
 // listenControl makes the unix socket, 0600, in a directory only the master's user can enter
 // (DESIGN.md invariant 7).
 func listenControl(m *Master, path string) (*controlServer, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
+	}
+	// A directory others can write lets them replace the socket with their own, which the CLI
+	// then refuses (CheckControlSocket): refuse it here first, with the fix.
+	if di, err := os.Lstat(dir); err != nil {
+		return nil, fmt.Errorf("control socket directory: %w", err)
+	} else if di.Mode()&os.ModeSymlink != 0 || di.Mode().Perm()&0o022 != 0 || trustedOwner(di) != nil {
+		return nil, fmt.Errorf("control socket directory %s is a symbolic link, not ours, or writable by group or others (mode %#o): "+
+			"use a directory only the master's user can write (chmod 700 %s), or set control_socket elsewhere", dir, di.Mode().Perm(), dir)
 	}
 	if c, err := net.Dial("unix", path); err == nil {
 		c.Close()
@@ -205,7 +219,7 @@ func (s *controlServer) do(ctx context.Context, req ControlRequest, send func(Co
 	case "keys":
 		return s.keys(req, send)
 	case "token":
-		tok, t, err := m.tokens.Create(req.Groups, req.TTL)
+		tok, t, err := m.tokens.Create(pki.TokenRequest{ID: req.ID, Groups: req.Groups, TTL: req.TTL})
 		if err != nil {
 			return err
 		}
@@ -270,11 +284,18 @@ func (s *controlServer) keys(req ControlRequest, send func(ControlResponse)) err
 		send(ControlResponse{Event: Event{Event: "done"}, Keys: out, Finger: m.key.Pub.Fingerprint()})
 		return nil
 	case "accept":
-		var groups []string
-		if req.Groups != nil {
-			groups = req.Groups
+		recs, err := m.keys.AcceptKeys(glob, req.Groups, req.All, req.Finger)
+		if err != nil {
+			return err
 		}
-		ids, err = m.keys.Accept(glob, groups, req.All)
+		out := make([]KeyInfo, len(recs))
+		for i, k := range recs {
+			out[i] = keyInfo(k)
+			ids = append(ids, k.ID)
+			m.log.Info("minion key accepted", "minion", k.ID, "finger", k.Finger(), "source", k.Source, "groups", k.Groups)
+		}
+		send(ControlResponse{Event: Event{Event: "done"}, IDs: ids, Keys: out})
+		return nil
 	case "reject":
 		ids, err = m.keys.Reject(glob)
 		m.RemoveMinions(ids, false)
@@ -320,5 +341,6 @@ func (s *controlServer) keys(req ControlRequest, send func(ControlResponse)) err
 
 // keyInfo converts a key store record.
 func keyInfo(k pki.MinionKey) KeyInfo {
-	return KeyInfo{ID: k.ID, State: string(k.State), Finger: k.Finger(), Groups: k.Groups, Requested: k.Requested}
+	return KeyInfo{ID: k.ID, State: string(k.State), Finger: k.Finger(), Groups: k.Groups, Requested: k.Requested,
+		Source: k.Source, Created: k.Created}
 }

@@ -572,7 +572,7 @@ func TestHijackedIdentityAndSession(t *testing.T) {
 		t.Fatalf("a second key for an accepted id got %+v", ar)
 	}
 	// Not even with a valid enrolment token.
-	tok, _, err := m.Tokens().Create([]string{"admin"}, time.Hour)
+	tok, _, err := m.Tokens().Create(pki.TokenRequest{Groups: []string{"admin"}, TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

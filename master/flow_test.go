@@ -99,7 +99,7 @@ secret "motd_key" {
 }
 `), 0o600)
 	acceptedMinion(t, m, "web1", []string{"app"})
-	tok, _, err := m.Tokens().Create([]string{"app"}, time.Hour)
+	tok, _, err := m.Tokens().Create(pki.TokenRequest{Groups: []string{"app"}, TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestPingAndNoReturnAndZeroTarget(t *testing.T) {
 		t.Fatalf("ping: %+v", res)
 	}
 	// A minion that is accepted but not running is reported as missing, not dropped.
-	if _, err := m.Keys().Present("ghost", mustKey(t).Pub, nil, true); err != nil {
+	if _, err := m.Keys().Present(pki.Presentation{ID: "ghost", Key: mustKey(t).Pub}, true, nil); err != nil {
 		t.Fatal(err)
 	}
 	res = run(t, m, master.JobSpec{Kind: wire.JobPing, Target: "*", Timeout: 700 * time.Millisecond})

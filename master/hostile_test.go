@@ -459,7 +459,7 @@ func TestForgedReturnsRefused(t *testing.T) {
 // Invariant 10: a token enrols once, into its groups only.
 func TestTokenSecondUseAndExpiry(t *testing.T) {
 	m := master.TestMaster(t)
-	tok, _, _ := m.Tokens().Create([]string{"app"}, time.Hour)
+	tok, _, _ := m.Tokens().Create(pki.TokenRequest{Groups: []string{"app"}, TTL: time.Hour})
 	first := startMinion(t, m, "t1", func(c *minion.Config) { c.Token = tok; c.Groups = []string{"admin"} })
 	waitFor(t, 5*time.Second, "t1 enrolled", func() bool { return first.Status() == "connected" })
 	if k, _ := m.Keys().Get("t1"); len(k.Groups) != 1 || k.Groups[0] != "app" {
@@ -469,7 +469,7 @@ func TestTokenSecondUseAndExpiry(t *testing.T) {
 	if ar := second.auth(tok, second.key); ar.Status != wire.StatusPending || ar.SessionKey != nil {
 		t.Fatalf("second use of a token: %+v", ar)
 	}
-	expired, _, _ := m.Tokens().Create([]string{"app"}, time.Nanosecond)
+	expired, _, _ := m.Tokens().Create(pki.TokenRequest{Groups: []string{"app"}, TTL: time.Nanosecond})
 	time.Sleep(time.Millisecond)
 	third := newRaw(t, m, "t3", nil)
 	if ar := third.auth(expired, third.key); ar.Status != wire.StatusPending {

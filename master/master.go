@@ -60,9 +60,10 @@ type Master struct {
 
 	pubMu sync.Mutex // serialises Send on the PUB socket
 
-	live      liveJobs     // minion sets of recent jobs, for checking returns
-	factsSeen factsCache   // last stored facts, to skip unchanged writes
-	attest    *attestStore // what the master vouches for: observed addresses, pinned tinc keys
+	live       liveJobs     // minion sets of recent jobs, for checking returns
+	factsSeen  factsCache   // last stored facts, to skip unchanged writes
+	attest     *attestStore // what the master vouches for: observed addresses, pinned tinc keys
+	enrolLimit enrolLimiter // key-store writes peers cause (enrol.go)
 
 	mu        sync.Mutex // guards the fields below
 	session   *pki.SessionKey
@@ -116,7 +117,8 @@ func New(cfg Config, logger *slog.Logger) (*Master, error) {
 	if err != nil {
 		return nil, err
 	}
-	tokens, err := pki.OpenTokenStore(filepath.Join(cfg.DataDir, "pki", "tokens"))
+	keys.SetLimits(pki.PendingLimits{Max: cfg.MaxPending, PerSource: cfg.MaxPendingPerSource})
+	tokens, err := pki.OpenTokenStore(filepath.Join(cfg.DataDir, "pki", "tokens"), key.Pub)
 	if err != nil {
 		return nil, err
 	}
@@ -342,7 +344,7 @@ func (m *Master) handle(source string, remote netip.Addr, frame []byte) []byte {
 	case wire.THello:
 		return m.handleHello(source, body)
 	case wire.TAuth:
-		return m.handleAuth(body)
+		return m.handleAuth(source, body)
 	case wire.TRequest:
 		return m.handleRequest(body, remote)
 	}
@@ -374,7 +376,7 @@ func (m *Master) handleHello(source string, body []byte) []byte {
 	})
 }
 
-func (m *Master) handleAuth(body []byte) []byte {
+func (m *Master) handleAuth(src string, body []byte) []byte {
 	sig, data, err := wire.SplitSigned(body)
 	if err != nil {
 		return nil
@@ -398,20 +400,9 @@ func (m *Master) handleAuth(body []byte) []byte {
 		m.log.Warn("auth with a bad signature", "minion", c.id)
 		return refuse("bad signature")
 	}
-	var rec pki.MinionKey
-	if a.Token != "" {
-		groups, terr := m.tokens.Redeem(a.Token, time.Now())
-		if terr == nil {
-			rec, err = m.keys.Enrol(c.id, c.key, groups)
-			if err == nil && rec.State == pki.StateAccepted {
-				m.log.Info("minion enrolled with a token", "minion", c.id, "groups", groups)
-			}
-		} else {
-			m.log.Warn("enrolment token refused", "minion", c.id, "err", terr)
-			rec, err = m.keys.Present(c.id, c.key, a.Groups, m.cfg.AutoAccept)
-		}
-	} else {
-		rec, err = m.keys.Present(c.id, c.key, a.Groups, m.cfg.AutoAccept)
+	rec, err := m.enrol(src, c.id, c.key, a.Groups, a.Token)
+	if isEnrolLimit(err) {
+		return refuse(err.Error())
 	}
 	if err != nil {
 		return refuse("key store error")

@@ -21,9 +21,9 @@ import (
 //	request_port  = 4506
 //	id            = "<hostname>"              # ^[a-z0-9][a-z0-9.-]{0,62}$
 //	data_dir      = "/var/lib/brine/minion"   # keys, pinned master key, seen jobs, unsent returns
-//	master_finger = ""                        # pin the master's key; empty = trust on first use
+//	master_finger = ""                        # pin the master's key; empty = the token's, else trust on first use
 //	groups        = []                        # groups to ask for (the operator grants them)
-//	token         = ""                        # enrolment token: accepted without the operator
+//	token         = ""                        # enrolment token: accepted without the operator; pins the master
 //	facts         = {}                        # extra facts, strings
 //	heartbeat     = "5s"
 //	max_backoff   = "30s"                     # reconnect backoff cap (with jitter)
@@ -109,6 +109,21 @@ func (c *Config) Fill() error {
 	}
 	if !pki.ValidID(c.ID) {
 		return fmt.Errorf("minion id %q is not valid: use lower-case letters, digits, dots and dashes, at most 63 characters", c.ID)
+	}
+	if c.Token != "" {
+		// A brn2 token carries the master's fingerprint: the minion pins the master from its
+		// first connection instead of trusting it on first use.
+		f, err := pki.TokenMasterFinger(c.Token)
+		if err != nil {
+			return err
+		}
+		switch {
+		case f == "":
+		case c.MasterFinger == "":
+			c.MasterFinger = f
+		case pki.NormalizeFingerprint(c.MasterFinger) != pki.NormalizeFingerprint(f):
+			return fmt.Errorf("master_finger %s differs from the master fingerprint in the enrolment token (%s): the token was made by another master", c.MasterFinger, f)
+		}
 	}
 	if c.DataDir == "" {
 		c.DataDir = DefaultDataDir

@@ -22,6 +22,7 @@ import (
 	"github.com/brinecm/brine/cloud"
 	"github.com/brinecm/brine/cloud/dosim"
 	"github.com/brinecm/brine/master"
+	"github.com/brinecm/brine/pki"
 	"github.com/brinecm/brine/states"
 )
 
@@ -401,7 +402,11 @@ func newCloudDestroyCmd() *cobra.Command {
 	var yes bool
 	cmd := &cobra.Command{
 		Use:   "destroy NAME...",
-		Short: "Destroy droplets brine made (refuses droplets without the brine tag)",
+		Short: "Destroy droplets brine made (refuses droplets without the brine tag) and delete their minion keys",
+		Long: `Destroy droplets brine made, then delete their minion keys on the master (over its control
+socket, as brine key delete does), so that a droplet made later with the same name enrols afresh
+and the old key is no longer trusted. A key that could not be deleted is reported, and the exit
+status is 2.`,
 		Example: `  brine cloud destroy web-4 web-5
   brine cloud destroy web-4 --yes     # no confirmation prompt
   brine cloud destroy web-4 --dry-run`,
@@ -438,12 +443,23 @@ func newCloudDestroyCmd() *cobra.Command {
 				}
 			}
 			res, err := c.Destroy(ctx, cloud.DestroyRequest{Names: args})
+			var forgotten []string
+			var ferr error
+			if res != nil && len(res.Destroyed) > 0 {
+				forgotten, ferr = forgetMinions(ctx, res.Destroyed)
+			}
 			if cf.json {
-				_ = printJSON(out, map[string]any{"result": res})
+				_ = printJSON(out, map[string]any{"result": res, "keys_deleted": forgotten})
 			} else if res != nil {
 				for _, d := range res.Destroyed {
 					fmt.Fprintf(out, "destroyed %s (id %d)\n", d.Name, d.ID)
 				}
+				for _, id := range forgotten {
+					fmt.Fprintf(out, "deleted the minion key of %s\n", id)
+				}
+			}
+			if err == nil && ferr != nil {
+				return withCode(exitFailed, ferr)
 			}
 			if err != nil {
 				if res != nil && len(res.Destroyed) > 0 {
@@ -455,7 +471,37 @@ func newCloudDestroyCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	registerCloudControl(cmd)
 	return cmd
+}
+
+// forgetMinions deletes the minion keys of destroyed droplets on the master (a droplet's name
+// is its minion id) and returns the ids whose keys it deleted. A name that is not a minion id
+// has no key; an error names the keys left for the operator to delete.
+func forgetMinions(ctx context.Context, destroyed []cloud.Droplet) ([]string, error) {
+	var ids []string
+	for _, d := range destroyed {
+		if pki.ValidID(d.Name) { // no glob characters: the delete matches this id only
+			ids = append(ids, d.Name)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	cl, err := cloudControl.client()
+	var deleted []string
+	for i, id := range ids {
+		if err == nil {
+			var r master.ControlResponse
+			if r, err = cl.One(ctx, master.ControlRequest{Op: "keys", Action: "delete", Glob: id}); err == nil {
+				deleted = append(deleted, r.IDs...)
+				continue
+			}
+		}
+		return deleted, fmt.Errorf("the droplets were destroyed, but the minion keys of %s were not deleted (%w): run brine key delete NAME on the master",
+			strings.Join(ids[i:], " "), err)
+	}
+	return deleted, nil
 }
 
 func newCloudSyncCmd() *cobra.Command {
@@ -509,6 +555,15 @@ func newCloudSyncCmd() *cobra.Command {
 				return withCode(exitNothing, err)
 			}
 			res, err := c.Sync(ctx, cloud.SyncRequest{Config: cfg, Map: args[0], Prune: prune, Master: mst, OnEvent: p.event})
+			if res != nil && res.Destroyed != nil && len(res.Destroyed.Destroyed) > 0 {
+				forgotten, ferr := forgetMinions(ctx, res.Destroyed.Destroyed)
+				for _, id := range forgotten {
+					fmt.Fprintf(cmd.ErrOrStderr(), "deleted the minion key of %s\n", id)
+				}
+				if err == nil && ferr != nil {
+					err = ferr
+				}
+			}
 			if cf.json {
 				_ = printJSON(out, map[string]any{"result": res})
 			} else if res != nil {

@@ -17,11 +17,12 @@ func newKeyCmd() *cobra.Command {
 		Short: "Manage minion keys and enrolment tokens on the master",
 		Example: `  brine key list
   brine key accept web1 --groups app
+  brine key accept web1 --groups app --finger 3f:9a:...   # only the key you checked
   brine key accept --all
   brine key reject 'old*'
   brine key finger
   brine key accept-tinc web1
-  brine key token create --groups app --ttl 1h`,
+  brine key token create --id web1 --groups app --ttl 1h`,
 	}
 	action := func(name, short, example string, extra func(*cobra.Command, *master.ControlRequest)) *cobra.Command {
 		var (
@@ -29,6 +30,7 @@ func newKeyCmd() *cobra.Command {
 			all    bool
 			asJSON bool
 			groups string
+			finger string
 		)
 		c := &cobra.Command{
 			Use:     name + " [GLOB]",
@@ -54,6 +56,7 @@ func newKeyCmd() *cobra.Command {
 						req.Groups = []string{}
 					}
 				}
+				req.Finger = finger
 				if extra != nil {
 					extra(cmd, &req)
 				}
@@ -67,21 +70,36 @@ func newKeyCmd() *cobra.Command {
 				}
 				w := cmd.OutOrStdout()
 				if asJSON {
-					if req.Action == "list" {
+					switch req.Action {
+					case "list":
 						return json.NewEncoder(w).Encode(map[string]any{"master_finger": r.Finger, "keys": r.Keys})
+					case "accept":
+						return json.NewEncoder(w).Encode(map[string]any{"ids": r.IDs, "keys": r.Keys})
 					}
 					return json.NewEncoder(w).Encode(map[string]any{"ids": r.IDs})
 				}
 				switch name {
 				case "list":
+					now := time.Now()
+					fmt.Fprintf(w, "%-9s %-24s %-23s %-17s %-5s %s\n", "STATE", "ID", "FINGER", "SOURCE", "AGE", "GROUPS")
 					for _, k := range r.Keys {
-						g := strings.Join(k.Groups, ",")
-						if k.State == "pending" && len(k.Requested) > 0 {
-							g = "asks " + strings.Join(k.Requested, ",")
-						}
-						fmt.Fprintf(w, "%-9s %-30s %s\n", k.State, k.ID, g)
+						fmt.Fprintf(w, "%-9s %-24s %-23s %-17s %-5s %s\n", k.State, k.ID, shortFinger(k.Finger), orDash(k.Source), age(now, k.Created), keyGroups(k))
 						if len(k.TincPending) > 0 {
-							fmt.Fprintf(w, "          %-30s tinc key changed (%s): brine key accept-tinc %s\n", "", strings.Join(k.TincPending, ","), k.ID)
+							fmt.Fprintf(w, "          %-24s tinc key changed (%s): brine key accept-tinc %s\n", "", strings.Join(k.TincPending, ","), k.ID)
+						}
+					}
+				case "accept":
+					if len(r.Keys) == 0 {
+						fmt.Fprintf(w, "no key matched %q\n", req.Glob)
+						return withCode(exitNothing, nil)
+					}
+					now := time.Now()
+					for _, k := range r.Keys {
+						fmt.Fprintf(w, "accepted %s\n  finger  %s\n  source  %s, first presented %s ago\n  groups  %s\n",
+							k.ID, k.Finger, orDash(k.Source), age(now, k.Created), orDash(strings.Join(k.Groups, ",")))
+						if len(k.Requested) > 0 && !cmd.Flags().Changed("groups") {
+							fmt.Fprintf(cmd.ErrOrStderr(), "%s asked for groups %s: not granted (brine key groups %s --groups ...)\n",
+								k.ID, strings.Join(k.Requested, ","), k.ID)
 						}
 					}
 				case "finger":
@@ -107,7 +125,10 @@ func newKeyCmd() *cobra.Command {
 		c.Flags().BoolVar(&all, "all", false, "every key")
 		c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 		if name == "accept" || name == "groups" {
-			c.Flags().StringVar(&groups, "groups", "", "grant these groups (comma-separated) instead of those the minion asked for")
+			c.Flags().StringVar(&groups, "groups", "", "grant these groups (comma-separated); a minion's own request is never granted")
+		}
+		if name == "accept" {
+			c.Flags().StringVar(&finger, "finger", "", "accept only the key with this fingerprint (from the minion's log or brine key finger)")
 		}
 		return c
 	}
@@ -142,20 +163,21 @@ func newTokenCmd() *cobra.Command {
 	var (
 		cf     controlFlags
 		groups string
+		id     string
 		ttl    time.Duration
 		asJSON bool
 	)
 	create := &cobra.Command{
 		Use:     "create",
 		Short:   "Create a token that enrols one minion into groups",
-		Example: "  brine key token create --groups app --ttl 1h\n  # then, on the new host: token = \"brn1-...\" in minion.hcl",
+		Example: "  brine key token create --id web1 --groups app --ttl 1h\n  brine key token create --id 'web*' --groups app\n  # then, on the new host: token = \"brn2-...\" in minion.hcl (it also pins this master)",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cl, err := cf.client()
 			if err != nil {
 				return withCode(exitNothing, err)
 			}
-			r, err := cl.One(cmd.Context(), master.ControlRequest{Op: "token", Groups: splitList(groups), TTL: ttl})
+			r, err := cl.One(cmd.Context(), master.ControlRequest{Op: "token", ID: id, Groups: splitList(groups), TTL: ttl})
 			if err != nil {
 				return withCode(exitNothing, err)
 			}
@@ -163,16 +185,63 @@ func newTokenCmd() *cobra.Command {
 				return json.NewEncoder(cmd.OutOrStdout()).Encode(map[string]any{"token": r.Token, "expires": r.Expires})
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), r.Token)
-			fmt.Fprintf(cmd.ErrOrStderr(), "single use, groups %q, expires %s\n", groups, r.Expires.Local().Format(time.DateTime))
+			scope := "any id"
+			if id != "" {
+				scope = "id " + id
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "single use, %s, groups %q, expires %s\n", scope, groups, r.Expires.Local().Format(time.DateTime))
 			return nil
 		},
 	}
 	cf.register(create)
 	create.Flags().StringVar(&groups, "groups", "", "groups the enrolled minion joins (comma-separated)")
 	create.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid")
+	create.Flags().StringVar(&id, "id", "", "the minion id, or an id glob such as 'web*', the token enrols (default: any id)")
 	create.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	token.AddCommand(create)
 	return token
+}
+
+// shortFinger is the first eight bytes of a fingerprint, enough to tell keys apart in a list;
+// `brine key finger` and `brine key accept` print it whole.
+func shortFinger(f string) string {
+	if len(f) > 23 {
+		return f[:23]
+	}
+	return f
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// age is a compact duration since t ("45s", "3m", "2h", "5d").
+func age(now, t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := now.Sub(t)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+// keyGroups shows a key's granted groups, and what a minion asked for as not granted.
+func keyGroups(k master.KeyInfo) string {
+	g := orDash(strings.Join(k.Groups, ","))
+	if len(k.Requested) > 0 && k.State != "accepted" {
+		g += " (requested, not granted: " + strings.Join(k.Requested, ",") + ")"
+	}
+	return g
 }
 
 func splitList(s string) []string {

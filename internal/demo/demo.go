@@ -126,7 +126,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	step("starting a minion in every host; each enrols with a single-use token for its group")
 	for _, role := range Roles {
-		tok, _, err := m.Tokens().Create([]string{role}, 10*time.Minute)
+		tok, _, err := m.Tokens().Create(pki.TokenRequest{ID: role, Groups: []string{role}, TTL: 10 * time.Minute})
 		if err != nil {
 			return err
 		}
