@@ -77,7 +77,7 @@ func TestRealDaemonsInTestbed(t *testing.T) {
 		out, _ := sh(bin + " key list")
 		return strings.Contains(out, "pending") && strings.Contains(out, "m1")
 	})
-	if out, code := sh(bin + " key accept m1"); code != 0 {
+	if out, code := sh(bin + " key accept m1 --groups app"); code != 0 {
 		t.Fatalf("accept: %s", out)
 	}
 	waitFor(t, 30*time.Second, "three minions answer", func() bool {

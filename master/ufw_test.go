@@ -56,7 +56,7 @@ func TestUfwEnableKeepsTheMaster(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	tok, _, err := m.Tokens().Create([]string{"web"}, 10*time.Minute)
+	tok, _, err := m.Tokens().Create(pki.TokenRequest{Groups: []string{"web"}, TTL: 10 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -124,10 +124,11 @@ func (s *TokenStore) Create(req TokenRequest) (string, Token, error) {
 }
 
 // TokenMasterFinger returns the master fingerprint a brn2 token carries, in the form of
-// PublicKey.Fingerprint, or "" for a brn1 token. Anything else is an error.
+// PublicKey.Fingerprint, or "" for a token of another form (which carries none; the master
+// refuses forms it does not know). A malformed brn2 token is an error.
 func TokenMasterFinger(tok string) (string, error) {
 	tok = strings.TrimSpace(tok)
-	if strings.HasPrefix(tok, tokenPrefixV1) {
+	if !strings.HasPrefix(tok, tokenPrefixV2) {
 		return "", nil
 	}
 	rest, ok := strings.CutPrefix(tok, tokenPrefixV2)

@@ -42,7 +42,7 @@ type shareMaster struct {
 	issued map[string]bool // token -> used
 }
 
-func (m *shareMaster) CreateToken(_ context.Context, groups []string, _ time.Duration) (string, error) {
+func (m *shareMaster) CreateToken(_ context.Context, _ string, groups []string, _ time.Duration) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	tok := fmt.Sprintf("tok%d-%d", len(m.issued), time.Now().UnixNano())
