@@ -23,11 +23,12 @@ import (
 	"github.com/brinecm/brine/cloud/dosim/testbedboot"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/minion"
+	"github.com/brinecm/brine/pki"
 	"github.com/brinecm/brine/testbed"
 )
 
 // tokenRE finds an enrolment token in a droplet's user_data.
-var tokenRE = regexp.MustCompile(`(?m)^token\s*=\s*"(brn1-[a-z0-9]+)"`)
+var tokenRE = regexp.MustCompile(`(?m)^token\s*=\s*"(brn2-[0-9a-f]{64}-[a-z0-9]+)"`)
 
 // cloudEnv is a DigitalOcean simulator and a cloud.hcl pointing at it, with a bundle "app" that
 // writes out/<minion id>.
@@ -277,9 +278,17 @@ func TestCloudCreateExitCodes(t *testing.T) {
 	}
 }
 
-// destroy refuses droplets without the brine tag, and without --yes off a terminal.
+// destroy refuses droplets without the brine tag, and without --yes off a terminal; it deletes
+// the minion keys of the droplets it destroyed, and says so when it cannot.
 func TestCloudDestroyRefusesUntagged(t *testing.T) {
 	env := newCloudEnv(t, dosim.Options{}, "")
+	m := master.TestMaster(t)
+	for _, id := range []string{"ours", "ours2", "handmade"} {
+		k, _ := pki.GenerateKeyPair()
+		if _, err := m.Keys().Present(pki.Presentation{ID: id, Key: k.Pub}, true, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
 	c, err := cloud.NewClient(cloud.ClientOptions{Token: cloud.NewToken(env.sim.Token()), APIURL: env.sim.URL(), RequestsPerMinute: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -289,11 +298,13 @@ func TestCloudDestroyRefusesUntagged(t *testing.T) {
 		Size: "s-1vcpu-1gb", Image: godo.DropletCreateImage{Slug: "ubuntu-24-04-x64"}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := c.Godo().Droplets.Create(ctx, &godo.DropletCreateRequest{Name: "ours", Region: "ams3",
-		Size: "s-1vcpu-1gb", Image: godo.DropletCreateImage{Slug: "ubuntu-24-04-x64"}, Tags: []string{cloud.ManagedTag}}); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"ours", "ours2"} {
+		if _, _, err := c.Godo().Droplets.Create(ctx, &godo.DropletCreateRequest{Name: name, Region: "ams3",
+			Size: "s-1vcpu-1gb", Image: godo.DropletCreateImage{Slug: "ubuntu-24-04-x64"}, Tags: []string{cloud.ManagedTag}}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	_, stderr, code := brine(t, "cloud", "destroy", "handmade", "--yes", "-c", env.config)
+	_, stderr, code := brine(t, "cloud", "destroy", "handmade", "--yes", "-c", env.config, "--socket", m.Client().Path)
 	if code != 1 || !strings.Contains(stderr, "brine") {
 		t.Fatalf("untagged: exit %d\n%s", code, stderr)
 	}
@@ -301,12 +312,23 @@ func TestCloudDestroyRefusesUntagged(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "--yes") {
 		t.Fatalf("no --yes off a terminal: exit %d\n%s%s", code, out, stderr)
 	}
-	if n := len(env.sim.Droplets()); n != 2 {
-		t.Fatalf("%d droplets left, want 2", n)
+	if n := len(env.sim.Droplets()); n != 3 {
+		t.Fatalf("%d droplets left, want 3", n)
 	}
-	out, stderr, code = brine(t, "cloud", "destroy", "ours", "--yes", "--json", "-c", env.config)
-	if code != 0 || !strings.Contains(out, `"ours"`) {
+	out, stderr, code = brine(t, "cloud", "destroy", "ours", "--yes", "--json", "-c", env.config, "--socket", m.Client().Path)
+	if code != 0 || !strings.Contains(out, `"ours"`) || !strings.Contains(out, `"keys_deleted":["ours"]`) {
 		t.Fatalf("tagged: exit %d\n%s%s", code, out, stderr)
+	}
+	if _, ok := m.Keys().Get("ours"); ok {
+		t.Fatal("the destroyed droplet's minion key is still on the master")
+	}
+	if _, ok := m.Keys().Get("handmade"); !ok {
+		t.Fatal("a key of a droplet not destroyed was deleted")
+	}
+	// No master to reach: the droplet goes, the key is left, and the operator is told (exit 2).
+	out, stderr, code = brine(t, "cloud", "destroy", "ours2", "--yes", "-c", env.config, "--socket", filepath.Join(t.TempDir(), "none.sock"))
+	if code != 2 || !strings.Contains(out, "destroyed ours2") || !strings.Contains(stderr, "brine key delete") || !strings.Contains(stderr, "ours2") {
+		t.Fatalf("destroy without a master: exit %d\n%s%s", code, out, stderr)
 	}
 	ds := env.sim.Droplets()
 	if len(ds) != 1 || ds[0].Name != "handmade" {

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/brinecm/brine/master"
+	"github.com/brinecm/brine/pki"
+)
+
+// brine key list and accept show what the operator accepts: fingerprint, source, age; accept
+// --finger accepts only the key checked; requested groups are shown as not granted.
+func TestKeyListAndAcceptShowTheKey(t *testing.T) {
+	m := master.TestMaster(t)
+	sock := m.Client().Path
+	k, _ := pki.GenerateKeyPair()
+	other, _ := pki.GenerateKeyPair()
+	if _, err := m.Keys().Present(pki.Presentation{ID: "web1", Key: k.Pub, Source: "192.0.2.7", Requested: []string{"admin"}}, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := brine(t, "key", "list", "--socket", sock)
+	if code != 0 || !strings.Contains(out, "web1") || !strings.Contains(out, k.Pub.Fingerprint()[:23]) ||
+		!strings.Contains(out, "192.0.2.7") || !strings.Contains(out, "requested, not granted: admin") {
+		t.Fatalf("key list: exit %d\n%s%s", code, out, stderr)
+	}
+	out, stderr, code = brine(t, "key", "accept", "web1", "--finger", other.Pub.Fingerprint(), "--socket", sock)
+	if code != 1 || !strings.Contains(out, "no key matched") {
+		t.Fatalf("accept with another fingerprint: exit %d\n%s%s", code, out, stderr)
+	}
+	out, stderr, code = brine(t, "key", "accept", "web1", "--finger", k.Pub.Fingerprint(), "--socket", sock)
+	if code != 0 || !strings.Contains(out, "accepted web1") || !strings.Contains(out, k.Pub.Fingerprint()) ||
+		!strings.Contains(out, "192.0.2.7") || !strings.Contains(stderr, "not granted") {
+		t.Fatalf("accept: exit %d\n%s%s", code, out, stderr)
+	}
+	if rec, _ := m.Keys().Get("web1"); rec.State != pki.StateAccepted || len(rec.Groups) != 0 {
+		t.Fatalf("web1: %+v", rec)
+	}
+	out, _, code = brine(t, "key", "token", "create", "--id", "web*", "--groups", "app", "--json", "--socket", sock)
+	var tok struct{ Token string }
+	if code != 0 || json.Unmarshal([]byte(out), &tok) != nil || !strings.HasPrefix(tok.Token, "brn2-"+strings.ReplaceAll(m.Key().Fingerprint(), ":", "")+"-") {
+		t.Fatalf("token create: exit %d %s", code, out)
+	}
+	if ts, _ := m.Tokens().List(); len(ts) != 1 || ts[0].ID != "web*" {
+		t.Fatalf("tokens: %+v", ts)
+	}
+	if _, stderr, code = brine(t, "key", "token", "create", "--id", "../x", "--socket", sock); code != 1 {
+		t.Fatalf("token for a bad id pattern: exit %d %s", code, stderr)
+	}
+}
+
+// The CLI refuses a control socket it cannot trust, with a clear error, before sending anything.
+func TestCLIRefusesUntrustedSocket(t *testing.T) {
+	m := master.TestMaster(t)
+	dir, err := os.MkdirTemp("", "brcli")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	link := filepath.Join(dir, "link.sock")
+	if err := os.Symlink(m.Client().Path, link); err != nil {
+		t.Fatal(err)
+	}
+	open := filepath.Join(dir, "open")
+	os.Mkdir(open, 0o700)
+	os.Chmod(open, 0o777)
+	l, err := net.Listen("unix", filepath.Join(open, "m.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for _, p := range []string{link, filepath.Join(open, "m.sock")} {
+		_, stderr, code := brine(t, "key", "list", "--socket", p)
+		if code != 1 || !strings.Contains(stderr, "untrusted control socket") {
+			t.Fatalf("%s: exit %d\n%s", p, code, stderr)
+		}
+	}
+	if _, stderr, code := brine(t, "key", "list", "--socket", m.Client().Path); code != 0 {
+		t.Fatalf("the master's own socket: exit %d\n%s", code, stderr)
+	}
+}
