@@ -157,8 +157,8 @@ func newKeyCmd() *cobra.Command {
 func newTokenCmd() *cobra.Command {
 	token := &cobra.Command{
 		Use:     "token",
-		Short:   "Enrolment tokens: single use, expiring, scoped to groups",
-		Example: "  brine key token create --groups app --ttl 1h",
+		Short:   "Enrolment tokens: single use, expiring, scoped to groups and an id (or id glob)",
+		Example: "  brine key token create --id web1 --groups app --ttl 1h",
 	}
 	var (
 		cf     controlFlags

@@ -16,8 +16,10 @@ func newMinionCmd() *cobra.Command {
 		Short: "Run a minion: connect to the master, apply the jobs it sends",
 		Long: `Run a minion. It connects out to the master (ports 4505 and 4506), proves its identity, and
 waits for the operator to accept its key (brine key accept ID on the master) unless minion.hcl has
-an enrolment token. It pins the master's key on first use unless master_finger is set. It reads /etc/brine/minion.hcl
-when -c is not given and that file exists.`,
+an enrolment token. It pins the master's key: master_finger, else the fingerprint a brn2 token
+carries, else the key it meets first (trust on first use). It logs its own key's fingerprint, for
+the operator to check with brine key accept ID --finger. It reads /etc/brine/minion.hcl when -c
+is not given and that file exists.`,
 		Example: "  brine minion --master 10.0.0.1\n  brine minion -c /etc/brine/minion.hcl\n  brine minion --master 127.0.0.1 --id web1 --data-dir ./m1",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
