@@ -394,7 +394,8 @@ func newTestbedCloud(t testing.TB) *testbedCloud {
 // from the real master's bootstrap endpoint, check its sha256, enrol with their single-use
 // tokens and are converged by the master; with 429s and 5xx injected on the way. The tokens
 // appear nowhere in the CLI's output, the master's log or the job store, and a token used once
-// is refused the second time.
+// is refused the second time. A squatter (a real minion process) registers web-1 before the
+// droplet exists: it burns nothing, web-1 enrols with its token, and the squatter is denied.
 func TestCloudCreateInTestbed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("testbed test skipped in -short mode")
@@ -407,6 +408,32 @@ func TestCloudCreateInTestbed(t *testing.T) {
 	tc.sim.Inject(dosim.Fault{Method: "POST", Path: "/v2/droplets", Status: 429, RetryAfter: 200 * time.Millisecond})
 	tc.sim.Inject(dosim.Fault{Method: "POST", Path: "/v2/droplets", Status: 500})
 	tc.sim.Inject(dosim.Fault{Method: "GET", Path: "/v2/droplets", Status: 503, Times: 2})
+
+	mh := tc.c.Host("mst")
+	listKeys := func() []master.KeyInfo {
+		o, _, _ := brine(t, "key", "list", "--json", "--socket", tc.sock)
+		var kl struct{ Keys []master.KeyInfo }
+		_ = json.Unmarshal([]byte(o), &kl)
+		return kl.Keys
+	}
+	squat := "id = \"web-1\"\nmaster = \"127.0.0.1\"\ndata_dir = \"/tmp/squatter\"\ngroups = [\"admin\"]\nmax_backoff = \"1s\"\n"
+	if err := os.WriteFile(filepath.Join(tc.c.SharedDir(), "squatter.hcl"), []byte(squat), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mh.Start("squatter", testbed.HostSharedDir+"/brine", "minion", "-c", testbed.HostSharedDir+"/squatter.hcl"); err != nil {
+		t.Fatal(err)
+	}
+	var squatFinger string
+	for deadline := time.Now().Add(20 * time.Second); squatFinger == ""; time.Sleep(100 * time.Millisecond) {
+		for _, k := range listKeys() {
+			if k.ID == "web-1" && k.State == "pending" {
+				squatFinger = k.Finger
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the squatter never showed up as pending:\n%s", tc.master.Log())
+		}
+	}
 
 	names := []string{"web-1", "web-2", "web-3"}
 	start := time.Now()
@@ -450,9 +477,25 @@ func TestCloudCreateInTestbed(t *testing.T) {
 		t.Errorf("only %d create requests: the injected faults were not hit", n)
 	}
 
+	// The squatter's key is denied; web-1 is the droplet's key, with the profile's groups.
+	sawDenied := false
+	for _, k := range listKeys() {
+		if k.ID == "web-1" && k.Finger == squatFinger && k.State != "denied" {
+			t.Fatalf("the squatter's key: %+v", k)
+		}
+		if k.ID == "web-1" && k.State == "denied" && k.Finger == squatFinger {
+			sawDenied = true
+		}
+		if k.ID == "web-1" && k.State == "accepted" && (k.Finger == squatFinger || strings.Contains(strings.Join(k.Groups, ","), "admin")) {
+			t.Fatalf("the squatter's key or its groups were accepted: %+v", k)
+		}
+	}
+	if !sawDenied {
+		t.Fatalf("the squatter's key is not on record as denied: %+v", listKeys())
+	}
+
 	// A token used once is refused the second time: an intruder on the master's host presents
 	// web-1's token and stays pending.
-	mh := tc.c.Host("mst")
 	intruder := fmt.Sprintf("id = \"intruder\"\nmaster = \"127.0.0.1\"\ndata_dir = \"/tmp/intruder\"\ntoken = %q\n", tokens["web-1"])
 	if err := os.WriteFile(filepath.Join(tc.c.SharedDir(), "intruder.hcl"), []byte(intruder), 0o600); err != nil {
 		t.Fatal(err)
@@ -484,7 +527,7 @@ func TestCloudCreateInTestbed(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	for _, k := range keys {
-		if strings.HasPrefix(k.ID, "web-") && (k.State != "accepted" || strings.Join(k.Groups, ",") != "app") {
+		if strings.HasPrefix(k.ID, "web-") && k.State != "denied" && (k.State != "accepted" || strings.Join(k.Groups, ",") != "app") {
 			t.Errorf("key %+v", k)
 		}
 	}
