@@ -39,8 +39,9 @@ loopback, against a master (in this process unless --master names one). Reports 
 of them to connect, the median wall time of ping '*' and of a no-change apply of a bundle of small
 files (each minion's files go to its own directory), and resident memory.
 
-With --master the master must accept the swarm's keys (auto_accept = true in master.hcl, or the
-swarm accepts them through --socket) and --master-pid names it, to report its memory.`,
+With --master the master must accept the swarm's keys (auto_accept = true in master.hcl; or the
+swarm accepts them through --socket, slowly: all its minions come from one address, which the
+master's pending limits throttle) and --master-pid names it, to report its memory.`,
 		Example: `  brine bench swarm 500
   brine bench swarm 5000 --runs 5 --json
   brine bench swarm 1000 --master 127.0.0.1:4506 --socket ./m/master.sock --master-pid 4242`,

@@ -73,7 +73,8 @@ type BenchConfig struct {
 	// Master and Socket name an external master (its request address host:port, the publish
 	// port one below, and its control socket); empty runs a master in this process with its
 	// data dir on disk under the temp dir. An external master must accept the swarm's keys:
-	// auto_accept = true, or the swarm accepts them through the control socket.
+	// auto_accept = true, or the swarm accepts them through the control socket (slowly: one
+	// address presents new keys under the master's pending limits, docs/master.md).
 	Master, Socket string
 	MasterPID      int // the external master's pid, to measure its CPU and memory
 	Files          int // files in the apply bundle; default 20
