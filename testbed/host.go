@@ -31,8 +31,15 @@ type Host struct {
 // new root (dropping every mount of the machine, so the host holds no
 // references to other clusters), reports "ready <pid>" on fd 3 and becomes
 // an init that only reaps orphans.
+//
+// With CG set (unified, hybrid or legacy: how the machine mounts cgroups),
+// the host is a systemd host: it also has its own cgroup namespace, rooted
+// at the host's cgroup, whose hierarchies it mounts where systemd looks for
+// them; /sys and /proc/sys are read-only but for the host's own network
+// settings, as in a container; the machine's enabled units are disabled
+// (their links whited out), and systemd replaces the holder as PID 1.
 const holderScript = `set -eu
-M=$1 U=$2 W=$3 NAME=$4 ADDR=$5 GW=$6 SHARED=$7 APT=$8
+M=$1 U=$2 W=$3 NAME=$4 ADDR=$5 GW=$6 SHARED=$7 APT=$8 CG=$9
 # Our pid as the machine sees it: the machine's /proc is still mounted here.
 read -r PID _ < /proc/self/stat
 ip link set lo up
@@ -42,7 +49,29 @@ ip route add default via "$GW"
 hostname "$NAME"
 mount -t overlay brine-root -o "lowerdir=/,upperdir=$U,workdir=$W" "$M"
 mount -t proc proc "$M/proc"
-mount -t sysfs sysfs "$M/sys"
+if [ -z "$CG" ]; then
+  mount -t sysfs sysfs "$M/sys"
+else
+  mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$M/sys"
+  if [ "$CG" = unified ]; then
+    mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 "$M/sys/fs/cgroup"
+  else
+    mount -t tmpfs -o mode=755,nosuid,nodev,noexec brine-cgroup "$M/sys/fs/cgroup"
+    mkdir "$M/sys/fs/cgroup/systemd"
+    mount -t cgroup -o none,name=systemd,nosuid,nodev,noexec cgroup "$M/sys/fs/cgroup/systemd"
+    if [ "$CG" = hybrid ]; then
+      mkdir "$M/sys/fs/cgroup/unified"
+      mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 "$M/sys/fs/cgroup/unified"
+    fi
+    mount -o remount,ro,bind "$M/sys/fs/cgroup"
+  fi
+  mount --bind "$M/proc/sys" "$M/proc/sys"
+  mount --bind "$M/proc/sys/net" "$M/proc/sys/net"
+  mount -o remount,ro,bind "$M/proc/sys"
+  for f in "$M"/etc/systemd/system/*.wants/* "$M"/etc/systemd/system/*.requires/*; do
+    if [ -L "$f" ]; then rm -f "$f"; fi
+  done
+fi
 mount -t tmpfs -o mode=755,size=16m,nosuid brine-dev "$M/dev"
 mkdir "$M/dev/net" "$M/dev/pts" "$M/dev/shm"
 mknod -m 666 "$M/dev/null" c 1 3
@@ -72,7 +101,11 @@ pivot_root . .
 umount -l .
 cd /
 echo "ready $PID" >&3
-exec 3>&- </dev/null >/dev/null 2>&1
+exec 3>&- </dev/null
+if [ -n "$CG" ]; then
+  exec env -i container=brine-testbed PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin /lib/systemd/systemd --system --show-status=no
+fi
+exec >/dev/null 2>&1
 exec /bin/sh -c 'trap "" INT TERM HUP; while :; do sleep 2147483647 & wait; done' "$0"
 `
 
@@ -100,6 +133,27 @@ func (h *Host) boot(ctx context.Context) error {
 			return fmt.Errorf("testbed: host %s: %w", h.st.Name, err)
 		}
 	}
+	var cgMode string
+	var cgroups []string
+	if h.st.Systemd {
+		l, err := machineCgroups()
+		if err != nil {
+			return err
+		}
+		if err := prepareSystemdUpper(upper); err != nil {
+			return fmt.Errorf("testbed: host %s: %w", h.st.Name, err)
+		}
+		// Recorded before it exists, so that teardown removes it whatever happens next.
+		h.c.mu.Lock()
+		for _, r := range l.roots {
+			h.st.Cgroups = append(h.st.Cgroups, filepath.Join(r, h.st.Netns))
+		}
+		h.c.mu.Unlock()
+		if cgroups, err = l.makeCgroups(h.st.Netns); err != nil {
+			return err
+		}
+		cgMode = l.mode()
+	}
 	logf, err := os.OpenFile(filepath.Join(h.c.st.Dir, "logs", h.st.Name+"@init.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("testbed: host %s: %w", h.st.Name, err)
@@ -110,14 +164,23 @@ func (h *Host) boot(ctx context.Context) error {
 		return err
 	}
 	defer r.Close()
-	args := []string{
-		"--net=/run/netns/" + h.st.Netns,
-		"unshare", "--mount", "--propagation", "private", "--uts", "--ipc", "--pid", "--fork", "--",
+	unshare := []string{"unshare", "--mount", "--propagation", "private", "--uts", "--ipc", "--pid", "--fork"}
+	if h.st.Systemd {
+		unshare = append(unshare, "--cgroup")
+	}
+	args := append([]string{"nsenter", "--net=/run/netns/" + h.st.Netns}, unshare...)
+	args = append(args, "--",
 		"/bin/sh", "-c", holderScript, marker(h.c.st.Name, h.st.Name),
 		merged, upper, work, h.st.Name, h.st.Addr, h.c.BridgeAddr(),
-		h.c.SharedDir(), filepath.Join(h.c.st.Dir, "apt"),
+		h.c.SharedDir(), filepath.Join(h.c.st.Dir, "apt"), cgMode,
+	)
+	if len(cgroups) > 0 {
+		// The holder joins the host's cgroups before unshare makes its
+		// cgroup namespace, so that the namespace is rooted there.
+		args = append([]string{"/bin/sh", "-c", joinCgroupsScript, marker(h.c.st.Name, h.st.Name), strconv.Itoa(len(cgroups))},
+			append(cgroups, args...)...)
 	}
-	cmd := exec.Command("nsenter", args...)
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.Env = hostEnv(h.st.Name)
@@ -165,8 +228,19 @@ func (h *Host) boot(ctx context.Context) error {
 	h.c.mu.Lock()
 	h.st.InitPID, h.st.InitStart = pid, initStart
 	h.c.mu.Unlock()
+	if h.st.Systemd {
+		return h.waitSystemd(ctx)
+	}
 	return nil
 }
+
+// joinCgroupsScript moves itself into the N cgroups named after N, then
+// execs the rest of its arguments.
+const joinCgroupsScript = `set -eu
+n=$1; shift
+while [ "$n" -gt 0 ]; do echo $$ > "$1/cgroup.procs"; shift; n=$((n - 1)); done
+exec "$@"
+`
 
 func hostEnv(name string) []string {
 	return []string{
@@ -204,7 +278,11 @@ func (h *Host) Alive() bool { return alive(h.st.InitPID, h.st.InitStart) }
 // and start, e.g. to a terminal. Cancelling ctx kills only the nsenter
 // process; prefer Run for anything that must not outlive ctx.
 func (h *Host) Command(ctx context.Context, argv ...string) *exec.Cmd {
-	args := append([]string{"-t", strconv.Itoa(h.st.InitPID), "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--"}, argv...)
+	args := []string{"-t", strconv.Itoa(h.st.InitPID), "-m", "-u", "-i", "-n", "-p", "-r", "-w"}
+	if h.st.Systemd {
+		args = append(args, "-C")
+	}
+	args = append(append(args, "--"), argv...)
 	cmd := exec.CommandContext(ctx, "nsenter", args...)
 	cmd.Env = hostEnv(h.st.Name)
 	return cmd

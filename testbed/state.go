@@ -29,7 +29,8 @@ type clusterState struct {
 	OwnerPID   int         `json:"owner_pid,omitempty"`
 	OwnerStart uint64      `json:"owner_start,omitempty"`
 	Created    time.Time   `json:"created"`
-	Apt        bool        `json:"apt,omitempty"` // EnableApt ran: new hosts get the repository too
+	Apt        bool        `json:"apt,omitempty"`     // EnableApt ran: new hosts get the repository too
+	Systemd    bool        `json:"systemd,omitempty"` // hosts boot systemd (Options.Systemd)
 	Hosts      []hostState `json:"hosts"`
 }
 
@@ -43,6 +44,11 @@ type hostState struct {
 	InitStart   uint64 `json:"init_start,omitempty"`
 	HolderPID   int    `json:"holder_pid,omitempty"` // the nsenter/unshare process above it
 	HolderStart uint64 `json:"holder_start,omitempty"`
+	// Systemd hosts: PID 1 is systemd, in the host's own cgroups (one per
+	// hierarchy of the machine), which teardown removes.
+	Systemd     bool     `json:"systemd,omitempty"`
+	Cgroups     []string `json:"cgroups,omitempty"`
+	FailedUnits []string `json:"failed_units,omitempty"` // when boot ended "degraded"
 }
 
 func statePath(name string) string { return filepath.Join(StateDir, name+".json") }
@@ -346,6 +352,11 @@ func teardownState(st clusterState) error {
 			errs = append(errs, fmt.Errorf("init %d of host %s survives SIGKILL", h.InitPID, h.Name))
 		}
 	}
+	for _, h := range st.Hosts {
+		if err := removeCgroups(h.Cgroups); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	// Deleting a veth deletes its peer in the host; delete links first, as
 	// a namespace's devices go away asynchronously after the namespace.
 	var cmds []string
@@ -475,14 +486,18 @@ func cleanStaleLocked() {
 }
 
 // Up makes a cluster that outlives the calling process (for `brine testbed
-// up`), with the default test apt repository enabled in its hosts. Find it
-// again with Attach, remove it with Down.
-func Up(ctx context.Context, name string, hosts []string) (*Cluster, error) {
-	repo, err := DefaultAptRepo()
-	if err != nil {
-		return nil, err
+// up`), with the default test apt repository enabled in its hosts unless
+// opts names another. Find it again with Attach, remove it with Down.
+func Up(ctx context.Context, opts Options) (*Cluster, error) {
+	if opts.AptRepo == "" {
+		repo, err := DefaultAptRepo()
+		if err != nil {
+			return nil, err
+		}
+		opts.AptRepo = repo
 	}
-	return New(ctx, Options{Name: name, Hosts: hosts, Persistent: true, AptRepo: repo})
+	opts.Persistent = true
+	return New(ctx, opts)
 }
 
 // Attach returns the running cluster called name, made by this or another
@@ -525,7 +540,7 @@ func List() []string {
 
 // CleanAll removes every cluster and every leftover of crashed runs: the
 // recorded clusters, then any process started in a testbed host, brine-*
-// network namespace, brb-* link and mount under /run/brine-testbed. It
+// network namespace and cgroup, brb-* link and mount under /run/brine-testbed. It
 // also removes the clusters of other processes that are still running.
 func CleanAll() error { return cleanLeftovers("") }
 
@@ -567,6 +582,9 @@ func cleanLeftovers(name string) error {
 	}
 	if left := killMatching(inos, []string{mark}); len(left) > 0 {
 		errs = append(errs, fmt.Errorf("testbed: processes %v survive SIGKILL", left))
+	}
+	if err := removeCgroups(testbedCgroups(nsPrefix)); err != nil {
+		errs = append(errs, fmt.Errorf("testbed: %w", err))
 	}
 	var linkCmds []string
 	for _, l := range testbedLinks(name) {
@@ -646,7 +664,7 @@ func netnsNames() []string {
 
 // Leftovers lists what exists of the cluster called name (or of any testbed
 // cluster, if name is empty) on the machine: processes, network namespaces,
-// links, mounts and records. After Close or Down it is empty.
+// cgroups, links, mounts and records. After Close or Down it is empty.
 func Leftovers(name string) []string {
 	nsPrefix, mark := "brine-", markerPrefix
 	if name != "" {
@@ -669,6 +687,9 @@ func Leftovers(name string) []string {
 	}
 	for _, l := range testbedLinks(name) {
 		out = append(out, "link "+l)
+	}
+	for _, cg := range testbedCgroups(nsPrefix) {
+		out = append(out, "cgroup "+cg)
 	}
 	if name != "" {
 		if _, err := os.Stat(statePath(name)); err == nil {

@@ -8,7 +8,8 @@
 // over the machine's "/" with its upper layer on a per-cluster tmpfs: a host
 // shares the machine's files without copying them, and its writes (its /etc,
 // its dpkg database) never reach the machine. Each host is held open by one
-// init process; killing it kills every process of the host.
+// init process (a reaper, or systemd with Options.Systemd); killing it kills
+// every process of the host.
 //
 // Clusters are recorded under /run/brine-testbed, so that a cluster made by
 // Up outlives its creator, Attach and Down find it again, and CleanAll
@@ -108,6 +109,14 @@ type Options struct {
 	// AptRepo is a directory holding an apt repository built by BuildAptRepo;
 	// when set, New calls EnableApt with it.
 	AptRepo string
+	// Systemd makes every host of the cluster a systemd host: it boots
+	// /lib/systemd/systemd as its PID 1, in its own cgroup namespace, and is
+	// ready once `systemctl is-system-running` says running or degraded
+	// (Host.FailedUnits tells why). The machine's enabled units are not
+	// enabled in the host, and units that would reach past the host to the
+	// machine (clock, kernel modules, devices, consoles) are masked.
+	// SystemdAvailable says whether the machine can do it.
+	Systemd bool
 	// Persistent leaves the cluster running when the creating process exits
 	// (Up sets it). A cluster that is not persistent is removed by the next
 	// New or CleanAll once its creator is gone.
@@ -128,6 +137,11 @@ type Cluster struct {
 func New(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err := Available(); err != nil {
 		return nil, err
+	}
+	if opts.Systemd {
+		if err := SystemdAvailable(); err != nil {
+			return nil, err
+		}
 	}
 	if opts.Name == "" {
 		opts.Name = "c" + randHex(3)
@@ -185,6 +199,7 @@ func (c *Cluster) create(opts Options) error {
 		Bridge:     fmt.Sprintf("brb-%d", n),
 		Dir:        filepath.Join(StateDir, opts.Name),
 		Persistent: opts.Persistent,
+		Systemd:    opts.Systemd,
 		Created:    time.Now().UTC(),
 	}
 	if !opts.Persistent {
@@ -278,11 +293,12 @@ func (c *Cluster) addHosts(ctx context.Context, names []string) ([]*Host, error)
 	for i, name := range names {
 		idx := next + i
 		h := &Host{c: c, st: hostState{
-			Name:  name,
-			Index: idx,
-			Addr:  fmt.Sprintf("10.213.%d.%d", c.st.Subnet, idx+2),
-			Netns: "brine-" + c.st.Name + "-" + name,
-			Veth:  fmt.Sprintf("%s-%d", c.st.Bridge, idx),
+			Name:    name,
+			Index:   idx,
+			Addr:    fmt.Sprintf("10.213.%d.%d", c.st.Subnet, idx+2),
+			Netns:   "brine-" + c.st.Name + "-" + name,
+			Veth:    fmt.Sprintf("%s-%d", c.st.Bridge, idx),
+			Systemd: c.st.Systemd,
 		}}
 		hs = append(hs, h)
 		batch = append(batch,

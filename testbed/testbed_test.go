@@ -315,7 +315,13 @@ func TestHelperCrash(t *testing.T) {
 	if mode == "" {
 		t.Skip("helper for TestPanicAndCrashLeaveNothing")
 	}
-	c := NewT(t, "p1", "p2")
+	var c *Cluster
+	if strings.HasSuffix(mode, "-systemd") {
+		c = NewSystemdT(t, "p1", "p2")
+		mode = strings.TrimSuffix(mode, "-systemd")
+	} else {
+		c = NewT(t, "p1", "p2")
+	}
 	if _, err := c.Host("p1").Start("bg", "sleep", "1000"); err != nil {
 		t.Fatal(err)
 	}
@@ -333,7 +339,12 @@ func TestPanicAndCrashLeaveNothing(t *testing.T) {
 	if err := Available(); err != nil {
 		SkipUnavailable(t, err)
 	}
-	for _, mode := range []string{"panic", "kill", "kill-norecord"} {
+	modes := []string{"panic", "kill", "kill-norecord"}
+	if SystemdAvailable() == nil || os.Getenv(RequireRealEnv) != "" {
+		// Systemd hosts also leave cgroups, found by name alone too.
+		modes = append(modes, "kill-norecord-systemd")
+	}
+	for _, mode := range modes {
 		t.Run(mode, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperCrash$", "-test.count=1", "-test.v")
 			cmd.Env = append(os.Environ(), "BRINE_TESTBED_CRASH="+mode)
@@ -352,7 +363,7 @@ func TestPanicAndCrashLeaveNothing(t *testing.T) {
 				t.Fatalf("helper made no cluster:\n%s", out)
 			}
 			t.Cleanup(func() { cleanLeftovers(name) })
-			if mode == "kill-norecord" {
+			if strings.HasPrefix(mode, "kill-norecord") {
 				// A crash that also lost the record: found by names alone.
 				if len(Leftovers(name)) == 0 {
 					t.Fatal("a killed test left nothing: is the crash real?")
@@ -389,7 +400,7 @@ func TestHelperUp(t *testing.T) {
 	if name == "" {
 		t.Skip("helper for TestUpOutlivesItsCreator")
 	}
-	if _, err := Up(testCtx(t), name, []string{"u1", "u2"}); err != nil {
+	if _, err := Up(testCtx(t), Options{Name: name, Hosts: []string{"u1", "u2"}}); err != nil {
 		t.Fatal(err)
 	}
 }

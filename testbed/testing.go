@@ -33,9 +33,31 @@ func NewT(t testing.TB, hosts ...string) *Cluster {
 	if err := Available(); err != nil {
 		SkipUnavailable(t, err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	return newT(t, Options{Hosts: hosts})
+}
+
+// NewSystemdT is NewT with systemd hosts (Options.Systemd). The units that
+// failed in a host that booted "degraded" are logged.
+func NewSystemdT(t testing.TB, hosts ...string) *Cluster {
+	t.Helper()
+	if err := SystemdAvailable(); err != nil {
+		SkipUnavailable(t, err)
+	}
+	c := newT(t, Options{Hosts: hosts, Systemd: true})
+	for _, h := range c.Hosts() {
+		if f := h.FailedUnits(); len(f) > 0 {
+			t.Logf("testbed: host %s booted degraded: failed units: %s", h.Name(), strings.Join(f, ", "))
+		}
+	}
+	return c
+}
+
+func newT(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute+SystemdBootTimeout)
 	defer cancel()
-	c, err := New(ctx, Options{Name: "t" + randHex(3), Hosts: hosts})
+	opts.Name = "t" + randHex(3)
+	c, err := New(ctx, opts)
 	if err != nil {
 		t.Fatalf("testbed: %v", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -30,14 +31,24 @@ database), with a local apt repository of tiny test packages. It needs root.`,
 	}
 	tb.PersistentFlags().StringVar(&name, "name", "dev", "cluster name (letters and digits)")
 
+	var systemd bool
 	up := &cobra.Command{
 		Use:   "up N|HOST...",
 		Short: "Start a cluster of N hosts (h1..hN) or of the named hosts; it runs until `testbed down`",
+		Long: `up starts a cluster of N hosts (h1..hN) or of the named hosts; it runs until
+` + "`brine testbed down`" + `. With --systemd every host boots systemd as its PID 1 (in its own PID
+and cgroup namespaces) and up returns once each reports ` + "`systemctl is-system-running`" + ` =
+running, or degraded (then the failed units are printed).`,
 		Example: `  brine testbed up 3
-  brine testbed up --name lab web1 db1`,
+  brine testbed up --name lab web1 db1
+  brine testbed up --systemd 4`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := testbed.Available(); err != nil {
+			avail := testbed.Available
+			if systemd {
+				avail = testbed.SystemdAvailable
+			}
+			if err := avail(); err != nil {
 				return withCode(exitNothing, err)
 			}
 			hosts := args
@@ -50,14 +61,21 @@ database), with a local apt repository of tiny test packages. It needs root.`,
 					hosts = append(hosts, fmt.Sprintf("h%d", i))
 				}
 			}
-			c, err := testbed.Up(cmd.Context(), name, hosts)
+			c, err := testbed.Up(cmd.Context(), testbed.Options{Name: name, Hosts: hosts, Systemd: systemd})
 			if err != nil {
 				return withCode(exitNothing, err)
 			}
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "cluster %s: bridge %s, shared dir %s (/srv/brine in hosts)\n", name, c.BridgeAddr(), c.SharedDir())
 			for _, h := range c.Hosts() {
-				fmt.Fprintf(w, "  %-12s %s\n", h.Name(), h.Addr())
+				state := ""
+				if h.Systemd() {
+					state = "  systemd: running"
+					if f := h.FailedUnits(); len(f) > 0 {
+						state = "  systemd: degraded: failed " + strings.Join(f, ", ")
+					}
+				}
+				fmt.Fprintf(w, "  %-12s %s%s\n", h.Name(), h.Addr(), state)
 			}
 			fmt.Fprintf(w, "run commands with: brine testbed exec --name %s HOST -- CMD; remove with: brine testbed down %s\n", name, name)
 			return nil
@@ -134,6 +152,7 @@ database), with a local apt repository of tiny test packages. It needs root.`,
 			return nil
 		},
 	}
+	up.Flags().BoolVar(&systemd, "systemd", false, "hosts boot systemd as PID 1 (production-like; needs systemd installed)")
 	tb.AddCommand(up, down, execCmd, ls, clean)
 	return tb
 }
