@@ -124,6 +124,8 @@ type serviceStatus struct {
 	running bool
 	enabled bool
 	fixed   bool // systemd: the unit's enablement cannot be changed (static, generated, ...)
+	masked  bool // systemd: the unit is masked; it can be neither started nor enabled
+	stale   bool // systemd: the unit's files changed on disk since systemd loaded them
 }
 
 func (s *Service) status(ctx context.Context, env *Env) (serviceStatus, error) {
@@ -149,7 +151,13 @@ func (s *Service) Check(ctx context.Context, env *Env) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if err := s.checkMasked(st); err != nil {
+		return "", err
+	}
 	var d []string
+	if st.stale {
+		d = append(d, "unit: changed on disk -> systemctl daemon-reload")
+	}
 	switch {
 	case s.state == "running" && !st.running:
 		d = append(d, "state: stopped -> running")
@@ -167,6 +175,14 @@ func (s *Service) Apply(ctx context.Context, env *Env) error {
 	st, err := s.status(ctx, env)
 	if err != nil {
 		return err
+	}
+	if err := s.checkMasked(st); err != nil {
+		return err
+	}
+	if st.stale {
+		if err := systemctl(ctx, "daemon-reload", ""); err != nil {
+			return err
+		}
 	}
 	switch {
 	case s.state == "running" && !st.running:
@@ -197,6 +213,13 @@ func (s *Service) Notify(ctx context.Context, env *Env) error {
 	st, err := s.status(ctx, env)
 	if err != nil {
 		return err
+	}
+	// A unit file that changed after this run's check (the file resource that notified us ran
+	// after it) must be loaded before the restart, or the old definition runs again.
+	if st.stale {
+		if err := systemctl(ctx, "daemon-reload", ""); err != nil {
+			return err
+		}
 	}
 	if !st.running {
 		if s.state != "running" {
@@ -263,8 +286,20 @@ func (s *Service) unit() string {
 	return s.name + ".service"
 }
 
+// checkMasked refuses what a masked unit cannot do: run or be enabled. A masked unit that the
+// bundle wants stopped or disabled is in sync.
+func (s *Service) checkMasked(st serviceStatus) error {
+	if !st.masked {
+		return nil
+	}
+	if (s.state == "running" && !st.running) || (s.enabled != nil && *s.enabled) {
+		return fmt.Errorf("service %s: unit %s is masked, so it cannot be started or enabled: unmask it (systemctl unmask %s) or remove the mask with a file resource", s.name, s.unit(), s.unit())
+	}
+	return nil
+}
+
 func (s *Service) systemdStatus(ctx context.Context) (serviceStatus, error) {
-	cmd := exec.CommandContext(ctx, "systemctl", "show", "--property=LoadState,ActiveState,UnitFileState", "--", s.unit())
+	cmd := exec.CommandContext(ctx, "systemctl", "show", "--property=LoadState,ActiveState,UnitFileState,NeedDaemonReload", "--", s.unit())
 	out, err := cmd.Output()
 	if err != nil {
 		return serviceStatus{}, fmt.Errorf("systemctl show %s: %w", s.unit(), err)
@@ -278,7 +313,10 @@ func (s *Service) systemdStatus(ctx context.Context) (serviceStatus, error) {
 	if props["LoadState"] == "not-found" {
 		return serviceStatus{}, fmt.Errorf("systemd has no unit %s (is the package that provides it installed?)", s.unit())
 	}
-	st := serviceStatus{}
+	st := serviceStatus{stale: props["NeedDaemonReload"] == "yes"}
+	if props["LoadState"] == "masked" || strings.HasPrefix(props["UnitFileState"], "masked") {
+		st.masked = true
+	}
 	switch props["ActiveState"] {
 	case "active", "reloading", "activating":
 		st.running = true
@@ -292,8 +330,13 @@ func (s *Service) systemdStatus(ctx context.Context) (serviceStatus, error) {
 	return st, nil
 }
 
+// systemctl runs `systemctl VERB -- UNIT` (no unit for a verb such as daemon-reload).
 func systemctl(ctx context.Context, verb, unit string) error {
-	out, err := exec.CommandContext(ctx, "systemctl", verb, "--", unit).CombinedOutput()
+	args := []string{verb}
+	if unit != "" {
+		args = append(args, "--", unit)
+	}
+	out, err := exec.CommandContext(ctx, "systemctl", args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("systemctl %s %s: %v: %s", verb, unit, err, strings.TrimSpace(string(out)))
 	}

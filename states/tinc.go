@@ -515,7 +515,9 @@ func (n *tincNet) unit() string { return "tinc@" + n.net }
 
 func (n *tincNet) planSystemd(p *tincPlan) error {
 	active := exec.Command("systemctl", "is-active", "--quiet", n.unit()).Run() == nil
-	enabled := exec.Command("systemctl", "is-enabled", "--quiet", n.unit()).Run() == nil
+	// tinc@NET is wanted by tinc.service, which is what boots the nets: both must be enabled.
+	enabled := exec.Command("systemctl", "is-enabled", "--quiet", n.unit()).Run() == nil &&
+		exec.Command("systemctl", "is-enabled", "--quiet", "tinc.service").Run() == nil
 	switch {
 	case n.running && (!active || !enabled):
 		p.start = true
@@ -686,7 +688,7 @@ func (n *tincNet) applySystemd(ctx context.Context, p *tincPlan) error {
 	case p.stop:
 		return run("disable", "--now", n.unit())
 	case p.start:
-		if err := run("enable", n.unit()); err != nil {
+		if err := run("enable", "tinc.service", n.unit()); err != nil {
 			return err
 		}
 		if p.restart || p.reload {
