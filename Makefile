@@ -4,10 +4,14 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/brine
 export CGO_ENABLED := 0
 
-.PHONY: build deps test demo bench lint clean
+.PHONY: build deps deb test demo bench lint clean
 
 build:
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/brine
+
+# dist/brine_VERSION_ARCH.deb: /usr/bin/brine, the units, /etc/brine/*.hcl (scripts/mkdeb.sh).
+deb: build
+	./scripts/mkdeb.sh $(BIN) dist $(VERSION)
 
 # The Debian packages the tests and the demo use (installed when missing; needs root then).
 deps:

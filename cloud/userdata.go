@@ -95,8 +95,8 @@ func UserData(p UserDataParams) (string, error) {
 	fmt.Fprintf(&s, "BRINE_URL=%s\n", shQuote(b.BinaryURL))
 	fmt.Fprintf(&s, "BRINE_SHA256=%s\n", shQuote(b.SHA256))
 	s.WriteString(`log() { echo "brine-bootstrap: $*" >&2; }
-mkdir -p /etc/brine /var/lib/brine /usr/local/bin
-tmp=$(mktemp /usr/local/bin/.brine.XXXXXX)
+mkdir -p /etc/brine /var/lib/brine
+tmp=$(mktemp /usr/bin/.brine.XXXXXX)
 trap 'rm -f "$tmp"' EXIT
 i=0
 until
@@ -114,7 +114,7 @@ if [ "$got" != "$BRINE_SHA256" ]; then
   exit 1
 fi
 chmod 0755 "$tmp"
-mv -f "$tmp" /usr/local/bin/brine
+mv -f "$tmp" /usr/bin/brine
 trap - EXIT
 cat > /etc/brine/minion.hcl <<'BRINE_MINION_EOF'
 `)
@@ -129,7 +129,7 @@ Wants=network-online.target
 After=network-online.target
 
 [Service]
-ExecStart=/usr/local/bin/brine minion -c /etc/brine/minion.hcl
+ExecStart=/usr/bin/brine minion
 Restart=always
 RestartSec=2
 
@@ -139,7 +139,7 @@ BRINE_UNIT_EOF
   systemctl daemon-reload
   systemctl enable --now brine-minion.service
 else
-  nohup /usr/local/bin/brine minion -c /etc/brine/minion.hcl >>/var/log/brine-minion.log 2>&1 </dev/null &
+  nohup /usr/bin/brine minion >>/var/log/brine-minion.log 2>&1 </dev/null &
   echo $! > /run/brine-minion.pid
 fi
 log "minion started"

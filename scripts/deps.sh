@@ -8,8 +8,9 @@
 #   procps, psmisc, make, git:    process checks and the build itself
 #   python3-zmq:                  libzmq (pyzmq), a ZeroMQ peer nobody here wrote, for the interop test
 #   conntrack:                    `conntrack -L`, the connection tracking table, in the ufw tests' failure output
+#   systemd:                      PID 1 of the testbed's systemd hosts (Options.Systemd)
 set -euo pipefail
-pkgs=(iptables ufw tinc python3-zmq dpkg-dev iproute2 iputils-ping netcat-openbsd kmod util-linux procps psmisc make git ca-certificates conntrack)
+pkgs=(iptables ufw tinc python3-zmq dpkg-dev iproute2 iputils-ping netcat-openbsd kmod util-linux procps psmisc make git ca-certificates conntrack systemd)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -459,7 +459,7 @@ func TestCloudCreateInTestbed(t *testing.T) {
 		if h == nil {
 			t.Fatalf("no testbed host for %s", n)
 		}
-		got, _, err := h.Sh(ctx, "cat /etc/brine-converged; sha256sum /usr/local/bin/brine")
+		got, _, err := h.Sh(ctx, "cat /etc/brine-converged; sha256sum /usr/bin/brine")
 		if err != nil || !strings.HasPrefix(got, "converged "+n+" in app\n") {
 			t.Errorf("%s: %q %v", n, got, err)
 		}

@@ -22,12 +22,15 @@ import (
 )
 
 // stubMinion stands in for the brine binary the master serves (the real minion is not written
-// yet): run as `brine minion -c FILE`, it reads the id and enrolment token of the config the
-// bootstrap wrote and "enrols" by writing the token where the test's master looks.
+// yet): run as `brine minion [-c FILE]`, it reads the id and enrolment token of the config the
+// bootstrap wrote (/etc/brine/minion.hcl by default, as the real minion) and "enrols" by writing
+// the token where the test's master looks.
 const stubMinion = `#!/bin/sh
-[ "$1" = minion ] && [ "$2" = -c ] || exit 2
-id=$(sed -n 's/^id *= *"\(.*\)"$/\1/p' "$3")
-tok=$(sed -n 's/^token *= *"\(.*\)"$/\1/p' "$3")
+[ "$1" = minion ] || exit 2
+cfg=/etc/brine/minion.hcl
+[ "${2:-}" = -c ] && cfg=$3
+id=$(sed -n 's/^id *= *"\(.*\)"$/\1/p' "$cfg")
+tok=$(sed -n 's/^token *= *"\(.*\)"$/\1/p' "$cfg")
 printf '%s' "$tok" > "/srv/brine/.enrol-$id" && mv "/srv/brine/.enrol-$id" "/srv/brine/enrolled-$id"
 exec sleep 3600
 `
@@ -120,7 +123,7 @@ func TestCreateBootstrapsTestbedHosts(t *testing.T) {
 		if h == nil || d.PublicIP != h.Addr() {
 			t.Fatalf("%s: address %s, host %v", d.Name, d.PublicIP, h)
 		}
-		out, code, err := h.Sh(ctx, "stat -c %a /etc/brine/minion.hcl; sha256sum /usr/local/bin/brine; grep groups /etc/brine/minion.hcl")
+		out, code, err := h.Sh(ctx, "stat -c %a /etc/brine/minion.hcl; sha256sum /usr/bin/brine; grep groups /etc/brine/minion.hcl")
 		if err != nil || code != 0 || !strings.HasPrefix(out, "600\n") || !strings.Contains(out, m.sha) || !strings.Contains(out, `["app"]`) {
 			t.Fatalf("%s after bootstrap: %d %v\n%s", d.Name, code, err, out)
 		}
