@@ -141,11 +141,7 @@ func TestCaptureRoundTrip(t *testing.T) {
 	if err := c.EnableApt(ctx, ""); err != nil {
 		t.Fatal(err)
 	}
-	build := exec.Command("go", "build", "-o", filepath.Join(c.SharedDir(), "brine"), "github.com/brinecm/brine/cmd/brine")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build brine: %v: %s", err, out)
-	}
+	testbed.InstallBrine(t, c.SharedDir())
 	src, dst := rtHost{t, c.Host("srcvm")}, rtHost{t, c.Host("dstvm")}
 	tlsKey, tlsBody := fakeKey(t, "PRIVATE KEY")
 	tincKey, tincBody := fakeKey(t, "RSA PRIVATE KEY")

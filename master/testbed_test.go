@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -35,11 +34,7 @@ func TestRealDaemonsInTestbed(t *testing.T) {
 		t.Fatal(err)
 	}
 	shared := c.SharedDir()
-	build := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(shared, "brine"), "../cmd/brine")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	testbed.InstallBrine(t, shared)
 	bin := testbed.HostSharedDir + "/brine"
 	mh := c.Host("mst")
 	mst, err := mh.Start("master", bin, "master", "--data-dir", "/var/lib/brine/master")

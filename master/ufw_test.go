@@ -31,7 +31,7 @@ func TestUfwEnableKeepsTheMaster(t *testing.T) {
 		t.Skip("testbed test skipped in -short mode")
 	}
 	if err := testbed.Available(); err != nil {
-		t.Skip(err)
+		testbed.SkipUnavailable(t, err)
 	}
 	if _, err := exec.LookPath("ufw"); err != nil {
 		t.Fatalf("ufw is not installed (scripts/deps.sh installs it): %v", err)
@@ -40,11 +40,7 @@ func TestUfwEnableKeepsTheMaster(t *testing.T) {
 	h := c.Host("fw")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	build := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(c.SharedDir(), "brine"), "../cmd/brine")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	testbed.InstallBrine(t, c.SharedDir())
 
 	// The master runs in this process, on the testbed's bridge; heartbeats every second on both
 	// sides, so a deaf subscription shows within 3 s.

@@ -2,21 +2,14 @@ package states
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/brinecm/brine/testbed"
 )
 
-// TestMain removes what tests share across the package once they are all done: the brine
-// binary built for the testbed tests.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if pkgBrine.path != "" {
-		os.RemoveAll(filepath.Dir(pkgBrine.path))
-	}
-	os.Exit(code)
-}
+// TestMain removes the brine binary built for the testbed tests once they are all done.
+func TestMain(m *testing.M) { testbed.Main(m) }
 
 // wantCompileError compiles src as a bundle's main.hcl and fails t unless that is an error whose
 // subject, summary or detail contains want.

@@ -5,44 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/brinecm/brine/testbed"
 )
-
-var pkgBrine struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// pkgBuildBrine builds the brine binary once per test binary, statically, so that it runs
-// inside testbed hosts.
-func pkgBuildBrine(t *testing.T) string {
-	t.Helper()
-	pkgBrine.once.Do(func() {
-		dir, err := os.MkdirTemp("", "brine-pkgtest-")
-		if err != nil {
-			pkgBrine.err = err
-			return
-		}
-		pkgBrine.path = filepath.Join(dir, "brine")
-		cmd := exec.Command("go", "build", "-o", pkgBrine.path, "github.com/brinecm/brine/cmd/brine")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			pkgBrine.err = fmt.Errorf("go build brine: %v: %s", err, out)
-		}
-	})
-	if pkgBrine.err != nil {
-		t.Fatal(pkgBrine.err)
-	}
-	return pkgBrine.path
-}
 
 // pkgHost is a testbed host with the test apt repository and brine in /srv/brine.
 type pkgHost struct {
@@ -57,7 +26,7 @@ func newPkgHost(t *testing.T) *pkgHost {
 	if err := testbed.Available(); err != nil {
 		testbed.SkipUnavailable(t, err)
 	}
-	bin := pkgBuildBrine(t)
+	bin := testbed.BrineBinary(t)
 	c := testbed.NewT(t, "a")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

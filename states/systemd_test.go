@@ -56,7 +56,7 @@ func TestSystemdPaths(t *testing.T) {
 		testbed.SkipUnavailable(t, err)
 	}
 	c := testbed.NewSystemdT(t, "a", "b")
-	netBuildBrine(t, c.SharedDir())
+	testbed.InstallBrine(t, c.SharedDir())
 	n := &netCluster{t: t, c: c}
 	// sub runs a subtest with n reporting to it.
 	sub := func(name string, f func(t *testing.T)) {

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -17,22 +16,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/brinecm/brine/testbed"
 	"golang.org/x/sys/unix"
+
+	"github.com/brinecm/brine/testbed"
 )
 
 // ---- helpers shared by the network tests (ufw, iptables and tinc in testbed hosts) ----
-
-// netBuildBrine builds the brine binary, statically, for testbed hosts, into dir (a cluster's
-// shared directory, which goes away with the cluster; the build cache makes it quick).
-func netBuildBrine(t *testing.T, dir string) {
-	t.Helper()
-	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "brine"), "github.com/brinecm/brine/cmd/brine")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build brine: %v: %s", err, out)
-	}
-}
 
 type netCluster struct {
 	t    *testing.T
@@ -46,7 +35,7 @@ func newNetCluster(t *testing.T, hosts ...string) *netCluster {
 		testbed.SkipUnavailable(t, err)
 	}
 	c := testbed.NewT(t, hosts...)
-	netBuildBrine(t, c.SharedDir())
+	testbed.InstallBrine(t, c.SharedDir())
 	return &netCluster{t: t, c: c}
 }
 

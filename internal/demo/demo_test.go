@@ -3,9 +3,6 @@ package demo
 import (
 	"bytes"
 	"context"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,12 +19,7 @@ func TestDemo(t *testing.T) {
 	if err := testbed.Available(); err != nil {
 		testbed.SkipUnavailable(t, err)
 	}
-	bin := filepath.Join(t.TempDir(), "brine")
-	build := exec.Command("go", "build", "-o", bin, "../../cmd/brine")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := testbed.BrineBinary(t)
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
