@@ -389,16 +389,21 @@ var stallPayloads = map[string][]byte{
 // payload and then nothing, and is opened again as soon as the master drops it. It returns a
 // function that stops them and waits, and reports how many connections were made.
 func stall(t *testing.T, n int, addrs ...string) func() int {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	conns := 0
+	var first sync.WaitGroup // every staller has made its first connection and sent its payload
 	for _, addr := range addrs {
 		for _, payload := range stallPayloads {
 			for range n {
 				wg.Add(1)
+				first.Add(1)
 				go func() {
 					defer wg.Done()
+					once := sync.OnceFunc(first.Done)
+					defer once()
 					for ctx.Err() == nil {
 						c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
 						if err != nil {
@@ -413,6 +418,7 @@ func stall(t *testing.T, n int, addrs ...string) func() int {
 						mu.Unlock()
 						stop := context.AfterFunc(ctx, func() { c.Close() })
 						c.Write(payload)
+						once()
 						io.Copy(io.Discard, c) // until the master hangs up
 						stop()
 						c.Close()
@@ -433,6 +439,16 @@ func stall(t *testing.T, n int, addrs ...string) func() int {
 		return conns
 	}
 	t.Cleanup(func() { stopFn() })
+	// Return once every staller is connected and has sent its payload: the caller's minion
+	// comes after them.
+	ready := make(chan struct{})
+	go func() { first.Wait(); close(ready) }()
+	select {
+	case <-ready:
+	case <-time.After(20 * time.Second):
+		stopFn()
+		t.Fatal("the stalling peers could not all connect")
+	}
 	return stopFn
 }
 
@@ -484,7 +500,6 @@ func TestStalledPeersDoNotBlock(t *testing.T) {
 	stopLate()
 
 	stopStall := stall(t, 4, m.PublishAddr(), m.RequestAddr())
-	time.Sleep(300 * time.Millisecond) // let the stalling connections reach the master first
 	start := time.Now()
 	late, _ = runMinion(t, m, "late", dir)
 	waitFor(t, 20*time.Second, "late reconnected while peers stall", func() bool { return late.Status() == "connected" && steady.Status() == "connected" })
@@ -524,7 +539,6 @@ file "marker" {
 }`)
 	addr := rc.mh.Addr()
 	stopStall := stall(t, 4, net.JoinHostPort(addr, "4505"), net.JoinHostPort(addr, "4506"))
-	time.Sleep(300 * time.Millisecond) // let the stalling connections reach the master first
 	if err := rc.minions["m1"].Kill(); err != nil {
 		t.Fatal(err)
 	}
