@@ -73,7 +73,8 @@ type node struct {
 	onlyIf   hcl.Expression
 
 	res    Resource
-	guard  bool // false: only_if said no
+	merged []*node // more blocks of a type whose blocks merge (Type.Merge), in declaration order
+	guard  bool    // false: only_if said no
 	reason string
 	each   cty.Value // each.key and each.value of a for_each instance; cty.NilVal otherwise
 }
@@ -224,7 +225,8 @@ func Compile(b *Bundle, opts Options) (*Graph, hcl.Diagnostics) {
 		Variables: map[string]cty.Value{"var": vars, "minion": minionVal},
 		Functions: fileFuncs(b, &opts, used),
 	}
-	locals, d := evalLocals(blocks, base)
+	sc := newScopes(b, &opts, used) // a merged bundle's members keep their own file paths
+	locals, d := evalLocals(blocks, base, sc)
 	diags = append(diags, d...)
 	if diags.HasErrors() {
 		return nil, diags
@@ -243,12 +245,15 @@ func Compile(b *Bundle, opts Options) (*Graph, hcl.Diagnostics) {
 
 	values := map[string]cty.Value{} // address -> value of its attributes, for references
 	for _, n := range order {
-		ctx := base.NewChild()
+		ctx := sc.child(base, n.block.DefRange)
 		ctx.Variables = refVariables(n, nodes, values)
 		if n.each != cty.NilVal {
 			ctx.Variables["each"] = n.each
 		}
-		diags = append(diags, decodeNode(n, ctx, b)...)
+		diags = append(diags, decodeNode(n, ctx, sc.bundle(n.block.DefRange))...)
+		if len(n.merged) > 0 {
+			diags = append(diags, mergeNode(n, ctx, sc)...)
+		}
 		values[n.addr] = nodeValue(n, ctx)
 	}
 	if diags.HasErrors() {
@@ -399,7 +404,7 @@ func evalVariables(blocks []*hcl.Block, opts Options) (cty.Value, hcl.Diagnostic
 
 // evalLocals evaluates the locals blocks: named expressions over var, minion, functions and other
 // locals (not resources), in the order their references need.
-func evalLocals(blocks []*hcl.Block, base *hcl.EvalContext) (cty.Value, hcl.Diagnostics) {
+func evalLocals(blocks []*hcl.Block, base *hcl.EvalContext, sc *scopes) (cty.Value, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	attrs := map[string]*hcl.Attribute{}
 	for _, blk := range blocks {
@@ -441,7 +446,7 @@ func evalLocals(blocks []*hcl.Block, base *hcl.EvalContext) (cty.Value, hcl.Diag
 			if !ready {
 				continue
 			}
-			ctx := base.NewChild()
+			ctx := sc.child(base, a.NameRange)
 			ctx.Variables = map[string]cty.Value{"local": cty.ObjectVal(values)}
 			v, d := a.Expr.Value(ctx)
 			diags = append(diags, d...)
@@ -509,6 +514,10 @@ func collectNodes(blocks []*hcl.Block, ctx *hcl.EvalContext) (map[string]*node, 
 	groups := map[string][]string{}
 	add := func(n *node) {
 		if prev, dup := nodes[n.addr]; dup {
+			if prev.typ.Merge != nil && prev.typ == n.typ {
+				diags = append(diags, prev.merge(n)...)
+				return
+			}
 			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Duplicate resource",
 				Detail:  fmt.Sprintf("%s is also declared at %s; each resource is declared once.", n.addr, prev.block.DefRange),
 				Subject: n.block.DefRange.Ptr()})

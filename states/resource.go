@@ -124,6 +124,11 @@ type Type struct {
 	// ShellGuards reports whether a string `only_if` is a shell command guard for this type.
 	ShellGuards bool
 	Decode      func(req *DecodeRequest) (Resource, hcl.Diagnostics)
+	// Merge, when set, lets a singleton be declared in several blocks (several bundles of a
+	// site each adding firewall rules): it combines their decoded resources, in declaration
+	// order, into one, and reports a conflict between them as an error naming both blocks.
+	// Without it a second block of the same address is a duplicate.
+	Merge func(rs []Resource, blocks []*hcl.Block) (Resource, hcl.Diagnostics)
 }
 
 var (

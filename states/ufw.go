@@ -23,7 +23,7 @@ import (
 // Python program that takes a few hundred milliseconds to start; only a change runs it.
 
 func init() {
-	Register(&Type{Name: "ufw", Labels: 0, Decode: decodeUfw})
+	Register(&Type{Name: "ufw", Labels: 0, Decode: decodeUfw, Merge: mergeUfw})
 }
 
 // ufwRoot prefixes every path ufw reads, for tests.
@@ -68,6 +68,7 @@ type ufwRule struct {
 	direction string // in out
 	comment   string
 	v4, v6    bool // which rule files it belongs in (before IPV6=no is applied)
+	rng       hcl.Range
 }
 
 type ufwRes struct {
@@ -144,6 +145,7 @@ func decodeUfw(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 		}
 		seen[rb.Name] = true
 		u, d, dd := decodeUfwRule(rb, rs, ruleSides(blk.Body))
+		u.rng = blk.DefRange
 		diags = append(diags, d...)
 		dataDiags = append(dataDiags, dd...)
 		r.rules = append(r.rules, u)
