@@ -23,6 +23,7 @@ import (
 //	control_socket  = "<data_dir>/master.sock" # the operator CLI's unix socket (0600)
 //	bootstrap_addr  = ""                       # HTTP address serving this binary to new droplets; off when empty
 //	advertise_addr  = ""                       # host droplets reach the master at (default: bootstrap_addr's host)
+//	site            = ""                       # states tree (site.hcl + bundles): default of `brine converge --site`, and its groups in every target
 //	max_conns_per_source      = 512            # live connections per source address, on each port
 //	max_handshakes_per_source = 64             # unfinished handshakes per source address, on each port
 //	preauth_rate_per_source   = 50             # messages/s from unauthenticated peers per source address
@@ -40,6 +41,7 @@ type Config struct {
 	ControlSocket string `hcl:"control_socket,optional"`
 	BootstrapAddr string `hcl:"bootstrap_addr,optional"`
 	AdvertiseAddr string `hcl:"advertise_addr,optional"`
+	Site          string `hcl:"site,optional"`
 	// MaxPending and MaxPendingPerSource bound the pending keys unauthenticated peers can make
 	// (0: the defaults, 1000 and 64).
 	MaxPending          int `hcl:"max_pending,optional"`
@@ -85,6 +87,11 @@ func (c *Config) fill() error {
 		return err
 	}
 	c.DataDir = abs
+	if c.Site != "" {
+		if c.Site, err = filepath.Abs(c.Site); err != nil {
+			return err
+		}
+	}
 	if c.PublishAddr == "" {
 		c.PublishAddr = "0.0.0.0:4505"
 	}

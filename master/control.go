@@ -45,6 +45,13 @@ type ControlRequest struct {
 	Limit    int               `json:"limit,omitempty"`
 	Rollout  Rollout           `json:"rollout,omitzero"`
 	Network  string            `json:"network,omitempty"` // keys accept-tinc: the tinc networks (a glob)
+	// Site is a states tree (states.Bundle.Marshal of the site directory) for converge, or a
+	// bundle of its site.hcl alone for the groups of ping and apply; empty: the master's
+	// configured site. SiteDir names it in diagnostics.
+	Site    []byte `json:"site,omitempty"`
+	SiteDir string `json:"site_dir,omitempty"`
+	// Command is the shell command of run.
+	Command string `json:"command,omitempty"`
 }
 
 // KeyInfo is one key as `brine key list` shows it.
@@ -191,17 +198,31 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 func (s *controlServer) do(ctx context.Context, req ControlRequest, send func(ControlResponse)) error {
 	m := s.m
 	switch req.Op {
-	case "apply", "ping":
-		spec := JobSpec{Kind: wire.JobPing, Target: req.Target, Timeout: req.Timeout, DryRun: req.DryRun, Vars: req.Vars, VarFiles: req.VarFiles}
-		if req.Op == "apply" {
+	case "highstate":
+		return s.converge(ctx, req, send)
+	case "apply", "ping", "run":
+		site, tree, diags, err := m.siteFor(req.Site, req.SiteDir, false)
+		if err != nil {
+			return err
+		}
+		if diags.HasErrors() {
+			return siteError(tree, diags)
+		}
+		spec := JobSpec{Kind: wire.JobPing, Target: req.Target, Timeout: req.Timeout, DryRun: req.DryRun, Vars: req.Vars, VarFiles: req.VarFiles, Site: site}
+		switch req.Op {
+		case "apply":
 			spec.Kind = wire.JobApply
 			b, err := states.UnmarshalBundle(req.Bundle)
 			if err != nil {
 				return err
 			}
 			spec.Bundle = b
+		case "run":
+			if spec, err = runSpec(spec, req.Command, m.cfg.jobTimeout); err != nil {
+				return err
+			}
 		}
-		ids, err := m.ResolveTarget(req.Target)
+		ids, err := m.ResolveTargetIn(req.Target, site)
 		if err != nil {
 			return err
 		}

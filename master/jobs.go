@@ -2,6 +2,7 @@ package master
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -41,11 +42,19 @@ type JobSpec struct {
 	Timeout  time.Duration
 	Vars     map[string]string
 	VarFiles map[string][]byte
+
+	// Site, when set, adds its groups to every minion's: in targets of peers(), in the signed
+	// groups a bundle sees as minion.groups (site.go).
+	Site *Site
+	// History is the kind recorded in the job history when it is not Kind ("converge").
+	History string
+	// Run is the command of a wire.JobRun job.
+	Run *wire.RunSpec
 }
 
 // Event is one step of a job as the control socket streams it to the CLI.
 type Event struct {
-	Event       string       `json:"event"` // published | return | missing | invalid | done | error | batch | batch_done | stopped
+	Event       string       `json:"event"` // published | return | missing | invalid | done | error | batch | batch_done | stopped | unassigned
 	JID         string       `json:"jid,omitempty"`
 	Phase       int          `json:"phase,omitempty"`
 	Minions     []string     `json:"minions,omitempty"`
@@ -120,11 +129,11 @@ func Validate(b *states.Bundle, mi MinionInfo, peers map[string][]map[string]any
 // entry holds the minion's facts (claims), its id and groups, and `attested`: what the master
 // vouches for (attest.go), which the facts cannot set. An entry the language could not hold is
 // left out with a log line, so that one minion's data cannot fail every bundle.
-func (m *Master) peersFor(targets []string) (map[string][]map[string]any, error) {
+func (m *Master) peersFor(targets []string, site *Site) (map[string][]map[string]any, error) {
 	if len(targets) == 0 {
 		return nil, nil
 	}
-	all := m.Minions()
+	all := site.extend(m.Minions())
 	sort.Slice(all, func(i, j int) bool { return all[i].ID < all[j].ID })
 	out := map[string][]map[string]any{}
 	for _, ts := range targets {
@@ -179,7 +188,7 @@ func (m *Master) peerEntry(t Target, mi MinionInfo) (entry map[string]any) {
 // apply. Only a bundle that fails for every minion tried is invalid.
 func (m *Master) validate(spec JobSpec, peers map[string][]map[string]any) hcl.Diagnostics {
 	infos := map[string]MinionInfo{}
-	for _, mi := range m.Minions() {
+	for _, mi := range spec.Site.extend(m.Minions()) {
 		infos[mi.ID] = mi
 	}
 	var first hcl.Diagnostics
@@ -224,8 +233,9 @@ func (m *Master) publishJob(spec JobSpec, peers map[string][]map[string]any, sec
 		Groups: make(map[string][]string, len(spec.Minions)),
 	}
 	for _, id := range spec.Minions {
-		meta.Groups[id] = append([]string{}, acc[id].Groups...)
+		meta.Groups[id] = spec.Site.GroupsOf(MinionInfo{ID: id, Groups: acc[id].Groups, Facts: m.Facts(id)})
 	}
+	meta.Run = spec.Run
 	var bundle []byte
 	if spec.Bundle != nil {
 		bundle = spec.Bundle.Marshal()
@@ -263,7 +273,7 @@ func (m *Master) publishJob(spec JobSpec, peers map[string][]map[string]any, sec
 		return jobstore.Job{}, fmt.Errorf("job of %d bytes is over the %d byte limit; nothing was sent", len(frame), wire.MaxJobFrame)
 	}
 	rec := jobstore.Job{
-		JID: meta.JID, Kind: spec.Kind, Target: spec.Target, Minions: spec.Minions, DryRun: spec.DryRun,
+		JID: meta.JID, Kind: cmp.Or(spec.History, spec.Kind), Target: spec.Target, Minions: spec.Minions, DryRun: spec.DryRun,
 		Digest: meta.BundleDigest, Created: now, Expires: meta.ExpiresAt, Phase: phase, ParentJID: parent,
 	}
 	if err := m.store.PutJob(rec); err != nil {
@@ -310,7 +320,7 @@ func (m *Master) Run(ctx context.Context, spec JobSpec, emit func(Event)) (*Resu
 	res := &Result{}
 	parent := ""
 	for phase := 1; phase <= maxPhases; phase++ {
-		peers, err := m.peersFor(peerTargets)
+		peers, err := m.peersFor(peerTargets, spec.Site)
 		if err != nil {
 			return nil, err
 		}
@@ -331,7 +341,7 @@ func (m *Master) Run(ctx context.Context, spec JobSpec, emit func(Event)) (*Resu
 		if spec.DryRun || len(peerTargets) == 0 || len(missing) > 0 || ctx.Err() != nil {
 			break
 		}
-		after, err := m.peersFor(peerTargets)
+		after, err := m.peersFor(peerTargets, spec.Site)
 		if err != nil || reflect.DeepEqual(normalize(peers), normalize(after)) {
 			break
 		}

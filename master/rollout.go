@@ -84,31 +84,47 @@ type RolloutResult struct {
 // events between "batch" and "batch_done" events, then "stopped" if it stopped early, then "done".
 // spec.Minions must be the resolved target in a stable order.
 func (m *Master) RunRollout(ctx context.Context, spec JobSpec, ro Rollout, emit func(Event)) (*RolloutResult, error) {
+	return m.rollout(ctx, spec.Minions, spec.Site, ro, emit, func(ctx context.Context, batch []string, emit func(Event)) (*Result, error) {
+		bspec := spec
+		bspec.Minions = batch
+		return m.Run(ctx, bspec, emit)
+	})
+}
+
+// batchRunner runs one batch of a rollout to its end, emitting its job events.
+type batchRunner func(ctx context.Context, batch []string, emit func(Event)) (*Result, error)
+
+// rollout runs ids batch by batch as ro says (see RunRollout). Without batches or a canary it is
+// one batch with no batch events.
+func (m *Master) rollout(ctx context.Context, ids []string, site *Site, ro Rollout, emit func(Event), run batchRunner) (*RolloutResult, error) {
 	if emit == nil {
 		emit = func(Event) {}
+	}
+	batchEvent := func(ev Event) {
+		if ro.Enabled() {
+			emit(ev)
+		}
 	}
 	var canary []string
 	if ro.Canary != "" {
 		var err error
-		if canary, err = m.ResolveTarget(ro.Canary); err != nil {
+		if canary, err = m.ResolveTargetIn(ro.Canary, site); err != nil {
 			return nil, fmt.Errorf("--canary: %w", err)
 		}
 		if len(canary) == 0 {
 			return nil, fmt.Errorf("--canary %s matches no minion", ro.Canary)
 		}
 	}
-	batches, err := PlanRollout(spec.Minions, canary, ro.Batch)
+	batches, err := PlanRollout(ids, canary, ro.Batch)
 	if err != nil {
 		return nil, err
 	}
 	res := &RolloutResult{Result: Result{Returns: map[string]wire.Return{}}}
 	for i, batch := range batches {
 		isCanary := i == 0 && len(canary) > 0
-		emit(Event{Event: "batch", Batch: i + 1, Batches: len(batches), Minions: batch, Canary: isCanary})
-		bspec := spec
-		bspec.Minions = batch
+		batchEvent(Event{Event: "batch", Batch: i + 1, Batches: len(batches), Minions: batch, Canary: isCanary})
 		// Each batch is a whole job; its own "done" is not the rollout's.
-		r, err := m.Run(ctx, bspec, func(ev Event) {
+		r, err := run(ctx, batch, func(ev Event) {
 			if ev.Event != "done" {
 				emit(ev)
 			}
@@ -134,7 +150,7 @@ func (m *Master) RunRollout(ctx context.Context, spec JobSpec, ro Rollout, emit 
 		}
 		slices.Sort(failed)
 		res.Failed = append(res.Failed, failed...)
-		emit(Event{Event: "batch_done", Batch: i + 1, Batches: len(batches), Minions: batch, Failed: failed, Canary: isCanary})
+		batchEvent(Event{Event: "batch_done", Batch: i + 1, Batches: len(batches), Minions: batch, Failed: failed, Canary: isCanary})
 		switch {
 		case res.Stopped != "":
 		case ctx.Err() != nil:

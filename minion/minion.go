@@ -725,6 +725,9 @@ func (m *Minion) execute(ctx context.Context, j job) wire.Return {
 		ret.Finished = time.Now().UTC()
 		return ret
 	}
+	if j.meta.Kind == wire.JobRun {
+		return m.runJob(ctx, j, ret)
+	}
 	b, err := states.UnmarshalBundle(j.bundle)
 	if err != nil {
 		ret.Error = err.Error()

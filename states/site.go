@@ -320,7 +320,7 @@ func ParseSite(src []byte, filename string, known []string) (*SiteSpec, hcl.Diag
 						Detail: fmt.Sprintf("%q is not a bundle name: a bundle is a directory at the root of the site.", n), Subject: a.Expr.Range().Ptr()})
 				case known != nil && !slices.Contains(known, n):
 					diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Unknown bundle",
-						Detail: fmt.Sprintf("The site has no bundle %q (a directory with *.hcl files next to %s).%s", n, path.Base(filename), didYouMean(n, known)),
+						Detail:  fmt.Sprintf("The site has no bundle %q (a directory with *.hcl files next to %s).%s", n, path.Base(filename), didYouMean(n, known)),
 						Subject: a.Expr.Range().Ptr()})
 				default:
 					as.Bundles = append(as.Bundles, n)
@@ -375,4 +375,42 @@ func mergeNode(n *node, ctx *hcl.EvalContext, sc *scopes) hcl.Diagnostics {
 	res, d := n.typ.Merge(rs, blocks)
 	n.res = res
 	return append(diags, d...)
+}
+
+// DeclaredVariables returns the names of the variables b declares (nil when it does not parse).
+func DeclaredVariables(b *Bundle) []string {
+	blocks, diags := parseBlocks(b)
+	if diags.HasErrors() {
+		return nil
+	}
+	var out []string
+	for _, blk := range blocks {
+		if blk.Type == "variable" {
+			out = append(out, blk.Labels[0])
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// VarsFor returns the values of vars that b declares: a converge's --var values go to the sets
+// of bundles that declare them.
+func VarsFor(b *Bundle, vars map[string]string) map[string]string {
+	if len(vars) == 0 {
+		return vars
+	}
+	out := map[string]string{}
+	for _, n := range DeclaredVariables(b) {
+		if v, ok := vars[n]; ok {
+			out[n] = v
+		}
+	}
+	return out
+}
+
+// CheckSyntax parses b's files into blocks: what can be checked of a bundle of a site alone,
+// since its resources may refer to those of the other bundles a minion gets with it.
+func CheckSyntax(b *Bundle) hcl.Diagnostics {
+	_, diags := parseBlocks(b)
+	return diags
 }

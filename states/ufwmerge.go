@@ -23,7 +23,7 @@ func mergeUfw(rs []Resource, blocks []*hcl.Block) (Resource, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	conflict := func(what, a, b string, ra, rb hcl.Range) {
 		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Conflicting ufw blocks",
-			Detail: fmt.Sprintf("%s is %s here and %s at %s; ufw blocks merge into one firewall, so they must agree.", what, b, a, ra),
+			Detail:  fmt.Sprintf("%s is %s here and %s at %s; ufw blocks merge into one firewall, so they must agree.", what, b, a, ra),
 			Subject: rb.Ptr()})
 	}
 	out := &ufwRes{defaults: map[string]string{}}

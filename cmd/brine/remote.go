@@ -50,6 +50,7 @@ func newApplyCmd() *cobra.Command {
 		dryRun  bool
 		timeout time.Duration
 		ro      master.Rollout
+		siteDir string
 	)
 	c := &cobra.Command{
 		Use:   "apply TARGET DIR",
@@ -85,6 +86,12 @@ Exit status: 0 when every minion succeeded, 2 when a resource failed or a minion
 			}
 			req := master.ControlRequest{Op: "apply", Target: args[0], Bundle: b.Marshal(), DryRun: dryRun,
 				Timeout: timeout, Vars: opts.Vars, VarFiles: opts.VarFiles, Rollout: ro}
+			if siteDir != "" {
+				if req.Site, err = siteFileOnly(siteDir); err != nil {
+					return err
+				}
+				req.SiteDir = siteDir
+			}
 			return runJob(cmd, &cf, req, bf.json, bf.verbose)
 		},
 	}
@@ -95,6 +102,7 @@ Exit status: 0 when every minion succeeded, 2 when a resource failed or a minion
 	c.Flags().StringVar(&ro.Batch, "batch", "", "apply to N minions (or N% of the target) at a time, batch after batch")
 	c.Flags().StringVar(&ro.Canary, "canary", "", "a target applied first, alone; if any of it fails nothing else is touched")
 	c.Flags().IntVar(&ro.MaxFailures, "max-failures", 0, "stop the rollout once more than this many minions failed or did not return")
+	c.Flags().StringVar(&siteDir, "site", "", "a states tree whose site.hcl groups the target may name (default: site in master.hcl)")
 	return c
 }
 
@@ -103,6 +111,7 @@ func newPingCmd() *cobra.Command {
 		cf      controlFlags
 		asJSON  bool
 		timeout time.Duration
+		siteDir string
 	)
 	c := &cobra.Command{
 		Use:     "ping TARGET",
@@ -113,10 +122,19 @@ func newPingCmd() *cobra.Command {
 			if timeout == 0 {
 				timeout = 10 * time.Second
 			}
-			return runJob(cmd, &cf, master.ControlRequest{Op: "ping", Target: args[0], Timeout: timeout}, asJSON, false)
+			req := master.ControlRequest{Op: "ping", Target: args[0], Timeout: timeout}
+			if siteDir != "" {
+				site, err := siteFileOnly(siteDir)
+				if err != nil {
+					return err
+				}
+				req.Site, req.SiteDir = site, siteDir
+			}
+			return runJob(cmd, &cf, req, asJSON, false)
 		},
 	}
 	cf.register(c)
+	c.Flags().StringVar(&siteDir, "site", "", "a states tree whose site.hcl groups the target may name (default: site in master.hcl)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print events as JSON lines")
 	c.Flags().DurationVar(&timeout, "timeout", 0, "how long to wait for answers (default 10s)")
 	return c
@@ -171,6 +189,12 @@ func runJob(cmd *cobra.Command, cf *controlFlags, req master.ControlRequest, asJ
 				delete(rets, id)
 				if !asJSON {
 					fmt.Fprintf(out, "%s: no return\n", id)
+				}
+			}
+		case "unassigned":
+			if !asJSON {
+				for _, id := range ev.Minions {
+					fmt.Fprintf(errOut, "%s: no bundle assigned by the site; left alone\n", id)
 				}
 			}
 		case "invalid":
@@ -231,6 +255,10 @@ func runJob(cmd *cobra.Command, cf *controlFlags, req master.ControlRequest, asJ
 }
 
 func printReturn(w io.Writer, r wire.Return, verbose, color bool) {
+	if r.Kind == wire.JobRun {
+		printRunReturn(w, r)
+		return
+	}
 	if r.Kind == wire.JobPing {
 		fmt.Fprintf(w, "%s: pong\n", r.Minion)
 		return

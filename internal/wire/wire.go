@@ -280,6 +280,8 @@ type JobMeta struct {
 	// `brine key groups` takes effect on the next job.
 	Groups  map[string][]string `json:"groups,omitempty"`
 	Secrets map[string][]byte   `json:"secrets,omitempty"` // minion id -> box-sealed JSON map[string]string
+	// Run is the command of a JobRun job (run.go).
+	Run *RunSpec `json:"run,omitempty"`
 }
 
 // jobTag starts the signed content of every job.
