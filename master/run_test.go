@@ -1,0 +1,115 @@
+package master_test
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/brinecm/brine/internal/wire"
+	"github.com/brinecm/brine/master"
+)
+
+// A run job on real in-process minions: exit status, stdout and stderr bounded with the dropped
+// bytes counted, control characters kept as data (escaped only when printed), a timeout that
+// kills the whole process group, and the returns in the job history.
+func TestRunJob(t *testing.T) {
+	m := master.TestMaster(t)
+	acceptedMinion(t, m, "r1", nil)
+	acceptedMinion(t, m, "r2", nil)
+	dir := t.TempDir()
+	cmd := `printf 'out\033[2J\n'; echo err >&2; head -c 100000 /dev/zero; [ -e ` + dir + `/ok ] || exit 7`
+	os.WriteFile(filepath.Join(dir, "ok"), nil, 0o644)
+	res, err := m.Run(t.Context(), master.JobSpec{Kind: wire.JobRun, Target: "r*", Minions: []string{"r1", "r2"},
+		Timeout: 30 * time.Second, Run: &wire.RunSpec{Command: cmd, Timeout: 20 * time.Second}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Failed() || len(res.Returns) != 2 {
+		t.Fatalf("run: %+v", res)
+	}
+	for id, r := range res.Returns {
+		var rep wire.RunReport
+		if err := json.Unmarshal(r.Report, &rep); err != nil {
+			t.Fatal(err)
+		}
+		if rep.ExitCode != 0 || !strings.HasPrefix(rep.Stdout, "out\033[2J\n") || rep.Stderr != "err\n" ||
+			len(rep.Stdout) != wire.MaxRunOutput || rep.StdoutTruncated != int64(len("out\033[2J\n")+100000-wire.MaxRunOutput) {
+			t.Fatalf("%s: exit %d, %d bytes kept, %d dropped, stderr %q", id, rep.ExitCode, len(rep.Stdout), rep.StdoutTruncated, rep.Stderr)
+		}
+	}
+	os.Remove(filepath.Join(dir, "ok"))
+	res, _ = m.Run(t.Context(), master.JobSpec{Kind: wire.JobRun, Target: "r1", Minions: []string{"r1"},
+		Timeout: 30 * time.Second, Run: &wire.RunSpec{Command: cmd, Timeout: 20 * time.Second}}, nil)
+	if r := res.Returns["r1"]; r.Success || r.Error != "exit status 7" {
+		t.Fatalf("failing command: %+v", r)
+	}
+
+	// The timeout kills the shell and what it started; the return says so.
+	pidFile := filepath.Join(dir, "pid")
+	start := time.Now()
+	res, _ = m.Run(t.Context(), master.JobSpec{Kind: wire.JobRun, Target: "r1", Minions: []string{"r1"},
+		Timeout: 60 * time.Second, Run: &wire.RunSpec{Command: "sleep 300 & echo $! > " + pidFile + "; wait", Timeout: time.Second}}, nil)
+	r := res.Returns["r1"]
+	var rep wire.RunReport
+	json.Unmarshal(r.Report, &rep)
+	if r.Success || !rep.TimedOut || time.Since(start) > 50*time.Second {
+		t.Fatalf("timed-out command: %+v %+v", r, rep)
+	}
+	raw, _ := os.ReadFile(pidFile)
+	if pid := strings.TrimSpace(string(raw)); pid == "" {
+		t.Fatal("no pid")
+	} else {
+		waitFor(t, 10*time.Second, "the command's child killed", func() bool {
+			st, err := os.ReadFile("/proc/" + pid + "/stat")
+			return err != nil || strings.Contains(string(st), ") Z ")
+		})
+	}
+	d, err := m.Job(res.JIDs[0])
+	if err != nil || d.Job.Kind != wire.JobRun || len(d.Returns) != 1 {
+		t.Fatalf("history: %+v %v", d, err)
+	}
+}
+
+// Only the master's key makes a run job: an accepted minion holding the session key forges one
+// addressed to another minion, which refuses it; and nothing a minion sends over the request
+// port makes the master publish a job.
+func TestRunJobCannotBeForged(t *testing.T) {
+	m := master.TestMaster(t)
+	jobs := capture(t, m)
+	mn := acceptedMinion(t, m, "victim", nil)
+	evil := newRaw(t, m, "evil", nil)
+	evil.auth("", evil.key)
+	m.Keys().Accept("evil", nil, false)
+	if ar := evil.auth("", evil.key); ar.Status != wire.StatusAccepted {
+		t.Fatalf("evil: %+v", ar)
+	}
+	marker := filepath.Join(t.TempDir(), "pwned")
+	// A real ping gives evil a job to learn the layout from.
+	if _, err := m.Run(t.Context(), master.JobSpec{Kind: wire.JobPing, Target: "victim", Minions: []string{"victim"}, Timeout: 10 * time.Second}, nil); err != nil {
+		t.Fatal(err)
+	}
+	meta := evil.decryptJob(nextJob(t, jobs))
+	meta.JID, meta.Kind = "forged-run", wire.JobRun
+	meta.Run = &wire.RunSpec{Command: "touch " + marker, Timeout: time.Minute}
+	metaRaw, _ := json.Marshal(meta)
+	forged := evil.session.Seal(evil.key.SignAttached(wire.PackJob(metaRaw, nil)))
+	body := append(append([]byte{}, evil.session.ID[:]...), forged...)
+	if _, err := mn.OpenJob(body, time.Now()); err == nil || !strings.Contains(err.Error(), "signature") {
+		t.Fatalf("forged run job: %v", err)
+	}
+	before, _ := m.Store().Jobs(0)
+	for _, kind := range []string{wire.JobRun, "job", "publish"} {
+		if r, _, ok := evil.request(kind, map[string]any{"command": "touch " + marker, "target": "*"}); ok && r.OK {
+			t.Fatalf("the master accepted a %q request from a minion: %+v", kind, r)
+		}
+	}
+	if after, _ := m.Store().Jobs(0); len(after) != len(before) {
+		t.Fatalf("a minion's request made a job: %d -> %d", len(before), len(after))
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("a forged command ran")
+	}
+}
