@@ -162,6 +162,12 @@ func TestSiteConvergeAndRunInTestbed(t *testing.T) {
 		t.Fatalf("ping group:web: exit %d\n%s", code, out)
 	}
 
+	// And with --site, the CLI sends the site file.
+	out, code = brine("ping group:edge --site " + site + " --timeout 10s")
+	if code != 0 || !strings.Contains(out, "w1: pong") || strings.Contains(out, "w2:") {
+		t.Fatalf("ping group:edge --site: exit %d\n%s", code, out)
+	}
+
 	converge := func(args string) (map[string]wire.Return, []string, int, string) {
 		t.Helper()
 		out, code := brine("converge " + args + " --timeout 90s --json")
