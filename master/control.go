@@ -291,8 +291,14 @@ func (s *controlServer) keys(req ControlRequest, send func(ControlResponse)) err
 	var err error
 	switch req.Action {
 	case "list", "":
+		if _, perr := path.Match(glob, ""); perr != nil {
+			return fmt.Errorf("bad key pattern %q", glob)
+		}
 		var out []KeyInfo
 		for _, k := range m.keys.List() {
+			if ok, _ := path.Match(glob, k.ID); !ok {
+				continue
+			}
 			ki := keyInfo(k)
 			a := m.attest.get(k.ID)
 			ki.Address = a.Address
