@@ -83,6 +83,8 @@ type ControlResponse struct {
 	Detail  *JobDetail                `json:"detail,omitempty"`
 	Facts   map[string]map[string]any `json:"facts,omitempty"`
 	Finger  string                    `json:"finger,omitempty"`
+	// Status answers the op "status" (status.go).
+	Status []MinionStatus `json:"status,omitempty"`
 	// Bootstrap answers the op "bootstrap" (cloud.go).
 	Bootstrap *BootstrapInfo `json:"bootstrap,omitempty"`
 }
@@ -200,6 +202,20 @@ func (s *controlServer) do(ctx context.Context, req ControlRequest, send func(Co
 	switch req.Op {
 	case "highstate":
 		return s.converge(ctx, req, send)
+	case "status":
+		site, tree, diags, err := m.siteFor(req.Site, req.SiteDir, false)
+		if err != nil {
+			return err
+		}
+		if diags.HasErrors() {
+			return siteError(tree, diags)
+		}
+		st, err := m.Status(ctx, req.Target, site)
+		if err != nil {
+			return err
+		}
+		send(ControlResponse{Event: Event{Event: "done"}, Status: st})
+		return nil
 	case "apply", "ping", "run":
 		site, tree, diags, err := m.siteFor(req.Site, req.SiteDir, false)
 		if err != nil {

@@ -77,6 +77,7 @@ type Master struct {
 
 	challenges challengeTable // outstanding hello challenges (challenges.go)
 	garbage    rateLog        // rate-limited warnings about what unauthenticated peers send
+	seen       seenTable      // when each minion last made an authenticated request (status.go)
 }
 
 type session struct {
@@ -467,6 +468,7 @@ func (m *Master) handleRequest(body []byte, remote netip.Addr) []byte {
 	s.lastSeq = r.Seq
 	sk := m.session
 	m.mu.Unlock()
+	m.seen.note(sess.minion, time.Now())
 	reply.KeyID = sk.ID[:]
 	if err := m.serveSafe(sess, r, &reply, sk); err != nil {
 		reply.Error = err.Error()

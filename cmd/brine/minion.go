@@ -27,6 +27,11 @@ is not given and that file exists.`,
 			if diags.HasErrors() {
 				return withCode(exitNothing, diags)
 			}
+			// The minion reports its own version, for brine status (a claim, like every fact).
+			if cfg.ExtraFacts == nil {
+				cfg.ExtraFacts = map[string]string{}
+			}
+			cfg.ExtraFacts["brine_version"] = buildVersion()
 			logger, err := lf.logger(os.Stderr)
 			if err != nil {
 				return withCode(exitNothing, err)

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/brinecm/brine/master"
+)
+
+func newStatusCmd() *cobra.Command {
+	var (
+		cf      controlFlags
+		asJSON  bool
+		siteDir string
+	)
+	c := &cobra.Command{
+		Use:   "status [TARGET]",
+		Short: "Show the minions a target names: connected or last seen, version, groups, last job",
+		Long: `Status asks the master about each accepted minion TARGET names (default '*'): whether it is
+connected (an authenticated request in the last 30 seconds) or when the master last heard from it
+(since the master started), the brine version it reports (a fact: a claim), its groups (key groups
+and the site's groups) and its last job among the 2000 most recent, with its outcome.`,
+		Example: "  brine status\n  brine status 'group:web' --json",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			target := "*"
+			if len(args) == 1 {
+				target = args[0]
+			}
+			req := master.ControlRequest{Op: "status", Target: target}
+			if siteDir != "" {
+				site, err := siteFileOnly(siteDir)
+				if err != nil {
+					return err
+				}
+				req.Site, req.SiteDir = site, siteDir
+			}
+			cl, err := cf.client()
+			if err != nil {
+				return withCode(exitNothing, err)
+			}
+			r, err := cl.One(cmd.Context(), req)
+			if err != nil {
+				return withCode(exitNothing, err)
+			}
+			w := cmd.OutOrStdout()
+			if asJSON {
+				return json.NewEncoder(w).Encode(r.Status)
+			}
+			now := time.Now()
+			fmt.Fprintf(w, "%-24s %-16s %-16s %-24s %s\n", "ID", "STATE", "VERSION", "GROUPS", "LAST JOB")
+			for _, s := range r.Status {
+				state := "connected"
+				switch {
+				case s.Connected:
+				case s.LastSeen.IsZero():
+					state = "not seen"
+				default:
+					state = "seen " + age(now, s.LastSeen) + " ago"
+				}
+				job := "-"
+				if j := s.LastJob; j != nil {
+					dry := ""
+					if j.DryRun {
+						dry = " (dry run)"
+					}
+					job = fmt.Sprintf("%s %s%s, %s ago: %s", j.Kind, j.JID, dry, age(now, j.Created), j.Outcome)
+					if j.Error != "" {
+						job += " (" + escapeOutput(j.Error) + ")"
+					}
+				}
+				fmt.Fprintf(w, "%-24s %-16s %-16s %-24s %s\n", s.ID, state, orDash(escapeOutput(s.Version)), orDash(strings.Join(s.Groups, ",")), job)
+			}
+			return nil
+		},
+	}
+	cf.register(c)
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.Flags().StringVar(&siteDir, "site", "", "a states tree whose site.hcl groups count (default: site in master.hcl)")
+	return c
+}
+
+func init() { rootCmd.AddCommand(newStatusCmd()) }

@@ -1,0 +1,157 @@
+package master
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/brinecm/brine/internal/wire"
+)
+
+// statusScanJobs bounds the jobs `brine status` reads to find each minion's last one.
+const statusScanJobs = 2000
+
+// connectedWithin is how recent a minion's last authenticated request must be for it to count
+// as connected (minions make one at least every heartbeat, 5s by default).
+const connectedWithin = 30 * time.Second
+
+// seenTable remembers when each minion last made an authenticated request, since the master
+// started. It holds one entry per minion that authenticated; entries of keys no longer accepted
+// are dropped when status is read.
+type seenTable struct {
+	mu sync.Mutex // guards at
+	at map[string]time.Time
+}
+
+func (s *seenTable) note(id string, t time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.at == nil {
+		s.at = map[string]time.Time{}
+	}
+	s.at[id] = t
+}
+
+// snapshot returns the table, keeping only the ids in keep.
+func (s *seenTable) snapshot(keep map[string]bool) map[string]time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]time.Time{}
+	for id, t := range s.at {
+		if keep[id] {
+			out[id] = t
+		} else {
+			delete(s.at, id)
+		}
+	}
+	return out
+}
+
+// MinionStatus is one minion as `brine status` shows it. Version is the brine_version fact the
+// minion reports (a claim).
+type MinionStatus struct {
+	ID        string      `json:"id"`
+	Connected bool        `json:"connected"`
+	LastSeen  time.Time   `json:"last_seen,omitzero"` // since the master started
+	Version   string      `json:"version,omitempty"`
+	Groups    []string    `json:"groups"`
+	LastJob   *JobOutcome `json:"last_job,omitempty"`
+}
+
+// JobOutcome is a minion's part of one job.
+type JobOutcome struct {
+	JID     string    `json:"jid"`
+	Kind    string    `json:"kind"`
+	Target  string    `json:"target"`
+	DryRun  bool      `json:"dry_run,omitempty"`
+	Created time.Time `json:"created"`
+	Outcome string    `json:"outcome"` // succeeded | failed | no return | running
+	Error   string    `json:"error,omitempty"`
+}
+
+// Status reports the minions target names (with site's groups): connection, version, groups and
+// their last job among the statusScanJobs most recent.
+func (m *Master) Status(ctx context.Context, target string, site *Site) ([]MinionStatus, error) {
+	ids, err := m.ResolveTargetIn(target, site)
+	if err != nil {
+		return nil, err
+	}
+	if len(ids) == 0 {
+		return nil, ErrNoMinions
+	}
+	infos := map[string]MinionInfo{}
+	accepted := map[string]bool{}
+	for _, mi := range site.extend(m.Minions()) {
+		infos[mi.ID] = mi
+		accepted[mi.ID] = true
+	}
+	seen := m.seen.snapshot(accepted)
+	m.mu.Lock()
+	sessions := map[string]bool{}
+	for id := range m.byMinion {
+		sessions[id] = true
+	}
+	m.mu.Unlock()
+	now := time.Now()
+	want := map[string]*MinionStatus{}
+	out := make([]MinionStatus, len(ids))
+	for i, id := range ids {
+		mi := infos[id]
+		st := MinionStatus{ID: id, Groups: mi.Groups, LastSeen: seen[id]}
+		if st.Groups == nil {
+			st.Groups = []string{}
+		}
+		st.Connected = sessions[id] && !st.LastSeen.IsZero() && now.Sub(st.LastSeen) < connectedWithin
+		if v, ok := mi.Facts["brine_version"].(string); ok {
+			st.Version = v
+		}
+		out[i] = st
+		want[id] = &out[i]
+	}
+	jobs, err := m.store.Jobs(statusScanJobs)
+	if err != nil {
+		return nil, err
+	}
+	for _, j := range jobs { // newest first
+		if len(want) == 0 || ctx.Err() != nil {
+			break
+		}
+		var mine []string
+		for _, id := range j.Minions {
+			if _, ok := want[id]; ok {
+				mine = append(mine, id)
+			}
+		}
+		if len(mine) == 0 {
+			continue
+		}
+		rets := map[string]wire.Return{}
+		if rs, err := m.store.Returns(j.JID); err == nil {
+			for _, r := range rs {
+				var ret wire.Return
+				if json.Unmarshal(r.Data, &ret) == nil {
+					rets[r.Minion] = ret
+				}
+			}
+		}
+		for _, id := range mine {
+			o := &JobOutcome{JID: j.JID, Kind: j.Kind, Target: j.Target, DryRun: j.DryRun, Created: j.Created}
+			switch ret, ok := rets[id]; {
+			case ok && ret.Success:
+				o.Outcome = "succeeded"
+			case ok:
+				o.Outcome, o.Error = "failed", ret.Error
+			case now.Before(j.Expires):
+				o.Outcome = "running"
+			default:
+				o.Outcome = "no return"
+			}
+			want[id].LastJob = o
+			delete(want, id)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
