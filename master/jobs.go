@@ -306,6 +306,17 @@ func (m *Master) Run(ctx context.Context, spec JobSpec, emit func(Event)) (*Resu
 	if len(spec.Minions) == 0 {
 		return nil, ErrNoMinions
 	}
+	if spec.Site == nil {
+		// Every job's minion.groups holds the configured site's groups, whoever starts it.
+		site, tree, diags, err := m.siteFor(nil, "", false)
+		if err != nil {
+			return nil, err
+		}
+		if diags.HasErrors() {
+			return nil, siteError(tree, diags)
+		}
+		spec.Site = site
+	}
 	var peerTargets, secretNames []string
 	if spec.Bundle != nil {
 		var diags hcl.Diagnostics
