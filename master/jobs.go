@@ -50,6 +50,8 @@ type JobSpec struct {
 	History string
 	// Run is the command of a wire.JobRun job.
 	Run *wire.RunSpec
+
+	validated bool // the bundle was compiled for these minions already (Converge)
 }
 
 // Event is one step of a job as the control socket streams it to the CLI.
@@ -335,7 +337,7 @@ func (m *Master) Run(ctx context.Context, spec JobSpec, emit func(Event)) (*Resu
 		if err != nil {
 			return nil, err
 		}
-		if spec.Bundle != nil && phase == 1 {
+		if spec.Bundle != nil && phase == 1 && !spec.validated {
 			if diags := m.validate(spec, peers); diags.HasErrors() {
 				return nil, m.invalid(spec.Bundle, diags, emit)
 			}

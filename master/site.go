@@ -296,18 +296,14 @@ func (m *Master) Converge(ctx context.Context, cs ConvergeSpec, ro Rollout, emit
 			return nil, fmt.Errorf("bundles %s: %w", k, err)
 		}
 		vars[k] = states.VarsFor(b, cs.Vars)
-		diags := states.Check(b, states.Options{Vars: vars[k], VarFiles: cs.VarFiles})
+		targets, diags := states.PeerTargets(b)
 		if !diags.HasErrors() {
-			spec := JobSpec{Bundle: b, Minions: members[k], Vars: vars[k], VarFiles: cs.VarFiles, Site: cs.Site}
-			targets, d := states.PeerTargets(b)
-			diags = d
-			if !d.HasErrors() {
-				peers, err := m.peersFor(targets, cs.Site)
-				if err != nil {
-					return nil, err
-				}
-				diags = m.validate(spec, peers)
+			peers, err := m.peersFor(targets, cs.Site)
+			if err != nil {
+				return nil, err
 			}
+			// A duplicate address, a ufw conflict or any other error of the merged bundle.
+			diags = m.validate(JobSpec{Bundle: b, Minions: members[k], Vars: vars[k], VarFiles: cs.VarFiles, Site: cs.Site}, peers)
 		}
 		if diags.HasErrors() {
 			bad = append(bad, diags...)
@@ -340,7 +336,8 @@ func (m *Master) Converge(ctx context.Context, cs ConvergeSpec, ro Rollout, emit
 			go func() {
 				defer wg.Done()
 				r, err := m.Run(ctx, JobSpec{Kind: wire.JobApply, History: "converge", Target: cs.Target, Minions: ids,
-					Bundle: merged[k], DryRun: cs.DryRun, Timeout: cs.Timeout, Vars: vars[k], VarFiles: cs.VarFiles, Site: cs.Site}, emit)
+					Bundle: merged[k], DryRun: cs.DryRun, Timeout: cs.Timeout, Vars: vars[k], VarFiles: cs.VarFiles, Site: cs.Site,
+					validated: true}, emit)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
