@@ -312,32 +312,18 @@ func (s *KeyStore) Redeem(ts *TokenStore, p Presentation, tok string, now time.T
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old, known := s.keys[p.ID]
-	var squatter *MinionKey
-	switch {
-	case known && old.State == StateRejected:
-		return MinionKey{}, false, ErrKeyRejected
-	case known && old.State == StateAccepted && old.Key.Equal(p.Key):
-		return old, false, nil
-	case known && old.State == StateAccepted:
-		return MinionKey{}, false, ErrKeyHeld
-	case known && !old.Key.Equal(p.Key):
-		squatter = &old
+	d, err := DecideRedeem(old, known, p, t, now)
+	if err != nil || !d.Spend {
+		return d.Record, false, err
 	}
-	stamp := now.UTC()
-	m := MinionKey{ID: p.ID, Key: p.Key, State: StateAccepted, Groups: t.Groups, Source: p.Source, Created: stamp, Updated: stamp}
-	if known && squatter == nil {
-		m.Created = old.Created
-	}
+	m := d.Record
 	// Spend first: if the master dies after this, the token is lost, never used twice.
 	if err := os.Remove(tokPath); err != nil {
 		return MinionKey{}, false, ErrTokenInvalid
 	}
 	restore := func() { _ = WriteFileAtomic(tokPath, tokData, 0o600) }
-	var denied MinionKey
-	if squatter != nil {
-		denied = *squatter
-		denied.State, denied.Groups, denied.Updated = StateDenied, nil, stamp
-		if err := s.write("denied", denied); err != nil {
+	if d.Denied != nil {
+		if err := s.write("denied", *d.Denied); err != nil {
 			restore()
 			return MinionKey{}, false, err
 		}
@@ -347,8 +333,8 @@ func (s *KeyStore) Redeem(ts *TokenStore, p Presentation, tok string, now time.T
 		return MinionKey{}, false, err
 	}
 	s.set(m)
-	if squatter != nil {
-		s.denied[p.ID] = denied
+	if d.Denied != nil {
+		s.denied[p.ID] = *d.Denied
 	}
 	return m, true, nil
 }

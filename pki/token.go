@@ -3,7 +3,6 @@ package pki
 import (
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base32"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -104,16 +103,10 @@ func ValidIDPattern(p string) bool {
 // Create makes a token valid for req.TTL that enrols one minion whose id matches req.ID into
 // req.Groups, and returns its secret form ("brn2-..."), shown once.
 func (s *TokenStore) Create(req TokenRequest) (string, Token, error) {
-	if req.TTL <= 0 {
-		return "", Token{}, errors.New("token ttl must be positive")
+	tok, t, err := NewToken(s.finger, req, time.Now())
+	if err != nil {
+		return "", Token{}, err
 	}
-	if !ValidIDPattern(req.ID) {
-		return "", Token{}, fmt.Errorf("token id %q is neither a minion id nor a glob of ids (lower-case letters, digits, '.', '-', '*', '?', [...])", req.ID)
-	}
-	secret := strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(RandomBytes(20)))
-	tok := tokenPrefixV2 + s.finger + "-" + secret
-	now := time.Now().UTC()
-	t := Token{Hash: tokenHash(tok), ID: req.ID, Groups: cleanGroups(req.Groups), Created: now, Expires: now.Add(req.TTL)}
 	data, _ := json.Marshal(t)
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -1,0 +1,631 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/brinecm/brine/internal/jobstore"
+	"github.com/brinecm/brine/internal/pgtest"
+	"github.com/brinecm/brine/internal/store"
+	"github.com/brinecm/brine/pki"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// backend opens stores on one backing: open returns a new handle each call (for PostgreSQL a new
+// connection pool, as a second master would have; for files the same store, which one master
+// owns).
+type backend struct {
+	name string
+	open func(t *testing.T) (open func() store.Store)
+}
+
+var masterKey = func() *pki.KeyPair { k, _ := pki.GenerateKeyPair(); return k }()
+
+func backends() []backend {
+	return []backend{
+		{"files", func(t *testing.T) func() store.Store {
+			s, err := store.OpenFiles(t.TempDir(), masterKey.Pub)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return func() store.Store { return s }
+		}},
+		{"postgres", func(t *testing.T) func() store.Store {
+			url := pgtest.Shared(t).NewDatabase(t)
+			return func() store.Store {
+				s, err := store.OpenPostgres(context.Background(), url, masterKey.Pub, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { s.Close() })
+				return s
+			}
+		}},
+	}
+}
+
+// TestContract runs one suite against every implementation.
+func TestContract(t *testing.T) {
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			for _, c := range []struct {
+				name string
+				f    func(t *testing.T, open func() store.Store)
+			}{
+				{"keys", testKeys},
+				{"pending-limits", testPendingLimits},
+				{"tokens", testTokens},
+				{"redeem-decisions", testRedeemDecisions},
+				{"redeem-concurrent", testRedeemConcurrent},
+				{"jobs", testJobs},
+				{"deliveries", testDeliveries},
+				{"attested", testAttested},
+				{"presence", testPresence},
+				{"identity", testIdentity},
+			} {
+				t.Run(c.name, func(t *testing.T) { c.f(t, b.open(t)) })
+			}
+		})
+	}
+}
+
+func newKey(t *testing.T) pki.PublicKey {
+	k, err := pki.GenerateKeyPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.Pub
+}
+
+func testKeys(t *testing.T, open func() store.Store) {
+	ks := open().Keys()
+	a, b := newKey(t), newKey(t)
+	m, err := ks.Present(pki.Presentation{ID: "web1", Key: a, Source: "10.0.0.1", Requested: []string{"web", "admin"}}, false, nil)
+	if err != nil || m.State != pki.StatePending || !reflect.DeepEqual(m.Requested, []string{"admin", "web"}) || m.Groups != nil {
+		t.Fatalf("present: %+v %v", m, err)
+	}
+	if again, err := ks.Present(pki.Presentation{ID: "web1", Key: a}, false, nil); err != nil || again.State != pki.StatePending || !again.Created.Equal(m.Created) {
+		t.Fatalf("present again: %+v %v", again, err)
+	}
+	// Another key for a known id is denied and does not replace the record.
+	d, err := ks.Present(pki.Presentation{ID: "web1", Key: b, Source: "10.0.0.9"}, false, nil)
+	if err != nil || d.State != pki.StateDenied {
+		t.Fatalf("other key: %+v %v", d, err)
+	}
+	if g, ok := ks.Get("web1"); !ok || !g.Key.Equal(a) || g.State != pki.StatePending {
+		t.Fatalf("get after denied: %+v %v", g, ok)
+	}
+	// A denied presentation already on record is not written again, even when allow says no.
+	if d2, err := ks.Present(pki.Presentation{ID: "web1", Key: b}, false, func() bool { return false }); err != nil || d2.State != pki.StateDenied {
+		t.Fatalf("denied again: %+v %v", d2, err)
+	}
+	if _, err := ks.Present(pki.Presentation{ID: "web2", Key: b}, false, func() bool { return false }); !errors.Is(err, pki.ErrEnrolLimited) {
+		t.Fatalf("allow=false: %v", err)
+	}
+	if _, ok := ks.Get("web2"); ok {
+		t.Fatal("a refused presentation wrote a record")
+	}
+	if _, err := ks.Present(pki.Presentation{ID: "Bad/ID", Key: b}, false, nil); err == nil {
+		t.Fatal("invalid id accepted")
+	}
+	if m, err := ks.Present(pki.Presentation{ID: "db1", Key: b}, true, nil); err != nil || m.State != pki.StateAccepted || m.Groups != nil {
+		t.Fatalf("auto accept: %+v %v", m, err)
+	}
+	list := ks.List()
+	var got []string
+	for _, m := range list {
+		got = append(got, string(m.State)+":"+m.ID)
+	}
+	if want := []string{"accepted:db1", "denied:web1", "pending:web1"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("list = %v, want %v", got, want)
+	}
+	// Accept by fingerprint: the wrong one accepts nothing.
+	if recs, err := ks.AcceptKeys("web*", []string{"web"}, false, b.Fingerprint()); err != nil || len(recs) != 0 {
+		t.Fatalf("accept wrong finger: %v %v", recs, err)
+	}
+	recs, err := ks.AcceptKeys("web*", []string{"web", "web", ""}, false, a.Fingerprint())
+	if err != nil || len(recs) != 1 || recs[0].State != pki.StateAccepted || !reflect.DeepEqual(recs[0].Groups, []string{"web"}) {
+		t.Fatalf("accept: %+v %v", recs, err)
+	}
+	if acc := ks.Accepted(); len(acc) != 2 || !reflect.DeepEqual(acc["web1"].Requested, []string{"admin", "web"}) {
+		t.Fatalf("accepted: %+v", acc)
+	}
+	if ids, err := ks.SetGroups("*", []string{"b", "a"}); err != nil || !reflect.DeepEqual(ids, []string{"db1", "web1"}) {
+		t.Fatalf("set groups: %v %v", ids, err)
+	}
+	if g, _ := ks.Get("db1"); !reflect.DeepEqual(g.Groups, []string{"a", "b"}) {
+		t.Fatalf("groups: %v", g.Groups)
+	}
+	if ids, err := ks.Reject("db*"); err != nil || !reflect.DeepEqual(ids, []string{"db1"}) {
+		t.Fatalf("reject: %v %v", ids, err)
+	}
+	if ids, _ := ks.Accept("db1", nil, false); len(ids) != 0 {
+		t.Fatal("accept without includeRejected accepted a rejected key")
+	}
+	if ids, _ := ks.Accept("db1", nil, true); !reflect.DeepEqual(ids, []string{"db1"}) {
+		t.Fatalf("accept rejected: %v", ids)
+	}
+	if g, _ := ks.Get("db1"); !reflect.DeepEqual(g.Groups, []string{"a", "b"}) {
+		t.Fatalf("accept with nil groups changed them: %v", g.Groups)
+	}
+	if ids, err := ks.Delete("web*"); err != nil || !reflect.DeepEqual(ids, []string{"web1"}) {
+		t.Fatalf("delete: %v %v", ids, err)
+	}
+	if len(ks.List()) != 1 {
+		t.Fatalf("denied record not deleted: %+v", ks.List())
+	}
+	// A deleted minion that comes back is new and pending.
+	if m, _ := ks.Present(pki.Presentation{ID: "web1", Key: b}, false, nil); m.State != pki.StatePending {
+		t.Fatalf("came back: %+v", m)
+	}
+}
+
+func testPendingLimits(t *testing.T, open func() store.Store) {
+	ks := open().Keys()
+	ks.SetLimits(pki.PendingLimits{Max: 3, PerSource: 2, TTL: time.Hour})
+	for i := range 2 {
+		if _, err := ks.Present(pki.Presentation{ID: fmt.Sprintf("a%d", i), Key: newKey(t), Source: "s1"}, false, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ks.Present(pki.Presentation{ID: "a9", Key: newKey(t), Source: "s1"}, false, nil); !errors.Is(err, pki.ErrSourceFull) {
+		t.Fatalf("per source: %v", err)
+	}
+	if _, err := ks.Present(pki.Presentation{ID: "b0", Key: newKey(t), Source: "s2"}, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ks.Present(pki.Presentation{ID: "c0", Key: newKey(t), Source: "s3"}, false, nil); !errors.Is(err, pki.ErrPendingFull) {
+		t.Fatalf("total: %v", err)
+	}
+	if total, src := ks.Pending("s1"); total != 3 || src != 2 {
+		t.Fatalf("pending = %d, %d", total, src)
+	}
+	// auto accept is not bounded by the pending limits.
+	if _, err := ks.Present(pki.Presentation{ID: "c1", Key: newKey(t), Source: "s1"}, true, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Old pending keys make room when the store is full.
+	ks.SetLimits(pki.PendingLimits{Max: 3, PerSource: 2, TTL: time.Nanosecond})
+	if _, err := ks.Present(pki.Presentation{ID: "c2", Key: newKey(t), Source: "s3"}, false, nil); err != nil {
+		t.Fatalf("after ttl: %v", err)
+	}
+	if total, _ := ks.Pending("s3"); total != 1 {
+		t.Fatalf("pending after prune = %d", total)
+	}
+}
+
+func testTokens(t *testing.T, open func() store.Store) {
+	s := open()
+	ts := s.Tokens()
+	if _, _, err := ts.Create(pki.TokenRequest{TTL: 0}); err == nil {
+		t.Fatal("zero ttl")
+	}
+	if _, _, err := ts.Create(pki.TokenRequest{ID: "BAD ID", TTL: time.Minute}); err == nil {
+		t.Fatal("bad id pattern")
+	}
+	tok, rec, err := ts.Create(pki.TokenRequest{ID: "web*", Groups: []string{"web"}, TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, err := pki.TokenMasterFinger(tok); err != nil || pki.NormalizeFingerprint(f) != pki.NormalizeFingerprint(masterKey.Pub.Fingerprint()) {
+		t.Fatalf("token finger %q %v", f, err)
+	}
+	now := time.Now()
+	if got, err := ts.Check(tok, "web3", now); err != nil || got.Hash != rec.Hash || !reflect.DeepEqual(got.Groups, []string{"web"}) {
+		t.Fatalf("check: %+v %v", got, err)
+	}
+	if _, err := ts.Check(tok, "db1", now); !errors.Is(err, pki.ErrTokenID) {
+		t.Fatalf("other id: %v", err)
+	}
+	if _, err := ts.Check(tok+"x", "web3", now); !errors.Is(err, pki.ErrTokenInvalid) {
+		t.Fatalf("forged: %v", err)
+	}
+	if l, err := ts.List(); err != nil || len(l) != 1 || l[0].Hash != rec.Hash {
+		t.Fatalf("list: %+v %v", l, err)
+	}
+	ks := s.Keys()
+	k := newKey(t)
+	m, spent, err := ks.Redeem(pki.Presentation{ID: "web3", Key: k, Source: "s"}, tok, now)
+	if err != nil || !spent || m.State != pki.StateAccepted || !reflect.DeepEqual(m.Groups, []string{"web"}) {
+		t.Fatalf("redeem: %+v %v %v", m, spent, err)
+	}
+	if g, _ := ks.Get("web3"); g.State != pki.StateAccepted {
+		t.Fatalf("after redeem: %+v", g)
+	}
+	if _, _, err := ks.Redeem(pki.Presentation{ID: "web4", Key: newKey(t)}, tok, now); !errors.Is(err, pki.ErrTokenInvalid) {
+		t.Fatalf("second use: %v", err)
+	}
+	// An expired token enrols nobody and is removed.
+	old, _, _ := ts.Create(pki.TokenRequest{TTL: time.Minute})
+	if _, _, err := ks.Redeem(pki.Presentation{ID: "x1", Key: newKey(t)}, old, now.Add(2*time.Minute)); !errors.Is(err, pki.ErrTokenExpired) {
+		t.Fatalf("expired: %v", err)
+	}
+	if l, _ := ts.List(); len(l) != 0 {
+		t.Fatalf("expired token kept: %+v", l)
+	}
+	if _, ok := ks.Get("x1"); ok {
+		t.Fatal("an expired token enrolled")
+	}
+}
+
+func testRedeemDecisions(t *testing.T, open func() store.Store) {
+	s := open()
+	ks, ts := s.Keys(), s.Tokens()
+	now := time.Now()
+	web, _, _ := ts.Create(pki.TokenRequest{ID: "web*", Groups: []string{"web"}, TTL: time.Hour})
+	// A rejected id stays rejected.
+	rk := newKey(t)
+	ks.Present(pki.Presentation{ID: "web0", Key: rk}, false, nil)
+	ks.Reject("web0")
+	for _, k := range []pki.PublicKey{rk, newKey(t)} {
+		if _, spent, err := ks.Redeem(pki.Presentation{ID: "web0", Key: k}, web, now); !errors.Is(err, pki.ErrKeyRejected) || spent {
+			t.Fatalf("rejected: %v %v", spent, err)
+		}
+	}
+	// An id accepted with another key stays so; with this key it is returned as it is.
+	held := newKey(t)
+	ks.Present(pki.Presentation{ID: "web9", Key: held}, true, nil)
+	if _, spent, err := ks.Redeem(pki.Presentation{ID: "web9", Key: newKey(t)}, web, now); !errors.Is(err, pki.ErrKeyHeld) || spent {
+		t.Fatalf("held: %v %v", spent, err)
+	}
+	if m, spent, err := ks.Redeem(pki.Presentation{ID: "web9", Key: held}, web, now); err != nil || spent || m.State != pki.StateAccepted {
+		t.Fatalf("same key: %+v %v %v", m, spent, err)
+	}
+	// A squatter's pending key is taken over and kept as denied.
+	squat, owner := newKey(t), newKey(t)
+	ks.Present(pki.Presentation{ID: "web1", Key: squat, Source: "evil"}, false, nil)
+	m, spent, err := ks.Redeem(pki.Presentation{ID: "web1", Key: owner, Source: "good"}, web, now)
+	if err != nil || !spent || !m.Key.Equal(owner) || m.Source != "good" {
+		t.Fatalf("takeover: %+v %v %v", m, spent, err)
+	}
+	var denied *pki.MinionKey
+	for _, r := range ks.List() {
+		if r.ID == "web1" && r.State == pki.StateDenied {
+			denied = &r
+		}
+	}
+	if denied == nil || !denied.Key.Equal(squat) || denied.Groups != nil {
+		t.Fatalf("squatter not denied: %+v", ks.List())
+	}
+	if _, _, err := ks.Redeem(pki.Presentation{ID: "web2", Key: newKey(t)}, web, now); !errors.Is(err, pki.ErrTokenInvalid) {
+		t.Fatalf("spent token: %v", err)
+	}
+}
+
+// testRedeemConcurrent presents one token many times at once, through several handles on the
+// store (several masters, for PostgreSQL): exactly one minion is enrolled.
+func testRedeemConcurrent(t *testing.T, open func() store.Store) {
+	handles := []store.Store{open(), open(), open()}
+	tok, _, err := handles[0].Tokens().Create(pki.TokenRequest{Groups: []string{"g"}, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 24
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var won []string
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			id := fmt.Sprintf("m%d", i)
+			m, spent, err := handles[i%len(handles)].Keys().Redeem(pki.Presentation{ID: id, Key: newKey(t)}, tok, time.Now())
+			if err == nil && spent && m.State == pki.StateAccepted {
+				mu.Lock()
+				won = append(won, id)
+				mu.Unlock()
+			} else if err != nil && !errors.Is(err, pki.ErrTokenInvalid) {
+				t.Errorf("redeem %s: %v", id, err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if len(won) != 1 {
+		t.Fatalf("%d minions enrolled with one token: %v", len(won), won)
+	}
+	if acc := handles[1].Keys().Accepted(); len(acc) != 1 {
+		t.Fatalf("accepted: %v", acc)
+	}
+}
+
+func testJobs(t *testing.T, open func() store.Store) {
+	js := open().Jobs()
+	base := time.Now().UTC().Truncate(time.Millisecond)
+	for i := range 5 {
+		j := jobstore.Job{JID: fmt.Sprintf("2026%04d", i), Kind: "ping", Target: "*", Minions: []string{"a", "b"}, Created: base, Expires: base.Add(time.Minute)}
+		if err := js.PutJob(j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := js.Job("nope"); !errors.Is(err, jobstore.ErrNotFound) {
+		t.Fatalf("unknown job: %v", err)
+	}
+	j, err := js.Job("20260002")
+	if err != nil || !reflect.DeepEqual(j.Minions, []string{"a", "b"}) || !j.Created.Equal(base) {
+		t.Fatalf("job: %+v %v", j, err)
+	}
+	jobs, err := js.Jobs(2)
+	if err != nil || len(jobs) != 2 || jobs[0].JID != "20260004" || jobs[1].JID != "20260003" {
+		t.Fatalf("jobs: %+v %v", jobs, err)
+	}
+	if all, _ := js.Jobs(0); len(all) != 5 {
+		t.Fatalf("all jobs: %d", len(all))
+	}
+	r := jobstore.Return{JID: "20260002", Minion: "a", Data: []byte(`{"ok":true}`), Sig: []byte{1, 2}, Received: base}
+	for i, want := range []bool{true, false} {
+		if added, err := js.AddReturn(r); err != nil || added != want {
+			t.Fatalf("add return %d: %v %v", i, added, err)
+		}
+	}
+	js.AddReturn(jobstore.Return{JID: "20260002", Minion: "b", Data: []byte(`{}`), Received: base})
+	js.AddReturn(jobstore.Return{JID: "20260003", Minion: "a", Data: []byte(`{}`), Received: base})
+	rs, err := js.Returns("20260002")
+	if err != nil || len(rs) != 2 || string(rs[0].Data) != `{"ok":true}` || rs[0].Minion != "a" || string(rs[0].Sig) != "\x01\x02" {
+		t.Fatalf("returns: %+v %v", rs, err)
+	}
+	// Concurrent deliveries of one return record it once.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	added := 0
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if ok, err := js.AddReturn(jobstore.Return{JID: "20260004", Minion: "c", Data: []byte(`{}`)}); err == nil && ok {
+				mu.Lock()
+				added++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if added != 1 {
+		t.Fatalf("one return recorded %d times", added)
+	}
+	if err := js.PutFacts("a", []byte(`{"x":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	js.PutFacts("b", []byte(`{}`))
+	js.PutFacts("a", []byte(`{"x":2}`))
+	if f, err := js.AllFacts(); err != nil || len(f) != 2 || string(f["a"]) != `{"x":2}` {
+		t.Fatalf("facts: %v %v", f, err)
+	}
+	js.DeleteFacts("a")
+	if f, _ := js.AllFacts(); len(f) != 1 {
+		t.Fatalf("facts after delete: %v", f)
+	}
+}
+
+func testDeliveries(t *testing.T, open func() store.Store) {
+	d := open().Deliveries()
+	now := time.Now()
+	if err := d.Add("j1", []string{"a", "b"}, now.Add(time.Minute), []byte("signed1")); err != nil {
+		t.Fatal(err)
+	}
+	if ad, known, err := d.Addressed("j1", "a"); err != nil || !ad || !known {
+		t.Fatalf("addressed: %v %v %v", ad, known, err)
+	}
+	if ad, known, _ := d.Addressed("j1", "z"); ad || !known {
+		t.Fatalf("not addressed: %v %v", ad, known)
+	}
+	if _, known, _ := d.Addressed("j9", "a"); known {
+		t.Fatal("unknown job known")
+	}
+	later := time.Now().Add(time.Second)
+	if p, _ := d.Pending("a", time.Now(), time.Hour); len(p) != 0 {
+		t.Fatalf("pending within grace: %v", p)
+	}
+	if p, err := d.Pending("a", later, 0); err != nil || !reflect.DeepEqual(p, []string{"j1"}) {
+		t.Fatalf("pending: %v %v", p, err)
+	}
+	if s, err := d.Resendable("j1", "a", later, time.Minute); err != nil || string(s) != "signed1" {
+		t.Fatalf("resendable: %q %v", s, err)
+	}
+	if s, _ := d.Resendable("j1", "a", later.Add(time.Second), time.Minute); s != nil {
+		t.Fatal("resent twice within the interval")
+	}
+	if s, _ := d.Resendable("j1", "b", now.Add(2*time.Minute), 0); s != nil {
+		t.Fatal("resendable after expiry")
+	}
+	if s, _ := d.Resendable("j1", "z", later, time.Minute); s != nil {
+		t.Fatal("resendable for a minion not addressed")
+	}
+	if signed, ids, err := d.Job("j1"); err != nil || string(signed) != "signed1" || len(ids) != 2 {
+		t.Fatalf("job: %q %v %v", signed, ids, err)
+	}
+	d.MarkReturned("j1", "a")
+	if p, _ := d.Pending("a", later, 0); len(p) != 0 {
+		t.Fatalf("pending after return: %v", p)
+	}
+	if s, _ := d.Resendable("j1", "a", later.Add(time.Hour), 0); s != nil {
+		t.Fatal("resendable after return")
+	}
+	if p, _ := d.Pending("b", now.Add(2*time.Minute), 0); len(p) != 0 {
+		t.Fatalf("pending after expiry: %v", p)
+	}
+	d.MarkReturned("j1", "b")
+	if signed, _, _ := d.Job("j1"); signed != nil {
+		t.Fatal("job kept after everyone returned")
+	}
+	if _, known, _ := d.Addressed("j1", "a"); !known {
+		t.Fatal("job forgotten right after its returns (late returns are checked against it)")
+	}
+}
+
+func testAttested(t *testing.T, open func() store.Store) {
+	a := open().Attested()
+	if v, err := a.Get("m1"); err != nil || v != nil {
+		t.Fatalf("empty: %q %v", v, err)
+	}
+	if err := a.Update("m1", func(old []byte) ([]byte, error) { return []byte(`{"a":1}`), nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Update("m1", func(old []byte) ([]byte, error) { return nil, nil }); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	if err := a.Update("m1", func(old []byte) ([]byte, error) { return []byte("x"), boom }); !errors.Is(err, boom) {
+		t.Fatalf("fn error: %v", err)
+	}
+	if v, _ := a.Get("m1"); string(v) != `{"a":1}` {
+		t.Fatalf("get: %q", v)
+	}
+	if err := a.Update("../x", func([]byte) ([]byte, error) { return []byte("{}"), nil }); err == nil {
+		t.Fatal("invalid id written")
+	}
+	a.Delete("m1")
+	if v, _ := a.Get("m1"); v != nil {
+		t.Fatalf("after delete: %q", v)
+	}
+}
+
+func testPresence(t *testing.T, open func() store.Store) {
+	p := open().Presence()
+	now := time.Now()
+	p.SetPresence("a", "m1", now.Add(time.Minute))
+	p.SetPresence("b", "m1", now.Add(-time.Second))
+	p.SetPresence("a", "m2", now.Add(time.Minute))
+	got, err := p.Presence(now)
+	if err != nil || len(got) != 1 || got["a"].Master != "m2" {
+		t.Fatalf("presence: %+v %v", got, err)
+	}
+}
+
+func testIdentity(t *testing.T, open func() store.Store) {
+	s := open()
+	if err := s.ClaimIdentity(masterKey.Pub.Fingerprint()); err != nil {
+		t.Fatal(err)
+	}
+	if err := open().ClaimIdentity(masterKey.Pub.Fingerprint()); err != nil {
+		t.Fatalf("same key again: %v", err)
+	}
+	if err := open().ClaimIdentity(newKey(t).Fingerprint()); !errors.Is(err, store.ErrOtherIdentity) {
+		t.Fatalf("other key: %v", err)
+	}
+}
+
+// TestPostgresMigrations: a second start applies nothing; a schema newer than the binary is
+// refused.
+func TestPostgresMigrations(t *testing.T) {
+	url := pgtest.Shared(t).NewDatabase(t)
+	ctx := context.Background()
+	// Masters starting at once apply each migration once.
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := store.OpenPostgres(ctx, url, masterKey.Pub, nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			s.Close()
+		}()
+	}
+	wg.Wait()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n, v int
+	if err := conn.QueryRow(ctx, `SELECT count(*), max(version) FROM schema_migrations`).Scan(&n, &v); err != nil || n != store.SchemaVersion() || v != store.SchemaVersion() {
+		t.Fatalf("schema_migrations: %d rows, version %d, %v", n, v, err)
+	}
+	if _, err := conn.Exec(ctx, `INSERT INTO schema_migrations (version) VALUES ($1)`, store.SchemaVersion()+1); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := store.OpenPostgres(ctx, url, masterKey.Pub, nil); err == nil {
+		s.Close()
+		t.Fatal("a newer schema was not refused")
+	}
+}
+
+// TestPostgresNotify: a job added and a return recorded through one handle are told to a
+// listener of another, and not to the handle's own listener.
+func TestPostgresNotify(t *testing.T) {
+	url := pgtest.Shared(t).NewDatabase(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	open := func() *store.Postgres {
+		s, err := store.OpenPostgres(ctx, url, masterKey.Pub, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a, b := open(), open()
+	evs := make(chan store.Event, 16)
+	own := make(chan store.Event, 16)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); b.Listen(ctx, func(e store.Event) { evs <- e }) }()
+	go func() { defer wg.Done(); a.Listen(ctx, func(e store.Event) { own <- e }) }()
+	defer wg.Wait()
+	defer cancel()
+	// LISTEN takes effect asynchronously: publish until the first event arrives.
+	deadline := time.After(30 * time.Second)
+	jid := 0
+	var got store.Event
+wait:
+	for {
+		jid++
+		if err := a.Deliveries().Add(fmt.Sprintf("j%d", jid), []string{"m"}, time.Now().Add(time.Minute), []byte("s")); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got = <-evs:
+			break wait
+		case <-time.After(200 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("no job event")
+		}
+	}
+	if got.Kind != store.EventJob {
+		t.Fatalf("event %+v", got)
+	}
+	if _, err := a.Jobs().AddReturn(jobstore.Return{JID: "j1", Minion: "m", Data: []byte("{}")}); err != nil {
+		t.Fatal(err)
+	}
+	a.Jobs().AddReturn(jobstore.Return{JID: "j1", Minion: "m", Data: []byte("{}")}) // a duplicate tells nobody
+	for {
+		select {
+		case e := <-evs:
+			if e.Kind == store.EventJob {
+				continue
+			}
+			if e != (store.Event{Kind: store.EventReturn, JID: "j1", Minion: "m"}) {
+				t.Fatalf("event %+v", e)
+			}
+			select {
+			case e := <-evs:
+				if e.Kind == store.EventReturn {
+					t.Fatalf("duplicate return told: %+v", e)
+				}
+			case <-time.After(300 * time.Millisecond):
+			}
+			select {
+			case e := <-own:
+				t.Fatalf("a handle was told its own event: %+v", e)
+			default:
+			}
+			return
+		case <-deadline:
+			t.Fatal("no return event")
+		}
+	}
+}

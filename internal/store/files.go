@@ -1,0 +1,195 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/brinecm/brine/internal/jobstore"
+	"github.com/brinecm/brine/pki"
+)
+
+// Files is the embedded store of one master, in its data dir: keys and tokens as JSON files
+// (pki.KeyStore, pki.TokenStore), jobs, returns and facts in one bbolt file, attested values as
+// JSON files; deliveries and presence live in memory (one master has nobody to share them
+// with, and a restarted master publishes anew).
+type Files struct {
+	dir      string
+	keys     fileKeys
+	tokens   *pki.TokenStore
+	jobs     *jobstore.Bolt
+	deliver  *MemDeliveries
+	attested *fileAttested
+	presence *memPresence
+}
+
+// OpenFiles opens (creating if needed) the files store in dataDir, for the master whose key is
+// master.
+func OpenFiles(dataDir string, master pki.PublicKey) (*Files, error) {
+	keys, err := pki.OpenKeyStore(filepath.Join(dataDir, "pki"))
+	if err != nil {
+		return nil, err
+	}
+	tokens, err := pki.OpenTokenStore(filepath.Join(dataDir, "pki", "tokens"), master)
+	if err != nil {
+		return nil, err
+	}
+	attested, err := openFileAttested(filepath.Join(dataDir, "attested"))
+	if err != nil {
+		return nil, err
+	}
+	jobs, err := jobstore.OpenBolt(filepath.Join(dataDir, "master.db"))
+	if err != nil {
+		return nil, err
+	}
+	return &Files{
+		dir: dataDir, keys: fileKeys{KeyStore: keys, ts: tokens}, tokens: tokens, jobs: jobs,
+		deliver: &MemDeliveries{}, attested: attested, presence: &memPresence{},
+	}, nil
+}
+
+// Keys implements Store.
+func (f *Files) Keys() Keys { return f.keys }
+
+// Tokens implements Store.
+func (f *Files) Tokens() Tokens { return f.tokens }
+
+// Jobs implements Store.
+func (f *Files) Jobs() jobstore.Store { return f.jobs }
+
+// Deliveries implements Store.
+func (f *Files) Deliveries() Deliveries { return f.deliver }
+
+// Attested implements Store.
+func (f *Files) Attested() Attested { return f.attested }
+
+// Presence implements Store.
+func (f *Files) Presence() Presence { return f.presence }
+
+// ClaimIdentity implements Store: the fingerprint is kept in pki/master.finger.
+func (f *Files) ClaimIdentity(finger string) error {
+	p := filepath.Join(f.dir, "pki", "master.finger")
+	want := pki.NormalizeFingerprint(finger)
+	data, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return pki.WriteFileAtomic(p, []byte(want+"\n"), 0o600)
+	}
+	if err != nil {
+		return err
+	}
+	if got := strings.TrimSpace(string(data)); got != want {
+		return fmt.Errorf("%w: %s records %s, this master's key is %s", ErrOtherIdentity, p, got, want)
+	}
+	return nil
+}
+
+// Close implements Store.
+func (f *Files) Close() error { return f.jobs.Close() }
+
+// fileKeys is pki.KeyStore with its token store, so that Redeem has the Keys signature.
+type fileKeys struct {
+	*pki.KeyStore
+	ts *pki.TokenStore
+}
+
+func (k fileKeys) Redeem(p pki.Presentation, tok string, now time.Time) (pki.MinionKey, bool, error) {
+	return k.KeyStore.Redeem(k.ts, p, tok, now)
+}
+
+// fileAttested keeps one JSON file per minion in dir, with a copy in memory.
+type fileAttested struct {
+	dir string
+	mu  sync.Mutex // guards all and the files
+	all map[string][]byte
+}
+
+func openFileAttested(dir string) (*fileAttested, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("attestation dir: %w", err)
+	}
+	s := &fileAttested{dir: dir, all: map[string][]byte{}}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		id, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok || !pki.ValidID(id) {
+			continue
+		}
+		if data, err := os.ReadFile(filepath.Join(dir, e.Name())); err == nil {
+			s.all[id] = data
+		}
+	}
+	return s, nil
+}
+
+func (s *fileAttested) Get(id string) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.all[id], nil
+}
+
+func (s *fileAttested) Update(id string, fn func(old []byte) ([]byte, error)) error {
+	if !pki.ValidID(id) {
+		return fmt.Errorf("invalid minion id %q", id)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	data, err := fn(s.all[id])
+	if err != nil || data == nil {
+		return err
+	}
+	if err := pki.WriteFileAtomic(filepath.Join(s.dir, id+".json"), data, 0o600); err != nil {
+		return fmt.Errorf("save attestation of %s: %w", id, err)
+	}
+	s.all[id] = data
+	return nil
+}
+
+func (s *fileAttested) Delete(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.all, id)
+	if !pki.ValidID(id) {
+		return nil
+	}
+	if err := os.Remove(filepath.Join(s.dir, id+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// memPresence keeps the leases of one master in memory.
+type memPresence struct {
+	mu     sync.Mutex // guards leases
+	leases map[string]Lease
+}
+
+func (p *memPresence) SetPresence(minion, master string, until time.Time) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.leases == nil {
+		p.leases = map[string]Lease{}
+	}
+	p.leases[minion] = Lease{Master: master, Until: until.UTC()}
+	return nil
+}
+
+func (p *memPresence) Presence(now time.Time) (map[string]Lease, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[string]Lease{}
+	for id, l := range p.leases {
+		if l.Until.After(now) {
+			out[id] = l
+		} else {
+			delete(p.leases, id)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,78 @@
+package store
+
+// migrations are the PostgreSQL schema, one version per entry, applied in order at start and
+// recorded in schema_migrations. Released entries never change: a change of schema is a new
+// entry at the end.
+var migrations = []string{
+	// 1: everything of the first release.
+	`
+CREATE TABLE fleet (
+	name  text PRIMARY KEY,
+	value text NOT NULL
+);
+CREATE TABLE minion_keys (
+	id        text PRIMARY KEY,
+	key       text NOT NULL,
+	state     text NOT NULL CHECK (state IN ('pending', 'accepted', 'rejected')),
+	groups    text[] NOT NULL DEFAULT '{}',
+	requested text[] NOT NULL DEFAULT '{}',
+	source    text NOT NULL DEFAULT '',
+	created   timestamptz NOT NULL,
+	updated   timestamptz NOT NULL
+);
+CREATE INDEX minion_keys_pending ON minion_keys (source) WHERE state = 'pending';
+CREATE TABLE denied_keys (
+	id        text PRIMARY KEY,
+	key       text NOT NULL,
+	groups    text[] NOT NULL DEFAULT '{}',
+	requested text[] NOT NULL DEFAULT '{}',
+	source    text NOT NULL DEFAULT '',
+	created   timestamptz NOT NULL,
+	updated   timestamptz NOT NULL
+);
+CREATE TABLE tokens (
+	hash    text PRIMARY KEY,
+	id      text NOT NULL DEFAULT '',
+	groups  text[] NOT NULL DEFAULT '{}',
+	created timestamptz NOT NULL,
+	expires timestamptz NOT NULL
+);
+CREATE TABLE jobs (
+	jid    text PRIMARY KEY,
+	record bytea NOT NULL
+);
+CREATE TABLE returns (
+	jid      text NOT NULL,
+	minion   text NOT NULL,
+	record   bytea NOT NULL,
+	PRIMARY KEY (jid, minion)
+);
+CREATE TABLE facts (
+	minion text PRIMARY KEY,
+	data   bytea NOT NULL
+);
+CREATE TABLE attested (
+	minion text PRIMARY KEY,
+	data   bytea NOT NULL
+);
+CREATE TABLE deliveries (
+	jid       text PRIMARY KEY,
+	signed    bytea,
+	expires   timestamptz NOT NULL,
+	published timestamptz NOT NULL
+);
+CREATE TABLE delivery_targets (
+	jid         text NOT NULL REFERENCES deliveries ON DELETE CASCADE,
+	minion      text NOT NULL,
+	returned    boolean NOT NULL DEFAULT false,
+	last_resend timestamptz,
+	PRIMARY KEY (jid, minion)
+);
+CREATE INDEX delivery_targets_open ON delivery_targets (minion) WHERE NOT returned;
+CREATE TABLE presence (
+	minion text PRIMARY KEY,
+	master text NOT NULL,
+	until  timestamptz NOT NULL
+);
+`,
+}
