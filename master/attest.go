@@ -5,15 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"path"
-	"path/filepath"
 	"sort"
-	"strings"
-	"sync"
 	"time"
 
-	"github.com/brinecm/brine/pki"
+	"github.com/brinecm/brine/internal/store"
 	"github.com/brinecm/brine/states"
 )
 
@@ -46,45 +42,14 @@ func (a Attestation) peerValue() map[string]any {
 	return map[string]any{"address": a.Address, "tinc_pubkey": keys}
 }
 
-// attestStore keeps one JSON file per minion in dir, written atomically.
+// attestStore keeps attestations in the master's store (one JSON record per minion), checked
+// again whenever they are read.
 type attestStore struct {
-	dir string
-	mu  sync.Mutex // guards all
-	all map[string]Attestation
+	kv  store.Attested
+	log func(msg string, args ...any)
 }
 
-func openAttestStore(dir string, log func(msg string, args ...any)) (*attestStore, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("attestation dir: %w", err)
-	}
-	s := &attestStore{dir: dir, all: map[string]Attestation{}}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range entries {
-		id, ok := strings.CutSuffix(e.Name(), ".json")
-		if !ok || !pki.ValidID(id) {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		var a Attestation
-		if err == nil {
-			err = json.Unmarshal(data, &a)
-		}
-		if err == nil {
-			err = a.check()
-		}
-		if err != nil {
-			log("dropped an unreadable attestation", "minion", id, "err", err)
-			continue
-		}
-		s.all[id] = a
-	}
-	return s, nil
-}
-
-// check validates a stored attestation: written by us, but read back from disk.
+// check validates a stored attestation: written by us, but read back from the store.
 func (a Attestation) check() error {
 	if a.Address != "" {
 		if _, err := netip.ParseAddr(a.Address); err != nil {
@@ -104,36 +69,62 @@ func (a Attestation) check() error {
 	return nil
 }
 
-func (s *attestStore) get(id string) Attestation {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.all[id]
+// decode reads a stored attestation; an unreadable one counts as none (the minion reports
+// again).
+func (s *attestStore) decode(id string, data []byte) Attestation {
+	var a Attestation
+	if data == nil {
+		return a
+	}
+	err := json.Unmarshal(data, &a)
+	if err == nil {
+		err = a.check()
+	}
+	if err != nil {
+		s.log("dropped an unreadable attestation", "minion", id, "err", err)
+		return Attestation{}
+	}
+	return a
 }
 
-// update applies fn to id's attestation and saves it when it changed.
+func (s *attestStore) get(id string) Attestation {
+	data, err := s.kv.Get(id)
+	if err != nil {
+		s.log("could not read an attestation", "minion", id, "err", err)
+		return Attestation{}
+	}
+	return s.decode(id, data)
+}
+
+// update applies fn to id's attestation and saves it when it changed, atomically for all
+// masters of the store.
 func (s *attestStore) update(id string, fn func(a *Attestation)) (Attestation, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	old := s.all[id]
-	a := old.clone()
-	fn(&a)
-	before, _ := json.Marshal(old)
-	after, _ := json.Marshal(a)
-	if string(before) == string(after) {
-		return a, nil
+	var out Attestation
+	err := s.kv.Update(id, func(old []byte) ([]byte, error) {
+		prev := s.decode(id, old)
+		a := prev.clone()
+		fn(&a)
+		out = a
+		before, _ := json.Marshal(prev)
+		after, _ := json.Marshal(a)
+		if old != nil && string(before) == string(after) {
+			return nil, nil
+		}
+		if old == nil && string(after) == "{}" {
+			return nil, nil
+		}
+		return after, nil
+	})
+	if err != nil {
+		return out, fmt.Errorf("save attestation of %s: %w", id, err)
 	}
-	if err := states.WriteFileAtomic(filepath.Join(s.dir, id+".json"), after, 0o600, -1, -1); err != nil {
-		return old, fmt.Errorf("save attestation of %s: %w", id, err)
-	}
-	s.all[id] = a
-	return a, nil
+	return out, nil
 }
 
 func (s *attestStore) forget(id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.all, id)
-	_ = os.Remove(filepath.Join(s.dir, id+".json"))
+	if err := s.kv.Delete(id); err != nil {
+		s.log("could not forget an attestation", "minion", id, "err", err)
+	}
 }
 
 func (a Attestation) clone() Attestation {

@@ -3,6 +3,7 @@ package master
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/brinecm/brine/internal/hclfile"
@@ -29,6 +30,8 @@ import (
 //	preauth_rate_per_source   = 50             # messages/s from unauthenticated peers per source address
 //	max_pending     = 1000                     # pending keys in total; new ones are refused beyond
 //	max_pending_per_source = 64                # pending keys first presented from one address (IPv6: one /64)
+//	store           = ""                       # "": files in data_dir (one master); "postgres://...": shared by many masters
+//	name            = "<hostname>"             # this master's name in presence leases (brine status)
 type Config struct {
 	DataDir       string `hcl:"data_dir,optional"`
 	PublishAddr   string `hcl:"publish_addr,optional"`
@@ -53,7 +56,19 @@ type Config struct {
 	MaxHandshakesPerSource int `hcl:"max_handshakes_per_source,optional"`
 	PreAuthRatePerSource   int `hcl:"preauth_rate_per_source,optional"`
 
+	// Store selects the system of record: empty for the embedded files and bbolt in DataDir,
+	// a postgres:// or postgresql:// URL for a PostgreSQL database that several masters share.
+	Store string `hcl:"store,optional"`
+	// Name is this master's name in the presence leases of its minions (default: the host name
+	// and the request address).
+	Name string `hcl:"name,optional"`
+
 	rotate, heartbeat, jobTimeout time.Duration
+}
+
+// postgresStore reports whether store names a PostgreSQL database.
+func postgresStore(store string) bool {
+	return strings.HasPrefix(store, "postgres://") || strings.HasPrefix(store, "postgresql://")
 }
 
 // DefaultDataDir is where a master keeps its state when nothing says otherwise.
@@ -106,6 +121,9 @@ func (c *Config) fill() error {
 	}
 	if c.MaxPending < 0 || c.MaxPendingPerSource < 0 {
 		return fmt.Errorf("max_pending and max_pending_per_source must not be negative")
+	}
+	if c.Store != "" && !postgresStore(c.Store) {
+		return fmt.Errorf("store must be empty (files in data_dir) or a postgres://user@host/db URL")
 	}
 	if c.ControlSocket == "" {
 		c.ControlSocket = filepath.Join(c.DataDir, "master.sock")

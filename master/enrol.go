@@ -10,7 +10,7 @@ import (
 
 // Enrolment: what the master decides when a minion that proved it holds its key asks to be
 // known by an id, with or without an enrolment token. The decision itself lives in the key store
-// (pki.KeyStore.Present and Redeem); this file adds where the peer connected from (the source
+// (store.Keys: Present and Redeem, whose rules are pki.KeyStore's); this file adds where the peer connected from (the source
 // the Router counts it against: its IP, or its /64 for IPv6) and the rate limit on the records
 // unauthenticated peers make the master write.
 
@@ -89,7 +89,7 @@ func (m *Master) enrol(src, id string, key pki.PublicKey, requested []string, to
 	}
 	p := pki.Presentation{ID: id, Key: key, Source: src, Requested: requested}
 	if token != "" {
-		rec, spent, err := m.keys.Redeem(m.tokens, p, token, time.Now())
+		rec, spent, err := m.keys.Redeem(p, token, time.Now())
 		if err == nil {
 			if spent {
 				m.log.Info("minion enrolled with a token", "minion", id, "source", src, "groups", rec.Groups, "finger", key.Fingerprint())

@@ -281,7 +281,9 @@ func (m *Master) publishJob(spec JobSpec, peers map[string][]map[string]any, sec
 	if err := m.store.PutJob(rec); err != nil {
 		return jobstore.Job{}, fmt.Errorf("record job: %w", err)
 	}
-	m.live.add(rec.JID, rec.Minions, rec.Expires, signed)
+	if err := m.deliver.Add(rec.JID, rec.Minions, rec.Expires, signed); err != nil {
+		return jobstore.Job{}, fmt.Errorf("record job: %w", err)
+	}
 	sent, err := m.publishJobFrames(meta, bundle, frame, sk)
 	if err != nil {
 		return rec, fmt.Errorf("publish job %s: %w", rec.JID, err)

@@ -21,6 +21,7 @@ import (
 	"github.com/go-zeromq/zmq4"
 
 	"github.com/brinecm/brine/internal/jobstore"
+	"github.com/brinecm/brine/internal/store"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/internal/zmtp"
 	"github.com/brinecm/brine/pki"
@@ -43,12 +44,14 @@ const (
 
 // Master is a running master. Create it with New, start it with Start, stop it with Close.
 type Master struct {
-	cfg    Config
-	log    *slog.Logger
-	key    *pki.KeyPair
-	keys   *pki.KeyStore
-	tokens *pki.TokenStore
-	store  jobstore.Store
+	cfg     Config
+	log     *slog.Logger
+	key     *pki.KeyPair
+	st      store.Store      // the system of record (files, or PostgreSQL shared by masters)
+	keys    store.Keys       // st.Keys()
+	tokens  store.Tokens     // st.Tokens()
+	store   jobstore.Store   // st.Jobs()
+	deliver store.Deliveries // st.Deliveries(): jobs owed to minions, for checking returns and redelivery
 
 	pub    *zmtp.Pub    // zmq4's PUB is O(minions) per message and stalls on one slow reader
 	router *zmtp.Router // zmq4's ROUTER is O(minions) per reply; see zmtp.Router
@@ -60,10 +63,10 @@ type Master struct {
 
 	pubMu sync.Mutex // serialises Send on the PUB socket
 
-	live       liveJobs     // minion sets of recent jobs, for checking returns
 	factsSeen  factsCache   // last stored facts, to skip unchanged writes
 	attest     *attestStore // what the master vouches for: observed addresses, pinned tinc keys
 	enrolLimit enrolLimiter // key-store writes peers cause (enrol.go)
+	fleet      fleetState   // presence leases renewed here (fleet.go)
 
 	mu        sync.Mutex // guards the fields below
 	session   *pki.SessionKey
@@ -114,26 +117,22 @@ func New(cfg Config, logger *slog.Logger) (*Master, error) {
 	if created {
 		logger.Info("created master key", "finger", key.Pub.Fingerprint())
 	}
-	keys, err := pki.OpenKeyStore(filepath.Join(cfg.DataDir, "pki"))
+	st, err := openStore(cfg, key.Pub, logger)
 	if err != nil {
 		return nil, err
 	}
+	// All masters of a store sign with one key (minions pin one fingerprint): a master with
+	// another key refuses to start instead of splitting the fleet.
+	if err := st.ClaimIdentity(key.Pub.Fingerprint()); err != nil {
+		st.Close()
+		return nil, err
+	}
+	keys := st.Keys()
 	keys.SetLimits(pki.PendingLimits{Max: cfg.MaxPending, PerSource: cfg.MaxPendingPerSource})
-	tokens, err := pki.OpenTokenStore(filepath.Join(cfg.DataDir, "pki", "tokens"), key.Pub)
-	if err != nil {
-		return nil, err
-	}
-	store, err := jobstore.OpenBolt(filepath.Join(cfg.DataDir, "master.db"))
-	if err != nil {
-		return nil, err
-	}
-	attest, err := openAttestStore(filepath.Join(cfg.DataDir, "attested"), logger.Warn)
-	if err != nil {
-		store.Close()
-		return nil, err
-	}
+	store := st.Jobs()
 	m := &Master{
-		cfg: cfg, log: logger, key: key, keys: keys, tokens: tokens, store: store, attest: attest,
+		cfg: cfg, log: logger, key: key, st: st, keys: keys, tokens: st.Tokens(), store: store,
+		deliver: st.Deliveries(), attest: &attestStore{kv: st.Attested(), log: logger.Warn},
 		session:  pki.NewSessionKey(),
 		sessions: map[string]*session{},
 		byMinion: map[string]string{},
@@ -142,7 +141,7 @@ func New(cfg Config, logger *slog.Logger) (*Master, error) {
 	}
 	all, err := store.AllFacts()
 	if err != nil {
-		store.Close()
+		st.Close()
 		return nil, err
 	}
 	// Facts an older master stored unchecked are checked like new ones: invalid ones are dropped
@@ -168,10 +167,10 @@ func New(cfg Config, logger *slog.Logger) (*Master, error) {
 func (m *Master) Key() pki.PublicKey { return m.key.Pub }
 
 // Keys returns the master's key store.
-func (m *Master) Keys() *pki.KeyStore { return m.keys }
+func (m *Master) Keys() store.Keys { return m.keys }
 
 // Tokens returns the master's enrolment token store.
-func (m *Master) Tokens() *pki.TokenStore { return m.tokens }
+func (m *Master) Tokens() store.Tokens { return m.tokens }
 
 // Store returns the master's job store.
 func (m *Master) Store() jobstore.Store { return m.store }
@@ -226,6 +225,11 @@ func (m *Master) Start(ctx context.Context) error {
 		m.cancel()
 		return err
 	}
+	if m.cfg.Name == "" {
+		host, _ := os.Hostname()
+		m.cfg.Name = host + "/" + m.RequestAddr()
+	}
+	m.startFleet()
 	reqs := make(chan zmq4.Msg, 256)
 	m.wg.Add(3 + requestWorkers)
 	go func() { defer m.wg.Done(); m.recvLoop(reqs) }()
@@ -250,7 +254,7 @@ func (m *Master) Close() error {
 		m.router.Close()
 		m.wg.Wait()
 	}
-	return m.store.Close()
+	return m.st.Close()
 }
 
 func (m *Master) recvLoop(out chan<- zmq4.Msg) {
@@ -419,6 +423,7 @@ func (m *Master) handleAuth(src string, body []byte) []byte {
 		m.byMinion[c.id] = hex.EncodeToString(sid)
 		sk := m.session
 		m.mu.Unlock()
+		m.leasePresence(c.id, true)
 		reply.SessionID = sid
 		reply.SessionKey = m.key.SealTo(c.key.Box, sk.Marshal())
 		reply.Groups = rec.Groups
@@ -495,7 +500,12 @@ func (m *Master) serveSafe(s session, r wire.Request, reply *wire.Reply, sk *pki
 func (m *Master) serve(s session, r wire.Request, reply *wire.Reply, sk *pki.SessionKey) error {
 	switch r.Kind {
 	case wire.KindHeartbeat:
-		if pending := m.live.pending(s.minion, time.Now(), m.cfg.heartbeat); len(pending) > 0 {
+		m.leasePresence(s.minion, false)
+		pending, err := m.deliver.Pending(s.minion, time.Now(), m.cfg.heartbeat)
+		if err != nil {
+			m.log.Error("could not read the jobs pending for a minion", "minion", s.minion, "err", err)
+		}
+		if len(pending) > 0 {
 			reply.Body, _ = json.Marshal(wire.HeartbeatReply{Pending: pending})
 		}
 		return nil
@@ -507,9 +517,13 @@ func (m *Master) serve(s session, r wire.Request, reply *wire.Reply, sk *pki.Ses
 		for _, jid := range rb.JIDs {
 			// Only jobs addressed to this minion and not returned by it, on its own topic, at
 			// most once per heartbeat interval.
-			if signed := m.live.resendable(jid, s.minion, time.Now(), m.cfg.heartbeat); signed != nil {
+			signed, err := m.deliver.Resendable(jid, s.minion, time.Now(), m.cfg.heartbeat)
+			if err != nil {
+				m.log.Error("could not read a job to publish again", "jid", jid, "minion", s.minion, "err", err)
+			}
+			if signed != nil {
 				m.log.Info("publishing a job again for a minion that missed it", "jid", jid, "minion", s.minion)
-				m.publishTo(wire.TopicMinion(s.minion), wire.JobFrame(sk.ID, sk.Seal(signed)))
+				m.republish([]string{s.minion}, signed, sk)
 			}
 		}
 		return nil
@@ -630,7 +644,10 @@ func (m *Master) acceptReturn(s session, body []byte) error {
 		m.log.Warn("refused a return for another minion", "session", s.minion, "claimed", ret.Minion, "jid", ret.JID)
 		return errors.New("return names another minion")
 	}
-	addressed, known := m.live.addressed(ret.JID, s.minion)
+	addressed, known, err := m.deliver.Addressed(ret.JID, s.minion)
+	if err != nil {
+		return fmt.Errorf("job store: %w", err)
+	}
 	if !known {
 		job, err := m.store.Job(ret.JID)
 		if err != nil {
@@ -646,17 +663,25 @@ func (m *Master) acceptReturn(s session, body []byte) error {
 	if err != nil {
 		return err
 	}
-	m.live.markReturned(ret.JID, s.minion)
+	if err := m.deliver.MarkReturned(ret.JID, s.minion); err != nil {
+		m.log.Error("could not mark a return as delivered", "jid", ret.JID, "minion", s.minion, "err", err)
+	}
+	m.notifyReturn(ReturnEvent{Return: ret, Dup: !added})
+	return nil
+}
+
+// notifyReturn hands a recorded return to the live watchers of its job.
+func (m *Master) notifyReturn(ev ReturnEvent) {
+	ret := ev.Return
 	m.mu.Lock()
 	ws := append([]chan ReturnEvent(nil), m.watchers[ret.JID]...)
 	m.mu.Unlock()
 	for _, w := range ws {
 		select {
-		case w <- ReturnEvent{Return: ret, Dup: !added}:
+		case w <- ev:
 		default: // a watcher that does not keep up loses live events; the store has them all
 		}
 	}
-	return nil
 }
 
 func contains(xs []string, x string) bool {

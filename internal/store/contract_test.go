@@ -608,7 +608,7 @@ wait:
 			if e.Kind == store.EventJob {
 				continue
 			}
-			if e != (store.Event{Kind: store.EventReturn, JID: "j1", Minion: "m"}) {
+			if e.Kind != store.EventReturn || e.JID != "j1" || e.Minion != "m" {
 				t.Fatalf("event %+v", e)
 			}
 			select {

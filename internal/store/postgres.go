@@ -33,6 +33,8 @@ const (
 const (
 	chanJobs    = "brine_jobs"
 	chanReturns = "brine_returns"
+	chanFacts   = "brine_facts" // "<instance> <minion>"
+	chanKeys    = "brine_keys"  // "<instance> <minion> <state|deleted>"
 )
 
 // opTimeout bounds every statement: a master that cannot reach the database fails the
@@ -553,6 +555,9 @@ func (k pgKeys) transition(glob string, f func(*pki.MinionKey) bool) ([]pki.Mini
 			if err := putKey(ctx, tx, m); err != nil {
 				return err
 			}
+			if err := k.s.notify(ctx, tx, chanKeys, m.ID, string(m.State)); err != nil {
+				return err
+			}
 			done = append(done, m)
 		}
 		return nil
@@ -585,6 +590,11 @@ func (k pgKeys) Delete(glob string) ([]string, error) {
 			}
 			if _, err := tx.Exec(ctx, `DELETE FROM `+table+` WHERE id = ANY($1)`, orEmpty(match)); err != nil {
 				return err
+			}
+			for _, id := range match {
+				if err := k.s.notify(ctx, tx, chanKeys, id, "deleted"); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
@@ -774,10 +784,12 @@ func (j pgJobs) Jobs(limit int) ([]jobstore.Job, error) {
 }
 
 func (j pgJobs) PutFacts(id string, facts []byte) error {
-	ctx, cancel := j.s.ctx()
-	defer cancel()
-	_, err := j.s.pool.Exec(ctx, `INSERT INTO facts (minion, data) VALUES ($1, $2) ON CONFLICT (minion) DO UPDATE SET data = $2`, id, facts)
-	return err
+	return j.s.tx(0, func(ctx context.Context, tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO facts (minion, data) VALUES ($1, $2) ON CONFLICT (minion) DO UPDATE SET data = $2`, id, facts); err != nil {
+			return err
+		}
+		return j.s.notify(ctx, tx, chanFacts, id)
+	})
 }
 
 func (j pgJobs) AllFacts() (map[string][]byte, error) {
@@ -830,9 +842,7 @@ func (d pgDeliveries) Add(jid string, minions []string, expires time.Time, signe
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"delivery_targets"}, []string{"jid", "minion"}, pgx.CopyFromRows(rows)); err != nil {
 			return err
 		}
-		// Delivered to the listening masters when the transaction commits.
-		_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, chanJobs, d.s.instance+" "+jid)
-		return err
+		return d.s.notify(ctx, tx, chanJobs, jid)
 	})
 }
 
@@ -1000,7 +1010,7 @@ func (s *Postgres) listenOnce(ctx context.Context, fn func(Event)) error {
 		return err
 	}
 	defer conn.Close(context.Background())
-	for _, ch := range []string{chanJobs, chanReturns} {
+	for _, ch := range []string{chanJobs, chanReturns, chanFacts, chanKeys} {
 		if _, err := conn.Exec(ctx, `LISTEN `+ch); err != nil {
 			return err
 		}
@@ -1010,9 +1020,23 @@ func (s *Postgres) listenOnce(ctx context.Context, fn func(Event)) error {
 		if err != nil {
 			return err
 		}
-		if ev, ok := s.parseNotification(n); ok {
-			fn(ev)
+		ev, ok := s.parseNotification(n)
+		if !ok {
+			continue
 		}
+		if ev.Kind == EventFacts {
+			// The facts themselves may be larger than a notification can carry.
+			qctx, cancel := context.WithTimeout(ctx, opTimeout)
+			err := s.pool.QueryRow(qctx, `SELECT data FROM facts WHERE minion = $1`, ev.Minion).Scan(&ev.Data)
+			cancel()
+			if errors.Is(err, pgx.ErrNoRows) {
+				continue // deleted since
+			}
+			if err != nil {
+				return err
+			}
+		}
+		fn(ev)
 	}
 }
 
@@ -1026,8 +1050,19 @@ func (s *Postgres) parseNotification(n *pgconn.Notification) (Event, bool) {
 		return Event{Kind: EventJob, JID: f[1]}, true
 	case n.Channel == chanReturns && len(f) == 3:
 		return Event{Kind: EventReturn, JID: f[1], Minion: f[2]}, true
+	case n.Channel == chanFacts && len(f) == 2:
+		return Event{Kind: EventFacts, Minion: f[1]}, true
+	case n.Channel == chanKeys && len(f) == 3:
+		return Event{Kind: EventKey, Minion: f[1], State: f[2]}, true
 	}
 	return Event{}, false
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// notify sends a notification from this instance on channel; the listening masters receive it
+// when tx commits.
+func (s *Postgres) notify(ctx context.Context, tx pgx.Tx, channel string, fields ...string) error {
+	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, s.instance+" "+strings.Join(fields, " "))
+	return err
+}

@@ -127,15 +127,19 @@ type Store interface {
 
 // Event is a change another master made to a shared store.
 type Event struct {
-	Kind   string // EventJob: a job was published; EventReturn: a return was recorded
-	JID    string
-	Minion string // EventReturn: whose return
+	Kind   string // one of the Event* kinds
+	JID    string // EventJob, EventReturn
+	Minion string // EventReturn, EventFacts, EventKey
+	State  string // EventKey: the key's new state, or "deleted"
+	Data   []byte // EventFacts: the facts stored
 }
 
 // The kinds of Event.
 const (
-	EventJob    = "job"
-	EventReturn = "return"
+	EventJob    = "job"    // a job was published
+	EventReturn = "return" // a return was recorded (once per job and minion)
+	EventFacts  = "facts"  // a minion's facts were stored
+	EventKey    = "key"    // the operator changed a key's state or deleted it
 )
 
 // Notifier is a store shared by several masters: it tells one master what the others did.

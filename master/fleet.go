@@ -1,0 +1,189 @@
+package master
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/brinecm/brine/internal/store"
+	"github.com/brinecm/brine/internal/wire"
+	"github.com/brinecm/brine/pki"
+)
+
+// Many masters, one fleet. Masters that share a PostgreSQL store (Config.Store) sign with one
+// master key (ClaimIdentity in New), read keys, tokens, jobs and returns from the database, and
+// tell each other through LISTEN/NOTIFY what they did: a job published on one master is
+// published by every other master to its targeted minions (read from the store); a return
+// recorded on one reaches the commands waiting on another; facts and key removals propagate.
+// Each minion is connected to one master at a time and holds a presence lease in the store.
+
+// openStore opens the store cfg names.
+func openStore(cfg Config, master pki.PublicKey, logger *slog.Logger) (store.Store, error) {
+	if postgresStore(cfg.Store) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		return store.OpenPostgres(ctx, cfg.Store, master, logger)
+	}
+	return store.OpenFiles(cfg.DataDir, master)
+}
+
+// fleetState is this master's side of presence.
+type fleetState struct {
+	mu     sync.Mutex           // guards leased
+	leased map[string]time.Time // minion -> when its lease was last renewed here
+}
+
+// leaseMin is the shortest presence lease; a lease is renewed when half of it has passed.
+const leaseMin = 30 * time.Second
+
+// leaseFor is the presence lease for a fleet of n connected minions: three heartbeat requests.
+func (m *Master) leaseFor(n int) time.Duration {
+	return max(leaseMin, 3*requestEvery(n), 3*m.cfg.heartbeat)
+}
+
+// leasePresence records that minion is connected here, at once on authentication (force) and
+// otherwise when half of its lease has passed.
+func (m *Master) leasePresence(minion string, force bool) {
+	m.mu.Lock()
+	n := len(m.sessions)
+	m.mu.Unlock()
+	lease := m.leaseFor(n)
+	now := time.Now()
+	m.fleet.mu.Lock()
+	if m.fleet.leased == nil {
+		m.fleet.leased = map[string]time.Time{}
+	}
+	if !force && now.Sub(m.fleet.leased[minion]) < lease/2 {
+		m.fleet.mu.Unlock()
+		return
+	}
+	m.fleet.leased[minion] = now
+	m.fleet.mu.Unlock()
+	if err := m.st.Presence().SetPresence(minion, m.cfg.Name, now.Add(lease)); err != nil {
+		m.log.Warn("could not record a minion's presence", "minion", minion, "err", err)
+	}
+}
+
+// Presence returns where each minion is connected (unexpired leases), by minion.
+func (m *Master) Presence() (map[string]store.Lease, error) {
+	return m.st.Presence().Presence(time.Now())
+}
+
+// Name is this master's name in presence leases.
+func (m *Master) Name() string { return m.cfg.Name }
+
+// startFleet listens to the other masters when the store is shared.
+func (m *Master) startFleet() {
+	n, ok := m.st.(store.Notifier)
+	if !ok {
+		return
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		n.Listen(m.ctx, m.onFleetEvent)
+	}()
+}
+
+// onFleetEvent acts on what another master did.
+func (m *Master) onFleetEvent(ev store.Event) {
+	switch ev.Kind {
+	case store.EventJob:
+		signed, minions, err := m.deliver.Job(ev.JID)
+		if err != nil {
+			m.log.Error("could not read a job another master published", "jid", ev.JID, "err", err)
+			return
+		}
+		if signed == nil {
+			return
+		}
+		m.mu.Lock()
+		var here []string
+		for _, id := range minions {
+			if _, ok := m.byMinion[id]; ok {
+				here = append(here, id)
+			}
+		}
+		sk := m.session
+		m.mu.Unlock()
+		if len(here) == 0 {
+			return
+		}
+		sort.Strings(here)
+		m.republish(here, signed, sk)
+		m.log.Info("published a job of another master to its minions here", "jid", ev.JID, "minions", len(here))
+	case store.EventReturn:
+		m.mu.Lock()
+		watched := len(m.watchers[ev.JID]) > 0
+		m.mu.Unlock()
+		if !watched {
+			return
+		}
+		rs, err := m.store.Returns(ev.JID)
+		if err != nil {
+			m.log.Error("could not read a return another master recorded", "jid", ev.JID, "err", err)
+			return
+		}
+		for _, r := range rs {
+			if r.Minion != ev.Minion {
+				continue
+			}
+			var ret wire.Return
+			if json.Unmarshal(r.Data, &ret) == nil && ret.Minion == r.Minion {
+				m.notifyReturn(ReturnEvent{Return: ret})
+			}
+		}
+	case store.EventFacts:
+		var f map[string]any
+		if err := wire.Unmarshal(ev.Data, wire.MaxFacts+4096, &f); err != nil {
+			return
+		}
+		clean, err := cleanStored(ev.Minion, f)
+		if err != nil {
+			return
+		}
+		m.mu.Lock()
+		m.facts[ev.Minion] = clean
+		m.mu.Unlock()
+		m.factsSeen.forget(ev.Minion)
+	case store.EventKey:
+		switch ev.State {
+		case string(pki.StateRejected):
+			m.removeLocal([]string{ev.Minion}, false)
+		case "deleted":
+			m.removeLocal([]string{ev.Minion}, true)
+		}
+	}
+}
+
+// removeLocal is RemoveMinions for a removal another master made: the store is already
+// changed; this master ends the sessions and rotates its own session key.
+func (m *Master) removeLocal(ids []string, forget bool) {
+	for _, id := range ids {
+		m.dropSession(id)
+		if forget {
+			m.mu.Lock()
+			delete(m.facts, id)
+			m.mu.Unlock()
+			m.factsSeen.forget(id)
+		}
+	}
+	m.RotateSessionKey()
+}
+
+// republish publishes a job's signed content again, sealed under this master's session key,
+// to minions connected here: on each one's topic, or once to all when they are many (a minion
+// applies only what addresses it).
+func (m *Master) republish(minions []string, signed []byte, sk *pki.SessionKey) {
+	frame := wire.JobFrame(sk.ID, sk.Seal(signed))
+	if len(minions) > perMinionMax {
+		m.publishTo(wire.TopicAll, frame)
+		return
+	}
+	for _, id := range minions {
+		m.publishTo(wire.TopicMinion(id), frame)
+	}
+}
