@@ -63,6 +63,8 @@ type Master struct {
 
 	pubMu sync.Mutex // serialises Send on the PUB socket
 
+	closeOnce sync.Once
+
 	factsSeen  factsCache   // last stored facts, to skip unchanged writes
 	attest     *attestStore // what the master vouches for: observed addresses, pinned tinc keys
 	enrolLimit enrolLimiter // key-store writes peers cause (enrol.go)
@@ -242,8 +244,14 @@ func (m *Master) Start(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the master and waits for everything it started.
+// Close stops the master and waits for everything it started. Later calls do nothing.
 func (m *Master) Close() error {
+	var err error
+	m.closeOnce.Do(func() { err = m.close() })
+	return err
+}
+
+func (m *Master) close() error {
 	if m.cancel != nil {
 		m.cancel()
 		if m.ctl != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
 
 	"github.com/brinecm/brine/internal/hclfile"
 	"github.com/brinecm/brine/pki"
@@ -16,7 +17,8 @@ import (
 
 // Config is a minion's configuration (minion.hcl). Every field but master has a default:
 //
-//	master        = "10.0.0.1"                # host of the master; ports below
+//	master        = "10.0.0.1"                # host of the master; ports below; or a list of
+//	                                          # masters sharing one store: ["m1", "m2:5506"]
 //	publish_port  = 4505
 //	request_port  = 4506
 //	id            = "<hostname>"              # ^[a-z0-9][a-z0-9.-]{0,62}$
@@ -28,7 +30,12 @@ import (
 //	heartbeat     = "5s"
 //	max_backoff   = "30s"                     # reconnect backoff cap (with jitter)
 type Config struct {
-	Master       string            `hcl:"master,optional"`
+	// Master is the master's host (or host:request-port); Masters, when not empty, lists the
+	// masters of one fleet (masters sharing one store), tried in a random order. minion.hcl's
+	// master takes a string or a list of strings.
+	Master       string
+	Masters      []string
+	MasterHCL    cty.Value         `hcl:"master,optional"`
 	PublishPort  int               `hcl:"publish_port,optional"`
 	RequestPort  int               `hcl:"request_port,optional"`
 	ID           string            `hcl:"id,optional"`
@@ -51,7 +58,40 @@ type Config struct {
 	ExecSlots chan struct{}
 
 	heartbeat, maxBackoff time.Duration
-	pubAddr, reqAddr      string
+	pubAddr, reqAddr      string       // of the first master
+	masters               []masterAddr // all of them, in the config's order
+}
+
+// masterAddr is where one master listens.
+type masterAddr struct{ pub, req string }
+
+// maxMasters bounds the masters one minion config lists.
+const maxMasters = 16
+
+// masterList reads minion.hcl's master: a string or a list of strings.
+func masterList(v cty.Value) ([]string, error) {
+	if v == cty.NilVal || v.IsNull() {
+		return nil, nil
+	}
+	if !v.IsKnown() {
+		return nil, fmt.Errorf("master must be a string or a list of strings")
+	}
+	ty := v.Type()
+	switch {
+	case ty == cty.String:
+		return []string{v.AsString()}, nil
+	case ty.IsListType() || ty.IsTupleType() || ty.IsSetType():
+		var out []string
+		for it := v.ElementIterator(); it.Next(); {
+			_, e := it.Element()
+			if e.IsNull() || !e.IsKnown() || e.Type() != cty.String {
+				return nil, fmt.Errorf("master must be a string or a list of strings")
+			}
+			out = append(out, e.AsString())
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("master must be a string or a list of strings")
 }
 
 // DefaultDataDir is where a minion keeps its state when nothing says otherwise.
@@ -65,8 +105,21 @@ func LoadConfig(path, masterAddr, id, dataDir string) (Config, hcl.Diagnostics) 
 			return c, diags
 		}
 	}
+	list, err := masterList(c.MasterHCL)
+	if err != nil {
+		return c, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid minion config", Detail: err.Error()}}
+	}
+	if len(list) == 1 {
+		c.Master = list[0]
+	} else {
+		c.Masters = list
+	}
 	if masterAddr != "" {
-		c.Master = masterAddr
+		// --master takes one master or several separated by commas.
+		c.Master, c.Masters = "", strings.Split(masterAddr, ",")
+		if len(c.Masters) == 1 {
+			c.Master, c.Masters = c.Masters[0], nil
+		}
 	}
 	if id != "" {
 		c.ID = id
@@ -82,8 +135,15 @@ func LoadConfig(path, masterAddr, id, dataDir string) (Config, hcl.Diagnostics) 
 
 // Fill sets defaults, parses durations and checks the id.
 func (c *Config) Fill() error {
-	if c.Master == "" {
+	names := c.Masters
+	if len(names) == 0 && c.Master != "" {
+		names = []string{c.Master}
+	}
+	if len(names) == 0 {
 		return fmt.Errorf("no master: set master in minion.hcl or pass --master")
+	}
+	if len(names) > maxMasters {
+		return fmt.Errorf("master lists %d masters; at most %d", len(names), maxMasters)
 	}
 	if c.PublishPort == 0 {
 		c.PublishPort = 4505
@@ -91,18 +151,27 @@ func (c *Config) Fill() error {
 	if c.RequestPort == 0 {
 		c.RequestPort = 4506
 	}
-	host := c.Master
-	if h, p, err := net.SplitHostPort(c.Master); err == nil {
-		// "host:port" names the request port; the publish port is the one below it, as 4505/4506.
-		host = h
-		var port int
-		fmt.Sscan(p, &port)
-		if port > 1 {
-			c.RequestPort, c.PublishPort = port, port-1
+	c.masters = nil
+	for _, name := range names {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			return fmt.Errorf("master lists an empty name")
 		}
+		host, pubPort, reqPort := name, c.PublishPort, c.RequestPort
+		if h, p, err := net.SplitHostPort(name); err == nil {
+			// "host:port" names the request port; the publish port is the one below it, as 4505/4506.
+			host = h
+			var port int
+			fmt.Sscan(p, &port)
+			if port > 1 {
+				reqPort, pubPort = port, port-1
+			}
+		}
+		c.masters = append(c.masters, masterAddr{
+			pub: net.JoinHostPort(host, fmt.Sprint(pubPort)), req: net.JoinHostPort(host, fmt.Sprint(reqPort)),
+		})
 	}
-	c.pubAddr = net.JoinHostPort(host, fmt.Sprint(c.PublishPort))
-	c.reqAddr = net.JoinHostPort(host, fmt.Sprint(c.RequestPort))
+	c.pubAddr, c.reqAddr = c.masters[0].pub, c.masters[0].req
 	if c.ID == "" {
 		h, _ := os.Hostname()
 		c.ID = strings.ToLower(h)
@@ -153,4 +222,10 @@ func (c *Config) Fill() error {
 // SetAddrs points the minion at explicit publish and request addresses (tests, port 0).
 func (c *Config) SetAddrs(pub, req string) {
 	c.pubAddr, c.reqAddr = pub, req
+	c.masters = []masterAddr{{pub: pub, req: req}}
+}
+
+// AddAddrs adds a master at explicit publish and request addresses (tests of failover).
+func (c *Config) AddAddrs(pub, req string) {
+	c.masters = append(c.masters, masterAddr{pub: pub, req: req})
 }

@@ -127,33 +127,53 @@ func (m *Minion) setStatus(s string) {
 	m.mu.Unlock()
 }
 
-// Run connects to the master and serves jobs until ctx ends, reconnecting forever with capped
-// exponential backoff and jitter.
+// failoverJitter bounds the pause before trying the next master of a list after losing one:
+// the minions of a dead master spread their reconnections over it instead of arriving at once.
+const failoverJitter = time.Second
+
+// Run connects to the master and serves jobs until ctx ends, reconnecting forever. With several
+// masters (Config.Masters) it takes them in a random order and, on losing one, goes to the next
+// after a jittered pause of at most failoverJitter; once every master failed in a row it backs
+// off, exponentially with jitter up to max_backoff, as it does with one master.
 func (m *Minion) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); m.executor(ctx) }()
 	defer wg.Wait()
+	masters := m.cfg.masters
+	if len(masters) == 0 {
+		masters = []masterAddr{{pub: m.cfg.pubAddr, req: m.cfg.reqAddr}}
+	}
+	order := rand.Perm(len(masters))
 	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
+	failed := 0 // connections in a row that did not reach an accepted session
+	for i := 0; ctx.Err() == nil; i++ {
 		m.setStatus("connecting")
-		authed, err := m.connect(ctx)
+		addr := masters[order[i%len(masters)]]
+		authed, err := m.connect(ctx, addr)
 		if ctx.Err() != nil {
 			break
 		}
 		if authed {
-			backoff = 100 * time.Millisecond
+			backoff, failed = 100*time.Millisecond, 0
+		} else {
+			failed++
 		}
 		if err != nil {
 			m.setStatus(err.Error())
-			m.log.Info("disconnected from the master", "err", err)
+			m.log.Info("disconnected from the master", "master", addr.req, "err", err)
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
+		var wait time.Duration
+		if len(masters) > 1 && (failed == 0 || failed%len(masters) != 0) {
+			wait = rand.N(failoverJitter) // the next master may well be up
+		} else {
+			wait = backoff/2 + rand.N(backoff/2+1)
+			backoff = min(backoff*2, m.cfg.maxBackoff)
+		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(wait):
 		}
-		backoff = min(backoff*2, m.cfg.maxBackoff)
 	}
 	return nil
 }
@@ -162,13 +182,13 @@ func quiet() zmq4.Option { return zmq4.WithLogger(log.New(io.Discard, "", 0)) }
 
 // connect runs one connection: authenticate, subscribe, report, serve. It reports whether it
 // got as far as an accepted session.
-func (m *Minion) connect(ctx context.Context) (bool, error) {
+func (m *Minion) connect(ctx context.Context, addr masterAddr) (bool, error) {
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	dealer := zmq4.NewDealer(cctx, quiet(), zmq4.WithDialerMaxRetries(0), zmq4.WithTimeout(5*time.Second))
 	defer dealer.Close()
-	if err := dealer.Dial(zmtp.Endpoint(m.cfg.reqAddr, wire.MaxReplyFrame)); err != nil {
-		return false, fmt.Errorf("dial %s: %w", m.cfg.reqAddr, err)
+	if err := dealer.Dial(zmtp.Endpoint(addr.req, wire.MaxReplyFrame)); err != nil {
+		return false, fmt.Errorf("dial %s: %w", addr.req, err)
 	}
 	c := &conn{dealer: dealer, replies: make(chan wire.Reply, 16), done: make(chan struct{})}
 	frames := make(chan []byte, 16)
@@ -203,8 +223,8 @@ func (m *Minion) connect(ctx context.Context) (bool, error) {
 	}
 	sub := zmq4.NewSub(cctx, quiet(), zmq4.WithDialerMaxRetries(0), zmq4.WithTimeout(5*time.Second))
 	defer sub.Close()
-	if err := sub.Dial(zmtp.Endpoint(m.cfg.pubAddr, wire.MaxJobFrame+1024)); err != nil {
-		return true, fmt.Errorf("dial %s: %w", m.cfg.pubAddr, err)
+	if err := sub.Dial(zmtp.Endpoint(addr.pub, wire.MaxJobFrame+1024)); err != nil {
+		return true, fmt.Errorf("dial %s: %w", addr.pub, err)
 	}
 	// Only what concerns us: broadcasts, our bucket's jobs and our own (wire/topics.go).
 	for _, topic := range wire.MinionTopics(m.cfg.ID) {
@@ -256,7 +276,7 @@ func (m *Minion) connect(ctx context.Context) (bool, error) {
 		}
 		m.mu.Unlock()
 	}()
-	m.log.Info("connected to the master", "groups", groups)
+	m.log.Info("connected to the master", "master", addr.req, "groups", groups)
 	if err := m.sendFacts(); err != nil {
 		return true, err
 	}

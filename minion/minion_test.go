@@ -3,6 +3,8 @@ package minion
 import (
 	"os"
 	"path/filepath"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -67,5 +69,34 @@ func TestConfigFile(t *testing.T) {
 	}
 	if c.ID != "m9" || c.reqAddr != "10.0.0.9:4506" || c.Token != "brn1-x" || c.ExtraFacts["role"] != "web" {
 		t.Fatalf("%+v", c)
+	}
+}
+
+func TestConfigMasterList(t *testing.T) {
+	dir := t.TempDir()
+	write := func(body string) string {
+		p := filepath.Join(dir, "minion.hcl")
+		os.WriteFile(p, []byte(body+"\nid = \"m9\"\n"), 0o600)
+		return p
+	}
+	c, diags := LoadConfig(write(`master = ["m1", "m2:5506", "10.0.0.3"]`), "", "", dir)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	want := []masterAddr{{"m1:4505", "m1:4506"}, {"m2:5505", "m2:5506"}, {"10.0.0.3:4505", "10.0.0.3:4506"}}
+	if !reflect.DeepEqual(c.masters, want) || c.reqAddr != "m1:4506" {
+		t.Fatalf("masters = %+v", c.masters)
+	}
+	// The single-string form and --master (one, or several with commas) still work.
+	if c, diags := LoadConfig(write(`master = "m1"`), "", "", dir); diags.HasErrors() || len(c.masters) != 1 || c.Master != "m1" {
+		t.Fatalf("string form: %+v %v", c.masters, diags)
+	}
+	if c, diags := LoadConfig(write(`master = "m1"`), "a,b", "", dir); diags.HasErrors() || len(c.masters) != 2 || c.masters[1].req != "b:4506" {
+		t.Fatalf("--master a,b: %+v %v", c.masters, diags)
+	}
+	for _, bad := range []string{`master = []`, `master = [1, 2]`, `master = ["a", ""]`, `master = {a = "b"}`, `master = [` + strings.Repeat(`"m",`, maxMasters+1) + `]`} {
+		if _, diags := LoadConfig(write(bad), "", "", dir); !diags.HasErrors() {
+			t.Errorf("%s accepted", bad)
+		}
 	}
 }

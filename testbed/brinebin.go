@@ -70,8 +70,14 @@ func InstallBrine(t testing.TB, dir string) string {
 // BrineBinary built.
 func Main(m *testing.M) {
 	code := m.Run()
+	Cleanup()
+	os.Exit(code)
+}
+
+// Cleanup removes the binary that BrineBinary built; for a TestMain that has more to clean up
+// than Main does.
+func Cleanup() {
 	if brineBin.path != "" {
 		os.RemoveAll(filepath.Dir(brineBin.path))
 	}
-	os.Exit(code)
 }

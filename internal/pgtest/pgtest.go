@@ -174,7 +174,7 @@ func Start() (*Cluster, error) {
 
 // URL returns the connection string of database db.
 func (c *Cluster) URL(db string) string {
-	return fmt.Sprintf("host=%s user=postgres dbname=%s sslmode=disable", c.dir, db)
+	return fmt.Sprintf("postgres://postgres@/%s?host=%s&sslmode=disable", db, c.dir)
 }
 
 // NewDatabase creates a fresh database for t and returns its connection string; it is dropped

@@ -1,0 +1,278 @@
+package master_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/brinecm/brine/internal/pgtest"
+	"github.com/brinecm/brine/internal/store"
+	"github.com/brinecm/brine/internal/wire"
+	"github.com/brinecm/brine/master"
+	"github.com/brinecm/brine/minion"
+	"github.com/brinecm/brine/pki"
+)
+
+// pgMasters starts n masters in process on one fresh PostgreSQL database, sharing the first
+// one's master key (copied by the operator, as docs/master.md says).
+func pgMasters(t *testing.T, n int) []*master.Master {
+	t.Helper()
+	url := pgtest.Shared(t).NewDatabase(t)
+	first := master.TestMaster(t, func(c *master.Config) { c.Store = url })
+	out := []*master.Master{first}
+	key, err := os.ReadFile(filepath.Join(first.Config().DataDir, "master.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range n - 1 {
+		out = append(out, master.TestMaster(t, func(c *master.Config) {
+			c.Store = url
+			if err := os.WriteFile(filepath.Join(c.DataDir, "master.key"), key, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}))
+	}
+	return out
+}
+
+// fleetMinion starts a minion that knows every master of ms (first the one at index first).
+func fleetMinion(t *testing.T, ms []*master.Master, first int, id string, opts ...func(*minion.Config)) *minion.Minion {
+	t.Helper()
+	return minion.TestMinion(t, ms[first].PublishAddr(), ms[first].RequestAddr(), id, func(c *minion.Config) {
+		for _, o := range opts {
+			o(c)
+		}
+	})
+}
+
+// presentOn waits until minion id holds a presence lease on master m and returns.
+func presentOn(t *testing.T, d time.Duration, any *master.Master, m *master.Master, id string) {
+	t.Helper()
+	waitFor(t, d, id+" present on "+m.Name(), func() bool {
+		p, err := any.Presence()
+		return err == nil && p[id].Master == m.Name()
+	})
+}
+
+// Masters on one PostgreSQL are one fleet: a minion enrolled and accepted through one is
+// known to all; a job submitted on m1 reaches the minions connected to m2 and m3; each return
+// is recorded once, and every master sees the same jobs, returns, facts and presence.
+func TestMastersShareOneFleet(t *testing.T) {
+	ms := pgMasters(t, 3)
+	var mins []*minion.Minion
+	for i, id := range []string{"a1", "a2", "a3"} {
+		mins = append(mins, fleetMinion(t, ms, i, id))
+	}
+	waitFor(t, 10*time.Second, "three pending keys", func() bool { total, _ := ms[2].Keys().Pending(""); return total == 3 })
+	if ids, err := ms[1].Keys().Accept("a*", []string{"web"}, false); err != nil || len(ids) != 3 {
+		t.Fatalf("accept on m2: %v %v", ids, err)
+	}
+	for i, mn := range mins {
+		waitFor(t, 10*time.Second, mn.ID()+" connected", func() bool { return mn.Status() == "connected" })
+		presentOn(t, 10*time.Second, ms[0], ms[i], mn.ID())
+	}
+	// Facts reported to m2 and m3 are seen by m1 (targeting by facts works on any master).
+	waitFor(t, 10*time.Second, "m1 sees every minion's facts", func() bool {
+		return ms[0].Facts("a2") != nil && ms[0].Facts("a3") != nil
+	})
+	ids, err := ms[0].ResolveTarget("group:web")
+	if err != nil || len(ids) != 3 {
+		t.Fatalf("resolve on m1: %v %v", ids, err)
+	}
+	res, err := ms[0].Run(context.Background(), master.JobSpec{Kind: wire.JobPing, Target: "group:web", Minions: ids, Timeout: 30 * time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Missing) != 0 || len(res.Returns) != 3 {
+		t.Fatalf("ping from m1: missing %v, %d returns", res.Missing, len(res.Returns))
+	}
+	jid := res.JIDs[0]
+	for i, m := range ms {
+		d, err := m.Job(jid)
+		if err != nil || len(d.Returns) != 3 || len(d.Missing) != 0 {
+			t.Fatalf("m%d: job %s: %+v %v", i+1, jid, d, err)
+		}
+		rs, _ := m.Store().Returns(jid)
+		if len(rs) != 3 {
+			t.Fatalf("m%d: %d returns recorded for 3 minions", i+1, len(rs))
+		}
+	}
+	// And the other way round: a job from m3 reaches the minion on m1.
+	res, err = ms[2].Run(context.Background(), master.JobSpec{Kind: wire.JobPing, Target: "a1", Minions: []string{"a1"}, Timeout: 30 * time.Second}, nil)
+	if err != nil || len(res.Missing) != 0 {
+		t.Fatalf("ping a1 from m3: %+v %v", res, err)
+	}
+}
+
+// A second master with another key refuses to start on the store: every master of a fleet
+// signs with the key minions pinned.
+func TestSecondMasterWithOtherKeyRefused(t *testing.T) {
+	url := pgtest.Shared(t).NewDatabase(t)
+	master.TestMaster(t, func(c *master.Config) { c.Store = url })
+	cfg, diags := master.LoadConfig("", t.TempDir())
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	cfg.Store = url
+	m, err := master.New(cfg, nil)
+	if err == nil {
+		m.Close()
+		t.Fatal("a master with another key started on the fleet's store")
+	}
+	if !errors.Is(err, store.ErrOtherIdentity) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// runFleetMinion runs a minion that lists every master of ms, until the returned stop.
+func runFleetMinion(t *testing.T, ms []*master.Master, id, dataDir string) (stop func()) {
+	t.Helper()
+	cfg := minion.Config{Master: "127.0.0.1", ID: id, DataDir: dataDir, Heartbeat: "200ms", MaxBackoff: "300ms",
+		FactsFunc: func() map[string]any { return map[string]any{"os": "linux"} }}
+	if err := cfg.Fill(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.SetAddrs(ms[0].PublishAddr(), ms[0].RequestAddr())
+	for _, m := range ms[1:] {
+		cfg.AddAddrs(m.PublishAddr(), m.RequestAddr())
+	}
+	mn, err := minion.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = mn.Run(ctx) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+// where returns the index in ms of the master minion id holds a lease on, or -1.
+func where(ms []*master.Master, via *master.Master, id string) int {
+	p, err := via.Presence()
+	if err != nil {
+		return -1
+	}
+	for i, m := range ms {
+		if p[id].Master == m.Name() {
+			return i
+		}
+	}
+	return -1
+}
+
+// A minion that lists three masters on one store: a job published by a master that then dies,
+// while the minion was away, is delivered by another master when the minion comes back
+// (deliveries live in the store), applied once and returned once; then the master the minion is
+// connected to goes, and the minion fails over to the last one, which reaches it.
+func TestMinionFailsOverAndGetsItsPendingJob(t *testing.T) {
+	ms := pgMasters(t, 3)
+	dir := t.TempDir()
+	stop := runFleetMinion(t, ms, "fo1", dir)
+	waitFor(t, 10*time.Second, "fo1 pending", func() bool { _, ok := ms[0].Keys().Get("fo1"); return ok })
+	if _, err := ms[0].Keys().Accept("fo1", nil, false); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "fo1 present", func() bool { return where(ms, ms[0], "fo1") >= 0 })
+	stop()
+
+	// m1 publishes a job for fo1, which is away, and dies.
+	out := filepath.Join(t.TempDir(), "runs")
+	b := bundle(t, map[string]string{"main.hcl": `
+exec "count" {
+  command = "echo run >> ` + out + `"
+}`})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	published := make(chan string, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ms[0].Run(ctx, master.JobSpec{Kind: wire.JobApply, Target: "fo1", Minions: []string{"fo1"}, Bundle: b, Timeout: 60 * time.Second},
+			func(e master.Event) {
+				if e.Event == "published" {
+					published <- e.JID
+				}
+			})
+	}()
+	jid := <-published
+	ms[0].Close()
+	cancel()
+	<-done
+
+	runFleetMinion(t, ms, "fo1", dir)
+	waitFor(t, 30*time.Second, "the job m1 published is returned through another master", func() bool {
+		d, err := ms[1].Job(jid)
+		return err == nil && len(d.Returns) == 1 && d.Returns["fo1"].Success
+	})
+	at := where(ms, ms[1], "fo1")
+	if at != 1 && at != 2 {
+		t.Fatalf("fo1 present on master %d", at)
+	}
+	if rs, _ := ms[2].Store().Returns(jid); len(rs) != 1 {
+		t.Fatalf("%d returns recorded", len(rs))
+	}
+	if data, _ := os.ReadFile(out); string(data) != "run\n" {
+		t.Fatalf("the job ran %q, want exactly once", data)
+	}
+
+	// The minion's master goes: it fails over to the remaining one.
+	other := 3 - at
+	lost := time.Now()
+	ms[at].Close()
+	waitFor(t, 30*time.Second, "fo1 failed over", func() bool { return where(ms, ms[other], "fo1") == other })
+	t.Logf("failed over in %s", time.Since(lost).Round(time.Millisecond))
+	res, err := ms[other].Run(context.Background(), master.JobSpec{Kind: wire.JobPing, Target: "fo1", Minions: []string{"fo1"}, Timeout: 20 * time.Second}, nil)
+	if err != nil || len(res.Missing) != 0 {
+		t.Fatalf("ping after failover: %+v %v", res, err)
+	}
+}
+
+// Two minions present one enrolment token at once, each to another master: exactly one is
+// enrolled, the other stays pending.
+func TestTokenEnrolsOnceAcrossMasters(t *testing.T) {
+	ms := pgMasters(t, 2)
+	tok, _, err := ms[0].Tokens().Create(pki.TokenRequest{Groups: []string{"db"}, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withToken := func(c *minion.Config) { c.Token = tok }
+	fleetMinion(t, ms, 0, "t1", withToken)
+	fleetMinion(t, ms, 1, "t2", withToken)
+	waitFor(t, 15*time.Second, "both minions known", func() bool {
+		_, ok1 := ms[1].Keys().Get("t1")
+		_, ok2 := ms[0].Keys().Get("t2")
+		return ok1 && ok2
+	})
+	acc := ms[0].Keys().Accepted()
+	if len(acc) != 1 {
+		t.Fatalf("%d minions enrolled with one token: %v", len(acc), acc)
+	}
+	if l, _ := ms[1].Tokens().List(); len(l) != 0 {
+		t.Fatalf("token not spent: %v", l)
+	}
+}
+
+// Rejecting a key on one master ends the minion's session on the master it is connected to,
+// which rotates its session key (DESIGN.md invariant 4 across masters).
+func TestRejectOnOneMasterRotatesAll(t *testing.T) {
+	ms := pgMasters(t, 2)
+	mn := fleetMinion(t, ms, 1, "r1")
+	waitFor(t, 10*time.Second, "r1 pending", func() bool { _, ok := ms[0].Keys().Get("r1"); return ok })
+	ms[0].Keys().Accept("r1", nil, false)
+	waitFor(t, 10*time.Second, "r1 connected", func() bool { return mn.Status() == "connected" })
+	before := ms[1].SessionKeyID()
+	ids, err := ms[0].Keys().Reject("r1")
+	if err != nil || len(ids) != 1 {
+		t.Fatal(ids, err)
+	}
+	ms[0].RemoveMinions(ids, false)
+	waitFor(t, 10*time.Second, "m2 rotated its session key", func() bool { return ms[1].SessionKeyID() != before })
+	waitFor(t, 10*time.Second, "r1 refused", func() bool { return mn.Status() != "connected" })
+}
