@@ -69,6 +69,8 @@ type KeyInfo struct {
 	// TincPending names the tinc networks whose reported key differs from the pinned one: peers()
 	// keeps the pinned key until `brine key accept-tinc`.
 	TincPending []string `json:"tinc_pending,omitempty"`
+	// Master is the master the minion is connected to (its presence lease), "" when none.
+	Master string `json:"master,omitempty"`
 }
 
 // ControlResponse is one line of the master's answer. Event carries the job events of apply and
@@ -85,6 +87,8 @@ type ControlResponse struct {
 	Finger  string                    `json:"finger,omitempty"`
 	// Status answers the op "status" (status.go).
 	Status []MinionStatus `json:"status,omitempty"`
+	// Master is the answering master's name (presence leases name masters so).
+	Master string `json:"master,omitempty"`
 	// Bootstrap answers the op "bootstrap" (cloud.go).
 	Bootstrap *BootstrapInfo `json:"bootstrap,omitempty"`
 }
@@ -311,6 +315,10 @@ func (s *controlServer) keys(req ControlRequest, send func(ControlResponse)) err
 			return fmt.Errorf("bad key pattern %q", glob)
 		}
 		var out []KeyInfo
+		presence, err := m.Presence()
+		if err != nil {
+			m.log.Warn("could not read presence leases", "err", err)
+		}
 		for _, k := range m.keys.List() {
 			if ok, _ := path.Match(glob, k.ID); !ok {
 				continue
@@ -322,9 +330,12 @@ func (s *controlServer) keys(req ControlRequest, send func(ControlResponse)) err
 				ki.TincPending = append(ki.TincPending, n)
 			}
 			sort.Strings(ki.TincPending)
+			if k.State == pki.StateAccepted {
+				ki.Master = presence[k.ID].Master
+			}
 			out = append(out, ki)
 		}
-		send(ControlResponse{Event: Event{Event: "done"}, Keys: out, Finger: m.key.Pub.Fingerprint()})
+		send(ControlResponse{Event: Event{Event: "done"}, Keys: out, Finger: m.key.Pub.Fingerprint(), Master: m.Name()})
 		return nil
 	case "accept":
 		recs, err := m.keys.AcceptKeys(glob, req.Groups, req.All, req.Finger)

@@ -119,22 +119,19 @@ func (m *Master) onFleetEvent(ev store.Event) {
 		m.mu.Lock()
 		watched := len(m.watchers[ev.JID]) > 0
 		m.mu.Unlock()
-		if !watched {
-			return
+		if watched {
+			m.replayReturns(ev.JID, ev.Minion)
 		}
-		rs, err := m.store.Returns(ev.JID)
-		if err != nil {
-			m.log.Error("could not read a return another master recorded", "jid", ev.JID, "err", err)
-			return
+	case store.EventResync:
+		m.log.Info("reconnected to the store's notifications; reading the returns of running jobs again")
+		m.mu.Lock()
+		var jids []string
+		for jid := range m.watchers {
+			jids = append(jids, jid)
 		}
-		for _, r := range rs {
-			if r.Minion != ev.Minion {
-				continue
-			}
-			var ret wire.Return
-			if json.Unmarshal(r.Data, &ret) == nil && ret.Minion == r.Minion {
-				m.notifyReturn(ReturnEvent{Return: ret})
-			}
+		m.mu.Unlock()
+		for _, jid := range jids {
+			m.replayReturns(jid, "")
 		}
 	case store.EventFacts:
 		var f map[string]any
@@ -185,5 +182,24 @@ func (m *Master) republish(minions []string, signed []byte, sk *pki.SessionKey) 
 	}
 	for _, id := range minions {
 		m.publishTo(wire.TopicMinion(id), frame)
+	}
+}
+
+// replayReturns hands the stored returns of jid (of minion only, when not empty) to its
+// watchers; they skip the ones they have.
+func (m *Master) replayReturns(jid, minion string) {
+	rs, err := m.store.Returns(jid)
+	if err != nil {
+		m.log.Error("could not read returns another master recorded", "jid", jid, "err", err)
+		return
+	}
+	for _, r := range rs {
+		if minion != "" && r.Minion != minion {
+			continue
+		}
+		var ret wire.Return
+		if json.Unmarshal(r.Data, &ret) == nil && ret.Minion == r.Minion {
+			m.notifyReturn(ReturnEvent{Return: ret, Dup: minion == ""})
+		}
 	}
 }

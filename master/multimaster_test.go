@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -100,6 +102,21 @@ func TestMastersShareOneFleet(t *testing.T) {
 		if len(rs) != 3 {
 			t.Fatalf("m%d: %d returns recorded for 3 minions", i+1, len(rs))
 		}
+	}
+	// `brine key list` on m1 says where each minion is connected, and `brine jobs` on m2 lists
+	// the job m1 ran.
+	r, err := ms[0].Client().One(context.Background(), master.ControlRequest{Op: "keys", Action: "list"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range r.Keys {
+		want := map[string]string{"a1": ms[0].Name(), "a2": ms[1].Name(), "a3": ms[2].Name()}[k.ID]
+		if k.Master != want || r.Master != ms[0].Name() {
+			t.Fatalf("key list on m1: %s on %q, want %q", k.ID, k.Master, want)
+		}
+	}
+	if jobs, err := ms[1].Store().Jobs(10); err != nil || len(jobs) != 1 || jobs[0].JID != jid {
+		t.Fatalf("jobs on m2: %+v %v", jobs, err)
 	}
 	// And the other way round: a job from m3 reaches the minion on m1.
 	res, err = ms[2].Run(context.Background(), master.JobSpec{Kind: wire.JobPing, Target: "a1", Minions: []string{"a1"}, Timeout: 30 * time.Second}, nil)
@@ -275,4 +292,59 @@ func TestRejectOnOneMasterRotatesAll(t *testing.T) {
 	ms[0].RemoveMinions(ids, false)
 	waitFor(t, 10*time.Second, "m2 rotated its session key", func() bool { return ms[1].SessionKeyID() != before })
 	waitFor(t, 10*time.Second, "r1 refused", func() bool { return mn.Status() != "connected" })
+}
+
+// PostgreSQL restarts while a job runs on minions of two masters: the masters reconnect, the
+// minions keep their returns until a master records them (DESIGN.md invariant 17), and the
+// command waiting on m1 gets every return, each recorded once.
+func TestPostgresRestartMidJob(t *testing.T) {
+	ms := pgMasters(t, 2)
+	var mins []*minion.Minion
+	for i, id := range []string{"p1", "p2", "p3", "p4"} {
+		mins = append(mins, fleetMinion(t, ms, i%2, id))
+	}
+	waitFor(t, 10*time.Second, "four pending keys", func() bool { total, _ := ms[0].Keys().Pending(""); return total == 4 })
+	ms[0].Keys().Accept("p*", nil, false)
+	for _, mn := range mins {
+		waitFor(t, 10*time.Second, mn.ID()+" connected", func() bool { return mn.Status() == "connected" })
+	}
+	gate := filepath.Join(t.TempDir(), "gate")
+	b := bundle(t, map[string]string{"main.hcl": `
+exec "wait" {
+  command = "while [ ! -e ` + gate + ` ]; do sleep 0.05; done"
+}`})
+	ids := []string{"p1", "p2", "p3", "p4"}
+	type result struct {
+		res *master.Result
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := ms[0].Run(context.Background(), master.JobSpec{Kind: wire.JobApply, Target: "p*", Minions: ids, Bundle: b, Timeout: 90 * time.Second}, nil)
+		done <- result{res, err}
+	}()
+	waitFor(t, 20*time.Second, "the job running everywhere", func() bool {
+		for _, mn := range mins {
+			if mn.Applied() != 0 {
+				return false
+			}
+		}
+		out, _ := exec.Command("pgrep", "-f", "while \\[ ! -e "+gate).Output()
+		return len(strings.Fields(string(out))) >= 4
+	})
+	if err := pgtest.Shared(t).Restart(); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(gate, nil, 0o600) // the applies finish while the database is coming back
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if len(r.res.Missing) != 0 {
+		t.Fatalf("missing after the restart: %v", r.res.Missing)
+	}
+	rs, err := ms[1].Store().Returns(r.res.JIDs[0])
+	if err != nil || len(rs) != 4 {
+		t.Fatalf("%d returns recorded: %v", len(rs), err)
+	}
 }

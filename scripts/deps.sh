@@ -9,8 +9,9 @@
 #   python3-zmq:                  libzmq (pyzmq), a ZeroMQ peer nobody here wrote, for the interop test
 #   conntrack:                    `conntrack -L`, the connection tracking table, in the ufw tests' failure output
 #   systemd:                      PID 1 of the testbed's systemd hosts (Options.Systemd)
+#   postgresql:                   the server binaries (initdb, postgres) of the tests' private clusters (internal/pgtest)
 set -euo pipefail
-pkgs=(iptables ufw tinc python3-zmq dpkg-dev iproute2 iputils-ping netcat-openbsd kmod util-linux procps psmisc make git ca-certificates conntrack systemd)
+pkgs=(iptables ufw tinc python3-zmq dpkg-dev iproute2 iputils-ping netcat-openbsd kmod util-linux procps psmisc make git ca-certificates conntrack systemd postgresql)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

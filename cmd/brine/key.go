@@ -87,6 +87,10 @@ func newKeyCmd() *cobra.Command {
 						if len(k.TincPending) > 0 {
 							fmt.Fprintf(w, "          %-24s tinc key changed (%s): brine key accept-tinc %s\n", "", strings.Join(k.TincPending, ","), k.ID)
 						}
+						if k.Master != "" && k.Master != r.Master {
+							// Masters sharing a store: say where the minion is connected.
+							fmt.Fprintf(w, "          %-24s connected to master %s\n", "", k.Master)
+						}
 					}
 				case "accept":
 					if len(r.Keys) == 0 {

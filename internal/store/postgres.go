@@ -987,8 +987,8 @@ func (p pgPresence) Presence(now time.Time) (map[string]Lease, error) {
 // Listen implements Notifier.
 func (s *Postgres) Listen(ctx context.Context, fn func(Event)) {
 	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		err := s.listenOnce(ctx, fn)
+	for first := true; ctx.Err() == nil; first = false {
+		err := s.listenOnce(ctx, fn, !first)
 		if ctx.Err() != nil {
 			return
 		}
@@ -1002,7 +1002,7 @@ func (s *Postgres) Listen(ctx context.Context, fn func(Event)) {
 	}
 }
 
-func (s *Postgres) listenOnce(ctx context.Context, fn func(Event)) error {
+func (s *Postgres) listenOnce(ctx context.Context, fn func(Event), resync bool) error {
 	cctx, cancel := context.WithTimeout(ctx, opTimeout)
 	conn, err := pgx.ConnectConfig(cctx, s.connCfg)
 	cancel()
@@ -1014,6 +1014,9 @@ func (s *Postgres) listenOnce(ctx context.Context, fn func(Event)) error {
 		if _, err := conn.Exec(ctx, `LISTEN `+ch); err != nil {
 			return err
 		}
+	}
+	if resync {
+		fn(Event{Kind: EventResync})
 	}
 	for {
 		n, err := conn.WaitForNotification(ctx)

@@ -140,6 +140,9 @@ const (
 	EventReturn = "return" // a return was recorded (once per job and minion)
 	EventFacts  = "facts"  // a minion's facts were stored
 	EventKey    = "key"    // the operator changed a key's state or deleted it
+	// EventResync: the notification connection was lost and is back; events in between are
+	// lost, so the master reads again what it waits for.
+	EventResync = "resync"
 )
 
 // Notifier is a store shared by several masters: it tells one master what the others did.
