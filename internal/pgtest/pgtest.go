@@ -95,8 +95,18 @@ func Main(m *testing.M) {
 	os.Exit(code)
 }
 
-// Start initialises and starts a cluster in a new temporary directory.
-func Start() (*Cluster, error) {
+// Options adjust a cluster.
+type Options struct {
+	// Durable keeps PostgreSQL's defaults (fsync, synchronous commit, full page writes), for
+	// benchmarks that compare with stores that fsync; tests run without them.
+	Durable bool
+}
+
+// Start initialises and starts a cluster for tests in a new temporary directory.
+func Start() (*Cluster, error) { return StartWith(Options{}) }
+
+// StartWith is Start with options.
+func StartWith(o Options) (*Cluster, error) {
 	dir, err := os.MkdirTemp("", "brpg")
 	if err != nil {
 		return nil, err
@@ -136,8 +146,11 @@ func Start() (*Cluster, error) {
 	}
 	// listen_addresses='' : no TCP at all; the socket lives in dir. fsync off: a test cluster
 	// does not survive a crash of the machine anyway.
-	c.cmd = exec.Command(filepath.Join(BinDir, "postgres"), "-D", data, "-k", dir, "-c", "listen_addresses=",
-		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=200")
+	args := []string{"-D", data, "-k", dir, "-c", "listen_addresses=", "-c", "max_connections=200"}
+	if !o.Durable {
+		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+	}
+	c.cmd = exec.Command(filepath.Join(BinDir, "postgres"), args...)
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
 	// Pdeathsig: a test binary that dies (a panic, a timeout) takes its server with it.
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred, Pdeathsig: syscall.SIGQUIT, Setpgid: true}

@@ -29,12 +29,12 @@ const (
 	lockAttested   = 3
 )
 
-// Notification channels: the payload is "<instance> <jid>" or "<instance> <jid> <minion>".
+// Notification channels: the payload starts with the sending instance.
 const (
-	chanJobs    = "brine_jobs"
-	chanReturns = "brine_returns"
-	chanFacts   = "brine_facts" // "<instance> <minion>"
-	chanKeys    = "brine_keys"  // "<instance> <minion> <state|deleted>"
+	chanJobs    = "brine_jobs"    // "<instance> <jid>"
+	chanReturns = "brine_returns" // "<instance> <jid> <minion>..."
+	chanFacts   = "brine_facts"   // "<instance> <minion>"
+	chanKeys    = "brine_keys"    // "<instance> <minion> <state|deleted>"
 )
 
 // opTimeout bounds every statement: a master that cannot reach the database fails the
@@ -48,6 +48,7 @@ type Postgres struct {
 	log      *slog.Logger
 	instance string // random, in notifications, so a master skips its own
 	finger   string // the master's fingerprint, in its tokens
+	batch    *batcher
 
 	limits atomic.Pointer[pki.PendingLimits] // bounds on pending keys, set by SetLimits
 }
@@ -78,6 +79,7 @@ func OpenPostgres(ctx context.Context, url string, master pki.PublicKey, logger 
 		pool.Close()
 		return nil, err
 	}
+	s.batch = newBatcher(s)
 	return s, nil
 }
 
@@ -144,6 +146,7 @@ func (s *Postgres) Presence() Presence { return pgPresence{s} }
 
 // Close implements Store.
 func (s *Postgres) Close() error {
+	s.batch.close()
 	s.pool.Close()
 	return nil
 }
@@ -703,19 +706,16 @@ func (j pgJobs) AddReturn(r jobstore.Return) (bool, error) {
 	}
 	ctx, cancel := j.s.ctx()
 	defer cancel()
-	// One statement: the insert that wins tells the other masters (their waiting commands).
-	rows, err := j.s.pool.Query(ctx, `WITH ins AS (
-		INSERT INTO returns (jid, minion, record) VALUES ($1, $2, $3) ON CONFLICT (jid, minion) DO NOTHING RETURNING jid, minion)
-		SELECT pg_notify($4, $5 || ' ' || jid || ' ' || minion) FROM ins`, r.JID, r.Minion, data, chanReturns, j.s.instance)
+	tag, err := j.s.pool.Exec(ctx, `INSERT INTO returns (jid, minion, record) VALUES ($1, $2, $3) ON CONFLICT (jid, minion) DO NOTHING`, r.JID, r.Minion, data)
 	if err != nil {
 		return false, err
 	}
-	n := 0
-	for rows.Next() {
-		n++
+	if tag.RowsAffected() != 1 {
+		return false, nil
 	}
-	rows.Close()
-	return n == 1, rows.Err()
+	// The insert that wins tells the other masters (their waiting commands).
+	j.s.batch.add(chanReturns, r.JID, r.Minion)
+	return true, nil
 }
 
 func (j pgJobs) Job(jid string) (jobstore.Job, error) {
@@ -784,12 +784,13 @@ func (j pgJobs) Jobs(limit int) ([]jobstore.Job, error) {
 }
 
 func (j pgJobs) PutFacts(id string, facts []byte) error {
-	return j.s.tx(0, func(ctx context.Context, tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO facts (minion, data) VALUES ($1, $2) ON CONFLICT (minion) DO UPDATE SET data = $2`, id, facts); err != nil {
-			return err
-		}
-		return j.s.notify(ctx, tx, chanFacts, id)
-	})
+	ctx, cancel := j.s.ctx()
+	defer cancel()
+	if _, err := j.s.pool.Exec(ctx, `INSERT INTO facts (minion, data) VALUES ($1, $2) ON CONFLICT (minion) DO UPDATE SET data = $2`, id, facts); err != nil {
+		return err
+	}
+	j.s.batch.add(chanFacts, "", id)
+	return nil
 }
 
 func (j pgJobs) AllFacts() (map[string][]byte, error) {
@@ -1023,42 +1024,45 @@ func (s *Postgres) listenOnce(ctx context.Context, fn func(Event), resync bool) 
 		if err != nil {
 			return err
 		}
-		ev, ok := s.parseNotification(n)
-		if !ok {
-			continue
-		}
-		if ev.Kind == EventFacts {
-			// The facts themselves may be larger than a notification can carry.
-			qctx, cancel := context.WithTimeout(ctx, opTimeout)
-			err := s.pool.QueryRow(qctx, `SELECT data FROM facts WHERE minion = $1`, ev.Minion).Scan(&ev.Data)
-			cancel()
-			if errors.Is(err, pgx.ErrNoRows) {
-				continue // deleted since
+		for _, ev := range s.parseNotification(n) {
+			if ev.Kind == EventFacts {
+				// The facts themselves may be larger than a notification can carry.
+				qctx, cancel := context.WithTimeout(ctx, opTimeout)
+				err := s.pool.QueryRow(qctx, `SELECT data FROM facts WHERE minion = $1`, ev.Minion).Scan(&ev.Data)
+				cancel()
+				if errors.Is(err, pgx.ErrNoRows) {
+					continue // deleted since
+				}
+				if err != nil {
+					return err
+				}
 			}
-			if err != nil {
-				return err
-			}
+			fn(ev)
 		}
-		fn(ev)
 	}
 }
 
-func (s *Postgres) parseNotification(n *pgconn.Notification) (Event, bool) {
+func (s *Postgres) parseNotification(n *pgconn.Notification) []Event {
 	f := strings.Fields(n.Payload)
 	if len(f) < 2 || f[0] == s.instance {
-		return Event{}, false
+		return nil
 	}
+	var out []Event
 	switch {
 	case n.Channel == chanJobs && len(f) == 2:
-		return Event{Kind: EventJob, JID: f[1]}, true
-	case n.Channel == chanReturns && len(f) == 3:
-		return Event{Kind: EventReturn, JID: f[1], Minion: f[2]}, true
-	case n.Channel == chanFacts && len(f) == 2:
-		return Event{Kind: EventFacts, Minion: f[1]}, true
+		out = append(out, Event{Kind: EventJob, JID: f[1]})
+	case n.Channel == chanReturns && len(f) >= 3:
+		for _, id := range f[2:] {
+			out = append(out, Event{Kind: EventReturn, JID: f[1], Minion: id})
+		}
+	case n.Channel == chanFacts:
+		for _, id := range f[1:] {
+			out = append(out, Event{Kind: EventFacts, Minion: id})
+		}
 	case n.Channel == chanKeys && len(f) == 3:
-		return Event{Kind: EventKey, Minion: f[1], State: f[2]}, true
+		out = append(out, Event{Kind: EventKey, Minion: f[1], State: f[2]})
 	}
-	return Event{}, false
+	return out
 }
 
 func ptr[T any](v T) *T { return &v }
