@@ -13,3 +13,5 @@
 # control_socket = "/var/lib/brine/master/master.sock"
 # bootstrap_addr = ""                       # HTTP address serving this binary to new droplets; off when empty
 # advertise_addr = ""                       # host droplets reach the master at
+# store          = ""                       # "postgres://user@host/db": one database shared by many masters
+# name           = ""                       # this master in presence leases (default "<hostname>/<request_addr>")

@@ -2,7 +2,7 @@
 # Every setting is commented out. A minion needs at least the master's address: set `master`,
 # then `systemctl enable --now brine-minion`. Reference: docs/master.md.
 #
-# master        = "10.0.0.1"               # host of the master (or host:request_port)
+# master        = "10.0.0.1"               # host of the master (or host:request_port), or a list: ["m1", "m2"]
 # publish_port  = 4505
 # request_port  = 4506
 # id            = "<hostname>"             # ^[a-z0-9][a-z0-9.-]{0,62}$
