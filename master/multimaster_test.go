@@ -41,7 +41,7 @@ func pgMasters(t *testing.T, n int) []*master.Master {
 	return out
 }
 
-// fleetMinion starts a minion that knows every master of ms (first the one at index first).
+// fleetMinion starts a minion that connects to ms[first] only.
 func fleetMinion(t *testing.T, ms []*master.Master, first int, id string, opts ...func(*minion.Config)) *minion.Minion {
 	t.Helper()
 	return minion.TestMinion(t, ms[first].PublishAddr(), ms[first].RequestAddr(), id, func(c *minion.Config) {

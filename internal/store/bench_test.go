@@ -13,8 +13,8 @@ import (
 	"github.com/brinecm/brine/internal/store"
 )
 
-// benchStores opens a files store and a PostgreSQL store on a durable cluster (fsync on, as
-// bbolt fsyncs every commit), for write benchmarks.
+// benchStores opens a files store and PostgreSQL stores (the default pool of 16 connections,
+// and 64) on a durable cluster (fsync on, as bbolt fsyncs every commit), for write benchmarks.
 func benchStores(b *testing.B) map[string]store.Store {
 	b.Helper()
 	out := map[string]store.Store{}
@@ -32,12 +32,15 @@ func benchStores(b *testing.B) map[string]store.Store {
 		b.Fatal(err)
 	}
 	b.Cleanup(c.Stop)
-	p, err := store.OpenPostgres(context.Background(), c.NewDatabase(b), masterKey.Pub, nil)
-	if err != nil {
-		b.Fatal(err)
+	url := c.NewDatabase(b)
+	for name, u := range map[string]string{"postgres": url, "postgres-64conns": url + "&pool_max_conns=64"} {
+		p, err := store.OpenPostgres(context.Background(), u, masterKey.Pub, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { p.Close() })
+		out[name] = p
 	}
-	b.Cleanup(func() { p.Close() })
-	out["postgres"] = p
 	return out
 }
 
@@ -47,7 +50,7 @@ func benchStores(b *testing.B) map[string]store.Store {
 //	go test -run '^$' -bench BenchmarkStoreWrites -benchtime 5000x ./internal/store
 func BenchmarkStoreWrites(b *testing.B) {
 	stores := benchStores(b)
-	for _, name := range []string{"files", "postgres"} {
+	for _, name := range []string{"files", "postgres", "postgres-64conns"} {
 		s := stores[name]
 		b.Run(name+"/job", func(b *testing.B) {
 			for i := range b.N {
