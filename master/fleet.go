@@ -36,8 +36,12 @@ type fleetState struct {
 	leased map[string]time.Time // minion -> when its lease was last renewed here
 }
 
-// leaseMin is the shortest presence lease; a lease is renewed when half of it has passed.
-const leaseMin = 30 * time.Second
+// leaseMin is the shortest presence lease; a lease is renewed when half of it has passed, or
+// on authentication when leaseForceEvery has.
+const (
+	leaseMin        = 30 * time.Second
+	leaseForceEvery = time.Second
+)
 
 // leaseFor is the presence lease for a fleet of n connected minions: three heartbeat requests.
 func (m *Master) leaseFor(n int) time.Duration {
@@ -56,7 +60,9 @@ func (m *Master) leasePresence(minion string, force bool) {
 	if m.fleet.leased == nil {
 		m.fleet.leased = map[string]time.Time{}
 	}
-	if !force && now.Sub(m.fleet.leased[minion]) < lease/2 {
+	// A minion authenticating again and again (a peer with an accepted key) renews at most
+	// once per leaseForceEvery: every renewal is a write to the store.
+	if since := now.Sub(m.fleet.leased[minion]); since < lease/2 && (!force || since < leaseForceEvery) {
 		m.fleet.mu.Unlock()
 		return
 	}

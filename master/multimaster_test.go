@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -346,5 +347,71 @@ exec "wait" {
 	rs, err := ms[1].Store().Returns(r.res.JIDs[0])
 	if err != nil || len(rs) != 4 {
 		t.Fatalf("%d returns recorded: %v", len(rs), err)
+	}
+}
+
+// Peers present one token at the same moment, half of them to each of two masters on one
+// store, over the wire: exactly one is enrolled and the token is spent.
+func TestConcurrentRedemptionAcrossMasters(t *testing.T) {
+	ms := pgMasters(t, 2)
+	tok, _, err := ms[0].Tokens().Create(pki.TokenRequest{Groups: []string{"app"}, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 24
+	clients := make([]*rawClient, n)
+	frames := make([][]byte, n)
+	for i := range n {
+		clients[i] = newRaw(t, ms[i%2], "race-"+strconv.Itoa(i), nil)
+		frames[i] = clients[i].authFrame(tok, nil)
+	}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() { defer wg.Done(); <-start; clients[i].send(frames[i]) }()
+	}
+	close(start)
+	wg.Wait()
+	accepted := 0
+	for i := range n {
+		ar, ok := clients[i].authReply()
+		if !ok {
+			t.Fatalf("client %d: no reply", i)
+		}
+		if ar.Status == wire.StatusAccepted {
+			accepted++
+		}
+	}
+	if accepted != 1 || len(ms[1].Keys().Accepted()) != 1 || liveTokens(t, ms[0]) != 0 {
+		t.Fatalf("%d enrolled with one token (%d accepted keys)", accepted, len(ms[1].Keys().Accepted()))
+	}
+}
+
+// A flood of new ids against two masters on one store is bounded by the store's pending limit,
+// counted across masters, and refused without a write beyond it.
+func TestPendingFloodBoundedAcrossMasters(t *testing.T) {
+	url := pgtest.Shared(t).NewDatabase(t)
+	cfg := func(c *master.Config) { c.Store, c.PreAuthRatePerSource, c.MaxPendingPerSource = url, 100000, 10 }
+	m1 := master.TestMaster(t, cfg)
+	key, _ := os.ReadFile(filepath.Join(m1.Config().DataDir, "master.key"))
+	m2 := master.TestMaster(t, cfg, func(c *master.Config) { os.WriteFile(filepath.Join(c.DataDir, "master.key"), key, 0o600) })
+	refused := 0
+	for i, m := range []*master.Master{m1, m2, m1, m2} {
+		c := newRaw(t, m, "x", nil)
+		for j := range 8 {
+			c.id = "flood-" + strconv.Itoa(i) + "-" + strconv.Itoa(j)
+			switch ar := c.authAs(""); ar.Status {
+			case wire.StatusPending:
+			case wire.StatusRefused:
+				refused++
+			default:
+				t.Fatalf("flood auth: %+v", ar)
+			}
+		}
+	}
+	total, fromSrc := m2.Keys().Pending("127.0.0.1")
+	if total != 10 || fromSrc != 10 || refused != 22 {
+		t.Fatalf("flood across masters: %d pending (%d from the source), %d refused; want 10, 10, 22", total, fromSrc, refused)
 	}
 }
