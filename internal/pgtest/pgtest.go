@@ -30,7 +30,8 @@ var BinDir = "/usr/lib/postgresql/15/bin"
 
 // Cluster is a running private PostgreSQL server.
 type Cluster struct {
-	dir  string // data directory and socket directory
+	dir  string // data directory and (unless Options.SocketDir) socket directory
+	sock string // socket directory
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the server exited
 	cred *syscall.Credential
@@ -100,6 +101,10 @@ type Options struct {
 	// Durable keeps PostgreSQL's defaults (fsync, synchronous commit, full page writes), for
 	// benchmarks that compare with stores that fsync; tests run without them.
 	Durable bool
+	// SocketDir, when set, is where the server makes its socket (an existing directory, made
+	// writable for the server's user), for clients in other mount namespaces (testbed hosts
+	// see the cluster's shared directory).
+	SocketDir string
 }
 
 // Start initialises and starts a cluster for tests in a new temporary directory.
@@ -111,7 +116,10 @@ func StartWith(o Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{dir: dir, done: make(chan struct{})}
+	c := &Cluster{dir: dir, sock: dir, done: make(chan struct{})}
+	if o.SocketDir != "" {
+		c.sock = o.SocketDir
+	}
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
@@ -121,9 +129,11 @@ func StartWith(o Options) (*Cluster, error) {
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
 		c.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-		if err := os.Chown(dir, uid, gid); err != nil {
-			os.RemoveAll(dir)
-			return nil, err
+		for _, d := range []string{dir, c.sock} {
+			if err := os.Chown(d, uid, gid); err != nil {
+				os.RemoveAll(dir)
+				return nil, err
+			}
 		}
 	}
 	data := filepath.Join(dir, "data")
@@ -146,7 +156,7 @@ func StartWith(o Options) (*Cluster, error) {
 	}
 	// listen_addresses='' : no TCP at all; the socket lives in dir. fsync off: a test cluster
 	// does not survive a crash of the machine anyway.
-	args := []string{"-D", data, "-k", dir, "-c", "listen_addresses=", "-c", "max_connections=200"}
+	args := []string{"-D", data, "-k", c.sock, "-c", "listen_addresses=", "-c", "max_connections=200"}
 	if !o.Durable {
 		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
 	}
@@ -187,7 +197,7 @@ func StartWith(o Options) (*Cluster, error) {
 
 // URL returns the connection string of database db.
 func (c *Cluster) URL(db string) string {
-	return fmt.Sprintf("postgres://postgres@/%s?host=%s&sslmode=disable", db, c.dir)
+	return fmt.Sprintf("postgres://postgres@/%s?host=%s&sslmode=disable", db, c.sock)
 }
 
 // NewDatabase creates a fresh database for t and returns its connection string; it is dropped
