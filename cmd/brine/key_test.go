@@ -7,8 +7,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/brinecm/brine/internal/pgtest"
 	"github.com/brinecm/brine/master"
+	"github.com/brinecm/brine/minion"
 	"github.com/brinecm/brine/pki"
 )
 
@@ -80,5 +83,40 @@ func TestCLIRefusesUntrustedSocket(t *testing.T) {
 	}
 	if _, stderr, code := brine(t, "key", "list", "--socket", m.Client().Path); code != 0 {
 		t.Fatalf("the master's own socket: exit %d\n%s", code, stderr)
+	}
+}
+
+// With masters sharing a store, brine key list says which master each minion is connected to
+// when it is not the one asked.
+func TestKeyListShowsTheMinionsMaster(t *testing.T) {
+	url := pgtest.Shared(t).NewDatabase(t)
+	m1 := master.TestMaster(t, func(c *master.Config) { c.Store = url })
+	key, err := os.ReadFile(filepath.Join(m1.Config().DataDir, "master.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2 := master.TestMaster(t, func(c *master.Config) {
+		c.Store = url
+		os.WriteFile(filepath.Join(c.DataDir, "master.key"), key, 0o600)
+	})
+	tok, _, err := m1.Tokens().Create(pki.TokenRequest{ID: "db1", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mn := minion.TestMinion(t, m2.PublishAddr(), m2.RequestAddr(), "db1", func(c *minion.Config) { c.Token = tok })
+	deadline := time.Now().Add(15 * time.Second)
+	for mn.Status() != "connected" {
+		if time.Now().After(deadline) {
+			t.Fatalf("db1: %s", mn.Status())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	out, stderr, code := brine(t, "key", "list", "--socket", m1.Client().Path)
+	if code != 0 || !strings.Contains(out, "connected to master "+m2.Name()) {
+		t.Fatalf("key list on m1: exit %d\n%s%s", code, out, stderr)
+	}
+	out, _, _ = brine(t, "key", "list", "--socket", m2.Client().Path)
+	if strings.Contains(out, "connected to master") {
+		t.Fatalf("key list on m2 names m2:\n%s", out)
 	}
 }

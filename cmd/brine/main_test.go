@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/brinecm/brine/internal/pgtest"
 )
 
 // brineBin is the real binary, built once for the tests of this package.
@@ -28,6 +30,7 @@ func TestMain(m *testing.M) {
 		panic("build brine: " + err.Error() + "\n" + string(out))
 	}
 	code := m.Run()
+	pgtest.Stop()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
