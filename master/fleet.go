@@ -3,9 +3,12 @@ package master
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/brinecm/brine/internal/store"
@@ -30,10 +33,55 @@ func openStore(cfg Config, master pki.PublicKey, logger *slog.Logger) (store.Sto
 	return store.OpenFiles(cfg.DataDir, master)
 }
 
-// fleetState is this master's side of presence.
+// fleetState is this master's side of presence, and whether its database answers.
 type fleetState struct {
 	mu     sync.Mutex           // guards leased
 	leased map[string]time.Time // minion -> when its lease was last renewed here
+
+	storeErr atomic.Pointer[error] // the last failed check of the database; nil when it answers
+}
+
+// ErrStoreLost is returned instead of publishing when the master cannot reach its database: it
+// does not act on state it cannot read, and another master may be publishing meanwhile.
+var ErrStoreLost = errors.New("this master lost its database; it publishes no new job until the database is back (another master of the fleet can)")
+
+// storeLost reports why the database does not answer, or nil.
+func (m *Master) storeLost() error {
+	if p := m.fleet.storeErr.Load(); p != nil {
+		return fmt.Errorf("%w: %v", ErrStoreLost, *p)
+	}
+	return nil
+}
+
+// watchStore checks the database every storeCheckEvery and says when it goes and comes back.
+func (m *Master) watchStore(p store.Pinger) {
+	t := time.NewTicker(storeCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(m.ctx, storeCheckEvery)
+		err := p.Ping(ctx)
+		cancel()
+		if m.ctx.Err() != nil {
+			return
+		}
+		was := m.fleet.storeErr.Load() != nil
+		switch {
+		case err != nil && !was:
+			m.log.Error("lost the database: publishing no new jobs until it is back", "err", err)
+		case err == nil && was:
+			m.log.Info("the database is back: publishing again")
+		}
+		if err != nil {
+			m.fleet.storeErr.Store(&err)
+		} else {
+			m.fleet.storeErr.Store(nil)
+		}
+	}
 }
 
 // leaseMin is the shortest presence lease; a lease is renewed when half of it has passed, or
@@ -81,8 +129,15 @@ func (m *Master) Presence() (map[string]store.Lease, error) {
 // Name is this master's name in presence leases.
 func (m *Master) Name() string { return m.cfg.Name }
 
-// startFleet listens to the other masters when the store is shared.
+// storeCheckEvery is how often a master checks that its database answers.
+const storeCheckEvery = 2 * time.Second
+
+// startFleet listens to the other masters when the store is shared, and watches the database.
 func (m *Master) startFleet() {
+	if p, ok := m.st.(store.Pinger); ok {
+		m.wg.Add(1)
+		go func() { defer m.wg.Done(); m.watchStore(p) }()
+	}
 	n, ok := m.st.(store.Notifier)
 	if !ok {
 		return

@@ -221,6 +221,9 @@ func (m *Master) publishJob(spec JobSpec, peers map[string][]map[string]any, sec
 	if len(spec.Minions) == 0 {
 		return jobstore.Job{}, ErrNoMinions
 	}
+	if err := m.storeLost(); err != nil {
+		return jobstore.Job{}, err
+	}
 	acc := m.keys.Accepted()
 	for _, id := range spec.Minions {
 		if _, ok := acc[id]; !ok {

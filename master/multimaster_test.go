@@ -415,3 +415,31 @@ func TestPendingFloodBoundedAcrossMasters(t *testing.T) {
 		t.Fatalf("flood across masters: %d pending (%d from the source), %d refused; want 10, 10, 22", total, fromSrc, refused)
 	}
 }
+
+// A master that lost its database publishes nothing (it cannot record the job, and does not
+// act on state it cannot read) and says why; when the database is back, it publishes again.
+func TestMasterWithoutDatabasePublishesNothing(t *testing.T) {
+	ms := pgMasters(t, 1)
+	mn := fleetMinion(t, ms, 0, "d1")
+	waitFor(t, 10*time.Second, "d1 pending", func() bool { _, ok := ms[0].Keys().Get("d1"); return ok })
+	ms[0].Keys().Accept("d1", nil, false)
+	waitFor(t, 10*time.Second, "d1 connected", func() bool { return mn.Status() == "connected" })
+	pg := pgtest.Shared(t)
+	pg.Down()
+	up := sync.OnceValue(pg.Up)
+	t.Cleanup(func() { up() })
+	ping := func() (*master.Result, error) {
+		return ms[0].Run(context.Background(), master.JobSpec{Kind: wire.JobPing, Target: "d1", Minions: []string{"d1"}, Timeout: 10 * time.Second}, nil)
+	}
+	waitFor(t, 30*time.Second, "the master says it lost its database", func() bool {
+		_, err := ping()
+		return errors.Is(err, master.ErrStoreLost)
+	})
+	if err := up(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "a ping through the master again", func() bool {
+		res, err := ping()
+		return err == nil && len(res.Missing) == 0
+	})
+}

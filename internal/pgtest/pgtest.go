@@ -230,11 +230,21 @@ func (c *Cluster) exec(t testing.TB, sql string) {
 // Restart stops the server (fast shutdown) and starts it again on the same data, for tests of
 // a database that goes away under load.
 func (c *Cluster) Restart() error {
+	c.Down()
+	return c.Up()
+}
+
+// Down stops the server (fast shutdown), keeping its data, until Up.
+func (c *Cluster) Down() {
 	c.signal(syscall.SIGINT)
 	<-c.done
+}
+
+// Up starts the server again after Down.
+func (c *Cluster) Up() error {
 	old := c.cmd
 	c.cmd = exec.Command(old.Path, old.Args[1:]...)
-	c.cmd.Stdout, c.cmd.Stderr, c.cmd.SysProcAttr, c.cmd.Dir = old.Stdout, old.Stderr, old.SysProcAttr, old.Dir
+	c.cmd.SysProcAttr, c.cmd.Dir = old.SysProcAttr, old.Dir
 	logf, err := os.OpenFile(filepath.Join(c.dir, "server.log"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		return err

@@ -1067,7 +1067,15 @@ func (s *Postgres) parseNotification(n *pgconn.Notification) []Event {
 	case n.Channel == chanKeys && len(f) == 3:
 		out = append(out, Event{Kind: EventKey, Minion: f[1], State: f[2]})
 	}
-	return out
+	// Whatever is in the database is checked like anything else read back: ids as the
+	// handshake checks them.
+	valid := out[:0]
+	for _, ev := range out {
+		if ev.Minion == "" || pki.ValidID(ev.Minion) {
+			valid = append(valid, ev)
+		}
+	}
+	return valid
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -1078,3 +1086,6 @@ func (s *Postgres) notify(ctx context.Context, tx pgx.Tx, channel string, fields
 	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, s.instance+" "+strings.Join(fields, " "))
 	return err
 }
+
+// Ping implements Pinger.
+func (s *Postgres) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }

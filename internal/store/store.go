@@ -151,3 +151,8 @@ type Notifier interface {
 	// loss of the connection; fn must not block for long. It returns when ctx ends.
 	Listen(ctx context.Context, fn func(Event))
 }
+
+// Pinger is a store that can be unreachable (a database): Ping reports whether it answers.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
