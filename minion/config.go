@@ -33,8 +33,10 @@ type Config struct {
 	// Master is the master's host (or host:request-port); Masters, when not empty, lists the
 	// masters of one fleet (masters sharing one store), tried in a random order. minion.hcl's
 	// master takes a string or a list of strings.
-	Master       string
-	Masters      []string
+	Master  string
+	Masters []string
+	// MasterHCL is minion.hcl's master as written (a string or a list); LoadConfig turns it
+	// into Master or Masters.
 	MasterHCL    cty.Value         `hcl:"master,optional"`
 	PublishPort  int               `hcl:"publish_port,optional"`
 	RequestPort  int               `hcl:"request_port,optional"`
