@@ -119,7 +119,8 @@ type Store interface {
 	Attested() Attested
 	Presence() Presence
 	// ClaimIdentity records finger (the master key's fingerprint) on first use and returns
-	// ErrOtherIdentity when another one is recorded: all masters of a store sign with one key.
+	// ErrOtherIdentity when another one is recorded: all masters of a shared store sign with
+	// one key. A store of one master (Files) accepts any.
 	ClaimIdentity(finger string) error
 	// Close releases the store.
 	Close() error

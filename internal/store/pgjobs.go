@@ -1,0 +1,309 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/brinecm/brine/internal/jobstore"
+	"github.com/brinecm/brine/pki"
+)
+
+// Jobs, returns, facts, deliveries, attested values and presence on PostgreSQL.
+
+type pgJobs struct{ s *Postgres }
+
+func (j pgJobs) PutJob(job jobstore.Job) error {
+	data, err := json.Marshal(job)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := j.s.ctx()
+	defer cancel()
+	_, err = j.s.pool.Exec(ctx, `INSERT INTO jobs (jid, record) VALUES ($1, $2) ON CONFLICT (jid) DO UPDATE SET record = $2`, job.JID, data)
+	return err
+}
+
+func (j pgJobs) AddReturn(r jobstore.Return) (bool, error) {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := j.s.ctx()
+	defer cancel()
+	tag, err := j.s.pool.Exec(ctx, `INSERT INTO returns (jid, minion, record) VALUES ($1, $2, $3) ON CONFLICT (jid, minion) DO NOTHING`, r.JID, r.Minion, data)
+	if err != nil {
+		return false, err
+	}
+	if tag.RowsAffected() != 1 {
+		return false, nil
+	}
+	// The insert that wins tells the other masters (their waiting commands).
+	j.s.batch.add(chanReturns, r.JID, r.Minion)
+	return true, nil
+}
+
+func (j pgJobs) Job(jid string) (jobstore.Job, error) {
+	ctx, cancel := j.s.ctx()
+	defer cancel()
+	var data []byte
+	err := j.s.pool.QueryRow(ctx, `SELECT record FROM jobs WHERE jid = $1`, jid).Scan(&data)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return jobstore.Job{}, jobstore.ErrNotFound
+	}
+	if err != nil {
+		return jobstore.Job{}, err
+	}
+	var job jobstore.Job
+	return job, json.Unmarshal(data, &job)
+}
+
+func (j pgJobs) Returns(jid string) ([]jobstore.Return, error) {
+	ctx, cancel := j.s.ctx()
+	defer cancel()
+	rows, err := j.s.pool.Query(ctx, `SELECT record FROM returns WHERE jid = $1 ORDER BY minion`, jid)
+	if err != nil {
+		return nil, err
+	}
+	datas, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	if err != nil {
+		return nil, err
+	}
+	out := make([]jobstore.Return, 0, len(datas))
+	for _, d := range datas {
+		var r jobstore.Return
+		if err := json.Unmarshal(d, &r); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func (j pgJobs) Jobs(limit int) ([]jobstore.Job, error) {
+	ctx, cancel := j.s.ctx()
+	defer cancel()
+	q := `SELECT record FROM jobs ORDER BY jid DESC`
+	args := []any{}
+	if limit > 0 {
+		q += ` LIMIT $1`
+		args = append(args, limit)
+	}
+	rows, err := j.s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	datas, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	if err != nil {
+		return nil, err
+	}
+	out := make([]jobstore.Job, 0, len(datas))
+	for _, d := range datas {
+		var job jobstore.Job
+		if err := json.Unmarshal(d, &job); err != nil {
+			return nil, err
+		}
+		out = append(out, job)
+	}
+	return out, nil
+}
+
+func (j pgJobs) PutFacts(id string, facts []byte) error {
+	ctx, cancel := j.s.ctx()
+	defer cancel()
+	if _, err := j.s.pool.Exec(ctx, `INSERT INTO facts (minion, data) VALUES ($1, $2) ON CONFLICT (minion) DO UPDATE SET data = $2`, id, facts); err != nil {
+		return err
+	}
+	j.s.batch.add(chanFacts, "", id)
+	return nil
+}
+
+func (j pgJobs) AllFacts() (map[string][]byte, error) {
+	ctx, cancel := j.s.ctx()
+	defer cancel()
+	rows, err := j.s.pool.Query(ctx, `SELECT minion, data FROM facts`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string][]byte{}
+	for rows.Next() {
+		var id string
+		var data []byte
+		if err := rows.Scan(&id, &data); err != nil {
+			return nil, err
+		}
+		out[id] = data
+	}
+	return out, rows.Err()
+}
+
+func (j pgJobs) DeleteFacts(id string) error {
+	ctx, cancel := j.s.ctx()
+	defer cancel()
+	_, err := j.s.pool.Exec(ctx, `DELETE FROM facts WHERE minion = $1`, id)
+	return err
+}
+
+// Close implements jobstore.Store; the pool is closed with the Postgres store.
+func (j pgJobs) Close() error { return nil }
+
+type pgDeliveries struct{ s *Postgres }
+
+func (d pgDeliveries) Add(jid string, minions []string, expires time.Time, signed []byte) error {
+	now := time.Now().UTC()
+	return d.s.tx(0, func(ctx context.Context, tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM deliveries WHERE expires < $1`, now.Add(-DeliveriesKeep)); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO deliveries (jid, signed, expires, published) VALUES ($1, $2, $3, $4)`, jid, signed, expires, now); err != nil {
+			return err
+		}
+		rows := make([][]any, len(minions))
+		for i, id := range minions {
+			rows[i] = []any{jid, id}
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"delivery_targets"}, []string{"jid", "minion"}, pgx.CopyFromRows(rows)); err != nil {
+			return err
+		}
+		return d.s.notify(ctx, tx, chanJobs, jid)
+	})
+}
+
+func (d pgDeliveries) Addressed(jid, minion string) (addressed, known bool, err error) {
+	ctx, cancel := d.s.ctx()
+	defer cancel()
+	err = d.s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM delivery_targets WHERE jid = $1 AND minion = $2),
+		EXISTS (SELECT 1 FROM deliveries WHERE jid = $1)`, jid, minion).Scan(&addressed, &known)
+	return addressed, known, err
+}
+
+func (d pgDeliveries) MarkReturned(jid, minion string) error {
+	ctx, cancel := d.s.ctx()
+	defer cancel()
+	_, err := d.s.pool.Exec(ctx, `UPDATE delivery_targets SET returned = true WHERE jid = $1 AND minion = $2 AND NOT returned`, jid, minion)
+	return err
+}
+
+func (d pgDeliveries) Pending(minion string, now time.Time, grace time.Duration) ([]string, error) {
+	ctx, cancel := d.s.ctx()
+	defer cancel()
+	rows, err := d.s.pool.Query(ctx, `SELECT t.jid FROM delivery_targets t JOIN deliveries j USING (jid)
+		WHERE t.minion = $1 AND NOT t.returned AND j.expires >= $2 AND j.published <= $3 ORDER BY t.jid`,
+		minion, now, now.Add(-grace))
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+func (d pgDeliveries) Resendable(jid, minion string, now time.Time, interval time.Duration) ([]byte, error) {
+	ctx, cancel := d.s.ctx()
+	defer cancel()
+	// One conditional update: of several masters asked at once, one hands the job out.
+	var signed []byte
+	err := d.s.pool.QueryRow(ctx, `UPDATE delivery_targets t SET last_resend = $3 FROM deliveries j
+		WHERE t.jid = $1 AND t.minion = $2 AND j.jid = t.jid AND NOT t.returned AND j.expires >= $3
+		AND (t.last_resend IS NULL OR t.last_resend <= $4) RETURNING j.signed`,
+		jid, minion, now, now.Add(-interval)).Scan(&signed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	return signed, err
+}
+
+func (d pgDeliveries) Job(jid string) ([]byte, []string, error) {
+	ctx, cancel := d.s.ctx()
+	defer cancel()
+	var signed []byte
+	err := d.s.pool.QueryRow(ctx, `SELECT signed FROM deliveries WHERE jid = $1`, jid).Scan(&signed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	rows, err := d.s.pool.Query(ctx, `SELECT minion FROM delivery_targets WHERE jid = $1 AND NOT returned ORDER BY minion`, jid)
+	if err != nil {
+		return nil, nil, err
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(ids) == 0 {
+		return nil, nil, err
+	}
+	return signed, ids, nil
+}
+
+type pgAttested struct{ s *Postgres }
+
+func (a pgAttested) Get(id string) ([]byte, error) {
+	ctx, cancel := a.s.ctx()
+	defer cancel()
+	var data []byte
+	err := a.s.pool.QueryRow(ctx, `SELECT data FROM attested WHERE minion = $1`, id).Scan(&data)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	return data, err
+}
+
+func (a pgAttested) Update(id string, fn func(old []byte) ([]byte, error)) error {
+	if !pki.ValidID(id) {
+		return fmt.Errorf("invalid minion id %q", id)
+	}
+	return a.s.tx(lockAttested, func(ctx context.Context, tx pgx.Tx) error {
+		var old []byte
+		err := tx.QueryRow(ctx, `SELECT data FROM attested WHERE minion = $1`, id).Scan(&old)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		data, err := fn(old)
+		if err != nil || data == nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO attested (minion, data) VALUES ($1, $2) ON CONFLICT (minion) DO UPDATE SET data = $2`, id, data)
+		return err
+	})
+}
+
+func (a pgAttested) Delete(id string) error {
+	ctx, cancel := a.s.ctx()
+	defer cancel()
+	_, err := a.s.pool.Exec(ctx, `DELETE FROM attested WHERE minion = $1`, id)
+	return err
+}
+
+type pgPresence struct{ s *Postgres }
+
+func (p pgPresence) SetPresence(minion, master string, until time.Time) error {
+	ctx, cancel := p.s.ctx()
+	defer cancel()
+	_, err := p.s.pool.Exec(ctx, `INSERT INTO presence (minion, master, until) VALUES ($1, $2, $3)
+		ON CONFLICT (minion) DO UPDATE SET master = $2, until = $3`, minion, master, until)
+	return err
+}
+
+func (p pgPresence) Presence(now time.Time) (map[string]Lease, error) {
+	ctx, cancel := p.s.ctx()
+	defer cancel()
+	rows, err := p.s.pool.Query(ctx, `SELECT minion, master, until FROM presence WHERE until > $1`, now)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]Lease{}
+	for rows.Next() {
+		var id string
+		var l Lease
+		if err := rows.Scan(&id, &l.Master, &l.Until); err != nil {
+			return nil, err
+		}
+		l.Until = l.Until.UTC()
+		out[id] = l
+	}
+	return out, rows.Err()
+}
