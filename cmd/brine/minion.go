@@ -47,7 +47,7 @@ is not given and that file exists.`,
 		},
 	}
 	c.Flags().StringVarP(&cfgPath, "config", "c", "", "minion config file (HCL; default "+defaultMinionConfig+" when it exists)")
-	c.Flags().StringVar(&masterAddr, "master", "", "the master's host (or host:request-port)")
+	c.Flags().StringVar(&masterAddr, "master", "", "the master's host (or host:request-port); several masters of one store: m1,m2,m3")
 	c.Flags().StringVar(&id, "id", "", "minion id (default: the host name)")
 	c.Flags().StringVar(&dataDir, "data-dir", "", "data dir (default "+minion.DefaultDataDir+")")
 	lf.register(c)
