@@ -218,7 +218,7 @@ func (s *controlServer) do(ctx context.Context, req ControlRequest, send func(Co
 		if err != nil {
 			return err
 		}
-		send(ControlResponse{Event: Event{Event: "done"}, Status: st})
+		send(ControlResponse{Event: Event{Event: "done"}, Status: st, Master: m.Name()})
 		return nil
 	case "apply", "ping", "run":
 		site, tree, diags, err := m.siteFor(req.Site, req.SiteDir, false)

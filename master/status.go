@@ -58,6 +58,9 @@ type MinionStatus struct {
 	Version   string      `json:"version,omitempty"`
 	Groups    []string    `json:"groups"`
 	LastJob   *JobOutcome `json:"last_job,omitempty"`
+	// Master is the master the minion is connected to: this one, or another of a shared store
+	// (its presence lease); "" when not connected.
+	Master string `json:"master,omitempty"`
 }
 
 // JobOutcome is a minion's part of one job.
@@ -95,6 +98,10 @@ func (m *Master) Status(ctx context.Context, target string, site *Site) ([]Minio
 	}
 	m.mu.Unlock()
 	now := time.Now()
+	presence, err := m.Presence()
+	if err != nil {
+		m.log.Warn("could not read presence leases", "err", err)
+	}
 	want := map[string]*MinionStatus{}
 	out := make([]MinionStatus, len(ids))
 	for i, id := range ids {
@@ -104,6 +111,11 @@ func (m *Master) Status(ctx context.Context, target string, site *Site) ([]Minio
 			st.Groups = []string{}
 		}
 		st.Connected = sessions[id] && !st.LastSeen.IsZero() && now.Sub(st.LastSeen) < connectedWithin
+		if st.Connected {
+			st.Master = m.Name()
+		} else if l, ok := presence[id]; ok && l.Master != m.Name() {
+			st.Connected, st.Master = true, l.Master // on another master of the store
+		}
 		if v, ok := mi.Facts["brine_version"].(string); ok {
 			st.Version = v
 		}

@@ -86,8 +86,8 @@ func TestCLIRefusesUntrustedSocket(t *testing.T) {
 	}
 }
 
-// With masters sharing a store, brine key list says which master each minion is connected to
-// when it is not the one asked.
+// With masters sharing a store, brine key list and brine status say which master each minion
+// is connected to when it is not the one asked.
 func TestKeyListShowsTheMinionsMaster(t *testing.T) {
 	url := pgtest.Shared(t).NewDatabase(t)
 	m1 := master.TestMaster(t, func(c *master.Config) { c.Store = url })
@@ -118,5 +118,15 @@ func TestKeyListShowsTheMinionsMaster(t *testing.T) {
 	out, _, _ = brine(t, "key", "list", "--socket", m2.Client().Path)
 	if strings.Contains(out, "connected to master") {
 		t.Fatalf("key list on m2 names m2:\n%s", out)
+	}
+	// brine status on m1 shows db1 connected, on m2.
+	out, stderr, code = brine(t, "status", "--socket", m1.Client().Path)
+	if code != 0 || !strings.Contains(out, "on "+m2.Name()) {
+		t.Fatalf("status on m1: exit %d\n%s%s", code, out, stderr)
+	}
+	out, _, _ = brine(t, "status", "--json", "--socket", m1.Client().Path)
+	var st []master.MinionStatus
+	if json.Unmarshal([]byte(out), &st) != nil || len(st) != 1 || !st[0].Connected || st[0].Master != m2.Name() {
+		t.Fatalf("status --json on m1: %s", out)
 	}
 }

@@ -56,6 +56,8 @@ and the site's groups) and its last job among the 2000 most recent, with its out
 			for _, s := range r.Status {
 				state := "connected"
 				switch {
+				case s.Connected && s.Master != "" && s.Master != r.Master:
+					state = "on " + escapeOutput(s.Master)
 				case s.Connected:
 				case s.LastSeen.IsZero():
 					state = "not seen"
