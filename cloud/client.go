@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/digitalocean/godo"
@@ -51,6 +52,7 @@ type Client struct {
 	do   *godo.Client
 	log  *slog.Logger
 	poll time.Duration
+	tr   *transport
 	// Retry shaping, also used by Create for POSTs the transport will not repeat.
 	backoffBase, backoffMax time.Duration
 }
@@ -98,7 +100,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("digitalocean client: %w", err)
 	}
-	c := &Client{do: do, log: opts.Logger, poll: opts.PollInterval, backoffBase: t.backoffBase, backoffMax: t.backoffMax}
+	c := &Client{do: do, log: opts.Logger, poll: opts.PollInterval, tr: t, backoffBase: t.backoffBase, backoffMax: t.backoffMax}
 	if c.poll == 0 {
 		c.poll = 3 * time.Second
 	}
@@ -133,6 +135,29 @@ type transport struct {
 	backoffMax    time.Duration
 	maxRetryAfter time.Duration
 	log           *slog.Logger
+	// simulator is the last simulatorHeader the API sent (brine's simulator marks itself),
+	// "" from DigitalOcean.
+	simulator atomic.Pointer[string]
+}
+
+// simulatorHeader and simulatorNoBoot are how brine's DigitalOcean simulator (cloud/dosim)
+// says that its droplets never run their user_data: they become "active" and nothing else.
+const (
+	simulatorHeader = "X-Brine-Simulator"
+	simulatorNoBoot = "boot=none"
+)
+
+// errNeverBoots is Create's answer to a simulator whose droplets never boot.
+var errNeverBoots = errors.New("the API is brine's DigitalOcean simulator, and its droplets never boot: " +
+	"they would become \"active\" but never run their user_data, so they could never enrol with the master. " +
+	"Nothing was created. Run the simulator with `brine cloud sim --boot testbed` to boot them as testbed hosts " +
+	"(see docs/cloud.md), or pass --dry-run")
+
+// simulatorNeverBoots reports whether the last response came from a simulator that says its
+// droplets never boot.
+func (t *transport) simulatorNeverBoots() bool {
+	v := t.simulator.Load()
+	return v != nil && *v == simulatorNoBoot
 }
 
 func idempotent(method string) bool {
@@ -167,6 +192,10 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		r.Header.Set("Authorization", "Bearer "+t.token.v)
 		resp, err := t.base.RoundTrip(r)
+		if err == nil {
+			v := resp.Header.Get(simulatorHeader)
+			t.simulator.Store(&v)
+		}
 		wait, retry := t.retryAfter(req.Method, resp, err, attempt)
 		if !retry || attempt >= t.maxRetries || ctx.Err() != nil {
 			return resp, err

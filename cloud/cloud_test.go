@@ -108,8 +108,11 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 	return b.Buffer.Write(p)
 }
 
+// newEnv starts a simulator whose droplets the fake master "boots" (ExternalBoot: it reads their
+// user_data back), and a client for it.
 func newEnv(t testing.TB, so dosim.Options, mod func(*cloud.ClientOptions)) *env {
 	t.Helper()
+	so.ExternalBoot = true
 	sim := dosim.New(so)
 	hs := httptest.NewServer(sim)
 	t.Cleanup(func() { hs.Close(); sim.Close() })
@@ -226,6 +229,41 @@ func TestCreateConverges(t *testing.T) {
 	// Each droplet got its own token: replaying one droplet's enrolment is refused.
 	if err := e.master.WaitEnrolled(context.Background(), "web-1"); err == nil || !strings.Contains(err.Error(), "reuse") {
 		t.Fatalf("token reuse: %v", err)
+	}
+}
+
+// A simulator whose droplets never boot says so (dosim's SimulatorHeader); create then refuses
+// at once, having made nothing, instead of waiting the converge timeout for an enrolment that
+// cannot come. Plans (dry runs) still work, and so does a simulator that boots its droplets.
+func TestCreateRefusesNeverBootingSimulator(t *testing.T) {
+	sim := dosim.New(dosim.Options{})
+	hs := httptest.NewServer(sim)
+	t.Cleanup(func() { hs.Close(); sim.Close() })
+	c, err := cloud.NewClient(cloud.ClientOptions{Token: cloud.NewToken(sim.Token()), APIURL: hs.URL + "/", RequestsPerMinute: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prof := mustConfig(t, testConfig).Profiles["app"]
+	m := newFakeMaster(sim)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := c.Create(ctx, cloud.CreateRequest{Profile: prof, Names: []string{"web-1"}, Master: m, ConvergeTimeout: 30 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "never boot") || !strings.Contains(err.Error(), "--boot testbed") {
+		t.Fatalf("create against a never-booting simulator: %v", err)
+	}
+	if n := len(sim.Droplets()); n != 0 || res.Droplets[0].Created {
+		t.Fatalf("%d droplets made, result %+v", n, res.Droplets)
+	}
+	if len(m.issued) != 0 {
+		t.Fatal("an enrolment token was issued for a droplet that was never made")
+	}
+	if _, err := c.Create(ctx, cloud.CreateRequest{Profile: prof, Names: []string{"web-1"}, DryRun: true}); err != nil {
+		t.Fatalf("dry run: %v", err)
+	}
+	// The same client against a simulator that boots (here: its droplets are played by the fake master).
+	e := newEnv(t, dosim.Options{}, nil)
+	if _, err := e.c.Create(ctx, cloud.CreateRequest{Profile: prof, Names: []string{"web-1"}, Master: e.master}); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -168,6 +168,17 @@ func TestUserData(t *testing.T) {
 	if mc, diags = minion.LoadConfig(path, "", "", ""); diags.HasErrors() || mc.PublishPort != 14505 || mc.RequestPort != 24506 || mc.Master != "10.213.0.1" {
 		t.Fatalf("minion config with ports %+v %v from\n%s", mc, diags, hclText)
 	}
+	// Under systemd the minion runs from the unit the .deb ships, byte for byte.
+	shipped, err := os.ReadFile("../dist/systemd/brine-minion.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cloud.MinionUnit != string(shipped) {
+		t.Fatalf("cloud.MinionUnit differs from dist/systemd/brine-minion.service:\n%s", cloud.MinionUnit)
+	}
+	if !strings.Contains(ud, "<<'BRINE_UNIT_EOF'\n"+string(shipped)+"BRINE_UNIT_EOF\n") {
+		t.Fatalf("the user data does not install the shipped unit:\n%s", ud)
+	}
 	// Nothing a caller passes reaches the shell unquoted: hostile values are refused.
 	hostile := []cloud.UserDataParams{
 		{Bootstrap: info, MinionID: "web-1", Token: "x'; rm -rf / #"},

@@ -153,6 +153,11 @@ func (c *Client) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	if req.Master == nil {
 		return res, errors.New("create: no master")
 	}
+	// The list above answered: a simulator has said whether its droplets boot. Waiting the
+	// converge timeout for a droplet that cannot enrol helps nobody.
+	if c.tr.simulatorNeverBoots() {
+		return res, fmt.Errorf("create: %w", errNeverBoots)
+	}
 	boot, err := req.Master.Bootstrap(ctx)
 	if err != nil {
 		return res, fmt.Errorf("create: bootstrap info: %w", err)

@@ -123,19 +123,10 @@ cat > /etc/brine/minion.hcl <<'BRINE_MINION_EOF'
 chmod 0600 /etc/brine/minion.hcl
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
   cat > /etc/systemd/system/brine-minion.service <<'BRINE_UNIT_EOF'
-[Unit]
-Description=brine minion
-Wants=network-online.target
-After=network-online.target
-
-[Service]
-ExecStart=/usr/bin/brine minion
-Restart=always
-RestartSec=2
-
-[Install]
-WantedBy=multi-user.target
-BRINE_UNIT_EOF
+`)
+	s.WriteString(MinionUnit)
+	s.WriteString(`BRINE_UNIT_EOF
+  chmod 0644 /etc/systemd/system/brine-minion.service
   systemctl daemon-reload
   systemctl enable --now brine-minion.service
 else
@@ -146,6 +137,33 @@ log "minion started"
 `)
 	return s.String(), nil
 }
+
+// MinionUnit is the systemd unit the bootstrap installs as
+// /etc/systemd/system/brine-minion.service: the unit the Debian package ships
+// (dist/systemd/brine-minion.service, kept identical by a test), so that a bootstrapped droplet
+// and a host with the .deb run the minion the same way.
+const MinionUnit = `[Unit]
+Description=brine minion: applies signed state bundles from the master
+Documentation=https://github.com/brinecm/brine/blob/main/docs/master.md
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+# The minion manages the whole host (packages, services, firewall), so it runs as root
+# without filesystem sandboxing; it only connects out to the master.
+# Reads /etc/brine/minion.hcl (it needs at least the master's address).
+ExecStart=/usr/bin/brine minion
+Restart=always
+RestartSec=2
+StateDirectory=brine/minion
+StateDirectoryMode=0700
+UMask=0022
+KillMode=process
+
+[Install]
+WantedBy=multi-user.target
+`
 
 // shQuote single-quotes s for POSIX sh.
 func shQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

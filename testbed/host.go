@@ -273,6 +273,25 @@ func (h *Host) InitPID() int { return h.st.InitPID }
 // Alive reports whether the host's PID 1 still runs.
 func (h *Host) Alive() bool { return alive(h.st.InitPID, h.st.InitStart) }
 
+// PowerOff pulls the host's plug: it kills the host's PID 1, which takes every process of the
+// host (its PID namespace) with it, and waits until it is gone. The host's network namespace,
+// link and files stay until the cluster is closed; Alive reports false from then on.
+func (h *Host) PowerOff() error {
+	pid, start := h.st.InitPID, h.st.InitStart
+	if !alive(pid, start) {
+		return nil
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("testbed: power off %s: %w", h.st.Name, err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); alive(pid, start); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("testbed: power off %s: its PID 1 (%d) is still there after 10s", h.st.Name, pid)
+		}
+	}
+	return nil
+}
+
 // Command returns a command that runs argv inside the host (its
 // namespaces and root, cwd /, a clean environment) for the caller to wire
 // and start, e.g. to a terminal. Cancelling ctx kills only the nsenter

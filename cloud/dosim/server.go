@@ -28,6 +28,26 @@ import (
 	"time"
 )
 
+// SimulatorHeader is the response header by which the simulator marks itself, on every
+// response. Its value says what becomes of a droplet once it is "active": BootNone (nothing
+// runs its user_data, so it never enrols with a master), BootExternal (a test plays the droplet
+// itself), or the Booter's kind (BootTestbed for testbedboot). cloud.Client refuses to create
+// droplets that never boot instead of waiting for them to enrol.
+const SimulatorHeader = "X-Brine-Simulator"
+
+// What SimulatorHeader says about booting.
+const (
+	BootNone     = "boot=none"
+	BootExternal = "boot=external"
+	BootTestbed  = "boot=testbed"
+)
+
+// BootKinder is implemented by a Booter that names what it boots droplets as (SimulatorHeader's
+// value, e.g. BootTestbed); a Booter without it is announced as "boot=booter".
+type BootKinder interface {
+	BootKind() string
+}
+
 // Booter makes a simulated droplet real. Boot is called once per droplet, after the boot delay,
 // in its own goroutine; it returns the droplet's public IPv4 address. It must return promptly
 // when ctx is cancelled (the Server is closing). Until Boot returns the droplet stays "new"; if
@@ -47,6 +67,10 @@ type Options struct {
 	BootDelay time.Duration
 	// Booter, when set, boots each droplet for real and supplies its public address.
 	Booter Booter
+	// ExternalBoot says that droplets are booted outside the simulator: without a Booter, a
+	// test reads their user_data and plays the droplet itself. The simulator then announces
+	// BootExternal instead of BootNone (see SimulatorHeader).
+	ExternalBoot bool
 	// Stuck, when set, names droplets that never leave "new" (a hung hypervisor).
 	Stuck func(name string) bool
 	// DropletLimit is the account's droplet limit; creates beyond it fail with 422 as on
@@ -240,6 +264,7 @@ func (s *Server) Requests(method, pathPrefix string) int {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	reqID := randHex(8)
 	w.Header().Set("X-Request-Id", reqID)
+	w.Header().Set(SimulatorHeader, s.bootKind())
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
 
@@ -307,6 +332,20 @@ func (s *Server) admit(r *http.Request, h http.Header) (status int, retryAfter t
 		}
 	}
 	return 0, 0, false
+}
+
+// bootKind is SimulatorHeader's value.
+func (s *Server) bootKind() string {
+	switch b := s.opts.Booter; {
+	case b != nil:
+		if k, ok := b.(BootKinder); ok {
+			return k.BootKind()
+		}
+		return "boot=booter"
+	case s.opts.ExternalBoot:
+		return BootExternal
+	}
+	return BootNone
 }
 
 func (s *Server) authorized(r *http.Request) bool {

@@ -1,9 +1,9 @@
 // Package testbedboot is a dosim.Booter that boots each simulated droplet as a real testbed
-// host and runs its user_data there, as cloud-init would: a test then goes from
-// `brine cloud create` to a bootstrapped minion for real, on one machine.
+// host and runs its user_data there, as cloud-init would: a test, or `brine cloud sim --boot
+// testbed`, then goes from `brine cloud create` to a bootstrapped minion for real, on one
+// machine.
 //
-// It lives apart from dosim so that the brine binary, which embeds dosim for `brine cloud sim`,
-// does not link the testbed.
+// It lives apart from dosim so that dosim, a plain HTTP simulator, does not depend on the testbed.
 package testbedboot
 
 import (
@@ -23,7 +23,8 @@ import (
 const UserDataPath = "/var/lib/cloud/instance/user-data.txt"
 
 // Booter boots droplets as hosts of Cluster. Droplet names must be valid testbed host names
-// (at most 31 characters).
+// (at most 31 characters). In a cluster of systemd hosts (testbed.Options.Systemd), which is
+// what a droplet is, the user_data finds systemd and starts the minion from its unit.
 type Booter struct {
 	Cluster *testbed.Cluster
 
@@ -62,6 +63,9 @@ func (b *Booter) Boot(ctx context.Context, d dosim.Droplet, userData string) (st
 	return h.Addr(), nil
 }
 
+// BootKind says what the simulator boots its droplets as (dosim.SimulatorHeader).
+func (b *Booter) BootKind() string { return dosim.BootTestbed }
+
 // CloudInitLog returns the output of the droplet's user_data so far.
 func (b *Booter) CloudInitLog(name string) string {
 	b.mu.Lock()
@@ -73,8 +77,9 @@ func (b *Booter) CloudInitLog(name string) string {
 	return run.Log()
 }
 
-// Destroy powers the host off as far as the testbed allows: every process but its PID 1 is
-// killed and its link is cut. The host itself goes when the cluster is closed.
+// Destroy powers the host off: a systemd host's PID 1 is killed (every process of the host goes
+// with it); in a host without systemd every process but its PID 1 is killed. Its link is cut
+// either way. What is left of the host goes when the cluster is closed.
 func (b *Booter) Destroy(name string) {
 	h := b.Cluster.Host(name)
 	if h == nil {
@@ -82,6 +87,11 @@ func (b *Booter) Destroy(name string) {
 	}
 	for _, d := range h.Daemons() {
 		_ = d.Kill()
+	}
+	if h.Systemd() {
+		_ = h.PowerOff()
+		_ = b.Cluster.Partition(name)
+		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -82,8 +82,10 @@ func (m *shareMaster) WaitEnrolled(ctx context.Context, id string) error {
 
 func (m *shareMaster) Converge(context.Context, string, []string) error { return nil }
 
+// Droplets boot as systemd hosts, as droplets are: the user_data installs the pinned binary and
+// the shipped unit, and the minion runs from brine-minion.service.
 func TestCreateBootstrapsTestbedHosts(t *testing.T) {
-	tb := testbed.NewT(t)
+	tb := testbed.NewSystemdT(t)
 	ln, err := net.Listen("tcp", tb.BridgeAddr()+":0")
 	if err != nil {
 		t.Fatal(err)
@@ -127,6 +129,13 @@ func TestCreateBootstrapsTestbedHosts(t *testing.T) {
 		if err != nil || code != 0 || !strings.HasPrefix(out, "600\n") || !strings.Contains(out, m.sha) || !strings.Contains(out, `["app"]`) {
 			t.Fatalf("%s after bootstrap: %d %v\n%s", d.Name, code, err, out)
 		}
+		// The minion (the stub's `sleep 3600`) runs from the unit, enabled for the next boot.
+		out, code, err = h.Sh(ctx, "systemctl is-enabled brine-minion; systemctl is-active brine-minion; "+
+			"cat /proc/$(systemctl show -p MainPID --value brine-minion)/cgroup; cmp /etc/systemd/system/brine-minion.service - <<'EOF'\n"+
+			cloud.MinionUnit+"EOF\n")
+		if err != nil || code != 0 || !strings.HasPrefix(out, "enabled\nactive\n") || !strings.Contains(out, "/system.slice/brine-minion.service\n") {
+			t.Fatalf("%s: the minion does not run from the shipped unit: %d %v\n%s", d.Name, code, err, out)
+		}
 	}
 
 	// A binary that is not the pinned one is refused: the droplet never enrols.
@@ -147,21 +156,19 @@ func TestCreateBootstrapsTestbedHosts(t *testing.T) {
 		t.Fatal("a tampered binary ran")
 	}
 
-	// Destroy stops what runs in the host.
+	// Destroy powers the host off: nothing of it runs any more.
+	h1 := tb.Host("app-1")
 	if _, err := c.Destroy(ctx, cloud.DestroyRequest{Names: []string{"app-1"}}); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for {
-		// The stub minion is `sleep 3600`; the host's PID 1 keeps a `sleep 2147483647` of its own,
-		// which a plain `pgrep -x sleep` also finds.
-		out, _, _ := tb.Host("app-1").Sh(ctx, "pgrep -f '^sleep 3600$' || true")
-		if strings.TrimSpace(out) == "" {
-			break
-		}
+	deadline = time.Now().Add(20 * time.Second)
+	for h1.Alive() {
 		if time.Now().After(deadline) {
-			t.Fatalf("app-1 still runs its minion after destroy: %s", out)
+			t.Fatal("app-1 still runs after destroy")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	if !tb.Host("app-2").Alive() {
+		t.Fatal("destroying app-1 took app-2 down")
 	}
 }
