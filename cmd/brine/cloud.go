@@ -21,9 +21,11 @@ import (
 
 	"github.com/brinecm/brine/cloud"
 	"github.com/brinecm/brine/cloud/dosim"
+	"github.com/brinecm/brine/cloud/dosim/testbedboot"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/pki"
 	"github.com/brinecm/brine/states"
+	"github.com/brinecm/brine/testbed"
 )
 
 // cloudFlags are shared by every `brine cloud` command.
@@ -700,30 +702,75 @@ func newCloudDNSCmd() *cobra.Command {
 
 func newCloudSimCmd() *cobra.Command {
 	var bootDelay time.Duration
-	var token string
+	var token, boot, cluster string
 	var domains []string
 	cmd := &cobra.Command{
 		Use:   "sim",
 		Short: "Run a DigitalOcean API simulator on 127.0.0.1 (for demos and trying brine cloud)",
+		Long: `sim runs a DigitalOcean API simulator on 127.0.0.1 until Ctrl-C; its state lives in memory.
+
+By default (--boot none) droplets become "active" and nothing more: list, destroy, dns and
+create --dry-run work, but a droplet never runs its user_data, so create refuses to make any.
+With --boot testbed (root) every droplet boots as a systemd testbed host on this machine, which
+runs its user_data as cloud-init would: it downloads brine from the master, installs the
+minion's unit, enrols and is converged, so create works end to end. The master must listen on
+the testbed bridge address sim prints (bootstrap_addr and advertise_addr in master.hcl); the
+hosts are removed when sim stops.`,
 		Example: `  brine cloud sim --boot-delay 5s
   # then, in another shell, with the URL and token it prints:
-  DIGITALOCEAN_TOKEN=... brine cloud list --api-url http://127.0.0.1:PORT/`,
+  DIGITALOCEAN_TOKEN=... brine cloud list --api-url http://127.0.0.1:PORT/
+  sudo brine cloud sim --boot testbed     # droplets boot as testbed hosts (docs/cloud.md)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			sim := dosim.New(dosim.Options{Token: token, BootDelay: bootDelay})
+			ctx, stop := signalContext()
+			defer stop()
+			opts := dosim.Options{Token: token, BootDelay: bootDelay,
+				Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))}
+			var tb *testbed.Cluster
+			switch boot {
+			case "none":
+			case "testbed":
+				if err := testbed.SystemdAvailable(); err != nil {
+					return withCode(exitNothing, fmt.Errorf("--boot testbed: %w", err))
+				}
+				if cluster == "" {
+					cluster = fmt.Sprintf("sim%d", os.Getpid()%100000)
+				}
+				var err error
+				if tb, err = testbed.New(ctx, testbed.Options{Name: cluster, Systemd: true}); err != nil {
+					return withCode(exitNothing, err)
+				}
+				defer tb.Close()
+				opts.Booter = testbedboot.New(tb)
+			default:
+				return withCode(exitNothing, fmt.Errorf("--boot %q: want none or testbed", boot))
+			}
+			sim := dosim.New(opts)
 			url, err := sim.Start()
 			if err != nil {
 				return withCode(exitNothing, err)
 			}
+			// Stop the simulator (and its boots) before the hosts go.
 			defer sim.Close()
 			out := cmd.OutOrStdout()
 			// The simulator's own token: printing it is the point (it opens nothing real).
 			if cf.json {
-				_ = printJSON(out, map[string]any{"url": url, "token": sim.Token()})
+				j := map[string]any{"url": url, "token": sim.Token(), "boot": boot}
+				if tb != nil {
+					j["cluster"], j["bridge"] = tb.Name(), tb.BridgeAddr()
+				}
+				_ = printJSON(out, j)
 			} else {
 				fmt.Fprintf(out, "DigitalOcean API simulator listening on %s\n", url)
 				fmt.Fprintf(out, "export DIGITALOCEAN_TOKEN=%s\n", sim.Token())
 				fmt.Fprintf(out, "brine cloud list --api-url %s\n", url)
+				if tb != nil {
+					fmt.Fprintf(out, "droplets boot as systemd hosts of testbed cluster %s; they reach this machine at %s, so master.hcl needs:\n", tb.Name(), tb.BridgeAddr())
+					fmt.Fprintf(out, "  bootstrap_addr = \"%s:4580\"\n  advertise_addr = \"%s\"\n", tb.BridgeAddr(), tb.BridgeAddr())
+					fmt.Fprintf(out, "inspect a droplet with: brine testbed exec --name %s NAME -- journalctl -u brine-minion\n", tb.Name())
+				} else {
+					fmt.Fprintln(out, "droplets never boot (create refuses them): --boot testbed makes them real hosts")
+				}
 				fmt.Fprintln(out, "Ctrl-C stops it; its state lives in memory only.")
 			}
 			for _, d := range domains {
@@ -731,8 +778,6 @@ func newCloudSimCmd() *cobra.Command {
 					return withCode(exitNothing, err)
 				}
 			}
-			ctx, stop := signalContext()
-			defer stop()
 			<-ctx.Done()
 			return nil
 		},
@@ -740,6 +785,8 @@ func newCloudSimCmd() *cobra.Command {
 	cmd.Flags().DurationVar(&bootDelay, "boot-delay", 2*time.Second, "how long droplets stay \"new\"")
 	cmd.Flags().StringVar(&token, "token", "", "token to accept (default: a random one)")
 	cmd.Flags().StringSliceVar(&domains, "domain", nil, "create these DNS domains at start (repeatable)")
+	cmd.Flags().StringVar(&boot, "boot", "none", "what droplets boot as: none, or testbed (systemd testbed hosts running their user_data; root)")
+	cmd.Flags().StringVar(&cluster, "cluster", "", "with --boot testbed: the testbed cluster's name (default sim<pid>)")
 	return cmd
 }
 

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -132,7 +135,7 @@ func events(t *testing.T, out string) (map[string][]cloud.Stage, *cloud.CreateRe
 // store. The testbed test below does the same with real hosts.
 func TestCloudCreateThroughMaster(t *testing.T) {
 	m := master.TestMaster(t, func(c *master.Config) { c.BootstrapAddr = "127.0.0.1:0" })
-	env := newCloudEnv(t, dosim.Options{}, "")
+	env := newCloudEnv(t, dosim.Options{ExternalBoot: true}, "") // this test plays the droplets
 	sock := m.Client().Path
 	names := []string{"web-1", "web-2", "web-3"}
 	run := brineAsync(t, append([]string{"cloud", "create", "app", "--json", "-c", env.config, "--socket", sock,
@@ -229,7 +232,7 @@ func checkDownload(t *testing.T, ud string) {
 // run, 2 when droplets were made but did not converge; --json events throughout, and the
 // enrolment token never in the output.
 func TestCloudCreateExitCodes(t *testing.T) {
-	env := newCloudEnv(t, dosim.Options{}, "")
+	env := newCloudEnv(t, dosim.Options{ExternalBoot: true}, "") // droplets "boot" and never enrol
 	none := filepath.Join(t.TempDir(), "no-master.sock")
 
 	_, stderr, code := brine(t, "cloud", "create", "app", "web-1", "-c", env.config, "--socket", none)
@@ -275,6 +278,15 @@ func TestCloudCreateExitCodes(t *testing.T) {
 	_, stderr, code = brine(t, "cloud", "create", "app", "web-2", "web-3", "-c", env.config, "--socket", m.Client().Path)
 	if code != 1 || !strings.Contains(stderr, "names already in use") || len(env.sim.Droplets()) != 2 {
 		t.Fatalf("names in use: exit %d\n%s", code, stderr)
+	}
+
+	// A simulator whose droplets never boot (`brine cloud sim` without --boot testbed): create
+	// says so at once and makes nothing, instead of waiting 15 minutes for an enrolment.
+	noboot := newCloudEnv(t, dosim.Options{}, "")
+	_, stderr, code = brine(t, "cloud", "create", "app", "web-1", "-c", noboot.config, "--socket", m.Client().Path)
+	if code != 1 || !strings.Contains(stderr, "droplets never boot") || !strings.Contains(stderr, "brine cloud sim --boot testbed") ||
+		len(noboot.sim.Droplets()) != 0 {
+		t.Fatalf("never-booting simulator: exit %d, %d droplets\n%s", code, len(noboot.sim.Droplets()), stderr)
 	}
 }
 
@@ -349,7 +361,7 @@ type testbedCloud struct {
 
 func newTestbedCloud(t testing.TB) *testbedCloud {
 	t.Helper()
-	c := testbed.NewT(t, "mst")
+	c := testbed.NewSystemdT(t, "mst") // droplets are systemd hosts: the minion runs from its unit
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	shared := c.SharedDir()
@@ -576,5 +588,198 @@ func BenchmarkCloudCreateTestbed(b *testing.B) {
 			}
 			b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/create")
 		})
+	}
+}
+
+// proc is the real binary running in the background.
+type proc struct {
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	done   chan struct{} // closed when it exited; then err is set
+	err    error
+}
+
+// stop interrupts it (as Ctrl-C would) and waits up to d, then kills it.
+func (p *proc) stop(d time.Duration) error {
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(d):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("did not stop on SIGINT within %v", d)
+	}
+}
+
+// startProc starts the real binary in the background, its stdout to stdout; the test's cleanup
+// stops it.
+func startProc(t *testing.T, stdout io.Writer, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(brineBin, args...), stderr: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = stdout, p.stderr
+	p.cmd.Env = append(os.Environ(), "NO_COLOR=1")
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		if err := p.stop(30 * time.Second); err != nil && !strings.Contains(err.Error(), "signal") {
+			t.Errorf("brine %s: %v", args[0], err)
+		}
+	})
+	return p
+}
+
+// syncBuffer is a bytes.Buffer safe for a process writing while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// From the command line only, as an operator would: `brine cloud sim --boot testbed`, a `brine
+// master` listening on the bridge it prints, and `brine cloud create` converge a droplet that is
+// a systemd testbed host, whose minion the bootstrap installed and runs from the shipped unit.
+// Stopping the simulator removes its hosts.
+func TestCloudSimBootTestbed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("testbed test skipped in -short mode")
+	}
+	if err := testbed.SystemdAvailable(); err != nil {
+		testbed.SkipUnavailable(t, err)
+	}
+	cluster := fmt.Sprintf("simt%d", os.Getpid()%100000)
+	t.Cleanup(func() {
+		if left := testbed.Leftovers(cluster); len(left) > 0 {
+			t.Errorf("the simulator left %v", left)
+			_ = testbed.Down(cluster)
+		}
+	})
+	pr, pw := io.Pipe()
+	t.Cleanup(func() { pw.Close() })
+	sim := startProc(t, pw, "cloud", "sim", "--boot", "testbed", "--boot-delay", "0s", "--json", "--cluster", cluster)
+	simErr := sim.stderr
+	var info struct{ URL, Token, Boot, Cluster, Bridge string }
+	line := make(chan error, 1)
+	go func() {
+		l, err := bufio.NewReader(pr).ReadString('\n')
+		if err == nil {
+			err = json.Unmarshal([]byte(l), &info)
+		}
+		line <- err
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	select {
+	case err := <-line:
+		if err != nil {
+			t.Fatalf("brine cloud sim: %v\n%s", err, simErr)
+		}
+	case <-sim.done:
+		t.Fatalf("brine cloud sim exited: %v\n%s", sim.err, simErr)
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("brine cloud sim printed nothing\n%s", simErr)
+	}
+	if info.Boot != "testbed" || info.Cluster != cluster || info.Bridge == "" {
+		t.Fatalf("sim says %+v", info)
+	}
+
+	dir := t.TempDir()
+	mcfg := fmt.Sprintf("data_dir = %q\npublish_addr = \"%s:0\"\nrequest_addr = \"%s:0\"\nbootstrap_addr = \"%s:0\"\nheartbeat = \"1s\"\n",
+		filepath.Join(dir, "master"), info.Bridge, info.Bridge, info.Bridge)
+	files := map[string]string{
+		"master.hcl": mcfg,
+		"cloud.hcl": fmt.Sprintf(`provider "digitalocean" {
+  api_url = %q
+}
+profile "app" {
+  region  = "ams3"
+  size    = "s-1vcpu-1gb"
+  image   = "debian-12-x64"
+  groups  = ["app"]
+  bundles = ["app"]
+}
+`, info.URL),
+		"app/main.hcl": `file "marker" {
+  path    = "/etc/brine-converged"
+  content = "converged ${minion.id} in ${join(",", minion.groups)}\n"
+}
+`,
+	}
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mst := startProc(t, io.Discard, "master", "-c", filepath.Join(dir, "master.hcl"))
+	masterErr := mst.stderr
+	sock := filepath.Join(dir, "master", "master.sock")
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		if _, _, code := brine(t, "key", "list", "--socket", sock); code == 0 {
+			break
+		}
+		select {
+		case <-mst.done:
+			t.Fatalf("brine master exited: %v\n%s", mst.err, masterErr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("brine master did not come up\n%s", masterErr)
+		}
+	}
+
+	t.Setenv(cloud.TokenEnv, info.Token)
+	start := time.Now()
+	out, stderr, code := brine(t, "cloud", "create", "app", "web-1", "-c", filepath.Join(dir, "cloud.hcl"), "--socket", sock,
+		"--poll-interval", "100ms", "--converge-timeout", "3m")
+	t.Logf("brine cloud create of a droplet booting as a systemd testbed host: %v", time.Since(start).Round(time.Millisecond))
+	tc, aerr := testbed.Attach(cluster)
+	if code != 0 {
+		if aerr == nil && tc.Host("web-1") != nil {
+			o, _, _ := tc.Host("web-1").Sh(context.Background(), "journalctl --no-pager -n 50 -u brine-minion; cat /var/log/brine-minion.log")
+			t.Logf("web-1:\n%s", o)
+		}
+		t.Fatalf("brine cloud create: exit %d\n%s%s\nsim:\n%s\nmaster:\n%s", code, out, stderr, simErr, masterErr)
+	}
+	if !strings.Contains(out, "1 droplet(s) converged") {
+		t.Fatalf("create said:\n%s", out)
+	}
+	if aerr != nil {
+		t.Fatal(aerr)
+	}
+	h := tc.Host("web-1")
+	if h == nil || !h.Systemd() {
+		t.Fatalf("no systemd host web-1 in %s", cluster)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	got, _, err := h.Sh(ctx, "cat /etc/brine-converged; systemctl is-enabled brine-minion; systemctl is-active brine-minion; "+
+		"pid=$(systemctl show -p MainPID --value brine-minion); readlink /proc/$pid/exe; cat /proc/$pid/cgroup")
+	if err != nil || !strings.HasPrefix(got, "converged web-1 in app\nenabled\nactive\n/usr/bin/brine\n") ||
+		!strings.Contains(got, "/system.slice/brine-minion.service\n") {
+		t.Fatalf("web-1 after create: %v\n%s", err, got)
+	}
+
+	// Ctrl-C on the simulator: it stops, and its hosts go with it.
+	if err := sim.stop(time.Minute); err != nil {
+		t.Fatalf("brine cloud sim: %v\n%s", err, simErr)
+	}
+	if left := testbed.Leftovers(cluster); len(left) > 0 {
+		t.Fatalf("the simulator left %v after it stopped", left)
 	}
 }
