@@ -31,6 +31,7 @@ type clusterState struct {
 	Created    time.Time   `json:"created"`
 	Apt        bool        `json:"apt,omitempty"`     // EnableApt ran: new hosts get the repository too
 	Systemd    bool        `json:"systemd,omitempty"` // hosts boot systemd (Options.Systemd)
+	Debian     bool        `json:"debian,omitempty"`  // EnableDebian ran: hosts use the machine's mirror through this process's proxy
 	Hosts      []hostState `json:"hosts"`
 }
 

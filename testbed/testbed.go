@@ -117,6 +117,9 @@ type Options struct {
 	// machine (clock, kernel modules, devices, consoles) are masked.
 	// SystemdAvailable says whether the machine can do it.
 	Systemd bool
+	// Debian, when set, makes New call EnableDebian: hosts install real packages from the
+	// machine's Debian mirror, through a proxy that lives as long as the Cluster value.
+	Debian bool
 	// Persistent leaves the cluster running when the creating process exits
 	// (Up sets it). A cluster that is not persistent is removed by the next
 	// New or CleanAll once its creator is gone.
@@ -125,9 +128,11 @@ type Options struct {
 
 // Cluster is a running cluster. Its methods are safe for concurrent use.
 type Cluster struct {
-	mu    sync.Mutex // guards st, hosts, closed
+	mu    sync.Mutex // guards st, hosts, closed, mirror
 	st    clusterState
 	hosts []*Host
+	// mirror is the Debian mirror proxy (EnableDebian), nil when off.
+	mirror *mirrorProxy
 	// closed is set by Close.
 	closed bool
 }
@@ -170,6 +175,11 @@ func New(ctx context.Context, opts Options) (c *Cluster, err error) {
 	}
 	if opts.AptRepo != "" {
 		if err := c.EnableApt(ctx, opts.AptRepo); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Debian {
+		if err := c.EnableDebian(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -327,15 +337,25 @@ func (c *Cluster) addHosts(ctx context.Context, names []string) ([]*Host, error)
 	if serr := c.saveLocked(); err == nil {
 		err = serr
 	}
-	apt := c.st.Apt
+	apt, debian := c.st.Apt, c.mirror != nil
 	c.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	if apt {
+	if apt || debian {
 		g, gctx := errgroup.WithContext(ctx)
 		for _, h := range hs {
-			g.Go(func() error { return h.enableApt(gctx) })
+			g.Go(func() error {
+				if debian {
+					if err := h.enableDebian(gctx); err != nil {
+						return err
+					}
+				}
+				if apt {
+					return h.enableApt(gctx)
+				}
+				return nil
+			})
 		}
 		if err := g.Wait(); err != nil {
 			return nil, err
@@ -422,7 +442,11 @@ func (c *Cluster) Close() error {
 	}
 	c.closed = true
 	hosts := slices.Clone(c.hosts)
+	mirror := c.mirror
 	c.mu.Unlock()
+	if mirror != nil {
+		mirror.close()
+	}
 	for _, h := range hosts {
 		h.killDaemons()
 	}
