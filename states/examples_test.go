@@ -13,6 +13,7 @@ func TestExamplesValidateAndPlan(t *testing.T) {
 	dirs, err := filepath.Glob("../examples/*")
 	must(t, err)
 	vars := map[string]map[string]string{"hello": {"root": t.TempDir()}}
+	secrets := map[string]map[string]string{"ghost-pro-real": {"db_password": "example"}}
 	facts := map[string]any{"os": "debian", "arch": "amd64", "cpus": 2,
 		"interfaces": map[string]any{"eth0": map[string]any{"ipv4": []string{"10.213.9.5"}}}}
 	seen := 0
@@ -25,7 +26,7 @@ func TestExamplesValidateAndPlan(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			b, err := ReadBundle(dir)
 			must(t, err)
-			opts := Options{Vars: vars[name], Minion: Minion{ID: "web1", Groups: []string{"app", "cache", "db", "core"}, Facts: facts}}
+			opts := Options{Vars: vars[name], Secrets: secrets[name], Minion: Minion{ID: "web1", Groups: []string{"app", "cache", "db", "core"}, Facts: facts}}
 			if diags := Check(b, opts); diags.HasErrors() {
 				var sb strings.Builder
 				WriteDiagnostics(&sb, b, diags, false)
