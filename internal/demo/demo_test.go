@@ -54,12 +54,7 @@ func TestDemoReal(t *testing.T) {
 	if err := testbed.DebianReachable(context.Background(), 5*time.Second); err != nil {
 		t.Skipf("real Debian packages: %v", err)
 	}
-	bin := filepath.Join(t.TempDir(), "brine")
-	build := exec.Command("go", "build", "-o", bin, "../../cmd/brine")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := testbed.BrineBinary(t)
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
