@@ -44,6 +44,33 @@ var maskedUnits = []string{
 	"fstrim.service", "fstrim.timer", "systemd-fsck-root.service", "lvm2-monitor.service",
 	"sys-kernel-config.mount", "sys-kernel-debug.mount", "sys-kernel-tracing.mount",
 	"sys-fs-fuse-connections.mount", "dev-hugepages.mount",
+	// Desktop-minded daemons dbus would activate when apt runs (the machine's apt hook pokes
+	// PackageKit, which brings polkitd): a server needs neither, and each holds inotify
+	// instances, a machine-wide budget (see raiseInotifyInstances).
+	"packagekit.service", "packagekit-offline-update.service", "polkit.service",
+}
+
+// minInotifyInstances is what raiseInotifyInstances lifts fs.inotify.max_user_instances to. A
+// systemd host takes about 6 inotify instances of the machine's root user (systemd itself,
+// dbus, logind, ...); the kernel's default of 128 is spent by some 20 hosts, after which
+// systemd in a new host cannot watch its units and the host fails to boot.
+const minInotifyInstances = 8192
+
+// raiseInotifyInstances lifts the machine's fs.inotify.max_user_instances to
+// minInotifyInstances if it is lower, as container hosts do; it never lowers it.
+func raiseInotifyInstances() error {
+	const p = "/proc/sys/fs/inotify/max_user_instances"
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil // no such knob: nothing to raise
+	}
+	if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n >= minInotifyInstances {
+		return nil
+	}
+	if err := os.WriteFile(p, []byte(strconv.Itoa(minInotifyInstances)+"\n"), 0o644); err != nil {
+		return fmt.Errorf("testbed: systemd hosts need more inotify instances than the machine allows (%s): %w", p, err)
+	}
+	return nil
 }
 
 // prepareSystemdUpper writes what a systemd host's upper layer starts with,

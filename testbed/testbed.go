@@ -114,7 +114,9 @@ type Options struct {
 	// ready once `systemctl is-system-running` says running or degraded
 	// (Host.FailedUnits tells why). The machine's enabled units are not
 	// enabled in the host, and units that would reach past the host to the
-	// machine (clock, kernel modules, devices, consoles) are masked.
+	// machine (clock, kernel modules, devices, consoles) are masked. New
+	// raises the machine's fs.inotify.max_user_instances to 8192 if lower:
+	// each systemd host takes some of that machine-wide budget.
 	// SystemdAvailable says whether the machine can do it.
 	Systemd bool
 	// Debian, when set, makes New call EnableDebian: hosts install real packages from the
@@ -145,6 +147,9 @@ func New(ctx context.Context, opts Options) (c *Cluster, err error) {
 	}
 	if opts.Systemd {
 		if err := SystemdAvailable(); err != nil {
+			return nil, err
+		}
+		if err := raiseInotifyInstances(); err != nil {
 			return nil, err
 		}
 	}
