@@ -766,7 +766,7 @@ hosts are removed when sim stops.`,
 				fmt.Fprintf(out, "brine cloud list --api-url %s\n", url)
 				if tb != nil {
 					fmt.Fprintf(out, "droplets boot as systemd hosts of testbed cluster %s; they reach this machine at %s, so master.hcl needs:\n", tb.Name(), tb.BridgeAddr())
-					fmt.Fprintf(out, "  bootstrap_addr = \"%s:4580\"\n  advertise_addr = \"%s\"\n", tb.BridgeAddr(), tb.BridgeAddr())
+					fmt.Fprintf(out, "  bootstrap_addr = \"%s:4580\"\n", tb.BridgeAddr())
 					fmt.Fprintf(out, "inspect a droplet with: brine testbed exec --name %s NAME -- journalctl -u brine-minion\n", tb.Name())
 				} else {
 					fmt.Fprintln(out, "droplets never boot (create refuses them): --boot testbed makes them real hosts")
