@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -180,7 +180,6 @@ type mirrorProxy struct {
 	srv     *http.Server
 	rp      *httputil.ReverseProxy
 	done    chan struct{}
-	log     *slog.Logger
 
 	mu   sync.Mutex // guards hits and fetches
 	hits int        // package files served from a cache
@@ -188,8 +187,7 @@ type mirrorProxy struct {
 }
 
 func startMirrorProxy(addr string, uris []string) (*mirrorProxy, error) {
-	p := &mirrorProxy{allowed: map[string]bool{}, cache: MirrorCacheDir, done: make(chan struct{}),
-		log: slog.New(slog.DiscardHandler)}
+	p := &mirrorProxy{allowed: map[string]bool{}, cache: MirrorCacheDir, done: make(chan struct{})}
 	for _, s := range uris {
 		u, err := url.Parse(s)
 		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
@@ -207,7 +205,7 @@ func startMirrorProxy(addr string, uris []string) (*mirrorProxy, error) {
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:   func(r *httputil.ProxyRequest) { r.Out.URL = r.In.URL; r.Out.Host = r.In.URL.Host },
 		Transport: upstreamClient.Transport,
-		ErrorLog:  nil,
+		ErrorLog:  log.New(io.Discard, "", 0), // a host hanging up mid-download is no news
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -215,7 +213,7 @@ func startMirrorProxy(addr string, uris []string) (*mirrorProxy, error) {
 	}
 	p.ln = ln
 	p.srv = &http.Server{Handler: p, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
-		MaxHeaderBytes: 64 << 10}
+		MaxHeaderBytes: 64 << 10, ErrorLog: log.New(io.Discard, "", 0)}
 	go func() {
 		defer close(p.done)
 		_ = p.srv.Serve(ln)
