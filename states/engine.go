@@ -41,7 +41,7 @@ func Run(ctx context.Context, g *Graph, dryRun bool) *Report {
 			done[m.addr] = true
 			r := results[k]
 			r.Address, r.Type, r.Name = m.addr, m.typ.Name, m.name
-			rep.Results = append(rep.Results, redact(r, g.secrets))
+			rep.Results = append(rep.Results, redact(r, m, g.sensitive))
 			pending = removeNode(pending, m)
 		}
 	}
@@ -203,23 +203,17 @@ func joinDiff(a, b string) string {
 	return a + "\n" + b
 }
 
-// redact replaces every secret value that reached the bundle with a placeholder, so that diffs,
-// errors and job history never carry it. A multi-line secret (a private key) shows up in a
-// unified diff line by line, never whole: each of its lines is replaced too, but for lines of
-// fewer than 3 characters, which say nothing and would blank out every diff that has them.
-func redact(r Result, secrets []string) Result {
-	for _, s := range secrets {
-		r.Diff = strings.ReplaceAll(r.Diff, s, "(sensitive)")
-		r.Error = strings.ReplaceAll(r.Error, s, "(sensitive)")
-		if !strings.Contains(s, "\n") {
-			continue
-		}
-		for _, l := range strings.Split(s, "\n") {
-			if l = strings.TrimSpace(l); len(l) >= 3 {
-				r.Diff = strings.ReplaceAll(r.Diff, l, "(sensitive)")
-				r.Error = strings.ReplaceAll(r.Error, l, "(sensitive)")
-			}
-		}
+// redact keeps sensitive values out of a result, which travels to the master, its job store and
+// the operator's terminal. A resource that received a sensitive value and whose type does not
+// hide such values itself gets its whole diff hidden; then every clear text of a sensitive
+// value seen while compiling is replaced in the diff and the error (the second line of
+// defence: a command's output can echo its sensitive argument, which no mark follows).
+func redact(r Result, n *node, texts []string) Result {
+	if n.sens != nil && len(n.sens.attrs) > 0 && !n.typ.HidesSensitive && r.Diff != "" {
+		r.Diff = fmt.Sprintf("(sensitive: the difference is hidden because %s %s sensitive)",
+			strings.Join(n.sens.names(), ", "), map[bool]string{true: "is", false: "are"}[len(n.sens.attrs) == 1])
 	}
+	r.Diff = scrub(r.Diff, texts)
+	r.Error = scrub(r.Error, texts)
 	return r
 }

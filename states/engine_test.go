@@ -226,7 +226,7 @@ func TestSecretsAreRedactedFromDiffs(t *testing.T) {
 	g := compileString(t, `file "`+p+`" { content = "token=${secret("api")}\n" }`,
 		Options{Secrets: map[string]string{"api": "s3cr3t-value"}})
 	rep := Run(context.Background(), g, false)
-	if strings.Contains(rep.Results[0].Diff, "s3cr3t-value") || !strings.Contains(rep.Results[0].Diff, "(sensitive)") {
+	if strings.Contains(rep.Results[0].Diff, "s3cr3t-value") || !strings.Contains(rep.Results[0].Diff, "(sensitive content)") {
 		t.Fatalf("diff leaks the secret: %q", rep.Results[0].Diff)
 	}
 	data, _ := os.ReadFile(p)

@@ -24,7 +24,7 @@ import (
 )
 
 func init() {
-	Register(&Type{Name: "file", Labels: 1, Decode: decodeFile})
+	Register(&Type{Name: "file", Labels: 1, HidesSensitive: true, Decode: decodeFile})
 }
 
 type fileConfig struct {
@@ -54,6 +54,8 @@ type fileRes struct {
 	recurse bool
 	owner   string
 	group   string
+	// sensitive: the content comes from secret() or a sensitive variable; diffs do not show it.
+	sensitive bool
 
 	plan []fileOp // what Check found to do, for Apply
 }
@@ -146,7 +148,14 @@ func decodeFile(req *DecodeRequest) (Resource, hcl.Diagnostics) {
 		if err != nil {
 			return nil, bad("template", err.Error()+".")
 		}
+		if v.IsMarked() { // the template called secret()
+			v, _ = v.Unmark()
+			req.NoteSensitive("template", v)
+		}
 		r.content = []byte(v.AsString())
+	}
+	for _, a := range []string{"content", "source", "template", "vars"} {
+		r.sensitive = r.sensitive || req.Sensitive(a)
 	}
 	if r.content != nil && r.state != "file" {
 		return nil, bad("content", fmt.Sprintf("A file with state = %q has no content.", r.state))
@@ -324,7 +333,7 @@ func (r *fileRes) checkFile(p string, st os.FileInfo, exists bool, want []byte, 
 			content = []byte{}
 		}
 		r.plan = append(r.plan, fileOp{path: p, content: content, mode: mode, chmod: true, chown: r.uid >= 0 || r.gid >= 0})
-		return []string{fmt.Sprintf("+ file %s (mode %04o)", p, mode), contentDiff(p, nil, content)}, nil
+		return []string{fmt.Sprintf("+ file %s (mode %04o)", p, mode), r.contentDiff(p, nil, content)}, nil
 	}
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s exists and is not a regular file", p)
@@ -339,7 +348,7 @@ func (r *fileRes) checkFile(p string, st os.FileInfo, exists bool, want []byte, 
 		if !bytes.Equal(have, want) {
 			op.content = want
 			op.chmod = true
-			diff = append(diff, contentDiff(p, have, want))
+			diff = append(diff, r.contentDiff(p, have, want))
 		}
 	}
 	if (r.hasMode || r.tree != nil && r.hasMode) && fileModeBits(st.Mode()) != fileModeBits(mode) {
@@ -407,6 +416,15 @@ func (r *fileRes) ownerString() string {
 		return o
 	}
 	return o + ":" + g
+}
+
+// contentDiff is contentDiff, or one line without the content when it is sensitive (neither the
+// new content nor the old one, which may hold the previous secret, nor a digest of either).
+func (r *fileRes) contentDiff(p string, have, want []byte) string {
+	if r.sensitive {
+		return fmt.Sprintf("~ content of %s: (sensitive content)", p)
+	}
+	return contentDiff(p, have, want)
 }
 
 // contentDiff is a unified diff for text, a digest line for binary content.

@@ -90,8 +90,10 @@ func (b *Bundle) bundlePath(p string) (string, error) {
 
 // fileFuncs returns file(), templatefile(), peers() and secret() bound to one bundle and one
 // minion's context. templatefile renders with the standard functions and file(), but not with
-// itself (no recursion) and never with anything that could run a command.
-func fileFuncs(b *Bundle, opts *Options, used *usedSecrets) map[string]function.Function {
+// itself (no recursion) and never with anything that could run a command. secret() returns a
+// sensitive (marked) value; every function is wrapped so that the sensitive values it returns
+// are recorded in sens and its errors never quote a sensitive argument.
+func fileFuncs(b *Bundle, opts *Options, sens *sensitivity) map[string]function.Function {
 	fns := standardFuncs()
 	fns["file"] = function.New(&function.Spec{
 		Params: []function.Parameter{{Name: "path", Type: cty.String}},
@@ -135,10 +137,19 @@ func fileFuncs(b *Bundle, opts *Options, used *usedSecrets) map[string]function.
 			if !ok {
 				return cty.NilVal, fmt.Errorf("secret %q is not available to this minion", name)
 			}
-			used.add(v)
-			return cty.StringVal(v), nil
+			return sens.markSensitive(cty.StringVal(v)), nil
 		},
 	})
+	for name, f := range fns {
+		if name != "try" && name != "can" { // these take expressions, not values
+			fns[name] = trackFunc(f, sens)
+		}
+	}
+	for name, f := range tmplFuncs {
+		if name != "try" && name != "can" {
+			tmplFuncs[name] = trackFunc(f, sens)
+		}
+	}
 	return fns
 }
 

@@ -43,8 +43,8 @@ type Options struct {
 // Graph is a compiled bundle: every resource decoded and ordered so that each comes after
 // everything it depends on.
 type Graph struct {
-	nodes   []*node // topological order
-	secrets []string
+	nodes     []*node  // topological order
+	sensitive []string // clear text of every sensitive value seen, longest first: scrubbed from output
 }
 
 // Len returns the number of resources in the graph.
@@ -73,8 +73,9 @@ type node struct {
 	onlyIf   hcl.Expression
 
 	res    Resource
-	merged []*node // more blocks of a type whose blocks merge (Type.Merge), in declaration order
-	guard  bool    // false: only_if said no
+	merged []*node           // more blocks of a type whose blocks merge (Type.Merge), in declaration order
+	sens   *nodeSensitivity // the arguments that received sensitive values
+	guard  bool             // false: only_if said no
 	reason string
 	each   cty.Value // each.key and each.value of a for_each instance; cty.NilVal otherwise
 }
@@ -91,14 +92,6 @@ type edge struct {
 	to  string
 	rng hcl.Range
 	why string // "depends_on", "notify" or "reference"
-}
-
-type usedSecrets struct{ vals []string }
-
-func (u *usedSecrets) add(v string) {
-	if v != "" {
-		u.vals = append(u.vals, v)
-	}
 }
 
 var metaSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
@@ -171,7 +164,7 @@ func Check(b *Bundle, opts Options) hcl.Diagnostics {
 	if diags.HasErrors() {
 		return diags
 	}
-	_, d := evalVariables(blocks, opts)
+	_, d := evalVariables(blocks, opts, nil)
 	diags = append(diags, d...)
 	nodes, groups, d := collectNodes(blocks, nil)
 	diags = append(diags, d...)
@@ -207,12 +200,20 @@ func parseBlocks(b *Bundle) ([]*hcl.Block, hcl.Diagnostics) {
 // Compile parses and validates a bundle for one minion and decodes every resource. When the
 // diagnostics hold an error the graph is nil: nothing of the bundle may be applied.
 func Compile(b *Bundle, opts Options) (*Graph, hcl.Diagnostics) {
+	sens := &sensitivity{}
+	g, diags := compile(b, opts, sens)
+	// Diagnostics may quote a value (a decoder's "mode is "..."", a function's error): never a
+	// sensitive one.
+	scrubDiagnostics(diags, sens.texts())
+	return g, diags
+}
+
+func compile(b *Bundle, opts Options, sens *sensitivity) (*Graph, hcl.Diagnostics) {
 	blocks, diags := parseBlocks(b)
 	if diags.HasErrors() {
 		return nil, diags
 	}
-	used := &usedSecrets{}
-	vars, d := evalVariables(blocks, opts)
+	vars, d := evalVariables(blocks, opts, sens)
 	diags = append(diags, d...)
 	minionVal, err := minionValue(opts.Minion)
 	if err != nil {
@@ -223,9 +224,9 @@ func Compile(b *Bundle, opts Options) (*Graph, hcl.Diagnostics) {
 	}
 	base := &hcl.EvalContext{
 		Variables: map[string]cty.Value{"var": vars, "minion": minionVal},
-		Functions: fileFuncs(b, &opts, used),
+		Functions: fileFuncs(b, &opts, sens),
 	}
-	sc := newScopes(b, &opts, used) // a merged bundle's members keep their own file paths
+	sc := newScopes(b, &opts, sens) // a merged bundle's members keep their own file paths
 	locals, d := evalLocals(blocks, base, sc)
 	diags = append(diags, d...)
 	if diags.HasErrors() {
@@ -250,26 +251,31 @@ func Compile(b *Bundle, opts Options) (*Graph, hcl.Diagnostics) {
 		if n.each != cty.NilVal {
 			ctx.Variables["each"] = n.each
 		}
-		diags = append(diags, decodeNode(n, ctx, sc.bundle(n.block.DefRange))...)
+		diags = append(diags, decodeNode(n, ctx, sc.bundle(n.block.DefRange), sens)...)
 		if len(n.merged) > 0 {
 			diags = append(diags, mergeNode(n, ctx, sc)...)
+			for _, m := range n.merged { // the merged resource received what its blocks did
+				n.sens.absorb(m.sens)
+			}
 		}
 		values[n.addr] = nodeValue(n, ctx)
 	}
 	if diags.HasErrors() {
 		return nil, diags
 	}
-	return &Graph{nodes: order, secrets: used.vals}, diags
+	return &Graph{nodes: order, sensitive: sens.texts()}, diags
 }
 
 // evalVariables declares the bundle's variables and gives each its value: --var, then --var-file,
-// then the default. It returns the object `var`.
-func evalVariables(blocks []*hcl.Block, opts Options) (cty.Value, hcl.Diagnostics) {
+// then the default. It returns the object `var`. The values of variables declared
+// `sensitive = true` are marked sensitive and recorded in sens (nil when only checking).
+func evalVariables(blocks []*hcl.Block, opts Options, sens *sensitivity) (cty.Value, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	type decl struct {
-		block *hcl.Block
-		typ   cty.Type
-		def   cty.Value
+		block     *hcl.Block
+		typ       cty.Type
+		def       cty.Value
+		sensitive bool
 	}
 	decls := map[string]*decl{}
 	var names []string
@@ -292,6 +298,18 @@ func evalVariables(blocks []*hcl.Block, opts Options) (cty.Value, hcl.Diagnostic
 			diags = append(diags, d...)
 			if !d.HasErrors() {
 				dc.typ = t
+			}
+		}
+		if a, ok := content.Attributes["sensitive"]; ok {
+			v, d := a.Expr.Value(nil)
+			diags = append(diags, d...)
+			if !d.HasErrors() {
+				if v.Type() != cty.Bool || v.IsNull() {
+					diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid sensitive",
+						Detail: fmt.Sprintf("sensitive of variable %q must be true or false.", name), Subject: a.Expr.Range().Ptr()})
+				} else {
+					dc.sensitive = v.True()
+				}
 			}
 		}
 		if a, ok := content.Attributes["default"]; ok {
@@ -386,18 +404,21 @@ func evalVariables(blocks []*hcl.Block, opts Options) (cty.Value, hcl.Diagnostic
 	}
 	out := map[string]cty.Value{}
 	for _, name := range names {
-		if v, ok := values[name]; ok {
-			out[name] = v
-			continue
-		}
 		dc := decls[name]
-		if dc.def == cty.NilVal {
-			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "No value for required variable",
-				Detail:  fmt.Sprintf("Variable %q has no default; set it with --var %s=VALUE or in a --var-file.", name, name),
-				Subject: dc.block.DefRange.Ptr()})
-			continue
+		v, ok := values[name]
+		if !ok {
+			if dc.def == cty.NilVal {
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "No value for required variable",
+					Detail:  fmt.Sprintf("Variable %q has no default; set it with --var %s=VALUE or in a --var-file.", name, name),
+					Subject: dc.block.DefRange.Ptr()})
+				continue
+			}
+			v = dc.def
 		}
-		out[name] = dc.def
+		if dc.sensitive {
+			v = sens.markSensitive(v)
+		}
+		out[name] = v
 	}
 	return cty.ObjectVal(out), diags
 }
@@ -619,6 +640,11 @@ func forEach(t *Type, a *hcl.Attribute, ctx *hcl.EvalContext) ([]instance, hcl.D
 	if diags.HasErrors() {
 		return nil, diags
 	}
+	// Instance names become resource addresses, which every report shows: they cannot be
+	// sensitive. The values of a map may be (each.value keeps its mark).
+	if v.IsMarked() {
+		return nil, bad("for_each is sensitive (it comes from secret() or a sensitive variable); instance names appear in every report, so they cannot be sensitive.")
+	}
 	if v.IsNull() || !v.IsWhollyKnown() {
 		return nil, bad("for_each must be a known map, set or list of strings.")
 	}
@@ -634,6 +660,9 @@ func forEach(t *Type, a *hcl.Attribute, ctx *hcl.EvalContext) ([]instance, hcl.D
 		seen := map[string]bool{}
 		for it := v.ElementIterator(); it.Next(); {
 			_, val := it.Element()
+			if val.ContainsMarked() {
+				return nil, bad("for_each holds a sensitive value (from secret() or a sensitive variable); instance names appear in every report, so they cannot be sensitive.")
+			}
 			sv, err := convert.Convert(val, cty.String)
 			if err != nil || sv.IsNull() {
 				return nil, bad(fmt.Sprintf("for_each over a list or set needs strings (the names of the instances); got %s.", val.Type().FriendlyName()))
@@ -872,15 +901,22 @@ func refVariables(n *node, nodes map[string]*node, values map[string]cty.Value) 
 }
 
 // decodeNode evaluates only_if and decodes the node's body into its Resource.
-func decodeNode(n *node, ctx *hcl.EvalContext, b *Bundle) hcl.Diagnostics {
+func decodeNode(n *node, ctx *hcl.EvalContext, b *Bundle, sens *sensitivity) hcl.Diagnostics {
 	var diags hcl.Diagnostics
+	n.sens = &nodeSensitivity{tracker: sens}
 	// dynamic "rule" { for_each = ..., content { ... } } blocks expand before the type decodes.
-	req := &DecodeRequest{Name: n.name, Body: dynblock.Expand(n.body, ctx), Ctx: ctx, Block: n.block, Bundle: b}
+	// The type sees every value unmarked; n.sens learns which arguments were sensitive.
+	body := sensitiveBody{Body: dynblock.Expand(n.body, ctx), ns: n.sens}
+	req := &DecodeRequest{Name: n.name, Body: body, Ctx: ctx, Block: n.block, Bundle: b, sens: n.sens}
 	if n.onlyIf != nil {
 		v, d := n.onlyIf.Value(ctx)
 		diags = append(diags, d...)
 		if d.HasErrors() {
 			return diags
+		}
+		if v.ContainsMarked() {
+			n.sens.mark("only_if", v)
+			v, _ = v.UnmarkDeep()
 		}
 		switch {
 		case v.IsNull() || !v.IsKnown():

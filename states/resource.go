@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
 )
 
 // Resource is one managed thing on a host. The engine calls Check, then Apply only when Check
@@ -102,6 +103,24 @@ type DecodeRequest struct {
 	Bundle *Bundle
 	// OnlyIf is the value of a string `only_if` (a shell guard) for the types that take one.
 	OnlyIf string
+
+	sens *nodeSensitivity // which arguments received sensitive values; filled while Body decodes
+}
+
+// Sensitive reports whether argument name (inside a nested block: "block.name") received a
+// value derived from secret() or a sensitive variable. It is known once the body is decoded.
+// Types that set HidesSensitive use it to keep such values out of their diffs and errors.
+func (r *DecodeRequest) Sensitive(name string) bool {
+	return r.sens != nil && r.sens.attrs[name]
+}
+
+// NoteSensitive records a sensitive value that the type derived itself (a template it rendered
+// that called secret()): argument name counts as sensitive and v's text is scrubbed from output.
+// v may be unmarked.
+func (r *DecodeRequest) NoteSensitive(name string, v cty.Value) {
+	if r.sens != nil {
+		r.sens.mark(name, v.Mark(sensitiveMark))
+	}
 }
 
 // AttrRange is where attribute name's value stands in the block, or the block's header when the
@@ -123,7 +142,11 @@ type Type struct {
 	Labels int
 	// ShellGuards reports whether a string `only_if` is a shell command guard for this type.
 	ShellGuards bool
-	Decode      func(req *DecodeRequest) (Resource, hcl.Diagnostics)
+	// HidesSensitive reports that Decode reads req.Sensitive and keeps sensitive values out of
+	// the resource's diffs and errors itself (a file shows "(sensitive content)"). For other
+	// types the engine hides the whole diff of a resource that received a sensitive value.
+	HidesSensitive bool
+	Decode         func(req *DecodeRequest) (Resource, hcl.Diagnostics)
 	// Merge, when set, lets a singleton be declared in several blocks (several bundles of a
 	// site each adding firewall rules): it combines their decoded resources, in declaration
 	// order, into one, and reports a conflict between them as an error naming both blocks.

@@ -132,10 +132,11 @@ type scopes struct {
 	b       *Bundle
 	members map[string]*Bundle
 	funcs   map[string]map[string]function.Function
+	sens    *sensitivity // the compile's record of sensitive values
 }
 
-func newScopes(b *Bundle, opts *Options, used *usedSecrets) *scopes {
-	s := &scopes{b: b}
+func newScopes(b *Bundle, opts *Options, sens *sensitivity) *scopes {
+	s := &scopes{b: b, sens: sens}
 	names := b.Members()
 	if len(names) == 0 {
 		return s
@@ -145,7 +146,7 @@ func newScopes(b *Bundle, opts *Options, used *usedSecrets) *scopes {
 	for _, n := range names {
 		mb := b.member(n)
 		s.members[n] = mb
-		s.funcs[n] = fileFuncs(mb, opts, used)
+		s.funcs[n] = fileFuncs(mb, opts, sens)
 	}
 	return s
 }
@@ -364,7 +365,7 @@ func mergeNode(n *node, ctx *hcl.EvalContext, sc *scopes) hcl.Diagnostics {
 	rs := []Resource{n.res}
 	blocks := []*hcl.Block{n.block}
 	for _, m := range n.merged {
-		d := decodeNode(m, sc.child(ctx, m.block.DefRange), sc.bundle(m.block.DefRange))
+		d := decodeNode(m, sc.child(ctx, m.block.DefRange), sc.bundle(m.block.DefRange), sc.sens)
 		diags = append(diags, d...)
 		rs = append(rs, m.res)
 		blocks = append(blocks, m.block)
