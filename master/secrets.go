@@ -18,7 +18,9 @@ import (
 //	}
 //
 // A job carries, for each targeted minion, only the secrets the bundle names and the minion may
-// receive, sealed to that minion's key.
+// receive, sealed to that minion's key. A secret's target uses only what the master decides
+// (minion ids and the groups it granted), never facts: facts are what a minion claims about
+// itself, and a compromised minion would claim fact:role=db to get the database password.
 type Secret struct {
 	Name   string `hcl:"name,label"`
 	Value  string `hcl:"value"`
@@ -48,12 +50,40 @@ func LoadSecrets(path string) ([]Secret, error) {
 	}
 	for _, s := range sf.Secrets {
 		if s.Target != "" {
-			if _, err := ParseTarget(s.Target); err != nil {
-				return nil, fmt.Errorf("secret %q: %w", s.Name, err)
+			if _, err := secretTarget(s); err != nil {
+				return nil, err
 			}
 		}
 	}
 	return sf.Secrets, nil
+}
+
+// secretTarget parses a secret's target and refuses one that matches on facts.
+func secretTarget(s Secret) (Target, error) {
+	t, err := ParseTarget(s.Target)
+	if err != nil {
+		return nil, fmt.Errorf("secret %q: %w", s.Name, err)
+	}
+	if f := factTerm(t); f != "" {
+		return nil, fmt.Errorf("secret %q: target %q uses %s: facts are claimed by the minion itself, so they cannot decide who receives a secret; use minion ids or group: (groups are granted by the master)", s.Name, s.Target, f)
+	}
+	return t, nil
+}
+
+// factTerm returns the first fact: term of t, or "".
+func factTerm(t Target) string {
+	switch x := t.(type) {
+	case factT:
+		return x.String()
+	case notT:
+		return factTerm(x.t)
+	case binary:
+		if f := factTerm(x.l); f != "" {
+			return f
+		}
+		return factTerm(x.r)
+	}
+	return ""
 }
 
 // secretsFor returns the values of names that minion m may receive, or an error naming the first
@@ -67,8 +97,9 @@ func secretsFor(all []Secret, names []string, m MinionInfo) (map[string]string, 
 				continue
 			}
 			if s.Target != "" {
-				t, err := ParseTarget(s.Target)
-				if err != nil || !t.Match(m) {
+				t, err := secretTarget(s)
+				// Matched without facts: even if a fact: term slipped through, it matches nothing.
+				if err != nil || !t.Match(MinionInfo{ID: m.ID, Groups: m.Groups}) {
 					continue
 				}
 			}
