@@ -8,6 +8,8 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+
+	"github.com/brinecm/brine/states"
 )
 
 // Secret is one entry of the master's secrets file:
@@ -39,6 +41,9 @@ func LoadSecrets(path string) ([]Secret, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if diags := states.CheckNesting(src, path); diags.HasErrors() {
+		return nil, diags
 	}
 	f, diags := hclsyntax.ParseConfig(src, path, hcl.InitialPos)
 	if diags.HasErrors() {

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -31,13 +32,17 @@ type Bundle struct {
 
 	// Root is the directory the bundle was read from, used only to name files in diagnostics.
 	Root string
-	// escaping remembers symlinks that ReadBundle left out because they point outside the root,
-	// so that file() can say why instead of "no such file". Not part of the packed bundle.
+	// escaping remembers the files that ReadBundle left out because they may reach outside the
+	// root (symlinks pointing out, hard links), with the reason, so that file() and the parser
+	// can say why instead of "no such file". Not part of the packed bundle.
 	escaping map[string]string
 }
 
 // ReadBundle reads every regular file under dir into a Bundle. Symlinks are followed only when
-// they resolve inside dir; hidden files and directories (".git") are skipped.
+// they resolve inside dir; hidden files and directories (".git") are skipped. A file with more
+// than one hard link is left out unless all its links are inside dir: the other name of a hard
+// link may be anywhere on the file system (/etc/shadow linked into a bundle would travel to
+// every minion), and unlike a symlink nothing says where.
 func ReadBundle(dir string) (*Bundle, error) {
 	root, err := filepath.Abs(dir)
 	if err != nil {
@@ -56,6 +61,13 @@ func ReadBundle(dir string) (*Bundle, error) {
 	}
 	b := &Bundle{Files: map[string][]byte{}, Root: dir, escaping: map[string]string{}}
 	var total int64
+	type inode struct{ dev, ino uint64 }
+	type linked struct {
+		nlink  uint64
+		direct uint64   // names that are the file itself, not a symlink to it
+		names  []string // every name in the bundle, symlinks included
+	}
+	links := map[inode]*linked{}
 	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -76,31 +88,62 @@ func ReadBundle(dir string) (*Bundle, error) {
 				// An escaping symlink is left out; file() and templatefile() name it in a diagnostic.
 				rel, _ := filepath.Rel(root, p)
 				target, _ := os.Readlink(p)
-				b.escaping[filepath.ToSlash(rel)] = target
+				b.escaping[filepath.ToSlash(rel)] = fmt.Sprintf("is a symlink to %s, outside the bundle root", target)
 				return nil
 			}
 		}
-		fi, err := os.Stat(real)
+		rel, _ := filepath.Rel(root, p)
+		rel = filepath.ToSlash(rel)
+		if len(b.Files) >= MaxBundleFiles {
+			return fmt.Errorf("read bundle: more than %d files", MaxBundleFiles)
+		}
+		// Opened without following a symlink swapped in since the walk, and without blocking on
+		// a FIFO; what is checked (regular, links, size) is what is read.
+		f, err := os.OpenFile(real, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			return nil // not a readable regular file (a socket, a FIFO, a vanished entry)
+		}
+		defer f.Close()
+		fi, err := f.Stat()
 		if err != nil || !fi.Mode().IsRegular() {
 			return nil
 		}
-		rel, _ := filepath.Rel(root, p)
-		if len(b.Files) >= MaxBundleFiles {
-			return fmt.Errorf("read bundle: more than %d files", MaxBundleFiles)
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
+			key := inode{dev: uint64(st.Dev), ino: st.Ino}
+			if links[key] == nil {
+				links[key] = &linked{nlink: uint64(st.Nlink)}
+			}
+			links[key].names = append(links[key].names, rel)
+			if real == p {
+				links[key].direct++
+			}
 		}
 		total += fi.Size()
 		if total > MaxBundleBytes {
 			return fmt.Errorf("read bundle: larger than %d bytes", MaxBundleBytes)
 		}
-		data, err := os.ReadFile(real)
+		data, err := io.ReadAll(io.LimitReader(f, MaxBundleBytes-total+fi.Size()+1))
 		if err != nil {
 			return err
 		}
-		b.Files[filepath.ToSlash(rel)] = data
+		if int64(len(data)) > fi.Size() {
+			return fmt.Errorf("read bundle: %s grew while it was read", rel)
+		}
+		b.Files[rel] = data
 		return nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	// A hard link is fine when every one of its names is in the bundle.
+	for _, l := range links {
+		if l.direct >= l.nlink {
+			continue
+		}
+		for _, n := range l.names {
+			delete(b.Files, n)
+			b.escaping[n] = fmt.Sprintf("is a hard link (%d links) to a file that may be outside the bundle root", l.nlink)
+		}
 	}
 	return b, nil
 }

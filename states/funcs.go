@@ -10,7 +10,6 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/ext/tryfunc"
-	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/function"
 	"github.com/zclconf/go-cty/cty/function/stdlib"
@@ -66,8 +65,8 @@ func stringFunc(f func(string) string) function.Function {
 }
 
 // bundlePath resolves a path written in a bundle to a key of b.Files. It refuses, with a sentence
-// saying why, anything that would reach outside the bundle root: absolute paths, "..", and
-// symlinks that point outside (ReadBundle left those out and remembered them).
+// saying why, anything that would reach outside the bundle root: absolute paths, "..", symlinks
+// that point outside and hard links (ReadBundle left those out and remembered them).
 func (b *Bundle) bundlePath(p string) (string, error) {
 	if p == "" {
 		return "", fmt.Errorf("the path is empty")
@@ -79,8 +78,8 @@ func (b *Bundle) bundlePath(p string) (string, error) {
 	if clean == ".." || strings.HasPrefix(clean, "../") {
 		return "", fmt.Errorf("%q escapes the bundle root", p)
 	}
-	if target, ok := b.escaping[clean]; ok {
-		return "", fmt.Errorf("%q is a symlink to %s, outside the bundle root", p, target)
+	if why, ok := b.escaping[clean]; ok {
+		return "", fmt.Errorf("%q %s", p, why)
 	}
 	if _, ok := b.Files[clean]; !ok {
 		return "", fmt.Errorf("no file %q in the bundle", p)
@@ -162,7 +161,7 @@ func renderTemplate(b *Bundle, p string, vars cty.Value, fns map[string]function
 	if !vars.Type().IsObjectType() && !vars.Type().IsMapType() {
 		return cty.NilVal, fmt.Errorf("template variables must be an object, like { name = \"x\" }")
 	}
-	expr, diags := hclsyntax.ParseTemplate(b.Files[key], key, hcl.Pos{Line: 1, Column: 1, Byte: 0})
+	expr, diags := parseTemplate(b.Files[key], key)
 	if diags.HasErrors() {
 		return cty.NilVal, fmt.Errorf("template %s: %s", key, diags.Error())
 	}

@@ -125,12 +125,27 @@ func (b *Bundle) parseFiles() ([]*hcl.File, map[string]*hcl.File, hcl.Diagnostic
 			continue
 		}
 		name := b.displayName(n)
-		f, d := hclsyntax.ParseConfig(b.Files[n], name, hcl.Pos{Line: 1, Column: 1, Byte: 0})
+		f, d := parseConfig(b.Files[n], name)
 		diags = append(diags, d...)
 		if f != nil {
 			files = append(files, f)
 			byName[name] = f
 		}
+	}
+	// An .hcl file that ReadBundle left out would silently change what the bundle means.
+	var left []string
+	for n := range b.escaping {
+		if path.Ext(n) == ".hcl" {
+			left = append(left, n)
+		}
+	}
+	sort.Strings(left)
+	for _, n := range left {
+		name := b.displayName(n)
+		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "File refused",
+			Detail: fmt.Sprintf("%s %s, so it is not read. A bundle holds only regular files inside its root: copy the file into the bundle instead.",
+				name, b.escaping[n]),
+			Subject: &hcl.Range{Filename: name, Start: hcl.InitialPos, End: hcl.InitialPos}})
 	}
 	return files, byName, diags
 }
@@ -336,7 +351,7 @@ func evalVariables(blocks []*hcl.Block, opts Options, sens *sensitivity) (cty.Va
 	}
 	sort.Strings(fileNames)
 	for _, fn := range fileNames {
-		f, d := hclsyntax.ParseConfig(opts.VarFiles[fn], fn, hcl.Pos{Line: 1, Column: 1})
+		f, d := parseConfig(opts.VarFiles[fn], fn)
 		diags = append(diags, d...)
 		if d.HasErrors() {
 			continue
@@ -378,14 +393,21 @@ func evalVariables(blocks []*hcl.Block, opts Options, sens *sensitivity) (cty.Va
 				Detail: fmt.Sprintf("--var %s: the bundle declares no variable %q.%s", name, name, didYouMean(name, names))})
 			continue
 		}
+		shown := raw // how the value appears in a diagnostic
+		switch {
+		case dc.sensitive:
+			shown = sensitivePlaceholder
+		case len(raw) > 60:
+			shown = raw[:60] + "…"
+		}
 		var v cty.Value
 		if dc.typ == cty.String || dc.typ == cty.DynamicPseudoType {
 			v = cty.StringVal(raw)
 		} else {
-			expr, d := hclsyntax.ParseExpression([]byte(raw), "--var "+name, hcl.Pos{Line: 1, Column: 1})
+			expr, d := parseExpression([]byte(raw), "--var "+name)
 			if d.HasErrors() {
 				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid value for variable",
-					Detail: fmt.Sprintf("--var %s=%s: not a valid %s value: %s", name, raw, dc.typ.FriendlyName(), d.Error())})
+					Detail: fmt.Sprintf("--var %s=%s: not a valid %s value: %s", name, shown, dc.typ.FriendlyName(), d.Error())})
 				continue
 			}
 			v, d = expr.Value(nil)
@@ -397,7 +419,7 @@ func evalVariables(blocks []*hcl.Block, opts Options, sens *sensitivity) (cty.Va
 		cv, err := convert.Convert(v, dc.typ)
 		if err != nil {
 			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid value for variable",
-				Detail: fmt.Sprintf("--var %s=%s: %s.", name, raw, err)})
+				Detail: fmt.Sprintf("--var %s=%s: %s.", name, shown, err)})
 			continue
 		}
 		values[name] = cv
