@@ -6,9 +6,12 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+
+	"github.com/brinecm/brine/internal/termtext"
 )
 
 // WriteDiagnostics prints diagnostics for people: severity and summary, then file:line:col, the
@@ -31,13 +34,14 @@ func writeDiagnostic(w io.Writer, d *hcl.Diagnostic, sources map[string][]byte, 
 	if d.Severity == hcl.DiagWarning {
 		sev, c = "Warning", ansiYellow
 	}
+	// Diagnostics can quote what a peer sent (a minion's facts, a file name): escaped.
 	if color {
-		fmt.Fprintf(w, "%s%s%s: %s\n", c, sev, ansiReset, d.Summary)
+		fmt.Fprintf(w, "%s%s%s: %s\n", c, sev, ansiReset, termtext.Escape(d.Summary))
 	} else {
-		fmt.Fprintf(w, "%s: %s\n", sev, d.Summary)
+		fmt.Fprintf(w, "%s: %s\n", sev, termtext.Escape(d.Summary))
 	}
 	if s := d.Subject; s != nil {
-		fmt.Fprintf(w, "  --> %s:%d:%d\n", s.Filename, s.Start.Line, s.Start.Column)
+		fmt.Fprintf(w, "  --> %s:%d:%d\n", termtext.Escape(s.Filename), s.Start.Line, s.Start.Column)
 		if src, ok := sources[s.Filename]; ok {
 			lines := strings.Split(string(src), "\n")
 			if s.Start.Line >= 1 && s.Start.Line <= len(lines) {
@@ -53,7 +57,9 @@ func writeDiagnostic(w io.Writer, d *hcl.Diagnostic, sources map[string][]byte, 
 				if width < 1 {
 					width = 1
 				}
-				marks := strings.Repeat(" ", max(s.Start.Column-1, 0)) + strings.Repeat("^", width)
+				line, col, width := sourceWindow(line, s.Start.Column, width)
+				line = termtext.Escape(line)
+				marks := strings.Repeat(" ", max(col-1, 0)) + strings.Repeat("^", width)
 				if color {
 					marks = c + marks + ansiReset
 				}
@@ -62,9 +68,38 @@ func writeDiagnostic(w io.Writer, d *hcl.Diagnostic, sources map[string][]byte, 
 		}
 	}
 	if d.Detail != "" {
-		fmt.Fprintf(w, "%s\n", d.Detail)
+		fmt.Fprintf(w, "%s\n", termtext.Escape(d.Detail))
 	}
 	fmt.Fprintln(w)
+}
+
+// maxSourceLine is how much of a source line a diagnostic shows: a minified or hostile line
+// can be megabytes long.
+const maxSourceLine = 120
+
+// sourceWindow cuts line to at most about maxSourceLine characters around column col (1-based,
+// in bytes as HCL counts them), returning the new column and underline width.
+func sourceWindow(line string, col, width int) (string, int, int) {
+	if len(line) <= maxSourceLine {
+		return line, col, width
+	}
+	start := max(col-1-maxSourceLine/3, 0)
+	for start > 0 && !utf8.RuneStart(line[start]) {
+		start--
+	}
+	end := min(start+maxSourceLine, len(line))
+	for end < len(line) && !utf8.RuneStart(line[end]) {
+		end++
+	}
+	out, col := line[start:end], col-start
+	if start > 0 {
+		out, col = "…"+out, col+1
+	}
+	if end < len(line) {
+		out += "…"
+	}
+	width = max(min(width, end-start-col+2), 1)
+	return out, col, width
 }
 
 // PeerTargets returns the literal targets of every peers("...") call in the bundle, so the master
@@ -127,6 +162,8 @@ const (
 
 // RenderReport prints a report for people: one line per changed, failed or skipped resource with
 // its diff or reason (unchanged ones only when verbose), then a summary line with counts and time.
+// A report comes from a minion: every text in it is escaped (termtext.Escape) before colouring,
+// so none of its control characters reaches the terminal.
 func RenderReport(w io.Writer, r *Report, verbose, color bool) {
 	paint := func(c, s string) string {
 		if !color {
@@ -153,9 +190,10 @@ func RenderReport(w io.Writer, r *Report, verbose, color bool) {
 		case StatusSkipped:
 			mark, word = paint(ansiDim, "- "), paint(ansiDim, "skipped")
 		}
-		fmt.Fprintf(w, "%s%s %s %s\n", mark, res.Address, word, paint(ansiDim, fmtDuration(res.Duration)))
+		fmt.Fprintf(w, "%s%s %s %s\n", mark, termtext.Escape(oneLine(res.Address)), word, paint(ansiDim, fmtDuration(res.Duration)))
 		if res.Diff != "" && res.Status != StatusOK {
 			for _, line := range strings.Split(strings.TrimRight(res.Diff, "\n"), "\n") {
+				line = termtext.Escape(line)
 				switch {
 				case strings.HasPrefix(line, "+") && !strings.HasPrefix(line, "+++"):
 					line = paint(ansiGreen, line)
@@ -167,7 +205,7 @@ func RenderReport(w io.Writer, r *Report, verbose, color bool) {
 		}
 		if res.Error != "" {
 			for _, line := range strings.Split(strings.TrimRight(res.Error, "\n"), "\n") {
-				fmt.Fprintf(w, "    %s\n", line)
+				fmt.Fprintf(w, "    %s\n", termtext.Escape(line))
 			}
 		}
 	}
@@ -187,6 +225,9 @@ func RenderReport(w io.Writer, r *Report, verbose, color bool) {
 	fmt.Fprintf(w, "%s %d resources in %s: %d ok, %s, %s, %d skipped\n",
 		verb, len(r.Results), fmtDuration(r.Duration), c[StatusOK], changed, failed, c[StatusSkipped])
 }
+
+// oneLine keeps a field that must stay on its line (an address) from starting a new one.
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", `\n`) }
 
 func fmtDuration(d time.Duration) string {
 	switch {

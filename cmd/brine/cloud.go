@@ -22,6 +22,7 @@ import (
 	"github.com/brinecm/brine/cloud"
 	"github.com/brinecm/brine/cloud/dosim"
 	"github.com/brinecm/brine/cloud/dosim/testbedboot"
+	"github.com/brinecm/brine/internal/termtext"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/pki"
 	"github.com/brinecm/brine/states"
@@ -135,7 +136,7 @@ func writeCloudDiagnostics(cfg *cloud.Config, diags hcl.Diagnostics) {
 			}
 			out = append(out, j)
 		}
-		_ = json.NewEncoder(os.Stdout).Encode(map[string]any{"diagnostics": out})
+		_ = json.NewEncoder(termtext.NewWriter(os.Stdout, false)).Encode(map[string]any{"diagnostics": out})
 		return
 	}
 	var files map[string]*hcl.File
@@ -146,7 +147,8 @@ func writeCloudDiagnostics(cfg *cloud.Config, diags hcl.Diagnostics) {
 	if err != nil || width <= 0 {
 		width = 100
 	}
-	w := hcl.NewDiagnosticTextWriter(os.Stderr, files, uint(width), states.UseColor(os.Stderr))
+	color := states.UseColor(os.Stderr)
+	w := hcl.NewDiagnosticTextWriter(termtext.NewWriter(os.Stderr, color), files, uint(width), color)
 	_ = w.WriteDiagnostics(diags)
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/spf13/cobra"
 
+	"github.com/brinecm/brine/internal/termtext"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/states"
 )
@@ -55,10 +56,10 @@ func printDiagnostics(asJSON bool, b *states.Bundle, diags hcl.Diagnostics) {
 		return
 	}
 	if asJSON {
-		_ = json.NewEncoder(os.Stdout).Encode(map[string]any{"diagnostics": diagnosticsJSON(diags)})
+		_ = json.NewEncoder(termtext.NewWriter(os.Stdout, false)).Encode(map[string]any{"diagnostics": diagnosticsJSON(diags)})
 		return
 	}
-	states.WriteDiagnostics(os.Stderr, b, diags, states.UseColor(os.Stderr))
+	states.WriteDiagnostics(stderr, b, diags, states.UseColor(os.Stderr))
 }
 
 type diagJSON struct {

@@ -12,6 +12,9 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/brinecm/brine/internal/termtext"
+	"github.com/brinecm/brine/states"
 )
 
 // Exit codes, as DESIGN.md fixes them.
@@ -46,7 +49,25 @@ var rootCmd = &cobra.Command{
   brine master                              # run a master with built-in defaults
   brine minion --master 10.0.0.1            # run a minion that connects to it
   brine apply 'group:app' ./states/app      # push a bundle to minions`,
+	// Everything a command prints goes through termtext: returns, diffs, errors, diagnostics
+	// and facts come from minions, and a terminal acts on the control characters they may
+	// hold. Human output shows them escaped (\x1b); in --json output encoding/json has
+	// escaped the C0 controls already and termtext escapes DEL, C1 and bidi characters as \u.
+	PersistentPreRun: func(cmd *cobra.Command, _ []string) {
+		if cmd.Annotations[rawOutput] != "" {
+			return
+		}
+		cmd.SetOut(termtext.NewWriter(cmd.OutOrStdout(), states.UseColor(os.Stdout)))
+		cmd.SetErr(termtext.NewWriter(cmd.ErrOrStderr(), states.UseColor(os.Stderr)))
+	},
 }
+
+// rawOutput is the annotation of commands whose output is a program's own terminal session
+// (testbed exec): not escaped.
+const rawOutput = "raw-output"
+
+// stderr is standard error for what main and helpers print outside a command's writers.
+var stderr = termtext.NewWriter(os.Stderr, false)
 
 // signalContext is cancelled by Ctrl-C or SIGTERM, so long commands stop cleanly.
 func signalContext() (context.Context, context.CancelFunc) {
@@ -61,10 +82,10 @@ func main() {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil {
-			fmt.Fprintln(os.Stderr, "brine:", ee.err)
+			fmt.Fprintln(stderr, "brine:", ee.err)
 		}
 		os.Exit(ee.code)
 	}
-	fmt.Fprintln(os.Stderr, "brine:", err)
+	fmt.Fprintln(stderr, "brine:", err)
 	os.Exit(exitNothing)
 }

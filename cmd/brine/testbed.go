@@ -102,7 +102,8 @@ running, or degraded (then the failed units are printed).`,
 		Short: "Run a command inside a host of a running cluster, on this terminal",
 		Example: `  brine testbed exec h1 -- ping -c1 10.213.1.3
   brine testbed exec --name lab web1 -- bash`,
-		Args: cobra.MinimumNArgs(2),
+		Args:        cobra.MinimumNArgs(2),
+		Annotations: map[string]string{rawOutput: "yes"}, // an interactive session in the host
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := testbed.Attach(name)
 			if err != nil {
