@@ -66,7 +66,8 @@ func (s *sensitivity) note(v cty.Value) {
 }
 
 func (s *sensitivity) add(text string) {
-	if strings.TrimSpace(text) == "" {
+	// Whitespace around a value carries none of it, and replacing it would join lines.
+	if text = strings.TrimSpace(text); text == "" {
 		return
 	}
 	if s.seen == nil {
