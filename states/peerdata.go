@@ -33,6 +33,9 @@ func CheckData(v any) error {
 // is the author's mistake and a compile error; in any other it may be a minion's data, and a bad
 // one fails only the resource on the host that renders it (see faulty).
 func fromBundle(expr hcl.Expression) bool {
+	if w, ok := expr.(sensitiveExpr); ok {
+		expr = w.Expression // the value is unmarked for the type; the syntax is the same
+	}
 	se, ok := expr.(hclsyntax.Expression)
 	if !ok {
 		return false // wrapped by a dynamic block: its iterator's values are data
