@@ -35,7 +35,13 @@ type sensitivity struct {
 }
 
 // note records the clear text of every marked string (and number) inside v.
-func (s *sensitivity) note(v cty.Value) {
+func (s *sensitivity) note(v cty.Value) { s.noteText(v, false) }
+
+// noteText is note; with lines, each line of a multi-line text is recorded too. Only a source
+// of sensitivity (a secret, a sensitive variable) is split: its lines are secret material. A
+// derived value (a rendered template) has mostly public lines, and those holding the secret
+// hold a source's text or lines already.
+func (s *sensitivity) noteText(v cty.Value, lines bool) {
 	if s == nil || !v.ContainsMarked() {
 		return
 	}
@@ -54,10 +60,10 @@ func (s *sensitivity) note(v cty.Value) {
 			}
 			switch leaf.Type() {
 			case cty.String:
-				s.add(leaf.AsString())
+				s.add(leaf.AsString(), lines)
 			case cty.Number:
 				if t := leaf.AsBigFloat().Text('f', -1); len(t) >= 3 {
-					s.add(t)
+					s.add(t, false)
 				}
 			}
 			return true, nil
@@ -65,7 +71,7 @@ func (s *sensitivity) note(v cty.Value) {
 	}
 }
 
-func (s *sensitivity) add(text string) {
+func (s *sensitivity) add(text string, lines bool) {
 	// Whitespace around a value carries none of it, and replacing it would join lines.
 	if text = strings.TrimSpace(text); text == "" {
 		return
@@ -77,7 +83,7 @@ func (s *sensitivity) add(text string) {
 	// A multi-line value (a PEM key) may reach output one line at a time (a diff, a command's
 	// output): each of its lines counts too, but for lines under 3 characters ("}", "=="),
 	// which say nothing and would blank out unrelated text.
-	if strings.Contains(text, "\n") {
+	if lines && strings.Contains(text, "\n") {
 		for _, line := range strings.Split(text, "\n") {
 			if line = strings.TrimSpace(line); len(line) >= 3 {
 				s.seen[line] = true
@@ -129,7 +135,7 @@ func scrubDiagnostics(diags hcl.Diagnostics, texts []string) {
 // markSensitive marks v as sensitive and records its clear text.
 func (s *sensitivity) markSensitive(v cty.Value) cty.Value {
 	v = v.Mark(sensitiveMark)
-	s.note(v)
+	s.noteText(v, true)
 	return v
 }
 

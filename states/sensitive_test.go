@@ -75,6 +75,10 @@ file "ref" {
   path    = "` + dir + `/ref"
   content = "copy: ${file.b64.content}"
 }
+file "public" {
+  path    = "` + dir + `/public"
+  content = "user = admin\n[db]\n"
+}
 exec "echo" {
   command = "echo ${base64encode(secret("api"))} >&2; echo ${upper(var.db_pass)} >&2; false"
 }
@@ -109,6 +113,10 @@ exec "echo" {
 					t.Errorf("%s: diff %q does not say (sensitive content)", a, d)
 				}
 			}
+		}
+		// Only sensitive text is hidden: the public lines of the template stay in other diffs.
+		if d := byAddr["file.public"].Diff; dry && (!strings.Contains(d, "+user = admin") || !strings.Contains(d, "+[db]")) {
+			t.Errorf("a public file's diff is redacted: %q", d)
 		}
 		if r := byAddr["exec.echo"]; r.Status != StatusFailed && !dry {
 			t.Errorf("exec: %+v", r)
