@@ -242,27 +242,20 @@ func (m *Master) publishJob(spec JobSpec, peers map[string][]map[string]any, sec
 	}
 	meta.Run = spec.Run
 	var bundle []byte
+	var sealedVars map[string]string
 	if spec.Bundle != nil {
 		bundle = spec.Bundle.Marshal()
 		meta.BundleDigest = spec.Bundle.Digest()
+		// Sensitive variables travel sealed to each minion, like secrets, not in the clear job.
+		var diags hcl.Diagnostics
+		meta.Vars, meta.VarFiles, sealedVars, diags = states.SealInputs(spec.Bundle, spec.Vars, spec.VarFiles)
+		if diags.HasErrors() {
+			return jobstore.Job{}, fmt.Errorf("%s; nothing was sent", diags.Error())
+		}
 	}
-	if len(secretNames) > 0 {
-		all, err := LoadSecrets(m.cfg.SecretsFile)
-		if err != nil {
-			return jobstore.Job{}, fmt.Errorf("secrets file: %w", err)
-		}
-		meta.Secrets = map[string][]byte{}
-		infos := map[string]MinionInfo{}
-		for _, mi := range m.Minions() {
-			infos[mi.ID] = mi
-		}
-		for _, id := range spec.Minions {
-			vals, err := secretsFor(all, secretNames, infos[id])
-			if err != nil {
-				return jobstore.Job{}, fmt.Errorf("%w; nothing was sent", err)
-			}
-			raw, _ := json.Marshal(vals)
-			meta.Secrets[id] = m.key.SealTo(acc[id].Key.Box, raw)
+	if len(secretNames) > 0 || len(sealedVars) > 0 {
+		if err := m.sealInputs(&meta, acc, secretNames, sealedVars); err != nil {
+			return jobstore.Job{}, err
 		}
 	}
 	metaJSON, err := json.Marshal(meta)

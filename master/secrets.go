@@ -1,6 +1,7 @@
 package master
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 
+	"github.com/brinecm/brine/internal/wire"
+	"github.com/brinecm/brine/pki"
 	"github.com/brinecm/brine/states"
 )
 
@@ -89,6 +92,35 @@ func factTerm(t Target) string {
 		return factTerm(x.r)
 	}
 	return ""
+}
+
+// sealInputs seals, to each minion of meta, the secrets it may receive among names and the
+// values of the job's sensitive variables (states.SealInputs).
+func (m *Master) sealInputs(meta *wire.JobMeta, acc map[string]pki.MinionKey, names []string, sealedVars map[string]string) error {
+	var all []Secret
+	if len(names) > 0 {
+		var err error
+		if all, err = LoadSecrets(m.cfg.SecretsFile); err != nil {
+			return fmt.Errorf("secrets file: %w", err)
+		}
+	}
+	infos := map[string]MinionInfo{}
+	for _, mi := range m.Minions() {
+		infos[mi.ID] = mi
+	}
+	meta.Secrets = map[string][]byte{}
+	for _, id := range meta.Minions {
+		vals, err := secretsFor(all, names, infos[id])
+		if err != nil {
+			return fmt.Errorf("%w; nothing was sent", err)
+		}
+		for k, v := range sealedVars {
+			vals[k] = v
+		}
+		raw, _ := json.Marshal(vals)
+		meta.Secrets[id] = m.key.SealTo(acc[id].Key.Box, raw)
+	}
+	return nil
 }
 
 // secretsFor returns the values of names that minion m may receive, or an error naming the first

@@ -77,3 +77,55 @@ secret "db_password" {
 		t.Fatal("web1 received the secret")
 	}
 }
+
+// The values of sensitive variables travel sealed to each minion, like secrets: a peer holding
+// the session key (any accepted minion) reads the job but not them, whether they came by --var
+// or in a --var-file; the addressed minion applies them; other variables stay in the clear job.
+func TestSensitiveVariablesTravelSealed(t *testing.T) {
+	m := master.TestMaster(t)
+	jobs := capture(t, m)
+	acceptedMinion(t, m, "app1", []string{"app"})
+	spy := newRaw(t, m, "spy", nil)
+	spy.auth("", spy.key)
+	m.Keys().Accept("spy", []string{"app"}, false)
+	spy.auth("", spy.key)
+	out := t.TempDir()
+	b := bundle(t, map[string]string{"main.hcl": `
+variable "db_pass" {
+  type      = string
+  sensitive = true
+}
+variable "api_key" {
+  sensitive = true
+}
+variable "colour" {}
+file "cfg" {
+  path    = "` + out + `/${minion.id}"
+  content = "${var.db_pass} ${var.api_key} ${var.colour}"
+}`})
+	run(t, m, master.JobSpec{Target: "app1", Bundle: b,
+		Vars:     map[string]string{"db_pass": "pw-sealed-1", "colour": "blue-public"},
+		VarFiles: map[string][]byte{"prod.hcl": []byte(`api_key = "key-sealed-2"`)}})
+	meta := spy.decryptJob(nextJob(t, jobs))
+	raw := mustJSON(meta)
+	for _, v := range []string{"pw-sealed-1", "key-sealed-2"} {
+		if strings.Contains(string(raw), v) {
+			t.Fatalf("a sensitive variable is readable with the session key: %s", raw)
+		}
+	}
+	for name, data := range meta.VarFiles { // []byte: base64 in the JSON above
+		if strings.Contains(string(data), "key-sealed-2") {
+			t.Fatalf("var file %s with a sensitive variable is readable with the session key", name)
+		}
+	}
+	if meta.Vars["colour"] != "blue-public" {
+		t.Fatalf("public variable missing from the job: %s", raw)
+	}
+	if _, ok := spy.key.OpenFrom(spy.master.Box, meta.Secrets["app1"]); ok {
+		t.Fatal("another minion opened app1's sealed inputs")
+	}
+	waitFor(t, 10*time.Second, "app1's file", func() bool {
+		got, _ := os.ReadFile(filepath.Join(out, "app1"))
+		return string(got) == "pw-sealed-1 key-sealed-2 blue-public"
+	})
+}

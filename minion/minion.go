@@ -764,6 +764,8 @@ func (m *Minion) execute(ctx context.Context, j job) wire.Return {
 			return ret
 		}
 	}
+	// Sensitive variables came sealed with the secrets (states.SealInputs).
+	secrets, vars, varFiles := states.OpenInputs(secrets, j.meta.Vars, j.meta.VarFiles)
 	// The master's groups for this minion when it signed the job, not those of the last
 	// authentication: a `brine key groups` change must reach the next job.
 	groups := j.meta.Groups[m.cfg.ID]
@@ -771,8 +773,8 @@ func (m *Minion) execute(ctx context.Context, j job) wire.Return {
 	facts["id"] = m.cfg.ID
 	g, diags := states.Compile(b, states.Options{
 		Minion:   states.Minion{ID: m.cfg.ID, Groups: groups, Facts: facts},
-		Vars:     j.meta.Vars,
-		VarFiles: j.meta.VarFiles,
+		Vars:     vars,
+		VarFiles: varFiles,
 		Peers:    j.meta.Peers,
 		Secrets:  secrets,
 	})
