@@ -93,3 +93,25 @@ func TestWriterColor(t *testing.T) {
 		t.Fatalf("without colour: %q", buf.String())
 	}
 }
+
+// Escape leaves no character a terminal acts on, and over encoding/json's output keeps it JSON
+// that decodes to the same strings.
+func FuzzEscape(f *testing.F) {
+	for _, s := range hostile {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got := Escape(s); raw(got) {
+			t.Fatalf("Escape(%q) = %q", s, got)
+		}
+		enc, _ := json.Marshal(s)
+		esc := Escape(string(enc))
+		var back string
+		if err := json.Unmarshal([]byte(esc), &back); err != nil || raw(esc) {
+			t.Fatalf("JSON %s escaped to %s: %v", enc, esc, err)
+		}
+		if utf8.ValidString(s) && back != s {
+			t.Fatalf("JSON round trip %q -> %q", s, back)
+		}
+	})
+}
