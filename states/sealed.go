@@ -21,6 +21,9 @@ const (
 // --var-file that sets one; such a file is sealed whole) go into sealed, keyed for the sealed
 // payload; the rest stay in vars and varFiles, which travel in the clear job.
 func SealInputs(b *Bundle, vars map[string]string, varFiles map[string][]byte) (map[string]string, map[string][]byte, map[string]string, hcl.Diagnostics) {
+	if len(vars) == 0 && len(varFiles) == 0 {
+		return vars, varFiles, nil, nil // nothing to seal: no need to parse the bundle again
+	}
 	names, diags := SensitiveVariables(b)
 	if diags.HasErrors() || len(names) == 0 {
 		return vars, varFiles, nil, diags
