@@ -18,6 +18,9 @@ const MaxNesting = 500
 // diagnostic at the first token where the nesting goes over MaxNesting. template selects the
 // template lexer (templatefile, file templates) instead of the config one.
 func checkNesting(src []byte, filename string, template bool) hcl.Diagnostics {
+	if depthBound(src) <= MaxNesting {
+		return nil // most files: too few of the characters that nest to nest too deep
+	}
 	var toks hclsyntax.Tokens
 	if template {
 		toks, _ = hclsyntax.LexTemplate(src, filename, hcl.InitialPos)
@@ -103,6 +106,28 @@ func checkNesting(src []byte, filename string, template bool) hcl.Diagnostics {
 		}
 	}
 	return nil
+}
+
+// nestingChars are the bytes at least one of which every token that adds to the depth below
+// holds (an open bracket, quote, heredoc, interpolation or directive adds at most 2 levels).
+var nestingChars = func() (t [256]bool) {
+	for _, c := range []byte("{[(\"<$%!-+*/=>&|?.") {
+		t[c] = true
+	}
+	return t
+}()
+
+// depthBound is a cheap upper bound of what checkNesting measures: twice the number of bytes
+// that can start a nesting token. Lexing costs about as much as parsing; a file whose bound is
+// under MaxNesting needs neither.
+func depthBound(src []byte) int {
+	n := 0
+	for _, c := range src {
+		if nestingChars[c] {
+			n += 2
+		}
+	}
+	return n
 }
 
 // parseConfig parses an HCL file once its nesting is known to be bounded.
