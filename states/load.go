@@ -73,7 +73,7 @@ type node struct {
 	onlyIf   hcl.Expression
 
 	res    Resource
-	merged []*node           // more blocks of a type whose blocks merge (Type.Merge), in declaration order
+	merged []*node          // more blocks of a type whose blocks merge (Type.Merge), in declaration order
 	sens   *nodeSensitivity // the arguments that received sensitive values
 	guard  bool             // false: only_if said no
 	reason string

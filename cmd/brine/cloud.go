@@ -198,9 +198,16 @@ type progress struct {
 
 func newProgress(w io.Writer) *progress {
 	p := &progress{w: w, json: cf.json, last: map[string]cloud.Event{}}
-	if f, ok := w.(*os.File); ok && !cf.json {
+	raw := w
+	if tw, ok := w.(*termtext.Writer); ok {
+		raw = tw.Unwrap()
+	}
+	if f, ok := raw.(*os.File); ok && !cf.json {
 		p.live = term.IsTerminal(int(f.Fd()))
 		p.color = states.UseColor(f)
+		if p.live {
+			p.w = f // the live display moves the cursor itself; line() escapes its text
+		}
 	}
 	return p
 }
@@ -239,12 +246,12 @@ func (p *progress) line(e cloud.Event) string {
 			stage = "\x1b[31m" + stage + "\x1b[0m"
 		}
 	}
-	s := fmt.Sprintf("%-24s %s %6.1fs", e.Droplet, stage, e.Elapsed.Seconds())
+	s := fmt.Sprintf("%-24s %s %6.1fs", escapeOutput(e.Droplet), stage, e.Elapsed.Seconds())
 	if e.PublicIP != "" {
-		s += "  " + e.PublicIP
+		s += "  " + escapeOutput(e.PublicIP)
 	}
 	if e.Error != "" {
-		s += "  " + e.Error
+		s += "  " + escapeOutput(e.Error)
 	}
 	return s
 }

@@ -4,14 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
+	"github.com/brinecm/brine/internal/termtext"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 )
@@ -99,24 +97,11 @@ func printRunReturn(w io.Writer, r wire.Return) {
 	}
 }
 
-// escapeOutput shows control characters (and invalid UTF-8) of text from a minion as Go
-// escapes, so that it cannot drive the operator's terminal; tabs stay.
+// escapeOutput shows control characters (and invalid UTF-8) of one line of text from a minion
+// as escapes (termtext.Escape, and a newline as \n), so that it cannot drive the operator's
+// terminal or start a line of its own; tabs stay.
 func escapeOutput(s string) string {
-	var b strings.Builder
-	for len(s) > 0 {
-		r, size := utf8.DecodeRuneInString(s)
-		switch {
-		case r == utf8.RuneError && size == 1:
-			fmt.Fprintf(&b, `\x%02x`, s[0])
-		case r == '\t' || (unicode.IsPrint(r) && r != '\u2028' && r != '\u2029'):
-			b.WriteRune(r)
-		default:
-			q := strconv.QuoteRune(r)
-			b.WriteString(q[1 : len(q)-1])
-		}
-		s = s[size:]
-	}
-	return b.String()
+	return termtext.Escape(strings.ReplaceAll(s, "\n", `\n`))
 }
 
 func init() { rootCmd.AddCommand(newRunCmd()) }

@@ -18,7 +18,7 @@ func TestPrintRunReturnEscapes(t *testing.T) {
 	var buf bytes.Buffer
 	printRunReturn(&buf, wire.Return{Minion: "web1", Kind: wire.JobRun, Report: rep, Error: "exit status 3"})
 	out := buf.String()
-	for _, want := range []string{"web1: exit 3 (1.5s)", `ok\x1b]0;pwned\a`, "\ttab\\r", "  stderr:", "[stdout truncated: 42 more bytes not kept]"} {
+	for _, want := range []string{"web1: exit 3 (1.5s)", `ok\x1b]0;pwned\x07`, "\ttab\\x0d", "  stderr:", "[stdout truncated: 42 more bytes not kept]"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("output lacks %q:\n%s", want, out)
 		}

@@ -8,16 +8,18 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
 // Escape returns s with every character a terminal could act on replaced by a visible escape:
 // the C0 controls except newline and tab (ESC becomes \x1b, CR \x0d) and bytes that are not
 // UTF-8 as \xNN; DEL, the C1 controls (U+0080 to U+009F, which some terminals take as ESC
-// sequences) and the characters that reorder or hide text (bidirectional overrides, embeddings
-// and isolates, marks, zero-width and line/paragraph separators) as \uNNNN. The \u form is
-// also a valid JSON escape, so Escape can run over JSON output: in encoding/json's output the
-// only such characters are DEL, C1 and the format characters, inside strings.
+// sequences) and every other character that is not printable (bidirectional overrides and
+// isolates, zero-width characters, line/paragraph separators: they reorder or hide text) as
+// \uNNNN (a surrogate pair above U+FFFF). The \u form is also a valid JSON escape, so Escape
+// can run over JSON output: in encoding/json's output such characters only occur inside strings.
 func Escape(s string) string {
 	i := 0
 	for i < len(s) {
@@ -42,6 +44,9 @@ func Escape(s string) string {
 			b.WriteString(s[i : i+size])
 		case r < 0x20:
 			fmt.Fprintf(&b, `\x%02x`, r)
+		case r > 0xffff: // as a UTF-16 surrogate pair: the only form JSON has
+			r1, r2 := utf16.EncodeRune(r)
+			fmt.Fprintf(&b, `\u%04x\u%04x`, r1, r2)
 		default:
 			fmt.Fprintf(&b, `\u%04x`, r)
 		}
@@ -50,18 +55,18 @@ func Escape(s string) string {
 	return b.String()
 }
 
+// unsafeRune: everything but newline, tab and what unicode.IsPrint accepts (letters, marks,
+// numbers, punctuation, symbols, the ASCII space): that leaves out the C0 and C1 controls, DEL,
+// the format characters (bidi overrides and isolates, zero-width, BOM), line and paragraph
+// separators, other spaces, unassigned and private-use code points.
 func unsafeRune(r rune, size int) bool {
 	switch {
 	case r == utf8.RuneError && size == 1:
 		return true
 	case r == '\n' || r == '\t':
 		return false
-	case r < 0x20, r >= 0x7f && r <= 0x9f:
-		return true
-	case r == 0x061c, r >= 0x200b && r <= 0x200f, r >= 0x2028 && r <= 0x202e, r >= 0x2066 && r <= 0x2069, r == 0xfeff:
-		return true
 	}
-	return false
+	return !unicode.IsPrint(r)
 }
 
 // Writer escapes everything written through it with Escape, except, when colour is on, the
@@ -75,6 +80,10 @@ type Writer struct {
 
 // NewWriter returns a Writer over w; color lets SGR colour sequences through.
 func NewWriter(w io.Writer, color bool) *Writer { return &Writer{w: w, color: color} }
+
+// Unwrap returns the writer w writes to, for a display that draws on the terminal itself (and
+// escapes what it prints).
+func (w *Writer) Unwrap() io.Writer { return w.w }
 
 // Write escapes p and writes it whole; it reports len(p) on success, as io.Writer requires.
 func (w *Writer) Write(p []byte) (int, error) {
