@@ -16,17 +16,17 @@ import (
 	"unicode/utf8"
 )
 
-// proc is a brine daemon the test can stop and start again (a master restart).
-type proc struct {
+// restartable is a brine daemon the test can stop and start again (a master restart).
+type restartable struct {
 	t    *testing.T
 	args []string
 	cmd  *exec.Cmd
 	log  bytes.Buffer
 }
 
-func startProc(t *testing.T, args ...string) *proc {
+func startRestartable(t *testing.T, args ...string) *restartable {
 	t.Helper()
-	p := &proc{t: t, args: args}
+	p := &restartable{t: t, args: args}
 	p.start()
 	t.Cleanup(func() {
 		p.stop()
@@ -37,7 +37,7 @@ func startProc(t *testing.T, args ...string) *proc {
 	return p
 }
 
-func (p *proc) start() {
+func (p *restartable) start() {
 	p.t.Helper()
 	p.cmd = exec.Command(brineBin, p.args...)
 	p.cmd.Stdout, p.cmd.Stderr = &p.log, &p.log
@@ -47,7 +47,7 @@ func (p *proc) start() {
 	}
 }
 
-func (p *proc) stop() {
+func (p *restartable) stop() {
 	if p.cmd == nil {
 		return
 	}
@@ -115,10 +115,10 @@ func TestSecretsAndEscapesEndToEnd(t *testing.T) {
 	cfg := filepath.Join(dir, "master.hcl")
 	sock := filepath.Join(dir, "m.sock")
 	os.WriteFile(cfg, []byte(fmt.Sprintf("publish_addr = \"127.0.0.1:%d\"\nrequest_addr = \"127.0.0.1:%d\"\nheartbeat = \"200ms\"\ncontrol_socket = %q\n", pub, req, sock)), 0o600)
-	master := startProc(t, "master", "-c", cfg, "--data-dir", mdir)
+	master := startRestartable(t, "master", "-c", cfg, "--data-dir", mdir)
 	mcfg := filepath.Join(dir, "r1.hcl")
 	os.WriteFile(mcfg, []byte(fmt.Sprintf("master = \"127.0.0.1\"\npublish_port = %d\nrequest_port = %d\nid = \"r1\"\nheartbeat = \"200ms\"\nmax_backoff = \"300ms\"\nfacts = { role = \"db\" }\n", pub, req)), 0o600)
-	startProc(t, "minion", "-c", mcfg, "--data-dir", filepath.Join(dir, "r1"))
+	startRestartable(t, "minion", "-c", mcfg, "--data-dir", filepath.Join(dir, "r1"))
 	waitPong := func() {
 		t.Helper()
 		deadline := time.Now().Add(30 * time.Second)
