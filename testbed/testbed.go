@@ -169,10 +169,10 @@ func New(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err := c.create(opts); err != nil {
 		return nil, err
 	}
+	made := c // the error returns below set c to nil before this runs
 	defer func() {
 		if err != nil {
-			c.Close()
-			c = nil
+			made.Close()
 		}
 	}()
 	if _, err := c.addHosts(ctx, opts.Hosts); err != nil {
