@@ -43,13 +43,15 @@ func TestControlSocket(t *testing.T) {
 	if err := cl.Do(ctx, master.ControlRequest{Op: "bogus"}, nil); err == nil {
 		t.Fatal("unknown op did not fail")
 	}
-	// Deleting a key rotates the session key.
-	before := m.SessionKeyID()
+	// Deleting a key ends its session, and with it its session key.
+	if _, ok := m.SessionKeyID("c1"); !ok {
+		t.Fatal("c1 has no session")
+	}
 	if r, err := cl.One(ctx, master.ControlRequest{Op: "keys", Action: "delete", Glob: "c1"}); err != nil || len(r.IDs) != 1 {
 		t.Fatalf("delete: %+v %v", r, err)
 	}
-	if m.SessionKeyID() == before {
-		t.Fatal("delete did not rotate the session key")
+	if _, ok := m.SessionKeyID("c1"); ok {
+		t.Fatal("delete did not end the session")
 	}
 	if m.Facts("c1") != nil {
 		t.Fatal("deleted minion's facts kept")

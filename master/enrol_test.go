@@ -2,7 +2,6 @@ package master_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net"
 	"os"
@@ -19,14 +18,13 @@ import (
 	"github.com/brinecm/brine/pki"
 )
 
-// authFrame runs hello -> challenge for c and returns its signed auth frame asking for groups
+// authFrame runs hello -> challenge for c and returns its sealed auth frame asking for groups
 // with token, without sending it.
 func (c *rawClient) authFrame(token string, groups []string) []byte {
 	c.t.Helper()
 	nonce := pki.RandomBytes(32)
 	ch := c.hello(nonce)
-	a, _ := json.Marshal(wire.Auth{ID: c.id, Key: c.key.Pub.String(), ClientNonce: nonce, ServerNonce: ch.ServerNonce, Token: token, Groups: groups})
-	return wire.Encode(wire.TAuth, wire.Signed(c.key.Sign(wire.DomainAuth, a), a))
+	return c.sealedAuth(ch, nonce, token, groups, c.key)
 }
 
 // authReply waits for the master's answer to an auth frame; ok is false without one.
@@ -35,9 +33,7 @@ func (c *rawClient) authReply() (wire.AuthReply, bool) {
 	if !ok || typ != wire.TAuthReply {
 		return wire.AuthReply{}, false
 	}
-	var ar wire.AuthReply
-	c.openSigned(body, wire.DomainAuthReply, &ar)
-	return ar, true
+	return c.openAuthReply(body)
 }
 
 // authAs runs the whole handshake asking for groups, with token.

@@ -153,30 +153,9 @@ func (m *Master) startFleet() {
 func (m *Master) onFleetEvent(ev store.Event) {
 	switch ev.Kind {
 	case store.EventJob:
-		signed, minions, err := m.deliver.Job(ev.JID)
-		if err != nil {
-			m.log.Error("could not read a job another master published", "jid", ev.JID, "err", err)
-			return
-		}
-		if signed == nil {
-			return
-		}
-		m.mu.Lock()
-		var here []string
-		for _, id := range minions {
-			if _, ok := m.byMinion[id]; ok {
-				here = append(here, id)
-			}
-		}
-		sk := m.session
-		m.mu.Unlock()
-		if len(here) == 0 {
-			return
-		}
-		sort.Strings(here)
-		m.republish(here, signed, sk)
-		m.log.Info("published a job of another master to its minions here", "jid", ev.JID, "minions", len(here))
+		m.deliverHere(ev.JID)
 	case store.EventReturn:
+		m.copies.markReturned(ev.JID, ev.Minion)
 		m.mu.Lock()
 		watched := len(m.watchers[ev.JID]) > 0
 		m.mu.Unlock()
@@ -218,7 +197,8 @@ func (m *Master) onFleetEvent(ev store.Event) {
 }
 
 // removeLocal is RemoveMinions for a removal another master made: the store is already
-// changed; this master ends the sessions and rotates its own session key.
+// changed; this master ends the sessions, and with them the session keys later jobs would be
+// wrapped for.
 func (m *Master) removeLocal(ids []string, forget bool) {
 	for _, id := range ids {
 		m.dropSession(id)
@@ -229,21 +209,40 @@ func (m *Master) removeLocal(ids []string, forget bool) {
 			m.factsSeen.forget(id)
 		}
 	}
-	m.RotateSessionKey()
 }
 
-// republish publishes a job's signed content again, sealed under this master's session key,
-// to minions connected here: on each one's topic, or once to all when they are many (a minion
-// applies only what addresses it).
-func (m *Master) republish(minions []string, signed []byte, sk *pki.SessionKey) {
-	frame := wire.JobFrame(sk.ID, sk.Seal(signed))
-	if len(minions) > perMinionMax {
-		m.publishTo(wire.TopicAll, frame)
+// deliverHere publishes job jid, published by another master, to the minions it addresses that
+// are connected here: this master reads the signed job from the store, seals it once under a
+// fresh job key (kept for resends) and wraps that key under each of these minions' own session
+// keys, frame by frame as sealJobCopies would (on each minion's topic, by bucket, or to all),
+// each frame carrying only the wraps of its minions. A minion of the job connected to no
+// master gets it when it comes back, from KindResend on whichever master it reaches.
+func (m *Master) deliverHere(jid string) {
+	signed, minions, err := m.deliver.Job(jid)
+	if err != nil {
+		m.log.Error("could not read a job another master published", "jid", jid, "err", err)
 		return
 	}
-	for _, id := range minions {
-		m.publishTo(wire.TopicMinion(id), frame)
+	if signed == nil {
+		return
 	}
+	keys := m.sessionKeys(minions)
+	if len(keys) == 0 {
+		return
+	}
+	here := make([]string, 0, len(keys))
+	for id := range keys {
+		here = append(here, id)
+	}
+	sort.Strings(here)
+	sj, meta, bundleLen, err := sealSigned(signed, m.key.Pub)
+	if err != nil {
+		m.log.Error("could not seal a job another master published", "jid", jid, "err", err)
+		return
+	}
+	m.copies.addSigned(jid, meta, sj)
+	sent := m.publishJobFrames([]sealedJob{sj}, oneCopyFrames(here, bundleLen), here)
+	m.log.Info("published a job of another master to its minions here", "jid", jid, "minions", len(here), "bytes", sent)
 }
 
 // replayReturns hands the stored returns of jid (of minion only, when not empty) to its

@@ -106,49 +106,96 @@ func (c *rawClient) hello(nonce []byte) wire.Challenge {
 	return ch
 }
 
-// auth runs the whole handshake with signer proving the key (normally c.key).
+// auth runs the whole handshake with signer proving the key (normally c.key). The auth is
+// sealed with c.key's box key; an answer this client cannot open comes back with Status "".
 func (c *rawClient) auth(token string, signer *pki.KeyPair) wire.AuthReply {
 	c.t.Helper()
 	nonce := pki.RandomBytes(32)
 	ch := c.hello(nonce)
-	a, _ := json.Marshal(wire.Auth{ID: c.id, Key: c.key.Pub.String(), ClientNonce: nonce, ServerNonce: ch.ServerNonce, Token: token})
-	c.send(wire.Encode(wire.TAuth, wire.Signed(signer.Sign(wire.DomainAuth, a), a)))
+	c.send(c.sealedAuth(ch, nonce, token, nil, signer))
 	typ, body, ok := c.next(3 * time.Second)
 	if !ok || typ != wire.TAuthReply {
 		c.t.Fatalf("no auth reply")
 	}
-	var ar wire.AuthReply
-	c.openSigned(body, wire.DomainAuthReply, &ar)
+	ar, _ := c.openAuthReply(body)
 	if ar.Status == wire.StatusAccepted {
-		raw, ok := c.key.OpenFrom(c.master.Box, ar.SessionKey)
-		if !ok {
-			c.t.Fatal("cannot open session key")
+		sk, err := pki.UnmarshalSessionKey(ar.SessionKey)
+		if err != nil {
+			c.t.Fatal("bad session key")
 		}
-		c.session, _ = pki.UnmarshalSessionKey(raw)
+		c.session = sk
 		c.sid = ar.SessionID
+		c.seq = 0
 	}
 	return ar
 }
 
-// request sends a signed request and returns the master's reply, or ok=false if it says nothing.
-func (c *rawClient) request(kind string, body any) (wire.Reply, []byte, bool) {
+// sealedAuth makes the TAuth message of a minion answering challenge ch, signed by signer and
+// sealed by c.key's box key to the master's.
+func (c *rawClient) sealedAuth(ch wire.Challenge, nonce []byte, token string, groups []string, signer *pki.KeyPair) []byte {
+	a, _ := json.Marshal(wire.Auth{ID: c.id, Key: c.key.Pub.String(), ClientNonce: nonce, ServerNonce: ch.ServerNonce, Token: token, Groups: groups})
+	sealed := c.key.SealTo(c.master.Box, wire.Signed(signer.Sign(wire.DomainAuth, a), a))
+	return wire.Encode(wire.TAuth, wire.AuthFrame(ch.ServerNonce, sealed))
+}
+
+// openAuthReply opens and verifies a TAuthReply body sealed to c.key.
+func (c *rawClient) openAuthReply(body []byte) (wire.AuthReply, bool) {
+	var ar wire.AuthReply
+	opened, ok := c.key.OpenFrom(c.master.Box, body)
+	if !ok {
+		return ar, false
+	}
+	c.openSigned(opened, wire.DomainAuthReply, &ar)
+	return ar, true
+}
+
+// requestFrame seals a request under the client's session key.
+func (c *rawClient) requestFrame(kind string, body any) []byte {
 	c.seq++
 	raw, _ := json.Marshal(body)
-	data, _ := json.Marshal(wire.Request{SessionID: c.sid, Seq: c.seq, Kind: kind, Body: raw})
-	frame := wire.Encode(wire.TRequest, wire.Signed(c.key.Sign(wire.DomainRequest, data), data))
+	data, _ := json.Marshal(wire.Request{Seq: c.seq, Kind: kind, Body: raw})
+	return wire.SessionFrame(wire.TRequest, c.sid, c.session.ID, c.session.SealTagged(wire.DomainRequest, data))
+}
+
+// request sends a sealed request and returns the master's reply, or ok=false if it says nothing.
+func (c *rawClient) request(kind string, body any) (wire.Reply, []byte, bool) {
+	frame := c.requestFrame(kind, body)
 	c.send(frame)
 	r, ok := c.reply()
 	return r, frame, ok
 }
 
+// reply returns the next reply: a sealed Reply opened with the session key, or a signed
+// NoSession (as a Reply with NoSession set).
 func (c *rawClient) reply() (wire.Reply, bool) {
 	typ, body, ok := c.next(time.Second)
-	if !ok || typ != wire.TReply {
-		return wire.Reply{}, false
-	}
 	var r wire.Reply
-	c.openSigned(body, wire.DomainReply, &r)
-	return r, true
+	switch {
+	case !ok:
+		return r, false
+	case typ == wire.TNoSession:
+		var ns wire.NoSession
+		c.openSigned(body, wire.DomainNoSession, &ns)
+		if !bytes.Equal(ns.SessionID, c.sid) {
+			c.t.Fatal("no-session for another session")
+		}
+		r.NoSession = true
+		return r, true
+	case typ == wire.TReply:
+		sid, keyID, sealed, err := wire.SplitSession(body)
+		if err != nil || !bytes.Equal(sid, c.sid) || keyID != c.session.ID {
+			c.t.Fatalf("reply for another session or key")
+		}
+		data, ok := c.session.OpenTagged(wire.DomainReply, sealed)
+		if !ok {
+			c.t.Fatal("reply does not open")
+		}
+		if err := json.Unmarshal(data, &r); err != nil {
+			c.t.Fatal(err)
+		}
+		return r, true
+	}
+	return r, false
 }
 
 // capture subscribes to the master's PUB socket like any peer can and returns the raw frames.
@@ -188,11 +235,23 @@ func nextJob(t *testing.T, ch chan []byte) []byte {
 	}
 }
 
-// decryptJob opens a captured job as a holder of the session key would.
-func (c *rawClient) decryptJob(body []byte) wire.JobMeta {
+// openJob opens a captured job frame as its recipient would: the wrap for the client's session
+// key, then the payload. ok is false when the frame has no wrap for it.
+func (c *rawClient) openJob(body []byte) (wire.JobMeta, *pki.JobKey, bool) {
 	c.t.Helper()
-	_, sealed, _ := wire.SplitJob(body)
-	signed, ok := c.session.Open(sealed)
+	jb, err := wire.SplitJob(body)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	w, ok := jb.WrapFor(c.session.ID)
+	if !ok {
+		return wire.JobMeta{}, nil, false
+	}
+	jk, ok := c.session.Unwrap(&jb.Nonce, w)
+	if !ok {
+		c.t.Fatal("cannot unwrap the job key")
+	}
+	signed, ok := jk.Open(jb.Payload)
 	if !ok {
 		c.t.Fatal("cannot decrypt job")
 	}
@@ -203,7 +262,18 @@ func (c *rawClient) decryptJob(body []byte) wire.JobMeta {
 	metaRaw, _, _ := wire.UnpackJob(content)
 	var meta wire.JobMeta
 	json.Unmarshal(metaRaw, &meta)
-	return meta
+	return meta, jk, true
+}
+
+// jobFor returns the next captured job frame with a wrap for c, skipping others, or fails.
+func (c *rawClient) jobFor(ch chan []byte) (wire.JobMeta, *pki.JobKey, []byte) {
+	c.t.Helper()
+	for {
+		body := nextJob(c.t, ch)
+		if meta, jk, ok := c.openJob(body); ok {
+			return meta, jk, body
+		}
+	}
 }
 
 // Invariants 1 and 2: tampered, foreign-signed, replayed (also after a restart) and expired jobs
@@ -228,6 +298,12 @@ exec "count" {
 		t.Fatalf("apply: %+v", res)
 	}
 	body := nextJob(t, jobs)
+	victimKey, _ := m.SessionKeyID("victim")
+	if jb, _ := wire.SplitJob(body); jb.Wraps() != 1 {
+		t.Fatalf("job for one minion with %d wraps", jb.Wraps())
+	} else if _, ok := jb.WrapFor(victimKey); !ok {
+		t.Fatal("job has no wrap for its minion")
+	}
 
 	// Replay of the very job: refused.
 	if _, err := mn.OpenJob(body, time.Now()); !errors.Is(err, minion.ErrJobReplay) {
@@ -239,24 +315,49 @@ exec "count" {
 	if _, err := mn.OpenJob(bad, time.Now()); err == nil || !strings.Contains(err.Error(), "decrypt") {
 		t.Fatalf("tampered job: %v", err)
 	}
-	// Signed by another key (an accepted minion holds the session key, not the master's key).
-	meta := evil.decryptJob(body)
+	// Signed by another key: a co-recipient of a job learns its job key, and re-seals content it
+	// signed itself under it, beside the victim's own wrap. The master's signature is missing.
+	for len(jobs) > 0 {
+		<-jobs
+	}
+	if _, err := m.Run(context.Background(), master.JobSpec{Kind: wire.JobPing, Target: "victim,evil", Minions: []string{"evil", "victim"}, Timeout: time.Second}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var victimFrame wire.JobBody
+	var meta wire.JobMeta
+	var jk *pki.JobKey
+	for victimFrame.Payload == nil || jk == nil {
+		fb := nextJob(t, jobs)
+		jb, _ := wire.SplitJob(fb)
+		if _, ok := jb.WrapFor(victimKey); ok {
+			victimFrame = jb
+		}
+		if mt, k, ok := evil.openJob(fb); ok {
+			meta, jk = mt, k
+		}
+	}
 	meta.JID = "forged"
 	meta.Minions = []string{"victim"}
 	metaRaw, _ := json.Marshal(meta)
-	forged := evil.session.Seal(evil.key.SignAttached(wire.PackJob(metaRaw, b.Marshal())))
-	forgedBody := append(append([]byte{}, evil.session.ID[:]...), forged...)
-	if _, err := mn.OpenJob(forgedBody, time.Now()); err == nil || !strings.Contains(err.Error(), "signature") {
+	vw, _ := victimFrame.WrapFor(victimKey)
+	forgedBody := wire.JobFrame(&victimFrame.Nonce, []wire.Wrap{{KeyID: victimKey, Key: vw}}, jk.Seal(evil.key.SignAttached(wire.PackJob(metaRaw, nil))))
+	if _, err := mn.OpenJob(forgedBody[wire.HeaderLen:], time.Now()); err == nil || !strings.Contains(err.Error(), "signature") {
 		t.Fatalf("job signed by another key: %v", err)
 	}
 	// Expired: a job opened after its expiry (checked before the seen record).
 	run(t, m, master.JobSpec{Kind: wire.JobPing, Target: "victim", Timeout: 2 * time.Second})
 	pingBody := nextJob(t, jobs)
+	for jb, _ := wire.SplitJob(pingBody); ; jb, _ = wire.SplitJob(pingBody) {
+		if _, ok := jb.WrapFor(victimKey); ok {
+			break
+		}
+		pingBody = nextJob(t, jobs)
+	}
 	if _, err := mn.OpenJob(pingBody, time.Now().Add(time.Hour)); !errors.Is(err, minion.ErrJobExpired) {
 		t.Fatalf("expired job: %v", err)
 	}
 
-	// Replay after a restart: a new minion process on the same data dir refuses the old job.
+	// Replay after a restart: a new minion process on the same data dir cannot open the old job.
 	dir := mn.DataDir()
 	cnt, _ := os.ReadFile(out)
 	if string(cnt) != "x\n" {
@@ -264,7 +365,9 @@ exec "count" {
 	}
 	again := minion.TestMinion(t, m.PublishAddr(), m.RequestAddr(), "victim", func(c *minion.Config) { c.DataDir = dir })
 	waitFor(t, 5*time.Second, "restarted victim", func() bool { return again.Status() == "connected" })
-	if _, err := again.OpenJob(body, time.Now()); !errors.Is(err, minion.ErrJobReplay) {
+	// The new process has a new session key: the old frame has no wrap for it. (A job the
+	// master wraps again for it is refused by the seen record on disk: TestSeenJobsPersistAndBound.)
+	if _, err := again.OpenJob(body, time.Now()); !errors.Is(err, minion.ErrNotForUs) {
 		t.Fatalf("job replayed after restart: %v", err)
 	}
 }
@@ -281,7 +384,7 @@ func TestAuthCannotBeFaked(t *testing.T) {
 	if ar := stranger.auth("", stranger.key); ar.Status != wire.StatusPending || ar.SessionKey != nil || ar.SessionID != nil {
 		t.Fatalf("unaccepted minion got %+v", ar)
 	}
-	stranger.sid = pki.RandomBytes(16)
+	stranger.sid, stranger.session = pki.RandomBytes(16), pki.NewSessionKey()
 	if r, _, ok := stranger.request(wire.KindSession, nil); !ok || !r.NoSession || r.Body != nil {
 		t.Fatalf("made-up session: %+v", r)
 	}
@@ -289,28 +392,35 @@ func TestAuthCannotBeFaked(t *testing.T) {
 		t.Fatal("a peer moved its own key")
 	}
 
-	// Presenting the owner's public key, signing with another key: refused; nothing changes.
+	// Presenting the owner's public key without its private halves: the auth does not even
+	// open (it is not sealed by the owner's box key); the refusal is sealed to the owner.
 	thief := newRaw(t, m, "owner", nil)
 	thief.key = &pki.KeyPair{Pub: owner.Key} // only the public half
 	ar := thief.auth("", mustKey(t))
-	if ar.Status != wire.StatusRefused || ar.SessionKey != nil {
+	if ar.Status != "" || ar.SessionKey != nil {
 		t.Fatalf("auth without the private key: %+v", ar)
 	}
-	// Replaying the owner's old auth needs a fresh server nonce: a reused one is unknown.
+	// A box key of its own but a signature by another key: refused.
+	forger := newRaw(t, m, "forger", nil)
+	if ar := forger.auth("", mustKey(t)); ar.Status != wire.StatusRefused || ar.SessionKey != nil {
+		t.Fatalf("auth signed by another key: %+v", ar)
+	}
+	if _, ok := m.Keys().Get("forger"); ok {
+		t.Fatal("an unproven auth made a key record")
+	}
+	// Replaying an auth needs a fresh server nonce: a reused one is unknown, and unanswered.
 	nonce := pki.RandomBytes(32)
 	ch := stranger.hello(nonce)
-	a, _ := json.Marshal(wire.Auth{ID: "stranger", Key: stranger.key.Pub.String(), ClientNonce: nonce, ServerNonce: ch.ServerNonce})
-	authFrame := wire.Encode(wire.TAuth, wire.Signed(stranger.key.Sign(wire.DomainAuth, a), a))
+	authFrame := stranger.sealedAuth(ch, nonce, "", nil, stranger.key)
 	stranger.send(authFrame)
-	stranger.next(time.Second)
-	stranger.send(authFrame)
-	_, body, ok := stranger.next(time.Second)
-	var ar2 wire.AuthReply
-	if ok {
-		stranger.openSigned(body, wire.DomainAuthReply, &ar2)
+	if typ, body, ok := stranger.next(time.Second); !ok || typ != wire.TAuthReply {
+		t.Fatal("no answer to a fresh auth")
+	} else if ar, ok := stranger.openAuthReply(body); !ok || ar.Status != wire.StatusPending {
+		t.Fatalf("fresh auth: %+v", ar)
 	}
-	if ar2.Status != wire.StatusRefused {
-		t.Fatalf("replayed auth: %+v", ar2)
+	stranger.send(authFrame)
+	if typ, _, ok := stranger.next(time.Second); ok {
+		t.Fatalf("replayed auth answered with %v", typ)
 	}
 
 	// Another protocol version, a bad id: no answer at all.
@@ -335,7 +445,8 @@ func TestAuthCannotBeFaked(t *testing.T) {
 	}
 }
 
-// Invariant 4: a rejected minion loses its session, the key rotates, and it cannot read later jobs.
+// Invariant 4: a rejected minion loses its session, and with it the key later jobs would be
+// wrapped for: it cannot read them.
 func TestRejectedMinionCannotReadLaterJobs(t *testing.T) {
 	m := master.TestMaster(t)
 	jobs := capture(t, m)
@@ -344,23 +455,30 @@ func TestRejectedMinionCannotReadLaterJobs(t *testing.T) {
 	bad.auth("", bad.key)
 	m.Keys().Accept("bad", nil, false)
 	bad.auth("", bad.key)
-	oldKey := bad.session
 	if r, _, ok := bad.request(wire.KindHeartbeat, nil); !ok || !r.OK {
 		t.Fatal("accepted raw client cannot talk")
 	}
+	// While accepted, it reads jobs addressed to it.
+	if _, err := m.Run(context.Background(), master.JobSpec{Kind: wire.JobPing, Target: "bad,good", Minions: []string{"bad", "good"}, Timeout: time.Second}, nil); err != nil {
+		t.Fatal(err)
+	}
+	bad.jobFor(jobs)
 	ids, _ := m.Keys().Reject("bad")
 	m.RemoveMinions(ids, false)
-	if m.SessionKeyID() == oldKey.ID {
-		t.Fatal("session key not rotated")
+	if _, ok := m.SessionKeyID("bad"); ok {
+		t.Fatal("rejected minion kept its session")
+	}
+	for len(jobs) > 0 {
+		<-jobs
 	}
 	run(t, m, master.JobSpec{Kind: wire.JobPing, Target: "good"})
 	body := nextJob(t, jobs)
-	keyID, sealed, _ := wire.SplitJob(body)
-	if keyID == oldKey.ID {
-		t.Fatal("job sealed with the old key")
+	if _, _, ok := bad.openJob(body); ok {
+		t.Fatal("rejected minion found a wrap for its key in a later job")
 	}
-	if _, ok := oldKey.Open(sealed); ok {
-		t.Fatal("rejected minion decrypted a later job")
+	jb, _ := wire.SplitJob(body)
+	if jb.Wraps() != 1 {
+		t.Fatalf("job for one minion with %d wraps", jb.Wraps())
 	}
 	if r, _, ok := bad.request(wire.KindSession, nil); !ok || !r.NoSession || r.Body != nil {
 		t.Fatalf("rejected minion still has a session: %+v", r)
@@ -390,13 +508,25 @@ file "s" {
   path    = "` + t.TempDir() + `/${minion.id}"
   content = secret("db")
 }`})
-	run(t, m, master.JobSpec{Target: "app1", Bundle: b}) // addressed to app1 only
-	meta := spy.decryptJob(nextJob(t, jobs))
+	// Addressed to both: the spy reads the job, not app1's secrets.
+	run(t, m, master.JobSpec{Target: "app1,spy", Minions: []string{"app1", "spy"}, Bundle: b, Timeout: 2 * time.Second})
+	meta, _, _ := spy.jobFor(jobs)
+	if len(meta.Secrets["app1"]) == 0 {
+		t.Fatal("no secrets sealed for app1")
+	}
 	if _, ok := spy.key.OpenFrom(spy.master.Box, meta.Secrets["app1"]); ok {
 		t.Fatal("another minion opened app1's secrets")
 	}
 	if bytes.Contains(mustJSON(meta), []byte("only-for-app")) {
 		t.Fatal("secret in clear in the job")
+	}
+	// Addressed to app1 only: the spy cannot read the job at all.
+	for len(jobs) > 0 {
+		<-jobs
+	}
+	run(t, m, master.JobSpec{Target: "app1", Bundle: b})
+	if _, _, ok := spy.openJob(nextJob(t, jobs)); ok {
+		t.Fatal("a minion read a job not addressed to it")
 	}
 	// A minion outside the secret's target: nothing is sent at all.
 	acceptedMinion(t, m, "web1", nil)

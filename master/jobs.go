@@ -216,7 +216,9 @@ func (m *Master) validate(spec JobSpec, peers map[string][]map[string]any) hcl.D
 	return first
 }
 
-// publish signs, seals, records and publishes one job for spec.Minions.
+// publishJob signs, seals, records and publishes one job for spec.Minions: its content is
+// sealed under a random job key, wrapped for each addressed minion's own session key (DESIGN.md
+// invariant 19).
 func (m *Master) publishJob(spec JobSpec, peers map[string][]map[string]any, secretNames []string, phase int, parent string) (jobstore.Job, error) {
 	if len(spec.Minions) == 0 {
 		return jobstore.Job{}, ErrNoMinions
@@ -258,17 +260,21 @@ func (m *Master) publishJob(spec JobSpec, peers map[string][]map[string]any, sec
 			return jobstore.Job{}, err
 		}
 	}
-	metaJSON, err := json.Marshal(meta)
+	copies, frames, signed, err := m.sealJobCopies(meta, bundle)
 	if err != nil {
 		return jobstore.Job{}, err
 	}
-	signed := m.key.SignAttached(wire.PackJob(metaJSON, bundle))
-	m.mu.Lock()
-	sk := m.session
-	m.mu.Unlock()
-	frame := wire.JobFrame(sk.ID, sk.Seal(signed))
-	if len(frame) > wire.MaxJobFrame {
-		return jobstore.Job{}, fmt.Errorf("job of %d bytes is over the %d byte limit; nothing was sent", len(frame), wire.MaxJobFrame)
+	for _, f := range frames {
+		if err := checkFrame(len(f.minions), len(copies[f.copy].payload)); err != nil {
+			return jobstore.Job{}, err
+		}
+	}
+	// The signed job in the store is sealed whole by the master that delivers it elsewhere (to
+	// its own minions, or after a failover): its frames must fit too.
+	for _, f := range oneCopyFrames(meta.Minions, len(bundle)) {
+		if err := checkFrame(len(f.minions), len(signed)+pki.SecretOverhead); err != nil {
+			return jobstore.Job{}, err
+		}
 	}
 	rec := jobstore.Job{
 		JID: meta.JID, Kind: cmp.Or(spec.History, spec.Kind), Target: spec.Target, Minions: spec.Minions, DryRun: spec.DryRun,
@@ -280,10 +286,8 @@ func (m *Master) publishJob(spec JobSpec, peers map[string][]map[string]any, sec
 	if err := m.deliver.Add(rec.JID, rec.Minions, rec.Expires, signed); err != nil {
 		return jobstore.Job{}, fmt.Errorf("record job: %w", err)
 	}
-	sent, err := m.publishJobFrames(meta, bundle, frame, sk)
-	if err != nil {
-		return rec, fmt.Errorf("publish job %s: %w", rec.JID, err)
-	}
+	m.copies.add(rec.JID, rec.Minions, rec.Expires, copies, frames)
+	sent := m.publishJobFrames(copies, frames, spec.Minions)
 	m.log.Info("published job", "jid", meta.JID, "kind", spec.Kind, "target", spec.Target, "minions", len(spec.Minions), "bytes", sent)
 	return rec, nil
 }

@@ -40,6 +40,9 @@ const (
 	pubMaxTopic = 256
 	// pubMaxSubsPerPeer bounds the subscriptions of one subscriber (minions have three).
 	pubMaxSubsPerPeer = 8
+	// maxAuthSealed bounds a sealed auth: its JSON (8 KiB at most), the signature, the box's
+	// nonce and tag.
+	maxAuthSealed = 8192 + wire.SigLen + 24 + 16
 )
 
 // Master is a running master. Create it with New, start it with Start, stop it with Close.
@@ -65,13 +68,14 @@ type Master struct {
 
 	closeOnce sync.Once
 
+	copies     sealedCopies // this master's sealed copies of live jobs, for resends (livejobs.go)
 	factsSeen  factsCache   // last stored facts, to skip unchanged writes
 	attest     *attestStore // what the master vouches for: observed addresses, pinned tinc keys
 	enrolLimit enrolLimiter // key-store writes peers cause (enrol.go)
 	fleet      fleetState   // presence leases renewed here (fleet.go)
 
-	mu        sync.Mutex // guards the fields below
-	session   *pki.SessionKey
+	mu        sync.Mutex          // guards the fields below
+	keyGen    [8]byte             // the rotation generation: session keys older than it are replaced
 	sessions  map[string]*session // by hex session id
 	byMinion  map[string]string   // minion id -> hex session id
 	facts     map[string]map[string]any
@@ -85,11 +89,27 @@ type Master struct {
 	seen       seenTable      // when each minion last made an authenticated request (status.go)
 }
 
+// session is one accepted minion's session. Its keys are its own: no other minion holds them.
 type session struct {
+	id      string // hex session id
 	minion  string
 	key     pki.PublicKey
 	lastSeq uint64
-	remote  netip.Addr // where the request being served comes from (set per request)
+	remote  netip.Addr      // where the request being served comes from (set per request)
+	sk      *pki.SessionKey // current: requests, replies and job wraps
+	prev    *pki.SessionKey // the one before the last rotation, until the minion uses sk
+	gen     [8]byte         // the key generation sk was made in
+}
+
+// keyFor returns the session key with id, current or previous.
+func (s *session) keyFor(id [wire.KeyIDLen]byte) *pki.SessionKey {
+	if s.sk.ID == id {
+		return s.sk
+	}
+	if s.prev != nil && s.prev.ID == id {
+		return s.prev
+	}
+	return nil
 }
 
 // ReturnEvent is one verified return as the master recorded it.
@@ -135,7 +155,7 @@ func New(cfg Config, logger *slog.Logger) (*Master, error) {
 	m := &Master{
 		cfg: cfg, log: logger, key: key, st: st, keys: keys, tokens: st.Tokens(), store: store,
 		deliver: st.Deliveries(), attest: &attestStore{kv: st.Attested(), log: logger.Warn},
-		session:  pki.NewSessionKey(),
+		keyGen:   [8]byte(pki.RandomBytes(8)),
 		sessions: map[string]*session{},
 		byMinion: map[string]string{},
 		facts:    map[string]map[string]any{},
@@ -293,57 +313,35 @@ func (m *Master) worker(in <-chan zmq4.Msg) {
 		}
 		peer := msg.Frames[0]
 		remote, _ := m.router.RemoteAddr(peer)
-		reply := m.handleSafe(m.router.Source(peer), remote, msg.Frames[1])
+		reply, authed := m.handleSafe(m.router.Source(peer), remote, msg.Frames[1])
 		if reply == nil {
 			continue
 		}
 		if err := m.router.Send(zmq4.NewMsgFrom(peer, reply)); errors.Is(err, zmtp.ErrPeerNotReading) {
 			m.garbage.warn(m.log, "not-reading", "disconnected a peer that does not read its replies", "source", m.router.Source(peer))
 		}
-		if !m.router.Trusted(peer) && authenticated(reply) {
+		if authed && !m.router.Trusted(peer) {
 			m.router.Trust(peer) // lift the pre-authentication limits of this connection
 		}
 	}
 }
 
-// authenticated says whether reply tells a peer it holds an accepted key: an auth reply with
-// status accepted, or the reply to a request that verified against a session.
-func authenticated(reply []byte) bool {
-	typ, body, err := wire.Decode(reply, wire.MaxReplyFrame)
-	if err != nil || (typ != wire.TAuthReply && typ != wire.TReply) {
-		return false
-	}
-	_, data, err := wire.SplitSigned(body)
-	if err != nil {
-		return false
-	}
-	var r struct {
-		Status    string `json:"status"`
-		NoSession bool   `json:"no_session"`
-	}
-	if json.Unmarshal(data, &r) != nil {
-		return false
-	}
-	if typ == wire.TAuthReply {
-		return r.Status == wire.StatusAccepted
-	}
-	return !r.NoSession
-}
-
 // handleSafe is handle that survives a panic: what a peer sends never stops the master.
-func (m *Master) handleSafe(source string, remote netip.Addr, frame []byte) (reply []byte) {
+func (m *Master) handleSafe(source string, remote netip.Addr, frame []byte) (reply []byte, authed bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			m.log.Error("panic while handling a message; dropped it", "source", source, "panic", fmt.Sprint(r))
-			reply = nil
+			reply, authed = nil, false
 		}
 	}()
 	return m.handle(source, remote, frame)
 }
 
 // handle answers one frame from the ROUTER socket, sent from source (remote is the peer's
-// address); nil means no answer.
-func (m *Master) handle(source string, remote netip.Addr, frame []byte) []byte {
+// address); nil means no answer. authed says the peer has proved it holds an accepted key: an
+// accepted auth, or a request that opened under a session's key (the replies are sealed, so
+// the transport cannot tell from them).
+func (m *Master) handle(source string, remote netip.Addr, frame []byte) ([]byte, bool) {
 	typ, body, err := wire.Decode(frame, wire.MaxRequestFrame)
 	if err != nil {
 		if errors.Is(err, wire.ErrVersion) {
@@ -351,17 +349,17 @@ func (m *Master) handle(source string, remote netip.Addr, frame []byte) []byte {
 		} else {
 			m.garbage.warn(m.log, "frame", "ignored a frame that is not brine's", "source", source, "err", err)
 		}
-		return nil
+		return nil, false
 	}
 	switch typ {
 	case wire.THello:
-		return m.handleHello(source, body)
+		return m.handleHello(source, body), false
 	case wire.TAuth:
 		return m.handleAuth(source, body)
 	case wire.TRequest:
 		return m.handleRequest(body, remote)
 	}
-	return nil
+	return nil, false
 }
 
 func (m *Master) signed(t wire.Type, domain string, v any) []byte {
@@ -389,23 +387,36 @@ func (m *Master) handleHello(source string, body []byte) []byte {
 	})
 }
 
-func (m *Master) handleAuth(src string, body []byte) []byte {
-	sig, data, err := wire.SplitSigned(body)
-	if err != nil {
-		return nil
+// handleAuth answers a sealed auth; authed is true when it accepted the minion.
+func (m *Master) handleAuth(src string, body []byte) (reply []byte, authed bool) {
+	sn, sealed, err := wire.SplitAuth(body)
+	if err != nil || len(sealed) > maxAuthSealed {
+		return nil, false // bounded before any crypto: an unauthenticated peer sends this
 	}
+	c, ok := m.challenges.take(string(sn), time.Now()) // single use, whatever the outcome
+	if !ok {
+		// Unknown or expired challenge: without it the master does not know the box key the
+		// auth was sealed with, nor one to seal an answer to. The minion times out and retries.
+		return nil, false
+	}
+	// The auth is sealed to the master's box key by the box key of the hello (DESIGN.md
+	// invariant 19: the token and groups never cross the network in clear). One scalar
+	// multiplication opens it and seals the answer.
+	shared := m.key.Shared(c.key.Box)
+	opened, ok := shared.Open(sealed)
+	var sig, data []byte
 	var a wire.Auth
-	if wire.Unmarshal(data, 8192, &a) != nil {
-		return nil
+	if ok {
+		sig, data, err = wire.SplitSigned(opened)
+		ok = err == nil && wire.Unmarshal(data, 8192, &a) == nil
 	}
-	c, ok := m.challenges.take(string(a.ServerNonce), time.Now()) // single use, whatever the outcome
-	refuse := func(why string) []byte {
-		return m.signed(wire.TAuthReply, wire.DomainAuthReply, wire.AuthReply{ClientNonce: a.ClientNonce, Status: wire.StatusRefused, Reason: why})
+	refuse := func(why string) ([]byte, bool) {
+		return m.authReply(shared, wire.AuthReply{ClientNonce: a.ClientNonce, Status: wire.StatusRefused, Reason: why}), false
 	}
 	if !ok {
-		return refuse("unknown or expired challenge")
+		return refuse("auth does not open")
 	}
-	if a.ID != c.id || a.Key != c.key.String() || string(a.ClientNonce) != string(c.clientNonce) {
+	if a.ID != c.id || a.Key != c.key.String() || string(a.ClientNonce) != string(c.clientNonce) || string(a.ServerNonce) != string(sn) {
 		return refuse("auth does not match hello")
 	}
 	// The proof: a signature by the private key of the key presented, over both nonces.
@@ -420,79 +431,136 @@ func (m *Master) handleAuth(src string, body []byte) []byte {
 	if err != nil {
 		return refuse("key store error")
 	}
-	reply := wire.AuthReply{ClientNonce: a.ClientNonce, Status: string(rec.State)}
+	ar := wire.AuthReply{ClientNonce: a.ClientNonce, Status: string(rec.State)}
 	if rec.State == pki.StateAccepted {
-		sid := pki.RandomBytes(16)
-		m.mu.Lock()
-		if old, ok := m.byMinion[c.id]; ok {
-			delete(m.sessions, old)
-		}
-		m.sessions[hex.EncodeToString(sid)] = &session{minion: c.id, key: c.key}
-		m.byMinion[c.id] = hex.EncodeToString(sid)
-		sk := m.session
-		m.mu.Unlock()
+		sid, sk, gen := m.newSession(c.id, c.key)
 		m.leasePresence(c.id, true)
-		reply.SessionID = sid
-		reply.SessionKey = m.key.SealTo(c.key.Box, sk.Marshal())
-		reply.Groups = rec.Groups
+		ar.SessionID = sid
+		ar.SessionKey = sk.Marshal() // the whole reply is sealed to the minion
+		ar.KeyGen = gen[:]
+		ar.Groups = rec.Groups
 	} else {
 		m.log.Info("minion key not accepted", "minion", c.id, "state", rec.State)
 	}
-	return m.signed(wire.TAuthReply, wire.DomainAuthReply, reply)
+	return m.authReply(shared, ar), rec.State == pki.StateAccepted
 }
 
-func (m *Master) handleRequest(body []byte, remote netip.Addr) []byte {
-	sig, data, err := wire.SplitSigned(body)
+// newSession starts the session of an accepted minion with a fresh key of its own, ending any
+// session it had.
+func (m *Master) newSession(minion string, key pki.PublicKey) ([]byte, *pki.SessionKey, [8]byte) {
+	sid := pki.RandomBytes(wire.SessionIDLen)
+	sk := pki.NewSessionKey()
+	h := hex.EncodeToString(sid)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if old, ok := m.byMinion[minion]; ok {
+		delete(m.sessions, old)
+	}
+	m.sessions[h] = &session{id: h, minion: minion, key: key, sk: sk, gen: m.keyGen}
+	m.byMinion[minion] = h
+	return sid, sk, m.keyGen
+}
+
+// authReply signs reply and seals it with box to the minion's key (to: the key the master
+// shares with it).
+func (m *Master) authReply(to *pki.SharedKey, reply wire.AuthReply) []byte {
+	data, err := json.Marshal(reply)
 	if err != nil {
-		return nil
+		panic(err) // our own types always marshal
+	}
+	return wire.Encode(wire.TAuthReply, to.Seal(wire.Signed(m.key.Sign(wire.DomainAuthReply, data), data)))
+}
+
+// noSession tells a minion that the master holds no session sid: authenticate again.
+func (m *Master) noSession(sid []byte) []byte {
+	return m.signed(wire.TNoSession, wire.DomainNoSession, wire.NoSession{SessionID: sid})
+}
+
+// handleRequest answers a sealed request; authed is true when it opened under the session's key.
+func (m *Master) handleRequest(body []byte, remote netip.Addr) ([]byte, bool) {
+	sid, keyID, sealed, err := wire.SplitSession(body)
+	if err != nil {
+		return nil, false
+	}
+	m.mu.Lock()
+	s, ok := m.sessions[hex.EncodeToString(sid)]
+	var k *pki.SessionKey
+	if ok {
+		k = s.keyFor(keyID)
+	}
+	m.mu.Unlock()
+	if !ok {
+		return m.noSession(sid), false
+	}
+	if k == nil {
+		return nil, false // not sealed with this session's key: say nothing
+	}
+	// The session key authenticates the request: only the minion that proved its key at auth
+	// and the master hold it, and the tag keeps a reply from being reflected as a request.
+	data, ok := k.OpenTagged(wire.DomainRequest, sealed)
+	if !ok {
+		return nil, false
 	}
 	var r wire.Request
 	if wire.Unmarshal(data, wire.MaxRequestFrame, &r) != nil {
-		return nil
+		return nil, false
 	}
-	reply := wire.Reply{SessionID: r.SessionID, Seq: r.Seq}
-	sidHex := hex.EncodeToString(r.SessionID)
 	m.mu.Lock()
-	s, ok := m.sessions[sidHex]
-	var sess session
-	if ok {
-		sess = *s
-	}
+	minion, key := s.minion, s.key
 	m.mu.Unlock()
-	sess.remote = remote
-	if !ok {
-		reply.NoSession = true
-		return m.signed(wire.TReply, wire.DomainReply, reply)
-	}
-	if !pki.Verify(sess.key.Sign, wire.DomainRequest, data, sig) {
-		return nil // not from the session's minion: say nothing
-	}
 	// The key may have been rejected or deleted since the session began.
-	if rec, ok := m.keys.Get(sess.minion); !ok || rec.State != pki.StateAccepted || !rec.Key.Equal(sess.key) {
-		m.dropSession(sess.minion)
-		reply.NoSession = true
-		return m.signed(wire.TReply, wire.DomainReply, reply)
+	if rec, ok := m.keys.Get(minion); !ok || rec.State != pki.StateAccepted || !rec.Key.Equal(key) {
+		m.dropSession(minion)
+		return m.noSession(sid), false
 	}
 	m.mu.Lock()
 	if s.lastSeq >= r.Seq {
 		m.mu.Unlock()
-		return nil // replayed or reordered request
+		return nil, false // replayed or reordered request
 	}
 	s.lastSeq = r.Seq
-	sk := m.session
+	if k == s.sk {
+		s.prev = nil // the minion has the current key: the previous one is done with
+	}
+	sess := *s
+	gen := m.keyGen
 	m.mu.Unlock()
+	sess.remote = remote
 	m.seen.note(sess.minion, time.Now())
-	reply.KeyID = sk.ID[:]
-	if err := m.serveSafe(sess, r, &reply, sk); err != nil {
+	reply := wire.Reply{Seq: r.Seq, KeyGen: gen[:]}
+	if err := m.serveSafe(sess, r, &reply); err != nil {
 		reply.Error = err.Error()
 	} else {
 		reply.OK = true
 	}
-	return m.signed(wire.TReply, wire.DomainReply, reply)
+	data, err = json.Marshal(reply)
+	if err != nil {
+		return nil, false
+	}
+	return wire.SessionFrame(wire.TReply, sid, k.ID, k.SealTagged(wire.DomainReply, data)), true
+}
+
+// rotateSession gives session s a new key made in the current generation, keeping the one the
+// minion holds until it uses the new.
+func (m *Master) rotateSession(s session) (*pki.SessionKey, [8]byte, bool) {
+	sk := pki.NewSessionKey()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur, ok := m.sessions[s.id]
+	if !ok {
+		return nil, [8]byte{}, false
+	}
+	// prev is the key the minion is known to hold (set while it has not yet used sk): if the
+	// reply that carried sk was lost, the minion still talks under prev and asks again.
+	if cur.prev == nil {
+		cur.prev = cur.sk
+	}
+	cur.sk, cur.gen = sk, m.keyGen
+	return sk, m.keyGen, true
 }
 
 // serveSafe is serve that turns a panic into an error for that minion, and goes on.
-func (m *Master) serveSafe(s session, r wire.Request, reply *wire.Reply, sk *pki.SessionKey) (err error) {
+func (m *Master) serveSafe(s session, r wire.Request, reply *wire.Reply) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			m.log.Error("panic while serving a request; answered with an error", "minion", s.minion, "kind", quoteKey(r.Kind), "panic", fmt.Sprint(p))
@@ -500,12 +568,12 @@ func (m *Master) serveSafe(s session, r wire.Request, reply *wire.Reply, sk *pki
 			err = errors.New("internal error on the master; the request was not carried out")
 		}
 	}()
-	return m.serve(s, r, reply, sk)
+	return m.serve(s, r, reply)
 }
 
 // serve carries out an authenticated request. The minion's id comes from its session, never
 // from the request (DESIGN.md invariant 11).
-func (m *Master) serve(s session, r wire.Request, reply *wire.Reply, sk *pki.SessionKey) error {
+func (m *Master) serve(s session, r wire.Request, reply *wire.Reply) error {
 	switch r.Kind {
 	case wire.KindHeartbeat:
 		m.leasePresence(s.minion, false)
@@ -525,18 +593,37 @@ func (m *Master) serve(s session, r wire.Request, reply *wire.Reply, sk *pki.Ses
 		for _, jid := range rb.JIDs {
 			// Only jobs addressed to this minion and not returned by it, on its own topic, at
 			// most once per heartbeat interval.
+			// The payload was sealed once; only the job key is wrapped again, for the key the
+			// minion holds now. The store says whether it is owed (with several masters, one of
+			// them resends it per interval); the copy is this master's, or sealed once here
+			// from the signed job in the store (published by another master, or before a
+			// restart).
 			signed, err := m.deliver.Resendable(jid, s.minion, time.Now(), m.cfg.heartbeat)
 			if err != nil {
 				m.log.Error("could not read a job to publish again", "jid", jid, "minion", s.minion, "err", err)
 			}
-			if signed != nil {
-				m.log.Info("publishing a job again for a minion that missed it", "jid", jid, "minion", s.minion)
-				m.republish([]string{s.minion}, signed, sk)
+			if signed == nil {
+				continue
 			}
+			sj, err := m.copies.forMinion(jid, s.minion, signed, m.key.Pub)
+			if err != nil {
+				m.log.Error("could not seal a job to publish again", "jid", jid, "minion", s.minion, "err", err)
+				continue
+			}
+			m.log.Info("publishing a job again for a minion that missed it", "jid", jid, "minion", s.minion)
+			nonce := pki.RandomNonce()
+			wraps := []wire.Wrap{{KeyID: s.sk.ID, Key: s.sk.Wrap(nonce, sj.key)}}
+			m.publishTo(wire.TopicMinion(s.minion), wire.JobFrame(nonce, wraps, sj.payload))
 		}
 		return nil
 	case wire.KindSession:
-		b, _ := json.Marshal(wire.SessionBody{SessionKey: m.key.SealTo(s.key.Box, sk.Marshal())})
+		sk, gen, ok := m.rotateSession(s)
+		if !ok {
+			return errors.New("session ended")
+		}
+		// Sealed to the minion's own key inside the sealed reply: whoever learnt the old
+		// session key does not learn the new one.
+		b, _ := json.Marshal(wire.SessionBody{SessionKey: m.key.SealTo(s.key.Box, sk.Marshal()), KeyGen: gen[:]})
 		reply.Body = b
 		return nil
 	case wire.KindFacts:
@@ -674,6 +761,7 @@ func (m *Master) acceptReturn(s session, body []byte) error {
 	if err := m.deliver.MarkReturned(ret.JID, s.minion); err != nil {
 		m.log.Error("could not mark a return as delivered", "jid", ret.JID, "minion", s.minion, "err", err)
 	}
+	m.copies.markReturned(ret.JID, s.minion)
 	m.notifyReturn(ReturnEvent{Return: ret, Dup: !added})
 	return nil
 }
@@ -732,32 +820,54 @@ func (m *Master) dropSession(minion string) {
 	m.mu.Unlock()
 }
 
-// RotateSessionKey replaces the session key. Minions notice from the next heartbeat or job and
-// fetch the new key over their authenticated session; a minion whose key is no longer accepted
-// has no session and cannot (DESIGN.md invariant 4).
-func (m *Master) RotateSessionKey() {
+// RotateSessionKeys starts a new key generation: every minion learns it from the next heartbeat
+// and asks for a new session key of its own (KindSession), which the master makes and seals to
+// the minion's box key.
+func (m *Master) RotateSessionKeys() {
+	gen := [8]byte(pki.RandomBytes(8))
 	m.mu.Lock()
-	m.session = pki.NewSessionKey()
+	m.keyGen = gen
 	m.rotations++
-	id := m.session.ID
 	m.mu.Unlock()
-	m.log.Info("rotated the session key", "key_id", hex.EncodeToString(id[:]))
+	m.log.Info("rotating the session keys", "key_gen", hex.EncodeToString(gen[:]))
 	m.heartbeat()
 }
 
-// SessionKeyID returns the id of the current session key.
-func (m *Master) SessionKeyID() [8]byte {
+// KeyGeneration returns the current session key generation.
+func (m *Master) KeyGeneration() [8]byte {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.session.ID
+	return m.keyGen
 }
 
-// RemoveMinions is called after keys were rejected or deleted: their sessions end, their facts
-// go (on delete), and the session key rotates so they cannot read later jobs.
-func (m *Master) RemoveMinions(ids []string, forget bool) {
-	if len(ids) == 0 {
-		return
+// SessionKeyID returns the id of the current session key of minion, if it has a session.
+func (m *Master) SessionKeyID(minion string) ([8]byte, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.sessions[m.byMinion[minion]]
+	if !ok {
+		return [8]byte{}, false
 	}
+	return s.sk.ID, true
+}
+
+// sessionKeys returns the current session keys of those of minions that have a session.
+func (m *Master) sessionKeys(minions []string) map[string]*pki.SessionKey {
+	out := make(map[string]*pki.SessionKey, len(minions))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, id := range minions {
+		if s, ok := m.sessions[m.byMinion[id]]; ok {
+			out[id] = s.sk
+		}
+	}
+	return out
+}
+
+// RemoveMinions is called after keys were rejected or deleted: their sessions end, with the
+// session keys that later jobs would be wrapped for (DESIGN.md invariant 4), and their facts go
+// (on delete).
+func (m *Master) RemoveMinions(ids []string, forget bool) {
 	for _, id := range ids {
 		m.dropSession(id)
 		if forget {
@@ -769,7 +879,6 @@ func (m *Master) RemoveMinions(ids []string, forget bool) {
 			m.attest.forget(id)
 		}
 	}
-	m.RotateSessionKey()
 }
 
 func (m *Master) tickLoop() {
@@ -784,17 +893,16 @@ func (m *Master) tickLoop() {
 		case <-hb.C:
 			m.heartbeat()
 		case <-rot.C:
-			m.RotateSessionKey()
+			m.RotateSessionKeys()
 		}
 	}
 }
 
 func (m *Master) heartbeat() {
-	id := m.SessionKeyID()
 	m.mu.Lock()
-	n := len(m.sessions)
+	n, gen := len(m.sessions), m.keyGen
 	m.mu.Unlock()
-	m.publish(m.signed(wire.THeartbeat, wire.DomainHeartbeat, wire.Heartbeat{Time: time.Now().UTC(), KeyID: id[:],
+	m.publish(m.signed(wire.THeartbeat, wire.DomainHeartbeat, wire.Heartbeat{Time: time.Now().UTC(), KeyGen: gen[:],
 		Interval: m.cfg.heartbeat, RequestEvery: requestEvery(n)}))
 }
 

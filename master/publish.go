@@ -53,16 +53,53 @@ func pubGroups(minions []string, bundleLen int) []pubGroup {
 	return out
 }
 
-// publishJobFrames publishes job meta with bundle so that each addressed minion receives one
-// copy. full is the frame of the whole job (every minion listed), sent to all when the job
-// is not split. It returns the bytes handed to the PUB socket.
-func (m *Master) publishJobFrames(meta wire.JobMeta, bundle, full []byte, sk *pki.SessionKey) (int, error) {
-	groups := pubGroups(meta.Minions, len(bundle))
-	if groups == nil {
-		m.publishTo(wire.TopicAll, full)
-		return len(full), nil
+// sealedJob is one signed copy of a job, sealed once under its own job key.
+type sealedJob struct {
+	key     *pki.JobKey
+	payload []byte // the job key's secretbox of the signed content
+}
+
+// jobFrame is one published frame of a job: a topic, the minions whose wraps it carries, and
+// which sealed copy it holds.
+type jobFrame struct {
+	topic   string
+	minions []string
+	copy    int
+}
+
+// sealJobCopies signs and seals meta with bundle once per copy the minion set needs, and says
+// which frames carry which copy:
+//   - up to perMinionMax minions: one copy, published on each minion's topic with its wrap only;
+//   - more, with a small bundle: one copy per bucket naming only the bucket's minions (so that no
+//     minion decodes a list of thousands), published on the bucket's topic with its wraps;
+//   - more, with a large bundle: one copy for everyone, with every wrap, on TopicAll.
+//
+// Each copy is sealed exactly once, and every frame carries only the wraps of the minions it is
+// for. signed is the whole job signed, for the store (store.Deliveries): the masters that
+// deliver it to the minions connected to them, or again after a failover, seal it themselves.
+// With one copy it is that copy's signed content; split into buckets, the whole job is signed
+// once more (small bundles only: the large one is never split) but sealed never.
+func (m *Master) sealJobCopies(meta wire.JobMeta, bundle []byte) (copies []sealedJob, frames []jobFrame, signed []byte, err error) {
+	sign := func(mt wire.JobMeta) ([]byte, error) {
+		metaJSON, err := json.Marshal(mt)
+		if err != nil {
+			return nil, err
+		}
+		return m.key.SignAttached(wire.PackJob(metaJSON, bundle)), nil
 	}
-	total := 0
+	seal := func(signed []byte) sealedJob {
+		key := pki.NewJobKey()
+		return sealedJob{key: key, payload: key.Seal(signed)}
+	}
+	if signed, err = sign(meta); err != nil {
+		return nil, nil, nil, err
+	}
+	groups := pubGroups(meta.Minions, len(bundle))
+	if groups == nil || len(meta.Minions) <= perMinionMax {
+		return []sealedJob{seal(signed)}, oneCopyFrames(meta.Minions, len(bundle)), signed, nil
+	}
+	copies = make([]sealedJob, 0, len(groups))
+	frames = make([]jobFrame, 0, len(groups))
 	for _, g := range groups {
 		gm := meta
 		gm.Minions = g.minions
@@ -78,18 +115,63 @@ func (m *Master) publishJobFrames(meta wire.JobMeta, bundle, full []byte, sk *pk
 				}
 			}
 		}
-		metaJSON, err := json.Marshal(gm)
+		gs, err := sign(gm)
 		if err != nil {
-			return total, err
+			return nil, nil, nil, err
 		}
-		frame := wire.JobFrame(sk.ID, sk.Seal(m.key.SignAttached(wire.PackJob(metaJSON, bundle))))
-		if len(frame) > wire.MaxJobFrame {
-			return total, fmt.Errorf("job of %d bytes is over the %d byte limit", len(frame), wire.MaxJobFrame)
+		frames = append(frames, jobFrame{topic: g.topic, minions: g.minions, copy: len(copies)})
+		copies = append(copies, seal(gs))
+	}
+	return copies, frames, signed, nil
+}
+
+// oneCopyFrames are the frames of one copy of a job (of bundleLen bytes of bundle) for
+// minions: on each one's topic, by bucket, or to all, as sealJobCopies would choose.
+func oneCopyFrames(minions []string, bundleLen int) []jobFrame {
+	groups := pubGroups(minions, bundleLen)
+	if groups == nil {
+		return []jobFrame{{topic: wire.TopicAll, minions: minions}}
+	}
+	frames := make([]jobFrame, len(groups))
+	for i, g := range groups {
+		frames[i] = jobFrame{topic: g.topic, minions: g.minions}
+	}
+	return frames
+}
+
+// checkFrame refuses a job frame of n wraps and a sealed payload of p bytes over
+// wire.MaxJobFrame.
+func checkFrame(n, p int) error {
+	if l := wire.JobFrameLen(n, p); l > wire.MaxJobFrame {
+		return fmt.Errorf("job of %d bytes is over the %d byte limit; nothing was sent", l, wire.MaxJobFrame)
+	}
+	return nil
+}
+
+// publishJobFrames publishes each frame with the job key of its copy wrapped under the current
+// session key of each of its minions that has a session. A minion without one (it is
+// reconnecting) gets the job from KindResend once it has a new session. It returns the bytes
+// handed to the PUB socket.
+func (m *Master) publishJobFrames(copies []sealedJob, frames []jobFrame, minions []string) int {
+	keys := m.sessionKeys(minions)
+	total := 0
+	for _, f := range frames {
+		sj := copies[f.copy]
+		nonce := pki.RandomNonce()
+		wraps := make([]wire.Wrap, 0, len(f.minions))
+		for _, id := range f.minions {
+			if sk, ok := keys[id]; ok {
+				wraps = append(wraps, wire.Wrap{KeyID: sk.ID, Key: sk.Wrap(nonce, sj.key)})
+			}
 		}
-		m.publishTo(g.topic, frame)
+		if len(wraps) == 0 {
+			continue
+		}
+		frame := wire.JobFrame(nonce, wraps, sj.payload)
+		m.publishTo(f.topic, frame)
 		total += len(frame)
 	}
-	return total, nil
+	return total
 }
 
 // publishTo sends frame on the PUB socket under topic.

@@ -45,7 +45,11 @@ type Minion struct {
 
 	mu        sync.Mutex // guards the fields below
 	masterKey *pki.PublicKey
-	sk        *pki.SessionKey
+	sk        *pki.SessionKey // this minion's own session key: requests, replies, job wraps
+	skPrev    *pki.SessionKey // the one before the last rotation, for jobs wrapped before it
+	keyGen    [8]byte         // the master's key generation sk was made in
+	shared    *pki.SharedKey  // the box key shared with the master's box key sharedFor (auth)
+	sharedFor [32]byte
 	conn      *conn // the live connection, nil between connections
 	groups    []string
 	status    string
@@ -317,7 +321,7 @@ func (m *Minion) connect(ctx context.Context, addr masterAddr) (bool, error) {
 			if err != nil {
 				return true, err
 			}
-			m.checkKeyID(r.KeyID)
+			m.checkKeyGen(r.KeyGen)
 			m.flushOutbox()
 			m.askForMissed(r)
 		}
@@ -359,8 +363,9 @@ func (m *Minion) authenticate(ctx context.Context, c *conn, frames <-chan []byte
 	}
 	var ch wire.Challenge
 	var masterKey pki.PublicKey
-	if err := m.await(ctx, frames, wire.TChallenge, func(sig, data []byte) bool {
-		if wire.Unmarshal(data, 8192, &ch) != nil || !bytes.Equal(ch.ClientNonce, nonce) {
+	if err := m.await(ctx, frames, wire.TChallenge, func(body []byte) bool {
+		sig, data, err := wire.SplitSigned(body)
+		if err != nil || wire.Unmarshal(data, 8192, &ch) != nil || !bytes.Equal(ch.ClientNonce, nonce) {
 			return false
 		}
 		pk, err := pki.ParsePublicKey(ch.MasterKey)
@@ -382,12 +387,21 @@ func (m *Minion) authenticate(ctx context.Context, c *conn, frames <-chan []byte
 		}
 	}
 	data, _ := json.Marshal(a)
-	if err := c.dealer.Send(zmq4.NewMsg(wire.Encode(wire.TAuth, wire.Signed(m.key.Sign(wire.DomainAuth, data), data)))); err != nil {
+	// Sealed to the master's box key, checked above against the pin: the token and the groups
+	// are for the master's eyes only.
+	shared := m.sharedWith(masterKey)
+	sealed := shared.Seal(wire.Signed(m.key.Sign(wire.DomainAuth, data), data))
+	if err := c.dealer.Send(zmq4.NewMsg(wire.Encode(wire.TAuth, wire.AuthFrame(ch.ServerNonce, sealed)))); err != nil {
 		return "", nil, fmt.Errorf("send auth: %w", err)
 	}
 	var ar wire.AuthReply
-	if err := m.await(ctx, frames, wire.TAuthReply, func(sig, data []byte) bool {
-		return pki.Verify(masterKey.Sign, wire.DomainAuthReply, data, sig) &&
+	if err := m.await(ctx, frames, wire.TAuthReply, func(body []byte) bool {
+		opened, ok := shared.Open(body)
+		if !ok {
+			return false
+		}
+		sig, data, err := wire.SplitSigned(opened)
+		return err == nil && pki.Verify(masterKey.Sign, wire.DomainAuthReply, data, sig) &&
 			wire.Unmarshal(data, 8192, &ar) == nil && bytes.Equal(ar.ClientNonce, nonce)
 	}); err != nil {
 		return "", nil, fmt.Errorf("auth: %w", err)
@@ -398,23 +412,19 @@ func (m *Minion) authenticate(ctx context.Context, c *conn, frames <-chan []byte
 		}
 		return ar.Status, nil, nil
 	}
-	raw, ok := m.key.OpenFrom(masterKey.Box, ar.SessionKey)
-	if !ok {
-		return "", nil, errors.New("cannot open the session key")
-	}
-	sk, err := pki.UnmarshalSessionKey(raw)
-	if err != nil {
-		return "", nil, err
+	sk, err := pki.UnmarshalSessionKey(ar.SessionKey)
+	if err != nil || len(ar.SessionID) != wire.SessionIDLen || len(ar.KeyGen) != 8 {
+		return "", nil, errors.New("bad session in the auth reply")
 	}
 	c.sid = ar.SessionID
 	m.mu.Lock()
-	m.sk = sk
+	m.sk, m.skPrev, m.keyGen = sk, nil, [8]byte(ar.KeyGen)
 	m.mu.Unlock()
 	return ar.Status, ar.Groups, nil
 }
 
-// await waits for a signed frame of type t that check accepts; anything else is ignored.
-func (m *Minion) await(ctx context.Context, frames <-chan []byte, t wire.Type, check func(sig, data []byte) bool) error {
+// await waits for a frame of type t whose body check accepts; anything else is ignored.
+func (m *Minion) await(ctx context.Context, frames <-chan []byte, t wire.Type, check func(body []byte) bool) error {
 	timer := time.NewTimer(10 * time.Second)
 	defer timer.Stop()
 	for {
@@ -424,8 +434,7 @@ func (m *Minion) await(ctx context.Context, frames <-chan []byte, t wire.Type, c
 			if err != nil || typ != t {
 				continue
 			}
-			sig, data, err := wire.SplitSigned(body)
-			if err == nil && check(sig, data) {
+			if check(body) {
 				return nil
 			}
 		case <-timer.C:
@@ -465,38 +474,75 @@ func (m *Minion) pin(k pki.PublicKey) error {
 	return nil
 }
 
+// sharedWith returns the box key shared with the (pinned) master key k, computed once: a
+// reconnecting minion does no scalar multiplication for its auth.
+func (m *Minion) sharedWith(k pki.PublicKey) *pki.SharedKey {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.shared == nil || m.sharedFor != k.Box {
+		m.shared, m.sharedFor = m.key.Shared(k.Box), k.Box
+	}
+	return m.shared
+}
+
 func (m *Minion) pinned() *pki.PublicKey {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.masterKey
 }
 
-// openReply verifies a Reply frame from the master.
+// openReply opens a Reply frame from the master, sealed under one of our session keys, or
+// verifies a NoSession for our session (returned as a Reply with NoSession set).
 func (m *Minion) openReply(f []byte, sid []byte) (wire.Reply, bool) {
 	var r wire.Reply
-	mk := m.pinned()
 	typ, body, err := wire.Decode(f, wire.MaxReplyFrame)
-	if err != nil || typ != wire.TReply || mk == nil {
+	if err != nil {
 		return r, false
 	}
-	sig, data, err := wire.SplitSigned(body)
-	if err != nil || !pki.Verify(mk.Sign, wire.DomainReply, data, sig) {
-		return r, false
+	m.mu.Lock()
+	mk, cur, prev := m.masterKey, m.sk, m.skPrev
+	m.mu.Unlock()
+	switch typ {
+	case wire.TNoSession:
+		sig, data, err := wire.SplitSigned(body)
+		var ns wire.NoSession
+		if err != nil || mk == nil || !pki.Verify(mk.Sign, wire.DomainNoSession, data, sig) ||
+			wire.Unmarshal(data, 4096, &ns) != nil || !bytes.Equal(ns.SessionID, sid) {
+			return r, false
+		}
+		r.NoSession = true
+		return r, true
+	case wire.TReply:
+		rsid, keyID, sealed, err := wire.SplitSession(body)
+		if err != nil || !bytes.Equal(rsid, sid) {
+			return r, false
+		}
+		var k *pki.SessionKey
+		switch {
+		case cur != nil && cur.ID == keyID:
+			k = cur
+		case prev != nil && prev.ID == keyID:
+			k = prev
+		default:
+			return r, false
+		}
+		data, ok := k.OpenTagged(wire.DomainReply, sealed)
+		if !ok || wire.Unmarshal(data, wire.MaxReplyFrame, &r) != nil {
+			return wire.Reply{}, false
+		}
+		return r, true
 	}
-	if wire.Unmarshal(data, wire.MaxReplyFrame, &r) != nil || !bytes.Equal(r.SessionID, sid) {
-		return r, false
-	}
-	return r, true
+	return r, false
 }
 
-// request sends one signed request over the live connection and waits for its reply.
+// request sends one sealed request over the live connection and waits for its reply.
 func (m *Minion) request(kind string, body any) (wire.Reply, error) {
 	m.reqMu.Lock()
 	defer m.reqMu.Unlock()
 	m.mu.Lock()
-	c := m.conn
+	c, sk := m.conn, m.sk
 	m.mu.Unlock()
-	if c == nil {
+	if c == nil || sk == nil {
 		return wire.Reply{}, errors.New("not connected")
 	}
 	var raw json.RawMessage
@@ -507,9 +553,9 @@ func (m *Minion) request(kind string, body any) (wire.Reply, error) {
 		}
 	}
 	c.seq++
-	req := wire.Request{SessionID: c.sid, Seq: c.seq, Kind: kind, Body: raw}
+	req := wire.Request{Seq: c.seq, Kind: kind, Body: raw}
 	data, _ := json.Marshal(req)
-	if err := c.dealer.Send(zmq4.NewMsg(wire.Encode(wire.TRequest, wire.Signed(m.key.Sign(wire.DomainRequest, data), data)))); err != nil {
+	if err := c.dealer.Send(zmq4.NewMsg(wire.SessionFrame(wire.TRequest, c.sid, sk.ID, sk.SealTagged(wire.DomainRequest, data)))); err != nil {
 		return wire.Reply{}, fmt.Errorf("send %s: %w", kind, err)
 	}
 	timer := time.NewTimer(15 * time.Second)
@@ -517,11 +563,11 @@ func (m *Minion) request(kind string, body any) (wire.Reply, error) {
 	for {
 		select {
 		case r := <-c.replies:
-			if r.Seq != req.Seq {
-				continue
-			}
 			if r.NoSession {
 				return r, errNoSession
+			}
+			if r.Seq != req.Seq {
+				continue
 			}
 			if !r.OK {
 				return r, &refusedError{kind: kind, why: r.Error}
@@ -551,12 +597,14 @@ func (m *Minion) sendFacts() error {
 	return err
 }
 
-// checkKeyID fetches the session key when the master has rotated it.
-func (m *Minion) checkKeyID(id []byte) {
+// checkKeyGen asks the master for a new session key of our own when it has started a new key
+// generation (RotateSessionKeys). The new key comes sealed to our box key inside the sealed
+// reply; the old one is kept for jobs wrapped before the rotation.
+func (m *Minion) checkKeyGen(gen []byte) {
 	m.mu.Lock()
-	cur := m.sk
+	cur, have := m.sk, m.keyGen
 	m.mu.Unlock()
-	if len(id) != wire.KeyIDLen || (cur != nil && bytes.Equal(cur.ID[:], id)) {
+	if len(gen) != len(have) || cur == nil || bytes.Equal(have[:], gen) {
 		return
 	}
 	r, err := m.request(wire.KindSession, nil)
@@ -566,7 +614,7 @@ func (m *Minion) checkKeyID(id []byte) {
 	}
 	var sb wire.SessionBody
 	mk := m.pinned()
-	if wire.Unmarshal(r.Body, 4096, &sb) != nil || mk == nil {
+	if wire.Unmarshal(r.Body, 4096, &sb) != nil || mk == nil || len(sb.KeyGen) != len(have) {
 		return
 	}
 	raw, ok := m.key.OpenFrom(mk.Box, sb.SessionKey)
@@ -575,7 +623,9 @@ func (m *Minion) checkKeyID(id []byte) {
 	}
 	if sk, err := pki.UnmarshalSessionKey(raw); err == nil {
 		m.mu.Lock()
-		m.sk = sk
+		if m.sk == cur { // not replaced by a new authentication meanwhile
+			m.skPrev, m.sk, m.keyGen = cur, sk, [8]byte(sb.KeyGen)
+		}
 		m.mu.Unlock()
 	}
 }
@@ -595,17 +645,12 @@ func (m *Minion) handlePub(f []byte) time.Duration {
 		if err != nil || mk == nil || !pki.Verify(mk.Sign, wire.DomainHeartbeat, data, sig) || wire.Unmarshal(data, 4096, &hb) != nil {
 			return 0
 		}
-		m.checkKeyID(hb.KeyID)
+		m.checkKeyGen(hb.KeyGen)
 		m.mu.Lock()
 		m.reqEvery = min(max(hb.RequestEvery, 0), time.Hour)
 		m.mu.Unlock()
 		return min(max(hb.Interval, 0), time.Hour)
 	case wire.TJob:
-		keyID, _, err := wire.SplitJob(body)
-		if err != nil {
-			return 0
-		}
-		m.checkKeyID(keyID[:])
 		j, err := m.OpenJob(body, time.Now())
 		if err != nil {
 			if !errors.Is(err, ErrNotForUs) {
@@ -641,22 +686,38 @@ var (
 	ErrJobReplay  = errors.New("job already seen (replay)")
 )
 
-// OpenJob decrypts and verifies a TJob body and decides whether this minion may run it: sealed
-// with the current session key, signed by the pinned master key, bundle digest matching, not
-// expired, never seen before, addressed to this minion. A job that passes is recorded as seen
-// (on disk) before it is returned, so it runs at most once, also across restarts.
+// OpenJob decrypts and verifies a TJob body and decides whether this minion may run it: its
+// job key wrapped for our session key, signed by the pinned master key, bundle digest matching,
+// not expired, never seen before, addressed to this minion. A job that passes is recorded as
+// seen (on disk) before it is returned, so it runs at most once, also across restarts. A frame
+// with no wrap for us (a bucket's job for other minions) is ErrNotForUs.
 func (m *Minion) OpenJob(body []byte, now time.Time) (job, error) {
-	keyID, sealed, err := wire.SplitJob(body)
+	jb, err := wire.SplitJob(body)
 	if err != nil {
 		return job{}, err
 	}
 	m.mu.Lock()
-	sk, mk := m.sk, m.masterKey
+	cur, prev, mk := m.sk, m.skPrev, m.masterKey
 	m.mu.Unlock()
-	if sk == nil || mk == nil || sk.ID != keyID {
-		return job{}, errors.New("job sealed with a session key we do not hold")
+	if mk == nil {
+		return job{}, errors.New("no pinned master key")
 	}
-	signed, ok := sk.Open(sealed)
+	var jk *pki.JobKey
+	for _, sk := range []*pki.SessionKey{cur, prev} {
+		if sk == nil {
+			continue
+		}
+		if w, ok := jb.WrapFor(sk.ID); ok {
+			if jk, ok = sk.Unwrap(&jb.Nonce, w); !ok {
+				return job{}, errors.New("job key does not decrypt")
+			}
+			break
+		}
+	}
+	if jk == nil {
+		return job{}, ErrNotForUs
+	}
+	signed, ok := jk.Open(jb.Payload)
 	if !ok {
 		return job{}, errors.New("job does not decrypt")
 	}

@@ -14,8 +14,10 @@ import (
 )
 
 // Version is the protocol version this build speaks. A peer announcing any other version is
-// refused, with no fallback (DESIGN.md invariant 12).
-const Version byte = 1
+// refused, with no fallback (DESIGN.md invariant 12). Version 2 encrypts everything after the
+// hello: the auth to the master's box key, requests and replies under per-minion session keys,
+// jobs under per-job keys wrapped for each recipient.
+const Version byte = 2
 
 // magic starts every envelope.
 const magic = "brn"
@@ -36,8 +38,9 @@ const (
 type Type byte
 
 // The message types. Hello and Auth come from minions that have no session yet; Request is
-// everything a minion says afterwards. Challenge, AuthReply and Reply answer them over ROUTER;
-// Job and Heartbeat are published.
+// everything a minion says afterwards. Challenge, AuthReply, Reply and NoSession answer them
+// over ROUTER; Job and Heartbeat are published. Only Hello, Challenge, NoSession and Heartbeat
+// travel in clear, and none of them carries anything secret.
 const (
 	THello     Type = 1
 	TChallenge Type = 2
@@ -45,6 +48,7 @@ const (
 	TAuthReply Type = 4
 	TRequest   Type = 5
 	TReply     Type = 6
+	TNoSession Type = 7
 	TJob       Type = 16
 	THeartbeat Type = 17
 )
@@ -63,6 +67,8 @@ func (t Type) String() string {
 		return "request"
 	case TReply:
 		return "reply"
+	case TNoSession:
+		return "no-session"
 	case TJob:
 		return "job"
 	case THeartbeat:
@@ -144,8 +150,9 @@ const (
 	DomainChallenge = "brine-challenge-v1"
 	DomainAuth      = "brine-auth-v1"
 	DomainAuthReply = "brine-auth-reply-v1"
-	DomainRequest   = "brine-request-v1"
-	DomainReply     = "brine-reply-v1"
+	DomainRequest   = "brine-request-v2" // tags the plaintext of a sealed request
+	DomainReply     = "brine-reply-v2"   // tags the plaintext of a sealed reply
+	DomainNoSession = "brine-no-session-v2"
 	DomainHeartbeat = "brine-heartbeat-v1"
 	DomainReturn    = "brine-return-v1"
 )
@@ -170,6 +177,8 @@ type Challenge struct {
 
 // Auth proves the minion holds the private key of Key: it is signed by that key over both
 // nonces. Token, when set, is an enrolment token; Groups are the groups the minion asks for.
+// On the wire it is sealed with nacl/box to the master's box key (AuthFrame), so the token and
+// the groups cross the network encrypted.
 type Auth struct {
 	ID          string   `json:"id"`
 	Key         string   `json:"key"`
@@ -188,21 +197,68 @@ const (
 	StatusRefused  = "refused" // malformed, bad proof, bad id
 )
 
-// AuthReply is the master's signed verdict. Only an accepted minion gets a session id and the
-// session key, sealed to its box key.
+// AuthReply is the master's signed verdict, sealed with nacl/box to the minion's box key. Only
+// an accepted minion gets a session id and its own session key.
 type AuthReply struct {
 	ClientNonce []byte   `json:"client_nonce"`
 	Status      string   `json:"status"`
 	Reason      string   `json:"reason,omitempty"`
 	SessionID   []byte   `json:"session_id,omitempty"`
-	SessionKey  []byte   `json:"session_key,omitempty"` // box-sealed pki.SessionKey
+	SessionKey  []byte   `json:"session_key,omitempty"` // pki.SessionKey.Marshal, for this minion alone
+	KeyGen      []byte   `json:"key_gen,omitempty"`     // the rotation generation of SessionKey
 	Groups      []string `json:"groups,omitempty"`
+}
+
+// SessionIDLen is the length of a session id.
+const SessionIDLen = 16
+
+// NonceLen is the length of a challenge nonce.
+const NonceLen = 32
+
+// AuthFrame is the body of a TAuth message: the server nonce in clear (the master finds the
+// challenge, and with it the minion's box key, by it), then the box-sealed signed Auth.
+func AuthFrame(serverNonce, sealed []byte) []byte {
+	out := make([]byte, 0, len(serverNonce)+len(sealed))
+	return append(append(out, serverNonce...), sealed...)
+}
+
+// SplitAuth splits a TAuth body into server nonce and sealed box.
+func SplitAuth(body []byte) (serverNonce, sealed []byte, err error) {
+	if len(body) < NonceLen {
+		return nil, nil, ErrShort
+	}
+	return body[:NonceLen], body[NonceLen:], nil
+}
+
+// SessionFrame is the envelope of a TRequest or TReply: the session id and the id of the
+// session key in clear (so the master finds the session and the key without trying any), then
+// the secretbox (pki.SessionKey.SealTagged) of the JSON Request or Reply.
+func SessionFrame(t Type, sid []byte, keyID [KeyIDLen]byte, sealed []byte) []byte {
+	body := make([]byte, 0, SessionIDLen+KeyIDLen+len(sealed))
+	body = append(append(append(body, sid...), keyID[:]...), sealed...)
+	return Encode(t, body)
+}
+
+// SplitSession splits a TRequest or TReply body.
+func SplitSession(body []byte) (sid []byte, keyID [KeyIDLen]byte, sealed []byte, err error) {
+	if len(body) < SessionIDLen+KeyIDLen {
+		return nil, keyID, nil, ErrShort
+	}
+	copy(keyID[:], body[SessionIDLen:])
+	return body[:SessionIDLen], keyID, body[SessionIDLen+KeyIDLen:], nil
+}
+
+// NoSession is the master's signed answer to a request for a session it does not hold (never
+// made, ended by a restart, or the key was rejected): authenticate again. It is in clear, as
+// the master holds no key to seal it with, and says nothing but the session id.
+type NoSession struct {
+	SessionID []byte `json:"sid"`
 }
 
 // Request kinds.
 const (
-	KindHeartbeat = "heartbeat" // liveness; the reply carries the current session key id
-	KindSession   = "session"   // fetch the current session key
+	KindHeartbeat = "heartbeat" // liveness; the reply carries the current key generation
+	KindSession   = "session"   // rotate this session's key: the reply carries a new one
 	KindFacts     = "facts"     // report facts
 	KindReturn    = "return"    // deliver a job result
 	KindResend    = "resend"    // publish again live jobs this minion missed (body ResendBody)
@@ -220,35 +276,39 @@ type ResendBody struct {
 	JIDs []string `json:"jids"`
 }
 
-// Request is everything a minion sends once it has a session; it is signed by the minion's key
-// and numbered, so the master can refuse replays within the session.
+// Request is everything a minion sends once it has a session. It travels sealed under the
+// session's key (SessionFrame), which only the minion that proved its key at auth and the master
+// hold, so the box authenticates it; it is numbered, so the master refuses replays within the
+// session.
 type Request struct {
-	SessionID []byte          `json:"sid"`
-	Seq       uint64          `json:"seq"`
-	Kind      string          `json:"kind"`
-	Body      json.RawMessage `json:"body,omitempty"`
+	Seq  uint64          `json:"seq"`
+	Kind string          `json:"kind"`
+	Body json.RawMessage `json:"body,omitempty"`
 }
 
-// Reply answers one Request (matched by SessionID and Seq); it is signed by the master.
+// Reply answers one Request (matched by Seq), sealed under the key the request came with.
 type Reply struct {
-	SessionID []byte          `json:"sid"`
-	Seq       uint64          `json:"seq"`
-	OK        bool            `json:"ok"`
-	Error     string          `json:"error,omitempty"`
-	NoSession bool            `json:"no_session,omitempty"` // the master does not know this session: authenticate again
-	KeyID     []byte          `json:"key_id,omitempty"`
-	Body      json.RawMessage `json:"body,omitempty"`
+	Seq    uint64          `json:"seq"`
+	OK     bool            `json:"ok"`
+	Error  string          `json:"error,omitempty"`
+	KeyGen []byte          `json:"key_gen,omitempty"` // the master's current key generation
+	Body   json.RawMessage `json:"body,omitempty"`
+
+	// NoSession is never on the wire: a minion sets it on receiving a TNoSession.
+	NoSession bool `json:"-"`
 }
 
 // SessionBody is the body of a KindSession reply.
 type SessionBody struct {
-	SessionKey []byte `json:"session_key"` // box-sealed to the minion
+	SessionKey []byte `json:"session_key"` // the new pki.SessionKey, box-sealed to the minion
+	KeyGen     []byte `json:"key_gen"`
 }
 
-// Heartbeat is published by the master: proof of life and the id of the current session key.
+// Heartbeat is published by the master, signed and in clear: proof of life and the current key
+// generation (a minion whose session key is older asks for a new one).
 type Heartbeat struct {
 	Time     time.Time     `json:"time"`
-	KeyID    []byte        `json:"key_id"`
+	KeyGen   []byte        `json:"key_gen"`
 	Interval time.Duration `json:"interval"` // how often the master publishes one
 	// RequestEvery, when set, is the least interval between a minion's own heartbeat requests:
 	// a master with a large fleet spreads them out to bound their load (0: the minion's own).
@@ -278,8 +338,10 @@ type JobMeta struct {
 	// Groups are the groups of each addressed minion as the master knows them when it signs the
 	// job: a bundle's minion.groups comes from here, never from the minion's cached copy, so that
 	// `brine key groups` takes effect on the next job.
-	Groups  map[string][]string `json:"groups,omitempty"`
-	Secrets map[string][]byte   `json:"secrets,omitempty"` // minion id -> box-sealed JSON map[string]string
+	Groups map[string][]string `json:"groups,omitempty"`
+	// Secrets are sealed with nacl/box to each minion's key, on top of the job's encryption:
+	// every minion a job addresses reads its meta, only one reads its own secrets.
+	Secrets map[string][]byte `json:"secrets,omitempty"` // minion id -> box-sealed JSON map[string]string
 	// Run is the command of a JobRun job (run.go).
 	Run *RunSpec `json:"run,omitempty"`
 }
@@ -313,20 +375,81 @@ func UnpackJob(content []byte) (meta, bundle []byte, err error) {
 // KeyIDLen is the length of a session key id.
 const KeyIDLen = 8
 
-// JobFrame is a published job: the id of the session key it is sealed with, then the box.
-func JobFrame(keyID [8]byte, sealed []byte) []byte {
-	body := make([]byte, 0, KeyIDLen+len(sealed))
-	body = append(body, keyID[:]...)
-	return Encode(TJob, append(body, sealed...))
+// Job frames. The signed job (PackJob, signed) is sealed once under a random job key; the
+// frame carries that key wrapped under the session key of each minion it is for:
+//
+//	nonce(24) | count(4) | count x (session key id(8) | wrapped job key(48)) | sealed payload
+//
+// A minion finds its wrap by the id of its session key; a minion without one cannot read the
+// job. The nonce is fresh per frame and shared by its wraps, each under a different key.
+const (
+	jobNonceLen = 24
+	wrapKeyLen  = 48 // pki.WrapLen
+	// WrapEntryLen is the size of one recipient's entry in a job frame.
+	WrapEntryLen = KeyIDLen + wrapKeyLen
+)
+
+// Wrap is one recipient's entry of a job frame.
+type Wrap struct {
+	KeyID [KeyIDLen]byte
+	Key   []byte // pki.SessionKey.Wrap: wrapKeyLen bytes
 }
 
-// SplitJob splits a TJob body into key id and sealed box.
-func SplitJob(body []byte) (keyID [8]byte, sealed []byte, err error) {
-	if len(body) < KeyIDLen {
-		return keyID, nil, ErrShort
+// JobFrameLen is the length of the envelope JobFrame makes for n wraps and a payload of p bytes.
+func JobFrameLen(n, p int) int { return HeaderLen + jobNonceLen + 4 + n*WrapEntryLen + p }
+
+// JobFrame is a published job: the nonce of the wraps, the wraps, then the sealed payload.
+func JobFrame(nonce *[24]byte, wraps []Wrap, payload []byte) []byte {
+	out := make([]byte, 0, JobFrameLen(len(wraps), len(payload)))
+	out = append(out, magic...)
+	out = append(out, Version, byte(TJob))
+	out = append(out, nonce[:]...)
+	out = binary.BigEndian.AppendUint32(out, uint32(len(wraps)))
+	for _, w := range wraps {
+		if len(w.Key) != wrapKeyLen {
+			panic("wire: wrapped job key of the wrong length")
+		}
+		out = append(append(out, w.KeyID[:]...), w.Key...)
 	}
-	copy(keyID[:], body[:KeyIDLen])
-	return keyID, body[KeyIDLen:], nil
+	return append(out, payload...)
+}
+
+// JobBody is a TJob body split into its parts. Its slices alias the frame.
+type JobBody struct {
+	Nonce   [24]byte
+	wraps   []byte
+	Payload []byte
+}
+
+// SplitJob splits a TJob body. It checks only the lengths; the wraps and payload are checked
+// by opening them.
+func SplitJob(body []byte) (JobBody, error) {
+	var j JobBody
+	if len(body) < jobNonceLen+4 {
+		return j, ErrShort
+	}
+	copy(j.Nonce[:], body[:jobNonceLen])
+	n := binary.BigEndian.Uint32(body[jobNonceLen:])
+	rest := body[jobNonceLen+4:]
+	if uint64(n)*WrapEntryLen > uint64(len(rest)) {
+		return j, ErrShort
+	}
+	j.wraps = rest[:int(n)*WrapEntryLen]
+	j.Payload = rest[int(n)*WrapEntryLen:]
+	return j, nil
+}
+
+// Wraps returns the number of wraps.
+func (j JobBody) Wraps() int { return len(j.wraps) / WrapEntryLen }
+
+// WrapFor returns the wrapped job key for the session key keyID, if the frame has one.
+func (j JobBody) WrapFor(keyID [KeyIDLen]byte) ([]byte, bool) {
+	for i := 0; i+WrapEntryLen <= len(j.wraps); i += WrapEntryLen {
+		if [KeyIDLen]byte(j.wraps[i:i+KeyIDLen]) == keyID {
+			return j.wraps[i+KeyIDLen : i+WrapEntryLen], true
+		}
+	}
+	return nil, false
 }
 
 // Return is a minion's result for one job. It is signed on its own (SignedReturn), so the master

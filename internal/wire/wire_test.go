@@ -44,9 +44,10 @@ func TestJobPacking(t *testing.T) {
 // FuzzDecode covers the envelope and every body decoder a peer can reach.
 func FuzzDecode(f *testing.F) {
 	f.Add(Encode(THello, []byte(`{"id":"a","key":"k","nonce":"AAAA"}`)))
-	f.Add(Encode(TRequest, append(make([]byte, 64), `{"sid":"AA==","seq":1,"kind":"facts","body":{}}`...)))
-	f.Add(Encode(TJob, append(make([]byte, 8), PackJob([]byte(`{}`), []byte("x"))...)))
-	f.Add([]byte("brn\x01\x04"))
+	f.Add(SessionFrame(TRequest, make([]byte, SessionIDLen), [KeyIDLen]byte{1}, []byte("sealed")))
+	f.Add(JobFrame(&[24]byte{}, []Wrap{{KeyID: [KeyIDLen]byte{1}, Key: make([]byte, wrapKeyLen)}}, []byte("payload")))
+	f.Add(Encode(TAuth, AuthFrame(make([]byte, NonceLen), []byte("box"))))
+	f.Add([]byte("brn\x02\x04"))
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		typ, body, err := Decode(frame, 1<<20)
 		if err != nil {
@@ -57,9 +58,24 @@ func FuzzDecode(f *testing.F) {
 			var h Hello
 			_ = Unmarshal(body, 1<<16, &h)
 		case TJob:
-			_, sealed, err := SplitJob(body)
+			jb, err := SplitJob(body)
 			if err == nil {
-				_, _, _ = UnpackJob(sealed)
+				if jb.Wraps()*WrapEntryLen+len(jb.Payload) > len(body) {
+					t.Fatal("job parts longer than the body")
+				}
+				if w, ok := jb.WrapFor([KeyIDLen]byte{1}); ok && len(w) != wrapKeyLen {
+					t.Fatal("wrap of the wrong length")
+				}
+			}
+		case TAuth:
+			sn, sealed, err := SplitAuth(body)
+			if err == nil && len(sn)+len(sealed) != len(body) {
+				t.Fatal("auth parts do not add up")
+			}
+		case TRequest, TReply:
+			sid, _, sealed, err := SplitSession(body)
+			if err == nil && (len(sid) != SessionIDLen || len(sealed) > len(body)) {
+				t.Fatal("session frame parts")
 			}
 		default:
 			_, data, err := SplitSigned(body)
@@ -67,6 +83,7 @@ func FuzzDecode(f *testing.F) {
 				return
 			}
 			var (
+				ns NoSession
 				c  Challenge
 				a  Auth
 				ar AuthReply
@@ -79,7 +96,7 @@ func FuzzDecode(f *testing.F) {
 				hr HeartbeatReply
 				rb ResendBody
 			)
-			for _, v := range []any{&c, &a, &ar, &r, &rp, &hb, &jm, &rt, &sr, &hr, &rb} {
+			for _, v := range []any{&ns, &c, &a, &ar, &r, &rp, &hb, &jm, &rt, &sr, &hr, &rb} {
 				_ = Unmarshal(data, 1<<20, v)
 			}
 		}
@@ -105,6 +122,69 @@ func FuzzPubBody(f *testing.F) {
 			if b, ok := PubBody(frames); ok && len(b) > len(topic)+2*len(body) {
 				t.Fatal("body longer than the frames")
 			}
+		}
+	})
+}
+
+func TestJobFrameRoundTrip(t *testing.T) {
+	var nonce [24]byte
+	nonce[0] = 7
+	wraps := []Wrap{{KeyID: [KeyIDLen]byte{1}, Key: bytes.Repeat([]byte{0xa}, wrapKeyLen)}, {KeyID: [KeyIDLen]byte{2}, Key: bytes.Repeat([]byte{0xb}, wrapKeyLen)}}
+	f := JobFrame(&nonce, wraps, []byte("payload"))
+	if len(f) != JobFrameLen(2, 7) {
+		t.Fatalf("frame length %d, JobFrameLen %d", len(f), JobFrameLen(2, 7))
+	}
+	typ, body, err := Decode(f, 1<<20)
+	if err != nil || typ != TJob {
+		t.Fatal(typ, err)
+	}
+	jb, err := SplitJob(body)
+	if err != nil || jb.Nonce != nonce || jb.Wraps() != 2 || string(jb.Payload) != "payload" {
+		t.Fatalf("%+v %v", jb, err)
+	}
+	if w, ok := jb.WrapFor([KeyIDLen]byte{2}); !ok || w[0] != 0xb {
+		t.Fatal("wrap 2")
+	}
+	if _, ok := jb.WrapFor([KeyIDLen]byte{3}); ok {
+		t.Fatal("wrap for a key not in the frame")
+	}
+	// A count beyond the body is refused, also one whose product overflows 32 bits.
+	for _, n := range []uint32{3, 1 << 27, 0xffffffff} {
+		bad := bytes.Clone(body)
+		bad[24], bad[25], bad[26], bad[27] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
+		if _, err := SplitJob(bad); err == nil {
+			t.Fatalf("count %d accepted", n)
+		}
+	}
+}
+
+// FuzzSplitJob covers the job frame decoder a minion runs on everything published to it.
+func FuzzSplitJob(f *testing.F) {
+	f.Add(JobFrame(&[24]byte{}, []Wrap{{Key: make([]byte, wrapKeyLen)}}, []byte("x"))[HeaderLen:])
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, body []byte) {
+		jb, err := SplitJob(body)
+		if err != nil {
+			return
+		}
+		if jb.Wraps()*WrapEntryLen+len(jb.Payload)+28 != len(body) {
+			t.Fatal("parts do not add up")
+		}
+		for i := range 4 {
+			if w, ok := jb.WrapFor([KeyIDLen]byte{byte(i)}); ok && len(w) != wrapKeyLen {
+				t.Fatal("wrap length")
+			}
+		}
+	})
+}
+
+// FuzzSplitSession covers the request and reply framing.
+func FuzzSplitSession(f *testing.F) {
+	f.Add(SessionFrame(TRequest, make([]byte, SessionIDLen), [KeyIDLen]byte{}, []byte("x"))[HeaderLen:])
+	f.Fuzz(func(t *testing.T, body []byte) {
+		sid, _, sealed, err := SplitSession(body)
+		if err == nil && len(sid)+KeyIDLen+len(sealed) != len(body) {
+			t.Fatal("parts do not add up")
 		}
 	})
 }
