@@ -60,6 +60,17 @@ func TestSignDomainsAndSeal(t *testing.T) {
 	if _, ok := c.OpenFrom(a.Pub.Box, sealed); ok {
 		t.Fatal("third party opened a sealed box")
 	}
+	// A precomputed shared key makes and opens the same boxes as SealTo and OpenFrom.
+	ab, ba := a.Shared(b.Pub.Box), b.Shared(a.Pub.Box)
+	if got, ok := ba.Open(a.SealTo(b.Pub.Box, []byte("one"))); !ok || string(got) != "one" {
+		t.Fatal("shared key cannot open a SealTo box")
+	}
+	if got, ok := b.OpenFrom(a.Pub.Box, ab.Seal([]byte("two"))); !ok || string(got) != "two" {
+		t.Fatal("OpenFrom cannot open a shared-key box")
+	}
+	if _, ok := c.Shared(a.Pub.Box).Open(ab.Seal([]byte("three"))); ok {
+		t.Fatal("third party opened a shared-key box")
+	}
 	sk := NewSessionKey()
 	other := NewSessionKey()
 	box := sk.Seal([]byte("job"))
@@ -69,6 +80,41 @@ func TestSignDomainsAndSeal(t *testing.T) {
 	rt, _ := UnmarshalSessionKey(sk.Marshal())
 	if got, ok := rt.Open(box); !ok || string(got) != "job" {
 		t.Fatal("session key round trip")
+	}
+	// Tags: a box sealed for one purpose does not open as another.
+	req := sk.SealTagged("brine-request-v2", []byte("facts"))
+	if got, ok := sk.OpenTagged("brine-request-v2", req); !ok || string(got) != "facts" {
+		t.Fatal("tagged round trip")
+	}
+	if _, ok := sk.OpenTagged("brine-reply-v2", req); ok {
+		t.Fatal("a request opened as a reply")
+	}
+	if _, ok := sk.OpenTagged("brine-request-v", req); ok {
+		t.Fatal("a tag prefix matched")
+	}
+	// Job keys: wrapped for one session key, opened only with it.
+	jk := NewJobKey()
+	payload := jk.Seal([]byte("signed job"))
+	nonce := RandomNonce()
+	w := sk.Wrap(nonce, jk)
+	if len(w) != WrapLen {
+		t.Fatalf("wrap of %d bytes", len(w))
+	}
+	got, ok := sk.Unwrap(nonce, w)
+	if !ok || *got != *jk {
+		t.Fatal("unwrap")
+	}
+	if p, ok := got.Open(payload); !ok || string(p) != "signed job" {
+		t.Fatal("job payload")
+	}
+	if _, ok := other.Unwrap(nonce, w); ok {
+		t.Fatal("another session key unwrapped a job key")
+	}
+	if _, ok := sk.Unwrap(RandomNonce(), w); ok {
+		t.Fatal("unwrapped under another nonce")
+	}
+	if _, ok := NewJobKey().Open(payload); ok {
+		t.Fatal("another job key opened the payload")
 	}
 	signed := a.SignAttached([]byte("payload"))
 	if _, ok := OpenAttached(b.Pub.Sign, signed); ok {
