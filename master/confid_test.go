@@ -115,7 +115,7 @@ func TestTrafficIsConfidential(t *testing.T) {
 	reqRec := record(t, m.RequestAddr())
 	mark := func(what string) string { return what + "-" + hex.EncodeToString(pki.RandomBytes(8)) }
 	factValue, varValue, oldContent, groupAsked := mark("factvalue"), mark("varvalue"), mark("oldcontent"), mark("groupasked")
-	tok, _, err := m.Tokens().Create([]string{"app"}, time.Hour)
+	tok, _, err := m.Tokens().Create(pki.TokenRequest{ID: "conf1", Groups: []string{"app"}, TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,7 +466,7 @@ func TestSealedAuthBoundedAndChecked(t *testing.T) {
 	if typ, _, ok := c.next(700 * time.Millisecond); ok {
 		t.Fatalf("oversized auth answered with %v", typ)
 	}
-	c.send(c.authFrame(ch, nonce, "", c.key))
+	c.send(c.sealedAuth(ch, nonce, "", nil, c.key))
 	typ, body, ok := c.next(3 * time.Second)
 	if !ok || typ != wire.TAuthReply {
 		t.Fatal("the challenge was spent by an oversized auth")
