@@ -10,6 +10,7 @@ import (
 
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
+	"github.com/brinecm/brine/pki"
 )
 
 // A run job on real in-process minions: exit status, stdout and stderr bounded with the dropped
@@ -73,8 +74,8 @@ func TestRunJob(t *testing.T) {
 	}
 }
 
-// Only the master's key makes a run job: an accepted minion holding the session key forges one
-// addressed to another minion, which refuses it; and nothing a minion sends over the request
+// Only the master's key makes a run job: an accepted minion that holds a job key (a job addressed
+// to it and another minion) forges one for the other minion, which refuses it; and nothing a minion sends over the request
 // port makes the master publish a job.
 func TestRunJobCannotBeForged(t *testing.T) {
 	m := master.TestMaster(t)
@@ -87,17 +88,33 @@ func TestRunJobCannotBeForged(t *testing.T) {
 		t.Fatalf("evil: %+v", ar)
 	}
 	marker := filepath.Join(t.TempDir(), "pwned")
-	// A real ping gives evil a job to learn the layout from.
-	if _, err := m.Run(t.Context(), master.JobSpec{Kind: wire.JobPing, Target: "victim", Minions: []string{"victim"}, Timeout: 10 * time.Second}, nil); err != nil {
+	// A real ping to both gives evil the job key of a copy the victim also opens: it re-seals
+	// content it signed itself under that key, beside the victim's own wrap.
+	if _, err := m.Run(t.Context(), master.JobSpec{Kind: wire.JobPing, Target: "victim,evil", Minions: []string{"evil", "victim"}, Timeout: time.Second}, nil); err != nil {
 		t.Fatal(err)
 	}
-	meta := evil.decryptJob(nextJob(t, jobs))
+	victimKey, _ := m.SessionKeyID("victim")
+	var victimFrame wire.JobBody
+	var meta wire.JobMeta
+	var jk *pki.JobKey
+	for victimFrame.Payload == nil || jk == nil {
+		fb := nextJob(t, jobs)
+		if jb, _ := wire.SplitJob(fb); jb.Payload != nil {
+			if _, ok := jb.WrapFor(victimKey); ok {
+				victimFrame = jb
+			}
+		}
+		if mt, k, ok := evil.openJob(fb); ok {
+			meta, jk = mt, k
+		}
+	}
 	meta.JID, meta.Kind = "forged-run", wire.JobRun
+	meta.Minions = []string{"victim"}
 	meta.Run = &wire.RunSpec{Command: "touch " + marker, Timeout: time.Minute}
 	metaRaw, _ := json.Marshal(meta)
-	forged := evil.session.Seal(evil.key.SignAttached(wire.PackJob(metaRaw, nil)))
-	body := append(append([]byte{}, evil.session.ID[:]...), forged...)
-	if _, err := mn.OpenJob(body, time.Now()); err == nil || !strings.Contains(err.Error(), "signature") {
+	vw, _ := victimFrame.WrapFor(victimKey)
+	forged := wire.JobFrame(&victimFrame.Nonce, []wire.Wrap{{KeyID: victimKey, Key: vw}}, jk.Seal(evil.key.SignAttached(wire.PackJob(metaRaw, nil))))
+	if _, err := mn.OpenJob(forged[wire.HeaderLen:], time.Now()); err == nil || !strings.Contains(err.Error(), "signature") {
 		t.Fatalf("forged run job: %v", err)
 	}
 	before, _ := m.Store().Jobs(0)
