@@ -444,3 +444,79 @@ func TestMasterWithoutDatabasePublishesNothing(t *testing.T) {
 		return err == nil && len(res.Missing) == 0
 	})
 }
+
+// DESIGN.md invariant 19 across masters: a job submitted on m1 for x0 (on m1) and x1 (on m2)
+// reaches x1 through m2, which seals the signed job from the store itself and wraps its job key
+// for x1's session key with m2 only; x2, accepted and connected to m2 but not addressed, finds
+// no wrap in any frame either master publishes, and m1 wraps for x0 alone.
+func TestCrossMasterJobWrappedOnlyForItsMinions(t *testing.T) {
+	ms := pgMasters(t, 2)
+	fleetMinion(t, ms, 0, "x0")
+	fleetMinion(t, ms, 1, "x1")
+	fleetMinion(t, ms, 1, "x2")
+	waitFor(t, 10*time.Second, "three pending keys", func() bool { total, _ := ms[0].Keys().Pending(""); return total == 3 })
+	if ids, err := ms[0].Keys().Accept("x*", nil, false); err != nil || len(ids) != 3 {
+		t.Fatalf("accept: %v %v", ids, err)
+	}
+	keyOn := func(m *master.Master, id string) [8]byte {
+		var k [8]byte
+		waitFor(t, 10*time.Second, id+" has a session on "+m.Name(), func() bool {
+			var ok bool
+			k, ok = m.SessionKeyID(id)
+			return ok
+		})
+		return k
+	}
+	x0, x1, x2 := keyOn(ms[0], "x0"), keyOn(ms[1], "x1"), keyOn(ms[1], "x2")
+	if _, ok := ms[0].SessionKeyID("x1"); ok {
+		t.Fatal("m1 holds a session for a minion connected to m2")
+	}
+	on1, on2 := captureTopics(t, ms[0]), captureTopics(t, ms[1])
+	res, err := ms[0].Run(context.Background(), master.JobSpec{Kind: wire.JobPing, Target: "x0,x1", Minions: []string{"x0", "x1"}, Timeout: 30 * time.Second}, nil)
+	if err != nil || len(res.Missing) != 0 || len(res.Returns) != 2 {
+		t.Fatalf("ping from m1: %+v %v", res, err)
+	}
+	// Every job frame of each master, until the one for its minion has come (the returns are
+	// in, so each was published); then what else is queued.
+	frames := func(ch chan pubFrame, want [8]byte) []pubFrame {
+		var out []pubFrame
+		deadline := time.After(10 * time.Second)
+		for seen := false; !seen; {
+			select {
+			case f := <-ch:
+				out = append(out, f)
+				jb, err := wire.SplitJob(f.body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, seen = jb.WrapFor(want)
+			case <-deadline:
+				t.Fatal("no job frame for the addressed minion")
+			}
+		}
+		for {
+			select {
+			case f := <-ch:
+				out = append(out, f)
+			default:
+				return out
+			}
+		}
+	}
+	check := func(name string, fs []pubFrame, minion string, key [8]byte) {
+		for _, f := range fs {
+			jb, err := wire.SplitJob(f.body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := jb.WrapFor(key); !ok || jb.Wraps() != 1 || f.topic != wire.TopicMinion(minion) {
+				t.Fatalf("%s published a job frame on %q with %d wraps, not only %s's", name, f.topic, jb.Wraps(), minion)
+			}
+			if _, ok := jb.WrapFor(x2); ok {
+				t.Fatalf("%s wrapped the job for x2, which it does not address", name)
+			}
+		}
+	}
+	check("m1", frames(on1, x0), "x0", x0)
+	check("m2", frames(on2, x1), "x1", x1)
+}

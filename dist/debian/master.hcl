@@ -6,7 +6,7 @@
 # publish_addr   = "0.0.0.0:4505"           # PUB: jobs and heartbeats
 # request_addr   = "0.0.0.0:4506"           # ROUTER: auth, returns, facts
 # auto_accept    = false                    # accept every new minion key (labs only)
-# session_rotate = "24h"                    # rotate the session key this often
+# session_rotate = "24h"                    # start a new session key generation this often
 # heartbeat      = "5s"                     # publish a heartbeat this often
 # job_timeout    = "5m"                     # default `brine apply --timeout`
 # secrets_file   = "/var/lib/brine/master/secrets.hcl"
