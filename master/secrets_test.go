@@ -78,9 +78,10 @@ secret "db_password" {
 	}
 }
 
-// The values of sensitive variables travel sealed to each minion, like secrets: a peer holding
-// the session key (any accepted minion) reads the job but not them, whether they came by --var
-// or in a --var-file; the addressed minion applies them; other variables stay in the clear job.
+// The values of sensitive variables travel sealed to each minion, like secrets: another minion
+// the same job addresses (it reads the job's meta; protocol v2 keeps the job from every other
+// minion) does not read them, whether they came by --var or in a --var-file; the addressed
+// minion applies them; other variables stay in the job's meta.
 func TestSensitiveVariablesTravelSealed(t *testing.T) {
 	m := master.TestMaster(t)
 	jobs := capture(t, m)
@@ -103,19 +104,20 @@ file "cfg" {
   path    = "` + out + `/${minion.id}"
   content = "${var.db_pass} ${var.api_key} ${var.colour}"
 }`})
-	run(t, m, master.JobSpec{Target: "app1", Bundle: b,
+	// spy never returns: the run ends at its timeout.
+	run(t, m, master.JobSpec{Target: "app1,spy", Minions: []string{"app1", "spy"}, Bundle: b, Timeout: 3 * time.Second,
 		Vars:     map[string]string{"db_pass": "pw-sealed-1", "colour": "blue-public"},
 		VarFiles: map[string][]byte{"prod.hcl": []byte(`api_key = "key-sealed-2"`)}})
-	meta := spy.decryptJob(nextJob(t, jobs))
+	meta, _, _ := spy.jobFor(jobs)
 	raw := mustJSON(meta)
 	for _, v := range []string{"pw-sealed-1", "key-sealed-2"} {
 		if strings.Contains(string(raw), v) {
-			t.Fatalf("a sensitive variable is readable with the session key: %s", raw)
+			t.Fatalf("a sensitive variable is readable by another minion of the job: %s", raw)
 		}
 	}
 	for name, data := range meta.VarFiles { // []byte: base64 in the JSON above
 		if strings.Contains(string(data), "key-sealed-2") {
-			t.Fatalf("var file %s with a sensitive variable is readable with the session key", name)
+			t.Fatalf("var file %s with a sensitive variable is readable by another minion of the job", name)
 		}
 	}
 	if meta.Vars["colour"] != "blue-public" {

@@ -7,8 +7,8 @@ import (
 	"github.com/zclconf/go-cty/cty"
 )
 
-// A job's --var values and --var-file files travel in the signed job, which every minion holding
-// the session key can open. The values of sensitive variables must not: the master moves them
+// A job's --var values and --var-file files travel in the signed job, which every minion the job
+// addresses can open. The values of sensitive variables must not: the master moves them
 // into the payload it seals to each minion's key (with the secrets), under these reserved names,
 // and the minion moves them back before it compiles. NUL cannot start a secret's name in the
 // secrets file.
