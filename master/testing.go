@@ -4,12 +4,13 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"testing"
+
+	"github.com/brinecm/brine/internal/tb"
 )
 
 // TestMaster starts a master in process on loopback with random ports, a short heartbeat and
 // its own temporary data dir; opts adjust the config first. It stops when the test ends.
-func TestMaster(t testing.TB, opts ...func(*Config)) *Master {
+func TestMaster(t tb.TB, opts ...func(*Config)) *Master {
 	t.Helper()
 	// A short directory: unix socket paths are limited to 108 bytes.
 	dir, err := os.MkdirTemp("", "brm")

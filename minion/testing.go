@@ -4,14 +4,15 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"testing"
 	"time"
+
+	"github.com/brinecm/brine/internal/tb"
 )
 
 // TestMinion starts a minion with id in process against a master's publish and request
 // addresses, with short timers and its own temporary data dir. opts adjust the config before it
 // starts (a token, groups, a pinned fingerprint). The minion stops when the test ends.
-func TestMinion(t testing.TB, pubAddr, reqAddr, id string, opts ...func(*Config)) *Minion {
+func TestMinion(t tb.TB, pubAddr, reqAddr, id string, opts ...func(*Config)) *Minion {
 	t.Helper()
 	cfg := Config{
 		Master:     "127.0.0.1",

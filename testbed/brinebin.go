@@ -7,7 +7,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
-	"testing"
+
+	"github.com/brinecm/brine/internal/tb"
 )
 
 // The brine binary for tests that run it in hosts: built once per test process, as shipped
@@ -20,7 +21,7 @@ var brineBin struct {
 
 // BrineBinary returns the path of a brine binary built from this module, once per test process.
 // A package that calls it runs its tests through Main, which removes the binary at the end.
-func BrineBinary(t testing.TB) string {
+func BrineBinary(t tb.TB) string {
 	t.Helper()
 	brineBin.once.Do(func() {
 		dir, err := os.MkdirTemp("", "brine-testbin-")
@@ -43,7 +44,7 @@ func BrineBinary(t testing.TB) string {
 
 // InstallBrine copies the test binary to dir/brine (a cluster's SharedDir, which hosts see as
 // HostSharedDir) and returns that path.
-func InstallBrine(t testing.TB, dir string) string {
+func InstallBrine(t tb.TB, dir string) string {
 	t.Helper()
 	src := BrineBinary(t)
 	dst := filepath.Join(dir, "brine")
@@ -68,7 +69,7 @@ func InstallBrine(t testing.TB, dir string) string {
 
 // Main runs a test package's tests (call it from TestMain) and then removes the binary that
 // BrineBinary built.
-func Main(m *testing.M) {
+func Main(m interface{ Run() int }) {
 	code := m.Run()
 	Cleanup()
 	os.Exit(code)

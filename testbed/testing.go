@@ -4,8 +4,9 @@ import (
 	"context"
 	"os"
 	"strings"
-	"testing"
 	"time"
+
+	"github.com/brinecm/brine/internal/tb"
 )
 
 // RequireRealEnv names the environment variable under which a test that needs the real machine
@@ -15,7 +16,7 @@ const RequireRealEnv = "BRINE_REQUIRE_REAL"
 
 // SkipUnavailable skips t because the machine lacks what it needs (why), or fails it when
 // RequireRealEnv is set.
-func SkipUnavailable(t testing.TB, why any) {
+func SkipUnavailable(t tb.TB, why any) {
 	t.Helper()
 	if os.Getenv(RequireRealEnv) != "" {
 		t.Fatalf("%v (%s is set: this machine must run real-host tests)", why, RequireRealEnv)
@@ -28,7 +29,7 @@ func SkipUnavailable(t testing.TB, why any) {
 // closed when the test ends; if the test failed, the logs of the daemons
 // started in it are printed first, and a daemon log holding "panic:" or
 // "DATA RACE" fails the test.
-func NewT(t testing.TB, hosts ...string) *Cluster {
+func NewT(t tb.TB, hosts ...string) *Cluster {
 	t.Helper()
 	if err := Available(); err != nil {
 		SkipUnavailable(t, err)
@@ -38,7 +39,7 @@ func NewT(t testing.TB, hosts ...string) *Cluster {
 
 // NewSystemdT is NewT with systemd hosts (Options.Systemd). The units that
 // failed in a host that booted "degraded" are logged.
-func NewSystemdT(t testing.TB, hosts ...string) *Cluster {
+func NewSystemdT(t tb.TB, hosts ...string) *Cluster {
 	t.Helper()
 	if err := SystemdAvailable(); err != nil {
 		SkipUnavailable(t, err)
@@ -52,7 +53,7 @@ func NewSystemdT(t testing.TB, hosts ...string) *Cluster {
 	return c
 }
 
-func newT(t testing.TB, opts Options) *Cluster {
+func newT(t tb.TB, opts Options) *Cluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute+SystemdBootTimeout)
 	defer cancel()

@@ -218,3 +218,17 @@ func TestDaemonLogFlags(t *testing.T) {
 	}
 	t.Fatal("the master exited before it logged that it started")
 }
+
+// The shipped binary does not link the testing package: test helpers in linked packages take
+// internal/tb.TB instead of testing.TB.
+func TestBinaryDoesNotLinkTesting(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v: %s", err, out)
+	}
+	for _, p := range strings.Split(string(out), "\n") {
+		if p == "testing" {
+			t.Fatal("the brine binary links the testing package")
+		}
+	}
+}
