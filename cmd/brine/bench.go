@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/brinecm/brine/internal/swarm"
+	"github.com/brinecm/brine/cmd/brine/internal/swarm"
 )
 
 // brine bench: developer tools behind BENCHMARKS.md (scripts/bench-*.sh call them).

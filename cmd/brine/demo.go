@@ -3,7 +3,7 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"github.com/brinecm/brine/internal/demo"
+	"github.com/brinecm/brine/cmd/brine/internal/demo"
 )
 
 func newDemoCmd() *cobra.Command {

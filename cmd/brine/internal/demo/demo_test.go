@@ -23,7 +23,7 @@ func TestDemo(t *testing.T) {
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	err := Run(ctx, Options{Binary: bin, Bundle: "../../examples/ghost-pro", Out: &out, Name: "demotest"})
+	err := Run(ctx, Options{Binary: bin, Bundle: "../../../../examples/ghost-pro", Out: &out, Name: "demotest"})
 	t.Log(out.String())
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +59,7 @@ func TestDemoReal(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	start := time.Now()
-	err := Run(ctx, Options{Binary: bin, Bundle: "../../examples/ghost-pro-real", Real: true, Out: &out, Name: "demoreal"})
+	err := Run(ctx, Options{Binary: bin, Bundle: "../../../../examples/ghost-pro-real", Real: true, Out: &out, Name: "demoreal"})
 	t.Log(out.String())
 	t.Logf("brine demo --real: %v", time.Since(start).Round(time.Second))
 	if err != nil {

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/brinecm/brine/internal/swarm"
+	"github.com/brinecm/brine/cmd/brine/internal/swarm"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 )
