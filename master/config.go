@@ -32,6 +32,8 @@ import (
 //	max_pending_per_source = 64                # pending keys first presented from one address (IPv6: one /64)
 //	store           = ""                       # "": files in data_dir (one master); "postgres://...": shared by many masters
 //	name            = "<hostname>"             # this master's name in presence leases (brine status)
+//	job_retention   = "720h"                   # jobs older than this are pruned from the history
+//	job_max         = 100000                   # at most this many jobs are kept (the oldest go first)
 type Config struct {
 	DataDir       string `hcl:"data_dir,optional"`
 	PublishAddr   string `hcl:"publish_addr,optional"`
@@ -63,7 +65,11 @@ type Config struct {
 	// and the request address).
 	Name string `hcl:"name,optional"`
 
-	rotate, heartbeat, jobTimeout time.Duration
+	// JobRetention and JobMax bound the job history (history.go).
+	JobRetention string `hcl:"job_retention,optional"`
+	JobMax       int    `hcl:"job_max,optional"`
+
+	rotate, heartbeat, jobTimeout, jobRetention time.Duration
 }
 
 // postgresStore reports whether store names a PostgreSQL database.
@@ -128,11 +134,17 @@ func (c *Config) fill() error {
 	if c.ControlSocket == "" {
 		c.ControlSocket = filepath.Join(c.DataDir, "master.sock")
 	}
+	if c.JobMax < 0 {
+		return fmt.Errorf("job_max must not be negative")
+	}
+	if c.JobMax == 0 {
+		c.JobMax = 100000
+	}
 	for _, d := range []struct {
 		s   *string
 		def string
 		out *time.Duration
-	}{{&c.SessionRotate, "24h", &c.rotate}, {&c.Heartbeat, "5s", &c.heartbeat}, {&c.JobTimeout, "5m", &c.jobTimeout}} {
+	}{{&c.SessionRotate, "24h", &c.rotate}, {&c.Heartbeat, "5s", &c.heartbeat}, {&c.JobTimeout, "5m", &c.jobTimeout}, {&c.JobRetention, "720h", &c.jobRetention}} {
 		if *d.s == "" {
 			*d.s = d.def
 		}

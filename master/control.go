@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/brinecm/brine/internal/jobstore"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/pki"
 	"github.com/brinecm/brine/states"
@@ -50,6 +49,8 @@ type ControlRequest struct {
 	// configured site. SiteDir names it in diagnostics.
 	Site    []byte `json:"site,omitempty"`
 	SiteDir string `json:"site_dir,omitempty"`
+	// BundleName names the bundle of apply in the job history (its directory's name).
+	BundleName string `json:"bundle_name,omitempty"`
 	// Command is the shell command of run.
 	Command string `json:"command,omitempty"`
 }
@@ -81,7 +82,7 @@ type ControlResponse struct {
 	IDs     []string                  `json:"ids,omitempty"`
 	Token   string                    `json:"token,omitempty"`
 	Expires time.Time                 `json:"expires,omitzero"`
-	Jobs    []jobstore.Job            `json:"jobs,omitempty"`
+	Jobs    []JobSummary              `json:"jobs,omitempty"`
 	Detail  *JobDetail                `json:"detail,omitempty"`
 	Facts   map[string]map[string]any `json:"facts,omitempty"`
 	Finger  string                    `json:"finger,omitempty"`
@@ -172,6 +173,9 @@ func (s *controlServer) handle(ctx context.Context, c net.Conn) {
 		send(ControlResponse{Event: Event{Event: "error", Error: "bad control request: " + err.Error()}})
 		return
 	}
+	if who := peerUID(c); who != "" {
+		ctx = WithStartedBy(ctx, who)
+	}
 	// A CLI that goes away (Ctrl-C) cancels its wait; the job itself stays published.
 	go func() {
 		buf := make([]byte, 1)
@@ -237,6 +241,7 @@ func (s *controlServer) do(ctx context.Context, req ControlRequest, send func(Co
 				return err
 			}
 			spec.Bundle = b
+			spec.BundleName = cleanBundleName(req.BundleName)
 		case "run":
 			if spec, err = runSpec(spec, req.Command, m.cfg.jobTimeout); err != nil {
 				return err
@@ -267,7 +272,7 @@ func (s *controlServer) do(ctx context.Context, req ControlRequest, send func(Co
 		send(ControlResponse{Event: Event{Event: "done"}, Token: tok, Expires: t.Expires})
 		return nil
 	case "jobs":
-		jobs, err := m.store.Jobs(req.Limit)
+		jobs, err := m.JobsList(req.Limit)
 		if err != nil {
 			return err
 		}

@@ -50,6 +50,10 @@ type JobSpec struct {
 	History string
 	// Run is the command of a wire.JobRun job.
 	Run *wire.RunSpec
+	// BundleName names the bundle (its directory, or a converge's bundle set) in the history.
+	BundleName string
+	// StartedBy says who started the job (default: WithStartedBy of Run's context).
+	StartedBy string
 
 	validated bool // the bundle was compiled for these minions already (Converge)
 }
@@ -279,10 +283,12 @@ func (m *Master) publishJob(spec JobSpec, peers map[string][]map[string]any, sec
 	rec := jobstore.Job{
 		JID: meta.JID, Kind: cmp.Or(spec.History, spec.Kind), Target: spec.Target, Minions: spec.Minions, DryRun: spec.DryRun,
 		Digest: meta.BundleDigest, Created: now, Expires: meta.ExpiresAt, Phase: phase, ParentJID: parent,
+		Bundle: spec.BundleName, StartedBy: spec.StartedBy,
 	}
 	if err := m.store.PutJob(rec); err != nil {
 		return jobstore.Job{}, fmt.Errorf("record job: %w", err)
 	}
+	m.kickPrune()
 	if err := m.deliver.Add(rec.JID, rec.Minions, rec.Expires, signed); err != nil {
 		return jobstore.Job{}, fmt.Errorf("record job: %w", err)
 	}
@@ -306,6 +312,9 @@ func (m *Master) Run(ctx context.Context, spec JobSpec, emit func(Event)) (*Resu
 	}
 	if spec.Kind == "" {
 		spec.Kind = wire.JobApply
+	}
+	if spec.StartedBy == "" {
+		spec.StartedBy = startedBy(ctx)
 	}
 	if len(spec.Minions) == 0 {
 		return nil, ErrNoMinions

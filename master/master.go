@@ -87,6 +87,7 @@ type Master struct {
 	challenges challengeTable // outstanding hello challenges (challenges.go)
 	garbage    rateLog        // rate-limited warnings about what unauthenticated peers send
 	seen       seenTable      // when each minion last made an authenticated request (status.go)
+	pruneKick  chan struct{}  // wakes pruneLoop after a job is recorded (history.go)
 }
 
 // session is one accepted minion's session. Its keys are its own: no other minion holds them.
@@ -155,11 +156,12 @@ func New(cfg Config, logger *slog.Logger) (*Master, error) {
 	m := &Master{
 		cfg: cfg, log: logger, key: key, st: st, keys: keys, tokens: st.Tokens(), store: store,
 		deliver: st.Deliveries(), attest: &attestStore{kv: st.Attested(), log: logger.Warn},
-		keyGen:   [8]byte(pki.RandomBytes(8)),
-		sessions: map[string]*session{},
-		byMinion: map[string]string{},
-		facts:    map[string]map[string]any{},
-		watchers: map[string][]chan ReturnEvent{},
+		keyGen:    [8]byte(pki.RandomBytes(8)),
+		sessions:  map[string]*session{},
+		byMinion:  map[string]string{},
+		facts:     map[string]map[string]any{},
+		watchers:  map[string][]chan ReturnEvent{},
+		pruneKick: make(chan struct{}, 1),
 	}
 	all, err := store.AllFacts()
 	if err != nil {
@@ -260,6 +262,7 @@ func (m *Master) Start(ctx context.Context) error {
 	}
 	go func() { defer m.wg.Done(); m.tickLoop() }()
 	go func() { defer m.wg.Done(); ctl.serve(m.ctx) }()
+	m.startBackground()
 	m.log.Info("master started", "publish", m.PublishAddr(), "request", m.RequestAddr(), "finger", m.key.Pub.Fingerprint())
 	return nil
 }

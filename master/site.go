@@ -335,7 +335,7 @@ func (m *Master) Converge(ctx context.Context, cs ConvergeSpec, ro Rollout, emit
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				r, err := m.Run(ctx, JobSpec{Kind: wire.JobApply, History: "converge", Target: cs.Target, Minions: ids,
+				r, err := m.Run(ctx, JobSpec{Kind: wire.JobApply, History: "converge", BundleName: k, Target: cs.Target, Minions: ids,
 					Bundle: merged[k], DryRun: cs.DryRun, Timeout: cs.Timeout, Vars: vars[k], VarFiles: cs.VarFiles, Site: cs.Site,
 					validated: true}, emit)
 				mu.Lock()

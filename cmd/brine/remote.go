@@ -85,7 +85,7 @@ Exit status: 0 when every minion succeeded, 2 when a resource failed or a minion
 				return withCode(exitNothing, fmt.Errorf("%s: nothing was sent", args[1]))
 			}
 			req := master.ControlRequest{Op: "apply", Target: args[0], Bundle: b.Marshal(), DryRun: dryRun,
-				Timeout: timeout, Vars: opts.Vars, VarFiles: opts.VarFiles, Rollout: ro}
+				Timeout: timeout, Vars: opts.Vars, VarFiles: opts.VarFiles, Rollout: ro, BundleName: bundleName(args[1])}
 			if siteDir != "" {
 				if req.Site, err = siteFileOnly(siteDir); err != nil {
 					return err
@@ -320,13 +320,7 @@ func newJobsCmd() *cobra.Command {
 			if asJSON {
 				return json.NewEncoder(cmd.OutOrStdout()).Encode(r.Jobs)
 			}
-			for _, j := range r.Jobs {
-				dry := ""
-				if j.DryRun {
-					dry = " (dry run)"
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s  %-5s  %-30s  %d minion(s)%s\n", j.JID, j.Kind, j.Target, len(j.Minions), dry)
-			}
+			printJobs(cmd.OutOrStdout(), r.Jobs)
 			return nil
 		},
 	}
@@ -358,7 +352,7 @@ func newJobsCmd() *cobra.Command {
 				return json.NewEncoder(cmd.OutOrStdout()).Encode(d)
 			}
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "job %s  %s  target %q  %s\n", d.Job.JID, d.Job.Kind, d.Job.Target, d.Job.Created.Local().Format(time.DateTime))
+			printJobHeader(w, d.Job)
 			ids := make([]string, 0, len(d.Returns))
 			for id := range d.Returns {
 				ids = append(ids, id)

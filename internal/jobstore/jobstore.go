@@ -25,6 +25,10 @@ type Job struct {
 	Expires   time.Time `json:"expires"`
 	Phase     int       `json:"phase,omitempty"` // >0 for the later phases of a peers() convergence
 	ParentJID string    `json:"parent_jid,omitempty"`
+	// Bundle names what was sent: the bundle's directory for apply, the bundle set of a converge.
+	Bundle string `json:"bundle,omitempty"`
+	// StartedBy says who started the job: "uid N" (the control socket's peer) or "schedule NAME".
+	StartedBy string `json:"started_by,omitempty"`
 }
 
 // Return is one minion's result for one job, as signed by the minion.
@@ -58,6 +62,10 @@ type Store interface {
 	AllFacts() (map[string][]byte, error)
 	// DeleteFacts forgets a minion's facts (its key was deleted).
 	DeleteFacts(id string) error
+	// Prune deletes the jobs created before olderThan (zero: no age limit) and the oldest jobs
+	// beyond the newest max (0: no count limit), with their returns; it reports how many jobs it
+	// deleted. It works in bounded transactions, so writers are not held up for long.
+	Prune(olderThan time.Time, max int) (int, error)
 	// Close releases the store.
 	Close() error
 }

@@ -67,6 +67,7 @@ func TestContract(t *testing.T) {
 				{"redeem-decisions", testRedeemDecisions},
 				{"redeem-concurrent", testRedeemConcurrent},
 				{"jobs", testJobs},
+				{"prune", testPrune},
 				{"deliveries", testDeliveries},
 				{"attested", testAttested},
 				{"presence", testPresence},
@@ -635,5 +636,46 @@ wait:
 		case <-deadline:
 			t.Fatal("no return event")
 		}
+	}
+}
+
+// testPrune: job_max and job_retention delete the oldest jobs with their returns, in batches.
+func testPrune(t *testing.T, open func() store.Store) {
+	js := open().Jobs()
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var jids []string
+	for i := range 1200 {
+		created := start.Add(time.Duration(i) * time.Second)
+		jid := fmt.Sprintf("%s000000-%06x", created.Format("20060102150405"), i)
+		jids = append(jids, jid)
+		if err := js.PutJob(jobstore.Job{JID: jid, Kind: "ping", Minions: []string{"a"}, Created: created, Expires: created.Add(time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+		if i%100 == 0 {
+			js.AddReturn(jobstore.Return{JID: jid, Minion: "a", Data: []byte(`{"success":true}`), Received: created})
+		}
+	}
+	if n, err := js.Prune(time.Time{}, 1000); err != nil || n != 200 {
+		t.Fatalf("prune to 1000: %d %v", n, err)
+	}
+	all, _ := js.Jobs(0)
+	if len(all) != 1000 || all[len(all)-1].JID != jids[200] {
+		t.Fatalf("after the count prune: %d jobs, oldest %s", len(all), all[len(all)-1].JID)
+	}
+	if rs, _ := js.Returns(jids[100]); len(rs) != 0 {
+		t.Fatal("a pruned job's returns are kept")
+	}
+	if rs, _ := js.Returns(jids[200]); len(rs) != 1 {
+		t.Fatal("a kept job's return is gone")
+	}
+	if n, err := js.Prune(start.Add(700*time.Second), 5000); err != nil || n != 500 {
+		t.Fatalf("prune by age: %d %v", n, err)
+	}
+	all, _ = js.Jobs(0)
+	if len(all) != 500 || all[len(all)-1].JID != jids[700] {
+		t.Fatalf("after the age prune: %d jobs", len(all))
+	}
+	if n, _ := js.Prune(time.Time{}, 0); n != 0 {
+		t.Fatalf("prune without limits deleted %d", n)
 	}
 }

@@ -307,3 +307,47 @@ func (p pgPresence) Presence(now time.Time) (map[string]Lease, error) {
 	}
 	return out, rows.Err()
 }
+
+// pgPruneBatch bounds the jobs one prune statement deletes (with their returns).
+const pgPruneBatch = 500
+
+// Prune implements jobstore.Store: in batches, the jobs created before olderThan and the oldest
+// beyond the newest max, with their returns. Several masters may prune at once: deletes of rows
+// already gone delete nothing.
+func (j pgJobs) Prune(olderThan time.Time, max int) (int, error) {
+	var cutoff *time.Time
+	if !olderThan.IsZero() {
+		t := olderThan.UTC()
+		cutoff = &t
+	}
+	total := 0
+	for {
+		var gone []string
+		err := j.s.tx(0, func(ctx context.Context, tx pgx.Tx) error {
+			rows, err := tx.Query(ctx, `DELETE FROM jobs WHERE jid IN (
+				SELECT jid FROM jobs
+				WHERE ($1::timestamptz IS NOT NULL AND (convert_from(record, 'UTF8')::jsonb->>'created')::timestamptz < $1)
+				   OR ($2::int > 0 AND jid <= (SELECT jid FROM jobs ORDER BY jid DESC OFFSET $2 LIMIT 1))
+				ORDER BY jid LIMIT $3)
+				RETURNING jid`, cutoff, max, pgPruneBatch)
+			if err != nil {
+				return err
+			}
+			if gone, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+				return err
+			}
+			if len(gone) == 0 {
+				return nil
+			}
+			_, err = tx.Exec(ctx, `DELETE FROM returns WHERE jid = ANY($1)`, gone)
+			return err
+		})
+		if err != nil {
+			return total, fmt.Errorf("prune jobs: %w", err)
+		}
+		total += len(gone)
+		if len(gone) < pgPruneBatch {
+			return total, nil
+		}
+	}
+}

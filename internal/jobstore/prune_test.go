@@ -1,0 +1,180 @@
+package jobstore
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// fill records n jobs of minions minions each, every minion with a return, created one second
+// apart from start; it writes in large transactions (the benchmark's store is millions of returns).
+func fill(t testing.TB, s *Bolt, start time.Time, first, n, minions int) []string {
+	t.Helper()
+	var jids []string
+	sig := make([]byte, 64)
+	const perTx = 2000
+	for lo := 0; lo < n; lo += perTx {
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			jb, rb := tx.Bucket(bJobs), tx.Bucket(bReturns)
+			for i := lo; i < min(lo+perTx, n); i++ {
+				created := start.Add(time.Duration(first+i) * time.Second)
+				jid := fmt.Sprintf("%s%06d-%06x", created.UTC().Format("20060102150405"), 0, first+i)
+				ids := make([]string, minions)
+				for k := range ids {
+					ids[k] = fmt.Sprintf("web-%03d", k)
+				}
+				data, _ := json.Marshal(Job{JID: jid, Kind: "apply", Target: "web*", Minions: ids, Digest: "sha256:0123456789abcdef",
+					Created: created, Expires: created.Add(time.Minute), Bundle: "base", StartedBy: "uid 0"})
+				if err := jb.Put([]byte(jid), data); err != nil {
+					return err
+				}
+				for _, id := range ids {
+					ret := fmt.Sprintf(`{"jid":%q,"minion":%q,"success":%v,"report":{"changed":0,"unchanged":12,"duration_ms":840}}`, jid, id, id != "web-007")
+					r, _ := json.Marshal(Return{JID: jid, Minion: id, Data: []byte(ret), Sig: sig, Received: created})
+					if err := rb.Put([]byte(jid+"\x00"+id), r); err != nil {
+						return err
+					}
+				}
+				jids = append(jids, jid)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return jids
+}
+
+func countReturns(t *testing.T, s *Bolt) int {
+	n := 0
+	_ = s.db.View(func(tx *bolt.Tx) error { n = tx.Bucket(bReturns).Stats().KeyN; return nil })
+	return n
+}
+
+func TestPrune(t *testing.T) {
+	s, err := OpenBolt(filepath.Join(t.TempDir(), "master.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	jids := fill(t, s, start, 0, 1200, 3)
+
+	// By count: the newest 1000 stay (more than one prune transaction's worth go).
+	n, err := s.Prune(time.Time{}, 1000)
+	if err != nil || n != 200 {
+		t.Fatalf("prune to 1000: deleted %d, %v", n, err)
+	}
+	jobs, _ := s.Jobs(0)
+	if len(jobs) != 1000 || jobs[len(jobs)-1].JID != jids[200] || jobs[0].JID != jids[1199] {
+		t.Fatalf("after the count prune: %d jobs, oldest %s", len(jobs), jobs[len(jobs)-1].JID)
+	}
+	if got := countReturns(t, s); got != 3000 {
+		t.Fatalf("%d returns left, want 3000 (the pruned jobs' returns go with them)", got)
+	}
+	if _, err := s.Job(jids[199]); err != ErrNotFound {
+		t.Fatalf("a pruned job is still there: %v", err)
+	}
+	if rs, _ := s.Returns(jids[199]); len(rs) != 0 {
+		t.Fatalf("a pruned job's returns are still there: %d", len(rs))
+	}
+
+	// By age: created before start+700s (jobs 200..699) go; a count limit above the rest does nothing.
+	n, err = s.Prune(start.Add(700*time.Second), 5000)
+	if err != nil || n != 500 {
+		t.Fatalf("prune by age: deleted %d, %v", n, err)
+	}
+	jobs, _ = s.Jobs(0)
+	if len(jobs) != 500 || jobs[len(jobs)-1].JID != jids[700] {
+		t.Fatalf("after the age prune: %d jobs, oldest %s", len(jobs), jobs[len(jobs)-1].JID)
+	}
+	if n, _ := s.Prune(time.Time{}, 0); n != 0 {
+		t.Fatalf("prune with no limits deleted %d", n)
+	}
+}
+
+// TestPruneReusesPages: a store that keeps the newest jobs while new ones come does not grow
+// without bound: bbolt reuses the pages freed by a prune.
+func TestPruneReusesPages(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "master.db")
+	s, err := OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	size := func() int64 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	const keep = 1000
+	fill(t, s, start, 0, keep, 10)
+	if _, err := s.Prune(time.Time{}, keep); err != nil {
+		t.Fatal(err)
+	}
+	var sizes []int64
+	for round := 1; round <= 6; round++ {
+		fill(t, s, start, round*keep, keep, 10)
+		if _, err := s.Prune(time.Time{}, keep); err != nil {
+			t.Fatal(err)
+		}
+		sizes = append(sizes, size())
+	}
+	t.Logf("file size after each round of %d new jobs and a prune to %d: %v", keep, keep, sizes)
+	// The first rounds may still grow the file (the freelist settles); after that it holds.
+	if last, settled := sizes[len(sizes)-1], sizes[2]; last > settled+settled/10 {
+		t.Fatalf("the file keeps growing with a constant number of jobs: %v", sizes)
+	}
+}
+
+// BenchmarkJobsList is `brine jobs list` against a store of 100,000 jobs of 50 minions (5
+// million returns): the newest 50 jobs, each with its outcome counted from its returns.
+func BenchmarkJobsList(b *testing.B) {
+	jobs, minions := 100_000, 50
+	if testing.Short() {
+		jobs = 2000
+	}
+	s, err := OpenBolt(filepath.Join(b.TempDir(), "master.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	t0 := time.Now()
+	fill(b, s, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), 0, jobs, minions)
+	b.Logf("filled %d jobs of %d minions in %s", jobs, minions, time.Since(t0).Round(time.Millisecond))
+	b.Run("list50", func(b *testing.B) {
+		for b.Loop() {
+			list, err := s.Jobs(50)
+			if err != nil || len(list) != 50 {
+				b.Fatal(len(list), err)
+			}
+			failed := 0
+			for _, j := range list {
+				rs, err := s.Returns(j.JID)
+				if err != nil || len(rs) != minions {
+					b.Fatal(len(rs), err)
+				}
+				for _, r := range rs {
+					var ok struct {
+						Success bool `json:"success"`
+					}
+					if json.Unmarshal(r.Data, &ok) != nil || !ok.Success {
+						failed++
+					}
+				}
+			}
+			if failed != 50 {
+				b.Fatalf("%d failed returns, want 50", failed)
+			}
+		}
+	})
+}
