@@ -34,6 +34,8 @@ import (
 //	name            = "<hostname>"             # this master's name in presence leases (brine status)
 //	job_retention   = "720h"                   # jobs older than this are pruned from the history
 //	job_max         = 100000                   # at most this many jobs are kept (the oldest go first)
+//	metrics_addr    = ""                       # HTTP address of Prometheus metrics (/metrics); off when empty
+//	schedule "NAME" { target = "*", every = "30m", splay = "5m", mode = "converge" }  # or mode = "drift"
 type Config struct {
 	DataDir       string `hcl:"data_dir,optional"`
 	PublishAddr   string `hcl:"publish_addr,optional"`
@@ -68,6 +70,10 @@ type Config struct {
 	// JobRetention and JobMax bound the job history (history.go).
 	JobRetention string `hcl:"job_retention,optional"`
 	JobMax       int    `hcl:"job_max,optional"`
+	// MetricsAddr is the HTTP address of the Prometheus metrics (metrics.go); off when empty.
+	MetricsAddr string `hcl:"metrics_addr,optional"`
+	// Schedules converge or check the site between pushes (schedule.go).
+	Schedules []ScheduleConfig `hcl:"schedule,block"`
 
 	rotate, heartbeat, jobTimeout, jobRetention time.Duration
 }
@@ -133,6 +139,9 @@ func (c *Config) fill() error {
 	}
 	if c.ControlSocket == "" {
 		c.ControlSocket = filepath.Join(c.DataDir, "master.sock")
+	}
+	if err := c.fillSchedules(); err != nil {
+		return err
 	}
 	if c.JobMax < 0 {
 		return fmt.Errorf("job_max must not be negative")

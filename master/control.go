@@ -86,6 +86,8 @@ type ControlResponse struct {
 	Detail  *JobDetail                `json:"detail,omitempty"`
 	Facts   map[string]map[string]any `json:"facts,omitempty"`
 	Finger  string                    `json:"finger,omitempty"`
+	// Drift answers the op "drift" (schedule.go).
+	Drift []DriftRecord `json:"drift,omitempty"`
 	// Status answers the op "status" (status.go).
 	Status []MinionStatus `json:"status,omitempty"`
 	// Master is the answering master's name (presence leases name masters so).
@@ -295,6 +297,13 @@ func (s *controlServer) do(ctx context.Context, req ControlRequest, send func(Co
 			out[id] = m.Facts(id)
 		}
 		send(ControlResponse{Event: Event{Event: "done"}, Facts: out})
+		return nil
+	case "drift":
+		recs, err := m.Drift(req.Target, req.All)
+		if err != nil {
+			return err
+		}
+		send(ControlResponse{Event: Event{Event: "done"}, Drift: recs})
 		return nil
 	case "finger":
 		send(ControlResponse{Event: Event{Event: "done"}, Finger: m.key.Pub.Fingerprint()})

@@ -40,29 +40,40 @@ func (m *Master) JobsList(limit int) ([]JobSummary, error) {
 	out := make([]JobSummary, len(jobs))
 	for i, j := range jobs {
 		s := JobSummary{Job: j, Waiting: now.Before(j.Expires)}
-		rs, err := m.store.Returns(j.JID)
+		o, err := m.outcome(j.JID)
 		if err != nil {
 			return nil, err
 		}
-		returned := map[string]bool{}
-		for _, r := range rs {
-			var ret struct {
-				Success bool `json:"success"`
-			}
-			if returned[r.Minion] || json.Unmarshal(r.Data, &ret) != nil {
-				continue
-			}
-			returned[r.Minion] = true
-			if ret.Success {
-				s.Succeeded++
-			} else {
-				s.Failed++
-			}
-		}
-		s.NoReturn = max(0, len(j.Minions)-len(returned))
+		s.Succeeded, s.Failed = o.Succeeded, o.Returned-o.Succeeded
+		s.NoReturn = max(0, len(j.Minions)-o.Returned)
 		out[i] = s
 	}
 	return out, nil
+}
+
+// outcome counts jid's returns: from the store's counts when it keeps them, else from the returns.
+func (m *Master) outcome(jid string) (jobstore.Outcome, error) {
+	if oc, ok := m.store.(jobstore.OutcomeCounter); ok {
+		if o, ok, err := oc.Outcome(jid); err != nil || ok {
+			return o, err
+		}
+	}
+	rs, err := m.store.Returns(jid)
+	if err != nil {
+		return jobstore.Outcome{}, err
+	}
+	var o jobstore.Outcome
+	for _, r := range rs {
+		var ret struct {
+			Success bool `json:"success"`
+		}
+		_ = json.Unmarshal(r.Data, &ret)
+		o.Returned++
+		if ret.Success {
+			o.Succeeded++
+		}
+	}
+	return o, nil
 }
 
 type startedByKey struct{}
@@ -144,8 +155,9 @@ func cleanBundleName(s string) string {
 	return string(out)
 }
 
-// startBackground starts the master's background work: pruning the job history.
+// startBackground starts the master's background work: pruning the job history, schedules.
 func (m *Master) startBackground() {
 	m.wg.Add(1)
 	go func() { defer m.wg.Done(); m.pruneLoop() }()
+	m.startSchedules()
 }

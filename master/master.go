@@ -88,6 +88,7 @@ type Master struct {
 	garbage    rateLog        // rate-limited warnings about what unauthenticated peers send
 	seen       seenTable      // when each minion last made an authenticated request (status.go)
 	pruneKick  chan struct{}  // wakes pruneLoop after a job is recorded (history.go)
+	drift      driftStore     // each minion's last drift check (schedule.go)
 }
 
 // session is one accepted minion's session. Its keys are its own: no other minion holds them.
@@ -261,8 +262,8 @@ func (m *Master) Start(ctx context.Context) error {
 		go func() { defer m.wg.Done(); m.worker(reqs) }()
 	}
 	go func() { defer m.wg.Done(); m.tickLoop() }()
-	go func() { defer m.wg.Done(); ctl.serve(m.ctx) }()
 	m.startBackground()
+	go func() { defer m.wg.Done(); ctl.serve(m.ctx) }()
 	m.log.Info("master started", "publish", m.PublishAddr(), "request", m.RequestAddr(), "finger", m.key.Pub.Fingerprint())
 	return nil
 }

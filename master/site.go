@@ -224,7 +224,9 @@ func (m *Master) ResolveTargetIn(target string, site *Site) ([]string, error) {
 // ConvergeSpec is a converge (highstate): every minion of Target gets the bundles its site
 // assigns it.
 type ConvergeSpec struct {
-	Target   string
+	Target string
+	// Minions, when not nil, are the minions converged (a schedule's, of Target); nil: Target's.
+	Minions  []string
 	Site     *Site // with its Tree
 	DryRun   bool
 	Timeout  time.Duration
@@ -250,6 +252,9 @@ func (m *Master) Converge(ctx context.Context, cs ConvergeSpec, ro Rollout, emit
 	ids, err := m.ResolveTargetIn(cs.Target, cs.Site)
 	if err != nil {
 		return nil, err
+	}
+	if cs.Minions != nil {
+		ids = cs.Minions
 	}
 	if len(ids) == 0 {
 		return nil, ErrNoMinions

@@ -777,6 +777,7 @@ func (m *Minion) executor(ctx context.Context) {
 				}
 			}
 			ret := m.execute(ctx, j)
+			m.logJob(j, ret)
 			if m.cfg.ExecSlots != nil && j.meta.Kind == wire.JobApply {
 				<-m.cfg.ExecSlots
 			}

@@ -62,7 +62,7 @@ func printJobs(w io.Writer, jobs []master.JobSummary) {
 		if j.Digest != "" {
 			bundle = cmpOr(j.Bundle, "?") + "@" + shortDigest(j.Digest)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", j.JID, kind, j.Target, cmpOr(j.StartedBy, "-"), bundle, outcome(j))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", j.JID, kind, escapeOutput(j.Target), cmpOr(j.StartedBy, "-"), escapeOutput(bundle), outcome(j))
 	}
 	tw.Flush()
 }
@@ -74,7 +74,7 @@ func printJobHeader(w io.Writer, j jobstore.Job) {
 		fmt.Fprintf(w, "  by %s", j.StartedBy)
 	}
 	if j.Digest != "" {
-		fmt.Fprintf(w, "  bundle %s %s", cmpOr(j.Bundle, "?"), j.Digest)
+		fmt.Fprintf(w, "  bundle %s %s", escapeOutput(cmpOr(j.Bundle, "?")), j.Digest)
 	}
 	fmt.Fprintln(w)
 }

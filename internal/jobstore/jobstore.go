@@ -74,6 +74,8 @@ var (
 	bJobs    = []byte("jobs")
 	bReturns = []byte("returns")
 	bFacts   = []byte("facts")
+	// bOutcomes counts each job's returns as they are recorded (outcome.go).
+	bOutcomes = []byte("outcomes")
 )
 
 // Bolt is a Store in one bbolt file.
@@ -90,7 +92,7 @@ func OpenBolt(path string) (*Bolt, error) {
 	// A short delay: a lone return (one minion) waits at most this long for company.
 	db.MaxBatchDelay = 2 * time.Millisecond
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bJobs, bReturns, bFacts} {
+		for _, b := range [][]byte{bJobs, bReturns, bFacts, bOutcomes} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -131,7 +133,10 @@ func (s *Bolt) AddReturn(r Return) (bool, error) {
 			return nil
 		}
 		added = true
-		return b.Put(key, data)
+		if err := b.Put(key, data); err != nil {
+			return err
+		}
+		return countReturn(tx, r)
 	})
 	return added, err
 }

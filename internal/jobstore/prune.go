@@ -30,7 +30,7 @@ func (s *Bolt) Prune(olderThan time.Time, max int) (int, error) {
 // pruneBatch deletes at most pruneBatch jobs; more says whether there may be others to delete.
 func (s *Bolt) pruneBatch(olderThan time.Time, max int) (n int, more bool, err error) {
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		jobs, rets := tx.Bucket(bJobs), tx.Bucket(bReturns)
+		jobs, rets, outcomes := tx.Bucket(bJobs), tx.Bucket(bReturns), tx.Bucket(bOutcomes)
 		over := 0
 		if max > 0 {
 			// KeyN counts the leaf entries: a walk of the bucket's pages, not of its values.
@@ -56,6 +56,9 @@ func (s *Bolt) pruneBatch(olderThan time.Time, max int) (n int, more bool, err e
 		}
 		for _, k := range victims {
 			if err := jobs.Delete(k); err != nil {
+				return err
+			}
+			if err := outcomes.Delete(k); err != nil {
 				return err
 			}
 			prefix := append(append([]byte(nil), k...), 0)
