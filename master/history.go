@@ -160,4 +160,5 @@ func (m *Master) startBackground() {
 	m.wg.Add(1)
 	go func() { defer m.wg.Done(); m.pruneLoop() }()
 	m.startSchedules()
+	m.serveMetrics()
 }

@@ -421,6 +421,7 @@ func (m *Master) runPhase(ctx context.Context, spec JobSpec, peers map[string][]
 			}
 			r := ev.Return
 			rets[r.Minion] = r
+			m.metrics.returned(job.Kind, time.Since(job.Created))
 			emit(Event{Event: "return", JID: job.JID, Phase: phase, Return: &r})
 		case <-timer.C:
 			goto out
@@ -438,6 +439,13 @@ out:
 	if len(missing) > 0 {
 		emit(Event{Event: "missing", JID: job.JID, Phase: phase, Missing: missing})
 	}
+	ok := 0
+	for _, r := range rets {
+		if r.Success {
+			ok++
+		}
+	}
+	m.metrics.jobDone(job.Kind, ok, len(rets)-ok, len(missing))
 	return rets, missing, job.JID, nil
 }
 

@@ -89,6 +89,7 @@ type Master struct {
 	seen       seenTable      // when each minion last made an authenticated request (status.go)
 	pruneKick  chan struct{}  // wakes pruneLoop after a job is recorded (history.go)
 	drift      driftStore     // each minion's last drift check (schedule.go)
+	metrics    *metrics       // Prometheus metrics (metrics.go)
 }
 
 // session is one accepted minion's session. Its keys are its own: no other minion holds them.
@@ -163,6 +164,7 @@ func New(cfg Config, logger *slog.Logger) (*Master, error) {
 		facts:     map[string]map[string]any{},
 		watchers:  map[string][]chan ReturnEvent{},
 		pruneKick: make(chan struct{}, 1),
+		metrics:   newMetrics(),
 	}
 	all, err := store.AllFacts()
 	if err != nil {
@@ -243,6 +245,15 @@ func (m *Master) Start(ctx context.Context) error {
 	}
 	m.ctl = ctl
 	if err := m.startBootstrap(); err != nil {
+		ctl.close()
+		m.ctl = nil
+		m.pub.Close()
+		m.router.Close()
+		m.cancel()
+		return err
+	}
+	if err := m.listenMetrics(); err != nil {
+		m.stopBootstrap()
 		ctl.close()
 		m.ctl = nil
 		m.pub.Close()
@@ -401,6 +412,7 @@ func (m *Master) handleAuth(src string, body []byte) (reply []byte, authed bool)
 	if !ok {
 		// Unknown or expired challenge: without it the master does not know the box key the
 		// auth was sealed with, nor one to seal an answer to. The minion times out and retries.
+		m.metrics.authRefused("unknown or expired challenge")
 		return nil, false
 	}
 	// The auth is sealed to the master's box key by the box key of the hello (DESIGN.md
@@ -415,6 +427,7 @@ func (m *Master) handleAuth(src string, body []byte) (reply []byte, authed bool)
 		ok = err == nil && wire.Unmarshal(data, 8192, &a) == nil
 	}
 	refuse := func(why string) ([]byte, bool) {
+		m.metrics.authRefused(why)
 		return m.authReply(shared, wire.AuthReply{ClientNonce: a.ClientNonce, Status: wire.StatusRefused, Reason: why}), false
 	}
 	if !ok {
@@ -445,6 +458,7 @@ func (m *Master) handleAuth(src string, body []byte) (reply []byte, authed bool)
 		ar.Groups = rec.Groups
 	} else {
 		m.log.Info("minion key not accepted", "minion", c.id, "state", rec.State)
+		m.metrics.authNotAccepted(string(rec.State))
 	}
 	return m.authReply(shared, ar), rec.State == pki.StateAccepted
 }
