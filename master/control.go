@@ -253,11 +253,13 @@ func (s *controlServer) do(ctx context.Context, req ControlRequest, send func(Co
 		if err != nil {
 			return err
 		}
+		chk := m.checkTarget(req.Target, site)
 		if len(ids) == 0 {
-			return ErrNoMinions
+			return noMinionsError(chk)
 		}
 		spec.Minions = ids
 		emit := func(ev Event) { send(ControlResponse{Event: ev}) }
+		emitTargetCheck(chk, emit)
 		if req.Rollout.Enabled() {
 			_, err = m.RunRollout(ctx, spec, req.Rollout, emit)
 		} else {
@@ -291,6 +293,9 @@ func (s *controlServer) do(ctx context.Context, req ControlRequest, send func(Co
 		ids, err := m.ResolveTarget(req.Target)
 		if err != nil {
 			return err
+		}
+		if len(ids) == 0 {
+			return noMinionsError(m.checkTarget(req.Target, nil))
 		}
 		out := map[string]map[string]any{}
 		for _, id := range ids {

@@ -60,7 +60,7 @@ type JobSpec struct {
 
 // Event is one step of a job as the control socket streams it to the CLI.
 type Event struct {
-	Event       string       `json:"event"` // published | return | missing | invalid | done | error | batch | batch_done | stopped | unassigned
+	Event       string       `json:"event"` // published | return | missing | invalid | done | error | batch | batch_done | stopped | unassigned | unknown
 	JID         string       `json:"jid,omitempty"`
 	Phase       int          `json:"phase,omitempty"`
 	Minions     []string     `json:"minions,omitempty"`
@@ -68,6 +68,9 @@ type Event struct {
 	Missing     []string     `json:"missing,omitempty"`
 	Error       string       `json:"error,omitempty"`
 	Diagnostics string       `json:"diagnostics,omitempty"`
+	// Hint explains an "unknown" event: what the target names that does not exist, with
+	// "did you mean" (targethints.go).
+	Hint string `json:"hint,omitempty"`
 
 	// Rollouts (batch | batch_done | stopped, and the final done).
 	Batch     int      `json:"batch,omitempty"`

@@ -2,6 +2,7 @@ package master
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -396,6 +397,11 @@ func (s *controlServer) converge(ctx context.Context, req ControlRequest, send f
 		emit(Event{Event: "invalid", Diagnostics: buf.String(), Error: "the site is invalid; nothing was sent"})
 		return errors.New("the site is invalid; nothing was sent")
 	}
+	chk := m.checkTarget(cmp.Or(req.Target, "*"), site)
+	if ids, err := m.ResolveTargetIn(cmp.Or(req.Target, "*"), site); err == nil && len(ids) == 0 {
+		return noMinionsError(chk)
+	}
+	emitTargetCheck(chk, emit)
 	_, err = m.Converge(ctx, ConvergeSpec{Target: req.Target, Site: site, DryRun: req.DryRun, Timeout: req.Timeout,
 		Vars: req.Vars, VarFiles: req.VarFiles}, req.Rollout, emit)
 	return err

@@ -187,6 +187,9 @@ func term(tok string) (Target, error) {
 		}
 		return factT{key: k, glob: v}, nil
 	}
+	if kind, _, ok := strings.Cut(tok, ":"); ok {
+		return nil, unknownKind(tok, kind)
+	}
 	globs := strings.Split(tok, ",")
 	for _, g := range globs {
 		if g == "" {

@@ -85,3 +85,12 @@ func cmpOr(s, def string) string {
 	}
 	return s
 }
+
+// escapeLines escapes each line of s for the terminal, keeping the line breaks.
+func escapeLines(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = escapeOutput(l)
+	}
+	return strings.Join(lines, "\n")
+}

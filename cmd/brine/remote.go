@@ -158,6 +158,8 @@ func runJob(cmd *cobra.Command, cf *controlFlags, req master.ControlRequest, asJ
 		missing       = map[string]bool{}
 		untouched     []string
 		batchStart    time.Time
+		unknown       []string
+		lateJIDs      []string // jobs some minion did not return in time
 	)
 	err = cl.Do(ctx, req, func(r master.ControlResponse) {
 		ev := r.Event
@@ -183,7 +185,13 @@ func runJob(cmd *cobra.Command, cf *controlFlags, req master.ControlRequest, asJ
 			if !asJSON {
 				printReturn(out, *ev.Return, verbose, color)
 			}
+		case "unknown":
+			unknown = append(unknown, ev.Minions...)
+			if !asJSON {
+				fmt.Fprintln(errOut, escapeLines(ev.Hint))
+			}
 		case "missing":
+			lateJIDs = append(lateJIDs, ev.JID)
 			for _, id := range ev.Missing {
 				missing[id] = true
 				delete(rets, id)
@@ -243,12 +251,18 @@ func runJob(cmd *cobra.Command, cf *controlFlags, req master.ControlRequest, asJ
 		if len(untouched) > 0 {
 			summary += fmt.Sprintf(", %d not touched", len(untouched))
 		}
+		if len(unknown) > 0 {
+			summary += fmt.Sprintf(", %d unknown (%s)", len(unknown), strings.Join(unknown, ", "))
+		}
 		fmt.Fprintln(out, summary)
+		for _, jid := range lateJIDs {
+			fmt.Fprintf(errOut, "job %s: the minions that did not return in time may still be running it; their results will appear in: brine jobs show %s\n", jid, jid)
+		}
 	}
 	if err != nil {
 		return withCode(exitFailed, err)
 	}
-	if failed > 0 || len(missing) > 0 || len(rets) < len(expected) || len(untouched) > 0 {
+	if failed > 0 || len(missing) > 0 || len(rets) < len(expected) || len(untouched) > 0 || len(unknown) > 0 {
 		return withCode(exitFailed, nil)
 	}
 	return nil
