@@ -110,8 +110,9 @@ func peerUID(c net.Conn) string {
 	return fmt.Sprintf("uid %d", cred.Uid)
 }
 
-// pruneLoop applies job_retention and job_max in the background: at start, every
-// pruneInterval, and soon after jobs are published (m.pruneKick).
+// pruneLoop applies job_retention and job_max in the background: at start, every minute (or
+// a quarter of job_retention), and after jobs are published (m.pruneKick, at most every
+// pruneMinGap).
 func (m *Master) pruneLoop() {
 	every := min(max(m.cfg.jobRetention/4, time.Second), time.Minute)
 	t := time.NewTicker(every)
@@ -123,14 +124,24 @@ func (m *Master) pruneLoop() {
 		} else if n > 0 {
 			m.log.Info("pruned the job history", "jobs", n, "job_retention", m.cfg.JobRetention, "job_max", m.cfg.JobMax)
 		}
+		last := time.Now()
 		select {
 		case <-m.ctx.Done():
 			return
 		case <-t.C:
 		case <-m.pruneKick:
+			// Jobs are published in bursts: prune at most once per pruneMinGap for them.
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-time.After(time.Until(last.Add(pruneMinGap))):
+			}
 		}
 	}
 }
+
+// pruneMinGap is the least time between two prunes that new jobs ask for.
+const pruneMinGap = 5 * time.Second
 
 // kickPrune asks pruneLoop to run soon (a job was recorded); it never blocks.
 func (m *Master) kickPrune() {

@@ -28,17 +28,18 @@ func (s *Bolt) Prune(olderThan time.Time, max int) (int, error) {
 }
 
 // pruneBatch deletes at most pruneBatch jobs; more says whether there may be others to delete.
+// The victims are found in a read transaction (counting the jobs walks the bucket's pages), which
+// does not hold up the returns being recorded; only the deletes take the writer lock.
 func (s *Bolt) pruneBatch(olderThan time.Time, max int) (n int, more bool, err error) {
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		jobs, rets, outcomes := tx.Bucket(bJobs), tx.Bucket(bReturns), tx.Bucket(bOutcomes)
+	var victims [][]byte
+	err = s.db.View(func(tx *bolt.Tx) error {
+		jobs := tx.Bucket(bJobs)
 		over := 0
 		if max > 0 {
-			// KeyN counts the leaf entries: a walk of the bucket's pages, not of its values.
 			if count := jobs.Stats().KeyN; count > max {
 				over = count - max
 			}
 		}
-		var victims [][]byte
 		c := jobs.Cursor()
 		for k, v := c.First(); k != nil && len(victims) < pruneBatch; k, v = c.Next() {
 			if len(victims) >= over {
@@ -54,6 +55,13 @@ func (s *Bolt) pruneBatch(olderThan time.Time, max int) (n int, more bool, err e
 			}
 			victims = append(victims, append([]byte(nil), k...))
 		}
+		return nil
+	})
+	if err != nil || len(victims) == 0 {
+		return 0, false, err
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		jobs, rets, outcomes := tx.Bucket(bJobs), tx.Bucket(bReturns), tx.Bucket(bOutcomes)
 		for _, k := range victims {
 			if err := jobs.Delete(k); err != nil {
 				return err
@@ -73,8 +81,10 @@ func (s *Bolt) pruneBatch(olderThan time.Time, max int) (n int, more bool, err e
 				}
 			}
 		}
-		n, more = len(victims), len(victims) == pruneBatch
 		return nil
 	})
-	return n, more, err
+	if err != nil {
+		return 0, false, err
+	}
+	return len(victims), len(victims) == pruneBatch, nil
 }
