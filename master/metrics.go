@@ -151,9 +151,16 @@ func (m *Master) listenMetrics() error {
 	if err != nil {
 		return fmt.Errorf("metrics_addr %s: %w", m.cfg.MetricsAddr, err)
 	}
-	m.metrics.l = l
+	// Over the limits a connection is closed at once (bootlimits.go): a scraper needs one.
+	m.metrics.l = newLimitListener(l, maxMetricsConns, maxMetricsConnsPerSource)
 	return nil
 }
+
+// The metrics endpoint's connection limits: Prometheus holds one connection per target.
+const (
+	maxMetricsConns          = 32
+	maxMetricsConnsPerSource = 8
+)
 
 // MetricsAddr is the address the metrics endpoint is bound to ("" when off).
 func (m *Master) MetricsAddr() string {

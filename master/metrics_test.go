@@ -2,6 +2,7 @@ package master_test
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -156,5 +157,56 @@ func TestMetricsAddrInUse(t *testing.T) {
 	defer m2.Close()
 	if err := m2.Start(t.Context()); err == nil || !strings.Contains(err.Error(), "metrics_addr") {
 		t.Fatalf("start with the metrics address in use: %v", err)
+	}
+}
+
+// The metrics endpoint holds up against clients that do not behave: a connection that never
+// finishes its request is closed, connections over the per-source limit are closed at once, and
+// a scrape still works.
+func TestMetricsHostileClients(t *testing.T) {
+	m := master.TestMaster(t, func(c *master.Config) { c.MetricsAddr = "127.0.0.1:0" })
+	addr := m.MetricsAddr()
+	var conns []net.Conn
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	for range 8 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte("GET /metrics HTTP/1.1\r\nHost: x\r\n")) // never ends the header
+		conns = append(conns, c)
+	}
+	// The ninth from the same source is closed without an answer, though its request is whole.
+	extra, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	extra.Write([]byte("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"))
+	extra.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if n, err := extra.Read(make([]byte, 64)); err == nil || n != 0 {
+		t.Fatalf("a connection over the per-source limit was served: %d %v", n, err)
+	}
+	// The stalled ones are closed after the header timeout (5 s; generous bound for a loaded host).
+	for i, c := range conns {
+		c.SetReadDeadline(time.Now().Add(60 * time.Second))
+		buf := make([]byte, 4096)
+		for {
+			_, err := c.Read(buf)
+			if err != nil {
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					t.Fatalf("stalled connection %d still open after 60 s", i)
+				}
+				break
+			}
+		}
+	}
+	fams := scrape(t, addr)
+	if _, ok := fams["brine_connected_minions"]; !ok {
+		t.Fatal("no scrape after the stalled clients went")
 	}
 }
