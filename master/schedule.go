@@ -238,6 +238,15 @@ type DriftRecord struct {
 	Error string `json:"error,omitempty"`
 }
 
+// DriftSummary is a minion's last drift check as `brine status` shows it.
+type DriftSummary struct {
+	JID     string    `json:"jid"`
+	Checked time.Time `json:"checked"`
+	Drifted bool      `json:"drifted"`
+	Changes int       `json:"changes"`
+	Error   string    `json:"error,omitempty"`
+}
+
 // driftRecord makes the record of minion id's dry-run return: every resource that would change.
 func driftRecord(schedule, id string, ret wire.Return) DriftRecord {
 	d := DriftRecord{Minion: id, Schedule: schedule, JID: ret.JID, Checked: ret.Finished, Error: truncate(ret.Error, maxDriftDiff)}

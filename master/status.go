@@ -58,6 +58,9 @@ type MinionStatus struct {
 	Version   string      `json:"version,omitempty"`
 	Groups    []string    `json:"groups"`
 	LastJob   *JobOutcome `json:"last_job,omitempty"`
+	// LastDrift is the minion's last drift check by a schedule (schedule.go), without the diffs
+	// (`brine drift` shows them).
+	LastDrift *DriftSummary `json:"last_drift,omitempty"`
 	// Master is the master the minion is connected to: this one, or another of a shared store
 	// (its presence lease); "" when not connected.
 	Master string `json:"master,omitempty"`
@@ -163,6 +166,13 @@ func (m *Master) Status(ctx context.Context, target string, site *Site) ([]Minio
 			want[id].LastJob = o
 			delete(want, id)
 		}
+	}
+	at := make(map[string]int, len(out))
+	for i := range out {
+		at[out[i].ID] = i
+	}
+	for _, d := range m.drift.get(ids, accepted) {
+		out[at[d.Minion]].LastDrift = &DriftSummary{JID: d.JID, Checked: d.Checked, Drifted: d.Drifted, Changes: len(d.Changes), Error: d.Error}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil

@@ -87,6 +87,9 @@ schedule "watch" {
 	if b, _ := os.ReadFile(filepath.Join(out, "d1")); string(b) != "edited \x1b[2J by hand\n" {
 		t.Fatalf("a drift check changed the file: %q", b)
 	}
+	if st, _, code := brine(t, "status", "d1", "--socket", sock); code != 0 || !strings.Contains(st, "in drift (1 resource(s))") {
+		t.Errorf("status lacks the drift:\n%s", st)
+	}
 	jobs, _, code := brine(t, "jobs", "list", "--socket", sock, "--limit", "3")
 	if code != 0 || !strings.Contains(jobs, "converge (dry run)") || !strings.Contains(jobs, "schedule watch") ||
 		!strings.Contains(jobs, "motd@") || !strings.Contains(jobs, "1 ok") {

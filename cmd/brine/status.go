@@ -75,6 +75,16 @@ and the site's groups) and its last job among the 2000 most recent, with its out
 						job += " (" + escapeOutput(j.Error) + ")"
 					}
 				}
+				if d := s.LastDrift; d != nil {
+					switch {
+					case d.Error != "":
+						job += fmt.Sprintf("; drift check failed %s ago", age(now, d.Checked))
+					case d.Drifted:
+						job += fmt.Sprintf("; in drift (%d resource(s)), checked %s ago: brine drift %s", d.Changes, age(now, d.Checked), s.ID)
+					default:
+						job += fmt.Sprintf("; no drift, checked %s ago", age(now, d.Checked))
+					}
+				}
 				fmt.Fprintf(w, "%-24s %-16s %-16s %-24s %s\n", s.ID, state, orDash(escapeOutput(s.Version)), orDash(strings.Join(s.Groups, ",")), job)
 			}
 			return nil
