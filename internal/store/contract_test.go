@@ -68,6 +68,7 @@ func TestContract(t *testing.T) {
 				{"redeem-concurrent", testRedeemConcurrent},
 				{"jobs", testJobs},
 				{"prune", testPrune},
+				{"outcome", testOutcome},
 				{"deliveries", testDeliveries},
 				{"attested", testAttested},
 				{"presence", testPresence},
@@ -677,5 +678,44 @@ func testPrune(t *testing.T, open func() store.Store) {
 	}
 	if n, _ := js.Prune(time.Time{}, 0); n != 0 {
 		t.Fatalf("prune without limits deleted %d", n)
+	}
+}
+
+// testOutcome: a job's returns counted by the store for `brine jobs list`.
+func testOutcome(t *testing.T, open func() store.Store) {
+	js := open().Jobs()
+	oc, ok := js.(jobstore.OutcomeCounter)
+	if !ok {
+		t.Fatal("the job store does not count outcomes")
+	}
+	jid := "20260101000000000001-aaaaaa"
+	js.PutJob(jobstore.Job{JID: jid, Minions: []string{"a", "b", "c", "d"}, Created: time.Now()})
+	if _, ok, err := oc.Outcome(jid); ok || err != nil {
+		t.Fatalf("counts before any return: %v %v", ok, err)
+	}
+	for _, r := range []jobstore.Return{
+		{JID: jid, Minion: "a", Data: []byte(`{"minion":"a","success":true}`)},
+		{JID: jid, Minion: "a", Data: []byte(`{"minion":"a","success":true}`)}, // a redelivery
+		{JID: jid, Minion: "b", Data: []byte(`{"success":false}`)},
+		{JID: jid, Minion: "c", Data: []byte(`{"success":"true"}`)}, // not a boolean
+	} {
+		if _, err := js.AddReturn(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if o, ok, err := oc.Outcome(jid); !ok || err != nil || o != (jobstore.Outcome{Returned: 3, Succeeded: 1}) {
+		t.Fatalf("counts %+v %v %v, want 3 returned, 1 succeeded", o, ok, err)
+	}
+	// Data a minion signed that is valid JSON for Go but not for PostgreSQL's jsonb (invalid
+	// UTF-8, \u0000): no error; counted right, or left to the caller (ok false).
+	hostile := "20260101000000000002-bbbbbb"
+	js.PutJob(jobstore.Job{JID: hostile, Minions: []string{"a", "b"}, Created: time.Now()})
+	js.AddReturn(jobstore.Return{JID: hostile, Minion: "a", Data: []byte("{\"success\":true,\"error\":\"\xff\xfe\"}")})
+	js.AddReturn(jobstore.Return{JID: hostile, Minion: "b", Data: []byte(`{"success":false,"error":"\u0000"}`)})
+	if o, ok, err := oc.Outcome(hostile); err != nil || (ok && o != (jobstore.Outcome{Returned: 2, Succeeded: 1})) {
+		t.Fatalf("hostile data: %+v %v %v", o, ok, err)
+	}
+	if rs, err := js.Returns(hostile); err != nil || len(rs) != 2 {
+		t.Fatalf("the returns of the hostile job: %d %v", len(rs), err)
 	}
 }

@@ -315,10 +315,13 @@ const pgPruneBatch = 500
 // beyond the newest max, with their returns. Several masters may prune at once: deletes of rows
 // already gone delete nothing.
 func (j pgJobs) Prune(olderThan time.Time, max int) (int, error) {
-	var cutoff *time.Time
+	// Job ids begin with their UTC creation time to the microsecond (master.NewJID), so the
+	// jobs created before olderThan are the ids below this one: the primary key answers, and no
+	// record is parsed.
+	cutoff := ""
 	if !olderThan.IsZero() {
 		t := olderThan.UTC()
-		cutoff = &t
+		cutoff = fmt.Sprintf("%s%06d", t.Format("20060102150405"), t.Nanosecond()/1000)
 	}
 	total := 0
 	for {
@@ -326,7 +329,7 @@ func (j pgJobs) Prune(olderThan time.Time, max int) (int, error) {
 		err := j.s.tx(0, func(ctx context.Context, tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, `DELETE FROM jobs WHERE jid IN (
 				SELECT jid FROM jobs
-				WHERE ($1::timestamptz IS NOT NULL AND (convert_from(record, 'UTF8')::jsonb->>'created')::timestamptz < $1)
+				WHERE jid < $1
 				   OR ($2::int > 0 AND jid <= (SELECT jid FROM jobs ORDER BY jid DESC OFFSET $2 LIMIT 1))
 				ORDER BY jid LIMIT $3)
 				RETURNING jid`, cutoff, max, pgPruneBatch)
@@ -350,4 +353,22 @@ func (j pgJobs) Prune(olderThan time.Time, max int) (int, error) {
 			return total, nil
 		}
 	}
+}
+
+// Outcome implements jobstore.OutcomeCounter: the job's returns counted in the database (the
+// success field of each return's signed data), so that a job list reads one row per job. It
+// reports ok=false, and no error, when the database cannot count them.
+func (j pgJobs) Outcome(jid string) (jobstore.Outcome, bool, error) {
+	ctx, cancel := j.s.ctx()
+	defer cancel()
+	var returned, succeeded int
+	err := j.s.pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE
+			(convert_from(decode(convert_from(record, 'UTF8')::jsonb->>'data', 'base64'), 'UTF8')::jsonb->'success') = 'true'::jsonb)
+		FROM returns WHERE jid = $1`, jid).Scan(&returned, &succeeded)
+	if err != nil {
+		// Data PostgreSQL cannot read as JSON text (a minion's invalid UTF-8, a \u0000 that
+		// jsonb refuses) fails the query: the caller counts the returns itself instead.
+		return jobstore.Outcome{}, false, nil
+	}
+	return jobstore.Outcome{Returned: returned, Succeeded: succeeded}, returned > 0, nil
 }
