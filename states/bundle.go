@@ -22,6 +22,9 @@ import (
 const (
 	MaxBundleFiles = 10000
 	MaxBundleBytes = 64 << 20
+	// MaxResources bounds the resources one bundle compiles to on one host (for_each instances
+	// included): the master compiles every bundle for every target, so it is a bound on its work.
+	MaxResources = 10000
 )
 
 // Bundle is a state bundle in memory: every regular file under its root, keyed by slash-separated

@@ -568,6 +568,10 @@ func collectNodes(blocks []*hcl.Block, ctx *hcl.EvalContext) (map[string]*node, 
 		}
 		nodes[n.addr] = n
 	}
+	if len(blocks) > MaxResources {
+		return nodes, groups, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Too many resources",
+			Detail: fmt.Sprintf("The bundle declares %d blocks; a bundle compiles to at most %d resources on one host.", len(blocks), MaxResources)}}
+	}
 	for i, blk := range blocks {
 		t := lookupType(blk.Type)
 		if t == nil {
@@ -621,6 +625,13 @@ func collectNodes(blocks []*hcl.Block, ctx *hcl.EvalContext) (map[string]*node, 
 		diags = append(diags, d...)
 		if d.HasErrors() {
 			continue
+		}
+		if len(nodes)+len(instances) > MaxResources {
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Too many resources",
+				Detail: fmt.Sprintf("This for_each makes %d instances; a bundle compiles to at most %d resources on one host.",
+					len(instances), MaxResources),
+				Subject: fe.Expr.Range().Ptr()})
+			return nodes, groups, diags
 		}
 		var addrs []string
 		for k, inst := range instances {
@@ -969,7 +980,9 @@ func decodeNode(n *node, ctx *hcl.EvalContext, b *Bundle, sens *sensitivity) hcl
 func nodeValue(n *node, ctx *hcl.EvalContext) cty.Value {
 	attrs := map[string]cty.Value{"name": cty.StringVal(n.name)}
 	for name, a := range n.block.Body.(*hclsyntax.Body).Attributes {
-		if name == "depends_on" || name == "notify" || name == "only_if" {
+		// Meta-arguments are not values of the resource; for_each in particular would be
+		// evaluated again for every instance (quadratic in the instances).
+		if name == "depends_on" || name == "notify" || name == "only_if" || name == "for_each" {
 			continue
 		}
 		if v, d := a.Expr.Value(ctx); !d.HasErrors() {
