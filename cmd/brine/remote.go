@@ -278,7 +278,9 @@ func printReturn(w io.Writer, r wire.Return, verbose, color bool) {
 		return
 	}
 	if r.Error != "" {
-		fmt.Fprintf(w, "%s: failed: %s\n", r.Minion, r.Error)
+		// One line per minion: a newline in a minion's error would forge another minion's
+		// line ("web2: pong") on the operator's terminal.
+		fmt.Fprintf(w, "%s: failed: %s\n", r.Minion, escapeOutput(r.Error))
 		if r.Diagnostics != "" {
 			fmt.Fprint(w, indent(r.Diagnostics))
 		}

@@ -30,3 +30,17 @@ func TestPrintRunReturnEscapes(t *testing.T) {
 		t.Fatalf("escapeOutput = %q", got)
 	}
 }
+
+// A minion's error stays on its own line: a compromised minion cannot forge another minion's
+// result line ("web2: pong", "web2: ok") in `brine apply` or `brine jobs show`.
+func TestPrintReturnErrorCannotForgeLines(t *testing.T) {
+	for _, kind := range []string{wire.JobApply, wire.JobRun} {
+		var buf bytes.Buffer
+		printReturn(&buf, wire.Return{Minion: "evil", Kind: kind, Error: "boom\nweb2: pong\r\nweb3:\n  Applied 3 resources", Diagnostics: "d1\nweb4: pong\n"}, false, false)
+		for _, l := range strings.Split(strings.TrimRight(buf.String(), "\n"), "\n") {
+			if !strings.HasPrefix(l, "evil: ") && !strings.HasPrefix(l, "  ") {
+				t.Fatalf("%s: a minion's error printed a line of its own %q:\n%s", kind, l, buf.String())
+			}
+		}
+	}
+}
