@@ -886,16 +886,13 @@ func (m *Master) sessionKeys(minions []string) map[string]*pki.SessionKey {
 // session keys that later jobs would be wrapped for (DESIGN.md invariant 4), and their facts go
 // (on delete).
 func (m *Master) RemoveMinions(ids []string, forget bool) {
+	m.removeLocal(ids, forget)
+	if !forget {
+		return
+	}
 	for _, id := range ids {
-		m.dropSession(id)
-		if forget {
-			m.mu.Lock()
-			delete(m.facts, id)
-			m.mu.Unlock()
-			m.factsSeen.forget(id)
-			_ = m.store.DeleteFacts(id)
-			m.attest.forget(id)
-		}
+		_ = m.store.DeleteFacts(id)
+		m.attest.forget(id)
 	}
 }
 
