@@ -1,6 +1,7 @@
 package master
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -99,7 +100,7 @@ func LoadConfig(path, dataDir string) (Config, hcl.Diagnostics) {
 		c.DataDir = dataDir
 	}
 	if err := c.fill(); err != nil {
-		return c, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid master config", Detail: err.Error()}}
+		return c, hclfile.Diagnose(path, "Invalid master config", err)
 	}
 	return c, nil
 }
@@ -126,16 +127,16 @@ func (c *Config) fill() error {
 		c.RequestAddr = "0.0.0.0:4506"
 	}
 	if c.MaxConnsPerSource < 0 || c.MaxHandshakesPerSource < 0 || c.PreAuthRatePerSource < 0 {
-		return fmt.Errorf("max_conns_per_source, max_handshakes_per_source and preauth_rate_per_source must not be negative")
+		return hclfile.Field(errors.New("max_conns_per_source, max_handshakes_per_source and preauth_rate_per_source must not be negative"))
 	}
 	if c.SecretsFile == "" {
 		c.SecretsFile = filepath.Join(c.DataDir, "secrets.hcl")
 	}
 	if c.MaxPending < 0 || c.MaxPendingPerSource < 0 {
-		return fmt.Errorf("max_pending and max_pending_per_source must not be negative")
+		return hclfile.Field(errors.New("max_pending and max_pending_per_source must not be negative"))
 	}
 	if c.Store != "" && !postgresStore(c.Store) {
-		return fmt.Errorf("store must be empty (files in data_dir) or a postgres://user@host/db URL")
+		return hclfile.Field(errors.New("store must be empty (files in data_dir) or a postgres://user@host/db URL"), "store")
 	}
 	if c.ControlSocket == "" {
 		c.ControlSocket = filepath.Join(c.DataDir, "master.sock")
@@ -144,22 +145,23 @@ func (c *Config) fill() error {
 		return err
 	}
 	if c.JobMax < 0 {
-		return fmt.Errorf("job_max must not be negative")
+		return hclfile.Field(errors.New("job_max must not be negative"), "job_max")
 	}
 	if c.JobMax == 0 {
 		c.JobMax = 100000
 	}
 	for _, d := range []struct {
-		s   *string
-		def string
-		out *time.Duration
-	}{{&c.SessionRotate, "24h", &c.rotate}, {&c.Heartbeat, "5s", &c.heartbeat}, {&c.JobTimeout, "5m", &c.jobTimeout}, {&c.JobRetention, "720h", &c.jobRetention}} {
+		name string
+		s    *string
+		def  string
+		out  *time.Duration
+	}{{"session_rotate", &c.SessionRotate, "24h", &c.rotate}, {"heartbeat", &c.Heartbeat, "5s", &c.heartbeat}, {"job_timeout", &c.JobTimeout, "5m", &c.jobTimeout}, {"job_retention", &c.JobRetention, "720h", &c.jobRetention}} {
 		if *d.s == "" {
 			*d.s = d.def
 		}
 		v, err := time.ParseDuration(*d.s)
 		if err != nil || v <= 0 {
-			return fmt.Errorf("bad duration %q (want e.g. %q)", *d.s, d.def)
+			return hclfile.Field(fmt.Errorf("%s: bad duration %q (want e.g. %q)", d.name, *d.s, d.def), d.name)
 		}
 		*d.out = v
 	}

@@ -2,6 +2,7 @@ package master
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/brinecm/brine/internal/hclfile"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/states"
 )
@@ -48,40 +50,40 @@ const (
 // fillSchedules checks the schedule blocks and parses their durations.
 func (c *Config) fillSchedules() error {
 	if len(c.Schedules) > maxSchedules {
-		return fmt.Errorf("%d schedule blocks; at most %d", len(c.Schedules), maxSchedules)
+		return hclfile.Field(fmt.Errorf("%d schedule blocks; at most %d", len(c.Schedules), maxSchedules), "schedule")
 	}
 	seen := map[string]bool{}
 	for i := range c.Schedules {
 		s := &c.Schedules[i]
 		if s.Name == "" || seen[s.Name] {
-			return fmt.Errorf("schedule %q: each schedule needs its own, non-empty name", s.Name)
+			return hclfile.Field(errors.New("each schedule needs its own, non-empty name"), "schedule", s.Name)
 		}
 		seen[s.Name] = true
 		if c.Site == "" {
-			return fmt.Errorf("schedule %q: schedules converge the site, and no site is set (add site = \"/etc/brine/states\")", s.Name)
+			return hclfile.Field(errors.New("schedules converge the site, and no site is set (add site = \"/etc/brine/states\")"), "schedule", s.Name)
 		}
 		if s.Target == "" {
 			s.Target = "*"
 		}
 		if _, err := ParseTarget(s.Target); err != nil {
-			return fmt.Errorf("schedule %q: target: %w", s.Name, err)
+			return hclfile.Field(err, "schedule", s.Name, "target")
 		}
 		switch s.Mode {
 		case "":
 			s.Mode = ModeConverge
 		case ModeConverge, ModeDrift:
 		default:
-			return fmt.Errorf("schedule %q: mode %q is neither %q nor %q", s.Name, s.Mode, ModeConverge, ModeDrift)
+			return hclfile.Field(fmt.Errorf("mode %q is neither %q nor %q", s.Mode, ModeConverge, ModeDrift), "schedule", s.Name, "mode")
 		}
 		var err error
 		if s.every, err = time.ParseDuration(s.Every); err != nil || s.every < minScheduleEvery {
-			return fmt.Errorf("schedule %q: every = %q: want a duration of at least %s, e.g. \"30m\"", s.Name, s.Every, minScheduleEvery)
+			return hclfile.Field(fmt.Errorf("every = %q: want a duration of at least %s, e.g. \"30m\"", s.Every, minScheduleEvery), "schedule", s.Name, "every")
 		}
 		if s.Splay == "" {
 			s.Splay = "0s"
 		}
 		if s.splay, err = time.ParseDuration(s.Splay); err != nil || s.splay < 0 {
-			return fmt.Errorf("schedule %q: splay = %q: want a duration, e.g. \"5m\"", s.Name, s.Splay)
+			return hclfile.Field(fmt.Errorf("splay = %q: want a duration, e.g. \"5m\"", s.Splay), "schedule", s.Name, "splay")
 		}
 	}
 	return nil

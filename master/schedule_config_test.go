@@ -9,7 +9,8 @@ import (
 	"github.com/brinecm/brine/master"
 )
 
-// Schedule blocks and the history settings in master.hcl: accepted, and every mistake named.
+// Schedule blocks and the history settings in master.hcl: accepted, and every mistake named
+// with the line and column of the value at fault.
 func TestScheduleConfig(t *testing.T) {
 	dir := t.TempDir()
 	load := func(body string) (master.Config, string) {
@@ -41,14 +42,14 @@ schedule "watch" {
 		t.Fatalf("%+v", c)
 	}
 	for body, want := range map[string]string{
-		`schedule "a" { every = "1h" }`: `no site is set`,
+		`schedule "a" { every = "1h" }`: `master.hcl:1,1-13: Invalid master config; schedules converge the site, and no site is set`,
 		`site = "/s"
 schedule "a" {
  every = "1h"
  mode = "drfit"
-}`: `mode "drfit" is neither "converge" nor "drift"`,
+}`: `master.hcl:4,9-16: Invalid master config; mode "drfit" is neither "converge" nor "drift"`,
 		`site = "/s"
-schedule "a" { every = "10ms" }`: `every = "10ms": want a duration of at least 1s`,
+schedule "a" { every = "10ms" }`: `master.hcl:2,24-30: Invalid master config; every = "10ms": want a duration of at least 1s`,
 		`site = "/s"
 schedule "a" {
  every = "1h"
@@ -58,13 +59,13 @@ schedule "a" {
 schedule "a" {
  every = "1h"
  target = "web* and"
-}`: `schedule "a": target`,
+}`: `master.hcl:4,11-21: Invalid master config; target "web* and": expression ends too early`,
 		`site = "/s"
 schedule "a" { every = "1h" }
 schedule "a" { every = "2h" }`: `each schedule needs its own`,
 		`schedule "a" { }`:     `Missing required argument`,
-		`job_retention = "0s"`: `bad duration "0s"`,
-		`job_max = -1`:         `job_max must not be negative`,
+		`job_retention = "0s"`: `master.hcl:1,17-21: Invalid master config; job_retention: bad duration "0s"`,
+		`job_max = -1`:         `master.hcl:1,11-13: Invalid master config; job_max must not be negative`,
 	} {
 		if _, errs := load(body); !strings.Contains(errs, want) {
 			t.Errorf("%s\n: got %q, want %q", body, errs, want)

@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 
+	"github.com/brinecm/brine/internal/hclfile"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/pki"
 	"github.com/brinecm/brine/states"
@@ -59,7 +60,7 @@ func LoadSecrets(path string) ([]Secret, error) {
 	for _, s := range sf.Secrets {
 		if s.Target != "" {
 			if _, err := secretTarget(s); err != nil {
-				return nil, err
+				return nil, hclfile.Diagnose(path, "Invalid secrets file", hclfile.Field(err, "secret", s.Name, "target"))
 			}
 		}
 	}

@@ -1,6 +1,7 @@
 package minion
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -109,7 +110,7 @@ func LoadConfig(path, masterAddr, id, dataDir string) (Config, hcl.Diagnostics) 
 	}
 	list, err := masterList(c.MasterHCL)
 	if err != nil {
-		return c, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid minion config", Detail: err.Error()}}
+		return c, hclfile.Diagnose(path, "Invalid minion config", hclfile.Field(err, "master"))
 	}
 	if len(list) == 1 {
 		c.Master = list[0]
@@ -130,7 +131,7 @@ func LoadConfig(path, masterAddr, id, dataDir string) (Config, hcl.Diagnostics) 
 		c.DataDir = dataDir
 	}
 	if err := c.Fill(); err != nil {
-		return c, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid minion config", Detail: err.Error()}}
+		return c, hclfile.Diagnose(path, "Invalid minion config", err)
 	}
 	return c, nil
 }
@@ -145,7 +146,7 @@ func (c *Config) Fill() error {
 		return fmt.Errorf("no master: set master in minion.hcl or pass --master")
 	}
 	if len(names) > maxMasters {
-		return fmt.Errorf("master lists %d masters; at most %d", len(names), maxMasters)
+		return hclfile.Field(fmt.Errorf("master lists %d masters; at most %d", len(names), maxMasters), "master")
 	}
 	if c.PublishPort == 0 {
 		c.PublishPort = 4505
@@ -157,7 +158,7 @@ func (c *Config) Fill() error {
 	for _, name := range names {
 		name = strings.TrimSpace(name)
 		if name == "" {
-			return fmt.Errorf("master lists an empty name")
+			return hclfile.Field(errors.New("master lists an empty name"), "master")
 		}
 		host, pubPort, reqPort := name, c.PublishPort, c.RequestPort
 		if h, p, err := net.SplitHostPort(name); err == nil {
@@ -179,21 +180,21 @@ func (c *Config) Fill() error {
 		c.ID = strings.ToLower(h)
 	}
 	if !pki.ValidID(c.ID) {
-		return fmt.Errorf("minion id %q is not valid: use lower-case letters, digits, dots and dashes, at most 63 characters", c.ID)
+		return hclfile.Field(fmt.Errorf("minion id %q is not valid: use lower-case letters, digits, dots and dashes, at most 63 characters", c.ID), "id")
 	}
 	if c.Token != "" {
 		// A brn2 token carries the master's fingerprint: the minion pins the master from its
 		// first connection instead of trusting it on first use.
 		f, err := pki.TokenMasterFinger(c.Token)
 		if err != nil {
-			return err
+			return hclfile.Field(err, "token")
 		}
 		switch {
 		case f == "":
 		case c.MasterFinger == "":
 			c.MasterFinger = f
 		case pki.NormalizeFingerprint(c.MasterFinger) != pki.NormalizeFingerprint(f):
-			return fmt.Errorf("master_finger %s differs from the master fingerprint in the enrolment token (%s): the token was made by another master", c.MasterFinger, f)
+			return hclfile.Field(fmt.Errorf("master_finger %s differs from the master fingerprint in the enrolment token (%s): the token was made by another master", c.MasterFinger, f), "master_finger")
 		}
 	}
 	if c.DataDir == "" {
@@ -205,16 +206,17 @@ func (c *Config) Fill() error {
 	}
 	c.DataDir = abs
 	for _, d := range []struct {
-		s   *string
-		def string
-		out *time.Duration
-	}{{&c.Heartbeat, "5s", &c.heartbeat}, {&c.MaxBackoff, "30s", &c.maxBackoff}} {
+		name string
+		s    *string
+		def  string
+		out  *time.Duration
+	}{{"heartbeat", &c.Heartbeat, "5s", &c.heartbeat}, {"max_backoff", &c.MaxBackoff, "30s", &c.maxBackoff}} {
 		if *d.s == "" {
 			*d.s = d.def
 		}
 		v, err := time.ParseDuration(*d.s)
 		if err != nil || v <= 0 {
-			return fmt.Errorf("bad duration %q", *d.s)
+			return hclfile.Field(fmt.Errorf("%s: bad duration %q (want e.g. %q)", d.name, *d.s, d.def), d.name)
 		}
 		*d.out = v
 	}

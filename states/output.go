@@ -24,6 +24,12 @@ func WriteDiagnostics(w io.Writer, b *Bundle, diags hcl.Diagnostics, color bool)
 			sources[b.displayName(n)] = data
 		}
 	}
+	WriteDiagnosticsSources(w, sources, diags, color)
+}
+
+// WriteDiagnosticsSources writes diagnostics for people, quoting the source line of each from
+// sources (file name to content) when it is there: the format of every brine diagnostic.
+func WriteDiagnosticsSources(w io.Writer, sources map[string][]byte, diags hcl.Diagnostics, color bool) {
 	for _, d := range diags {
 		writeDiagnostic(w, d, sources, color)
 	}

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/hashicorp/hcl/v2"
 	"github.com/spf13/cobra"
 
 	"github.com/brinecm/brine/internal/termtext"
@@ -79,13 +80,33 @@ func main() {
 	if err == nil {
 		os.Exit(exitOK)
 	}
+	code := exitNothing
 	var ee *exitError
 	if errors.As(err, &ee) {
-		if ee.err != nil {
-			fmt.Fprintln(stderr, "brine:", ee.err)
-		}
-		os.Exit(ee.code)
+		code, err = ee.code, ee.err
 	}
-	fmt.Fprintln(stderr, "brine:", err)
-	os.Exit(exitNothing)
+	var diags hcl.Diagnostics
+	switch {
+	case err == nil:
+	case errors.As(err, &diags):
+		writeFileDiagnostics(diags)
+	default:
+		fmt.Fprintln(stderr, "brine:", err)
+	}
+	os.Exit(code)
+}
+
+// writeFileDiagnostics writes the diagnostics of a config file (master.hcl, minion.hcl, a
+// site or secrets file) in the format of a bundle's, quoting the lines they point at.
+func writeFileDiagnostics(diags hcl.Diagnostics) {
+	sources := map[string][]byte{}
+	for _, d := range diags {
+		if d.Subject == nil || sources[d.Subject.Filename] != nil {
+			continue
+		}
+		if st, err := os.Stat(d.Subject.Filename); err == nil && st.Mode().IsRegular() && st.Size() <= 4<<20 {
+			sources[d.Subject.Filename], _ = os.ReadFile(d.Subject.Filename)
+		}
+	}
+	states.WriteDiagnosticsSources(stderr, sources, diags, states.UseColor(os.Stderr))
 }
