@@ -24,7 +24,7 @@ deps:
 # The concurrent core (master, minion, wire, keys) runs again under the race detector.
 test: deps build lint
 	$(GO) test -p 1 -count=1 -timeout 40m ./...
-	CGO_ENABLED=1 $(GO) test -race -short -count=1 -timeout 20m ./master/ ./minion/ ./pki/ ./internal/... ./states/
+	CGO_ENABLED=1 $(GO) test -race -short -count=1 -timeout 20m ./master/ ./minion/ ./pki/ ./internal/... ./states/...
 
 demo: deps build
 	./scripts/demo.sh

@@ -9,6 +9,7 @@ import (
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/states"
+	"github.com/brinecm/brine/states/resources/builtin"
 )
 
 // A bundle that expands to more resources than states.MaxResources is refused by the master's
@@ -53,7 +54,7 @@ func TestForEachInstancesCompileLinearly(t *testing.T) {
 	b := bundle(t, map[string]string{"main.hcl": src})
 	done := make(chan hclDiags, 1)
 	go func() {
-		_, d := states.Compile(b, states.Options{Minion: states.Minion{ID: "x"}})
+		_, d := states.Compile(b, builtin.Types(), states.Options{Minion: states.Minion{ID: "x"}})
 		done <- hclDiags{d.HasErrors(), d.Error()}
 	}()
 	select {

@@ -18,6 +18,7 @@ import (
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/pki"
 	"github.com/brinecm/brine/states"
+	"github.com/brinecm/brine/states/resources/builtin"
 )
 
 // ErrNoMinions is returned when a target resolves to no minion: nothing is published
@@ -124,7 +125,7 @@ func Validate(b *states.Bundle, mi MinionInfo, peers map[string][]map[string]any
 	for _, n := range names {
 		secrets[n] = "placeholder"
 	}
-	_, diags = states.Compile(b, states.Options{
+	_, diags = states.Compile(b, builtin.Types(), states.Options{
 		Minion:   states.Minion{ID: mi.ID, Groups: mi.Groups, Facts: mi.Facts},
 		Vars:     vars,
 		VarFiles: varFiles,
@@ -257,7 +258,7 @@ func (m *Master) publishJob(spec JobSpec, peers map[string][]map[string]any, sec
 		meta.BundleDigest = spec.Bundle.Digest()
 		// Sensitive variables travel sealed to each minion, like secrets, not in the clear job.
 		var diags hcl.Diagnostics
-		meta.Vars, meta.VarFiles, sealedVars, diags = states.SealInputs(spec.Bundle, spec.Vars, spec.VarFiles)
+		meta.Vars, meta.VarFiles, sealedVars, diags = states.SealInputs(spec.Bundle, builtin.Types(), spec.Vars, spec.VarFiles)
 		if diags.HasErrors() {
 			return jobstore.Job{}, fmt.Errorf("%s; nothing was sent", diags.Error())
 		}

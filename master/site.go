@@ -20,6 +20,7 @@ import (
 
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/states"
+	"github.com/brinecm/brine/states/resources/builtin"
 )
 
 // Site is a states tree as the master uses it: the groups its site file declares (groups as
@@ -301,7 +302,7 @@ func (m *Master) Converge(ctx context.Context, cs ConvergeSpec, ro Rollout, emit
 		if err != nil {
 			return nil, fmt.Errorf("bundles %s: %w", k, err)
 		}
-		vars[k] = states.VarsFor(b, cs.Vars)
+		vars[k] = states.VarsFor(b, builtin.Types(), cs.Vars)
 		targets, diags := states.PeerTargets(b)
 		if !diags.HasErrors() {
 			peers, err := m.peersFor(targets, cs.Site)

@@ -22,10 +22,12 @@ import (
 
 	"github.com/go-zeromq/zmq4"
 
+	"github.com/brinecm/brine/internal/atomicfile"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/internal/zmtp"
 	"github.com/brinecm/brine/pki"
 	"github.com/brinecm/brine/states"
+	"github.com/brinecm/brine/states/resources/builtin"
 )
 
 // Errors that end a connection attempt.
@@ -223,7 +225,7 @@ func (m *Minion) connect(ctx context.Context, addr masterAddr) (bool, error) {
 		return false, fmt.Errorf("%w (%s)", errNotAccepted, status)
 	}
 	if m.cfg.Token != "" {
-		_ = pki.WriteFileAtomic(filepath.Join(m.cfg.DataDir, "enrolled"), []byte("token used\n"), 0o600)
+		_ = atomicfile.Write(filepath.Join(m.cfg.DataDir, "enrolled"), []byte("token used\n"), 0o600)
 	}
 	sub := zmq4.NewSub(cctx, quiet(), zmq4.WithDialerMaxRetries(0), zmq4.WithTimeout(5*time.Second))
 	defer sub.Close()
@@ -462,7 +464,7 @@ func (m *Minion) pin(k pki.PublicKey) error {
 		}
 		return nil
 	}
-	if err := pki.WriteFileAtomic(filepath.Join(m.cfg.DataDir, "master.pub"), []byte(k.String()+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(m.cfg.DataDir, "master.pub"), []byte(k.String()+"\n"), 0o600); err != nil {
 		return err
 	}
 	m.masterKey = &k
@@ -589,7 +591,7 @@ func (m *Minion) facts() map[string]any {
 	for k, v := range m.cfg.ExtraFacts {
 		extra[k] = v
 	}
-	return states.Facts(extra)
+	return states.Facts(builtin.Types(), extra)
 }
 
 func (m *Minion) sendFacts() error {
@@ -833,7 +835,7 @@ func (m *Minion) execute(ctx context.Context, j job) wire.Return {
 	groups := j.meta.Groups[m.cfg.ID]
 	facts := m.facts()
 	facts["id"] = m.cfg.ID
-	g, diags := states.Compile(b, states.Options{
+	g, diags := states.Compile(b, builtin.Types(), states.Options{
 		Minion:   states.Minion{ID: m.cfg.ID, Groups: groups, Facts: facts},
 		Vars:     vars,
 		VarFiles: varFiles,
@@ -863,7 +865,7 @@ func (m *Minion) deliver(ret wire.Return) {
 	sr := wire.SignedReturn{Data: data, Sig: m.key.Sign(wire.DomainReturn, data)}
 	raw, _ := json.Marshal(sr)
 	p := filepath.Join(m.cfg.DataDir, "outbox", ret.JID+".json")
-	if err := pki.WriteFileAtomic(p, raw, 0o600); err != nil {
+	if err := atomicfile.Write(p, raw, 0o600); err != nil {
 		m.log.Error("cannot keep the return on disk", "jid", ret.JID, "err", err)
 	}
 	m.flushOutbox()

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/brinecm/brine/pki"
+	"github.com/brinecm/brine/internal/atomicfile"
 )
 
 // maxSeen bounds the seen-job record. An entry is needed only until its job expires (an expired
@@ -70,7 +70,7 @@ func (s *seenJobs) add(jid string, expires, now time.Time) bool {
 	}
 	s.jobs[jid] = expires
 	data, _ := json.Marshal(s.jobs)
-	if err := pki.WriteFileAtomic(s.path, data, 0o600); err != nil {
+	if err := atomicfile.Write(s.path, data, 0o600); err != nil {
 		delete(s.jobs, jid)
 		return false // cannot promise at-most-once: do not run
 	}

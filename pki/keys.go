@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/brinecm/brine/internal/atomicfile"
 	"golang.org/x/crypto/nacl/box"
 	"golang.org/x/crypto/nacl/secretbox"
 	"golang.org/x/crypto/nacl/sign"
@@ -347,10 +348,10 @@ func SaveKeyPair(path string, k *KeyPair) error {
 	raw = append(raw, k.boxPriv[:]...)
 	raw = append(raw, k.Pub.Box[:]...)
 	content := keyFileHeader + "\n" + base64.StdEncoding.EncodeToString(raw) + "\n"
-	if err := WriteFileAtomic(path, []byte(content), 0o600); err != nil {
+	if err := atomicfile.Write(path, []byte(content), 0o600); err != nil {
 		return fmt.Errorf("save key %s: %w", path, err)
 	}
-	if err := WriteFileAtomic(path+".pub", []byte(k.Pub.String()+"\n"), 0o644); err != nil {
+	if err := atomicfile.Write(path+".pub", []byte(k.Pub.String()+"\n"), 0o644); err != nil {
 		return fmt.Errorf("save key %s.pub: %w", path, err)
 	}
 	return nil
@@ -403,31 +404,4 @@ func LoadOrCreateKeyPair(path string) (k *KeyPair, created bool, err error) {
 		return nil, false, err
 	}
 	return k, true, nil
-}
-
-// WriteFileAtomic writes data to a temporary file beside path, syncs it and renames it over
-// path, so a crash leaves either the old or the new content.
-func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/brinecm/brine/internal/atomicfile"
 )
 
 // KeyState is where a minion's key stands with the master.
@@ -197,7 +199,7 @@ func (s *KeyStore) write(sub string, m MinionKey) error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(filepath.Join(s.dir, sub, m.ID+".json"), data, 0o600)
+	return atomicfile.Write(filepath.Join(s.dir, sub, m.ID+".json"), data, 0o600)
 }
 
 // Presentation is a minion that proved it holds Key and asks to be known as ID.
@@ -321,7 +323,7 @@ func (s *KeyStore) Redeem(ts *TokenStore, p Presentation, tok string, now time.T
 	if err := os.Remove(tokPath); err != nil {
 		return MinionKey{}, false, ErrTokenInvalid
 	}
-	restore := func() { _ = WriteFileAtomic(tokPath, tokData, 0o600) }
+	restore := func() { _ = atomicfile.Write(tokPath, tokData, 0o600) }
 	if d.Denied != nil {
 		if err := s.write("denied", *d.Denied); err != nil {
 			restore()

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/brinecm/brine/internal/atomicfile"
 )
 
 // Token errors; callers show them to the operator (and log them), never to the minion.
@@ -110,7 +112,7 @@ func (s *TokenStore) Create(req TokenRequest) (string, Token, error) {
 	data, _ := json.Marshal(t)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := WriteFileAtomic(filepath.Join(s.dir, t.Hash+".json"), data, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(s.dir, t.Hash+".json"), data, 0o600); err != nil {
 		return "", Token{}, err
 	}
 	return tok, t, nil

@@ -1,4 +1,4 @@
-package states
+package states_test
 
 import (
 	"bytes"
@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/brinecm/brine/states"
 )
 
 // errorBundle makes a bundle directory from one testdata/errors file (as main.hcl) plus a canary
@@ -58,9 +60,9 @@ func TestBrokenBundles(t *testing.T) {
 		t.Run(strings.TrimSuffix(name, ".hcl"), func(t *testing.T) {
 			pos, summary := wantOf(t, name)
 			dir, canary := errorBundle(t, name)
-			b, err := ReadBundle(dir)
+			b, err := states.ReadBundle(dir)
 			must(t, err)
-			g, diags := Compile(b, Options{Minion: Minion{ID: "test"}})
+			g, diags := states.Compile(b, builtinTypes, states.Options{Minion: states.Minion{ID: "test"}})
 			if !diags.HasErrors() {
 				t.Fatalf("no error diagnostic; got %v", diags)
 			}
@@ -68,7 +70,7 @@ func TestBrokenBundles(t *testing.T) {
 				t.Fatal("Compile returned a graph despite errors")
 			}
 			var out bytes.Buffer
-			WriteDiagnostics(&out, b, diags, false)
+			states.WriteDiagnostics(&out, b, diags, false)
 			want := fmt.Sprintf("main.hcl:%s", pos)
 			found := false
 			for _, d := range diags {
@@ -96,9 +98,9 @@ func TestCheckFindsStaticErrors(t *testing.T) {
 		t.Run(strings.TrimSuffix(name, ".hcl"), func(t *testing.T) {
 			pos, summary := wantOf(t, name)
 			dir, _ := errorBundle(t, name)
-			b, err := ReadBundle(dir)
+			b, err := states.ReadBundle(dir)
 			must(t, err)
-			diags := Check(b, Options{})
+			diags := states.Check(b, builtinTypes, states.Options{})
 			found := false
 			for _, d := range diags {
 				if d.Subject != nil && d.Summary == summary && fmt.Sprintf("%d:%d", d.Subject.Start.Line, d.Subject.Start.Column) == pos {
@@ -110,8 +112,8 @@ func TestCheckFindsStaticErrors(t *testing.T) {
 			}
 		})
 	}
-	ok := &Bundle{Files: map[string][]byte{"main.hcl": []byte(`file "/tmp/x" { content = minion.facts.anything_at_all }`)}}
-	if diags := Check(ok, Options{}); diags.HasErrors() {
+	ok := &states.Bundle{Files: map[string][]byte{"main.hcl": []byte(`file "/tmp/x" { content = minion.facts.anything_at_all }`)}}
+	if diags := states.Check(ok, builtinTypes, states.Options{}); diags.HasErrors() {
 		t.Fatalf("Check needs no facts, but failed: %v", diags)
 	}
 }

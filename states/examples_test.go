@@ -1,4 +1,4 @@
-package states
+package states_test
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/brinecm/brine/states"
 )
 
 // Every bundle in examples/ validates and plans, so the documentation cannot rot.
@@ -24,22 +26,22 @@ func TestExamplesValidateAndPlan(t *testing.T) {
 		name := filepath.Base(dir)
 		seen++
 		t.Run(name, func(t *testing.T) {
-			b, err := ReadBundle(dir)
+			b, err := states.ReadBundle(dir)
 			must(t, err)
-			opts := Options{Vars: vars[name], Secrets: secrets[name], Minion: Minion{ID: "web1", Groups: []string{"app", "cache", "db", "core"}, Facts: facts}}
-			if diags := Check(b, opts); diags.HasErrors() {
+			opts := states.Options{Vars: vars[name], Secrets: secrets[name], Minion: states.Minion{ID: "web1", Groups: []string{"app", "cache", "db", "core"}, Facts: facts}}
+			if diags := states.Check(b, builtinTypes, opts); diags.HasErrors() {
 				var sb strings.Builder
-				WriteDiagnostics(&sb, b, diags, false)
+				states.WriteDiagnostics(&sb, b, diags, false)
 				t.Fatalf("Check:\n%s", sb.String())
 			}
-			g, diags := Compile(b, opts)
+			g, diags := states.Compile(b, builtinTypes, opts)
 			if diags.HasErrors() {
 				var sb strings.Builder
-				WriteDiagnostics(&sb, b, diags, false)
+				states.WriteDiagnostics(&sb, b, diags, false)
 				t.Fatalf("Compile:\n%s", sb.String())
 			}
 			if name == "hello" { // plans on any machine: files and commands only
-				if rep := Run(context.Background(), g, true); rep.Failed() {
+				if rep := states.Run(context.Background(), g, true); rep.Failed() {
 					t.Fatalf("plan failed: %+v", rep.Results)
 				}
 			}
@@ -47,5 +49,32 @@ func TestExamplesValidateAndPlan(t *testing.T) {
 	}
 	if seen < 2 {
 		t.Fatalf("found %d example bundles", seen)
+	}
+}
+
+// TestDocsExamplesCompile compiles every hcl example of the package, exec and service sections of
+// docs/states.md, so that the reference cannot drift from the schema.
+func TestDocsExamplesCompile(t *testing.T) {
+	doc, err := os.ReadFile("../docs/states.md")
+	if err != nil {
+		t.Fatalf("docs/states.md: %v", err)
+	}
+	n := 0
+	for _, sec := range strings.Split(string(doc), "\n## ")[1:] {
+		title, _, _ := strings.Cut(sec, "\n")
+		if title != "package" && title != "exec" && title != "service" {
+			continue
+		}
+		for _, blk := range strings.Split(sec, "```hcl\n")[1:] {
+			src, _, _ := strings.Cut(blk, "```")
+			_, diags := states.Compile(&states.Bundle{Files: map[string][]byte{"doc.hcl": []byte(src)}}, builtinTypes, states.Options{})
+			if diags.HasErrors() {
+				t.Errorf("example in ## %s does not compile: %s\n%s", title, diags.Error(), src)
+			}
+			n++
+		}
+	}
+	if n < 3 {
+		t.Fatalf("found %d examples, want one per section at least", n)
 	}
 }

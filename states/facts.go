@@ -12,9 +12,9 @@ import (
 )
 
 // Facts returns what brine knows about this host: os, os_version, arch, kernel, hostname, fqdn,
-// addresses per interface, cpus, memory and the tinc public keys (tinc_pubkey.NET), with extra
-// (user-set facts from the config) on top.
-func Facts(extra map[string]any) map[string]any {
+// addresses per interface, cpus, memory and what the resource types of types add (tinc_network:
+// the tinc public keys, tinc_pubkey.NET), with extra (user-set facts from the config) on top.
+func Facts(types *Registry, extra map[string]any) map[string]any {
 	f := map[string]any{
 		"arch": runtime.GOARCH,
 		"cpus": runtime.NumCPU(),
@@ -70,9 +70,14 @@ func Facts(extra map[string]any) map[string]any {
 	f["interfaces"] = ifaces
 	f["ipv4"] = v4
 	f["ipv6"] = v6
-	// The public keys of this host's tinc networks, so that peers() can carry them to the others.
-	for k, v := range TincFacts() {
-		f[k] = v
+	// What the types know of this host (the public keys of its tinc networks, so that peers()
+	// can carry them to the others).
+	for _, n := range types.Names() {
+		if t := types.Lookup(n); t.Facts != nil {
+			for k, v := range t.Facts() {
+				f[k] = v
+			}
+		}
 	}
 	for k, v := range extra {
 		f[k] = v

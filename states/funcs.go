@@ -64,10 +64,10 @@ func stringFunc(f func(string) string) function.Function {
 	})
 }
 
-// bundlePath resolves a path written in a bundle to a key of b.Files. It refuses, with a sentence
+// Path resolves a path written in a bundle to a key of b.Files. It refuses, with a sentence
 // saying why, anything that would reach outside the bundle root: absolute paths, "..", symlinks
 // that point outside and hard links (ReadBundle left those out and remembered them).
-func (b *Bundle) bundlePath(p string) (string, error) {
+func (b *Bundle) Path(p string) (string, error) {
 	if p == "" {
 		return "", fmt.Errorf("the path is empty")
 	}
@@ -98,7 +98,7 @@ func fileFuncs(b *Bundle, opts *Options, sens *sensitivity) map[string]function.
 		Params: []function.Parameter{{Name: "path", Type: cty.String}},
 		Type:   function.StaticReturnType(cty.String),
 		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
-			p, err := b.bundlePath(args[0].AsString())
+			p, err := b.Path(args[0].AsString())
 			if err != nil {
 				return cty.NilVal, err
 			}
@@ -113,7 +113,7 @@ func fileFuncs(b *Bundle, opts *Options, sens *sensitivity) map[string]function.
 		Params: []function.Parameter{{Name: "path", Type: cty.String}, {Name: "vars", Type: cty.DynamicPseudoType}},
 		Type:   function.StaticReturnType(cty.String),
 		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
-			return renderTemplate(b, args[0].AsString(), args[1], tmplFuncs)
+			return RenderTemplate(b, args[0].AsString(), args[1], tmplFuncs)
 		},
 	})
 	fns["peers"] = function.New(&function.Spec{
@@ -152,9 +152,9 @@ func fileFuncs(b *Bundle, opts *Options, sens *sensitivity) map[string]function.
 	return fns
 }
 
-// renderTemplate renders a template file of the bundle with vars (an object or map).
-func renderTemplate(b *Bundle, p string, vars cty.Value, fns map[string]function.Function) (cty.Value, error) {
-	key, err := b.bundlePath(p)
+// RenderTemplate renders a template file of the bundle with vars (an object or map).
+func RenderTemplate(b *Bundle, p string, vars cty.Value, fns map[string]function.Function) (cty.Value, error) {
+	key, err := b.Path(p)
 	if err != nil {
 		return cty.NilVal, err
 	}

@@ -1,11 +1,15 @@
-package states
+package states_test
 
 import (
 	"bytes"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/brinecm/brine/states"
 )
 
 // Hostile nesting ends in a diagnostic at file:line:col, never in a fatal stack overflow: in
@@ -16,7 +20,7 @@ func TestDeepNestingIsADiagnostic(t *testing.T) {
 	resource := "file \"/tmp/never\" {\n  content = \"x\"\n}\n"
 	cases := map[string]struct {
 		files map[string]string
-		opts  Options
+		opts  states.Options
 		where string
 	}{
 		"brackets":      {files: map[string]string{"main.hcl": "locals {\n  x = " + deep("[", "]") + "\n}\n" + resource}, where: "main.hcl:2:"},
@@ -33,19 +37,19 @@ func TestDeepNestingIsADiagnostic(t *testing.T) {
 		"file template": {files: map[string]string{"main.hcl": "file \"/tmp/never\" {\n  template = \"t.tmpl\"\n}\n",
 			"t.tmpl": deep("${", "}")}, where: "t.tmpl:1,"},
 		"var file": {files: map[string]string{"main.hcl": "variable \"v\" {}\n" + resource},
-			opts: Options{VarFiles: map[string][]byte{"deep.hcl": []byte("v = " + deep("[", "]"))}}, where: "deep.hcl:1:"},
+			opts: states.Options{VarFiles: map[string][]byte{"deep.hcl": []byte("v = " + deep("[", "]"))}}, where: "deep.hcl:1:"},
 		"--var": {files: map[string]string{"main.hcl": "variable \"v\" { type = list(any) }\n" + resource},
-			opts: Options{Vars: map[string]string{"v": deep("[", "]")}}, where: "--var v:1,"},
+			opts: states.Options{Vars: map[string]string{"v": deep("[", "]")}}, where: "--var v:1,"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			b := &Bundle{Files: map[string][]byte{}}
+			b := &states.Bundle{Files: map[string][]byte{}}
 			for k, v := range c.files {
 				b.Files[k] = []byte(v)
 			}
-			_, diags := Compile(b, c.opts)
+			_, diags := states.Compile(b, builtinTypes, c.opts)
 			var buf bytes.Buffer
-			WriteDiagnostics(&buf, b, diags, false)
+			states.WriteDiagnostics(&buf, b, diags, false)
 			out := buf.String()
 			if !diags.HasErrors() || !strings.Contains(out, "Nesting too deep") && !strings.Contains(out, "nests more than") || !strings.Contains(out, c.where) {
 				t.Fatalf("want a nesting diagnostic at %s, got:\n%.2000s", c.where, out)
@@ -63,7 +67,7 @@ func TestModerateNestingCompiles(t *testing.T) {
 	src := "locals {\n  x = " + strings.Repeat("[", 100) + "1" + strings.Repeat("]", 100) + "\n  y = " +
 		strings.Repeat("true ? 1 : ", 50) + "2\n}\n" + strings.Repeat("dynamic_free {\n", 0) +
 		"file \"" + dir + "/f\" {\n  content = \"${local.y}${jsonencode(local.x)}\"\n}\n"
-	g, diags := Compile(&Bundle{Files: map[string][]byte{"main.hcl": []byte(src)}}, Options{})
+	g, diags := states.Compile(&states.Bundle{Files: map[string][]byte{"main.hcl": []byte(src)}}, builtinTypes, states.Options{})
 	if diags.HasErrors() || g.Len() != 1 {
 		t.Fatal(diags)
 	}
@@ -91,7 +95,7 @@ file "`+target+`2" {
   content = file("inside-b")
 }
 `), 0o644))
-	b, err := ReadBundle(dir)
+	b, err := states.ReadBundle(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,14 +105,14 @@ file "`+target+`2" {
 		}
 	}
 	if string(b.Files["inside-b"]) != "twice\n" || string(b.Files["inside-a"]) != "twice\n" {
-		t.Fatalf("hard links wholly inside the bundle were dropped: %v", b.names())
+		t.Fatalf("hard links wholly inside the bundle were dropped: %v", slices.Sorted(maps.Keys(b.Files)))
 	}
 	if bytes.Contains(b.Marshal(), []byte("hash-outside")) {
 		t.Fatal("the outside file's content is in the packed bundle")
 	}
-	_, diags := Compile(b, Options{})
+	_, diags := states.Compile(b, builtinTypes, states.Options{})
 	var buf bytes.Buffer
-	WriteDiagnostics(&buf, b, diags, false)
+	states.WriteDiagnostics(&buf, b, diags, false)
 	if !diags.HasErrors() || !strings.Contains(buf.String(), `"data.txt" is a hard link`) || !strings.Contains(buf.String(), "main.hcl:3:") {
 		t.Fatalf("diagnostics:\n%s", buf.String())
 	}
@@ -118,29 +122,14 @@ file "`+target+`2" {
 	dir2 := t.TempDir()
 	must(t, os.WriteFile(filepath.Join(dir2, "main.hcl"), []byte("file \""+target+"\" { content = \"ok\" }\n"), 0o644))
 	must(t, os.Link(filepath.Join(outside, "evil.hcl"), filepath.Join(dir2, "evil.hcl")))
-	b2, err := ReadBundle(dir2)
+	b2, err := states.ReadBundle(dir2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	diags = Check(b2, Options{})
+	diags = states.Check(b2, builtinTypes, states.Options{})
 	buf.Reset()
-	WriteDiagnostics(&buf, b2, diags, false)
+	states.WriteDiagnostics(&buf, b2, diags, false)
 	if !diags.HasErrors() || !strings.Contains(buf.String(), "evil.hcl:1:1") || !strings.Contains(buf.String(), "is a hard link") {
 		t.Fatalf("diagnostics:\n%s", buf.String())
 	}
-}
-
-// Whatever the bytes, the nesting check and the parser behind it return diagnostics; the
-// bound holds for any mix of brackets, quotes, templates and operators.
-func FuzzParseBounded(f *testing.F) {
-	for _, s := range []string{"a = [[1]]", "b {\n c { d = \"${x ? y : z}\" }\n}", "%{ if a }${b}%{ endif }", "x = !!-1 - 2", "\"${\"${", "}}}]]))"} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, src []byte) {
-		for _, repeat := range []int{1, 300} {
-			in := bytes.Repeat(src, repeat)
-			_, _ = parseConfig(in, "f.hcl")
-			_, _ = parseTemplate(in, "f.tmpl")
-		}
-	})
 }

@@ -2,6 +2,7 @@ package states
 
 import (
 	"context"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -27,12 +28,12 @@ func CheckData(v any) error {
 	return err
 }
 
-// fromBundle reports whether expr's value is fixed by the bundle and the operator alone: literals
+// FromBundle reports whether expr's value is fixed by the bundle and the operator alone: literals
 // and var.* references, with no function call (peers(), file(), ...) and no other reference
 // (minion facts, locals, for_each and dynamic block iterators). A bad value in such an expression
 // is the author's mistake and a compile error; in any other it may be a minion's data, and a bad
-// one fails only the resource on the host that renders it (see faulty).
-func fromBundle(expr hcl.Expression) bool {
+// one fails only the resource on the host that renders it (see Faulty).
+func FromBundle(expr hcl.Expression) bool {
 	if w, ok := expr.(sensitiveExpr); ok {
 		expr = w.Expression // the value is unmarked for the type; the syntax is the same
 	}
@@ -55,40 +56,40 @@ func fromBundle(expr hcl.Expression) bool {
 	return static
 }
 
-// attrFromBundle is fromBundle for the attribute name of body; an attribute that is not set is
+// AttrFromBundle is FromBundle for the attribute name of body; an attribute that is not set is
 // from the bundle (its default is).
-func attrFromBundle(body hcl.Body, name string) bool {
+func AttrFromBundle(body hcl.Body, name string) bool {
 	attrs, _ := body.JustAttributes()
 	if a, ok := attrs[name]; ok {
-		return fromBundle(a.Expr)
+		return FromBundle(a.Expr)
 	}
 	content, _, _ := body.PartialContent(&hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: name}}})
 	if content != nil {
 		if a, ok := content.Attributes[name]; ok {
-			return fromBundle(a.Expr)
+			return FromBundle(a.Expr)
 		}
 	}
 	return true
 }
 
-// faulty stands for a resource whose configuration holds a bad value that came from data, not
+// Faulty stands for a resource whose configuration holds a bad value that came from data, not
 // from the bundle's text: the bundle compiles, for this host and every other, and the resource
 // fails here, in its check, with the reason. One minion's malformed address or key thus costs the
 // resources that would have used it on the hosts that render them, never the fleet's bundle.
-type faulty struct{ err error }
+type Faulty struct{ Err error }
 
-func (f *faulty) Check(context.Context, *Env) (string, error) { return "", f.err }
-func (f *faulty) Apply(context.Context, *Env) error           { return f.err }
+func (f *Faulty) Check(context.Context, *Env) (string, error) { return "", f.Err }
+func (f *Faulty) Apply(context.Context, *Env) error           { return f.Err }
 
-// dataFault turns diagnostics about data into a faulty resource's error.
-func dataFault(what string, diags hcl.Diagnostics) *faulty {
+// DataFault turns diagnostics about data into a Faulty resource's error.
+func DataFault(what string, diags hcl.Diagnostics) *Faulty {
 	var msgs []string
 	for _, d := range diags {
 		if d.Severity == hcl.DiagError {
 			msgs = append(msgs, strings.TrimSuffix(d.Summary+": "+d.Detail, "."))
 		}
 	}
-	return &faulty{err: fmt.Errorf("%s: refused data that is not valid (nothing was changed): %s", what, strings.Join(msgs, "; "))}
+	return &Faulty{Err: fmt.Errorf("%s: refused data that is not valid (nothing was changed): %s", what, strings.Join(msgs, "; "))}
 }
 
 // ParseTincPublicKey parses a tinc 1.0 public key: exactly one PEM block of type "RSA PUBLIC KEY"
@@ -123,13 +124,13 @@ func ParseTincPublicKey(s string) (string, error) {
 	if n := k.N.BitLen(); n < 1024 || n > 8192 {
 		return "", fmt.Errorf("a %d-bit key; tinc keys are 1024 to 8192 bits", n)
 	}
-	return pemPublic(k), nil
+	return EncodeTincPublicKey(k), nil
 }
 
 var hostNameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$`)
 
-// parseHostAddress parses a host to connect to: one IP address (without a zone) or one DNS name.
-func parseHostAddress(s string) (string, error) {
+// ParseHostAddress parses a host to connect to: one IP address (without a zone) or one DNS name.
+func ParseHostAddress(s string) (string, error) {
 	if a, err := netip.ParseAddr(s); err == nil {
 		if a.Zone() != "" {
 			return "", errors.New("an address with a zone")
@@ -142,12 +143,12 @@ func parseHostAddress(s string) (string, error) {
 	return "", errors.New("not one IP address or host name")
 }
 
-// parseRuleAddr parses the source or destination of a firewall rule: one address (a host) or one
+// ParseRuleAddr parses the source or destination of a firewall rule: one address (a host) or one
 // network. The network of every address (0.0.0.0/0, ::/0) is refused: a rule for everyone says
 // "any" (or leaves the side out), so that no value meant as one host can open a rule to the
 // world. It returns the canonical form (a host without its prefix length, a network with its host
 // bits cleared) and whether it is IPv6.
-func parseRuleAddr(s string) (canon string, is6 bool, err error) {
+func ParseRuleAddr(s string) (canon string, is6 bool, err error) {
 	if p, perr := netip.ParsePrefix(s); perr == nil {
 		if p.Addr().Zone() != "" {
 			return "", false, errors.New("an address with a zone")
@@ -164,4 +165,9 @@ func parseRuleAddr(s string) (canon string, is6 bool, err error) {
 		return a.String(), a.Is6(), nil
 	}
 	return "", false, errors.New("not one address (\"10.0.0.5\") or network (\"10.0.0.0/8\")")
+}
+
+// EncodeTincPublicKey is k as tinc 1.0 writes it: one PEM block of type "RSA PUBLIC KEY".
+func EncodeTincPublicKey(k *rsa.PublicKey) string {
+	return strings.TrimSpace(string(pem.EncodeToMemory(&pem.Block{Type: "RSA PUBLIC KEY", Bytes: x509.MarshalPKCS1PublicKey(k)})))
 }

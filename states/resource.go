@@ -152,37 +152,45 @@ type Type struct {
 	// order, into one, and reports a conflict between them as an error naming both blocks.
 	// Without it a second block of the same address is a duplicate.
 	Merge func(rs []Resource, blocks []*hcl.Block) (Resource, hcl.Diagnostics)
+	// Facts, when set, returns what this type knows about the host for the minion's facts
+	// (tinc_network: the public key of each network), merged into Facts.
+	Facts func() map[string]any
 }
 
-var (
-	typesMu sync.RWMutex
-	types   = map[string]*Type{} // guarded by typesMu
-)
+// Registry is the set of resource types a bundle is loaded and compiled against. There is no
+// global registration: the program builds one (states/resources/builtin.Types) and passes it to
+// every function that reads a bundle, so what a bundle may declare is what its caller says.
+type Registry struct {
+	types map[string]*Type
+	names []string // sorted
+}
 
-// Register adds a resource type. It panics on a duplicate name: registration is a program error.
-func Register(t *Type) {
-	typesMu.Lock()
-	defer typesMu.Unlock()
-	if _, dup := types[t.Name]; dup {
-		panic(fmt.Sprintf("states: resource type %q registered twice", t.Name))
+// NewRegistry returns a registry of ts. It panics on a duplicate name: that is a program error.
+func NewRegistry(ts ...*Type) *Registry {
+	r := &Registry{types: map[string]*Type{}}
+	for _, t := range ts {
+		if _, dup := r.types[t.Name]; dup {
+			panic(fmt.Sprintf("states: resource type %q registered twice", t.Name))
+		}
+		r.types[t.Name] = t
+		r.names = append(r.names, t.Name)
 	}
-	types[t.Name] = t
+	sort.Strings(r.names)
+	return r
 }
 
-func lookupType(name string) *Type {
-	typesMu.RLock()
-	defer typesMu.RUnlock()
-	return types[name]
-}
-
-// TypeNames returns the registered resource type names, sorted.
-func TypeNames() []string {
-	typesMu.RLock()
-	defer typesMu.RUnlock()
-	ns := make([]string, 0, len(types))
-	for n := range types {
-		ns = append(ns, n)
+// Lookup returns the type named name, or nil.
+func (r *Registry) Lookup(name string) *Type {
+	if r == nil {
+		return nil
 	}
-	sort.Strings(ns)
-	return ns
+	return r.types[name]
+}
+
+// Names returns the type names, sorted.
+func (r *Registry) Names() []string {
+	if r == nil {
+		return nil
+	}
+	return append([]string(nil), r.names...)
 }

@@ -20,11 +20,11 @@ const (
 // SealInputs splits a job's variables: those the bundle declares sensitive (set by --var, or in a
 // --var-file that sets one; such a file is sealed whole) go into sealed, keyed for the sealed
 // payload; the rest stay in vars and varFiles, which travel in the clear job.
-func SealInputs(b *Bundle, vars map[string]string, varFiles map[string][]byte) (map[string]string, map[string][]byte, map[string]string, hcl.Diagnostics) {
+func SealInputs(b *Bundle, types *Registry, vars map[string]string, varFiles map[string][]byte) (map[string]string, map[string][]byte, map[string]string, hcl.Diagnostics) {
 	if len(vars) == 0 && len(varFiles) == 0 {
 		return vars, varFiles, nil, nil // nothing to seal: no need to parse the bundle again
 	}
-	names, diags := SensitiveVariables(b)
+	names, diags := SensitiveVariables(b, types)
 	if diags.HasErrors() || len(names) == 0 {
 		return vars, varFiles, nil, diags
 	}
@@ -99,8 +99,8 @@ func OpenInputs(payload, vars map[string]string, varFiles map[string][]byte) (se
 }
 
 // SensitiveVariables returns the names of the variables the bundle declares sensitive = true.
-func SensitiveVariables(b *Bundle) ([]string, hcl.Diagnostics) {
-	blocks, diags := parseBlocks(b)
+func SensitiveVariables(b *Bundle, types *Registry) ([]string, hcl.Diagnostics) {
+	blocks, diags := parseBlocks(b, types)
 	if diags.HasErrors() {
 		return nil, diags
 	}

@@ -1,4 +1,4 @@
-package states
+package states_test
 
 import (
 	"bytes"
@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/zclconf/go-cty/cty"
+	"github.com/brinecm/brine/states"
 )
 
 // testPEM is a multi-line secret whose lines could each show up in a line diff.
@@ -83,19 +83,19 @@ exec "echo" {
   command = "echo ${base64encode(secret("api"))} >&2; echo ${upper(var.db_pass)} >&2; false"
 }
 `
-	b := &Bundle{Files: map[string][]byte{"main.hcl": []byte(src), "app.tmpl": []byte(tmpl)}}
-	opts := Options{Secrets: map[string]string{"api": secret, "pem": testPEM}, Vars: map[string]string{"db_pass": varSecret}}
+	b := &states.Bundle{Files: map[string][]byte{"main.hcl": []byte(src), "app.tmpl": []byte(tmpl)}}
+	opts := states.Options{Secrets: map[string]string{"api": secret, "pem": testPEM}, Vars: map[string]string{"db_pass": varSecret}}
 	// An earlier version of the PEM file is on disk: the diff must not show it either.
 	must(t, os.WriteFile(filepath.Join(dir, "key.pem"), []byte(strings.Replace(testPEM, "abc", "xyz", 1)), 0o600))
 	for _, dry := range []bool{true, false} {
-		g, diags := Compile(b, opts)
+		g, diags := states.Compile(b, builtinTypes, opts)
 		if diags.HasErrors() {
 			t.Fatal(diags)
 		}
-		rep := Run(context.Background(), g, dry)
+		rep := states.Run(context.Background(), g, dry)
 		raw, _ := json.Marshal(rep)
 		var human bytes.Buffer
-		RenderReport(&human, rep, true, false)
+		states.RenderReport(&human, rep, true, false)
 		for _, out := range []string{string(raw), human.String()} {
 			for _, f := range secretForms(secret, varSecret) {
 				if strings.Contains(out, f) {
@@ -103,7 +103,7 @@ exec "echo" {
 				}
 			}
 		}
-		byAddr := map[string]Result{}
+		byAddr := map[string]states.Result{}
 		for _, r := range rep.Results {
 			byAddr[r.Address] = r
 		}
@@ -118,7 +118,7 @@ exec "echo" {
 		if d := byAddr["file.public"].Diff; dry && (!strings.Contains(d, "+user = admin") || !strings.Contains(d, "+[db]")) {
 			t.Errorf("a public file's diff is redacted: %q", d)
 		}
-		if r := byAddr["exec.echo"]; r.Status != StatusFailed && !dry {
+		if r := byAddr["exec.echo"]; r.Status != states.StatusFailed && !dry {
 			t.Errorf("exec: %+v", r)
 		}
 	}
@@ -133,76 +133,9 @@ exec "echo" {
 	}
 }
 
-// Every function of the language keeps the mark on its result, and a function error caused
-// by a sensitive argument does not quote it.
-func TestFunctionsKeepMarks(t *testing.T) {
-	sens := &sensitivity{}
-	b := &Bundle{Files: map[string][]byte{"t.tmpl": []byte("v=${v}")}}
-	fns := fileFuncs(b, &Options{}, sens)
-	s := cty.StringVal("s3cret-value").Mark(sensitiveMark)
-	sl := cty.ListVal([]cty.Value{cty.StringVal("k")}).Mark(sensitiveMark)
-	sm := cty.MapVal(map[string]cty.Value{"k": cty.StringVal("v")}).Mark(sensitiveMark)
-	calls := map[string][]cty.Value{
-		"upper": {s}, "lower": {s}, "base64encode": {s}, "sha256": {s}, "trimspace": {s}, "chomp": {s},
-		"format": {cty.StringVal("%s!"), s}, "join": {cty.StringVal(","), cty.ListVal([]cty.Value{s, cty.StringVal("x")})},
-		"replace": {s, cty.StringVal("s"), cty.StringVal("S")}, "substr": {s, cty.NumberIntVal(0), cty.NumberIntVal(3)},
-		"split": {cty.StringVal("-"), s}, "indent": {cty.NumberIntVal(2), s}, "title": {s}, "strrev": {s},
-		"trimprefix": {s, cty.StringVal("s3")}, "regex_replace": {s, cty.StringVal("[0-9]"), cty.StringVal("#")},
-		"jsonencode": {cty.ObjectVal(map[string]cty.Value{"k": s})}, "tostring": {s}, "coalesce": {s, cty.StringVal("x")},
-		"templatefile": {cty.StringVal("t.tmpl"), cty.ObjectVal(map[string]cty.Value{"v": s})},
-		"lookup":       {cty.MapVal(map[string]cty.Value{"k": s}), cty.StringVal("k"), cty.StringVal("d")},
-		"element":      {cty.ListVal([]cty.Value{s}), cty.NumberIntVal(0)}, "concat": {cty.ListVal([]cty.Value{s})},
-		"formatlist": {cty.StringVal("%s"), cty.ListVal([]cty.Value{s})}, "strlen": {s},
-		// The functions that see marked arguments and must carry the marks themselves, each
-		// with a wholly sensitive argument (a sensitive variable's list or map).
-		"abs":       {cty.NumberIntVal(-7).Mark(sensitiveMark)},
-		"chunklist": {sl, cty.NumberIntVal(1)},
-		"flatten":   {cty.ListVal([]cty.Value{cty.ListVal([]cty.Value{cty.StringVal("a")})}).Mark(sensitiveMark)},
-		"keys":      {sm}, "values": {sm}, "length": {sl}, "reverse": {sl},
-		"merge":        {sm, cty.MapVal(map[string]cty.Value{"o": cty.StringVal("p")})},
-		"setproduct":   {cty.SetVal([]cty.Value{cty.StringVal("a")}).Mark(sensitiveMark), cty.SetVal([]cty.Value{cty.StringVal("b")})},
-		"slice":        {sl, cty.NumberIntVal(0), cty.NumberIntVal(1)},
-		"zipmap":       {sl, cty.ListVal([]cty.Value{cty.StringVal("v")})},
-		"coalescelist": {sl, cty.ListVal([]cty.Value{cty.StringVal("v")})},
-		"concat ":      {sl},
-		"element ":     {sl, cty.NumberIntVal(0)},
-		"lookup ":      {sm, cty.StringVal("k"), cty.StringVal("d")},
-	}
-	for name, f := range standardFuncs() {
-		opts := false
-		for _, p := range f.Params() {
-			opts = opts || p.AllowMarked
-		}
-		if vp := f.VarParam(); vp != nil {
-			opts = opts || vp.AllowMarked
-		}
-		if _, tested := calls[name]; opts && !tested {
-			t.Errorf("%s handles marks itself: add it to this test", name)
-		}
-	}
-	for name, args := range calls {
-		v, err := fns[strings.TrimSpace(name)].Call(args)
-		if err != nil {
-			t.Errorf("%s: %v", name, err)
-			continue
-		}
-		if !v.ContainsMarked() {
-			t.Errorf("%s(sensitive) lost the mark: %#v", name, v)
-		}
-	}
-	_, err := fns["tonumber"].Call([]cty.Value{s})
-	if err == nil || strings.Contains(err.Error(), "s3cret") {
-		t.Fatalf("tonumber error quotes the secret: %v", err)
-	}
-	_, err = fns["regex"].Call([]cty.Value{cty.StringVal("(("), s})
-	if err == nil || strings.Contains(err.Error(), "s3cret") {
-		t.Fatalf("regex error quotes the secret: %v", err)
-	}
-}
-
 // A sensitive value cannot name instances, and a diagnostic never quotes a sensitive value.
 func TestSensitiveDiagnostics(t *testing.T) {
-	opts := Options{Secrets: map[string]string{"s": "0799-secret"}}
+	opts := states.Options{Secrets: map[string]string{"s": "0799-secret"}}
 	for src, want := range map[string]string{
 		`file "x" { 
   for_each = toset([secret("s")])
@@ -211,9 +144,9 @@ func TestSensitiveDiagnostics(t *testing.T) {
 		`file "/tmp/x" { mode = secret("s") }`:              "Invalid file mode",
 		`file "/tmp/x" { content = tonumber(secret("s")) }`: "sensitive",
 	} {
-		_, diags := Compile(&Bundle{Files: map[string][]byte{"main.hcl": []byte(src)}}, opts)
+		_, diags := states.Compile(&states.Bundle{Files: map[string][]byte{"main.hcl": []byte(src)}}, builtinTypes, opts)
 		var buf bytes.Buffer
-		WriteDiagnostics(&buf, nil, diags, false)
+		states.WriteDiagnostics(&buf, nil, diags, false)
 		if !diags.HasErrors() || !strings.Contains(buf.String(), want) || strings.Contains(buf.String(), "0799-secret") {
 			t.Errorf("%s:\n%s", src, buf.String())
 		}
@@ -241,9 +174,9 @@ func TestSensitiveEdgeCases(t *testing.T) {
 			src := "file \"f\" {\n  path = \"" + dir + "/" + strings.ReplaceAll(name, " ", "_") + "\"\n  " + body + "\n}\n" +
 				"file \"mapped\" {\n  for_each = { one = secret(\"s\") }\n  path = \"" + dir + "/m-${each.key}\"\n  content = each.value\n}\n" +
 				"ufw {\n  dynamic \"rule\" {\n    for_each = { ssh = secret(\"s\") }\n    labels = [rule.key]\n    content {\n      port = \"22\"\n      proto = \"tcp\"\n      comment = rule.value\n    }\n  }\n}\n"
-			g, diags := Compile(&Bundle{Files: map[string][]byte{"main.hcl": []byte(src)}}, Options{Secrets: map[string]string{"s": secret}})
+			g, diags := states.Compile(&states.Bundle{Files: map[string][]byte{"main.hcl": []byte(src)}}, builtinTypes, states.Options{Secrets: map[string]string{"s": secret}})
 			var buf bytes.Buffer
-			WriteDiagnostics(&buf, nil, diags, false)
+			states.WriteDiagnostics(&buf, nil, diags, false)
 			if diags.HasErrors() {
 				if strings.Contains(buf.String(), "s3cr3t") {
 					t.Fatalf("diagnostic leaks:\n%s", buf.String())
@@ -251,7 +184,7 @@ func TestSensitiveEdgeCases(t *testing.T) {
 				t.Logf("refused: %s", buf.String())
 				return
 			}
-			rep := Run(context.Background(), g, true)
+			rep := states.Run(context.Background(), g, true)
 			raw, _ := json.Marshal(rep)
 			for _, f := range []string{"s3cr3t", "S3CR3T", "zz-s#cr#t"} {
 				if strings.Contains(string(raw), f) {
@@ -261,7 +194,7 @@ func TestSensitiveEdgeCases(t *testing.T) {
 		})
 	}
 	// A sensitive list variable cannot name instances.
-	_, diags := Compile(&Bundle{Files: map[string][]byte{"main.hcl": []byte(`
+	_, diags := states.Compile(&states.Bundle{Files: map[string][]byte{"main.hcl": []byte(`
 variable "hosts" {
   type      = list(string)
   sensitive = true
@@ -269,10 +202,49 @@ variable "hosts" {
 file "h" {
   for_each = toset(var.hosts)
   path     = "/tmp/${each.key}"
-}`)}}, Options{Vars: map[string]string{"hosts": `["secret-host"]`}})
+}`)}}, builtinTypes, states.Options{Vars: map[string]string{"hosts": `["secret-host"]`}})
 	var buf bytes.Buffer
-	WriteDiagnostics(&buf, nil, diags, false)
+	states.WriteDiagnostics(&buf, nil, diags, false)
 	if !diags.HasErrors() || !strings.Contains(buf.String(), "cannot be sensitive") || strings.Contains(buf.String(), "secret-host") {
 		t.Fatalf("sensitive for_each:\n%s", buf.String())
+	}
+}
+
+func TestSecretsAreRedactedFromDiffs(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "token")
+	g, diags := states.Compile(&states.Bundle{Files: map[string][]byte{"main.hcl": []byte(`file "` + p + `" { content = "token=${secret("api")}\n" }`)}},
+		builtinTypes, states.Options{Secrets: map[string]string{"api": "s3cr3t-value"}})
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	rep := states.Run(context.Background(), g, false)
+	if strings.Contains(rep.Results[0].Diff, "s3cr3t-value") || !strings.Contains(rep.Results[0].Diff, "(sensitive content)") {
+		t.Fatalf("diff leaks the secret: %q", rep.Results[0].Diff)
+	}
+	data, _ := os.ReadFile(p)
+	if string(data) != "token=s3cr3t-value\n" {
+		t.Fatalf("file content %q", data)
+	}
+}
+
+// A multi-line secret (a private key written by a file resource) appears in a unified diff line
+// by line: no line of it may reach the report.
+func TestRedactMultiLineSecret(t *testing.T) {
+	dir := t.TempDir()
+	key := "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----\n"
+	b := &states.Bundle{Files: map[string][]byte{"main.hcl": []byte(`file "` + dir + `/key" { content = secret("k") }` + "\n")}}
+	g, diags := states.Compile(b, builtinTypes, states.Options{Secrets: map[string]string{"k": key}})
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	rep := states.Run(context.Background(), g, true)
+	if len(rep.Results) != 1 || rep.Results[0].Status != states.StatusChanged {
+		t.Fatalf("plan: %+v", rep.Results)
+	}
+	for _, l := range strings.Split(key, "\n") {
+		if l != "" && strings.Contains(rep.Results[0].Diff, l) {
+			t.Errorf("the diff shows the secret's line %q:\n%s", l, rep.Results[0].Diff)
+		}
 	}
 }

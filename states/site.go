@@ -321,7 +321,7 @@ func ParseSite(src []byte, filename string, known []string) (*SiteSpec, hcl.Diag
 						Detail: fmt.Sprintf("%q is not a bundle name: a bundle is a directory at the root of the site.", n), Subject: a.Expr.Range().Ptr()})
 				case known != nil && !slices.Contains(known, n):
 					diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Unknown bundle",
-						Detail:  fmt.Sprintf("The site has no bundle %q (a directory with *.hcl files next to %s).%s", n, path.Base(filename), didYouMean(n, known)),
+						Detail:  fmt.Sprintf("The site has no bundle %q (a directory with *.hcl files next to %s).%s", n, path.Base(filename), DidYouMean(n, known)),
 						Subject: a.Expr.Range().Ptr()})
 				default:
 					as.Bundles = append(as.Bundles, n)
@@ -379,8 +379,8 @@ func mergeNode(n *node, ctx *hcl.EvalContext, sc *scopes) hcl.Diagnostics {
 }
 
 // DeclaredVariables returns the names of the variables b declares (nil when it does not parse).
-func DeclaredVariables(b *Bundle) []string {
-	blocks, diags := parseBlocks(b)
+func DeclaredVariables(b *Bundle, types *Registry) []string {
+	blocks, diags := parseBlocks(b, types)
 	if diags.HasErrors() {
 		return nil
 	}
@@ -396,12 +396,12 @@ func DeclaredVariables(b *Bundle) []string {
 
 // VarsFor returns the values of vars that b declares: a converge's --var values go to the sets
 // of bundles that declare them.
-func VarsFor(b *Bundle, vars map[string]string) map[string]string {
+func VarsFor(b *Bundle, types *Registry, vars map[string]string) map[string]string {
 	if len(vars) == 0 {
 		return vars
 	}
 	out := map[string]string{}
-	for _, n := range DeclaredVariables(b) {
+	for _, n := range DeclaredVariables(b, types) {
 		if v, ok := vars[n]; ok {
 			out[n] = v
 		}
@@ -411,7 +411,7 @@ func VarsFor(b *Bundle, vars map[string]string) map[string]string {
 
 // CheckSyntax parses b's files into blocks: what can be checked of a bundle of a site alone,
 // since its resources may refer to those of the other bundles a minion gets with it.
-func CheckSyntax(b *Bundle) hcl.Diagnostics {
-	_, diags := parseBlocks(b)
+func CheckSyntax(b *Bundle, types *Registry) hcl.Diagnostics {
+	_, diags := parseBlocks(b, types)
 	return diags
 }

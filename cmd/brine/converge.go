@@ -10,6 +10,7 @@ import (
 
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/states"
+	"github.com/brinecm/brine/states/resources/builtin"
 )
 
 func newConvergeCmd() *cobra.Command {
@@ -97,10 +98,10 @@ func readSite(dir string, opts states.Options, asJSON bool) (*states.Bundle, err
 		if err != nil {
 			return nil, withCode(exitNothing, err)
 		}
-		for _, v := range states.DeclaredVariables(b) {
+		for _, v := range states.DeclaredVariables(b, builtin.Types()) {
 			declared[v] = true
 		}
-		if diags := states.CheckSyntax(b); diags.HasErrors() {
+		if diags := states.CheckSyntax(b, builtin.Types()); diags.HasErrors() {
 			printDiagnostics(asJSON, b, diags)
 			return nil, withCode(exitNothing, fmt.Errorf("bundle %s: nothing was sent", name))
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/brinecm/brine/internal/termtext"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/states"
+	"github.com/brinecm/brine/states/resources/builtin"
 )
 
 // bundleFlags are the flags every command that loads a bundle shares.
@@ -128,7 +129,7 @@ func newLocalCmd() *cobra.Command {
 				}
 				extra[k] = v
 			}
-			opts.Minion = states.Minion{ID: id, Groups: groups, Facts: states.Facts(extra)}
+			opts.Minion = states.Minion{ID: id, Groups: groups, Facts: states.Facts(builtin.Types(), extra)}
 			if opts.Secrets, err = loadLocalSecrets(secretsFiles); err != nil {
 				return withCode(exitNothing, err)
 			}
@@ -170,7 +171,7 @@ func localRun(cmd *cobra.Command, dir string, opts states.Options, f *bundleFlag
 		return withCode(exitNothing, err)
 	}
 	b.Root = filepath.Clean(dir)
-	g, diags := states.Compile(b, opts)
+	g, diags := states.Compile(b, builtin.Types(), opts)
 	printDiagnostics(f.json, b, diags)
 	if diags.HasErrors() {
 		return withCode(exitNothing, fmt.Errorf("%s: nothing was applied", dir))
@@ -215,7 +216,7 @@ func newFactsCmd() *cobra.Command {
 			}
 			enc := json.NewEncoder(cmd.OutOrStdout())
 			enc.SetIndent("", "  ")
-			return enc.Encode(states.Facts(m))
+			return enc.Encode(states.Facts(builtin.Types(), m))
 		},
 	}
 	c.Flags().StringArrayVar(&extra, "fact", nil, "an extra fact key=value (repeatable)")

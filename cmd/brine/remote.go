@@ -16,6 +16,7 @@ import (
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/states"
+	"github.com/brinecm/brine/states/resources/builtin"
 )
 
 // controlFlags locate the master's control socket: --socket, else the control_socket of the
@@ -80,7 +81,7 @@ Exit status: 0 when every minion succeeded, 2 when a resource failed or a minion
 			// What needs no minion is checked here, before anything is sent (DESIGN.md, step 1);
 			// the master compiles the rest against the minions' facts.
 			b.Root = filepath.Clean(args[1])
-			if diags := states.Check(b, opts); diags.HasErrors() {
+			if diags := states.Check(b, builtin.Types(), opts); diags.HasErrors() {
 				printDiagnostics(bf.json, b, diags)
 				return withCode(exitNothing, fmt.Errorf("%s: nothing was sent", args[1]))
 			}

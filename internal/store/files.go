@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/brinecm/brine/internal/atomicfile"
 	"github.com/brinecm/brine/internal/jobstore"
 	"github.com/brinecm/brine/pki"
 )
@@ -132,7 +133,7 @@ func (s *fileAttested) Update(id string, fn func(old []byte) ([]byte, error)) er
 	if err != nil || data == nil {
 		return err
 	}
-	if err := pki.WriteFileAtomic(filepath.Join(s.dir, id+".json"), data, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(s.dir, id+".json"), data, 0o600); err != nil {
 		return fmt.Errorf("save attestation of %s: %w", id, err)
 	}
 	s.all[id] = data

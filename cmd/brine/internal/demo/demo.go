@@ -31,6 +31,7 @@ import (
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/pki"
 	"github.com/brinecm/brine/states"
+	"github.com/brinecm/brine/states/resources/builtin"
 	"github.com/brinecm/brine/testbed"
 )
 
@@ -91,7 +92,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 	bundle.Root = opts.Bundle
-	if diags := states.Check(bundle, states.Options{}); diags.HasErrors() {
+	if diags := states.Check(bundle, builtin.Types(), states.Options{}); diags.HasErrors() {
 		var sb strings.Builder
 		states.WriteDiagnostics(&sb, bundle, diags, false)
 		return fmt.Errorf("the bundle is invalid:\n%s", sb.String())
