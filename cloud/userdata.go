@@ -43,49 +43,13 @@ func UserData(p UserDataParams) (string, error) {
 	if !ValidName(p.MinionID) {
 		return "", fmt.Errorf("droplet name %q cannot be a minion id", p.MinionID)
 	}
-	for _, v := range []struct{ what, val string }{
-		{"binary URL", b.BinaryURL}, {"master address", b.MasterAddr},
-		{"master fingerprint", b.MasterFingerprint}, {"enrolment token", p.Token},
-	} {
-		if v.val == "" && v.what != "binary URL" {
-			return "", fmt.Errorf("bootstrap: empty %s", v.what)
-		}
-		if !safeRE.MatchString(v.val) {
-			return "", fmt.Errorf("bootstrap: the %s contains characters that are not allowed", v.what)
-		}
+	minionHCL, err := MinionConfig(p)
+	if err != nil {
+		return "", err
 	}
-	for _, port := range []int{b.PublishPort, b.RequestPort} {
-		if port < 0 || port > 65535 || (port == 0) != (b.PublishPort == 0) || (port == 0) != (b.RequestPort == 0) {
-			return "", fmt.Errorf("bootstrap: master ports %d and %d: give both or neither", b.PublishPort, b.RequestPort)
-		}
+	if !safeRE.MatchString(b.BinaryURL) {
+		return "", fmt.Errorf("bootstrap: the binary URL contains characters that are not allowed")
 	}
-	for _, g := range p.Groups {
-		if !groupRE.MatchString(g) {
-			return "", fmt.Errorf("bootstrap: invalid group %q", g)
-		}
-	}
-
-	// The minion config is HCL written with hclwrite, so quoting follows HCL's rules.
-	f := hclwrite.NewEmptyFile()
-	body := f.Body()
-	body.SetAttributeValue("id", cty.StringVal(p.MinionID))
-	body.SetAttributeValue("master", cty.StringVal(b.MasterAddr))
-	if b.PublishPort != 0 {
-		body.SetAttributeValue("publish_port", cty.NumberIntVal(int64(b.PublishPort)))
-		body.SetAttributeValue("request_port", cty.NumberIntVal(int64(b.RequestPort)))
-	}
-	body.SetAttributeValue("master_finger", cty.StringVal(b.MasterFingerprint))
-	groups := make([]cty.Value, 0, len(p.Groups))
-	for _, g := range p.Groups {
-		groups = append(groups, cty.StringVal(g))
-	}
-	if len(groups) == 0 {
-		body.SetAttributeValue("groups", cty.ListValEmpty(cty.String))
-	} else {
-		body.SetAttributeValue("groups", cty.ListVal(groups))
-	}
-	body.SetAttributeValue("token", cty.StringVal(p.Token))
-	minionHCL := string(f.Bytes())
 
 	var s strings.Builder
 	s.WriteString("#!/bin/sh\n")
@@ -136,6 +100,57 @@ fi
 log "minion started"
 `)
 	return s.String(), nil
+}
+
+// MinionConfig renders /etc/brine/minion.hcl for a minion that enrols with a single-use token:
+// its id, the master's address, ports and pinned fingerprint, the groups to ask for and the
+// token. Every value is checked first (the id by pki's rules is the caller's part: a droplet
+// name or an enrolled host's id); a value that could not be written safely is an error.
+func MinionConfig(p UserDataParams) (string, error) {
+	b := p.Bootstrap
+	for _, v := range []struct{ what, val string }{
+		{"master address", b.MasterAddr},
+		{"master fingerprint", b.MasterFingerprint}, {"enrolment token", p.Token},
+	} {
+		if v.val == "" {
+			return "", fmt.Errorf("bootstrap: empty %s", v.what)
+		}
+		if !safeRE.MatchString(v.val) {
+			return "", fmt.Errorf("bootstrap: the %s contains characters that are not allowed", v.what)
+		}
+	}
+	for _, port := range []int{b.PublishPort, b.RequestPort} {
+		if port < 0 || port > 65535 || (port == 0) != (b.PublishPort == 0) || (port == 0) != (b.RequestPort == 0) {
+			return "", fmt.Errorf("bootstrap: master ports %d and %d: give both or neither", b.PublishPort, b.RequestPort)
+		}
+	}
+	for _, g := range p.Groups {
+		if !groupRE.MatchString(g) {
+			return "", fmt.Errorf("bootstrap: invalid group %q", g)
+		}
+	}
+
+	// The minion config is HCL written with hclwrite, so quoting follows HCL's rules.
+	f := hclwrite.NewEmptyFile()
+	body := f.Body()
+	body.SetAttributeValue("id", cty.StringVal(p.MinionID))
+	body.SetAttributeValue("master", cty.StringVal(b.MasterAddr))
+	if b.PublishPort != 0 {
+		body.SetAttributeValue("publish_port", cty.NumberIntVal(int64(b.PublishPort)))
+		body.SetAttributeValue("request_port", cty.NumberIntVal(int64(b.RequestPort)))
+	}
+	body.SetAttributeValue("master_finger", cty.StringVal(b.MasterFingerprint))
+	groups := make([]cty.Value, 0, len(p.Groups))
+	for _, g := range p.Groups {
+		groups = append(groups, cty.StringVal(g))
+	}
+	if len(groups) == 0 {
+		body.SetAttributeValue("groups", cty.ListValEmpty(cty.String))
+	} else {
+		body.SetAttributeValue("groups", cty.ListVal(groups))
+	}
+	body.SetAttributeValue("token", cty.StringVal(p.Token))
+	return string(f.Bytes()), nil
 }
 
 // MinionUnit is the systemd unit the bootstrap installs as

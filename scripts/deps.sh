@@ -11,8 +11,9 @@
 #   systemd:                      PID 1 of the testbed's systemd hosts (Options.Systemd)
 #   postgresql:                   the server binaries (initdb, postgres) of the tests' private clusters (internal/pgtest)
 #   curl:                         the cloud bootstrap's download in testbed droplets; the mirror proxy test
+#   openssh-server:               the real sshd in testbed hosts that `brine enroll` connects to
 set -euo pipefail
-pkgs=(iptables ufw tinc python3-zmq dpkg-dev iproute2 iputils-ping netcat-openbsd kmod util-linux procps psmisc make git ca-certificates conntrack systemd postgresql curl)
+pkgs=(iptables ufw tinc python3-zmq dpkg-dev iproute2 iputils-ping netcat-openbsd kmod util-linux procps psmisc make git ca-certificates conntrack systemd postgresql curl openssh-server)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -362,6 +362,20 @@ type testbedCloud struct {
 func newTestbedCloud(t testing.TB) *testbedCloud {
 	t.Helper()
 	c := testbed.NewSystemdT(t, "mst") // droplets are systemd hosts: the minion runs from its unit
+	d, sock := startTestbedMaster(t, c, c.Host("mst"))
+	booter := testbedboot.New(c)
+	env := newCloudEnv(t, dosim.Options{Booter: booter}, `file "marker" {
+  path    = "/etc/brine-converged"
+  content = "converged ${minion.id} in ${join(",", minion.groups)}\n"
+}`)
+	return &testbedCloud{cloudEnv: env, c: c, master: d, booter: booter, sock: sock}
+}
+
+// startTestbedMaster copies this package's binary into c's shared directory and starts a
+// real `brine master` in mh with its bootstrap endpoint on mh's address and its data under the
+// shared directory; it returns once the control socket (reachable from here) answers.
+func startTestbedMaster(t testing.TB, c *testbed.Cluster, mh *testbed.Host) (*testbed.Daemon, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	shared := c.SharedDir()
@@ -372,7 +386,6 @@ func newTestbedCloud(t testing.TB) *testbedCloud {
 	if err := os.WriteFile(filepath.Join(shared, "brine"), bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	mh := c.Host("mst")
 	hostBin := testbed.HostSharedDir + "/brine"
 	cfg := fmt.Sprintf("data_dir = %q\nbootstrap_addr = %q\nheartbeat = \"1s\"\n", testbed.HostSharedDir+"/master", mh.Addr()+":4580")
 	if err := os.WriteFile(filepath.Join(shared, "master.hcl"), []byte(cfg), 0o644); err != nil {
@@ -393,12 +406,7 @@ func newTestbedCloud(t testing.TB) *testbedCloud {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	booter := testbedboot.New(c)
-	env := newCloudEnv(t, dosim.Options{Booter: booter}, `file "marker" {
-  path    = "/etc/brine-converged"
-  content = "converged ${minion.id} in ${join(",", minion.groups)}\n"
-}`)
-	return &testbedCloud{cloudEnv: env, c: c, master: d, booter: booter, sock: sock}
+	return d, sock
 }
 
 // The issue's end-to-end test: `brine cloud create app web-1 web-2 web-3` (the real CLI)

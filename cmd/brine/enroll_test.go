@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/brinecm/brine/testbed"
+)
+
+// startSSHD gives h fresh host keys of its own (the lower layer holds the machine's), lets
+// clientKey in as root and starts the real sshd (Debian's ssh.service); it returns h's
+// ed25519 host key, read out of band as an operator would.
+func startSSHD(t *testing.T, h *testbed.Host, clientKey ssh.PublicKey) ssh.PublicKey {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	script := fmt.Sprintf(`set -e
+rm -f /etc/ssh/ssh_host_*
+ssh-keygen -A >/dev/null
+mkdir -p /root/.ssh && chmod 0700 /root/.ssh
+printf '%%s\n' %q > /root/.ssh/authorized_keys && chmod 0600 /root/.ssh/authorized_keys
+systemctl start ssh.service
+cat /etc/ssh/ssh_host_ed25519_key.pub`, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(clientKey))))
+	out, code, err := h.Sh(ctx, script)
+	if err != nil || code != 0 {
+		t.Fatalf("sshd in %s: exit %d %v\n%s", h.Name(), code, err, out)
+	}
+	k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(out))
+	if err != nil {
+		t.Fatalf("host key of %s: %v: %q", h.Name(), err, out)
+	}
+	return k
+}
+
+// The issue's enrol test, for real: a real master in testbed host "mst", two systemd hosts
+// running Debian's sshd that brine never touched. A server whose host key differs from
+// known_hosts, one absent from it and one with the wrong fingerprint are refused, and nothing
+// reaches them (no binary, no minion.hcl, no key on the master). The right key enrols old1:
+// the binary is installed with its sha256, minion.hcl is 0600, the unit runs, `brine ping`
+// answers, and the token is in no output. Enrolling it again is refused (its key is accepted).
+func TestEnrollOverSSH(t *testing.T) {
+	if testing.Short() {
+		t.Skip("testbed test skipped in -short mode")
+	}
+	c := testbed.NewSystemdT(t, "mst", "old1", "old2")
+	mst, sock := startTestbedMaster(t, c, c.Host("mst"))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	dir := t.TempDir()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	identity := filepath.Join(dir, "id_ed25519")
+	if err := os.WriteFile(identity, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clientKey, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old1, old2 := c.Host("old1"), c.Host("old2")
+	key1 := startSSHD(t, old1, clientKey)
+	key2 := startSSHD(t, old2, clientKey)
+	if ssh.FingerprintSHA256(key1) == ssh.FingerprintSHA256(key2) {
+		t.Fatal("the two hosts share a host key: the mismatch below would prove nothing")
+	}
+	addr1, addr2 := old1.Addr()+":22", old2.Addr()+":22"
+	// known_hosts: old1 with its own key, old2 with old1's (a server that changed, or a man in
+	// the middle).
+	kh := filepath.Join(dir, "known_hosts")
+	lines := knownhosts.Line([]string{addr1}, key1) + "\n" + knownhosts.Line([]string{addr2}, key1) + "\n"
+	if err := os.WriteFile(kh, []byte(lines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	onlyOld1 := filepath.Join(dir, "known_hosts.1")
+	if err := os.WriteFile(onlyOld1, []byte(knownhosts.Line([]string{addr1}, key1)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	common := []string{"--socket", sock, "--identity", identity, "--binary", brineBin, "--groups", "legacy",
+		"--connect-timeout", "10s", "--command-timeout", "1m", "--enroll-timeout", "1m"}
+	untouched := func(why string) {
+		t.Helper()
+		out, _, _ := old2.Sh(ctx, "ls /usr/bin/brine /usr/bin/.brine.* /etc/brine/minion.hcl /etc/systemd/system/brine-minion.service 2>/dev/null; true")
+		if strings.TrimSpace(out) != "" {
+			t.Fatalf("%s: something reached old2:\n%s", why, out)
+		}
+		keys, _, _ := brine(t, "key", "list", "--socket", sock)
+		if strings.Contains(keys, "old2") {
+			t.Fatalf("%s: old2 has a key on the master:\n%s", why, keys)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"mismatch", []string{"ssh://root@" + old2.Addr(), "--known-hosts", kh}, "does not match " + kh + ":2"},
+		{"unknown", []string{"ssh://root@" + old2.Addr(), "--known-hosts", onlyOld1}, "is not in " + onlyOld1},
+		{"fingerprint", []string{"ssh://root@" + old2.Addr(), "--host-key-fingerprint", ssh.FingerprintSHA256(key1)}, "want " + ssh.FingerprintSHA256(key1)},
+	} {
+		out, stderr, code := brine(t, append(append([]string{"enroll"}, tc.args...), common...)...)
+		if code != 2 || !strings.Contains(out, "FAILED") || !strings.Contains(out, "host key verification failed") || !strings.Contains(out, tc.want) {
+			t.Fatalf("%s: exit %d, want 2 and %q\n%s%s", tc.name, code, tc.want, out, stderr)
+		}
+		untouched(tc.name)
+	}
+
+	// The right key: old1 enrols, in group legacy, and answers a ping.
+	out, stderr, code := brine(t, append([]string{"enroll", "ssh://root@" + old1.Addr(), "--known-hosts", kh}, common...)...)
+	if code != 0 || !strings.Contains(out, "enrolled old1") || !strings.Contains(out, "1 enrolled, 0 failed") {
+		s, _, _ := old1.Sh(ctx, "journalctl -u brine-minion --no-pager -n 30")
+		t.Fatalf("enroll old1: exit %d\n%s%s\nminion:\n%s\nmaster:\n%s", code, out, stderr, s, mst.Log())
+	}
+	got, _, err := old1.Sh(ctx, "sha256sum /usr/bin/brine | cut -d' ' -f1; stat -c %a /etc/brine/minion.hcl; systemctl is-active brine-minion; systemctl is-enabled brine-minion; grep -c token /etc/brine/minion.hcl")
+	want := fileSHA(t, brineBin) + "\n600\nactive\nenabled\n1\n"
+	if err != nil || got != want {
+		t.Fatalf("old1 after enroll: %q, want %q (%v)", got, want, err)
+	}
+	tok, _, _ := old1.Sh(ctx, `sed -n 's/^token *= *"\(.*\)"$/\1/p' /etc/brine/minion.hcl`)
+	if tok = strings.TrimSpace(tok); tok == "" || strings.Contains(out+stderr+mst.Log(), tok) {
+		t.Fatalf("the token is missing from minion.hcl or shows in the output or the master's log (%q)", tok)
+	}
+	out, stderr, code = brine(t, "ping", "group:legacy", "--socket", sock, "--timeout", "30s")
+	if code != 0 || !strings.Contains(out, "old1") {
+		t.Fatalf("ping group:legacy: exit %d\n%s%s", code, out, stderr)
+	}
+
+	// Again: the master has old1's key accepted, so a token could not replace it: refused
+	// before any upload, and the minion keeps running.
+	out, _, code = brine(t, append([]string{"enroll", "ssh://root@" + old1.Addr(), "--known-hosts", kh}, common...)...)
+	if code != 2 || !strings.Contains(out, "at token") || !strings.Contains(out, "already has a key for old1 (accepted)") {
+		t.Fatalf("second enroll of old1: exit %d\n%s", code, out)
+	}
+}
+
+func fileSHA(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}

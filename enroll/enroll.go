@@ -1,0 +1,412 @@
+package enroll
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/brinecm/brine/cloud"
+	"github.com/brinecm/brine/pki"
+)
+
+// Master is what enrolling needs from the brine master, over its control socket.
+type Master interface {
+	// CreateToken makes a single-use enrolment token for minionID alone (as for cloud create).
+	CreateToken(ctx context.Context, minionID string, groups []string, ttl time.Duration) (string, error)
+	// Bootstrap gives the master's address, ports and fingerprint for minion.hcl.
+	Bootstrap(ctx context.Context) (cloud.BootstrapInfo, error)
+	// WaitEnrolled blocks until minionID has enrolled and reported facts, or ctx ends.
+	WaitEnrolled(ctx context.Context, minionID string) error
+	// KeyState is the state of minionID's key on the master ("" when it has none).
+	KeyState(ctx context.Context, minionID string) (string, error)
+}
+
+// Defaults of Options.
+const (
+	DefaultParallel       = 8
+	DefaultConnectTimeout = 15 * time.Second
+	DefaultCommandTimeout = 2 * time.Minute
+	DefaultEnrollTimeout  = 2 * time.Minute
+	DefaultTokenTTL       = 15 * time.Minute
+)
+
+// maxOutput bounds what is kept of a remote command's output.
+const maxOutput = 16 << 10
+
+// Options of Enroll.
+type Options struct {
+	Master Master
+	// Binary is the brine binary to install as /usr/bin/brine (a static linux binary).
+	Binary string
+	// Groups are the groups the token grants.
+	Groups   []string
+	HostKeys HostKeys
+	// Auth are the SSH authentication methods, tried in order (a key file, ssh-agent).
+	Auth []ssh.AuthMethod
+	// Parallel bounds how many hosts are enrolled at once.
+	Parallel int
+	// ConnectTimeout bounds the TCP connect and the SSH handshake with one host.
+	ConnectTimeout time.Duration
+	// CommandTimeout bounds each step run on a host (the upload is one).
+	CommandTimeout time.Duration
+	// EnrollTimeout bounds the wait for the master to report the minion enrolled.
+	EnrollTimeout time.Duration
+	// TokenTTL is how long each token is valid.
+	TokenTTL time.Duration
+}
+
+// Stages of one host's enrolment, in order; a Result names the one that failed.
+const (
+	StageConnect   = "connect"   // TCP, SSH handshake, host key, authentication
+	StageInspect   = "inspect"   // host name, architecture, systemd
+	StageToken     = "token"     // the master's key state and a fresh token
+	StageUpload    = "upload"    // the binary, its sha256 checked on the host
+	StageConfigure = "configure" // minion.hcl, the unit, start
+	StageEnrolled  = "enrolled"  // the master reports the minion enrolled
+)
+
+// Result is the outcome for one target.
+type Result struct {
+	Target string `json:"target"`
+	// ID is the minion id, once known.
+	ID string `json:"id,omitempty"`
+	OK bool   `json:"ok"`
+	// Stage is the stage that failed, or StageEnrolled when OK.
+	Stage string `json:"stage"`
+	// Uploaded is false when the host already had this binary.
+	Uploaded bool          `json:"uploaded"`
+	Error    string        `json:"error,omitempty"`
+	Duration time.Duration `json:"duration_ns"`
+}
+
+// binary is the brine binary read once for every host.
+type binary struct {
+	data []byte
+	sum  string // hex sha256
+	arch string // uname -m it runs on
+}
+
+func readBinary(path string) (binary, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return binary{}, fmt.Errorf("brine binary: %w", err)
+	}
+	f, err := elf.NewFile(bytes.NewReader(data))
+	if err != nil {
+		return binary{}, fmt.Errorf("brine binary %s is not an ELF executable: %w", path, err)
+	}
+	arch := map[elf.Machine]string{elf.EM_X86_64: "x86_64", elf.EM_AARCH64: "aarch64", elf.EM_386: "i686", elf.EM_ARM: "armv7l"}[f.Machine]
+	if arch == "" {
+		return binary{}, fmt.Errorf("brine binary %s: unsupported machine %v", path, f.Machine)
+	}
+	sum := sha256.Sum256(data)
+	return binary{data: data, sum: hex.EncodeToString(sum[:]), arch: arch}, nil
+}
+
+// Enroll enrols every target, at most opts.Parallel at once, and returns one Result per
+// target in the order given; each is also passed to done (when not nil) as soon as it is
+// known, from one goroutine at a time. An error means nothing was tried (bad options, no
+// master, unreadable binary); failures of single hosts are in their Results.
+func Enroll(ctx context.Context, targets []Target, opts Options, done func(Result)) ([]Result, error) {
+	if opts.Master == nil {
+		return nil, errors.New("enroll: no master")
+	}
+	if err := opts.HostKeys.check(); err != nil {
+		return nil, err
+	}
+	if len(opts.Auth) == 0 {
+		return nil, errors.New("no SSH authentication: give --identity FILE or run an ssh-agent (SSH_AUTH_SOCK)")
+	}
+	if opts.Parallel <= 0 {
+		opts.Parallel = DefaultParallel
+	}
+	orDefault := func(d *time.Duration, def time.Duration) {
+		if *d <= 0 {
+			*d = def
+		}
+	}
+	orDefault(&opts.ConnectTimeout, DefaultConnectTimeout)
+	orDefault(&opts.CommandTimeout, DefaultCommandTimeout)
+	orDefault(&opts.EnrollTimeout, DefaultEnrollTimeout)
+	orDefault(&opts.TokenTTL, DefaultTokenTTL)
+	seen := map[string]string{}
+	for _, t := range targets {
+		if prev, dup := seen[t.Addr()]; dup {
+			return nil, fmt.Errorf("%s and %s are the same server", prev, t.URL)
+		}
+		seen[t.Addr()] = t.URL
+	}
+	bin, err := readBinary(opts.Binary)
+	if err != nil {
+		return nil, err
+	}
+	info, err := opts.Master.Bootstrap(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("master: %w", err)
+	}
+	e := &enroller{opts: opts, bin: bin, info: info, ids: map[string]string{}}
+	results := make([]Result, len(targets))
+	var mu sync.Mutex // serialises done
+	g := new(errgroup.Group)
+	g.SetLimit(opts.Parallel)
+	for i, t := range targets {
+		g.Go(func() error {
+			start := time.Now()
+			r := e.one(ctx, t)
+			r.Target, r.Duration = t.URL, time.Since(start)
+			results[i] = r
+			if done != nil {
+				mu.Lock()
+				done(r)
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return results, nil
+}
+
+type enroller struct {
+	opts Options
+	bin  binary
+	info cloud.BootstrapInfo
+
+	mu  sync.Mutex        // guards ids
+	ids map[string]string // minion id -> target URL claiming it in this run
+}
+
+// claim reserves id for target: two servers of one run cannot enrol as one minion.
+func (e *enroller) claim(id, target string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if prev, ok := e.ids[id]; ok {
+		return fmt.Errorf("minion id %s is also %s's: give one of them ?id=OTHER", id, prev)
+	}
+	e.ids[id] = target
+	return nil
+}
+
+func (e *enroller) one(ctx context.Context, t Target) (r Result) {
+	fail := func(stage string, err error) Result {
+		r.Stage, r.Error = stage, err.Error()
+		return r
+	}
+	c, err := e.dial(ctx, t)
+	if err != nil {
+		return fail(StageConnect, err)
+	}
+	defer c.Close()
+
+	// Inspect: nothing is written before the host key was verified (dial) and the host
+	// can run the binary and the unit.
+	out, err := e.run(ctx, c, inspectScript, nil)
+	if err != nil {
+		return fail(StageInspect, err)
+	}
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	if len(lines) != 4 {
+		return fail(StageInspect, fmt.Errorf("unexpected answer from the host: %q", out))
+	}
+	hostname, arch, init, installed := lines[0], lines[1], lines[2], lines[3]
+	r.ID = t.ID
+	if r.ID == "" {
+		r.ID = hostname
+		if !pki.ValidID(r.ID) {
+			return fail(StageInspect, fmt.Errorf("the host name %q is not a valid minion id (^[a-z0-9][a-z0-9.-]{0,62}$): give one with %s?id=NAME", hostname, t.URL))
+		}
+	}
+	if arch != e.bin.arch {
+		return fail(StageInspect, fmt.Errorf("the host is %s and the binary is for %s", arch, e.bin.arch))
+	}
+	if init != "systemd" {
+		return fail(StageInspect, errors.New("the host does not run systemd: enroll installs the brine-minion unit; install brine by hand there (docs/master.md)"))
+	}
+	if err := e.claim(r.ID, t.URL); err != nil {
+		return fail(StageInspect, err)
+	}
+
+	// Token: a key the master already accepted (or rejected) for this id is not replaced by
+	// a token, so the wait below would report the other key: refuse instead.
+	state, err := e.opts.Master.KeyState(ctx, r.ID)
+	if err != nil {
+		return fail(StageToken, fmt.Errorf("master: %w", err))
+	}
+	if state != "" && state != "pending" {
+		return fail(StageToken, fmt.Errorf("the master already has a key for %s (%s): `brine key delete %s` first to enrol this host as %s, or give it another id (?id=NAME)", r.ID, state, r.ID, r.ID))
+	}
+	tok, err := e.opts.Master.CreateToken(ctx, r.ID, e.opts.Groups, e.opts.TokenTTL)
+	if err != nil {
+		return fail(StageToken, fmt.Errorf("master: %w", err))
+	}
+	conf, err := cloud.MinionConfig(cloud.UserDataParams{Bootstrap: e.info, MinionID: r.ID, Groups: e.opts.Groups, Token: tok})
+	if err != nil {
+		return fail(StageToken, err)
+	}
+
+	if installed != e.bin.sum {
+		if _, err := e.run(ctx, c, uploadScript(e.bin.sum), bytes.NewReader(e.bin.data)); err != nil {
+			return fail(StageUpload, err)
+		}
+		r.Uploaded = true
+	}
+	// The token travels on the session's stdin, never on a command line (ps would show it).
+	if _, err := e.run(ctx, c, configureScript, strings.NewReader(conf)); err != nil {
+		return fail(StageConfigure, err)
+	}
+	if _, err := e.run(ctx, c, unitScript, strings.NewReader(cloud.MinionUnit)); err != nil {
+		return fail(StageConfigure, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, e.opts.EnrollTimeout)
+	defer cancel()
+	if err := e.opts.Master.WaitEnrolled(wctx, r.ID); err != nil {
+		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			status, _ := e.run(ctx, c, "systemctl is-active brine-minion.service", nil)
+			err = fmt.Errorf("not enrolled after %s (brine-minion is %s; see journalctl -u brine-minion on the host)", e.opts.EnrollTimeout, strings.TrimSpace(status))
+		}
+		return fail(StageEnrolled, err)
+	}
+	r.OK, r.Stage = true, StageEnrolled
+	return r
+}
+
+// dial connects and authenticates, verifying the host key; both are bounded by
+// ConnectTimeout and by ctx.
+func (e *enroller) dial(ctx context.Context, t Target) (*ssh.Client, error) {
+	v, err := e.opts.HostKeys.verifier(t.Addr())
+	if err != nil {
+		return nil, err
+	}
+	cfg := &ssh.ClientConfig{User: t.User, Auth: e.opts.Auth, HostKeyCallback: v.callback,
+		HostKeyAlgorithms: v.algos, Timeout: e.opts.ConnectTimeout}
+	dctx, cancel := context.WithTimeout(ctx, e.opts.ConnectTimeout)
+	defer cancel()
+	conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", t.Addr())
+	if err != nil {
+		return nil, err
+	}
+	// The handshake is bounded too: a server that accepts and says nothing cannot hold us.
+	stop := context.AfterFunc(dctx, func() { conn.Close() })
+	cc, chans, reqs, err := ssh.NewClientConn(conn, t.Addr(), cfg)
+	if !stop() {
+		if err == nil {
+			cc.Close()
+		}
+		return nil, fmt.Errorf("ssh handshake with %s: no answer within %s", t.Addr(), e.opts.ConnectTimeout)
+	}
+	if err != nil {
+		conn.Close()
+		if errors.Is(err, ErrHostKey) {
+			return nil, unwrapHostKey(err)
+		}
+		return nil, fmt.Errorf("ssh %s: %w", t.Addr(), err)
+	}
+	return ssh.NewClient(cc, chans, reqs), nil
+}
+
+// unwrapHostKey drops the ssh package's "ssh: handshake failed: " in front of our message.
+func unwrapHostKey(err error) error {
+	s := err.Error()
+	if i := strings.Index(s, ErrHostKey.Error()); i > 0 {
+		return errors.New(s[i:])
+	}
+	return err
+}
+
+// run runs script on the host with stdin, bounded by CommandTimeout: past it the connection is
+// closed, which ends the command. It returns stdout; a failure carries (bounded) stderr.
+func (e *enroller) run(ctx context.Context, c *ssh.Client, script string, stdin io.Reader) (string, error) {
+	s, err := c.NewSession()
+	if err != nil {
+		return "", err
+	}
+	defer s.Close()
+	var stdout, stderr boundedBuffer
+	s.Stdin, s.Stdout, s.Stderr = stdin, &stdout, &stderr
+	cctx, cancel := context.WithTimeout(ctx, e.opts.CommandTimeout)
+	defer cancel()
+	stop := context.AfterFunc(cctx, func() { c.Close() })
+	err = s.Run(script)
+	if !stop() {
+		return "", fmt.Errorf("no answer within %s: connection closed", e.opts.CommandTimeout)
+	}
+	if err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if msg == "" {
+			return "", err
+		}
+		return "", fmt.Errorf("%v: %s", err, msg)
+	}
+	return stdout.String(), nil
+}
+
+// boundedBuffer keeps the first maxOutput bytes written to it and drops the rest.
+type boundedBuffer struct{ b bytes.Buffer }
+
+func (w *boundedBuffer) Write(p []byte) (int, error) {
+	if room := maxOutput - w.b.Len(); room > 0 {
+		w.b.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}
+
+func (w *boundedBuffer) String() string { return w.b.String() }
+
+// inspectScript prints the host name, the machine, "systemd" or "none", and the sha256 of
+// /usr/bin/brine ("-" when there is none).
+const inspectScript = `set -u
+hostname
+uname -m
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then echo systemd; else echo none; fi
+if [ -f /usr/bin/brine ]; then sha256sum /usr/bin/brine | cut -d' ' -f1; else echo -; fi
+`
+
+// uploadScript reads the binary from stdin into a temporary file next to /usr/bin/brine,
+// checks its sha256 there and only then moves it in place.
+func uploadScript(sum string) string {
+	return `set -eu
+umask 077
+tmp=$(mktemp /usr/bin/.brine.XXXXXX)
+trap 'rm -f "$tmp"' EXIT
+cat > "$tmp"
+got=$(sha256sum "$tmp" | cut -d' ' -f1)
+if [ "$got" != '` + sum + `' ]; then
+  echo "sha256 mismatch on the host: got $got, want ` + sum + `; nothing installed" >&2
+  exit 1
+fi
+chmod 0755 "$tmp"
+mv -f "$tmp" /usr/bin/brine
+trap - EXIT
+`
+}
+
+// configureScript writes minion.hcl from stdin (0600).
+const configureScript = `set -eu
+umask 077
+mkdir -p /etc/brine /var/lib/brine
+cat > /etc/brine/.minion.hcl.new
+mv -f /etc/brine/.minion.hcl.new /etc/brine/minion.hcl
+`
+
+// unitScript installs the unit from stdin and (re)starts the minion.
+const unitScript = `set -eu
+umask 022
+cat > /etc/systemd/system/.brine-minion.service.new
+mv -f /etc/systemd/system/.brine-minion.service.new /etc/systemd/system/brine-minion.service
+systemctl daemon-reload
+systemctl enable brine-minion.service >/dev/null 2>&1
+systemctl restart brine-minion.service
+`
