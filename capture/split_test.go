@@ -1,0 +1,63 @@
+package capture
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestSplitCommonAndPerHost(t *testing.T) {
+	pkgs := "# Packages.\nvariable \"packages\" {\n  default = { nginx = \"1.0\" }\n}\n\npackage \"manual\" {\n  for_each = var.packages\n}\n"
+	hosts := map[string]map[string][]byte{
+		"web1": {
+			"packages.hcl":  []byte(pkgs),
+			"files.hcl":     []byte("# Files.\n\n# shared\nfile \"/etc/a\" {\n  source = \"files/etc/a\"\n}\n\nfile \"/etc/b\" {\n  source = \"files/etc/b\"\n}\n"),
+			"files/etc/a":   []byte("same\n"),
+			"files/etc/b":   []byte("web1's\n"),
+			"variables.hcl": []byte("variable \"hostname\" {\n  description = \"captured on web1\"\n}\n"),
+			"README.md":     []byte("web1\n"),
+		},
+		"web2": {
+			"packages.hcl":  []byte(pkgs),
+			"files.hcl":     []byte("# Files.\n\n# shared\nfile \"/etc/a\" {\n  source = \"files/etc/a\"\n}\n\nfile \"/etc/b\" {\n  source = \"files/etc/b\"\n}\n"),
+			"files/etc/a":   []byte("same\n"),
+			"files/etc/b":   []byte("web2's\n"),
+			"variables.hcl": []byte("variable \"hostname\" {\n  description = \"captured on web2\"\n}\n"),
+			"README.md":     []byte("web2\n"),
+		},
+	}
+	out, err := Split(hosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"common/packages.hcl": pkgs,
+		"common/files.hcl":    "# Files.\n\n# shared\nfile \"/etc/a\" {\n  source = \"files/etc/a\"\n}\n",
+		"common/files/etc/a":  "same\n",
+		"web1/files.hcl":      "file \"/etc/b\" {\n  source = \"files/etc/b\"\n}\n",
+		"web1/files/etc/b":    "web1's\n",
+		"web2/files/etc/b":    "web2's\n",
+		"web1/variables.hcl":  "variable \"hostname\" {\n  description = \"captured on web1\"\n}\n",
+		"web2/README.md":      "web2\n",
+		"site.hcl": "# Written by `brine capture`: every captured host gets the bundle of what all of them\n# share and the bundle of its own differences. Review both before converging.\n\n" +
+			"assign \"web1,web2\" { bundles = [\"common\"] }\nassign \"web1\" { bundles = [\"web1\"] }\nassign \"web2\" { bundles = [\"web2\"] }\n",
+	}
+	for p, w := range want {
+		if got := string(out[p]); got != w {
+			t.Errorf("%s:\n%s\nwant:\n%s", p, got, w)
+		}
+	}
+	for _, p := range []string{"web1/packages.hcl", "web1/files/etc/a", "common/files/etc/b", "common/variables.hcl"} {
+		if _, ok := out[p]; ok {
+			t.Errorf("%s should not be in the split", p)
+		}
+	}
+
+	// One host: everything is its own.
+	out, err = Split(map[string]map[string][]byte{"web1": hosts["web1"]})
+	if err != nil || string(out["web1/packages.hcl"]) != pkgs || out["common/packages.hcl"] != nil || strings.Contains(string(out["site.hcl"]), "common") {
+		t.Fatalf("one host: %v %q", err, out["site.hcl"])
+	}
+	if _, err := Split(map[string]map[string][]byte{"common": hosts["web1"], "web2": hosts["web2"]}); err == nil {
+		t.Fatal("a minion named common was accepted")
+	}
+}
