@@ -182,7 +182,22 @@ func checkNoKeyMaterial(files map[string][]byte) error {
 
 // WriteDir writes the bundle into dir, which must not exist or be empty. The directory is
 // private (0700): configuration files can hold passwords that no rule recognises.
-func (r *Result) WriteDir(dir string) error {
+func (r *Result) WriteDir(dir string) error { return WriteFiles(dir, r.Files) }
+
+// WriteFiles writes files (slash-separated paths relative to dir) into dir, which must not
+// exist or be empty, private (0700, files 0600). A path that is absolute or leaves dir, or a
+// file that holds a private key block, stops it before anything is written: `brine capture`
+// writes with it what minions sent.
+func WriteFiles(dir string, files map[string][]byte) error {
+	if err := checkNoKeyMaterial(files); err != nil {
+		return err
+	}
+	for p := range files {
+		clean := path.Clean(p)
+		if p == "" || strings.ContainsRune(p, 0) || path.IsAbs(clean) || clean == "." || clean == ".." || strings.HasPrefix(clean, "../") {
+			return fmt.Errorf("capture: bad path %q in the bundle", p)
+		}
+	}
 	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
 		return fmt.Errorf("capture: %s is not empty", dir)
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -191,8 +206,8 @@ func (r *Result) WriteDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("capture: %w", err)
 	}
-	names := make([]string, 0, len(r.Files))
-	for p := range r.Files {
+	names := make([]string, 0, len(files))
+	for p := range files {
 		names = append(names, p)
 	}
 	sort.Strings(names)
@@ -205,7 +220,7 @@ func (r *Result) WriteDir(dir string) error {
 		if err := os.MkdirAll(filepath.Dir(full), 0o700); err != nil {
 			return fmt.Errorf("capture: %w", err)
 		}
-		if err := os.WriteFile(full, r.Files[p], 0o600); err != nil {
+		if err := os.WriteFile(full, files[p], 0o600); err != nil {
 			return fmt.Errorf("capture: %w", err)
 		}
 	}

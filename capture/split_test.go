@@ -1,6 +1,8 @@
 package capture
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -59,5 +61,25 @@ func TestSplitCommonAndPerHost(t *testing.T) {
 	}
 	if _, err := Split(map[string]map[string][]byte{"common": hosts["web1"], "web2": hosts["web2"]}); err == nil {
 		t.Fatal("a minion named common was accepted")
+	}
+}
+
+// What minions send is written only if every path stays inside the directory and no file holds
+// a private key: otherwise nothing is written.
+func TestWriteFilesRefusesHostileCaptures(t *testing.T) {
+	key := "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+	for name, files := range map[string]map[string][]byte{
+		"escape":   {"ok.hcl": []byte("x"), "../evil": []byte("x")},
+		"absolute": {"/etc/evil": []byte("x")},
+		"nul":      {"a\x00b": []byte("x")},
+		"key":      {"ok.hcl": []byte("x"), "web1/files/etc/k": []byte(key)},
+	} {
+		dir := filepath.Join(t.TempDir(), "out")
+		if err := WriteFiles(dir, files); err == nil {
+			t.Errorf("%s: written", name)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("%s: %s was made", name, dir)
+		}
 	}
 }

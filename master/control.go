@@ -53,6 +53,8 @@ type ControlRequest struct {
 	BundleName string `json:"bundle_name,omitempty"`
 	// Command is the shell command of run.
 	Command string `json:"command,omitempty"`
+	// Capture are the options of capture.
+	Capture *wire.CaptureSpec `json:"capture,omitempty"`
 }
 
 // KeyInfo is one key as `brine key list` shows it.
@@ -226,7 +228,7 @@ func (s *controlServer) do(ctx context.Context, req ControlRequest, send func(Co
 		}
 		send(ControlResponse{Event: Event{Event: "done"}, Status: st, Master: m.Name()})
 		return nil
-	case "apply", "ping", "run":
+	case "apply", "ping", "run", "capture":
 		site, tree, diags, err := m.siteFor(req.Site, req.SiteDir, false)
 		if err != nil {
 			return err
@@ -246,6 +248,10 @@ func (s *controlServer) do(ctx context.Context, req ControlRequest, send func(Co
 			spec.BundleName = cleanBundleName(req.BundleName)
 		case "run":
 			if spec, err = runSpec(spec, req.Command, m.cfg.jobTimeout); err != nil {
+				return err
+			}
+		case "capture":
+			if spec, err = captureSpec(spec, req.Capture); err != nil {
 				return err
 			}
 		}

@@ -51,6 +51,8 @@ type JobSpec struct {
 	History string
 	// Run is the command of a wire.JobRun job.
 	Run *wire.RunSpec
+	// Capture are the options of a wire.JobCapture job.
+	Capture *wire.CaptureSpec
 	// BundleName names the bundle (its directory, or a converge's bundle set) in the history.
 	BundleName string
 	// StartedBy says who started the job (default: WithStartedBy of Run's context).
@@ -251,6 +253,7 @@ func (m *Master) publishJob(spec JobSpec, peers map[string][]map[string]any, sec
 		meta.Groups[id] = spec.Site.GroupsOf(MinionInfo{ID: id, Groups: acc[id].Groups, Facts: m.Facts(id)})
 	}
 	meta.Run = spec.Run
+	meta.Capture = spec.Capture
 	var bundle []byte
 	var sealedVars map[string]string
 	if spec.Bundle != nil {

@@ -812,6 +812,9 @@ func (m *Minion) execute(ctx context.Context, j job) wire.Return {
 	if j.meta.Kind == wire.JobRun {
 		return m.runJob(ctx, j, ret)
 	}
+	if j.meta.Kind == wire.JobCapture {
+		return m.captureJob(ctx, j, ret)
+	}
 	b, err := states.UnmarshalBundle(j.bundle)
 	if err != nil {
 		ret.Error = err.Error()

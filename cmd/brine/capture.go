@@ -1,13 +1,18 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/brinecm/brine/capture"
+	"github.com/brinecm/brine/internal/wire"
+	"github.com/brinecm/brine/master"
 )
 
 // newLocalCaptureCmd is `brine local capture`: this host as a bundle.
@@ -63,3 +68,134 @@ Plan the result on this host: it shows no changes.`,
 	c.Flags().BoolVar(&asJSON, "json", false, "print the summary as JSON")
 	return c
 }
+
+// newCaptureCmd is `brine capture`: the minions a target names capture themselves, and the CLI
+// writes a site tree of what they share and what each has of its own.
+func newCaptureCmd() *cobra.Command {
+	var (
+		cf      controlFlags
+		out     string
+		spec    wire.CaptureSpec
+		timeout time.Duration
+		asJSON  bool
+	)
+	c := &cobra.Command{
+		Use:   "capture TARGET --out DIR",
+		Short: "Capture the minions a target names as a site: a common bundle, one bundle per host, site.hcl",
+		Long: `Capture has the master sign a capture job for the minions TARGET names; each captures itself as
+` + "`brine local capture`" + ` does (private keys become secret() references and never leave the host) and
+returns the bundle. Capture then writes a site into DIR (which must not exist or be empty):
+common/ with the blocks every host's capture holds identically, one directory per minion id with
+the rest, and site.hcl assigning common to all and each host its own. Converging that site on
+the same hosts changes nothing.
+
+The captures are kept in the job history like any return (brine jobs show JID). Exit status: 0
+when every minion was captured and the site written, 2 when a minion failed or did not return
+(the others are not written), 1 when nothing was sent.`,
+		Example: `  brine capture 'legacy*' --out ./site
+  brine converge --site ./site --dry-run   # 0 to change on the captured hosts
+  brine capture web1,web2 --out ./site --exclude '/etc/nginx/cache/' --max-file-size 1048576`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return withCode(exitNothing, fmt.Errorf("--out DIR is required"))
+			}
+			if ents, err := os.ReadDir(out); err == nil && len(ents) > 0 {
+				return withCode(exitNothing, fmt.Errorf("%s is not empty", out))
+			}
+			cl, err := cf.client()
+			if err != nil {
+				return withCode(exitNothing, err)
+			}
+			ctx, stop := signalContext()
+			defer stop()
+			req := master.ControlRequest{Op: "capture", Target: args[0], Timeout: timeout, Capture: &spec}
+			w := cmd.OutOrStdout()
+			hosts := map[string]map[string][]byte{}
+			sums := map[string]capture.Summary{}
+			var failed, missing []string
+			sent := false
+			err = cl.Do(ctx, req, func(r master.ControlResponse) {
+				ev := r.Event
+				switch ev.Event {
+				case "published":
+					sent = true
+				case "missing":
+					missing = append(missing, ev.Missing...)
+				case "return":
+					if ev.Return == nil {
+						return
+					}
+					id := ev.Return.Minion
+					files, sum, err := captureReturn(*ev.Return)
+					if err != nil {
+						failed = append(failed, id)
+						fmt.Fprintf(w, "%s: failed: %s\n", id, escapeOutput(err.Error()))
+						return
+					}
+					hosts[id], sums[id] = files, sum
+					if !asJSON {
+						fmt.Fprintf(w, "%s: captured %d packages, %d files, %d secrets, %d services, %d iptables chains, %d ufw rules (%d bytes)\n",
+							id, sum.Packages, sum.Files, len(sum.Secrets), sum.Services, sum.Chains, sum.UfwRules, sum.Bytes)
+					}
+				}
+			})
+			if err != nil {
+				if sent {
+					return withCode(exitFailed, err)
+				}
+				return withCode(exitNothing, err)
+			}
+			for _, id := range missing {
+				fmt.Fprintf(w, "%s: no return\n", id)
+			}
+			if len(failed) > 0 || len(missing) > 0 || len(hosts) == 0 {
+				return withCode(exitFailed, fmt.Errorf("%d failed, %d did not return: nothing written", len(failed), len(missing)))
+			}
+			tree, err := capture.Split(hosts)
+			if err != nil {
+				return withCode(exitFailed, err)
+			}
+			if err := capture.WriteFiles(out, tree); err != nil {
+				return withCode(exitFailed, err)
+			}
+			if asJSON {
+				return json.NewEncoder(w).Encode(map[string]any{"out": out, "hosts": sums, "files": len(tree)})
+			}
+			fmt.Fprintf(w, "Wrote the site of %d hosts into %s (%d files): %s/site.hcl\n", len(hosts), out, len(tree), out)
+			return nil
+		},
+	}
+	cf.register(c)
+	c.Flags().StringVar(&out, "out", "", "directory to write the site into (must not exist or be empty)")
+	c.Flags().Int64Var(&spec.MaxFileSize, "max-file-size", capture.DefaultMaxFileSize, "leave out files under /etc larger than this many bytes")
+	c.Flags().IntVar(&spec.MaxFiles, "max-files", capture.DefaultMaxFiles, "fail on a host where more files than this are to be captured")
+	c.Flags().StringArrayVar(&spec.Exclude, "exclude", nil, "also leave out paths matching this pattern (path.Match; a trailing / names a directory; repeatable)")
+	c.Flags().DurationVar(&timeout, "timeout", 0, "how long to wait for the captures (default: the master's job_timeout)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the hosts' summaries as JSON")
+	return c
+}
+
+// captureReturn checks one minion's capture return: what a minion sends is bounded and its
+// paths are checked again when written (capture.WriteFiles).
+func captureReturn(r wire.Return) (map[string][]byte, capture.Summary, error) {
+	var sum capture.Summary
+	if !r.Success {
+		return nil, sum, errors.New(cmp.Or(r.Error, "the capture failed"))
+	}
+	var rep wire.CaptureReport
+	if err := json.Unmarshal(r.Report, &rep); err != nil {
+		return nil, sum, fmt.Errorf("unreadable capture: %w", err)
+	}
+	total := 0
+	for _, b := range rep.Files {
+		total += len(b)
+	}
+	if total > wire.MaxCaptureFiles || len(rep.Files) == 0 {
+		return nil, sum, fmt.Errorf("the capture holds %d files of %d bytes: want 1 to %d bytes", len(rep.Files), total, wire.MaxCaptureFiles)
+	}
+	_ = json.Unmarshal(rep.Summary, &sum)
+	return rep.Files, sum, nil
+}
+
+func init() { rootCmd.AddCommand(newCaptureCmd()) }

@@ -344,6 +344,8 @@ type JobMeta struct {
 	Secrets map[string][]byte `json:"secrets,omitempty"` // minion id -> box-sealed JSON map[string]string
 	// Run is the command of a JobRun job (run.go).
 	Run *RunSpec `json:"run,omitempty"`
+	// Capture are the options of a JobCapture job (capture.go).
+	Capture *CaptureSpec `json:"capture,omitempty"`
 }
 
 // jobTag starts the signed content of every job.

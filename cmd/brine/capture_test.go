@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/brinecm/brine/testbed"
+)
+
+// The master-side capture round trip, for real: two testbed hosts set up by hand (a file both
+// share, one each of their own, a host-specific value) run real minions of a real master;
+// `brine capture` writes a common bundle, one per host and site.hcl, and a dry-run converge of
+// that site on the same hosts changes nothing.
+func TestCaptureThroughMaster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("testbed test skipped in -short mode")
+	}
+	c := testbed.NewT(t, "mst", "old1", "old2")
+	mst, sock := startTestbedMaster(t, c, c.Host("mst"))
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	for _, h := range []*testbed.Host{c.Host("old1"), c.Host("old2")} {
+		setup := fmt.Sprintf(`set -e
+mkdir -p /etc/legacy
+printf 'listen = 8080\nworkers = 4\n' > /etc/legacy/app.conf
+printf 'name = %s\nrole = %s\n' > /etc/legacy/own.conf
+cat > /etc/brine-minion.hcl <<EOF
+id = %q
+master = %q
+heartbeat = "1s"
+max_backoff = "1s"
+EOF`, h.Name(), map[string]string{"old1": "web", "old2": "db"}[h.Name()], h.Name(), c.Host("mst").Addr())
+		if out, code, err := h.Sh(ctx, setup); err != nil || code != 0 {
+			t.Fatalf("setup %s: %d %v %s", h.Name(), code, err, out)
+		}
+		if _, err := h.Start("minion", testbed.HostSharedDir+"/brine", "minion", "-c", "/etc/brine-minion.hcl"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		brine(t, "key", "accept", "--all", "--socket", sock)
+		if out, _, code := brine(t, "ping", "old*", "--socket", sock, "--timeout", "3s"); code == 0 && strings.Count(out, "pong") == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the minions did not answer:\n%s", mst.Log())
+		}
+	}
+
+	site := filepath.Join(t.TempDir(), "site")
+	out, stderr, code := brine(t, "capture", "old*", "--out", site, "--socket", sock, "--timeout", "2m")
+	if code != 0 {
+		t.Fatalf("capture: exit %d\n%s%s", code, out, stderr)
+	}
+	t.Logf("capture:\n%s", out)
+	read := func(p string) string {
+		b, _ := os.ReadFile(filepath.Join(site, p))
+		return string(b)
+	}
+	if s := read("site.hcl"); !strings.Contains(s, `assign "old1,old2" { bundles = ["common"] }`) || !strings.Contains(s, `assign "old1" { bundles = ["old1"] }`) {
+		t.Fatalf("site.hcl:\n%s", s)
+	}
+	if !strings.Contains(read("common/files.hcl"), `file "/etc/legacy/app.conf"`) || strings.Contains(read("common/files.hcl"), "own.conf") {
+		t.Fatalf("common/files.hcl:\n%s", read("common/files.hcl"))
+	}
+	if !strings.Contains(read("old1/files.hcl"), `file "/etc/legacy/own.conf"`) || !strings.Contains(read("old2/files.hcl"), `file "/etc/legacy/own.conf"`) {
+		t.Fatalf("old1/files.hcl:\n%s\nold2/files.hcl:\n%s", read("old1/files.hcl"), read("old2/files.hcl"))
+	}
+
+	out, stderr, code = brine(t, "converge", "old*", "--site", site, "--dry-run", "--socket", sock, "--timeout", "2m")
+	t.Logf("converge --dry-run:\n%s%s", out, stderr)
+	if code != 0 || strings.Count(out, " 0 to change, 0 failed") != 2 || !strings.Contains(out, "2 succeeded, 0 failed, 0 no return") {
+		t.Fatalf("converge --dry-run of the captured site: exit %d, want 0 to change on both hosts", code)
+	}
+}
