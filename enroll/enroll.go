@@ -90,6 +90,8 @@ type Result struct {
 	Uploaded bool          `json:"uploaded"`
 	Error    string        `json:"error,omitempty"`
 	Duration time.Duration `json:"duration_ns"`
+	// Stages is how long each stage reached took.
+	Stages map[string]time.Duration `json:"stages_ns,omitempty"`
 }
 
 // binary is the brine binary read once for every host.
@@ -201,7 +203,15 @@ func (e *enroller) claim(id, target string) error {
 }
 
 func (e *enroller) one(ctx context.Context, t Target) (r Result) {
+	r.Stages = map[string]time.Duration{}
+	last := time.Now()
+	lap := func(stage string) {
+		now := time.Now()
+		r.Stages[stage] += now.Sub(last)
+		last = now
+	}
 	fail := func(stage string, err error) Result {
+		lap(stage)
 		r.Stage, r.Error = stage, err.Error()
 		return r
 	}
@@ -209,6 +219,7 @@ func (e *enroller) one(ctx context.Context, t Target) (r Result) {
 	if err != nil {
 		return fail(StageConnect, err)
 	}
+	lap(StageConnect)
 	defer c.Close()
 
 	// Inspect: nothing is written before the host key was verified (dial) and the host
@@ -238,6 +249,7 @@ func (e *enroller) one(ctx context.Context, t Target) (r Result) {
 	if err := e.claim(r.ID, t.URL); err != nil {
 		return fail(StageInspect, err)
 	}
+	lap(StageInspect)
 
 	// Token: a key the master already accepted (or rejected) for this id is not replaced by
 	// a token, so the wait below would report the other key: refuse instead.
@@ -256,6 +268,7 @@ func (e *enroller) one(ctx context.Context, t Target) (r Result) {
 	if err != nil {
 		return fail(StageToken, err)
 	}
+	lap(StageToken)
 
 	if installed != e.bin.sum {
 		if _, err := e.run(ctx, c, uploadScript(e.bin.sum), bytes.NewReader(e.bin.data)); err != nil {
@@ -263,13 +276,12 @@ func (e *enroller) one(ctx context.Context, t Target) (r Result) {
 		}
 		r.Uploaded = true
 	}
+	lap(StageUpload)
 	// The token travels on the session's stdin, never on a command line (ps would show it).
 	if _, err := e.run(ctx, c, configureScript, strings.NewReader(conf)); err != nil {
 		return fail(StageConfigure, err)
 	}
-	if _, err := e.run(ctx, c, unitScript, strings.NewReader(cloud.MinionUnit)); err != nil {
-		return fail(StageConfigure, err)
-	}
+	lap(StageConfigure)
 	wctx, cancel := context.WithTimeout(ctx, e.opts.EnrollTimeout)
 	defer cancel()
 	if err := e.opts.Master.WaitEnrolled(wctx, r.ID); err != nil {
@@ -279,6 +291,7 @@ func (e *enroller) one(ctx context.Context, t Target) (r Result) {
 		}
 		return fail(StageEnrolled, err)
 	}
+	lap(StageEnrolled)
 	r.OK, r.Stage = true, StageEnrolled
 	return r
 }
@@ -393,18 +406,16 @@ trap - EXIT
 `
 }
 
-// configureScript writes minion.hcl from stdin (0600).
-const configureScript = `set -eu
+// configureScript writes minion.hcl from stdin (0600; the token is in it), installs the unit
+// of the Debian package (a constant, in the script) and (re)starts the minion: one session.
+var configureScript = `set -eu
 umask 077
 mkdir -p /etc/brine /var/lib/brine
 cat > /etc/brine/.minion.hcl.new
 mv -f /etc/brine/.minion.hcl.new /etc/brine/minion.hcl
-`
-
-// unitScript installs the unit from stdin and (re)starts the minion.
-const unitScript = `set -eu
 umask 022
-cat > /etc/systemd/system/.brine-minion.service.new
+cat > /etc/systemd/system/.brine-minion.service.new <<'BRINE_UNIT_EOF'
+` + cloud.MinionUnit + `BRINE_UNIT_EOF
 mv -f /etc/systemd/system/.brine-minion.service.new /etc/systemd/system/brine-minion.service
 systemctl daemon-reload
 systemctl enable brine-minion.service >/dev/null 2>&1

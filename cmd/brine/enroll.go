@@ -141,7 +141,7 @@ at that address.`,
 	f.DurationVar(&opts.CommandTimeout, "command-timeout", enroll.DefaultCommandTimeout, "bound on each step run on a server (the upload is one)")
 	f.DurationVar(&opts.EnrollTimeout, "enroll-timeout", enroll.DefaultEnrollTimeout, "bound on the wait for the master to report a minion enrolled")
 	f.DurationVar(&opts.TokenTTL, "token-ttl", enroll.DefaultTokenTTL, "how long each enrolment token is valid")
-	f.BoolVar(&asJSON, "json", false, "print one JSON object per server: {target, id, ok, stage, uploaded, error, duration_ns}")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object per server: {target, id, ok, stage, uploaded, error, duration_ns, stages_ns}")
 	return c
 }
 

@@ -6,9 +6,11 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,13 +19,14 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
+	"github.com/brinecm/brine/enroll"
 	"github.com/brinecm/brine/testbed"
 )
 
 // startSSHD gives h fresh host keys of its own (the lower layer holds the machine's), lets
 // clientKey in as root and starts the real sshd (Debian's ssh.service); it returns h's
 // ed25519 host key, read out of band as an operator would.
-func startSSHD(t *testing.T, h *testbed.Host, clientKey ssh.PublicKey) ssh.PublicKey {
+func startSSHD(t testing.TB, h *testbed.Host, clientKey ssh.PublicKey) ssh.PublicKey {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -60,23 +63,8 @@ func TestEnrollOverSSH(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	dir := t.TempDir()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	identity := filepath.Join(dir, "id_ed25519")
-	if err := os.WriteFile(identity, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	clientKey, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
+	identity, clientKey := clientIdentity(t)
+	dir := filepath.Dir(identity)
 	old1, old2 := c.Host("old1"), c.Host("old2")
 	key1 := startSSHD(t, old1, clientKey)
 	key2 := startSSHD(t, old2, clientKey)
@@ -125,11 +113,13 @@ func TestEnrollOverSSH(t *testing.T) {
 	}
 
 	// The right key: old1 enrols, in group legacy, and answers a ping.
-	out, stderr, code := brine(t, append([]string{"enroll", "ssh://root@" + old1.Addr(), "--known-hosts", kh}, common...)...)
-	if code != 0 || !strings.Contains(out, "enrolled old1") || !strings.Contains(out, "1 enrolled, 0 failed") {
+	out, stderr, code := brine(t, append([]string{"enroll", "ssh://root@" + old1.Addr(), "--known-hosts", kh, "--json"}, common...)...)
+	var res enroll.Result
+	if err := json.Unmarshal([]byte(out), &res); err != nil || code != 0 || !res.OK || res.ID != "old1" || !res.Uploaded || res.Stage != enroll.StageEnrolled {
 		s, _, _ := old1.Sh(ctx, "journalctl -u brine-minion --no-pager -n 30")
 		t.Fatalf("enroll old1: exit %d\n%s%s\nminion:\n%s\nmaster:\n%s", code, out, stderr, s, mst.Log())
 	}
+	t.Logf("enrolled old1 in %s: %v", res.Duration, res.Stages)
 	got, _, err := old1.Sh(ctx, "sha256sum /usr/bin/brine | cut -d' ' -f1; stat -c %a /etc/brine/minion.hcl; systemctl is-active brine-minion; systemctl is-enabled brine-minion; grep -c token /etc/brine/minion.hcl")
 	want := fileSHA(t, brineBin) + "\n600\nactive\nenabled\n1\n"
 	if err != nil || got != want {
@@ -160,4 +150,77 @@ func fileSHA(t *testing.T, path string) string {
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+// clientIdentity writes a fresh unencrypted ed25519 key for --identity into a temp dir.
+func clientIdentity(t testing.TB) (string, ssh.PublicKey) {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	identity := filepath.Join(t.TempDir(), "id_ed25519")
+	if err := os.WriteFile(identity, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clientKey, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return identity, clientKey
+}
+
+// BenchmarkEnrollTestbed times `brine enroll` of N systemd testbed hosts running sshd (upload
+// of the 36 MB binary, configure, start, wait until enrolled) through a real master, --parallel
+// 10. Between iterations (not timed) the hosts are reset: minion stopped, binary, config and
+// keys removed. Run as root:
+//
+//	go test -count=1 -run '^$' -bench EnrollTestbed -benchtime 2x ./cmd/brine/
+func BenchmarkEnrollTestbed(b *testing.B) {
+	for _, n := range []int{1, 10} {
+		b.Run(fmt.Sprintf("hosts=%d", n), func(b *testing.B) {
+			names := []string{"mst"}
+			for i := 1; i <= n; i++ {
+				names = append(names, fmt.Sprintf("e%d", i))
+			}
+			c := testbed.NewSystemdT(b, names...)
+			_, sock := startTestbedMaster(b, c, c.Host("mst"))
+			identity, clientKey := clientIdentity(b)
+			var kh strings.Builder
+			args := []string{"enroll", "--socket", sock, "--identity", identity, "--binary", brineBin, "--parallel", "10"}
+			for _, name := range names[1:] {
+				h := c.Host(name)
+				kh.WriteString(knownhosts.Line([]string{h.Addr() + ":22"}, startSSHD(b, h, clientKey)) + "\n")
+				args = append(args, "ssh://root@"+h.Addr())
+			}
+			khFile := filepath.Join(b.TempDir(), "known_hosts")
+			if err := os.WriteFile(khFile, []byte(kh.String()), 0o600); err != nil {
+				b.Fatal(err)
+			}
+			args = append(args, "--known-hosts", khFile)
+			ctx := context.Background()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if i > 0 {
+					b.StopTimer()
+					for _, name := range names[1:] {
+						if out, code, err := c.Host(name).Sh(ctx, "systemctl stop brine-minion; rm -rf /usr/bin/brine /etc/brine /var/lib/brine"); err != nil || code != 0 {
+							b.Fatalf("reset %s: %v %s", name, err, out)
+						}
+						brine(b, "key", "delete", name, "--socket", sock)
+					}
+					b.StartTimer()
+				}
+				cmd := exec.Command(brineBin, args...)
+				if out, err := cmd.CombinedOutput(); err != nil {
+					b.Fatalf("%v\n%s", err, out)
+				}
+			}
+			b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/enroll")
+		})
+	}
 }

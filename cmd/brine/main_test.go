@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 }
 
 // brine runs the binary and returns stdout, stderr and the exit code.
-func brine(t *testing.T, args ...string) (string, string, int) {
+func brine(t testing.TB, args ...string) (string, string, int) {
 	t.Helper()
 	cmd := exec.Command(brineBin, args...)
 	var out, errb bytes.Buffer
