@@ -112,10 +112,23 @@ func TestEnrollOverSSH(t *testing.T) {
 		untouched(tc.name)
 	}
 
-	// The right key: old1 enrols, in group legacy, and answers a ping.
-	out, stderr, code := brine(t, append([]string{"enroll", "ssh://root@" + old1.Addr(), "--known-hosts", kh, "--json"}, common...)...)
+	// Both at once: old1 (the right key) enrols, in group legacy, and answers a ping; old2 (a
+	// changed key) fails on its own line, untouched, and the exit status says so.
+	out, stderr, code := brine(t, append([]string{"enroll", "ssh://root@" + old1.Addr(), "ssh://root@" + old2.Addr(), "--known-hosts", kh, "--json"}, common...)...)
 	var res enroll.Result
-	if err := json.Unmarshal([]byte(out), &res); err != nil || code != 0 || !res.OK || res.ID != "old1" || !res.Uploaded || res.Stage != enroll.StageEnrolled {
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r enroll.Result
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("enroll --json: %v: %q", err, line)
+		}
+		if r.Target == "ssh://root@"+old1.Addr() {
+			res = r
+		} else if r.OK || r.Stage != enroll.StageConnect || !strings.Contains(r.Error, "host key verification failed") {
+			t.Fatalf("old2 in the same run: %+v", r)
+		}
+	}
+	untouched("in a run with old1")
+	if code != 2 || !res.OK || res.ID != "old1" || !res.Uploaded || res.Stage != enroll.StageEnrolled {
 		s, _, _ := old1.Sh(ctx, "journalctl -u brine-minion --no-pager -n 30")
 		t.Fatalf("enroll old1: exit %d\n%s%s\nminion:\n%s\nmaster:\n%s", code, out, stderr, s, mst.Log())
 	}
