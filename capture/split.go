@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 
@@ -24,44 +25,92 @@ type unit struct {
 	key  string   // identity across hosts: file, text and the referenced files' bytes
 }
 
+// GroupBundlePrefix starts the name of a bundle Split writes a group's shared blocks into.
+const GroupBundlePrefix = "group-"
+
 // Split divides the captures of several hosts (minion id to bundle files) into a site tree:
-// a bundle CommonBundle with every block (resource, variable, locals) that all hosts' captures
-// hold identically (same text, same referenced files), one bundle per host, named by its id,
-// with the rest (and its README), and a site.hcl whose assign blocks give every host the
-// common bundle and its own. The result maps slash-separated paths of the tree to contents.
-// With a single host there is no common bundle. The bundles of one host share one graph when
-// converged (variables and locals too), so a block may stay in one and be used from the other.
-func Split(hosts map[string]map[string][]byte) (map[string][]byte, error) {
+//   - CommonBundle: every block (resource, variable, locals, with the comments above it) that
+//     all hosts' captures hold identically (same text, same files its source or template reads);
+//   - GroupBundlePrefix+G, for a group G of groups (minion id to its groups) that two captured
+//     hosts or more have: the blocks all of G's captured hosts hold identically and not all
+//     hosts do (a block goes to the first such group by name, so no host gets it twice);
+//   - one bundle per host, named by its id, with the rest and its README;
+//   - site.hcl, whose assign blocks give each host the common bundle, its groups' and its own
+//     (by id: the site reproduces the captured hosts, whoever joins the group later).
+//
+// The result maps slash-separated paths of the tree to contents. With a single host there is no
+// common bundle. The bundles of one host share one graph when converged (variables and locals
+// too), so a block may stay in one bundle and be used from another.
+func Split(hosts map[string]map[string][]byte, groups map[string][]string) (map[string][]byte, error) {
 	if len(hosts) == 0 {
 		return nil, fmt.Errorf("split: no captures")
 	}
 	ids := make([]string, 0, len(hosts))
 	for id := range hosts {
-		if id == CommonBundle || id == "site.hcl" {
-			return nil, fmt.Errorf("split: a minion named %q collides with the site's own names", id)
+		if id == CommonBundle || id == "site.hcl" || strings.HasPrefix(id, GroupBundlePrefix) {
+			return nil, fmt.Errorf("split: a minion named %q collides with the site's own names (%s, %s*)", id, CommonBundle, GroupBundlePrefix)
 		}
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
 	units := map[string][]unit{}
-	count := map[string]int{} // unit key -> hosts holding it
+	holders := map[string]map[string]bool{} // unit key -> hosts holding it
 	for _, id := range ids {
 		us, err := hostUnits(id, hosts[id])
 		if err != nil {
 			return nil, err
 		}
 		units[id] = us
-		seen := map[string]bool{}
 		for _, u := range us {
-			if !seen[u.key] {
-				seen[u.key] = true
-				count[u.key]++
+			if holders[u.key] == nil {
+				holders[u.key] = map[string]bool{}
+			}
+			holders[u.key][id] = true
+		}
+	}
+	// The captured members of each group that has two or more, groups by name.
+	members := map[string][]string{}
+	for _, id := range ids {
+		for _, g := range groups[id] {
+			if !slices.Contains(members[g], id) {
+				members[g] = append(members[g], id)
 			}
 		}
 	}
-	common := func(u unit) bool { return len(ids) > 1 && count[u.key] == len(ids) }
+	var gnames []string
+	for g, m := range members {
+		if len(m) >= 2 && len(m) < len(ids) {
+			gnames = append(gnames, g)
+		}
+	}
+	sort.Strings(gnames)
+	// home is the bundle each unit key goes to when it is not the host's own.
+	home := map[string]string{}
+	for k, hs := range holders {
+		if len(ids) > 1 && len(hs) == len(ids) {
+			home[k] = CommonBundle
+			continue
+		}
+		for _, g := range gnames {
+			all := true
+			for _, id := range members[g] {
+				all = all && hs[id]
+			}
+			if all {
+				home[k] = GroupBundlePrefix + g
+				break
+			}
+		}
+	}
+	gets := func(id, bundle string) bool {
+		if bundle == CommonBundle {
+			return true
+		}
+		return slices.Contains(members[strings.TrimPrefix(bundle, GroupBundlePrefix)], id)
+	}
 
 	out := map[string][]byte{}
+	written := map[string]bool{} // unit keys written to a shared bundle
 	add := func(bundle string, u unit, files map[string][]byte) {
 		p := bundle + "/" + u.file
 		out[p] = append(out[p], u.text...)
@@ -69,32 +118,33 @@ func Split(hosts map[string]map[string][]byte) (map[string][]byte, error) {
 			out[bundle+"/"+r] = files[r]
 		}
 	}
-	var hostBundles []string
-	for i, id := range ids {
+	assigned := map[string][]string{} // bundle -> hosts
+	for _, id := range ids {
 		files := hosts[id]
 		used := map[string]bool{}
-		hasHCL := false
 		for _, u := range units[id] {
 			for _, r := range u.refs {
 				used[r] = true
 			}
-			if common(u) {
-				if i == 0 {
-					add(CommonBundle, u, files)
-				}
-				continue
+			b := home[u.key]
+			if b == "" || !gets(id, b) {
+				b = id
 			}
-			add(id, u, files)
-			hasHCL = true
+			if b == id || !written[u.key] {
+				add(b, u, files)
+			}
+			if b != id {
+				written[u.key] = true
+			}
+			if !slices.Contains(assigned[b], id) {
+				assigned[b] = append(assigned[b], id)
+			}
 		}
 		// Files no block reads (the README) stay with the host.
 		for p, data := range files {
 			if !used[p] && !strings.HasSuffix(p, ".hcl") {
 				out[id+"/"+p] = data
 			}
-		}
-		if hasHCL {
-			hostBundles = append(hostBundles, id)
 		}
 	}
 	for p, data := range out {
@@ -104,18 +154,35 @@ func Split(hosts map[string]map[string][]byte) (map[string][]byte, error) {
 	}
 
 	var site strings.Builder
-	site.WriteString("# Written by `brine capture`: every captured host gets the bundle of what all of them\n")
-	site.WriteString("# share and the bundle of its own differences. Review both before converging.\n")
-	if len(ids) > 1 {
-		fmt.Fprintf(&site, "\nassign %q { bundles = [%q] }\n", strings.Join(ids, ","), CommonBundle)
-		var readme strings.Builder
-		fmt.Fprintf(&readme, "# What %s share\n\nThe blocks that the captures of these hosts hold identically: %s.\n"+
-			"Each host's own bundle (a directory named by its minion id) holds the rest, and its README\nthe notes of its capture.\n",
-			"the captured hosts", strings.Join(ids, ", "))
-		out[CommonBundle+"/README.md"] = []byte(readme.String())
+	site.WriteString("# Written by `brine capture`: each captured host gets the bundle of what all of them share,\n")
+	site.WriteString("# those of what the captured hosts of its groups share, and the bundle of its own differences.\n")
+	site.WriteString("# Review them before converging.\n")
+	var shared []string
+	if _, ok := assigned[CommonBundle]; ok {
+		shared = append(shared, CommonBundle)
 	}
-	for _, id := range hostBundles {
-		fmt.Fprintf(&site, "assign %q { bundles = [%q] }\n", id, id)
+	for _, g := range gnames {
+		if _, ok := assigned[GroupBundlePrefix+g]; ok {
+			shared = append(shared, GroupBundlePrefix+g)
+		}
+	}
+	for _, b := range shared {
+		hs := assigned[b]
+		sort.Strings(hs)
+		fmt.Fprintf(&site, "\nassign %q { bundles = [%q] }\n", strings.Join(hs, ","), b)
+		what := "all the captured hosts"
+		if b != CommonBundle {
+			what = "the captured hosts of group " + strings.TrimPrefix(b, GroupBundlePrefix)
+		}
+		out[b+"/README.md"] = []byte(fmt.Sprintf("# What %s share\n\nThe blocks that the captures of %s hold identically.\n"+
+			"Each host's own bundle (a directory named by its minion id) holds the rest, and its README\nthe notes of its capture.\n",
+			what, strings.Join(hs, ", ")))
+	}
+	site.WriteString("\n")
+	for _, id := range ids {
+		if slices.Contains(assigned[id], id) {
+			fmt.Fprintf(&site, "assign %q { bundles = [%q] }\n", id, id)
+		}
 	}
 	out["site.hcl"] = []byte(site.String())
 	return out, nil

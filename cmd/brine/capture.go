@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -86,8 +87,10 @@ func newCaptureCmd() *cobra.Command {
 ` + "`brine local capture`" + ` does (private keys become secret() references and never leave the host) and
 returns the bundle. Capture then writes a site into DIR (which must not exist or be empty):
 common/ with the blocks every host's capture holds identically, one directory per minion id with
-the rest, and site.hcl assigning common to all and each host its own. Converging that site on
-the same hosts changes nothing.
+the rest, and site.hcl assigning common to all and each host its own. A group (of the master's
+key groups) that two captured hosts or more have, but not all, gets a bundle group-NAME of the
+blocks its captured hosts hold identically. Converging that site on the same hosts changes
+nothing.
 
 The captures are kept in the job history like any return (brine jobs show JID). Exit status: 0
 when every minion was captured and the site written, 2 when a minion failed or did not return
@@ -152,7 +155,11 @@ when every minion was captured and the site written, 2 when a minion failed or d
 			if len(failed) > 0 || len(missing) > 0 || len(hosts) == 0 {
 				return withCode(exitFailed, fmt.Errorf("%d failed, %d did not return: nothing written", len(failed), len(missing)))
 			}
-			tree, err := capture.Split(hosts)
+			groups, err := acceptedGroups(ctx, cl)
+			if err != nil {
+				return withCode(exitFailed, fmt.Errorf("the minions' groups: %w", err))
+			}
+			tree, err := capture.Split(hosts, groups)
 			if err != nil {
 				return withCode(exitFailed, err)
 			}
@@ -174,6 +181,21 @@ when every minion was captured and the site written, 2 when a minion failed or d
 	c.Flags().DurationVar(&timeout, "timeout", 0, "how long to wait for the captures (default: the master's job_timeout)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the hosts' summaries as JSON")
 	return c
+}
+
+// acceptedGroups are the groups of every accepted key, as the master granted them.
+func acceptedGroups(ctx context.Context, cl *master.Client) (map[string][]string, error) {
+	r, err := cl.One(ctx, master.ControlRequest{Op: "keys", Action: "list"})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	for _, k := range r.Keys {
+		if k.State == "accepted" {
+			out[k.ID] = k.Groups
+		}
+	}
+	return out, nil
 }
 
 // captureReturn checks one minion's capture return: what a minion sends is bounded and its

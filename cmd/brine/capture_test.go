@@ -12,29 +12,30 @@ import (
 	"github.com/brinecm/brine/testbed"
 )
 
-// The master-side capture round trip, for real: two testbed hosts set up by hand (a file both
-// share, one each of their own, a host-specific value) run real minions of a real master;
-// `brine capture` writes a common bundle, one per host and site.hcl, and a dry-run converge of
-// that site on the same hosts changes nothing.
+// The master-side capture round trip, for real: three testbed hosts set up by hand (a file all
+// share, one each of their own, one that the two hosts of group web share) run real minions of
+// a real master; `brine capture` writes a common bundle, group-web, one per host and site.hcl,
+// and a dry-run converge of that site on the same hosts changes nothing.
 func TestCaptureThroughMaster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("testbed test skipped in -short mode")
 	}
-	c := testbed.NewT(t, "mst", "old1", "old2")
+	c := testbed.NewT(t, "mst", "old1", "old2", "old3")
 	mst, sock := startTestbedMaster(t, c, c.Host("mst"))
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	for _, h := range []*testbed.Host{c.Host("old1"), c.Host("old2")} {
+	for _, h := range []*testbed.Host{c.Host("old1"), c.Host("old2"), c.Host("old3")} {
 		setup := fmt.Sprintf(`set -e
 mkdir -p /etc/legacy
 printf 'listen = 8080\nworkers = 4\n' > /etc/legacy/app.conf
-printf 'name = %s\nrole = %s\n' > /etc/legacy/own.conf
+printf 'seed = %d\n' > /etc/legacy/own.conf
+printf 'role = %s\n' > /etc/legacy/role.conf
 cat > /etc/brine-minion.hcl <<EOF
 id = %q
 master = %q
 heartbeat = "1s"
 max_backoff = "1s"
-EOF`, h.Name(), map[string]string{"old1": "web", "old2": "db"}[h.Name()], h.Name(), c.Host("mst").Addr())
+EOF`, len(h.Name())*int(h.Name()[3]), map[string]string{"old1": "web", "old2": "db", "old3": "web"}[h.Name()], h.Name(), c.Host("mst").Addr())
 		if out, code, err := h.Sh(ctx, setup); err != nil || code != 0 {
 			t.Fatalf("setup %s: %d %v %s", h.Name(), code, err, out)
 		}
@@ -43,8 +44,9 @@ EOF`, h.Name(), map[string]string{"old1": "web", "old2": "db"}[h.Name()], h.Name
 		}
 	}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		brine(t, "key", "accept", "--all", "--socket", sock)
-		if out, _, code := brine(t, "ping", "old*", "--socket", sock, "--timeout", "3s"); code == 0 && strings.Count(out, "pong") == 2 {
+		brine(t, "key", "accept", "old[13]", "--groups", "web", "--socket", sock)
+		brine(t, "key", "accept", "old2", "--groups", "db", "--socket", sock)
+		if out, _, code := brine(t, "ping", "old*", "--socket", sock, "--timeout", "3s"); code == 0 && strings.Count(out, "pong") == 3 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -62,19 +64,24 @@ EOF`, h.Name(), map[string]string{"old1": "web", "old2": "db"}[h.Name()], h.Name
 		b, _ := os.ReadFile(filepath.Join(site, p))
 		return string(b)
 	}
-	if s := read("site.hcl"); !strings.Contains(s, `assign "old1,old2" { bundles = ["common"] }`) || !strings.Contains(s, `assign "old1" { bundles = ["old1"] }`) {
+	if s := read("site.hcl"); !strings.Contains(s, `assign "old1,old2,old3" { bundles = ["common"] }`) ||
+		!strings.Contains(s, `assign "old1,old3" { bundles = ["group-web"] }`) || !strings.Contains(s, `assign "old1" { bundles = ["old1"] }`) {
 		t.Fatalf("site.hcl:\n%s", s)
 	}
 	if !strings.Contains(read("common/files.hcl"), `file "/etc/legacy/app.conf"`) || strings.Contains(read("common/files.hcl"), "own.conf") {
 		t.Fatalf("common/files.hcl:\n%s", read("common/files.hcl"))
 	}
-	if !strings.Contains(read("old1/files.hcl"), `file "/etc/legacy/own.conf"`) || !strings.Contains(read("old2/files.hcl"), `file "/etc/legacy/own.conf"`) {
+	if !strings.Contains(read("old1/files.hcl"), `file "/etc/legacy/own.conf"`) || !strings.Contains(read("old2/files.hcl"), `file "/etc/legacy/own.conf"`) ||
+		!strings.Contains(read("old2/files.hcl"), `file "/etc/legacy/role.conf"`) || strings.Contains(read("old1/files.hcl"), "role.conf") {
 		t.Fatalf("old1/files.hcl:\n%s\nold2/files.hcl:\n%s", read("old1/files.hcl"), read("old2/files.hcl"))
+	}
+	if g := read("group-web/files.hcl"); !strings.Contains(g, `file "/etc/legacy/role.conf"`) || read("group-web/files/etc/legacy/role.conf") != "role = web\n" {
+		t.Fatalf("group-web:\n%s", g)
 	}
 
 	out, stderr, code = brine(t, "converge", "old*", "--site", site, "--dry-run", "--socket", sock, "--timeout", "2m")
 	t.Logf("converge --dry-run:\n%s%s", out, stderr)
-	if code != 0 || strings.Count(out, " 0 to change, 0 failed") != 2 || !strings.Contains(out, "2 succeeded, 0 failed, 0 no return") {
-		t.Fatalf("converge --dry-run of the captured site: exit %d, want 0 to change on both hosts", code)
+	if code != 0 || strings.Count(out, " 0 to change, 0 failed") != 3 || !strings.Contains(out, "3 succeeded, 0 failed, 0 no return") {
+		t.Fatalf("converge --dry-run of the captured site: exit %d, want 0 to change on every host", code)
 	}
 }
