@@ -230,7 +230,7 @@ func (e *enroller) one(ctx context.Context, t Target) (r Result) {
 	}
 	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
 	if len(lines) != 4 {
-		return fail(StageInspect, fmt.Errorf("unexpected answer from the host: %q", out))
+		return fail(StageInspect, fmt.Errorf("unexpected answer from the host (%d bytes): %q", len(out), out[:min(len(out), 256)]))
 	}
 	hostname, arch, init, installed := lines[0], lines[1], lines[2], lines[3]
 	r.ID = t.ID
