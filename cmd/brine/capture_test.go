@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/testbed"
 )
 
@@ -83,5 +85,31 @@ EOF`, len(h.Name())*int(h.Name()[3]), map[string]string{"old1": "web", "old2": "
 	t.Logf("converge --dry-run:\n%s%s", out, stderr)
 	if code != 0 || strings.Count(out, " 0 to change, 0 failed") != 3 || !strings.Contains(out, "3 succeeded, 0 failed, 0 no return") {
 		t.Fatalf("converge --dry-run of the captured site: exit %d, want 0 to change on every host", code)
+	}
+}
+
+// What a minion returns for a capture is checked before anything is written: a failed capture,
+// an unreadable report, no files or more than wire.MaxCaptureFiles bytes are refused.
+func TestCaptureReturnBounds(t *testing.T) {
+	ok, _ := json.Marshal(wire.CaptureReport{Files: map[string][]byte{"files.hcl": []byte("x")}})
+	big, _ := json.Marshal(wire.CaptureReport{Files: map[string][]byte{"a": make([]byte, wire.MaxCaptureFiles), "b": []byte("x")}})
+	empty, _ := json.Marshal(wire.CaptureReport{})
+	for name, tc := range map[string]struct {
+		r    wire.Return
+		want string
+	}{
+		"ok":         {wire.Return{Success: true, Report: ok}, ""},
+		"failed":     {wire.Return{Error: "capture: too many files"}, "too many files"},
+		"unreadable": {wire.Return{Success: true, Report: []byte(`{"files": 5}`)}, "unreadable"},
+		"empty":      {wire.Return{Success: true, Report: empty}, "0 files"},
+		"too big":    {wire.Return{Success: true, Report: big}, "want 1 to"},
+	} {
+		files, _, err := captureReturn(tc.r)
+		switch {
+		case tc.want == "" && (err != nil || len(files) != 1):
+			t.Errorf("%s: %v", name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: error %v, want %q", name, err, tc.want)
+		}
 	}
 }
