@@ -53,7 +53,8 @@ cat /etc/ssh/ssh_host_ed25519_key.pub`, strings.TrimSpace(string(ssh.MarshalAuth
 // known_hosts, one absent from it and one with the wrong fingerprint are refused, and nothing
 // reaches them (no binary, no minion.hcl, no key on the master). The right key enrols old1:
 // the binary is installed with its sha256, minion.hcl is 0600, the unit runs, `brine ping`
-// answers, and the token is in no output. Enrolling it again is refused (its key is accepted).
+// answers, and the token is in no output. Enrolling it again (through ssh-agent) is refused:
+// its key is accepted.
 func TestEnrollOverSSH(t *testing.T) {
 	if testing.Short() {
 		t.Skip("testbed test skipped in -short mode")
@@ -147,11 +148,29 @@ func TestEnrollOverSSH(t *testing.T) {
 		t.Fatalf("ping group:legacy: exit %d\n%s%s", code, out, stderr)
 	}
 
-	// Again: the master has old1's key accepted, so a token could not replace it: refused
-	// before any upload, and the minion keeps running.
-	out, _, code = brine(t, append([]string{"enroll", "ssh://root@" + old1.Addr(), "--known-hosts", kh}, common...)...)
+	// Again, authenticating through a real ssh-agent this time (no --identity): the master has
+	// old1's key accepted, so a token could not replace it: refused after the login, before any
+	// upload, and the minion keeps running.
+	agentSock := filepath.Join(dir, "agent.sock")
+	agent := exec.Command("ssh-agent", "-D", "-a", agentSock)
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { agent.Process.Kill(); agent.Wait() })
+	t.Setenv("SSH_AUTH_SOCK", agentSock)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if o, err := exec.Command("ssh-add", identity).CombinedOutput(); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("ssh-add: %v %s", err, o)
+		}
+	}
+	out, _, code = brine(t, "enroll", "ssh://root@"+old1.Addr(), "--known-hosts", kh, "--socket", sock, "--binary", brineBin)
 	if code != 2 || !strings.Contains(out, "at token") || !strings.Contains(out, "already has a key for old1 (accepted)") {
 		t.Fatalf("second enroll of old1: exit %d\n%s", code, out)
+	}
+	if got, _, _ := old1.Sh(ctx, "systemctl is-active brine-minion"); got != "active\n" {
+		t.Fatalf("the minion of old1 after the refused enroll: %q", got)
 	}
 }
 
