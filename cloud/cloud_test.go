@@ -113,6 +113,11 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 func newEnv(t testing.TB, so dosim.Options, mod func(*cloud.ClientOptions)) *env {
 	t.Helper()
 	so.ExternalBoot = true
+	if so.PerMinute == 0 {
+		// The test client polls every 2ms, not every 3s: DigitalOcean's per-minute limit would
+		// stall it for a minute. TestHonours429RetryAfter covers the limit's 429s.
+		so.PerMinute = -1
+	}
 	sim := dosim.New(so)
 	hs := httptest.NewServer(sim)
 	t.Cleanup(func() { hs.Close(); sim.Close() })
@@ -404,7 +409,8 @@ func TestHonours429RetryAfter(t *testing.T) {
 	if took := time.Since(start); took < time.Second {
 		t.Fatalf("retried after %v, before Retry-After", took)
 	}
-	if n := e.sim.Requests("GET", "/v2/droplets"); n != 2 {
+	// The 429'd list of non-GPU droplets, its retry, and the list of GPU droplets.
+	if n := e.sim.Requests("GET", "/v2/droplets"); n != 3 {
 		t.Fatalf("%d requests", n)
 	}
 }
@@ -420,7 +426,8 @@ func TestRetries5xx(t *testing.T) {
 	// A 500 on create: brine looks the name up before trying again, and makes one droplet.
 	e.sim.Inject(dosim.Fault{Method: "POST", Path: "/v2/droplets", Status: 500})
 	e.sim.Inject(dosim.Fault{Method: "GET", Path: "/v2/droplets", Status: 502})
-	res, err := e.c.Create(ctx, cloud.CreateRequest{Profile: cfg.Profiles["db"], Names: []string{"db-1"}, Master: e.master})
+	res, err := e.c.Create(ctx, cloud.CreateRequest{Profile: cfg.Profiles["db"], Names: []string{"db-1"}, Master: e.master,
+		AdoptWait: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

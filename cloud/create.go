@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -62,6 +63,13 @@ type CreateRequest struct {
 	ConvergeTimeout time.Duration
 	// TokenTTL is the enrolment token lifetime; zero means 30 minutes.
 	TokenTTL time.Duration
+	// AdoptWait bounds the search for a droplet that a failed create request (a 5xx or a lost
+	// answer) may have made anyway, before the request is sent again: DigitalOcean can make the
+	// droplet, list it late and tag it later still. Zero means 60 seconds.
+	AdoptWait time.Duration
+	// DeleteWait bounds the wait for a droplet of a requested name that is being destroyed to be
+	// gone before its name is used again; zero means DefaultDeleteTimeout.
+	DeleteWait time.Duration
 }
 
 // DropletResult is the outcome for one requested name.
@@ -105,10 +113,12 @@ func (r *CreateResult) Counts() (created, converged int) {
 }
 
 // Create makes the named droplets of a profile in parallel and follows each through
-// creating -> active -> enrolled -> converged. It refuses, creating nothing, when a name is
-// invalid, repeated, or already used by a droplet of the account (DigitalOcean allows
-// duplicate names; brine never makes two droplets with one name). When some droplets fail
-// the result says exactly which and why, and the error counts them ("created 3 of 5 ...");
+// creating -> active -> enrolled -> converged. It refuses, creating nothing and minting no
+// enrolment token, when a name is invalid, repeated, or already used by a droplet of the account
+// (DigitalOcean allows duplicate names; brine never makes two droplets with one name), or when
+// the profile's region, size or image is not in the account's live catalog. A name whose
+// droplet is being destroyed is used once that droplet is gone (DeleteWait). When some droplets
+// fail the result says exactly which and why, and the error counts them ("created 3 of 5 ...");
 // sync resumes from there.
 func (c *Client) Create(ctx context.Context, req CreateRequest) (*CreateResult, error) {
 	p := req.Profile
@@ -123,26 +133,44 @@ func (c *Client) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	for i, n := range req.Names {
 		res.Droplets[i] = DropletResult{Name: n, Stage: StagePlanned}
 		if !ValidName(n) {
-			return res, fmt.Errorf("create: %q cannot be a droplet name: it becomes the minion id, so use lower-case letters, digits, '.' and '-'", n)
+			return res, fmt.Errorf("create: %q cannot be a droplet name: it becomes the minion id, so use lower-case letters, digits, '.' and '-', starting and ending with a letter or digit", n)
 		}
 		if seen[n] {
 			return res, fmt.Errorf("create: %s is named twice", n)
 		}
 		seen[n] = true
 	}
+	if err := c.CheckProfile(ctx, p); err != nil {
+		return res, fmt.Errorf("create: nothing created: %w", err)
+	}
 	existing, err := c.listAll(ctx, "")
 	if err != nil {
 		return res, fmt.Errorf("create: check names: %w", err)
 	}
-	var taken []string
+	var clash []godo.Droplet
 	for _, d := range existing {
-		if seen[d.Name] {
-			taken = append(taken, fmt.Sprintf("%s (id %d)", d.Name, d.ID))
+		if seen[strings.ToLower(d.Name)] {
+			clash = append(clash, d)
 		}
 	}
-	if len(taken) > 0 {
-		sort.Strings(taken)
-		return res, fmt.Errorf("create: names already in use, nothing created: %s", strings.Join(taken, ", "))
+	var leaving []Droplet // droplets of requested names that are being destroyed
+	if len(clash) > 0 {
+		dying, err := c.dying(ctx)
+		if err != nil {
+			return res, fmt.Errorf("create: check names: %w", err)
+		}
+		var taken []string
+		for _, d := range clash {
+			if dying[d.ID] {
+				leaving = append(leaving, fromGodo(d))
+				continue
+			}
+			taken = append(taken, fmt.Sprintf("%s (id %d)", d.Name, d.ID))
+		}
+		if len(taken) > 0 {
+			sort.Strings(taken)
+			return res, fmt.Errorf("create: names already in use, nothing created: %s", strings.Join(taken, ", "))
+		}
 	}
 	if req.DryRun {
 		for _, n := range req.Names {
@@ -157,6 +185,18 @@ func (c *Client) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 	// converge timeout for a droplet that cannot enrol helps nobody.
 	if c.tr.simulatorNeverBoots() {
 		return res, fmt.Errorf("create: %w", errNeverBoots)
+	}
+	// A name is used again only once DigitalOcean has removed the droplet being destroyed:
+	// until then a create would make a second droplet of the name.
+	for _, d := range leaving {
+		wait := req.DeleteWait
+		if wait <= 0 {
+			wait = DefaultDeleteTimeout
+		}
+		c.log.Info("waiting for a droplet being destroyed to be gone before reusing its name", "droplet", d.Name, "id", d.ID)
+		if err := c.waitGone(ctx, d, wait); err != nil {
+			return res, fmt.Errorf("create: nothing created: %w", err)
+		}
 	}
 	boot, err := req.Master.Bootstrap(ctx)
 	if err != nil {
@@ -173,7 +213,7 @@ func (c *Client) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 		}
 	}
 	pollCtx, stopPoll := context.WithCancel(ctx)
-	r.waiter = newWaiter(c, ManagedTag)
+	r.waiter = newWaiter(c)
 	var pollWG sync.WaitGroup
 	pollWG.Add(1)
 	go func() { defer pollWG.Done(); r.waiter.run(pollCtx) }()
@@ -276,6 +316,9 @@ func (r *creation) fillDefaults() {
 	if r.req.TokenTTL == 0 {
 		r.req.TokenTTL = 30 * time.Minute
 	}
+	if r.req.AdoptWait <= 0 {
+		r.req.AdoptWait = 60 * time.Second
+	}
 }
 
 // one takes one droplet all the way; it never returns a droplet in an unknown state: Created
@@ -302,7 +345,7 @@ func (r *creation) one(ctx context.Context, name string) (out DropletResult) {
 	}
 	out.UserDataSHA256 = userDataDigest(ud)
 
-	d, err := r.createOne(ctx, name, ud)
+	d, action, err := r.createOne(ctx, name, ud)
 	if err != nil {
 		out.Error = err.Error()
 		return out
@@ -311,11 +354,17 @@ func (r *creation) one(ctx context.Context, name string) (out DropletResult) {
 	r.emit(Event{Droplet: name, ID: d.ID, Stage: StageCreating})
 
 	actx, cancel := context.WithTimeout(ctx, r.req.ActiveTimeout)
-	ch := r.waiter.watch(d.ID)
+	ch := r.waiter.watch(d.ID, action)
 	select {
 	case got := <-ch:
 		cancel()
-		out.PublicIP, _ = got.PublicIPv4()
+		if got.err != nil {
+			// DigitalOcean gave up on it: nothing exists to enrol or to destroy.
+			out.Created = false
+			out.Error = fmt.Sprintf("droplet %s was not made: %v", name, got.err)
+			return out
+		}
+		out.PublicIP, _ = got.d.PublicIPv4()
 	case <-actx.Done():
 		cancel()
 		r.waiter.unwatch(d.ID)
@@ -348,13 +397,16 @@ func (r *creation) one(ctx context.Context, name string) (out DropletResult) {
 	return out
 }
 
-// createOne sends the create request. The transport does not repeat a POST after a 5xx or a
-// network error, because DigitalOcean may have made the droplet anyway; here we look the name
-// up first and only then try again, so a retry never makes a second droplet with the name.
-func (r *creation) createOne(ctx context.Context, name, userData string) (*godo.Droplet, error) {
+// createOne sends the create request and returns the droplet and its create action's id (0
+// when unknown). The transport does not repeat a POST after a 5xx or a network error, because
+// DigitalOcean may have made the droplet anyway, and may list it only later and tag it later
+// still. So before sending again it looks for the name, with backoff, for AdoptWait: a droplet
+// of the name with the brine tag (any capitalisation) is adopted; one without it is waited on
+// for its tags and, if they never come, reported, never duplicated.
+func (r *creation) createOne(ctx context.Context, name, userData string) (*godo.Droplet, int, error) {
 	p := r.req.Profile
 	cr := &godo.DropletCreateRequest{
-		Name: name, Region: p.Region, Size: p.Size, Image: godo.DropletCreateImage{Slug: p.Image},
+		Name: name, Region: p.Region, Size: p.Size, Image: imageRef(p.Image),
 		IPv6: p.IPv6, Monitoring: p.Monitoring, UserData: userData, Tags: r.tags, VPCUUID: p.VPCUUID,
 	}
 	for _, k := range p.SSHKeys {
@@ -364,27 +416,18 @@ func (r *creation) createOne(ctx context.Context, name, userData string) (*godo.
 	var lastErr error
 	for a := 0; a < attempts; a++ {
 		if a > 0 {
-			found, _, err := r.c.do.Droplets.ListByName(ctx, name, nil)
-			if err != nil {
-				return nil, fmt.Errorf("create %s: %v; then looking it up failed: %w", name, lastErr, err)
-			}
-			for _, d := range found {
-				if d.Name == name && slices.Contains(d.Tags, ManagedTag) {
-					r.c.log.Info("create request failed but the droplet exists; adopting it", "droplet", name, "id", d.ID)
-					return &d, nil
-				}
-			}
-			t := time.NewTimer(jitter(r.c.backoffBase, r.c.backoffMax, a-1))
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil, fmt.Errorf("create %s: %w", name, ctx.Err())
-			case <-t.C:
+			d, err := r.lookFor(ctx, name, lastErr)
+			if err != nil || d != nil {
+				return d, 0, err
 			}
 		}
-		d, _, err := r.c.do.Droplets.Create(ctx, cr)
+		d, resp, err := r.c.do.Droplets.Create(ctx, cr)
 		if err == nil {
-			return d, nil
+			action := 0
+			if resp != nil && resp.Links != nil && len(resp.Links.Actions) > 0 {
+				action = resp.Links.Actions[0].ID
+			}
+			return d, action, nil
 		}
 		lastErr = err
 		st := apiStatus(err)
@@ -392,7 +435,60 @@ func (r *creation) createOne(ctx context.Context, name, userData string) (*godo.
 			break // a 4xx will not get better by asking again
 		}
 	}
-	return nil, fmt.Errorf("create %s: %w", name, lastErr)
+	return nil, 0, fmt.Errorf("create %s: %w", name, lastErr)
+}
+
+// lookFor searches, for AdoptWait with backoff, for a droplet named name that a failed create
+// may have made. It returns the droplet to adopt, nil when there is none (send again), or an
+// error when a droplet of the name exists but is not brine's or when looking failed.
+func (r *creation) lookFor(ctx context.Context, name string, lastErr error) (*godo.Droplet, error) {
+	deadline := time.Now().Add(r.req.AdoptWait)
+	var untagged *godo.Droplet
+	for try := 0; ; try++ {
+		all, err := r.c.listAll(ctx, "")
+		if err != nil {
+			return nil, fmt.Errorf("create %s: %v; then looking it up failed: %w", name, lastErr, err)
+		}
+		var found []godo.Droplet
+		for _, d := range all {
+			if strings.EqualFold(d.Name, name) {
+				found = append(found, d)
+			}
+		}
+		switch {
+		case len(found) > 1:
+			return nil, fmt.Errorf("create %s: %v; now %d droplets have the name: check them in the console", name, lastErr, len(found))
+		case len(found) == 1 && hasTag(found[0].Tags, ManagedTag):
+			r.c.log.Info("create request failed but the droplet exists; adopting it", "droplet", name, "id", found[0].ID)
+			return &found[0], nil
+		case len(found) == 1:
+			untagged = &found[0] // perhaps ours, its tags not applied yet
+		}
+		if time.Now().After(deadline) {
+			if untagged != nil {
+				return nil, fmt.Errorf("create %s: %v; a droplet of that name (id %d) appeared without the %q tag and is neither adopted nor duplicated: check it in the console",
+					name, lastErr, untagged.ID, ManagedTag)
+			}
+			r.c.log.Info("create request failed and no droplet of the name appeared; sending it again", "droplet", name, "err", lastErr)
+			return nil, nil
+		}
+		wait := min(jitter(r.c.backoffBase, r.c.backoffMax, try), time.Until(deadline)+time.Millisecond)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("create %s: %w", name, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// imageRef is a profile's image: an integer id (a custom image or snapshot) or a slug.
+func imageRef(image string) godo.DropletCreateImage {
+	if id, err := strconv.Atoi(image); err == nil && id > 0 && strconv.Itoa(id) == image {
+		return godo.DropletCreateImage{ID: id}
+	}
+	return godo.DropletCreateImage{Slug: image}
 }
 
 // sshKeyRef accepts a key id or a fingerprint.

@@ -33,6 +33,10 @@ type SyncPlan struct {
 	Create []Wanted `json:"create"`
 	// Keep lists the map's droplets that exist.
 	Keep []Droplet `json:"keep"`
+	// Dying lists droplets of the map's names that are being destroyed: their delete was
+	// accepted but DigitalOcean still lists them. They are not kept; their names are in Create
+	// and are made again once the old droplet is gone.
+	Dying []Droplet `json:"dying"`
 	// Extra lists droplets with the map's tag that the map no longer names; they are destroyed
 	// only with Prune.
 	Extra []Droplet `json:"extra"`
@@ -64,13 +68,26 @@ func (c *Client) Sync(ctx context.Context, req SyncRequest) (*SyncResult, error)
 		return nil, fmt.Errorf("sync: %w", err)
 	}
 	res := &SyncResult{DryRun: req.DryRun, Plan: SyncPlan{Map: m.Name, Prune: req.Prune,
-		Create: []Wanted{}, Keep: []Droplet{}, Extra: []Droplet{}}, Created: []*CreateResult{}}
+		Create: []Wanted{}, Keep: []Droplet{}, Dying: []Droplet{}, Extra: []Droplet{}}, Created: []*CreateResult{}}
+	// A droplet whose delete was accepted is still listed until DigitalOcean removes it; it is
+	// not one to keep. One request tells them apart: the account's destroy actions.
+	dying := map[int]bool{}
+	if len(all) > 0 {
+		if dying, err = c.dying(ctx); err != nil {
+			return nil, fmt.Errorf("sync: %w", err)
+		}
+	}
 	wanted := map[string]bool{}
 	var conflicts []string
 	for _, w := range m.Want() {
 		wanted[w.Name] = true
-		i := slices.IndexFunc(all, func(d godo.Droplet) bool { return d.Name == w.Name })
+		i := slices.IndexFunc(all, func(d godo.Droplet) bool { return strings.EqualFold(d.Name, w.Name) && !dying[d.ID] })
 		if i < 0 {
+			for _, d := range all {
+				if strings.EqualFold(d.Name, w.Name) {
+					res.Plan.Dying = append(res.Plan.Dying, fromGodo(d))
+				}
+			}
 			res.Plan.Create = append(res.Plan.Create, w)
 			continue
 		}
@@ -83,12 +100,27 @@ func (c *Client) Sync(ctx context.Context, req SyncRequest) (*SyncResult, error)
 	}
 	for _, gd := range all {
 		d := fromGodo(gd)
-		if slices.Contains(d.Tags, m.Tag()) && !wanted[d.Name] {
+		if hasTag(d.Tags, m.Tag()) && !wanted[d.Name] && !dying[d.ID] {
 			res.Plan.Extra = append(res.Plan.Extra, d)
 		}
 	}
 	if len(conflicts) > 0 {
 		return res, fmt.Errorf("sync %s: names taken by droplets brine did not make: %s", m.Name, strings.Join(conflicts, "; "))
+	}
+	// Every profile to create with must fit the live catalog before anything is made.
+	checked := map[string]bool{}
+	for _, w := range res.Plan.Create {
+		if checked[w.Profile] {
+			continue
+		}
+		checked[w.Profile] = true
+		p, err := req.Config.Profile(w.Profile)
+		if err == nil {
+			err = c.CheckProfile(ctx, p)
+		}
+		if err != nil {
+			return res, fmt.Errorf("sync %s: nothing changed: %w", m.Name, err)
+		}
 	}
 	if req.DryRun {
 		return res, nil
@@ -123,7 +155,7 @@ func (c *Client) Sync(ctx context.Context, req SyncRequest) (*SyncResult, error)
 		}
 	}
 	if req.Prune && len(res.Plan.Extra) > 0 && ctx.Err() == nil {
-		d, err := c.deleteDroplets(ctx, res.Plan.Extra)
+		d, err := c.deleteDroplets(ctx, res.Plan.Extra, req.Create.DeleteWait)
 		res.Destroyed = d
 		if err != nil {
 			errs = append(errs, err)

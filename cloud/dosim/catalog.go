@@ -11,50 +11,128 @@ import (
 	"strings"
 )
 
-var allRegions = []string{"ams3", "blr1", "fra1", "lon1", "nyc1", "nyc3", "sfo3", "sgp1", "syd1", "tor1"}
+var allRegions = []string{"ams3", "blr1", "fra1", "lon1", "nyc1", "nyc2", "nyc3", "sfo3", "sgp1", "syd1", "tor1"}
 
+// unavailable regions are listed but take no new droplets (DigitalOcean's nyc2).
+var unavailable = map[string]bool{"nyc2": true}
+
+// sizes, each with the regions that offer it: as on DigitalOcean, not every size is offered
+// everywhere (resources/sizes/models/size.yml, regions).
 var sizes = []Size{
-	{Slug: "s-1vcpu-512mb-10gb", Memory: 512, Vcpus: 1, Disk: 10, Transfer: 0.5, PriceMonthly: 4, PriceHourly: 0.00595, Description: "Basic"},
+	{Slug: "s-1vcpu-512mb-10gb", Memory: 512, Vcpus: 1, Disk: 10, Transfer: 0.5, PriceMonthly: 4, PriceHourly: 0.00595, Description: "Basic",
+		Regions: []string{"fra1", "nyc1", "sfo3", "sgp1"}},
 	{Slug: "s-1vcpu-1gb", Memory: 1024, Vcpus: 1, Disk: 25, Transfer: 1, PriceMonthly: 6, PriceHourly: 0.00893, Description: "Basic"},
 	{Slug: "s-1vcpu-2gb", Memory: 2048, Vcpus: 1, Disk: 50, Transfer: 2, PriceMonthly: 12, PriceHourly: 0.01786, Description: "Basic"},
 	{Slug: "s-2vcpu-2gb", Memory: 2048, Vcpus: 2, Disk: 60, Transfer: 3, PriceMonthly: 18, PriceHourly: 0.02679, Description: "Basic"},
 	{Slug: "s-2vcpu-4gb", Memory: 4096, Vcpus: 2, Disk: 80, Transfer: 4, PriceMonthly: 24, PriceHourly: 0.03571, Description: "Basic"},
-	{Slug: "s-4vcpu-8gb", Memory: 8192, Vcpus: 4, Disk: 160, Transfer: 5, PriceMonthly: 48, PriceHourly: 0.07143, Description: "Basic"},
+	{Slug: "s-4vcpu-8gb", Memory: 8192, Vcpus: 4, Disk: 160, Transfer: 5, PriceMonthly: 48, PriceHourly: 0.07143, Description: "Basic",
+		Regions: []string{"ams3", "fra1", "lon1", "nyc1", "nyc3", "sfo3", "sgp1", "tor1"}},
+	{Slug: "c-2", Memory: 4096, Vcpus: 2, Disk: 25, Transfer: 4, PriceMonthly: 42, PriceHourly: 0.0625, Description: "CPU-Optimized",
+		Regions: []string{"ams3", "fra1", "nyc1", "nyc3", "sfo3", "tor1"}},
+	{Slug: "gpu-h100x1-80gb", Memory: 245760, Vcpus: 20, Disk: 720, Transfer: 15, PriceMonthly: 2522.88, PriceHourly: 3.39, Description: "H100 GPU - 1X",
+		Regions: []string{"nyc3", "tor1"}},
 }
 
 var images = []Image{
-	{ID: 165064169, Name: "24.04 (LTS) x64", Distribution: "Ubuntu", Slug: "ubuntu-24-04-x64", MinDiskSize: 7, SizeGigabytes: 2.34},
-	{ID: 129211873, Name: "22.04 (LTS) x64", Distribution: "Ubuntu", Slug: "ubuntu-22-04-x64", MinDiskSize: 7, SizeGigabytes: 2.2},
-	{ID: 155133635, Name: "12 x64", Distribution: "Debian", Slug: "debian-12-x64", MinDiskSize: 7, SizeGigabytes: 1.1},
+	{ID: 165064169, Name: "24.04 (LTS) x64", Distribution: "Ubuntu", Slug: ptr("ubuntu-24-04-x64"), MinDiskSize: 7, SizeGigabytes: 2.34},
+	{ID: 129211873, Name: "22.04 (LTS) x64", Distribution: "Ubuntu", Slug: ptr("ubuntu-22-04-x64"), MinDiskSize: 7, SizeGigabytes: 2.2},
+	{ID: 155133635, Name: "12 x64", Distribution: "Debian", Slug: ptr("debian-12-x64"), MinDiskSize: 7, SizeGigabytes: 1.1},
+	// A custom image: an integer id and no slug, in the regions it was uploaded to.
+	{ID: 170000001, Name: "brine-golden", Distribution: "Debian", MinDiskSize: 10, SizeGigabytes: 1.6, Type: "custom",
+		Regions: []string{"ams3", "nyc3"}},
 }
 
+// CustomImageID is the id of the simulator's one custom image (no slug; in ams3 and nyc3 only).
+const CustomImageID = 170000001
+
+func ptr[T any](v T) *T { return &v }
+
 func init() {
+	var usable []string
+	for _, r := range allRegions {
+		if !unavailable[r] {
+			usable = append(usable, r)
+		}
+	}
 	for i := range sizes {
-		sizes[i].Regions = allRegions
+		if sizes[i].Regions == nil {
+			sizes[i].Regions = usable
+		}
 		sizes[i].Available = true
 	}
 	for i := range images {
-		images[i].Public, images[i].Regions, images[i].Type, images[i].Status = true, allRegions, "base", "available"
+		images[i].Public = images[i].Type == ""
+		if images[i].Regions == nil {
+			images[i].Regions = usable
+		}
+		if images[i].Type == "" {
+			images[i].Type = "base"
+		}
+		images[i].Status = "available"
 		images[i].CreatedAt = "2024-04-25T00:00:00Z"
 	}
 }
 
 var regionNames = map[string]string{
 	"ams3": "Amsterdam 3", "blr1": "Bangalore 1", "fra1": "Frankfurt 1", "lon1": "London 1", "nyc1": "New York 1",
-	"nyc3": "New York 3", "sfo3": "San Francisco 3", "sgp1": "Singapore 1", "syd1": "Sydney 1", "tor1": "Toronto 1",
+	"nyc2": "New York 2", "nyc3": "New York 3", "sfo3": "San Francisco 3", "sgp1": "Singapore 1", "syd1": "Sydney 1",
+	"tor1": "Toronto 1",
 }
+
+func isGPU(s Size) bool { return strings.HasPrefix(s.Slug, "gpu-") }
 
 func findRegion(slug string) (Region, bool) {
 	name, ok := regionNames[slug]
 	if !ok {
 		return Region{}, false
 	}
-	r := Region{Slug: slug, Name: name, Available: true,
+	r := Region{Slug: slug, Name: name, Available: !unavailable[slug], Sizes: []string{},
 		Features: []string{"backups", "ipv6", "metadata", "install_agent", "storage", "image_transfer"}}
 	for _, s := range sizes {
-		r.Sizes = append(r.Sizes, s.Slug)
+		if slices.Contains(s.Regions, slug) {
+			r.Sizes = append(r.Sizes, s.Slug)
+		}
 	}
 	return r, true
+}
+
+// pickRegion resolves a create request's region for a size: an exact slug, a prefix such as
+// "nyc" (any of its datacenters that offers the size), or "" (any region that does).
+func pickRegion(want string, size Size) (Region, bool) {
+	for _, slug := range allRegions {
+		if unavailable[slug] || !slices.Contains(size.Regions, slug) {
+			continue
+		}
+		if want == "" || want == slug || (regionPrefix(want) && strings.HasPrefix(slug, want)) {
+			return findRegion(slug)
+		}
+	}
+	return Region{}, false
+}
+
+// regionPrefix reports whether want is a region prefix: letters only, as "nyc".
+func regionPrefix(want string) bool {
+	if want == "" {
+		return false
+	}
+	for _, c := range want {
+		if c < 'a' || c > 'z' {
+			return false
+		}
+	}
+	return true
+}
+
+func regionPrefixKnown(want string) bool {
+	if !regionPrefix(want) {
+		return false
+	}
+	for _, slug := range allRegions {
+		if strings.HasPrefix(slug, want) {
+			return true
+		}
+	}
+	return false
 }
 
 func findSize(slug string) (Size, bool) {
@@ -68,14 +146,14 @@ func findSize(slug string) (Size, bool) {
 
 func findImage(idOrSlug string) (Image, bool) {
 	for _, im := range images {
-		if im.Slug == idOrSlug || strconv.Itoa(im.ID) == idOrSlug {
+		if (im.Slug != nil && *im.Slug == idOrSlug) || strconv.Itoa(im.ID) == idOrSlug {
 			return im, true
 		}
 	}
 	return Image{}, false
 }
 
-// findImageRaw accepts the create request's image: a slug string or a numeric id.
+// findImageRaw accepts the create request's image: a slug string or an integer id.
 func findImageRaw(raw json.RawMessage) (Image, bool) {
 	var slug string
 	if json.Unmarshal(raw, &slug) == nil {
@@ -104,7 +182,16 @@ func (s *Server) listSizes(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
-	page, l, m := paginate(r, images)
+	q := r.URL.Query()
+	var all []Image
+	for _, im := range images {
+		// private=true lists the account's own images, type=distribution the public ones.
+		if (q.Get("private") == "true" && im.Public) || (q.Get("type") == "distribution" && im.Type != "base") {
+			continue
+		}
+		all = append(all, im)
+	}
+	page, l, m := paginate(r, nonNil(all))
 	writeJSON(w, http.StatusOK, map[string]any{"images": page, "links": l, "meta": m})
 }
 

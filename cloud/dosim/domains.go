@@ -175,7 +175,29 @@ func (q recordRequest) validate() string {
 			return "Priority is required for MX records."
 		}
 	}
+	if fqdnData(q.Type) && q.Data != "@" && !strings.HasSuffix(q.Data, ".") {
+		return "Data needs to end with a dot (.)"
+	}
 	return ""
+}
+
+// stored is how the API keeps and returns a record's data: a host name without its trailing
+// dot.
+func (q recordRequest) stored() string {
+	if fqdnData(q.Type) && q.Data != "@" {
+		return strings.TrimSuffix(q.Data, ".")
+	}
+	return q.Data
+}
+
+// alignTTL gives every record of rec's name and type rec's TTL: one record set, one TTL.
+// Callers hold s.mu.
+func alignTTL(d *domain, rec Record) {
+	for i := range d.records {
+		if d.records[i].Name == rec.Name && d.records[i].Type == rec.Type {
+			d.records[i].TTL = rec.TTL
+		}
+	}
 }
 
 func (s *Server) createRecord(w http.ResponseWriter, r *http.Request) {
@@ -197,9 +219,10 @@ func (s *Server) createRecord(w http.ResponseWriter, r *http.Request) {
 	if req.TTL == 0 {
 		req.TTL = 1800
 	}
-	rec := s.newRecord(req.Type, req.Name, req.Data, req.TTL)
+	rec := s.newRecord(req.Type, req.Name, req.stored(), req.TTL)
 	rec.Priority, rec.Port, rec.Weight, rec.Flags, rec.Tag = req.Priority, req.Port, req.Weight, req.Flags, req.Tag
 	d.records = append(d.records, rec)
+	alignTTL(d, rec)
 	writeJSON(w, http.StatusCreated, map[string]any{"domain_record": rec})
 }
 
@@ -240,8 +263,13 @@ func (s *Server) editRecord(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec := d.records[i]
-	// Fields left out keep their value (godo sends omitempty fields).
-	merged := recordRequest{Type: rec.Type, Name: rec.Name, Data: rec.Data, TTL: rec.TTL,
+	// Fields left out keep their value (godo sends omitempty fields). Kept host-name data is
+	// valid as it is stored.
+	data := rec.Data
+	if fqdnData(rec.Type) && data != "@" {
+		data += "."
+	}
+	merged := recordRequest{Type: rec.Type, Name: rec.Name, Data: data, TTL: rec.TTL,
 		Priority: rec.Priority, Port: rec.Port, Weight: rec.Weight, Flags: rec.Flags, Tag: rec.Tag}
 	if req.Type != "" && req.Type != rec.Type {
 		unprocessable(w, "Type cannot be changed.")
@@ -264,8 +292,11 @@ func (s *Server) editRecord(w http.ResponseWriter, r *http.Request) {
 		unprocessable(w, msg)
 		return
 	}
-	rec.Name, rec.Data, rec.TTL = merged.Name, merged.Data, merged.TTL
+	rec.Name, rec.Data, rec.TTL = merged.Name, merged.stored(), merged.TTL
 	d.records[i] = rec
+	if req.TTL != 0 {
+		alignTTL(d, rec)
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"domain_record": rec})
 }
 

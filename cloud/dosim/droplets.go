@@ -111,13 +111,30 @@ func cloneDroplet(d Droplet) Droplet {
 
 func (s *Server) listDroplets(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	tag, name := q.Get("tag_name"), q.Get("name")
-	if tag != "" && name != "" {
+	tag, name, typ := q.Get("tag_name"), q.Get("name"), q.Get("type")
+	switch {
+	case tag != "" && name != "":
 		unprocessable(w, "Only one of tag_name or name may be given.")
 		return
+	case tag != "" && typ != "":
+		unprocessable(w, "type can not be combined with tag_name.")
+		return
+	case typ != "" && typ != "droplets" && typ != "gpus":
+		unprocessable(w, "type must be droplets or gpus.")
+		return
 	}
+	now := time.Now()
 	s.mu.Lock()
+	s.settleLocked(now)
 	all := s.sortedDroplets(func(d *droplet) bool {
+		if now.Before(d.listAt) {
+			return false // not listed yet: the listing is eventually consistent
+		}
+		// GPU droplets are listed only with type=gpus, the others only without it.
+		if d.gpu != (typ == "gpus") {
+			return false
+		}
+		// Tags are matched in their canonical capitalisation.
 		if tag != "" && !slices.Contains(d.Tags, tag) {
 			return false
 		}
@@ -148,6 +165,7 @@ func (s *Server) dropletByPath(w http.ResponseWriter, r *http.Request) (*droplet
 
 func (s *Server) getDroplet(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
+	s.settleLocked(time.Now())
 	d, ok := s.dropletByPath(w, r)
 	var out Droplet
 	if ok {
@@ -222,19 +240,27 @@ func (s *Server) createDroplets(w http.ResponseWriter, r *http.Request) {
 		unprocessable(w, "User data is limited to 64 KiB.")
 		return
 	}
-	region, ok := findRegion(req.Region)
-	if !ok {
-		unprocessable(w, "You specified an invalid region for Droplet creation.")
-		return
-	}
 	size, ok := findSize(req.Size)
-	if !ok || !slices.Contains(size.Regions, region.Slug) {
+	if !ok {
 		unprocessable(w, "You specified an invalid size for Droplet creation.")
 		return
 	}
-	img, ok := findImageRaw(req.Image)
+	region, ok := pickRegion(req.Region, size)
 	if !ok {
+		if _, known := regionNames[req.Region]; known || req.Region == "" || regionPrefixKnown(req.Region) {
+			unprocessable(w, "Size is not available in this region.")
+		} else {
+			unprocessable(w, "You specified an invalid region for Droplet creation.")
+		}
+		return
+	}
+	img, ok := findImageRaw(req.Image)
+	if !ok || !slices.Contains(img.Regions, region.Slug) {
 		unprocessable(w, "You specified an invalid image for Droplet creation.")
+		return
+	}
+	if len(req.Tags) > 0 && !s.hasScope("tag:create") {
+		forbidden(w)
 		return
 	}
 
@@ -252,6 +278,7 @@ func (s *Server) createDroplets(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
+	tags := s.canonicalTagsLocked(req.Tags)
 	made := make([]Droplet, 0, len(names))
 	var acts []linkAction
 	for _, n := range names {
@@ -265,10 +292,18 @@ func (s *Server) createDroplets(w http.ResponseWriter, r *http.Request) {
 				Status: "new", CreatedAt: nowString(now), Features: []string{},
 				BackupIDs: []int{}, SnapshotIDs: []int{}, Image: img, VolumeIDs: []string{},
 				Size: size, SizeSlug: size.Slug, Networks: Networks{V4: []NetworkV4{}, V6: []NetworkV6{}},
-				Region: region, Tags: dedupe(req.Tags), VPCUUID: req.VPCUUID,
+				Region: region, Tags: slices.Clone(tags), VPCUUID: req.VPCUUID,
 			},
 			userData: req.UserData,
 			actionID: aid,
+			gpu:      isGPU(size),
+			listAt:   now.Add(s.opts.ListDelay),
+		}
+		if s.opts.TagDelay > 0 && len(tags) > 0 {
+			d.lateTags, d.tagsAt, d.Tags = d.Tags, now.Add(s.opts.TagDelay), []string{}
+		}
+		if s.opts.Locked != nil && s.opts.Locked(n) {
+			d.Locked = true
 		}
 		if req.IPv6 {
 			d.Features = append(d.Features, "ipv6")
@@ -296,16 +331,6 @@ func (s *Server) createDroplets(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, map[string]any{"droplet": made[0], "links": links{Actions: acts}})
 }
 
-func dedupe(tags []string) []string {
-	out := []string{}
-	for _, t := range tags {
-		if !slices.Contains(out, t) {
-			out = append(out, t)
-		}
-	}
-	return out
-}
-
 // boot takes droplet id from "new" to "active": wait the boot delay, run the Booter, assign
 // addresses, complete the create action.
 func (s *Server) boot(id int, ipv6 bool) {
@@ -331,17 +356,23 @@ func (s *Server) boot(id int, ipv6 bool) {
 	if s.opts.Stuck != nil && s.opts.Stuck(name) {
 		return
 	}
+	if s.opts.CreateErrors != nil && s.opts.CreateErrors(name) {
+		// Accepted, then failed: the create action errors and the droplet is gone.
+		s.mu.Lock()
+		if d, ok := s.droplets[id]; ok {
+			s.finishAction(d.actionID, "errored")
+			delete(s.droplets, id)
+		}
+		s.mu.Unlock()
+		return
+	}
 	ip := fmt.Sprintf("198.18.%d.%d", (id>>8)&0xff, id&0xff)
 	if s.opts.Booter != nil {
 		got, err := s.opts.Booter.Boot(s.ctx, snap, userData)
 		if err != nil {
 			s.opts.Logger.Warn("dosim: boot failed", "droplet", name, "err", err)
 			s.mu.Lock()
-			if a, ok := s.actions[d.actionID]; ok {
-				a.Status = "errored"
-				done := nowString(time.Now())
-				a.CompletedAt = &done
-			}
+			s.finishAction(d.actionID, "errored")
 			s.mu.Unlock()
 			return
 		}
@@ -368,8 +399,13 @@ func (s *Server) boot(id int, ipv6 bool) {
 	if ipv6 {
 		d.Networks.V6 = []NetworkV6{{IPAddress: fmt.Sprintf("2001:db8::%x", id), Netmask: 64, Gateway: "2001:db8::1", Type: "public"}}
 	}
-	if a, ok := s.actions[d.actionID]; ok {
-		a.Status = "completed"
+	s.finishAction(d.actionID, "completed")
+}
+
+// finishAction ends an action as completed or errored; callers hold s.mu.
+func (s *Server) finishAction(id int, status string) {
+	if a, ok := s.actions[id]; ok {
+		a.Status = status
 		done := nowString(time.Now())
 		a.CompletedAt = &done
 	}
@@ -387,14 +423,63 @@ func (s *Server) removeLocked(d *droplet) {
 
 func (s *Server) deleteDroplet(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	d, ok := s.dropletByPath(w, r)
-	if ok {
+	if !ok {
+		return
+	}
+	if d.Locked {
+		unprocessable(w, "Droplet already has a pending event.")
+		return
+	}
+	s.startDeleteLocked(d)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// startDeleteLocked begins deleting a droplet as DigitalOcean does: a droplet still "new"
+// ignores it; otherwise a "destroy" action starts and the droplet lingers, unchanged and still
+// listed, for DeleteDelay before it 404s (or, for NeverDeleted, stays and the action errors).
+// Callers hold s.mu.
+func (s *Server) startDeleteLocked(d *droplet) {
+	if d.Status == "new" || d.deleting {
+		return
+	}
+	if s.opts.DeleteDelay < 0 {
 		s.removeLocked(d)
+		return
 	}
-	s.mu.Unlock()
-	if ok {
-		w.WriteHeader(http.StatusNoContent)
-	}
+	d.deleting = true
+	s.nextID++
+	aid := s.nextID
+	s.actions[aid] = &Action{ID: aid, Status: "in-progress", Type: "destroy", StartedAt: nowString(time.Now()),
+		ResourceID: d.ID, ResourceType: "droplet", Region: &d.Region, RegionSlug: d.Region.Slug}
+	never := s.opts.NeverDeleted != nil && s.opts.NeverDeleted(d.Name)
+	id := d.ID
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTimer(s.opts.DeleteDelay)
+		select {
+		case <-s.ctx.Done():
+			// Closing: a delete that would have gone through does so now, so that a Booter
+			// releases what it made.
+			t.Stop()
+		case <-t.C:
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		d, ok := s.droplets[id]
+		if !ok {
+			return
+		}
+		if never {
+			d.deleting = false
+			s.finishAction(aid, "errored")
+			return
+		}
+		s.finishAction(aid, "completed")
+		s.removeLocked(d)
+	}()
 }
 
 func (s *Server) deleteDropletsByTag(w http.ResponseWriter, r *http.Request) {
@@ -405,9 +490,10 @@ func (s *Server) deleteDropletsByTag(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
+	s.settleLocked(time.Now())
 	for _, d := range s.droplets {
-		if slices.Contains(d.Tags, tag) {
-			s.removeLocked(d)
+		if slices.Contains(d.Tags, tag) && !d.Locked {
+			s.startDeleteLocked(d)
 		}
 	}
 	s.mu.Unlock()

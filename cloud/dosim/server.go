@@ -1,12 +1,22 @@
 // Package dosim is a DigitalOcean API v2 simulator for tests and demos.
 //
 // It speaks the API's JSON shapes, status codes and error bodies for the endpoints brine's cloud
-// package uses: droplets (create one or many, get, list with pagination and tag and name filters,
-// delete, delete by tag), droplet actions, actions, account and SSH keys, regions, sizes, images,
-// domains and domain records. It checks the bearer token, sends the RateLimit-* headers, enforces
-// DigitalOcean's request limits, moves droplets from "new" to "active" after a configurable delay,
-// and lets a test inject 429s and 5xx errors. A Booter turns each droplet into something real (a
-// testbed host) and runs its user_data there.
+// package uses: droplets (create one or many, get, list with pagination and tag, name and type
+// filters, delete, delete by tag), droplet actions, actions, account and SSH keys, regions, sizes,
+// images, domains and domain records. It checks the bearer token and its scopes, sends the
+// RateLimit-* headers, enforces DigitalOcean's request limits, moves droplets from "new" to
+// "active" after a configurable delay, and lets a test inject 429s and 5xx errors. A Booter turns
+// each droplet into something real (a testbed host) and runs its user_data there.
+//
+// Where the real API is less kind than a naive simulator, dosim follows the real API by default
+// (see realism.go for the list and the spec files each point follows): deletes are asynchronous,
+// sizes differ per region, regions may be given as a prefix or omitted, tags keep the
+// capitalisation they were first made with, CNAME data must end with a dot and comes back without
+// it, a record's TTL applies to its whole record set, GPU droplets are listed only with type=gpus.
+// The faults that the real API shows only sometimes (droplets that are never deleted, creates that
+// fail after their 202, 5xx answers to requests that took effect, late listings and late tags,
+// locked droplets) are off unless an Options field or a Fault turns them on, so tests stay
+// deterministic.
 //
 // A Server is an http.Handler, so httptest.NewServer(dosim.New(opts)) works; Start listens on
 // 127.0.0.1 by itself.
@@ -81,17 +91,47 @@ type Options struct {
 	PerMinute, PerHour int
 	// Logger receives one line per request; nil discards.
 	Logger *slog.Logger
+
+	// DeleteDelay is how long a deleted droplet is still listed, with its status unchanged and
+	// its "destroy" action in progress, before it 404s. Zero means DefaultDeleteDelay; negative
+	// removes it at once (the old, kinder behaviour).
+	DeleteDelay time.Duration
+	// NeverDeleted names droplets whose delete is accepted (204) but that stay: their "destroy"
+	// action errors after DeleteDelay and the droplet stays listed.
+	NeverDeleted func(name string) bool
+	// Locked names droplets that are locked (an event in progress, e.g. a backup): a delete
+	// answers 422 and the droplet lists with "locked": true.
+	Locked func(name string) bool
+	// CreateErrors names droplets whose create fails after its 202: after BootDelay the create
+	// action is "errored" and the droplet is gone (404, no longer listed).
+	CreateErrors func(name string) bool
+	// ListDelay keeps a new droplet out of list responses for this long after its create; a GET
+	// by id finds it (the listing is eventually consistent).
+	ListDelay time.Duration
+	// TagDelay applies a new droplet's tags this long after its create: until then it has no
+	// tags and a tag_name filter misses it.
+	TagDelay time.Duration
+	// Scopes are the token's custom scopes ("droplet:read", "domain:update", ...); a request
+	// whose endpoint needs a scope the token lacks gets a 403 that, as on DigitalOcean, does not
+	// say which. Nil is a full-access token.
+	Scopes []string
 }
+
+// DefaultDeleteDelay is how long a deleted droplet lingers when Options.DeleteDelay is zero.
+const DefaultDeleteDelay = 500 * time.Millisecond
 
 // Fault is an injected failure: the next Times requests matching Method (empty: any) and a path
 // starting with Path (empty: any) get Status with DigitalOcean's error body. RetryAfter, when
 // non-zero, is sent as Retry-After in whole seconds (rounded up), as DigitalOcean does on 429.
+// With Committed the request is carried out first and only its answer is replaced: a 5xx to a
+// droplet create that still made the droplet.
 type Fault struct {
 	Method     string
 	Path       string
 	Status     int
 	RetryAfter time.Duration
 	Times      int
+	Committed  bool
 }
 
 // Server is a simulated DigitalOcean API. It is safe for concurrent use.
@@ -121,6 +161,7 @@ type Server struct {
 	minute   []time.Time    // request times within the last minute
 	hourFrom time.Time
 	hourN    int
+	tags     map[string]string // lower-case name -> the capitalisation it was made with
 }
 
 type droplet struct {
@@ -128,6 +169,11 @@ type droplet struct {
 	userData string
 	actionID int
 	booted   bool
+	gpu      bool
+	deleting bool      // a delete was accepted; the droplet lingers until DeleteDelay passes
+	listAt   time.Time // ListDelay: not listed before
+	lateTags []string  // TagDelay: applied at tagsAt
+	tagsAt   time.Time
 }
 
 type domain struct {
@@ -150,6 +196,7 @@ func New(opts Options) *Server {
 		limit:    opts.DropletLimit,
 		requests: map[string]int{},
 		hourFrom: time.Now(),
+		tags:     map[string]string{},
 	}
 	if s.token == "" {
 		s.token = "dop_v1_" + randHex(32)
@@ -165,6 +212,9 @@ func New(opts Options) *Server {
 	}
 	if s.opts.Logger == nil {
 		s.opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if s.opts.DeleteDelay == 0 {
+		s.opts.DeleteDelay = DefaultDeleteDelay
 	}
 	s.keys = []Key{{ID: 512189, Name: "brine-operator", Fingerprint: "3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa",
 		PublicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBrineSimulatorKeyDoNotUse operator@brine"}}
@@ -229,6 +279,7 @@ func (s *Server) SetDropletLimit(n int) {
 func (s *Server) Droplets() []Droplet {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.settleLocked(time.Now())
 	return s.sortedDroplets(func(*droplet) bool { return true })
 }
 
@@ -268,8 +319,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
 
-	status, retryAfter, fault := s.admit(r, w.Header())
+	status, retryAfter, fault, committed := s.admit(r, w.Header())
 	s.opts.Logger.Debug("dosim request", "method", r.Method, "path", r.URL.Path, "fault", status)
+	if fault && committed && s.authorized(r) {
+		// The request takes effect; its answer is lost and replaced by the fault's.
+		s.serveAuthorized(discardWriter{h: http.Header{}}, r)
+	}
 	if fault {
 		if retryAfter > 0 {
 			w.Header().Set("Retry-After", strconv.Itoa(int((retryAfter+time.Second-1)/time.Second)))
@@ -288,12 +343,35 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "unauthorized", "Unable to authenticate you.")
 		return
 	}
+	s.serveAuthorized(w, r)
+}
+
+// serveAuthorized checks the token's scopes and serves the endpoint.
+func (s *Server) serveAuthorized(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Scopes != nil {
+		_, pattern := s.mux.Handler(r)
+		for _, need := range scopesFor(pattern, r) {
+			if !s.hasScope(need) {
+				// DigitalOcean's 403 does not name the scope that was missing.
+				writeError(w, http.StatusForbidden, "forbidden", "You are not authorized to perform this operation")
+				return
+			}
+		}
+	}
 	s.mux.ServeHTTP(w, r)
 }
 
+// discardWriter is where the answer of a request goes whose injected fault says it was carried
+// out but its answer lost.
+type discardWriter struct{ h http.Header }
+
+func (d discardWriter) Header() http.Header         { return d.h }
+func (d discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (d discardWriter) WriteHeader(int)             {}
+
 // admit counts the request, sets the rate-limit headers, and decides whether a rate limit or an
 // injected fault answers it instead of the endpoint.
-func (s *Server) admit(r *http.Request, h http.Header) (status int, retryAfter time.Duration, fault bool) {
+func (s *Server) admit(r *http.Request, h http.Header) (status int, retryAfter time.Duration, fault, committed bool) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -314,24 +392,24 @@ func (s *Server) admit(r *http.Request, h http.Header) (status int, retryAfter t
 		h.Set("RateLimit-Remaining", strconv.Itoa(max(0, limit-s.hourN)))
 		h.Set("RateLimit-Reset", strconv.FormatInt(s.hourFrom.Add(time.Hour).Unix(), 10))
 		if s.hourN > limit {
-			return http.StatusTooManyRequests, s.hourFrom.Add(time.Hour).Sub(now), true
+			return http.StatusTooManyRequests, s.hourFrom.Add(time.Hour).Sub(now), true, false
 		}
 	}
 	if s.opts.PerMinute > 0 && len(s.minute) > s.opts.PerMinute {
-		return http.StatusTooManyRequests, time.Minute - now.Sub(s.minute[0]), true
+		return http.StatusTooManyRequests, time.Minute - now.Sub(s.minute[0]), true, false
 	}
 	for i := range s.faults {
 		f := &s.faults[i]
 		if (f.Method == "" || f.Method == r.Method) && strings.HasPrefix(r.URL.Path, f.Path) {
 			f.Times--
-			st, ra := f.Status, f.RetryAfter
+			st, ra, c := f.Status, f.RetryAfter, f.Committed
 			if f.Times <= 0 {
 				s.faults = append(s.faults[:i], s.faults[i+1:]...)
 			}
-			return st, ra, true
+			return st, ra, true, c
 		}
 	}
-	return 0, 0, false
+	return 0, 0, false, false
 }
 
 // bootKind is SimulatorHeader's value.

@@ -98,7 +98,8 @@ func TestCreateGetActive(t *testing.T) {
 }
 
 func TestCreateMultipleListPaginateFilter(t *testing.T) {
-	sim, c, _ := newSim(t, dosim.Options{DropletLimit: 100})
+	// Deletes take effect at once here; TestDeleteIsAsynchronous covers the realistic delay.
+	sim, c, _ := newSim(t, dosim.Options{DropletLimit: 100, DeleteDelay: -1})
 	ctx := context.Background()
 	var names []string
 	for i := 1; i <= 10; i++ {
@@ -150,6 +151,9 @@ func TestCreateMultipleListPaginateFilter(t *testing.T) {
 	byTag, _, err := c.Droplets.ListByTag(ctx, "app", &godo.ListOptions{PerPage: 200})
 	if err != nil || len(byTag) != 10 {
 		t.Fatalf("tag filter: %d, %v", len(byTag), err)
+	}
+	for _, d := range byTag { // a droplet still "new" ignores a delete
+		waitActive(t, c, d.ID)
 	}
 	byName, _, err := c.Droplets.ListByName(ctx, "DB-7", nil)
 	if err != nil || len(byName) != 1 || byName[0].Name != "db-7" {
@@ -308,7 +312,7 @@ func TestActionsKeysCatalog(t *testing.T) {
 	}
 
 	regions, _, err := c.Regions.List(ctx, nil)
-	if err != nil || len(regions) != 10 || !regions[0].Available {
+	if err != nil || len(regions) != 11 || !regions[0].Available {
 		t.Fatalf("regions: %+v %v", regions, err)
 	}
 	sizes, _, err := c.Sizes.List(ctx, nil)

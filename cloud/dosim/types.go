@@ -79,7 +79,7 @@ type Image struct {
 	ID            int      `json:"id"`
 	Name          string   `json:"name"`
 	Distribution  string   `json:"distribution"`
-	Slug          string   `json:"slug"`
+	Slug          *string  `json:"slug"` // null for custom images and snapshots
 	Public        bool     `json:"public"`
 	Regions       []string `json:"regions"`
 	CreatedAt     string   `json:"created_at"`

@@ -31,12 +31,13 @@ import (
 
 // cloudFlags are shared by every `brine cloud` command.
 type cloudFlags struct {
-	config  string
-	apiURL  string
-	json    bool
-	dryRun  bool
-	verbose bool
-	poll    time.Duration
+	config        string
+	apiURL        string
+	json          bool
+	dryRun        bool
+	verbose       bool
+	poll          time.Duration
+	deleteTimeout time.Duration
 }
 
 var cf cloudFlags
@@ -82,6 +83,7 @@ func init() {
 	pf.BoolVar(&cf.dryRun, "dry-run", false, "plan only: read the account, change nothing")
 	pf.BoolVarP(&cf.verbose, "verbose", "v", false, "log API retries and progress to stderr")
 	pf.DurationVar(&cf.poll, "poll-interval", 3*time.Second, "how often droplet status is polled while waiting for \"active\" (one request per poll)")
+	pf.DurationVar(&cf.deleteTimeout, "delete-timeout", cloud.DefaultDeleteTimeout, "how long a deleted droplet may take to be gone (DigitalOcean deletes asynchronously)")
 	cloudCmd.AddCommand(newCloudCreateCmd(), newCloudListCmd(), newCloudDestroyCmd(), newCloudSyncCmd(),
 		newCloudDNSCmd(), newCloudSimCmd())
 	rootCmd.AddCommand(cloudCmd)
@@ -315,7 +317,7 @@ func newCloudCreateCmd() *cobra.Command {
 			p := newProgress(out)
 			res, err := c.Create(ctx, cloud.CreateRequest{Profile: prof, Names: args[1:], Master: mst,
 				DryRun: cf.dryRun, OnEvent: p.event, Parallel: parallel, ActiveTimeout: activeTimeout,
-				ConvergeTimeout: convergeTimeout})
+				ConvergeTimeout: convergeTimeout, DeleteWait: cf.deleteTimeout})
 			if cf.json {
 				if res != nil {
 					_ = printJSON(out, map[string]any{"result": res})
@@ -453,7 +455,7 @@ status is 2.`,
 					return withCode(exitNothing, errors.New("nothing destroyed"))
 				}
 			}
-			res, err := c.Destroy(ctx, cloud.DestroyRequest{Names: args})
+			res, err := c.Destroy(ctx, cloud.DestroyRequest{Names: args, Timeout: cf.deleteTimeout})
 			var forgotten []string
 			var ferr error
 			if res != nil && len(res.Destroyed) > 0 {
@@ -565,7 +567,8 @@ func newCloudSyncCmd() *cobra.Command {
 			if err != nil {
 				return withCode(exitNothing, err)
 			}
-			res, err := c.Sync(ctx, cloud.SyncRequest{Config: cfg, Map: args[0], Prune: prune, Master: mst, OnEvent: p.event})
+			res, err := c.Sync(ctx, cloud.SyncRequest{Config: cfg, Map: args[0], Prune: prune, Master: mst, OnEvent: p.event,
+				Create: cloud.CreateRequest{DeleteWait: cf.deleteTimeout}})
 			if res != nil && res.Destroyed != nil && len(res.Destroyed.Destroyed) > 0 {
 				forgotten, ferr := forgetMinions(ctx, res.Destroyed.Destroyed)
 				for _, id := range forgotten {
@@ -613,6 +616,9 @@ func printSyncPlan(w io.Writer, p cloud.SyncPlan) {
 	fmt.Fprintf(w, "map %s: %d to create, %d in place, %d extra\n", p.Map, len(p.Create), len(p.Keep), len(p.Extra))
 	for _, c := range p.Create {
 		fmt.Fprintf(w, "  + %s (profile %s)\n", c.Name, c.Profile)
+	}
+	for _, d := range p.Dying {
+		fmt.Fprintf(w, "  ~ %s (id %d) is being destroyed; made again once it is gone\n", d.Name, d.ID)
 	}
 	for _, d := range p.Extra {
 		if p.Prune {
