@@ -198,6 +198,9 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		wait, retry := t.retryAfter(req.Method, resp, err, attempt)
 		if !retry || attempt >= t.maxRetries || ctx.Err() != nil {
+			if err == nil && resp.StatusCode == http.StatusForbidden {
+				resp = withScopeHint(req, resp)
+			}
 			return resp, err
 		}
 		status := 0

@@ -133,8 +133,9 @@ type dropletBlock struct {
 
 var (
 	// nameRE is a droplet name brine accepts: a lower-case hostname that is also a valid
-	// minion id (DESIGN.md invariant 11), since the droplet name becomes the minion id.
-	nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{0,62}$`)
+	// minion id (DESIGN.md invariant 11), since the droplet name becomes the minion id. It ends
+	// with a letter or digit, as DigitalOcean requires (models/droplet_single_create.yml).
+	nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
 	// labelRE names profiles and maps; they end up in DigitalOcean tags.
 	labelRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 	tagRE   = regexp.MustCompile(`^[a-zA-Z0-9_:\-]{1,255}$`)
@@ -296,7 +297,7 @@ func decodeMapDroplet(db dropletBlock, profiles map[string]*Profile) (MapDroplet
 	for _, n := range md.Names {
 		if !ValidName(n) {
 			diags = append(diags, errorAt(db.DefRange, "Invalid droplet name",
-				fmt.Sprintf("%q cannot be a droplet name: it becomes the minion id, so use lower-case letters, digits, '.' and '-' (at most 63, starting with a letter or digit).", n)))
+				fmt.Sprintf("%q cannot be a droplet name: it becomes the minion id, so use lower-case letters, digits, '.' and '-' (at most 63, starting and ending with a letter or digit).", n)))
 		}
 	}
 	return md, diags

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -47,6 +48,31 @@ type DNSChange struct {
 
 var dnsTypes = map[string]bool{"A": true, "AAAA": true, "CNAME": true, "TXT": true}
 
+// hostData reports whether a record type's data is a host name. DigitalOcean wants such data
+// sent fully qualified, with its trailing dot (a 422 "Data needs to end with a dot (.)"
+// otherwise), and returns it without the dot (terraform-provider-digitalocean's
+// domain/resource_record.go adds it back on read). brine compares it without the dot, sends it
+// with, and reports it as the API returns it, so that a rollback can send the previous value as
+// reported.
+func hostData(typ string) bool {
+	switch typ {
+	case "CNAME", "MX", "NS", "SRV":
+		return true
+	}
+	return false
+}
+
+// sameData compares record data as DigitalOcean means it.
+func sameData(typ, a, b string) bool {
+	if hostData(typ) {
+		return strings.EqualFold(strings.TrimSuffix(a, "."), strings.TrimSuffix(b, "."))
+	}
+	return a == b
+}
+
+// hostnameRE is a host name as record data: labels of letters, digits, '-' and '_'.
+var hostnameRE = regexp.MustCompile(`^([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?$`)
+
 // DNSSet makes Name Type point at Value through DigitalOcean's Domains API: it updates the
 // existing record, or creates one, and deletes any other record of that name and type, so a
 // cut-over is one call and a rollback another.
@@ -68,6 +94,16 @@ func (c *Client) DNSSet(ctx context.Context, req DNSSetRequest) (*DNSChange, err
 		if ip := net.ParseIP(req.Value); ip == nil || ip.To4() != nil {
 			return nil, fmt.Errorf("dns set: %q is not an IPv6 address", req.Value)
 		}
+	case "CNAME":
+		if req.Value != "@" && (!hostnameRE.MatchString(req.Value) || len(req.Value) > 254) {
+			return nil, fmt.Errorf("dns set: %q is not a host name", req.Value)
+		}
+	}
+	// What is sent: host names fully qualified; what is reported: as the API returns it.
+	send, shown := req.Value, req.Value
+	if hostData(typ) && req.Value != "@" {
+		shown = strings.TrimSuffix(req.Value, ".")
+		send = shown + "."
 	}
 	if req.TTL != 0 && req.TTL < 30 {
 		return nil, fmt.Errorf("dns set: ttl %d is below DigitalOcean's minimum of 30 seconds", req.TTL)
@@ -92,13 +128,13 @@ func (c *Client) DNSSet(ctx context.Context, req DNSSetRequest) (*DNSChange, err
 	}
 	sort.Slice(existing, func(i, j int) bool { return existing[i].ID < existing[j].ID })
 	ch := &DNSChange{DryRun: req.DryRun, Removed: []DNSRecord{}}
-	edit := &godo.DomainRecordEditRequest{Type: typ, Name: name, Data: req.Value, TTL: req.TTL}
+	edit := &godo.DomainRecordEditRequest{Type: typ, Name: name, Data: send, TTL: req.TTL}
 	if len(existing) == 0 {
 		if edit.TTL == 0 {
 			edit.TTL = 300
 		}
 		ch.Action = "create"
-		ch.Record = DNSRecord{Type: typ, Name: name, Data: req.Value, TTL: edit.TTL}
+		ch.Record = DNSRecord{Type: typ, Name: name, Data: shown, TTL: edit.TTL}
 		if !req.DryRun {
 			r, _, err := c.do.Domains.CreateRecord(ctx, req.Domain, edit)
 			if err != nil {
@@ -111,12 +147,12 @@ func (c *Client) DNSSet(ctx context.Context, req DNSSetRequest) (*DNSChange, err
 		prev := recordFromGodo(cur)
 		ch.Previous = &prev
 		ch.Record = prev
-		ch.Record.Data = req.Value
+		ch.Record.Data = shown
 		if req.TTL != 0 {
 			ch.Record.TTL = req.TTL
 		}
 		ch.Action = "update"
-		if cur.Data == req.Value && (req.TTL == 0 || cur.TTL == req.TTL) {
+		if sameData(typ, cur.Data, req.Value) && (req.TTL == 0 || cur.TTL == req.TTL) {
 			ch.Action = "unchanged"
 		}
 		if ch.Action == "update" && !req.DryRun {

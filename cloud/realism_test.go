@@ -341,3 +341,84 @@ func TestManagedTagAnyCase(t *testing.T) {
 		t.Fatalf("extras: %+v %v", plan.Plan, err)
 	}
 }
+
+// A CNAME is sent with its trailing dot and compared without it: set, set again (unchanged,
+// with or without the dot), change, and roll back to the previous value as reported.
+func TestDNSCNAMERoundTrip(t *testing.T) {
+	e := newEnv(t, dosim.Options{}, nil)
+	ctx := context.Background()
+	if _, _, err := e.do.Domains.Create(ctx, &godo.DomainCreateRequest{Name: "ghost.example"}); err != nil {
+		t.Fatal(err)
+	}
+	set := func(value string) *cloud.DNSChange {
+		t.Helper()
+		ch, err := e.c.DNSSet(ctx, cloud.DNSSetRequest{Domain: "ghost.example", Name: "www", Type: "CNAME", Value: value})
+		if err != nil {
+			t.Fatalf("set %s: %v", value, err)
+		}
+		return ch
+	}
+	if ch := set("blue.lb.example.net"); ch.Action != "create" || ch.Record.Data != "blue.lb.example.net" {
+		t.Fatalf("create: %+v", ch)
+	}
+	for _, v := range []string{"blue.lb.example.net", "blue.lb.example.net.", "Blue.LB.example.net"} {
+		if ch := set(v); ch.Action != "unchanged" {
+			t.Fatalf("again with %q: %+v", v, ch)
+		}
+	}
+	ch := set("green.lb.example.net.")
+	if ch.Action != "update" || ch.Previous.Data != "blue.lb.example.net" || ch.Record.Data != "green.lb.example.net" {
+		t.Fatalf("update: %+v", ch)
+	}
+	if back := set(ch.Previous.Data); back.Action != "update" || back.Record.Data != "blue.lb.example.net" {
+		t.Fatalf("rollback: %+v", back)
+	}
+	if _, err := e.c.DNSSet(ctx, cloud.DNSSetRequest{Domain: "ghost.example", Name: "www", Type: "CNAME", Value: "not a host"}); err == nil {
+		t.Fatal("a CNAME to a non-host was accepted")
+	}
+}
+
+// A 403 from a token without a scope names the scope brine's request needed; brine's table of
+// scopes agrees with the simulator's, which follows the OpenAPI description.
+func TestForbiddenNamesTheScope(t *testing.T) {
+	e := newEnv(t, dosim.Options{Scopes: []string{"droplet:read", "actions:read", "regions:read", "sizes:read", "image:read"}}, nil)
+	ctx := context.Background()
+	if _, err := e.c.List(ctx, cloud.ListOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.c.Create(ctx, cloud.CreateRequest{Profile: appProfile(t), Names: []string{"web-1"}, Master: e.master})
+	if err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "droplet:create") || !strings.Contains(err.Error(), "tag:create") {
+		t.Fatalf("create without droplet:create: %v", err)
+	}
+	_, err = e.c.DNSList(ctx, "ghost.example")
+	if err == nil || !strings.Contains(err.Error(), "domain:read") {
+		t.Fatalf("dns without domain:read: %v", err)
+	}
+	for _, r := range []struct{ method, path string }{
+		{"GET", "/v2/droplets"}, {"DELETE", "/v2/droplets/12"}, {"GET", "/v2/droplets/12"}, {"GET", "/v2/droplets/12/actions"},
+		{"GET", "/v2/actions"}, {"GET", "/v2/actions/9"}, {"GET", "/v2/regions"}, {"GET", "/v2/sizes"}, {"GET", "/v2/images/debian-12-x64"},
+		{"GET", "/v2/domains/ghost.example/records"}, {"POST", "/v2/domains/ghost.example/records"},
+		{"PUT", "/v2/domains/ghost.example/records/4"}, {"DELETE", "/v2/domains/ghost.example/records/4"}, {"GET", "/v2/account"},
+	} {
+		if got, want := cloud.RequiredScopes(r.method, r.path), dosim.RouteScopes(r.method, r.path); !slices.Equal(got, want) || len(got) == 0 {
+			t.Errorf("%s %s: brine says %v, dosim %v", r.method, r.path, got, want)
+		}
+	}
+	// A create also needs tag:create (for its tags) and image:read (for its image).
+	if got := cloud.RequiredScopes("POST", "/v2/droplets"); !slices.Equal(got, []string{"droplet:create", "tag:create", "image:read"}) {
+		t.Errorf("create scopes %v", got)
+	}
+}
+
+// Droplet names end with a letter or digit, as DigitalOcean requires.
+func TestDropletNamesEndAlphanumeric(t *testing.T) {
+	for n, ok := range map[string]bool{"web-1": true, "web-": false, "web.": false, "w": true, "web.example": true, "-web": false} {
+		if cloud.ValidName(n) != ok {
+			t.Errorf("ValidName(%q) = %v", n, !ok)
+		}
+	}
+	_, diags := cloud.ParseConfig([]byte(strings.Replace(testConfig, `names   = ["db-main"]`, `names   = ["db-"]`, 1)), "cloud.hcl")
+	if !diags.HasErrors() || !strings.Contains(diags.Error(), "cloud.hcl:") || !strings.Contains(diags.Error(), `"db-"`) {
+		t.Fatalf("diagnostics: %v", diags)
+	}
+}
