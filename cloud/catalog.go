@@ -18,13 +18,22 @@ import (
 // sizes differ per region; a profile that names a size the region does not offer would
 // otherwise 422 only after its tokens were issued.
 func (c *Client) CheckProfile(ctx context.Context, p *Profile) error {
+	_, err := c.resolveProfile(ctx, p)
+	return err
+}
+
+// resolveProfile checks a profile as CheckProfile does and returns the region to send with its
+// creates: the profile's own, or, when it is a prefix or empty and the image is not everywhere
+// the size is, the first region that has both (DigitalOcean would otherwise be free to pick a
+// datacenter without the image).
+func (c *Client) resolveProfile(ctx context.Context, p *Profile) (string, error) {
 	var regions []godo.Region
 	if err := pages(ctx, func(opt *godo.ListOptions) (int, *godo.Response, error) {
 		page, resp, err := c.do.Regions.List(ctx, opt)
 		regions = append(regions, page...)
 		return len(page), resp, err
 	}); err != nil {
-		return fmt.Errorf("profile %s: list regions: %w", p.Name, err)
+		return "", fmt.Errorf("profile %s: list regions: %w", p.Name, err)
 	}
 	var sizes []godo.Size
 	if err := pages(ctx, func(opt *godo.ListOptions) (int, *godo.Response, error) {
@@ -32,7 +41,7 @@ func (c *Client) CheckProfile(ctx context.Context, p *Profile) error {
 		sizes = append(sizes, page...)
 		return len(page), resp, err
 	}); err != nil {
-		return fmt.Errorf("profile %s: list sizes: %w", p.Name, err)
+		return "", fmt.Errorf("profile %s: list sizes: %w", p.Name, err)
 	}
 
 	// The regions the profile's region may mean, of those that take new droplets.
@@ -48,14 +57,14 @@ func (c *Client) CheckProfile(ctx context.Context, p *Profile) error {
 		}
 	}
 	if !known {
-		return fmt.Errorf("profile %s: region %q is not a DigitalOcean region or region prefix (regions: %s)", p.Name, p.Region, availableRegions(regions))
+		return "", fmt.Errorf("profile %s: region %q is not a DigitalOcean region or region prefix (regions: %s)", p.Name, p.Region, availableRegions(regions))
 	}
 	if len(cands) == 0 {
-		return fmt.Errorf("profile %s: region %q takes no new droplets (regions: %s)", p.Name, p.Region, availableRegions(regions))
+		return "", fmt.Errorf("profile %s: region %q takes no new droplets (regions: %s)", p.Name, p.Region, availableRegions(regions))
 	}
 	i := slices.IndexFunc(sizes, func(s godo.Size) bool { return s.Slug == p.Size })
 	if i < 0 || !sizes[i].Available {
-		return fmt.Errorf("profile %s: size %q is not offered by DigitalOcean", p.Name, p.Size)
+		return "", fmt.Errorf("profile %s: size %q is not offered by DigitalOcean", p.Name, p.Size)
 	}
 	size := sizes[i]
 	var offered []string
@@ -76,7 +85,7 @@ func (c *Client) CheckProfile(ctx context.Context, p *Profile) error {
 			}
 		}
 		sort.Strings(here)
-		return fmt.Errorf("profile %s: size %q is not offered in %s (it is in %s; %s offers %s)", p.Name, p.Size, where,
+		return "", fmt.Errorf("profile %s: size %q is not offered in %s (it is in %s; %s offers %s)", p.Name, p.Size, where,
 			strings.Join(size.Regions, ", "), where, strings.Join(slices.Compact(here), ", "))
 	}
 
@@ -92,15 +101,24 @@ func (c *Client) CheckProfile(ctx context.Context, p *Profile) error {
 	}
 	switch {
 	case isStatus(err, http.StatusNotFound):
-		return fmt.Errorf("profile %s: image %q does not exist (a slug such as ubuntu-24-04-x64, or a custom image's integer id)", p.Name, p.Image)
+		return "", fmt.Errorf("profile %s: image %q does not exist (a slug such as ubuntu-24-04-x64, or a custom image's integer id)", p.Name, p.Image)
 	case err != nil:
-		return fmt.Errorf("profile %s: look up image %q: %w", p.Name, p.Image, err)
+		return "", fmt.Errorf("profile %s: look up image %q: %w", p.Name, p.Image, err)
 	}
 	if len(img.Regions) > 0 && !slices.ContainsFunc(offered, func(r string) bool { return slices.Contains(img.Regions, r) }) {
-		return fmt.Errorf("profile %s: image %q is not available where size %q is offered in %q (the image is in %s)",
+		return "", fmt.Errorf("profile %s: image %q is not available where size %q is offered in %q (the image is in %s)",
 			p.Name, p.Image, p.Size, p.Region, strings.Join(img.Regions, ", "))
 	}
-	return nil
+	var both []string
+	for _, r := range offered {
+		if len(img.Regions) == 0 || slices.Contains(img.Regions, r) {
+			both = append(both, r)
+		}
+	}
+	if p.Region != "" && slices.Contains(both, p.Region) || len(both) == len(offered) {
+		return p.Region, nil
+	}
+	return both[0], nil
 }
 
 // isRegionPrefix reports whether a profile's region is a prefix such as "nyc" rather than a

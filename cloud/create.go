@@ -140,7 +140,8 @@ func (c *Client) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 		}
 		seen[n] = true
 	}
-	if err := c.CheckProfile(ctx, p); err != nil {
+	region, err := c.resolveProfile(ctx, p)
+	if err != nil {
 		return res, fmt.Errorf("create: nothing created: %w", err)
 	}
 	existing, err := c.listAll(ctx, "")
@@ -203,7 +204,7 @@ func (c *Client) Create(ctx context.Context, req CreateRequest) (*CreateResult, 
 		return res, fmt.Errorf("create: bootstrap info: %w", err)
 	}
 
-	r := creation{c: c, req: req, boot: boot, start: time.Now()}
+	r := creation{c: c, req: req, boot: boot, start: time.Now(), region: region}
 	r.emit = c.emitter(req, r.start)
 	r.fillDefaults()
 	r.tags = []string{ManagedTag, profileTag(p.Name)}
@@ -301,6 +302,7 @@ type creation struct {
 	tags   []string
 	emit   func(Event)
 	waiter *waiter
+	region string // the profile's region, or the one resolveProfile chose for it
 }
 
 func (r *creation) fillDefaults() {
@@ -406,7 +408,7 @@ func (r *creation) one(ctx context.Context, name string) (out DropletResult) {
 func (r *creation) createOne(ctx context.Context, name, userData string) (*godo.Droplet, int, error) {
 	p := r.req.Profile
 	cr := &godo.DropletCreateRequest{
-		Name: name, Region: p.Region, Size: p.Size, Image: imageRef(p.Image),
+		Name: name, Region: r.region, Size: p.Size, Image: imageRef(p.Image),
 		IPv6: p.IPv6, Monitoring: p.Monitoring, UserData: userData, Tags: r.tags, VPCUUID: p.VPCUUID,
 	}
 	for _, k := range p.SSHKeys {

@@ -305,6 +305,15 @@ func TestProfileCheckedAgainstCatalog(t *testing.T) {
 	if res, err := e.c.Destroy(ctx, cloud.DestroyRequest{Names: []string{"ok-4"}}); err != nil || len(res.Destroyed) != 1 {
 		t.Fatalf("destroy the GPU droplet: %+v %v", res, err)
 	}
+	// A region prefix with an image that only some of its datacenters have: brine sends the
+	// datacenter that has both (nyc3), rather than leave DigitalOcean to pick one without it.
+	golden := &cloud.Profile{Name: "golden", Region: "nyc", Size: "s-1vcpu-1gb", Image: itoa(dosim.CustomImageID)}
+	createOK(t, e, cloud.CreateRequest{Profile: golden, Names: []string{"gold-1"}, Master: m})
+	for _, d := range e.sim.Droplets() {
+		if d.Name == "gold-1" && d.Region.Slug != "nyc3" {
+			t.Fatalf("gold-1 in %s", d.Region.Slug)
+		}
+	}
 }
 
 // An account whose tag is "Brine": brine's droplets carry it, and brine still knows them as its

@@ -7,26 +7,28 @@ package dosim
 
 // Droplet is a droplet as the API returns it.
 type Droplet struct {
-	ID          int       `json:"id"`
-	Name        string    `json:"name"`
-	Memory      int       `json:"memory"`
-	Vcpus       int       `json:"vcpus"`
-	Disk        int       `json:"disk"`
-	Locked      bool      `json:"locked"`
-	Status      string    `json:"status"` // new, active, off, archive
-	Kernel      *struct{} `json:"kernel"`
-	CreatedAt   string    `json:"created_at"`
-	Features    []string  `json:"features"`
-	BackupIDs   []int     `json:"backup_ids"`
-	SnapshotIDs []int     `json:"snapshot_ids"`
-	Image       Image     `json:"image"`
-	VolumeIDs   []string  `json:"volume_ids"`
-	Size        Size      `json:"size"`
-	SizeSlug    string    `json:"size_slug"`
-	Networks    Networks  `json:"networks"`
-	Region      Region    `json:"region"`
-	Tags        []string  `json:"tags"`
-	VPCUUID     string    `json:"vpc_uuid,omitempty"`
+	ID        int       `json:"id"`
+	Name      string    `json:"name"`
+	Memory    int       `json:"memory"`
+	Vcpus     int       `json:"vcpus"`
+	Disk      int       `json:"disk"`
+	Locked    bool      `json:"locked"`
+	Status    string    `json:"status"` // new, active, off, archive
+	Kernel    *struct{} `json:"kernel"`
+	CreatedAt string    `json:"created_at"`
+	Features  []string  `json:"features"`
+	BackupIDs []int     `json:"backup_ids"`
+	// NextBackupWindow is always null: backups are not simulated.
+	NextBackupWindow *struct{} `json:"next_backup_window"`
+	SnapshotIDs      []int     `json:"snapshot_ids"`
+	Image            Image     `json:"image"`
+	VolumeIDs        []string  `json:"volume_ids"`
+	Size             Size      `json:"size"`
+	SizeSlug         string    `json:"size_slug"`
+	Networks         Networks  `json:"networks"`
+	Region           Region    `json:"region"`
+	Tags             []string  `json:"tags"`
+	VPCUUID          string    `json:"vpc_uuid,omitempty"`
 }
 
 // Networks holds a droplet's addresses; both lists are empty while the droplet is "new".
