@@ -146,7 +146,13 @@ func availableRegions(rs []godo.Region) string {
 	return strings.Join(out, ", ")
 }
 
-// pages calls list for every page until the last.
+// maxListPages bounds every paginated listing: 500 pages of 200 is 100,000 items, far beyond an
+// account's limits; an API that keeps saying "next" past it is not followed further.
+const maxListPages = 500
+
+var errTooManyPages = fmt.Errorf("the API answered more than %d pages; stopped following them", maxListPages)
+
+// pages calls list for every page until the last, at most maxListPages.
 func pages(ctx context.Context, list func(*godo.ListOptions) (int, *godo.Response, error)) error {
 	opt := &godo.ListOptions{Page: 1, PerPage: 200}
 	for {
@@ -158,6 +164,9 @@ func pages(ctx context.Context, list func(*godo.ListOptions) (int, *godo.Respons
 			return nil
 		}
 		opt.Page++
+		if opt.Page > maxListPages {
+			return errTooManyPages
+		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}

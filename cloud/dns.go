@@ -125,6 +125,9 @@ func (c *Client) DNSSet(ctx context.Context, req DNSSetRequest) (*DNSChange, err
 			break
 		}
 		opt.Page++
+		if opt.Page > maxListPages {
+			return nil, fmt.Errorf("dns set: list %s records of %s: %w", typ, fq, errTooManyPages)
+		}
 	}
 	sort.Slice(existing, func(i, j int) bool { return existing[i].ID < existing[j].ID })
 	ch := &DNSChange{DryRun: req.DryRun, Removed: []DNSRecord{}}
@@ -191,6 +194,9 @@ func (c *Client) DNSList(ctx context.Context, domain string) ([]DNSRecord, error
 			break
 		}
 		opt.Page++
+		if opt.Page > maxListPages {
+			return nil, fmt.Errorf("dns list %s: %w", domain, errTooManyPages)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]

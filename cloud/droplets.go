@@ -137,6 +137,9 @@ func (c *Client) listAll(ctx context.Context, tag string) ([]godo.Droplet, error
 				break
 			}
 			opt.Page++
+			if opt.Page > maxListPages {
+				return nil, fmt.Errorf("list droplets: %w", errTooManyPages)
+			}
 		}
 	}
 	return all, nil
