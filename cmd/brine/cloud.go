@@ -716,7 +716,7 @@ func newCloudDNSCmd() *cobra.Command {
 }
 
 func newCloudSimCmd() *cobra.Command {
-	var bootDelay time.Duration
+	var bootDelay, deleteDelay time.Duration
 	var token, boot, cluster string
 	var domains []string
 	cmd := &cobra.Command{
@@ -739,7 +739,7 @@ hosts are removed when sim stops.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signalContext()
 			defer stop()
-			opts := dosim.Options{Token: token, BootDelay: bootDelay,
+			opts := dosim.Options{Token: token, BootDelay: bootDelay, DeleteDelay: deleteDelay,
 				Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))}
 			var tb *testbed.Cluster
 			switch boot {
@@ -798,6 +798,7 @@ hosts are removed when sim stops.`,
 		},
 	}
 	cmd.Flags().DurationVar(&bootDelay, "boot-delay", 2*time.Second, "how long droplets stay \"new\"")
+	cmd.Flags().DurationVar(&deleteDelay, "delete-delay", dosim.DefaultDeleteDelay, "how long a deleted droplet is still listed, as on DigitalOcean (negative: gone at once)")
 	cmd.Flags().StringVar(&token, "token", "", "token to accept (default: a random one)")
 	cmd.Flags().StringSliceVar(&domains, "domain", nil, "create these DNS domains at start (repeatable)")
 	cmd.Flags().StringVar(&boot, "boot", "none", "what droplets boot as: none, or testbed (systemd testbed hosts running their user_data; root)")
