@@ -247,6 +247,8 @@ func TestConformanceWithOpenAPIAndGodo(t *testing.T) {
 
 	// brine's flows: sync (catalog check, names, actions, create, poll), list, destroy (delete,
 	// wait, destroy action), a failed create (its errored action), DNS.
+	e.sim.Inject(dosim.Fault{Method: "GET", Path: "/v2/regions", Status: http.StatusTooManyRequests})
+	e.sim.Inject(dosim.Fault{Method: "GET", Path: "/v2/sizes", Status: http.StatusServiceUnavailable})
 	if _, err := e.c.Sync(ctx, cloud.SyncRequest{Config: cfg, Map: "production", Master: e.master}); err != nil {
 		t.Fatal(err)
 	}
@@ -306,6 +308,11 @@ func TestConformanceWithOpenAPIAndGodo(t *testing.T) {
 		Image: godo.DropletCreateImage{Slug: "debian-12-x64"}}) // 422
 	_, _, _ = e.do.Actions.Get(ctx, 1) // 404
 	_, _ = e.do.Droplets.DeleteByTag(ctx, "brine-map:production")
+	// A token without the scope, and a bad token.
+	scoped := newEnv(t, dosim.Options{Scopes: []string{"domain:read"}}, func(o *cloud.ClientOptions) { o.Transport = conf })
+	_, _ = scoped.c.List(ctx, cloud.ListOptions{})
+	wrong, _ := cloud.NewClient(cloud.ClientOptions{Token: cloud.NewToken("wrong"), APIURL: scoped.url, RequestsPerMinute: -1, Transport: conf})
+	_, _ = wrong.List(ctx, cloud.ListOptions{})
 
 	conf.mu.Lock()
 	defer conf.mu.Unlock()
@@ -313,7 +320,8 @@ func TestConformanceWithOpenAPIAndGodo(t *testing.T) {
 		t.Error(p)
 	}
 	want := []string{
-		"GET /v2/droplets 200", "POST /v2/droplets 202", "POST /v2/droplets 422", "DELETE /v2/droplets 204",
+		"GET /v2/droplets 200", "GET /v2/droplets 401", "GET /v2/droplets 403", "GET /v2/regions 429", "GET /v2/sizes 503",
+		"POST /v2/droplets 202", "POST /v2/droplets 422", "DELETE /v2/droplets 204",
 		"GET /v2/droplets/{droplet_id} 200", "GET /v2/droplets/{droplet_id} 404",
 		"DELETE /v2/droplets/{droplet_id} 204", "DELETE /v2/droplets/{droplet_id} 404",
 		"GET /v2/droplets/{droplet_id}/actions 200", "GET /v2/actions 200", "GET /v2/actions/{action_id} 200",
