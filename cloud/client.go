@@ -43,8 +43,12 @@ type ClientOptions struct {
 	// Logger receives retries and progress at debug/info level; nil discards. The token is
 	// never logged.
 	Logger *slog.Logger
-	// Transport is the underlying HTTP transport; nil means http.DefaultTransport.
+	// Transport is the underlying HTTP transport; nil means a copy of http.DefaultTransport
+	// that waits at most ResponseTimeout for an answer's headers.
 	Transport http.RoundTripper
+	// ResponseTimeout bounds the wait for an answer when Transport is nil; zero means 60s. A
+	// create that times out is handled as one that failed with a 5xx: the droplet may exist.
+	ResponseTimeout time.Duration
 }
 
 // Client runs brine's cloud operations against DigitalOcean through godo.
@@ -69,7 +73,12 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.Transport == nil {
-		opts.Transport = http.DefaultTransport
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.ResponseHeaderTimeout = opts.ResponseTimeout
+		if tr.ResponseHeaderTimeout <= 0 {
+			tr.ResponseHeaderTimeout = 60 * time.Second
+		}
+		opts.Transport = tr
 	}
 	t := &transport{
 		base:          opts.Transport,

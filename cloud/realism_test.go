@@ -431,3 +431,17 @@ func TestDropletNamesEndAlphanumeric(t *testing.T) {
 		t.Fatalf("diagnostics: %v", diags)
 	}
 }
+
+// A create that made its droplet but whose answer never came (the client's response timeout):
+// brine handles it as a 5xx, finds the droplet and adopts it; one droplet, one create sent.
+func TestCreateTimeoutAfterDropletMade(t *testing.T) {
+	e := newEnv(t, dosim.Options{ListDelay: 50 * time.Millisecond}, func(o *cloud.ClientOptions) { o.ResponseTimeout = 200 * time.Millisecond })
+	e.sim.Inject(dosim.Fault{Method: "POST", Path: "/v2/droplets", Committed: true, Hang: true})
+	res := createOK(t, e, cloud.CreateRequest{Profile: appProfile(t), Names: []string{"web-1"}, AdoptWait: 10 * time.Second})
+	if got := names(e.sim.Droplets()); !slices.Equal(got, []string{"web-1"}) || res.Droplets[0].Stage != cloud.StageConverged {
+		t.Fatalf("after a create that timed out: %v %+v", got, res.Droplets[0])
+	}
+	if n := e.sim.Requests("POST", "/v2/droplets"); n != 1 {
+		t.Fatalf("%d creates sent", n)
+	}
+}

@@ -124,7 +124,8 @@ const DefaultDeleteDelay = 500 * time.Millisecond
 // starting with Path (empty: any) get Status with DigitalOcean's error body. RetryAfter, when
 // non-zero, is sent as Retry-After in whole seconds (rounded up), as DigitalOcean does on 429.
 // With Committed the request is carried out first and only its answer is replaced: a 5xx to a
-// droplet create that still made the droplet.
+// droplet create that still made the droplet. With Hang no answer comes at all: the server
+// waits until the client gives up (a timeout on the client's side); Status is then unused.
 type Fault struct {
 	Method     string
 	Path       string
@@ -132,6 +133,7 @@ type Fault struct {
 	RetryAfter time.Duration
 	Times      int
 	Committed  bool
+	Hang       bool
 }
 
 // Server is a simulated DigitalOcean API. It is safe for concurrent use.
@@ -319,11 +321,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
 
-	status, retryAfter, fault, committed := s.admit(r, w.Header())
+	status, retryAfter, fault, f := s.admit(r, w.Header())
 	s.opts.Logger.Debug("dosim request", "method", r.Method, "path", r.URL.Path, "fault", status)
-	if fault && committed && s.authorized(r) {
+	if fault && f.Committed && s.authorized(r) {
 		// The request takes effect; its answer is lost and replaced by the fault's.
 		s.serveAuthorized(discardWriter{h: http.Header{}}, r)
+	}
+	if fault && f.Hang {
+		select {
+		case <-r.Context().Done():
+		case <-s.ctx.Done():
+		}
+		return
 	}
 	if fault {
 		if retryAfter > 0 {
@@ -371,7 +380,7 @@ func (d discardWriter) WriteHeader(int)             {}
 
 // admit counts the request, sets the rate-limit headers, and decides whether a rate limit or an
 // injected fault answers it instead of the endpoint.
-func (s *Server) admit(r *http.Request, h http.Header) (status int, retryAfter time.Duration, fault, committed bool) {
+func (s *Server) admit(r *http.Request, h http.Header) (status int, retryAfter time.Duration, fault bool, f Fault) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -392,24 +401,24 @@ func (s *Server) admit(r *http.Request, h http.Header) (status int, retryAfter t
 		h.Set("RateLimit-Remaining", strconv.Itoa(max(0, limit-s.hourN)))
 		h.Set("RateLimit-Reset", strconv.FormatInt(s.hourFrom.Add(time.Hour).Unix(), 10))
 		if s.hourN > limit {
-			return http.StatusTooManyRequests, s.hourFrom.Add(time.Hour).Sub(now), true, false
+			return http.StatusTooManyRequests, s.hourFrom.Add(time.Hour).Sub(now), true, Fault{}
 		}
 	}
 	if s.opts.PerMinute > 0 && len(s.minute) > s.opts.PerMinute {
-		return http.StatusTooManyRequests, time.Minute - now.Sub(s.minute[0]), true, false
+		return http.StatusTooManyRequests, time.Minute - now.Sub(s.minute[0]), true, Fault{}
 	}
 	for i := range s.faults {
-		f := &s.faults[i]
-		if (f.Method == "" || f.Method == r.Method) && strings.HasPrefix(r.URL.Path, f.Path) {
-			f.Times--
-			st, ra, c := f.Status, f.RetryAfter, f.Committed
-			if f.Times <= 0 {
+		ff := &s.faults[i]
+		if (ff.Method == "" || ff.Method == r.Method) && strings.HasPrefix(r.URL.Path, ff.Path) {
+			ff.Times--
+			got := *ff
+			if ff.Times <= 0 {
 				s.faults = append(s.faults[:i], s.faults[i+1:]...)
 			}
-			return st, ra, true, c
+			return got.Status, got.RetryAfter, true, got
 		}
 	}
-	return 0, 0, false, false
+	return 0, 0, false, Fault{}
 }
 
 // bootKind is SimulatorHeader's value.
