@@ -252,8 +252,16 @@ func TestConformanceWithOpenAPIAndGodo(t *testing.T) {
 	if _, err := e.c.Sync(ctx, cloud.SyncRequest{Config: cfg, Map: "production", Master: e.master}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.c.List(ctx, cloud.ListOptions{All: true}); err != nil {
-		t.Fatal(err)
+	// A new droplet is listed ListDelay after its create (sync may be done sooner): destroy
+	// finds it by name once it is listed.
+	for listed := false; !listed; {
+		ds, err := e.c.List(ctx, cloud.ListOptions{All: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range ds {
+			listed = listed || d.Name == "web-5"
+		}
 	}
 	if _, err := e.c.Destroy(ctx, cloud.DestroyRequest{Names: []string{"web-5"}}); err != nil {
 		t.Fatal(err)
