@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -72,6 +73,8 @@ func TestContract(t *testing.T) {
 				{"deliveries", testDeliveries},
 				{"attested", testAttested},
 				{"presence", testPresence},
+				{"rounds", testRounds},
+				{"keys-concurrent", testKeysConcurrent},
 				{"identity", testIdentity},
 			} {
 				t.Run(c.name, func(t *testing.T) { c.f(t, b.open(t)) })
@@ -502,6 +505,159 @@ func testPresence(t *testing.T, open func() store.Store) {
 	got, err := p.Presence(now)
 	if err != nil || len(got) != 1 || got["a"].Master != "m2" {
 		t.Fatalf("presence: %+v %v", got, err)
+	}
+}
+
+// Schedule rounds: of many claimants on two handles (two masters' pools) at once, exactly one
+// gets each round; the next is claimable only when the last is over and its period has passed,
+// or when its master stopped finishing it (stale).
+func testRounds(t *testing.T, open func() store.Store) {
+	hs := []store.Rounds{open().Rounds(), open().Rounds()}
+	claimAll := func(name string, every, stale time.Duration) (won []store.Round, lost []time.Duration) {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				r, ok, wait, err := hs[i%2].ClaimRound(name, fmt.Sprintf("m%d", i), every, stale)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if ok {
+					won = append(won, r)
+				} else {
+					lost = append(lost, wait)
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		return won, lost
+	}
+	if r, err := hs[0].LastRound("keep"); err != nil || r != (store.Round{}) {
+		t.Fatalf("no round yet: %+v %v", r, err)
+	}
+	won, lost := claimAll("keep", 0, time.Hour)
+	if len(won) != 1 || won[0].N != 1 || len(lost) != 15 {
+		t.Fatalf("first round: %d claimed (%+v)", len(won), won)
+	}
+	// Round 1 is not over: nobody gets round 2, however short the period.
+	if won2, _ := claimAll("keep", 0, time.Hour); len(won2) != 0 {
+		t.Fatalf("a round claimed while the last one runs: %+v", won2)
+	}
+	if r, err := hs[1].LastRound("keep"); err != nil || r.N != 1 || r.Master != won[0].Master || r.Done {
+		t.Fatalf("last round: %+v %v", r, err)
+	}
+	if err := hs[1].FinishRound("keep", 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	won, _ = claimAll("keep", 0, time.Hour)
+	if len(won) != 1 || won[0].N != 2 {
+		t.Fatalf("second round: %+v", won)
+	}
+	// Finishing an older round changes nothing.
+	hs[0].FinishRound("keep", 1, 0)
+	if r, _ := hs[0].LastRound("keep"); r.N != 2 || r.Done {
+		t.Fatalf("after finishing round 1 again: %+v", r)
+	}
+	// Over, but its period (an hour from its end) has not passed: nobody, and they are told how long.
+	hs[0].FinishRound("keep", 2, time.Hour)
+	won, lost = claimAll("keep", time.Hour, time.Hour)
+	if len(won) != 0 || len(lost) != 16 || lost[0] < 59*time.Minute || lost[0] > time.Hour {
+		t.Fatalf("within the period: %+v, waits %v", won, lost)
+	}
+	// A round whose master never finishes it is taken over once stale.
+	if _, ok, _, err := hs[0].ClaimRound("other", "m1", 0, 0); !ok || err != nil {
+		t.Fatalf("other: %v %v", ok, err)
+	}
+	if r, ok, _, err := hs[1].ClaimRound("other", "m2", 0, 0); !ok || err != nil || r.N != 2 || r.Master != "m2" {
+		t.Fatalf("stale round not taken over: %+v %v %v", r, ok, err)
+	}
+}
+
+// Operators on two masters accept and reject the same pending keys at the same moment: every
+// key ends in one state that one of them set, each transition is reported by exactly the
+// operator whose write it was, and the record is whole (not half of each).
+func testKeysConcurrent(t *testing.T, open func() store.Store) {
+	a, b := open().Keys(), open().Keys()
+	const n = 40
+	for i := range n {
+		if _, err := a.Present(pki.Presentation{ID: fmt.Sprintf("k%02d", i), Key: newKey(t), Source: "10.0.0.1"}, false, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	var accepted, rejected []string
+	var grouped [][]string
+	var mu sync.Mutex
+	for i := range n {
+		id := fmt.Sprintf("k%02d", i)
+		wg.Add(3)
+		go func() {
+			defer wg.Done()
+			<-start
+			ids, err := a.Accept(id, []string{"web"}, false)
+			if err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			accepted = append(accepted, ids...)
+			mu.Unlock()
+		}()
+		go func() {
+			defer wg.Done()
+			<-start
+			ids, err := b.Reject(id)
+			if err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			rejected = append(rejected, ids...)
+			mu.Unlock()
+		}()
+		go func() {
+			defer wg.Done()
+			<-start
+			ids, err := b.SetGroups(id, []string{"db"})
+			if err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			grouped = append(grouped, ids)
+			mu.Unlock()
+		}()
+	}
+	close(start)
+	wg.Wait()
+	isIn := func(xs []string, x string) bool { return slices.Contains(xs, x) }
+	for i := range n {
+		id := fmt.Sprintf("k%02d", i)
+		ra, _ := a.Get(id)
+		rb, _ := b.Get(id)
+		if ra.State != rb.State || !reflect.DeepEqual(ra.Groups, rb.Groups) || !ra.Updated.Equal(rb.Updated) {
+			t.Fatalf("%s: the masters disagree: %+v / %+v", id, ra, rb)
+		}
+		switch ra.State {
+		case pki.StateRejected:
+			if !isIn(rejected, id) {
+				t.Fatalf("%s rejected, but no reject reported it", id)
+			}
+		default:
+			// Accept takes a pending key only and reject takes any: in whichever order they
+			// ran, the key ends rejected. Another state is an update lost to a concurrent one
+			// (a stale read written back).
+			t.Fatalf("%s ended %s (accept reported it: %v, reject: %v)", id, ra.State, isIn(accepted, id), isIn(rejected, id))
+		}
+		if !reflect.DeepEqual(ra.Groups, []string{"web"}) && !reflect.DeepEqual(ra.Groups, []string{"db"}) && ra.Groups != nil {
+			t.Fatalf("%s: groups %v are neither operator's", id, ra.Groups)
+		}
 	}
 }
 

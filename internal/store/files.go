@@ -26,6 +26,7 @@ type Files struct {
 	deliver  *MemDeliveries
 	attested *fileAttested
 	presence *memPresence
+	rounds   *memRounds
 }
 
 // OpenFiles opens (creating if needed) the files store in dataDir, for the master whose key is
@@ -49,7 +50,7 @@ func OpenFiles(dataDir string, master pki.PublicKey) (*Files, error) {
 	}
 	return &Files{
 		dir: dataDir, keys: fileKeys{KeyStore: keys, ts: tokens}, tokens: tokens, jobs: jobs,
-		deliver: &MemDeliveries{}, attested: attested, presence: &memPresence{},
+		deliver: &MemDeliveries{}, attested: attested, presence: &memPresence{}, rounds: &memRounds{},
 	}, nil
 }
 
@@ -70,6 +71,9 @@ func (f *Files) Attested() Attested { return f.attested }
 
 // Presence implements Store.
 func (f *Files) Presence() Presence { return f.presence }
+
+// Rounds implements Store.
+func (f *Files) Rounds() Rounds { return f.rounds }
 
 // ClaimIdentity implements Store. The files store belongs to one master, whose key lives beside
 // it in the data dir: there is no other master to disagree with, and an operator who replaces
@@ -181,4 +185,57 @@ func (p *memPresence) Presence(now time.Time) (map[string]Lease, error) {
 		}
 	}
 	return out, nil
+}
+
+// memRounds keeps the schedule rounds of one master in memory: a restarted master starts its
+// schedules afresh, as it always did.
+type memRounds struct {
+	mu     sync.Mutex // guards rounds
+	rounds map[string]*memRound
+}
+
+type memRound struct {
+	Round
+	claimed, due time.Time
+}
+
+func (rs *memRounds) ClaimRound(name, master string, every, stale time.Duration) (Round, bool, time.Duration, error) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.rounds == nil {
+		rs.rounds = map[string]*memRound{}
+	}
+	now := time.Now()
+	r, ok := rs.rounds[name]
+	if !ok {
+		r = &memRound{}
+		rs.rounds[name] = r
+	} else if !(!now.Before(r.due) && (r.Done || !now.Before(r.claimed.Add(stale)))) {
+		wait := time.Duration(0)
+		if r.Done {
+			wait = max(r.due.Sub(now), 0)
+		}
+		return r.Round, false, wait, nil
+	}
+	r.N++
+	r.Master, r.Done, r.claimed, r.due = master, false, now, now.Add(every)
+	return r.Round, true, 0, nil
+}
+
+func (rs *memRounds) FinishRound(name string, n int64, every time.Duration) error {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if r, ok := rs.rounds[name]; ok && r.N == n {
+		r.Done, r.due = true, time.Now().Add(every)
+	}
+	return nil
+}
+
+func (rs *memRounds) LastRound(name string) (Round, error) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if r, ok := rs.rounds[name]; ok {
+		return r.Round, nil
+	}
+	return Round{}, nil
 }

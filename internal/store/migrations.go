@@ -75,4 +75,15 @@ CREATE TABLE presence (
 	until  timestamptz NOT NULL
 );
 `,
+	// 2: schedule rounds (one master runs each round of a schedule).
+	`
+CREATE TABLE schedule_rounds (
+	name    text PRIMARY KEY,
+	round   bigint NOT NULL,
+	master  text NOT NULL,
+	claimed timestamptz NOT NULL,
+	due     timestamptz NOT NULL,
+	done    boolean NOT NULL DEFAULT false
+);
+`,
 }

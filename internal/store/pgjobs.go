@@ -372,3 +372,53 @@ func (j pgJobs) Outcome(jid string) (jobstore.Outcome, bool, error) {
 	}
 	return jobstore.Outcome{Returned: returned, Succeeded: succeeded}, returned > 0, nil
 }
+
+type pgRounds struct{ s *Postgres }
+
+// ClaimRound is one statement: INSERT ... ON CONFLICT DO UPDATE locks the schedule's row and
+// evaluates the WHERE on its newest version, so of concurrent claimants on any masters one
+// updates it and the others find the round taken.
+func (p pgRounds) ClaimRound(name, master string, every, stale time.Duration) (Round, bool, time.Duration, error) {
+	ctx, cancel := p.s.ctx()
+	defer cancel()
+	var r Round
+	err := p.s.pool.QueryRow(ctx, `INSERT INTO schedule_rounds AS r (name, round, master, claimed, due)
+		VALUES ($1, 1, $2, now(), now() + make_interval(secs => $3))
+		ON CONFLICT (name) DO UPDATE SET round = r.round + 1, master = $2, claimed = now(),
+			due = now() + make_interval(secs => $3), done = false
+		WHERE r.due <= now() AND (r.done OR r.claimed <= now() - make_interval(secs => $4))
+		RETURNING round, master`, name, master, every.Seconds(), stale.Seconds()).Scan(&r.N, &r.Master)
+	if err == nil {
+		return r, true, 0, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return Round{}, false, 0, err
+	}
+	var wait float64
+	err = p.s.pool.QueryRow(ctx, `SELECT round, master, done,
+		CASE WHEN done THEN greatest(extract(epoch FROM due - now()), 0) ELSE 0 END
+		FROM schedule_rounds WHERE name = $1`, name).Scan(&r.N, &r.Master, &r.Done, &wait)
+	if err != nil {
+		return Round{}, false, 0, err
+	}
+	return r, false, time.Duration(wait * float64(time.Second)), nil
+}
+
+func (p pgRounds) FinishRound(name string, n int64, every time.Duration) error {
+	ctx, cancel := p.s.ctx()
+	defer cancel()
+	_, err := p.s.pool.Exec(ctx, `UPDATE schedule_rounds SET done = true, due = now() + make_interval(secs => $3)
+		WHERE name = $1 AND round = $2`, name, n, every.Seconds())
+	return err
+}
+
+func (p pgRounds) LastRound(name string) (Round, error) {
+	ctx, cancel := p.s.ctx()
+	defer cancel()
+	var r Round
+	err := p.s.pool.QueryRow(ctx, `SELECT round, master, done FROM schedule_rounds WHERE name = $1`, name).Scan(&r.N, &r.Master, &r.Done)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Round{}, nil
+	}
+	return r, err
+}

@@ -141,6 +141,9 @@ func (s *Postgres) Attested() Attested { return pgAttested{s} }
 // Presence implements Store.
 func (s *Postgres) Presence() Presence { return pgPresence{s} }
 
+// Rounds implements Store.
+func (s *Postgres) Rounds() Rounds { return pgRounds{s} }
+
 // Close implements Store.
 func (s *Postgres) Close() error {
 	s.batch.close()

@@ -106,6 +106,30 @@ type Presence interface {
 	Presence(now time.Time) (map[string]Lease, error)
 }
 
+// Round is the last round of a schedule: which master claimed it, and whether it is over.
+type Round struct {
+	N      int64  // rounds claimed so far (the first is 1)
+	Master string // the master that claimed round N
+	Done   bool   // round N is over (FinishRound)
+}
+
+// Rounds are the rounds of the masters' schedules (master.hcl `schedule` blocks), so that a
+// schedule runs once per period however many masters share the store: each round is claimed by
+// one master, and the next cannot be claimed before the previous one is over and its period has
+// passed. Times are the store's clock, not the masters'.
+type Rounds interface {
+	// ClaimRound claims the next round of schedule name for master when round N is over (or was
+	// claimed more than stale ago: its master died) and `every` has passed since it ended.
+	// Exactly one of concurrent claimants gets it (claimed true, the round's number in r.N);
+	// the others get the last round and, in wait, how long until it may be claimed (0: when it
+	// is over).
+	ClaimRound(name, master string, every, stale time.Duration) (r Round, claimed bool, wait time.Duration, err error)
+	// FinishRound records that round n of name is over: the next may be claimed every after now.
+	FinishRound(name string, n int64, every time.Duration) error
+	// LastRound returns the last round of name (zero when none was claimed).
+	LastRound(name string) (Round, error)
+}
+
 // ErrOtherIdentity is returned by ClaimIdentity when the store belongs to a fleet whose
 // masters sign with another key.
 var ErrOtherIdentity = errors.New("the store belongs to masters with another master key")
@@ -118,6 +142,7 @@ type Store interface {
 	Deliveries() Deliveries
 	Attested() Attested
 	Presence() Presence
+	Rounds() Rounds
 	// ClaimIdentity records finger (the master key's fingerprint) on first use and returns
 	// ErrOtherIdentity when another one is recorded: all masters of a shared store sign with
 	// one key. A store of one master (Files) accepts any.
