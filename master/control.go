@@ -94,6 +94,8 @@ type ControlResponse struct {
 	Status []MinionStatus `json:"status,omitempty"`
 	// Master is the answering master's name (presence leases name masters so).
 	Master string `json:"master,omitempty"`
+	// Store is the answering master's store health, with Status.
+	Store *StoreHealth `json:"store,omitempty"`
 	// Bootstrap answers the op "bootstrap" (cloud.go).
 	Bootstrap *BootstrapInfo `json:"bootstrap,omitempty"`
 }
@@ -223,10 +225,14 @@ func (s *controlServer) do(ctx context.Context, req ControlRequest, send func(Co
 			return siteError(tree, diags)
 		}
 		st, err := m.Status(ctx, req.Target, site)
+		if lost := m.storeLost(); err != nil && lost != nil {
+			return lost // the minions are in the database it cannot read
+		}
 		if err != nil {
 			return err
 		}
-		send(ControlResponse{Event: Event{Event: "done"}, Status: st, Master: m.Name()})
+		h := m.StoreHealth()
+		send(ControlResponse{Event: Event{Event: "done"}, Status: st, Master: m.Name(), Store: &h})
 		return nil
 	case "apply", "ping", "run", "capture":
 		site, tree, diags, err := m.siteFor(req.Site, req.SiteDir, false)

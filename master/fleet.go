@@ -38,12 +38,23 @@ type fleetState struct {
 	mu     sync.Mutex           // guards leased
 	leased map[string]time.Time // minion -> when its lease was last renewed here
 
-	storeErr atomic.Pointer[error] // the last failed check of the database; nil when it answers
+	storeErr   atomic.Pointer[error]     // the last failed check of the database; nil when it answers
+	storeSince atomic.Pointer[time.Time] // when the database was last found lost or back
+	storeLog   rateLog                   // store errors met while serving minions, one line a minute per kind
 }
 
 // ErrStoreLost is returned instead of publishing when the master cannot reach its database: it
 // does not act on state it cannot read, and another master may be publishing meanwhile.
 var ErrStoreLost = errors.New("this master lost its database; it publishes no new job until the database is back (another master of the fleet can)")
+
+// errStoreUnavailable marks a request that failed because the store did not answer, as opposed
+// to one the master refuses: the minion is told "no session", so that it keeps what it sent (a
+// return stays in its outbox) and sends it again once authenticated, to this master when its
+// database is back or to another master of its list.
+var errStoreUnavailable = errors.New("the store does not answer")
+
+// storeUnavailable wraps err, a failure of the store, as errStoreUnavailable.
+func storeUnavailable(err error) error { return fmt.Errorf("%w: %v", errStoreUnavailable, err) }
 
 // storeLost reports why the database does not answer, or nil.
 func (m *Master) storeLost() error {
@@ -53,10 +64,53 @@ func (m *Master) storeLost() error {
 	return nil
 }
 
+// lookupKey reads minion's key record; err is set when the store could not say (a lost
+// database), as opposed to a key that is not there.
+func (m *Master) lookupKey(minion string) (pki.MinionKey, bool, error) {
+	l, ok := m.keys.(store.KeyLookup)
+	if !ok {
+		rec, ok := m.keys.Get(minion)
+		return rec, ok, nil
+	}
+	rec, ok, err := l.Lookup(minion)
+	if err != nil {
+		m.fleet.storeLog.warn(m.log, "key", "could not read a minion's key; told it to authenticate again", "minion", minion, "err", err)
+	}
+	return rec, ok, err
+}
+
+// StoreHealth is what `brine status` and the metrics say about the master's store.
+type StoreHealth struct {
+	Kind  string    `json:"kind"`            // "files" or "postgres"
+	Up    bool      `json:"up"`              // the store answers (files: always)
+	Since time.Time `json:"since,omitzero"`  // when it was last found lost or back (postgres)
+	Error string    `json:"error,omitempty"` // why it does not answer
+}
+
+// StoreHealth reports whether this master's store answers, as its last check found.
+func (m *Master) StoreHealth() StoreHealth {
+	h := StoreHealth{Kind: "files", Up: true}
+	if _, ok := m.st.(store.Pinger); ok {
+		h.Kind = "postgres"
+	}
+	if t := m.fleet.storeSince.Load(); t != nil {
+		h.Since = *t
+	}
+	if p := m.fleet.storeErr.Load(); p != nil {
+		h.Up, h.Error = false, (*p).Error()
+	}
+	return h
+}
+
 // watchStore checks the database every storeCheckEvery and says when it goes and comes back.
+// While it is lost the master publishes no new job (publishJob), runs no schedule, and tells
+// minions whose requests need the store "no session"; the log repeats the loss once a minute.
 func (m *Master) watchStore(p store.Pinger) {
+	now := time.Now()
+	m.fleet.storeSince.Store(&now)
 	t := time.NewTicker(storeCheckEvery)
 	defer t.Stop()
+	var lost time.Time
 	for {
 		select {
 		case <-m.ctx.Done():
@@ -70,11 +124,17 @@ func (m *Master) watchStore(p store.Pinger) {
 			return
 		}
 		was := m.fleet.storeErr.Load() != nil
+		now := time.Now()
 		switch {
 		case err != nil && !was:
+			lost = now
+			m.fleet.storeSince.Store(&now)
 			m.log.Error("lost the database: publishing no new jobs until it is back", "err", err)
-		case err == nil && was:
-			m.log.Info("the database is back: publishing again")
+		case err != nil:
+			m.fleet.storeLog.warn(m.log, "lost", "the database is still lost: publishing no new jobs", "for", now.Sub(lost).Round(time.Second), "err", err)
+		case was:
+			m.fleet.storeSince.Store(&now)
+			m.log.Info("the database is back: publishing again", "lost_for", now.Sub(lost).Round(time.Second))
 		}
 		if err != nil {
 			m.fleet.storeErr.Store(&err)
@@ -117,7 +177,10 @@ func (m *Master) leasePresence(minion string, force bool) {
 	m.fleet.leased[minion] = now
 	m.fleet.mu.Unlock()
 	if err := m.st.Presence().SetPresence(minion, m.cfg.Name, now.Add(lease)); err != nil {
-		m.log.Warn("could not record a minion's presence", "minion", minion, "err", err)
+		m.fleet.mu.Lock()
+		delete(m.fleet.leased, minion) // renew on its next request
+		m.fleet.mu.Unlock()
+		m.fleet.storeLog.warn(m.log, "presence", "could not record a minion's presence", "minion", minion, "err", err)
 	}
 }
 
@@ -131,6 +194,23 @@ func (m *Master) Name() string { return m.cfg.Name }
 
 // storeCheckEvery is how often a master checks that its database answers.
 const storeCheckEvery = 2 * time.Second
+
+// reachableIDs is the set of minions a job published here reaches now: those connected here,
+// and those holding a presence lease on another master of a shared store.
+func (m *Master) reachableIDs() map[string]bool {
+	up := m.connectedIDs()
+	p, err := m.Presence()
+	if err != nil {
+		m.fleet.storeLog.warn(m.log, "presence-read", "could not read presence leases", "err", err)
+		return up
+	}
+	for id, l := range p {
+		if l.Master != m.cfg.Name {
+			up[id] = true
+		}
+	}
+	return up
+}
 
 // startFleet listens to the other masters when the store is shared, and watches the database.
 func (m *Master) startFleet() {

@@ -446,6 +446,7 @@ func (m *Master) handleAuth(src string, body []byte) (reply []byte, authed bool)
 		return refuse(err.Error())
 	}
 	if err != nil {
+		m.fleet.storeLog.warn(m.log, "auth", "could not authenticate a minion: the key store does not answer", "minion", c.id, "err", err)
 		return refuse("key store error")
 	}
 	ar := wire.AuthReply{ClientNonce: a.ClientNonce, Status: string(rec.State)}
@@ -526,8 +527,14 @@ func (m *Master) handleRequest(body []byte, remote netip.Addr) ([]byte, bool) {
 	m.mu.Lock()
 	minion, key := s.minion, s.key
 	m.mu.Unlock()
-	// The key may have been rejected or deleted since the session began.
-	if rec, ok := m.keys.Get(minion); !ok || rec.State != pki.StateAccepted || !rec.Key.Equal(key) {
+	// The key may have been rejected or deleted since the session began. A key the store
+	// cannot read now is not known to be gone: the minion is told to authenticate again
+	// (fleet.go, lookupKey), and its session stays for when the store answers.
+	rec, ok, err := m.lookupKey(minion)
+	if err != nil {
+		return m.noSession(sid), false
+	}
+	if !ok || rec.State != pki.StateAccepted || !rec.Key.Equal(key) {
 		m.dropSession(minion)
 		return m.noSession(sid), false
 	}
@@ -546,7 +553,12 @@ func (m *Master) handleRequest(body []byte, remote netip.Addr) ([]byte, bool) {
 	sess.remote = remote
 	m.seen.note(sess.minion, time.Now())
 	reply := wire.Reply{Seq: r.Seq, KeyGen: gen[:]}
-	if err := m.serveSafe(sess, r, &reply); err != nil {
+	if err := m.serveSafe(sess, r, &reply); errors.Is(err, errStoreUnavailable) {
+		// Not a refusal: the minion keeps what it sent (a return stays in its outbox) and sends
+		// it again after authenticating, here or on another master (fleet.go).
+		m.fleet.storeLog.warn(m.log, "request", "could not serve a request: the store does not answer; the minion will send it again", "minion", sess.minion, "kind", quoteKey(r.Kind), "err", err)
+		return m.noSession(sid), false
+	} else if err != nil {
 		reply.Error = err.Error()
 	} else {
 		reply.OK = true
@@ -759,12 +771,15 @@ func (m *Master) acceptReturn(s session, body []byte) error {
 	}
 	addressed, known, err := m.deliver.Addressed(ret.JID, s.minion)
 	if err != nil {
-		return fmt.Errorf("job store: %w", err)
+		return storeUnavailable(err)
 	}
 	if !known {
 		job, err := m.store.Job(ret.JID)
-		if err != nil {
+		if errors.Is(err, jobstore.ErrNotFound) {
 			return fmt.Errorf("unknown job %q", ret.JID)
+		}
+		if err != nil {
+			return storeUnavailable(err)
 		}
 		addressed = contains(job.Minions, s.minion)
 	}
@@ -774,7 +789,7 @@ func (m *Master) acceptReturn(s session, body []byte) error {
 	}
 	added, err := m.store.AddReturn(jobstore.Return{JID: ret.JID, Minion: s.minion, Data: sr.Data, Sig: sr.Sig, Received: time.Now().UTC()})
 	if err != nil {
-		return err
+		return storeUnavailable(err)
 	}
 	if err := m.deliver.MarkReturned(ret.JID, s.minion); err != nil {
 		m.log.Error("could not mark a return as delivered", "jid", ret.JID, "minion", s.minion, "err", err)

@@ -68,6 +68,15 @@ func newMetrics() *metrics {
 func (mt *metrics) registerMaster(m *Master) {
 	mt.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "brine_store_up",
+			Help: "1 when this master's store answers (its last check, every 2 s), 0 when it lost its database: it then publishes no new job.",
+		}, func() float64 {
+			if m.StoreHealth().Up {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "brine_connected_minions",
 			Help: "Minions connected to this master (an authenticated request in the last 30 seconds).",
 		}, func() float64 { return float64(len(m.connectedIDs())) }),

@@ -11,8 +11,8 @@ import (
 // those it did not log, so that a flood of garbage cannot flood the log.
 const garbageLogEvery = time.Minute
 
-// rateLog logs at most one line per key per interval; the next line says how many were
-// suppressed in between.
+// rateLog logs at most one line per key per interval (every; zero: garbageLogEvery); the next
+// line says how many were suppressed in between.
 type rateLog struct {
 	every time.Duration
 	mu    sync.Mutex
@@ -26,7 +26,11 @@ func (r *rateLog) warn(l *slog.Logger, key, msg string, args ...any) {
 	if r.last == nil {
 		r.last, r.quiet = map[string]time.Time{}, map[string]int{}
 	}
-	if t, ok := r.last[key]; ok && now.Sub(t) < r.every {
+	every := r.every
+	if every == 0 {
+		every = garbageLogEvery
+	}
+	if t, ok := r.last[key]; ok && now.Sub(t) < every {
 		r.quiet[key]++
 		r.mu.Unlock()
 		return

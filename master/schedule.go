@@ -91,30 +91,82 @@ func (c *Config) fillSchedules() error {
 
 // scheduleLoop runs one schedule until the master stops: a round every sc.every plus a random
 // splay, and between rounds the minions that were down at their turn as soon as they are back.
+// Each round is claimed in the store (store.Rounds): with masters sharing a database, one of
+// them runs it, for the target's minions wherever they are connected, and the next round is
+// claimable only once that one is over and sc.every has passed. The minions that were down at
+// their turn are retried by the master that ran the round, while no other has claimed the next.
+// A master that lost its database runs no round and retries no minion until it is back.
 func (m *Master) scheduleLoop(sc ScheduleConfig) {
-	wait := func() time.Duration {
+	splay := func() time.Duration {
 		if sc.splay <= 0 {
-			return sc.every
+			return 0
 		}
-		return sc.every + rand.N(sc.splay+1)
+		return rand.N(sc.splay + 1)
 	}
-	timer := time.NewTimer(wait())
+	rounds := m.st.Rounds()
+	// A round not finished by then was lost with its master: another may claim the next.
+	stale := 3*m.cfg.jobTimeout + sc.every + time.Minute
+	timer := time.NewTimer(sc.every + splay())
 	defer timer.Stop()
 	retry := time.NewTicker(scheduleRetry)
 	defer retry.Stop()
 	pending := map[string]bool{} // minions whose turn came while they were down
+	var mine int64               // the round this master ran last
+	var unfinished int64         // a round of ours the store did not record as over
 	for {
 		select {
 		case <-m.ctx.Done():
 			return
 		case <-timer.C:
-			m.scheduleRound(sc, nil, pending)
-			timer.Reset(wait())
-		case <-retry.C:
-			if len(pending) == 0 {
+			if err := m.storeLost(); err != nil {
+				m.fleet.storeLog.warn(m.log, "schedule "+sc.Name, "schedule: no round while the database is lost", "schedule", sc.Name)
+				timer.Reset(min(sc.every, scheduleRetry) + splay())
 				continue
 			}
-			up := m.connectedIDs()
+			if unfinished != 0 {
+				if err := rounds.FinishRound(sc.Name, unfinished, sc.every); err != nil {
+					m.fleet.storeLog.warn(m.log, "schedule "+sc.Name, "schedule: could not record the end of a round", "schedule", sc.Name, "err", err)
+					timer.Reset(min(sc.every, scheduleRetry) + splay())
+					continue
+				}
+				unfinished = 0
+			}
+			r, claimed, wait, err := rounds.ClaimRound(sc.Name, m.cfg.Name, sc.every, stale)
+			if err != nil {
+				m.fleet.storeLog.warn(m.log, "schedule "+sc.Name, "schedule: could not claim a round", "schedule", sc.Name, "err", err)
+				timer.Reset(min(sc.every, scheduleRetry) + splay())
+				continue
+			}
+			if !claimed {
+				// Another master runs the schedule now: the minions down at our last turn are
+				// its to converge when they are back.
+				clear(pending)
+				mine = 0
+				if wait <= 0 {
+					wait = min(sc.every, scheduleRetry) // its round is still running
+				}
+				m.log.Debug("schedule: the round is another master's", "schedule", sc.Name, "round", r.N, "master", r.Master)
+				timer.Reset(wait + splay())
+				continue
+			}
+			mine = r.N
+			m.scheduleRound(sc, nil, pending)
+			if err := rounds.FinishRound(sc.Name, r.N, sc.every); err != nil {
+				unfinished = r.N
+				m.fleet.storeLog.warn(m.log, "schedule "+sc.Name, "schedule: could not record the end of a round", "schedule", sc.Name, "err", err)
+			}
+			timer.Reset(sc.every + splay())
+		case <-retry.C:
+			if len(pending) == 0 || m.storeLost() != nil {
+				continue
+			}
+			if last, err := rounds.LastRound(sc.Name); err != nil {
+				continue
+			} else if last.N != mine || last.Master != m.cfg.Name {
+				clear(pending) // another master runs the schedule now
+				continue
+			}
+			up := m.reachableIDs()
 			var back []string
 			for id := range pending {
 				if up[id] {
@@ -166,7 +218,7 @@ func (m *Master) scheduleRound(sc ScheduleConfig, only []string, pending map[str
 			}
 		}
 	}
-	up := m.connectedIDs()
+	up := m.reachableIDs()
 	var run []string
 	for _, id := range ids {
 		if up[id] {

@@ -220,6 +220,9 @@ func (m *Master) ResolveTargetIn(target string, site *Site) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := m.storeLost(); err != nil {
+		return nil, err // the keys it would resolve against are in the database it lost
+	}
 	return Resolve(t, site.extend(m.Minions())), nil
 }
 

@@ -52,6 +52,9 @@ and the site's groups) and its last job among the 2000 most recent, with its out
 				return json.NewEncoder(w).Encode(r.Status)
 			}
 			now := time.Now()
+			if h := r.Store; h != nil {
+				fmt.Fprintln(w, storeLine(now, r.Master, *h))
+			}
 			fmt.Fprintf(w, "%-24s %-16s %-16s %-24s %s\n", "ID", "STATE", "VERSION", "GROUPS", "LAST JOB")
 			for _, s := range r.Status {
 				state := "connected"
@@ -94,6 +97,23 @@ and the site's groups) and its last job among the 2000 most recent, with its out
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	c.Flags().StringVar(&siteDir, "site", "", "a states tree whose site.hcl groups count (default: site in master.hcl)")
 	return c
+}
+
+// storeLine is the first line of `brine status`: the answering master's store and whether it
+// answers.
+func storeLine(now time.Time, name string, h master.StoreHealth) string {
+	line := "master " + escapeOutput(name) + ": store " + h.Kind
+	switch {
+	case !h.Up:
+		line += ": LOST " + age(now, h.Since) + " ago, publishing no new jobs (" + escapeOutput(h.Error) + ")"
+	case h.Kind == "files":
+		line += ": up"
+	case h.Since.IsZero():
+		line += ": up"
+	default:
+		line += ": up for " + age(now, h.Since)
+	}
+	return line
 }
 
 func init() { rootCmd.AddCommand(newStatusCmd()) }

@@ -90,7 +90,7 @@ func (k pgKeys) Pending(source string) (total, fromSource int) {
 	defer cancel()
 	err := k.s.pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE source = $1) FROM minion_keys WHERE state = 'pending'`, source).Scan(&total, &fromSource)
 	if err != nil {
-		k.s.log.Error("store: count pending keys", "err", err)
+		k.s.logError("store: count pending keys", "err", err)
 	}
 	return total, fromSource
 }
@@ -242,17 +242,26 @@ func (k pgKeys) Redeem(p pki.Presentation, tok string, now time.Time) (pki.Minio
 }
 
 func (k pgKeys) Get(id string) (pki.MinionKey, bool) {
+	m, ok, err := k.Lookup(id)
+	if err != nil {
+		k.s.logError("store: read a minion key", "minion", id, "err", err)
+	}
+	return m, ok
+}
+
+// Lookup implements KeyLookup.
+func (k pgKeys) Lookup(id string) (pki.MinionKey, bool, error) {
 	ctx, cancel := k.s.ctx()
 	defer cancel()
 	var st string
 	m, err := scanKey(k.s.pool.QueryRow(ctx, `SELECT `+keyCols+`, state FROM minion_keys WHERE id = $1`, id), &st)
-	if err != nil {
-		if !errors.Is(err, pgx.ErrNoRows) {
-			k.s.log.Error("store: read a minion key", "minion", id, "err", err)
-		}
-		return pki.MinionKey{}, false
+	if errors.Is(err, pgx.ErrNoRows) {
+		return pki.MinionKey{}, false, nil
 	}
-	return m, true
+	if err != nil {
+		return pki.MinionKey{}, false, err
+	}
+	return m, true, nil
 }
 
 func (k pgKeys) query(sql string, withState bool, args ...any) ([]pki.MinionKey, error) {
@@ -287,7 +296,7 @@ func (k pgKeys) List() []pki.MinionKey {
 		keys = append(keys, denied...)
 	}
 	if err != nil {
-		k.s.log.Error("store: list minion keys", "err", err)
+		k.s.logError("store: list minion keys", "err", err)
 		return nil
 	}
 	sort.Slice(keys, func(i, j int) bool {
@@ -302,7 +311,7 @@ func (k pgKeys) List() []pki.MinionKey {
 func (k pgKeys) Accepted() map[string]pki.MinionKey {
 	keys, err := k.query(`SELECT `+keyCols+`, state FROM minion_keys WHERE state = 'accepted'`, true)
 	if err != nil {
-		k.s.log.Error("store: list accepted keys", "err", err)
+		k.s.logError("store: list accepted keys", "err", err)
 	}
 	out := make(map[string]pki.MinionKey, len(keys))
 	for _, m := range keys {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,6 +49,37 @@ type Postgres struct {
 	batch    *batcher
 
 	limits atomic.Pointer[pki.PendingLimits] // bounds on pending keys, set by SetLimits
+
+	logMu    sync.Mutex // guards logLast, logQuiet
+	logLast  map[string]time.Time
+	logQuiet map[string]int
+}
+
+// errorLogEvery is how often at most the store logs one kind of error: a database that is gone
+// fails every read of every minion's request, and the log says so once a minute with a count.
+const errorLogEvery = time.Minute
+
+// logError logs an error of the database at most once per errorLogEvery per message, with the
+// number of the same not logged since.
+func (s *Postgres) logError(msg string, args ...any) {
+	now := time.Now()
+	s.logMu.Lock()
+	if s.logLast == nil {
+		s.logLast, s.logQuiet = map[string]time.Time{}, map[string]int{}
+	}
+	if t, ok := s.logLast[msg]; ok && now.Sub(t) < errorLogEvery {
+		s.logQuiet[msg]++
+		s.logMu.Unlock()
+		return
+	}
+	n := s.logQuiet[msg]
+	s.logLast[msg] = now
+	delete(s.logQuiet, msg)
+	s.logMu.Unlock()
+	if n > 0 {
+		args = append(args, "suppressed", n)
+	}
+	s.log.Error(msg, args...)
 }
 
 // OpenPostgres connects to the database at url (a postgres:// URL or key=value string),
@@ -195,7 +227,7 @@ func (s *Postgres) Listen(ctx context.Context, fn func(Event)) {
 		if ctx.Err() != nil {
 			return
 		}
-		s.log.Warn("store: lost the notification connection; reconnecting", "err", err)
+		s.logError("store: lost the notification connection; reconnecting", "err", err)
 		select {
 		case <-ctx.Done():
 			return

@@ -46,6 +46,12 @@ type Keys interface {
 	Delete(glob string) ([]string, error)
 }
 
+// KeyLookup is a key store whose reads can fail (a database): Lookup is Get with the error, so
+// that a master tells a key it could not read from one that is gone.
+type KeyLookup interface {
+	Lookup(id string) (pki.MinionKey, bool, error)
+}
+
 // Tokens is the store of enrolment tokens (spent by Keys.Redeem).
 type Tokens interface {
 	// Create makes a token and returns its secret form, shown once.
