@@ -20,6 +20,7 @@ import (
 
 	"github.com/brinecm/brine/internal/pgtest"
 	"github.com/brinecm/brine/internal/store"
+	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/minion"
 	"github.com/brinecm/brine/pki"
@@ -450,5 +451,67 @@ heartbeat = "1s"
 		if len(recs) > 2 {
 			t.Errorf("logged %d times: %q", len(recs), msg)
 		}
+	}
+}
+
+// A master whose database answers reads but fails to record a return (a trigger raising an
+// error stands for a full disk) answers the minion "no session", not an error: the minion keeps
+// the return in its outbox and sends it again, and once the store records returns again it is
+// recorded, once. (An error reply would make the minion drop it for good.)
+func TestReturnKeptWhenTheStoreCannotRecordIt(t *testing.T) {
+	ms, url := pgMastersWith(t, 1)
+	dir := t.TempDir()
+	runFleetMinion(t, ms, "rk1", dir)
+	waitFor(t, 10*time.Second, "rk1 pending", func() bool { _, ok := ms[0].Keys().Get("rk1"); return ok })
+	if _, err := ms[0].Keys().Accept("rk1", nil, false); err != nil {
+		t.Fatal(err)
+	}
+	presentOn(t, 10*time.Second, ms[0], ms[0], "rk1")
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	exec := func(sql string) {
+		t.Helper()
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	// nextval is not rolled back with the failed insert: it counts the attempts.
+	exec(`CREATE SEQUENCE return_attempts`)
+	exec(`CREATE FUNCTION refuse_returns() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN PERFORM nextval('return_attempts'); RAISE EXCEPTION 'could not extend file: No space left on device'; END $$`)
+	exec(`CREATE TRIGGER refuse_returns BEFORE INSERT ON returns FOR EACH ROW EXECUTE FUNCTION refuse_returns()`)
+	res, err := ms[0].Run(ctx, master.JobSpec{Kind: wire.JobPing, Target: "rk1", Minions: []string{"rk1"}, Timeout: 3 * time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Missing) != 1 {
+		t.Fatalf("a return was recorded by a store that records none: %+v", res)
+	}
+	jid := res.JIDs[0]
+	attempts := func() int64 {
+		var n int64
+		conn.QueryRow(ctx, `SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM return_attempts`).Scan(&n)
+		return n
+	}
+	waitFor(t, 30*time.Second, "three attempts to record the return (a minion that stopped trying dropped it)", func() bool { return attempts() >= 3 })
+	outbox := filepath.Join(dir, "outbox")
+	if ents, err := os.ReadDir(outbox); err != nil || len(ents) != 1 {
+		t.Fatalf("the minion's outbox after refused deliveries: %v %v", ents, err)
+	}
+	exec(`DROP TRIGGER refuse_returns ON returns`)
+	waitFor(t, 30*time.Second, "the return recorded", func() bool {
+		rs, err := ms[0].Store().Returns(jid)
+		return err == nil && len(rs) == 1
+	})
+	waitFor(t, 15*time.Second, "the outbox drained", func() bool {
+		ents, err := os.ReadDir(outbox)
+		return err == nil && len(ents) == 0
+	})
+	if d, err := ms[0].Job(jid); err != nil || len(d.Returns) != 1 || !d.Returns["rk1"].Success {
+		t.Fatalf("job after the store came back: %+v %v", d, err)
 	}
 }
