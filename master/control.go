@@ -213,6 +213,11 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 
 func (s *controlServer) do(ctx context.Context, req ControlRequest, send func(ControlResponse)) error {
 	m := s.m
+	// Every command reads keys, tokens or jobs: without its database a master would answer
+	// from nothing (an empty key list) instead of saying it cannot (fleet.go).
+	if err := m.storeLost(); err != nil {
+		return err
+	}
 	switch req.Op {
 	case "highstate":
 		return s.converge(ctx, req, send)
@@ -225,9 +230,6 @@ func (s *controlServer) do(ctx context.Context, req ControlRequest, send func(Co
 			return siteError(tree, diags)
 		}
 		st, err := m.Status(ctx, req.Target, site)
-		if lost := m.storeLost(); err != nil && lost != nil {
-			return lost // the minions are in the database it cannot read
-		}
 		if err != nil {
 			return err
 		}

@@ -366,8 +366,10 @@ heartbeat = "1s"
 	if _, stderr, code := cli("ping", "*", "--timeout", "5s"); code != 1 || !strings.Contains(stderr, "lost its database") {
 		t.Fatalf("ping without a database: exit %d: %s", code, stderr)
 	}
-	if _, stderr, code := cli("status"); code != 1 || !strings.Contains(stderr, "lost its database") {
-		t.Fatalf("status without a database: exit %d: %s", code, stderr)
+	for _, args := range [][]string{{"status"}, {"key", "list"}, {"jobs", "list"}} {
+		if _, stderr, code := cli(args...); code != 1 || !strings.Contains(stderr, "lost its database") {
+			t.Fatalf("%v without a database: exit %d: %s", args, code, stderr)
+		}
 	}
 	// Every minion finished and keeps its return, which the master could not record.
 	waitFor(t, 30*time.Second, "each minion's return in its outbox", func() bool {
