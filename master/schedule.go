@@ -119,13 +119,13 @@ func (m *Master) scheduleLoop(sc ScheduleConfig) {
 			return
 		case <-timer.C:
 			if err := m.storeLost(); err != nil {
-				m.fleet.storeLog.warn(m.log, "schedule "+sc.Name, "schedule: no round while the database is lost", "schedule", sc.Name)
+				m.fleet.storeLog.warn(m.log, "schedule lost "+sc.Name, "schedule: no round while the database is lost", "schedule", sc.Name)
 				timer.Reset(min(sc.every, scheduleRetry) + splay())
 				continue
 			}
 			if unfinished != 0 {
 				if err := rounds.FinishRound(sc.Name, unfinished, sc.every); err != nil {
-					m.fleet.storeLog.warn(m.log, "schedule "+sc.Name, "schedule: could not record the end of a round", "schedule", sc.Name, "err", err)
+					m.fleet.storeLog.warn(m.log, "schedule finish "+sc.Name, "schedule: could not record the end of a round", "schedule", sc.Name, "err", err)
 					timer.Reset(min(sc.every, scheduleRetry) + splay())
 					continue
 				}
@@ -133,7 +133,7 @@ func (m *Master) scheduleLoop(sc ScheduleConfig) {
 			}
 			r, claimed, wait, err := rounds.ClaimRound(sc.Name, m.cfg.Name, sc.every, stale)
 			if err != nil {
-				m.fleet.storeLog.warn(m.log, "schedule "+sc.Name, "schedule: could not claim a round", "schedule", sc.Name, "err", err)
+				m.fleet.storeLog.warn(m.log, "schedule claim "+sc.Name, "schedule: could not claim a round", "schedule", sc.Name, "err", err)
 				timer.Reset(min(sc.every, scheduleRetry) + splay())
 				continue
 			}
@@ -153,7 +153,7 @@ func (m *Master) scheduleLoop(sc ScheduleConfig) {
 			m.scheduleRound(sc, nil, pending)
 			if err := rounds.FinishRound(sc.Name, r.N, sc.every); err != nil {
 				unfinished = r.N
-				m.fleet.storeLog.warn(m.log, "schedule "+sc.Name, "schedule: could not record the end of a round", "schedule", sc.Name, "err", err)
+				m.fleet.storeLog.warn(m.log, "schedule finish "+sc.Name, "schedule: could not record the end of a round", "schedule", sc.Name, "err", err)
 			}
 			timer.Reset(sc.every + splay())
 		case <-retry.C:

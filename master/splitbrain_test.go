@@ -517,3 +517,58 @@ func TestReturnKeptWhenTheStoreCannotRecordIt(t *testing.T) {
 		t.Fatalf("job after the store came back: %+v %v", d, err)
 	}
 }
+
+// A schedule on a master whose database stops and starts again runs no round while the
+// database is away (it could not record one) and resumes by itself when it is back.
+func TestScheduleResumesAfterDatabaseLoss(t *testing.T) {
+	if err := pgtest.Available(); err != nil {
+		testbed.SkipUnavailable(t, err)
+	}
+	pg, err := pgtest.StartWith(pgtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pg.Stop)
+	runs := t.TempDir()
+	site := writeTree(t, map[string]string{
+		"site.hcl": `assign "*" { bundles = ["count"] }` + "\n",
+		"count/main.hcl": `exec "count" {
+  command = "echo run >> ` + runs + `/${minion.id}"
+}
+`,
+	})
+	m := master.TestMaster(t, func(c *master.Config) {
+		c.Store = pg.URL("postgres")
+		c.Site = site
+		c.JobTimeout = "10s"
+		c.Schedules = []master.ScheduleConfig{{Name: "keep", Every: "1s"}}
+	})
+	acceptedMinion(t, m, "sr1", nil)
+	count := func() int {
+		b, _ := os.ReadFile(filepath.Join(runs, "sr1"))
+		return strings.Count(string(b), "run\n")
+	}
+	waitFor(t, 60*time.Second, "two runs of the schedule", func() bool { return count() >= 2 })
+	pg.Down()
+	up := sync.OnceValue(pg.Up)
+	t.Cleanup(func() { up() })
+	waitFor(t, 30*time.Second, "the master sees its database lost", func() bool { return !m.StoreHealth().Up })
+	if h := m.StoreHealth(); h.Kind != "postgres" || h.Error == "" || h.Since.IsZero() {
+		t.Fatalf("store health: %+v", h)
+	}
+	down := count()
+	if err := up(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "the master sees its database back", func() bool { return m.StoreHealth().Up })
+	waitFor(t, 60*time.Second, "two more runs after the database came back", func() bool { return count() >= down+2 })
+	st, err := store.OpenPostgres(context.Background(), pg.URL("postgres"), m.Key(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ran := count() // before the rounds: a round is claimed before its job runs
+	if r, err := st.Rounds().LastRound("keep"); err != nil || r.N < int64(ran) || r.Master != m.Name() {
+		t.Fatalf("rounds after the loss: %+v %v (%d runs)", r, err, ran)
+	}
+}
