@@ -84,6 +84,10 @@ func TestStatusThroughRealProcesses(t *testing.T) {
 	if code != 0 || !strings.Contains(o, "r1 ") || !strings.Contains(o, "connected") || !strings.Contains(o, "succeeded") {
 		t.Fatalf("status: exit %d\n%s", code, o)
 	}
+	// The first line is the master's store (one master: files, always up).
+	if first, _, _ := strings.Cut(o, "\n"); !strings.HasPrefix(first, "master ") || !strings.HasSuffix(first, ": store files: up") {
+		t.Fatalf("status: first line %q", first)
+	}
 	if _, _, code := brine(t, "status", "nosuch", "--socket", sock); code != 1 {
 		t.Fatalf("status of no minion: exit %d", code)
 	}
