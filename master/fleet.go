@@ -79,6 +79,14 @@ func (m *Master) lookupKey(minion string) (pki.MinionKey, bool, error) {
 	return rec, ok, err
 }
 
+// acceptedKeys returns the accepted keys, with an error when the store could not say.
+func (m *Master) acceptedKeys() (map[string]pki.MinionKey, error) {
+	if l, ok := m.keys.(store.KeyLookup); ok {
+		return l.AcceptedKeys()
+	}
+	return m.keys.Accepted(), nil
+}
+
 // StoreHealth is what `brine status` and the metrics say about the master's store.
 type StoreHealth struct {
 	Kind  string    `json:"kind"`            // "files" or "postgres"

@@ -257,11 +257,16 @@ func (m *Master) scheduleRound(sc ScheduleConfig, only []string, pending map[str
 
 // connectedIDs is the set of minions connected now (as `brine status` counts them).
 func (m *Master) connectedIDs() map[string]bool {
-	accepted := map[string]bool{}
-	for id := range m.keys.Accepted() {
-		accepted[id] = true
+	var seen map[string]time.Time
+	if acc, err := m.acceptedKeys(); err != nil {
+		seen = m.seen.snapshot(nil) // keys it cannot read are not gone: forget nobody
+	} else {
+		accepted := map[string]bool{}
+		for id := range acc {
+			accepted[id] = true
+		}
+		seen = m.seen.snapshot(accepted)
 	}
-	seen := m.seen.snapshot(accepted)
 	now := time.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()

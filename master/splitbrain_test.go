@@ -572,3 +572,49 @@ func TestScheduleResumesAfterDatabaseLoss(t *testing.T) {
 		t.Fatalf("rounds after the loss: %+v %v (%d runs)", r, err, ran)
 	}
 }
+
+// A master that cannot read its keys does not take them for gone: a scrape of its metrics while
+// the database is away (brine_connected_minions reads the accepted keys) does not make it forget
+// when each minion was last seen, and brine_store_up says 0, then 1.
+func TestDatabaseLossForgetsNobody(t *testing.T) {
+	if err := pgtest.Available(); err != nil {
+		testbed.SkipUnavailable(t, err)
+	}
+	pg, err := pgtest.StartWith(pgtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pg.Stop)
+	m := master.TestMaster(t, func(c *master.Config) {
+		c.Store = pg.URL("postgres")
+		c.MetricsAddr = "127.0.0.1:0"
+	})
+	stop := runStoppableMinion(t, m, "gone1", t.TempDir())
+	waitFor(t, 10*time.Second, "gone1 pending", func() bool { _, ok := m.Keys().Get("gone1"); return ok })
+	if _, err := m.Keys().Accept("gone1", nil, false); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "gone1 connected", func() bool { return connected(m, "gone1") })
+	stop()
+	scrape := func() string {
+		resp, err := http.Get("http://" + m.MetricsAddr() + "/metrics")
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	pg.Down()
+	up := sync.OnceValue(pg.Up)
+	t.Cleanup(func() { up() })
+	waitFor(t, 30*time.Second, "brine_store_up 0", func() bool { return strings.Contains(scrape(), "\nbrine_store_up 0\n") })
+	if err := up(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "brine_store_up 1", func() bool { return strings.Contains(scrape(), "\nbrine_store_up 1\n") })
+	st, err := m.Status(context.Background(), "gone1", nil)
+	if err != nil || len(st) != 1 || st[0].LastSeen.IsZero() {
+		t.Fatalf("status of a minion seen before the database went: %+v %v", st, err)
+	}
+}

@@ -34,13 +34,13 @@ func (s *seenTable) note(id string, t time.Time) {
 	s.at[id] = t
 }
 
-// snapshot returns the table, keeping only the ids in keep.
+// snapshot returns the table, keeping only the ids in keep (nil: all of them).
 func (s *seenTable) snapshot(keep map[string]bool) map[string]time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := map[string]time.Time{}
 	for id, t := range s.at {
-		if keep[id] {
+		if keep == nil || keep[id] {
 			out[id] = t
 		} else {
 			delete(s.at, id)

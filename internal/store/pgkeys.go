@@ -309,15 +309,24 @@ func (k pgKeys) List() []pki.MinionKey {
 }
 
 func (k pgKeys) Accepted() map[string]pki.MinionKey {
-	keys, err := k.query(`SELECT `+keyCols+`, state FROM minion_keys WHERE state = 'accepted'`, true)
+	out, err := k.AcceptedKeys()
 	if err != nil {
 		k.s.logError("store: list accepted keys", "err", err)
 	}
+	return out
+}
+
+// AcceptedKeys implements KeyLookup.
+func (k pgKeys) AcceptedKeys() (map[string]pki.MinionKey, error) {
+	keys, err := k.query(`SELECT `+keyCols+`, state FROM minion_keys WHERE state = 'accepted'`, true)
 	out := make(map[string]pki.MinionKey, len(keys))
+	if err != nil {
+		return out, err
+	}
 	for _, m := range keys {
 		out[m.ID] = m
 	}
-	return out
+	return out, nil
 }
 
 func (k pgKeys) Accept(glob string, groups []string, includeRejected bool) ([]string, error) {

@@ -46,10 +46,11 @@ type Keys interface {
 	Delete(glob string) ([]string, error)
 }
 
-// KeyLookup is a key store whose reads can fail (a database): Lookup is Get with the error, so
-// that a master tells a key it could not read from one that is gone.
+// KeyLookup is a key store whose reads can fail (a database): Lookup is Get and AcceptedKeys is
+// Accepted with the error, so that a master tells keys it could not read from keys that are gone.
 type KeyLookup interface {
 	Lookup(id string) (pki.MinionKey, bool, error)
+	AcceptedKeys() (map[string]pki.MinionKey, error)
 }
 
 // Tokens is the store of enrolment tokens (spent by Keys.Redeem).
