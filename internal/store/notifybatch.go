@@ -93,7 +93,7 @@ func (b *batcher) flush() {
 				return
 			}
 			if _, err := b.s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, k[0], head+sb.String()); err != nil {
-				b.s.log.Warn("store: could not notify the other masters", "channel", k[0], "err", err)
+				b.s.logError("store: could not notify the other masters", "channel", k[0], "err", err)
 			}
 			sb.Reset()
 		}
