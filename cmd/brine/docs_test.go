@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,7 +41,7 @@ var docBlockPlan = map[string]docPlan{
 	"README.md: brine testbed up 3":                                                {run: runDocTestbed},
 	"docs/capture.md: brine local capture --out ./web1":                            {run: runDocCapture},
 	"docs/cloud.md: brine cloud sim --boot-delay 2s --domain example.com":          {run: runDocCloudSim},
-	"docs/cloud.md: brine cloud sim --boot testbed --boot-delay 0s --cluster sim1": {skip: "TestCloudSimBootTestbed runs these steps with the real binary (sim --boot testbed, a master on the bridge, cloud create)"},
+	"docs/cloud.md: brine cloud sim --boot testbed --boot-delay 0s --cluster sim1": {run: runDocCloudBoot},
 	"docs/master.md: sudo -u postgres createuser brine": {skip: "needs PostgreSQL installed as the system's service (a postgres account and server); " +
 		"the PostgreSQL store tests run a private cluster instead (internal/pgtest)"},
 	"docs/master.md: scp /var/lib/brine/master/master.key m2:/var/lib/brine/master/master.key": {skip: "copies a key to a second machine over ssh: needs sshd and ssh keys between the hosts; " +
@@ -817,4 +818,77 @@ func runDocRun(t *testing.T, b docBlock) {
 		}},
 	}
 	runDocSteps(t, b, sh, "mst", steps)
+}
+
+// docs/cloud.md's `--boot testbed` block, on this machine as written: the simulator in one shell,
+// the rest in another, a master on the default ports with its data in /tmp/brine-sim-master.
+func runDocCloudBoot(t *testing.T, b docBlock) {
+	if err := testbed.SystemdAvailable(); err != nil {
+		testbed.SkipUnavailable(t, err)
+	}
+	const cluster, dataDir = "sim1", "/tmp/brine-sim-master"
+	if slices.Contains(testbed.List(), cluster) {
+		testbed.SkipUnavailable(t, "a testbed cluster named "+cluster+" is running on this machine: the block would use it")
+	}
+	if _, err := os.Stat(dataDir); err == nil {
+		testbed.SkipUnavailable(t, dataDir+" exists on this machine: the block's master would use it")
+	}
+	for _, port := range []string{"4505", "4506"} { // the block's master listens on the default ports
+		ln, err := net.Listen("tcp", ":"+port)
+		if err != nil {
+			testbed.SkipUnavailable(t, "port "+port+" is taken on this machine: the block's master could not listen: "+err.Error())
+		}
+		ln.Close()
+	}
+	t.Cleanup(func() {
+		os.RemoveAll(dataDir)
+		if left := testbed.Leftovers(cluster); len(left) > 0 {
+			t.Errorf("the simulator left %v", left)
+			_ = testbed.Down(cluster)
+		}
+	})
+	sh := map[string]*docShell{"sim": newMachineShell(t, "sim"), "": newMachineShell(t, "cli")}
+	sh["sim"].timeout = 10 * time.Minute
+	vars := map[string]string{}
+	steps := []docStep{
+		{cmd: "brine cloud sim --boot testbed --boot-delay 0s --cluster sim1", on: "sim", daemon: true, check: func(string, string) {
+			re := regexp.MustCompile(`(?s)^DigitalOcean API simulator listening on (http://127\.0\.0\.1:\d+/)\nexport DIGITALOCEAN_TOKEN=(\S+)\n.* they reach this machine at (10\.213\.\d+\.1),`)
+			var m []string
+			waitDoc(t, "the simulator's address, token and bridge", 2*time.Minute, func() bool {
+				m = re.FindStringSubmatch(sh["sim"].bgLog())
+				return m != nil
+			})
+			vars["URL"], vars["TOKEN"], vars["BRIDGE"] = m[1], m[2], m[3]
+		}},
+		{cmd: "mkdir -p app"},
+		{cmd: "printf 'data_dir = \"/tmp/brine-sim-master\"", vars: vars},
+		{cmd: "printf 'file \"/etc/motd\""},
+		{cmd: "cat > cloud.hcl <<'HCL'", vars: vars},
+		{cmd: "brine master -c master.hcl &"},
+		{cmd: "DIGITALOCEAN_TOKEN=TOKEN brine cloud create app web-1 --master-config master.hcl", vars: vars,
+			before: func() { // the master is up
+				waitDoc(t, "the master's control socket", time.Minute, func() bool {
+					_, _, code := brine(t, "key", "list", "--socket", dataDir+"/master.sock")
+					return code == 0
+				})
+			},
+			check: func(out, errOut string) {
+				if !strings.Contains(out, "1 droplet(s) converged") {
+					t.Fatalf("create said:\n%s%s", out, errOut)
+				}
+			}},
+		{cmd: "brine testbed exec --name sim1 web-1 -- systemctl status brine-minion", check: func(out, _ string) {
+			if !regexp.MustCompile(`(?m)^\s+Active: active \(running\)`).MatchString(out) {
+				t.Fatalf("status said:\n%s", out)
+			}
+			c, err := testbed.Attach(cluster)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := hostSh(t, c.Host("web-1"), "cat /etc/motd"); got != "converged by brine\n" {
+				t.Fatalf("web-1's motd: %q", got)
+			}
+		}},
+	}
+	runDocSteps(t, b, sh, "", steps)
 }
