@@ -303,7 +303,7 @@ func runDocSteps(t *testing.T, b docBlock, sh map[string]*docShell, first string
 			continue
 		}
 		out, errOut, code := shell.run(run)
-		t.Logf("%s$ %s\n%s%s", on, run, out, errOut)
+		t.Logf("%s$ %s\n%s", on, run, firstLines(out+errOut, 30))
 		if code != s.exit {
 			t.Fatalf("%s:%d: %q exited %d, want %d\nstdout:\n%s\nstderr:\n%s", b.file, b.line, run, code, s.exit, out, errOut)
 		}
@@ -891,4 +891,13 @@ func runDocCloudBoot(t *testing.T, b docBlock) {
 		}},
 	}
 	runDocSteps(t, b, sh, "", steps)
+}
+
+// firstLines returns the first n lines of s, saying how many more there were.
+func firstLines(s string, n int) string {
+	lines := strings.SplitAfter(s, "\n")
+	if len(lines) <= n+1 {
+		return s
+	}
+	return strings.Join(lines[:n], "") + fmt.Sprintf("[%d more lines]\n", len(lines)-n-1)
 }
