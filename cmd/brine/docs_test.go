@@ -42,12 +42,10 @@ var docBlockPlan = map[string]docPlan{
 	"docs/capture.md: brine local capture --out ./web1":                            {run: runDocCapture},
 	"docs/cloud.md: brine cloud sim --boot-delay 2s --domain example.com":          {run: runDocCloudSim},
 	"docs/cloud.md: brine cloud sim --boot testbed --boot-delay 0s --cluster sim1": {run: runDocCloudBoot},
-	"docs/master.md: sudo -u postgres createuser brine": {skip: "needs PostgreSQL installed as the system's service (a postgres account and server); " +
-		"the PostgreSQL store tests run a private cluster instead (internal/pgtest)"},
+	"docs/master.md: runuser -u postgres -- createuser brine":                      {run: runDocPostgres},
 	"docs/master.md: scp /var/lib/brine/master/master.key m2:/var/lib/brine/master/master.key": {skip: "copies a key to a second machine over ssh: needs sshd and ssh keys between the hosts; " +
 		"the many-masters tests give each master the same key file (master/multimaster_test.go)"},
-	"docs/master.md: brine key list": {skip: "needs a minion whose tinc key changed after the master pinned it (a tinc network applied, then its key made anew); " +
-		"TestEvilMinionFacts (master) reports a changed tinc key and accepts it against a real master"},
+	"docs/master.md: brine key list":                                         {run: runDocAcceptTinc},
 	"docs/master.md: curl -s http://127.0.0.1:9105/metrics | grep '^brine_'": {run: runDocMetrics},
 	"docs/master.md: brine run '*' -- uptime":                                {run: runDocRun},
 }
@@ -900,4 +898,74 @@ func firstLines(s string, n int) string {
 		return s
 	}
 	return strings.Join(lines[:n], "") + fmt.Sprintf("[%d more lines]\n", len(lines)-n-1)
+}
+
+// docs/master.md's PostgreSQL block, on a systemd host running this machine's PostgreSQL server
+// (the host's copy of its cluster: what it writes stays in the host).
+func runDocPostgres(t *testing.T, b docBlock) {
+	if _, err := os.Stat("/usr/bin/pg_lsclusters"); err != nil {
+		testbed.SkipUnavailable(t, "PostgreSQL is not installed on this machine (postgresql-common): "+err.Error())
+	}
+	c := testbed.NewSystemdT(t, "db")
+	db := c.Host("db")
+	hostSh(t, db, "systemctl start postgresql 2>&1 && pg_lsclusters -h | grep -q online")
+	sh := map[string]*docShell{"db": newHostShell(t, c, db, "/tmp")} // a directory user postgres may enter
+	steps := []docStep{
+		{cmd: "runuser -u postgres -- createuser brine"},
+		{cmd: "runuser -u postgres -- createdb -O brine brine", check: func(string, string) {
+			got := hostSh(t, db, `runuser -u postgres -- psql -tAc "select datname, pg_get_userbyid(datdba) from pg_database where datname = 'brine'"`)
+			if got != "brine|brine\n" {
+				t.Fatalf("database brine and its owner: %q", got)
+			}
+		}},
+	}
+	runDocSteps(t, b, sh, "db", steps)
+}
+
+// docs/master.md's accept-tinc block: minion web1 reports the key of its tinc network ghost, the
+// master pins it; the key is made anew and the minion restarted, so that it reports another.
+func runDocAcceptTinc(t *testing.T, b docBlock) {
+	if _, err := exec.LookPath("tincd"); err != nil {
+		testbed.SkipUnavailable(t, "no tincd: "+err.Error())
+	}
+	c := testbed.NewT(t, "mst", "web1")
+	mst, web1 := c.Host("mst"), c.Host("web1")
+	sh := map[string]*docShell{"mst": newHostShell(t, c, mst, "/root")}
+	newKey := "rm -f /etc/tinc/ghost/rsa_key.priv /etc/tinc/ghost/hosts/web1 && tincd -n ghost -K 2048 </dev/null 2>&1 && cat /etc/tinc/ghost/hosts/web1"
+	hostSh(t, web1, "mkdir -p /etc/tinc/ghost/hosts && echo 'Name = web1' > /etc/tinc/ghost/tinc.conf")
+	first := hostSh(t, web1, newKey)
+	startDocMaster(t, mst, "")
+	startDocMinions(t, c, mst, "app", web1)
+	waitDoc(t, "web1's tinc key pinned", time.Minute, func() bool {
+		return hostOK(mst, "brine facts web1 | grep -q 'BEGIN RSA PUBLIC KEY'")
+	})
+	second := hostSh(t, web1, newKey)
+	if first == second {
+		t.Fatal("tincd made the same key twice")
+	}
+	d := web1.Daemons()[0]
+	if err := d.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	pending := regexp.MustCompile(`(?m)^\s+tinc key changed \(ghost\): brine key accept-tinc web1$`)
+	steps := []docStep{
+		{cmd: "brine key list",
+			before: func() { // the restarted minion has reported its new key
+				waitDoc(t, "the changed key reported", time.Minute, func() bool { return hostOK(mst, "brine key list | grep -q 'tinc key changed'") })
+			},
+			check: func(out, _ string) {
+				if !pending.MatchString(out) {
+					t.Fatalf("key list said:\n%s", out)
+				}
+			}},
+		{cmd: "brine key accept-tinc web1", check: func(out, errOut string) {
+			if out != "accepted the tinc key of web1\n" {
+				t.Fatalf("accept-tinc said:\n%s%s", out, errOut)
+			}
+			if list := hostSh(t, mst, "brine key list"); pending.MatchString(list) || !strings.Contains(list, "accepted  web1") {
+				t.Fatalf("key list after accept-tinc:\n%s", list)
+			}
+		}},
+	}
+	runDocSteps(t, b, sh, "mst", steps)
 }
