@@ -332,9 +332,7 @@ type docShell struct {
 // brine binary installed in the cluster's shared directory and first on PATH.
 func newHostShell(t *testing.T, c *testbed.Cluster, h *testbed.Host, dir string) *docShell {
 	t.Helper()
-	if _, err := os.Stat(filepath.Join(c.SharedDir(), "brine")); err != nil {
-		copyFile(t, brineBin, filepath.Join(c.SharedDir(), "brine"), 0o755)
-	}
+	installDocBrine(t, c)
 	out := "/tmp/brine-docs-out"
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -448,6 +446,15 @@ func (s *docShell) run(cmd string) (string, string, int) {
 	return s.read(o), s.read(e), code
 }
 
+// prepare runs a command of the test's own (what the block supposes was done before), failing
+// the test if it fails.
+func (s *docShell) prepare(cmd string) {
+	s.t.Helper()
+	if out, errOut, code := s.run(cmd); code != 0 {
+		s.t.Fatalf("%s: %s: exit %d\n%s%s", s.name, cmd, code, out, errOut)
+	}
+}
+
 // start runs a background command; its output goes to a log, read with bgLog.
 func (s *docShell) start(cmd string) string {
 	s.t.Helper()
@@ -476,6 +483,15 @@ func (s *docShell) read(name string) string {
 }
 
 func shQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// installDocBrine puts the test's brine binary in the cluster's shared directory, which hosts
+// have on their PATH (testbed.HostSharedDir).
+func installDocBrine(t *testing.T, c *testbed.Cluster) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(c.SharedDir(), "brine")); err != nil {
+		copyFile(t, brineBin, filepath.Join(c.SharedDir(), "brine"), 0o755)
+	}
+}
 
 func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
 	t.Helper()
@@ -751,8 +767,9 @@ func startDocMinions(t *testing.T, c *testbed.Cluster, mst *testbed.Host, groups
 }
 
 // startDocMaster runs `brine master` on h with master.hcl cfg, and waits for its control socket.
-func startDocMaster(t *testing.T, h *testbed.Host, cfg string) {
+func startDocMaster(t *testing.T, c *testbed.Cluster, h *testbed.Host, cfg string) {
 	t.Helper()
+	installDocBrine(t, c)
 	hostSh(t, h, "mkdir -p /etc/brine && cat > /etc/brine/master.hcl <<'EOF'\n"+cfg+"EOF")
 	if _, err := h.Start("master", testbed.HostSharedDir+"/brine", "master"); err != nil {
 		t.Fatal(err)
@@ -766,7 +783,7 @@ func runDocMetrics(t *testing.T, b docBlock) {
 	c := testbed.NewT(t, "mst", "web1")
 	mst := c.Host("mst")
 	sh := map[string]*docShell{"mst": newHostShell(t, c, mst, "/root")}
-	startDocMaster(t, mst, "metrics_addr = \"127.0.0.1:9105\"\n")
+	startDocMaster(t, c, mst, "metrics_addr = \"127.0.0.1:9105\"\n")
 	startDocMinions(t, c, mst, "web", c.Host("web1"))
 	hostSh(t, mst, "brine ping '*'")
 	steps := []docStep{
@@ -793,7 +810,7 @@ func runDocRun(t *testing.T, b docBlock) {
 	c := testbed.NewSystemdT(t, "mst", "web1", "web2", "web3")
 	mst := c.Host("mst")
 	sh := map[string]*docShell{"mst": newHostShell(t, c, mst, "/root")}
-	startDocMaster(t, mst, "")
+	startDocMaster(t, c, mst, "")
 	webs := []*testbed.Host{c.Host("web1"), c.Host("web2"), c.Host("web3")}
 	for _, h := range webs {
 		hostSh(t, h, "printf '[Service]\\nExecStart=/bin/sleep infinity\\n[Install]\\nWantedBy=multi-user.target\\n' > /etc/systemd/system/nginx.service && systemctl enable --now nginx 2>&1")
@@ -934,7 +951,7 @@ func runDocAcceptTinc(t *testing.T, b docBlock) {
 	newKey := "rm -f /etc/tinc/ghost/rsa_key.priv /etc/tinc/ghost/hosts/web1 && tincd -n ghost -K 2048 </dev/null 2>&1 && cat /etc/tinc/ghost/hosts/web1"
 	hostSh(t, web1, "mkdir -p /etc/tinc/ghost/hosts && echo 'Name = web1' > /etc/tinc/ghost/tinc.conf")
 	first := hostSh(t, web1, newKey)
-	startDocMaster(t, mst, "")
+	startDocMaster(t, c, mst, "")
 	startDocMinions(t, c, mst, "app", web1)
 	waitDoc(t, "web1's tinc key pinned", time.Minute, func() bool {
 		return hostOK(mst, "brine facts web1 | grep -q 'BEGIN RSA PUBLIC KEY'")
