@@ -37,17 +37,16 @@ var docBlockPlan = map[string]docPlan{
 		"brine demo is TestDemo (cmd/brine/internal/demo), and a test cannot run the suite it is part of"},
 	"README.md: apt-get install ./dist/brine_*.deb": {skip: "installs the .deb on a server whose PID 1 is systemd: " +
 		"TestDebInSystemdHosts does each of these steps (apt-get install, systemctl enable --now on a master and a minion, apt-get purge) in systemd testbed hosts"},
-	"README.md: brine master &":                                                    {run: runDocQuickStart},
-	"README.md: brine testbed up 3":                                                {run: runDocTestbed},
-	"docs/capture.md: brine local capture --out ./web1":                            {run: runDocCapture},
-	"docs/cloud.md: brine cloud sim --boot-delay 2s --domain example.com":          {run: runDocCloudSim},
-	"docs/cloud.md: brine cloud sim --boot testbed --boot-delay 0s --cluster sim1": {run: runDocCloudBoot},
-	"docs/master.md: runuser -u postgres -- createuser brine":                      {run: runDocPostgres},
-	"docs/master.md: scp /var/lib/brine/master/master.key m2:/var/lib/brine/master/master.key": {skip: "copies a key to a second machine over ssh: needs sshd and ssh keys between the hosts; " +
-		"the many-masters tests give each master the same key file (master/multimaster_test.go)"},
-	"docs/master.md: brine key list":                                         {run: runDocAcceptTinc},
-	"docs/master.md: curl -s http://127.0.0.1:9105/metrics | grep '^brine_'": {run: runDocMetrics},
-	"docs/master.md: brine run '*' -- uptime":                                {run: runDocRun},
+	"README.md: brine master &":                                                                {run: runDocQuickStart},
+	"README.md: brine testbed up 3":                                                            {run: runDocTestbed},
+	"docs/capture.md: brine local capture --out ./web1":                                        {run: runDocCapture},
+	"docs/cloud.md: brine cloud sim --boot-delay 2s --domain example.com":                      {run: runDocCloudSim},
+	"docs/cloud.md: brine cloud sim --boot testbed --boot-delay 0s --cluster sim1":             {run: runDocCloudBoot},
+	"docs/master.md: runuser -u postgres -- createuser brine":                                  {run: runDocPostgres},
+	"docs/master.md: scp /var/lib/brine/master/master.key m2:/var/lib/brine/master/master.key": {run: runDocCopyMasterKey},
+	"docs/master.md: brine key list":                                                           {run: runDocAcceptTinc},
+	"docs/master.md: curl -s http://127.0.0.1:9105/metrics | grep '^brine_'":                   {run: runDocMetrics},
+	"docs/master.md: brine run '*' -- uptime":                                                  {run: runDocRun},
 }
 
 // docBlock is one shell block of the docs.
@@ -985,4 +984,38 @@ func runDocAcceptTinc(t *testing.T, b docBlock) {
 		}},
 	}
 	runDocSteps(t, b, sh, "mst", steps)
+}
+
+// docs/master.md's copy of the master key, from host m1 (whose master has started once) to host
+// m2 (not started yet), over Debian's sshd on m2 with root's key of m1 in its authorized_keys.
+// m2's master then starts with m1's identity.
+func runDocCopyMasterKey(t *testing.T, b docBlock) {
+	if _, err := os.Stat("/usr/sbin/sshd"); err != nil {
+		testbed.SkipUnavailable(t, "no sshd (openssh-server): "+err.Error())
+	}
+	c := testbed.NewSystemdT(t, "m1", "m2")
+	m1, m2 := c.Host("m1"), c.Host("m2")
+	startDocMaster(t, c, m1, "")
+	finger := hostSh(t, m1, "brine key finger | head -n 1")
+	if !strings.HasPrefix(finger, "master ") {
+		t.Fatalf("key finger said %q", finger)
+	}
+	pub := hostSh(t, m1, "mkdir -p -m 0700 /root/.ssh && ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/id_ed25519 && cat /root/.ssh/id_ed25519.pub")
+	hostKey := hostSh(t, m2, "set -e\nrm -f /etc/ssh/ssh_host_*\nssh-keygen -A >/dev/null\nmkdir -p -m 0700 /root/.ssh /var/lib/brine/master\n"+
+		"printf '%s' '"+pub+"' > /root/.ssh/authorized_keys\nsystemctl start ssh.service\ncut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub")
+	// m1 knows m2 by name, and m2's host key (checked out of band).
+	hostSh(t, m1, fmt.Sprintf("echo '%s m2' >> /etc/hosts && echo 'm2 %s' >> /root/.ssh/known_hosts", m2.Addr(), strings.TrimSpace(hostKey)))
+	sh := map[string]*docShell{"m1": newHostShell(t, c, m1, "/root")}
+	steps := []docStep{
+		{cmd: "scp /var/lib/brine/master/master.key m2:/var/lib/brine/master/master.key", check: func(string, string) {
+			if a, b := hostSh(t, m1, "sha256sum /var/lib/brine/master/master.key"), hostSh(t, m2, "stat -c %a /var/lib/brine/master/master.key && sha256sum /var/lib/brine/master/master.key"); "600\n"+a != b {
+				t.Fatalf("m2's key %q, m1's %q", b, a)
+			}
+			startDocMaster(t, c, m2, "")
+			if got := hostSh(t, m2, "brine key finger | head -n 1"); got != finger {
+				t.Fatalf("m2's master is %q, m1's %q", got, finger)
+			}
+		}},
+	}
+	runDocSteps(t, b, sh, "m1", steps)
 }
