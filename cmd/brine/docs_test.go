@@ -42,6 +42,7 @@ var docBlockPlan = map[string]docPlan{
 	"docs/capture.md: brine local capture --out ./web1":                                        {run: runDocCapture},
 	"docs/cloud.md: brine cloud sim --boot-delay 2s --domain example.com":                      {run: runDocCloudSim},
 	"docs/cloud.md: brine cloud sim --boot testbed --boot-delay 0s --cluster sim1":             {run: runDocCloudBoot},
+	"docs/master.md: brine master":                                                             {run: runDocMasterIntro},
 	"docs/master.md: runuser -u postgres -- createuser brine":                                  {run: runDocPostgres},
 	"docs/master.md: scp /var/lib/brine/master/master.key m2:/var/lib/brine/master/master.key": {run: runDocCopyMasterKey},
 	"docs/master.md: brine key list":                                                           {run: runDocAcceptTinc},
@@ -54,6 +55,8 @@ type docBlock struct {
 	file string // relative to the repository: README.md, docs/cloud.md
 	line int    // the line of its opening fence
 	text string
+	// untagged is set once a block without a language was found to hold commands.
+	untagged bool
 }
 
 // key is the block's key in docBlockPlan.
@@ -86,16 +89,24 @@ func docBlocks(t *testing.T) []docBlock {
 		rel := strings.TrimPrefix(f, "../../")
 		var cur *docBlock
 		var body []string
+		shell := false
 		for i, l := range strings.Split(string(data), "\n") {
 			switch {
-			case cur == nil && shellFence.MatchString(l):
-				cur, body = &docBlock{file: rel, line: i + 1}, nil
+			case cur == nil && strings.HasPrefix(l, "```"):
+				cur, body, shell = &docBlock{file: rel, line: i + 1}, nil, shellFence.MatchString(l)
 			case cur != nil && strings.HasPrefix(l, "```"):
 				cur.text = strings.Join(body, "\n") + "\n"
-				blocks = append(blocks, *cur)
+				if shell {
+					blocks = append(blocks, *cur)
+				}
 				cur = nil
 			case cur != nil:
 				body = append(body, l)
+				// Commands hide in blocks without a language too: make them shell blocks.
+				if strings.HasPrefix(l, "brine ") && !shell && !cur.untagged {
+					cur.untagged = true
+					t.Errorf("%s:%d: a block of commands without a language (%q): open it with ```sh so that it is run, or ```text if it is output", rel, cur.line, l)
+				}
 			}
 		}
 		if cur != nil {
@@ -289,8 +300,8 @@ func runDocSteps(t *testing.T, b docBlock, sh map[string]*docShell, first string
 		}
 		run := substitute(c, s.vars)
 		if background(c) || s.daemon {
-			if !background(c) {
-				run += " &"
+			if !background(c) { // before its comment
+				run = stripComment(run) + " &"
 			}
 			shell.start(run)
 			t.Logf("%s$ %s", on, run)
@@ -1018,4 +1029,70 @@ func runDocCopyMasterKey(t *testing.T, b docBlock) {
 		}},
 	}
 	runDocSteps(t, b, sh, "m1", steps)
+}
+
+// docs/master.md's opening block: a master on host mst, a minion on host web1 (its id is its
+// host name), in separate terminals.
+func runDocMasterIntro(t *testing.T, b docBlock) {
+	c := testbed.NewT(t, "mst", "web1")
+	mst, web1 := c.Host("mst"), c.Host("web1")
+	sh := map[string]*docShell{
+		"mst":  newHostShell(t, c, mst, "/root"),
+		"web1": newHostShell(t, c, web1, "/root"),
+	}
+	jobVars := map[string]string{}
+	steps := []docStep{
+		{cmd: "brine master", daemon: true},
+		{cmd: "brine minion --master 10.0.0.1", on: "web1", daemon: true, vars: map[string]string{"10.0.0.1": mst.Addr()}},
+		{cmd: "brine key list",
+			before: func() {
+				waitDoc(t, "pending key of web1", time.Minute, func() bool { return hostOK(mst, "brine key list | grep -q '^pending  *web1 '") })
+			},
+			check: func(out, _ string) {
+				if !regexp.MustCompile(`(?m)^pending\s+web1\s+\S+\s+` + regexp.QuoteMeta(web1.Addr()) + `\s`).MatchString(out) {
+					t.Fatalf("key list does not show web1 pending from %s:\n%s", web1.Addr(), out)
+				}
+			}},
+		{cmd: "brine key accept web1 --groups app", check: func(out, _ string) {
+			if !strings.HasPrefix(out, "accepted web1\n  finger  ") {
+				t.Fatalf("accept said:\n%s", out)
+			}
+		}},
+		{cmd: "brine ping 'group:app'",
+			before: func() {
+				waitDoc(t, "web1 connected", time.Minute, func() bool { return hostOK(mst, "brine status web1 | grep -q '^web1  *connected '") })
+			},
+			check: func(out, _ string) {
+				if out != "web1: pong\n1 minion(s): 1 succeeded, 0 failed, 0 no return\n" {
+					t.Fatalf("ping said:\n%s", out)
+				}
+			}},
+		{cmd: "brine apply 'group:app' ./states/app",
+			before: func() {
+				hostSh(t, mst, "mkdir -p /root/states/app && printf 'file \"/etc/motd\" {\\n  content = \"app\\\\n\"\\n}\\n' > /root/states/app/main.hcl")
+			},
+			check: func(out, errOut string) {
+				m := regexp.MustCompile(`job (\S+) sent to 1 minion`).FindStringSubmatch(errOut)
+				if m == nil || !strings.HasSuffix(out, "1 minion(s): 1 succeeded, 0 failed, 0 no return\n") {
+					t.Fatalf("apply said:\n%s%s", out, errOut)
+				}
+				jobVars["JID"] = m[1]
+				if got := hostSh(t, web1, "cat /etc/motd"); got != "app\n" {
+					t.Fatalf("web1's /etc/motd: %q", got)
+				}
+			}},
+		{cmd: "brine jobs list; brine jobs show JID", vars: jobVars, check: func(out, _ string) {
+			if !regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(jobVars["JID"])+`\s+apply\s+group:app\s+uid 0\s+app@`).MatchString(out) ||
+				!strings.Contains(out, `~ file["/etc/motd"] changed`) {
+				t.Fatalf("jobs list and show said:\n%s", out)
+			}
+		}},
+		{cmd: "brine facts 'group:app'", check: func(out, _ string) {
+			var facts map[string]map[string]any
+			if err := json.Unmarshal([]byte(out), &facts); err != nil || len(facts) != 1 || facts["web1"]["hostname"] != "web1" {
+				t.Fatalf("facts: %v\n%s", err, out)
+			}
+		}},
+	}
+	runDocSteps(t, b, sh, "mst", steps)
 }
