@@ -48,6 +48,12 @@ var docBlockPlan = map[string]docPlan{
 	"docs/master.md: brine key list":                                                           {run: runDocAcceptTinc},
 	"docs/master.md: curl -s http://127.0.0.1:9105/metrics | grep '^brine_'":                   {run: runDocMetrics},
 	"docs/master.md: brine run '*' -- uptime":                                                  {run: runDocRun},
+	"examples/ghost-pro/README.md: brine apply '*' examples/ghost-pro": {skip: "the reference deployment on a master and 4 hosts: " +
+		"what brine demo (make demo) does, tested by TestDemo (cmd/brine/internal/demo)"},
+	"examples/ghost-pro/README.md: brine apply '*' examples/ghost-pro \\": {skip: "real servers with Debian's nginx, nodejs and mariadb-server and a Ghost install; " +
+		"TestDemoReal deploys examples/ghost-pro-real with real Debian packages on systemd testbed hosts"},
+	"examples/ghost-pro/README.md: brine local plan examples/ghost-pro --group cache":                                       {run: runDocExamplePlan},
+	"examples/ghost-pro-real/README.md: printf 'secret \"db_password\" {\\n value = \"example\"\\n}\\n' > /tmp/secrets.hcl": {run: runDocExamplePlan},
 }
 
 // docBlock is one shell block of the docs.
@@ -72,14 +78,18 @@ func (b docBlock) key() string {
 // shellFence matches the opening fence of a shell block.
 var shellFence = regexp.MustCompile("^```(sh|bash|shell|console)\\s*$")
 
-// docBlocks reads the shell blocks of README.md and docs/*.md.
+// docBlocks reads the shell blocks of README.md, docs/*.md and examples/*/README.md.
 func docBlocks(t *testing.T) []docBlock {
 	t.Helper()
 	files, err := filepath.Glob("../../docs/*.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	files = append([]string{"../../README.md"}, files...)
+	examples, err := filepath.Glob("../../examples/*/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files = append(append([]string{"../../README.md"}, files...), examples...)
 	var blocks []docBlock
 	for _, f := range files {
 		data, err := os.ReadFile(f)
@@ -1095,4 +1105,48 @@ func runDocMasterIntro(t *testing.T, b docBlock) {
 		}},
 	}
 	runDocSteps(t, b, sh, "mst", steps)
+}
+
+// The examples' `brine local plan` blocks, on a testbed host (no master, nothing applied), in the
+// repository's top directory, where the blocks' paths start.
+func runDocExamplePlan(t *testing.T, b docBlock) {
+	top, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := testbed.NewT(t, "h1")
+	sh := map[string]*docShell{"h1": newHostShell(t, c, c.Host("h1"), top)}
+	planned := regexp.MustCompile(`(?m)^Planned \d+ resources in \S+: \d+ ok, [1-9]\d* to change, (\d+) failed, \d+ skipped$`)
+	var steps []docStep
+	switch b.file {
+	case "examples/ghost-pro/README.md":
+		// Its defaults name the stand-in packages of the testbed's apt repository.
+		repo, err := testbed.DefaultAptRepo()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := c.EnableApt(ctx, repo); err != nil {
+			t.Fatal(err)
+		}
+		steps = []docStep{{cmd: "brine local plan examples/ghost-pro --group cache", check: func(out, _ string) {
+			if m := planned.FindStringSubmatch(out); m == nil || m[1] != "0" || !strings.Contains(out, "~ package.proxy would change") {
+				t.Fatalf("plan said:\n%s", out)
+			}
+		}}}
+	case "examples/ghost-pro-real/README.md":
+		steps = []docStep{
+			{cmd: "printf 'secret \"db_password\""},
+			// The README says so: without the packages, the host's checks fail and the plan exits 2.
+			{cmd: "brine local plan examples/ghost-pro-real --group db --secrets-file /tmp/secrets.hcl", exit: 2, check: func(out, _ string) {
+				if m := planned.FindStringSubmatch(out); m == nil || m[1] == "0" || !strings.Contains(out, "package.mariadb-server failed") {
+					t.Fatalf("plan said:\n%s", out)
+				}
+			}},
+		}
+	default:
+		t.Fatalf("no steps for %s", b.file)
+	}
+	runDocSteps(t, b, sh, "h1", steps)
 }
