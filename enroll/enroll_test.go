@@ -96,6 +96,10 @@ func TestHostKeys(t *testing.T) {
 		if tc.hk.KnownHosts != "" && tc.addr != "10.0.0.6:22" && (len(v.algos) != 1 || v.algos[0] != ssh.KeyAlgoED25519) {
 			t.Errorf("%s: offered algorithms %v, want the known key's", tc.addr, v.algos)
 		}
+		// A fingerprint names no key type: the server must show its ed25519 key when it has one.
+		if tc.hk.Fingerprint != "" && (len(v.algos) == 0 || v.algos[0] != ssh.KeyAlgoED25519) {
+			t.Errorf("%s: offered algorithms %v, want ed25519 first", tc.addr, v.algos)
+		}
 	}
 	for _, hk := range []HostKeys{{}, {KnownHosts: kh, Fingerprint: ssh.FingerprintSHA256(good)}, {Fingerprint: "MD5:aa"}} {
 		if _, err := hk.verifier("10.0.0.5:22"); err == nil {

@@ -17,11 +17,19 @@ type HostKeys struct {
 	// KnownHosts is an OpenSSH known_hosts file; the server's key must be in it for its
 	// address ([host]:port when the port is not 22).
 	KnownHosts string
-	// Fingerprint is the SHA256:... fingerprint the server's key must have (ssh-keygen -lf).
+	// Fingerprint is the SHA256:... fingerprint the server's key must have (ssh-keygen -lf):
+	// its ed25519 key, or, on a server without one, its ECDSA and then its RSA key.
 	Fingerprint string
 }
 
 var fingerprintRE = regexp.MustCompile(`^SHA256:[A-Za-z0-9+/]{43}$`)
+
+// fingerprintAlgos are the host key types offered when a fingerprint is the check, ed25519
+// first: a server presents the first one it has, and a fingerprint does not say its key's type
+// (without this order a Debian sshd shows its ECDSA key, and the fingerprint of its ed25519 key,
+// the one an operator reads, never matches).
+var fingerprintAlgos = []string{ssh.KeyAlgoED25519, ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521,
+	ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256}
 
 // ErrHostKey marks a host key that is not the expected one, or not known at all.
 var ErrHostKey = errors.New("host key verification failed")
@@ -58,7 +66,7 @@ func (h HostKeys) verifier(addr string) (verifier, error) {
 				return fmt.Errorf("%w: %s presented a %s key with fingerprint %s, want %s", ErrHostKey, addr, key.Type(), got, want)
 			}
 			return nil
-		}}, nil
+		}, algos: fingerprintAlgos}, nil
 	}
 	cb, err := knownhosts.New(h.KnownHosts)
 	if err != nil {

@@ -40,6 +40,8 @@ var docBlockPlan = map[string]docPlan{
 	"README.md: brine master &":                                                                {run: runDocQuickStart},
 	"README.md: brine testbed up 3":                                                            {run: runDocTestbed},
 	"docs/capture.md: brine local capture --out ./web1":                                        {run: runDocCapture},
+	"docs/capture.md: brine capture 'legacy*' --out ./site":                                    {run: runDocCaptureSite},
+	"docs/capture.md: ssh-keyscan -t ed25519 10.0.0.5 >> ~/.ssh/known_hosts":                   {run: runDocEnroll},
 	"docs/cloud.md: brine cloud sim --boot-delay 2s --domain example.com":                      {run: runDocCloudSim},
 	"docs/cloud.md: brine cloud sim --boot testbed --boot-delay 0s --cluster sim1":             {run: runDocCloudBoot},
 	"docs/master.md: brine master":                                                             {run: runDocMasterIntro},
@@ -52,6 +54,8 @@ var docBlockPlan = map[string]docPlan{
 		"what brine demo (make demo) does, tested by TestDemo (cmd/brine/internal/demo)"},
 	"examples/ghost-pro/README.md: brine apply '*' examples/ghost-pro \\": {skip: "real servers with Debian's nginx, nodejs and mariadb-server and a Ghost install; " +
 		"TestDemoReal deploys examples/ghost-pro-real with real Debian packages on systemd testbed hosts"},
+	"examples/migrate/README.md: make build": {skip: "the runbook builds bin/brine in the work tree; TestMigrateRunbook (cmd/brine) runs run.sh " +
+		"as written with the test's binary as BRINE"},
 	"examples/ghost-pro/README.md: brine local plan examples/ghost-pro --group cache":                                       {run: runDocExamplePlan},
 	"examples/ghost-pro-real/README.md: printf 'secret \"db_password\" {\\n value = \"example\"\\n}\\n' > /tmp/secrets.hcl": {run: runDocExamplePlan},
 }
@@ -1149,4 +1153,82 @@ func runDocExamplePlan(t *testing.T, b docBlock) {
 		t.Fatalf("no steps for %s", b.file)
 	}
 	runDocSteps(t, b, sh, "h1", steps)
+}
+
+// docs/capture.md's site capture: minions legacy1 and legacy2 capture themselves through the
+// master, whose CLI writes the site, which a dry-run converge finds applied.
+func runDocCaptureSite(t *testing.T, b docBlock) {
+	c := testbed.NewT(t, "mst", "legacy1", "legacy2")
+	mst := c.Host("mst")
+	startDocMaster(t, c, mst, "")
+	startDocMinions(t, c, mst, "legacy", c.Host("legacy1"), c.Host("legacy2"))
+	hostSh(t, c.Host("legacy2"), "echo 'legacy2 only' > /etc/legacy2.conf")
+	sh := map[string]*docShell{"mst": newHostShell(t, c, mst, "/root")}
+	steps := []docStep{
+		{cmd: "brine capture 'legacy*' --out ./site", check: func(out, errOut string) {
+			site := hostSh(t, mst, "cd /root/site && cat site.hcl && ls -d common legacy1 legacy2 && grep -l legacy2.conf */files.hcl")
+			if !strings.Contains(site, `assign "legacy1,legacy2" { bundles = ["common"] }`) || !strings.HasSuffix(site, "common\nlegacy1\nlegacy2\nlegacy2/files.hcl\n") {
+				t.Fatalf("the site written:\n%s\ncapture said:\n%s%s", site, out, errOut)
+			}
+		}},
+		{cmd: "brine converge 'legacy*' --site ./site --dry-run", check: func(out, _ string) {
+			for _, h := range []string{"legacy1", "legacy2"} {
+				if !regexp.MustCompile(`(?m)^` + h + `:\n(\s.*\n)*\s+Planned \d+ resources in \S+: \d+ ok, 0 to change, 0 failed`).MatchString(out) {
+					t.Fatalf("converge --dry-run of %s:\n%s", h, out)
+				}
+			}
+		}},
+	}
+	runDocSteps(t, b, sh, "mst", steps)
+}
+
+// docs/capture.md's enrolment over SSH: three systemd hosts running Debian's sshd stand for
+// 10.0.0.5, 10.0.0.6 (sshd on port 2222) and 10.0.0.7; root's key on the master's host is in
+// their authorized_keys, as the block supposes.
+func runDocEnroll(t *testing.T, b docBlock) {
+	if _, err := os.Stat("/usr/sbin/sshd"); err != nil {
+		testbed.SkipUnavailable(t, "no sshd (openssh-server): "+err.Error())
+	}
+	c := testbed.NewSystemdT(t, "mst", "old5", "old6", "old7")
+	mst, old5, old6, old7 := c.Host("mst"), c.Host("old5"), c.Host("old6"), c.Host("old7")
+	startDocMaster(t, c, mst, fmt.Sprintf("bootstrap_addr = \"%s:4580\"\n", mst.Addr())) // enroll needs it
+	pub := hostSh(t, mst, "mkdir -p -m 0700 /root/.ssh && ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/id_ed25519 && cat /root/.ssh/id_ed25519.pub")
+	for _, h := range []*testbed.Host{old5, old6, old7} {
+		port := ""
+		if h == old6 {
+			port = "echo 'Port 2222' > /etc/ssh/sshd_config.d/port.conf\n"
+		}
+		hostSh(t, h, "set -e\nrm -f /etc/ssh/ssh_host_*\nssh-keygen -A >/dev/null\n"+port+
+			"mkdir -p -m 0700 /root/.ssh\nprintf '%s' '"+pub+"' > /root/.ssh/authorized_keys\nsystemctl start ssh.service")
+	}
+	finger := strings.Fields(hostSh(t, old7, "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub"))[1]
+	addrs := map[string]string{"10.0.0.5": old5.Addr(), "10.0.0.6": old6.Addr(), "10.0.0.7": old7.Addr()}
+	sh := map[string]*docShell{"mst": newHostShell(t, c, mst, "/root")}
+	// The block authenticates with --identity on one line and with the ssh-agent on the other.
+	sh["mst"].prepare(`eval "$(ssh-agent -s)" && ssh-add -q`)
+	steps := []docStep{
+		{cmd: "ssh-keyscan -t ed25519 10.0.0.5 >> ~/.ssh/known_hosts", vars: addrs, check: func(string, string) {
+			if kh := hostSh(t, mst, "cat /root/.ssh/known_hosts"); !strings.HasPrefix(kh, old5.Addr()+" ssh-ed25519 ") {
+				t.Fatalf("known_hosts: %q", kh)
+			}
+		}},
+		{cmd: "ssh-keyscan -t ed25519 -p 2222 10.0.0.6 >> ~/.ssh/known_hosts", vars: addrs},
+		{cmd: "brine enroll ssh://root@10.0.0.5 ssh://root@10.0.0.6:2222 --groups legacy", vars: addrs, check: func(out, _ string) {
+			if !strings.Contains(out, "enrolled old5 ") || !strings.Contains(out, "enrolled old6 ") || !strings.Contains(out, "2 enrolled, 0 failed") {
+				t.Fatalf("enroll said:\n%s", out)
+			}
+		}},
+		{cmd: "brine enroll 'ssh://root@10.0.0.7?id=db1' --host-key-fingerprint SHA256:... --identity ~/.ssh/id_ed25519",
+			vars: map[string]string{"10.0.0.7": old7.Addr(), "SHA256:...": finger}, check: func(out, _ string) {
+				if !strings.Contains(out, "enrolled db1 ") || !strings.Contains(out, "1 enrolled, 0 failed") {
+					t.Fatalf("enroll said:\n%s", out)
+				}
+			}},
+		{cmd: "brine ping group:legacy", check: func(out, _ string) {
+			if out != "old5: pong\nold6: pong\n2 minion(s): 2 succeeded, 0 failed, 0 no return\n" {
+				t.Fatalf("ping said:\n%s", out)
+			}
+		}},
+	}
+	runDocSteps(t, b, sh, "mst", steps)
 }
