@@ -1232,3 +1232,27 @@ func runDocEnroll(t *testing.T, b docBlock) {
 	}
 	runDocSteps(t, b, sh, "mst", steps)
 }
+
+// A docShell keeps the working directory and exported variables from one command to the next,
+// reports each command's exit status and output apart, and runs heredocs and background jobs.
+func TestDocShell(t *testing.T) {
+	s := newMachineShell(t, "test")
+	for _, c := range []struct {
+		cmd      string
+		out, err string
+		code     int
+	}{
+		{cmd: "mkdir -p sub && cd sub # a comment"},
+		{cmd: "export X=carried"},
+		{cmd: "cat > f <<'EOF'\n$X stays\nEOF"},
+		{cmd: `echo "$X" "$(basename "$PWD")"; cat f; echo oops >&2`, out: "carried sub\n$X stays\n", err: "oops\n"},
+		{cmd: "false", code: 1},
+	} {
+		out, errOut, code := s.run(c.cmd)
+		if out != c.out || errOut != c.err || code != c.code {
+			t.Fatalf("%q: stdout %q stderr %q exit %d, want %q %q %d", c.cmd, out, errOut, code, c.out, c.err, c.code)
+		}
+	}
+	log := s.start("echo started; sleep 600 &")
+	waitDoc(t, "the background job's output", time.Minute, func() bool { return s.read(log) == "started\n" })
+}
