@@ -206,8 +206,14 @@ echo $! > %s
 }`, script, pidfile)
 	restest.WantStatus(t, restest.RunHCL(t, testTypes, src, false), "service.forker", states.StatusChanged)
 	pid := svcPid(t, pidfile)
-	pi, ok := daemon.ReadProc(pid)
-	if !ok || !strings.Contains(strings.Join(pi.Cmdline, " "), "forker run") {
+	// The worker is a fork of the script's shell that then runs "forker run": until its exec
+	// it still shows the parent's command line.
+	var pi daemon.ProcInfo
+	ok := false
+	if !daemon.Await(context.Background(), 5*time.Second, func() bool {
+		pi, ok = daemon.ReadProc(pid)
+		return ok && strings.Contains(strings.Join(pi.Cmdline, " "), "forker run")
+	}) {
 		t.Fatalf("pidfile names %d (%v %v), want the forked worker", pid, pi.Cmdline, ok)
 	}
 	restest.WantStatus(t, restest.RunHCL(t, testTypes, src, false), "service.forker", states.StatusOK)
