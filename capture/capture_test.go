@@ -11,6 +11,7 @@ import (
 
 	"github.com/brinecm/brine/states"
 	"github.com/brinecm/brine/states/resources/builtin"
+	"github.com/brinecm/brine/states/resources/restest"
 )
 
 const fixtureKey = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIGFrZWtleWZvcnRlc3RzMDEyMzQ1Njc4OWFiY2RlZmdoaWprbG1u\n-----END EC PRIVATE KEY-----\n"
@@ -137,7 +138,7 @@ func TestCaptureFixture(t *testing.T) {
 	b := &states.Bundle{Files: f}
 	opts := states.Options{Secrets: map[string]string{"/etc/ssl/private/site": "a", "/etc/app/tls.pem": "b", "/etc/app/server.key": "c"},
 		Minion: states.Minion{ID: "web02", Facts: map[string]any{"hostname": "web02", "interfaces": map[string]any{"eth0": map[string]any{"ipv4": []any{"10.0.0.9"}}}}}}
-	if _, diags := states.Compile(b, builtin.Types(), opts); diags.HasErrors() {
+	if _, diags := restest.Compile(b, builtin.Types(), opts); diags.HasErrors() {
 		t.Fatalf("the capture does not compile: %s", diags.Error())
 	}
 	again, err := Capture(context.Background(), fixtureOptions(root))

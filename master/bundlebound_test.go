@@ -10,6 +10,7 @@ import (
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/states"
 	"github.com/brinecm/brine/states/resources/builtin"
+	"github.com/brinecm/brine/states/resources/restest"
 )
 
 // A bundle that expands to more resources than states.MaxResources is refused by the master's
@@ -54,7 +55,7 @@ func TestForEachInstancesCompileLinearly(t *testing.T) {
 	b := bundle(t, map[string]string{"main.hcl": src})
 	done := make(chan hclDiags, 1)
 	go func() {
-		_, d := states.Compile(b, builtin.Types(), states.Options{Minion: states.Minion{ID: "x"}})
+		_, d := restest.Compile(b, builtin.Types(), states.Options{Minion: states.Minion{ID: "x"}})
 		done <- hclDiags{d.HasErrors(), d.Error()}
 	}()
 	select {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/states"
+	"github.com/brinecm/brine/states/resources/builtin"
 )
 
 // The tinc mesh example of docs/states.md compiles for a member with the peers() the master
@@ -27,16 +28,16 @@ func TestDocsTincExampleCompiles(t *testing.T) {
 		t.Fatal("no tinc_network example with peers() in docs/states.md")
 	}
 	b := &states.Bundle{Files: map[string][]byte{"main.hcl": []byte(block)}}
-	targets, diags := states.PeerTargets(b)
-	if diags.HasErrors() || len(targets) != 1 || targets[0] != "group:ghost" {
-		t.Fatalf("peers() targets %v %v", targets, diags)
+	mod, diags := states.Load(b, builtin.Types())
+	if diags.HasErrors() || len(mod.CallDiags) > 0 || len(mod.PeerTargets) != 1 || mod.PeerTargets[0] != "group:ghost" {
+		t.Fatalf("peers() targets %v %v %v", mod.PeerTargets, diags, mod.CallDiags)
 	}
 	peer := func(id, addr string) map[string]any {
 		return map[string]any{"id": id, "groups": []any{"ghost"}, "os": "linux",
 			"attested": map[string]any{"address": addr, "tinc_pubkey": map[string]any{"ghost": "-----BEGIN RSA PUBLIC KEY-----\nAAAA\n-----END RSA PUBLIC KEY-----\n"}}}
 	}
 	peers := map[string][]map[string]any{"group:ghost": {peer("app1", "192.0.2.1"), peer("db1", "192.0.2.2")}}
-	if d := master.Validate(b, master.MinionInfo{ID: "db1", Groups: []string{"ghost"}, Facts: map[string]any{"os": "linux"}}, peers, nil, nil); d.HasErrors() {
+	if d := master.Validate(mod, master.MinionInfo{ID: "db1", Groups: []string{"ghost"}, Facts: map[string]any{"os": "linux"}}, peers, nil, nil); d.HasErrors() {
 		t.Fatalf("the docs' tinc example does not compile: %s", d.Error())
 	}
 }

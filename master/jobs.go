@@ -58,7 +58,33 @@ type JobSpec struct {
 	// StartedBy says who started the job (default: WithStartedBy of Run's context).
 	StartedBy string
 
-	validated bool // the bundle was compiled for these minions already (Converge)
+	validated bool          // the bundle was compiled for these minions already (Converge)
+	loaded    *loadedBundle // the bundle parsed and packed (load), shared by the copies of spec
+}
+
+// loadedBundle is a job's bundle parsed and packed once, for every validation, phase and batch
+// of the job.
+type loadedBundle struct {
+	mod    *states.Module
+	packed states.Packed
+}
+
+// load parses and packs spec's bundle unless that is done: copies of spec made after it
+// (rollout batches, converge's sets) share the result. A bundle whose peers() or secret()
+// calls are not literal cannot be resolved before it is sent, so it does not load.
+func (spec *JobSpec) load() hcl.Diagnostics {
+	if spec.Bundle == nil || spec.loaded != nil {
+		return nil
+	}
+	mod, diags := states.Load(spec.Bundle, builtin.Types())
+	if diags.HasErrors() {
+		return diags
+	}
+	if mod.CallDiags.HasErrors() {
+		return append(diags, mod.CallDiags...)
+	}
+	spec.loaded = &loadedBundle{mod: mod, packed: spec.Bundle.Pack()}
+	return nil
 }
 
 // Event is one step of a job as the control socket streams it to the CLI.
@@ -109,9 +135,9 @@ func NewJID() string {
 	return fmt.Sprintf("%s%06d-%s", now.Format("20060102150405"), now.Nanosecond()/1000, hex.EncodeToString(pki.RandomBytes(3)))
 }
 
-// Validate compiles b as it would be compiled for minion mi (with empty peers and placeholder
-// secrets), so that a broken bundle is stopped before anything is sent.
-func Validate(b *states.Bundle, mi MinionInfo, peers map[string][]map[string]any, vars map[string]string, varFiles map[string][]byte) (diags hcl.Diagnostics) {
+// Validate compiles mod as it would be compiled for minion mi (with placeholder secrets), so
+// that a broken bundle is stopped before anything is sent.
+func Validate(mod *states.Module, mi MinionInfo, peers map[string][]map[string]any, vars map[string]string, varFiles map[string][]byte) (diags hcl.Diagnostics) {
 	// The facts are a minion's: whatever they hold, compiling with them ends in diagnostics.
 	defer func() {
 		if r := recover(); r != nil {
@@ -119,15 +145,11 @@ func Validate(b *states.Bundle, mi MinionInfo, peers map[string][]map[string]any
 				Detail: fmt.Sprintf("Compiling for minion %s failed: %s.", mi.ID, quoteKey(fmt.Sprint(r)))}}
 		}
 	}()
-	names, diags := states.SecretNames(b)
-	if diags.HasErrors() {
-		return diags
-	}
 	secrets := map[string]string{}
-	for _, n := range names {
+	for _, n := range mod.SecretNames {
 		secrets[n] = "placeholder"
 	}
-	_, diags = states.Compile(b, builtin.Types(), states.Options{
+	_, diags = states.Compile(mod, states.Options{
 		Minion:   states.Minion{ID: mi.ID, Groups: mi.Groups, Facts: mi.Facts},
 		Vars:     vars,
 		VarFiles: varFiles,
@@ -212,7 +234,7 @@ func (m *Master) validate(spec JobSpec, peers map[string][]map[string]any) hcl.D
 		if !ok {
 			mi = MinionInfo{ID: id}
 		}
-		d := Validate(spec.Bundle, mi, peers, spec.Vars, spec.VarFiles)
+		d := Validate(spec.loaded.mod, mi, peers, spec.Vars, spec.VarFiles)
 		if !d.HasErrors() {
 			if first != nil {
 				m.log.Warn("the bundle does not compile for some minions; they will report it, the others apply", "compiled_for", id)
@@ -257,14 +279,13 @@ func (m *Master) publishJob(spec JobSpec, peers map[string][]map[string]any, sec
 	var bundle []byte
 	var sealedVars map[string]string
 	if spec.Bundle != nil {
-		bundle = spec.Bundle.Marshal()
-		meta.BundleDigest = spec.Bundle.Digest()
-		// Sensitive variables travel sealed to each minion, like secrets, not in the clear job.
-		var diags hcl.Diagnostics
-		meta.Vars, meta.VarFiles, sealedVars, diags = states.SealInputs(spec.Bundle, builtin.Types(), spec.Vars, spec.VarFiles)
-		if diags.HasErrors() {
+		if diags := spec.load(); diags.HasErrors() {
 			return jobstore.Job{}, fmt.Errorf("%s; nothing was sent", diags.Error())
 		}
+		bundle = spec.loaded.packed.Bytes
+		meta.BundleDigest = spec.loaded.packed.Digest
+		// Sensitive variables travel sealed to each minion, like secrets, not in the clear job.
+		meta.Vars, meta.VarFiles, sealedVars = states.SealInputs(spec.loaded.mod, spec.Vars, spec.VarFiles)
 	}
 	if len(secretNames) > 0 || len(sealedVars) > 0 {
 		if err := m.sealInputs(&meta, acc, secretNames, sealedVars); err != nil {
@@ -339,14 +360,10 @@ func (m *Master) Run(ctx context.Context, spec JobSpec, emit func(Event)) (*Resu
 	}
 	var peerTargets, secretNames []string
 	if spec.Bundle != nil {
-		var diags hcl.Diagnostics
-		peerTargets, diags = states.PeerTargets(spec.Bundle)
-		names, d2 := states.SecretNames(spec.Bundle)
-		diags = append(diags, d2...)
-		secretNames = names
-		if diags.HasErrors() {
+		if diags := spec.load(); diags.HasErrors() {
 			return nil, m.invalid(spec.Bundle, diags, emit)
 		}
+		peerTargets, secretNames = spec.loaded.mod.PeerTargets, spec.loaded.mod.SecretNames
 	}
 	res := &Result{}
 	parent := ""

@@ -84,6 +84,9 @@ type RolloutResult struct {
 // events between "batch" and "batch_done" events, then "stopped" if it stopped early, then "done".
 // spec.Minions must be the resolved target in a stable order.
 func (m *Master) RunRollout(ctx context.Context, spec JobSpec, ro Rollout, emit func(Event)) (*RolloutResult, error) {
+	// Parsed and packed once for every batch; a bundle that does not load is reported by the
+	// first batch's Run, which loads it again.
+	_ = spec.load()
 	return m.rollout(ctx, spec.Minions, spec.Site, ro, emit, func(ctx context.Context, batch []string, emit func(Event)) (*Result, error) {
 		bspec := spec
 		bspec.Minions = batch

@@ -20,7 +20,6 @@ import (
 
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/states"
-	"github.com/brinecm/brine/states/resources/builtin"
 )
 
 // Site is a states tree as the master uses it: the groups its site file declares (groups as
@@ -296,8 +295,7 @@ func (m *Master) Converge(ctx context.Context, cs ConvergeSpec, ro Rollout, emit
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	merged := map[string]*states.Bundle{}
-	vars := map[string]map[string]string{}
+	specs := map[string]JobSpec{} // by set: its merged bundle, loaded and packed once
 	var bad hcl.Diagnostics
 	var badBundle *states.Bundle
 	for _, k := range keys {
@@ -305,15 +303,19 @@ func (m *Master) Converge(ctx context.Context, cs ConvergeSpec, ro Rollout, emit
 		if err != nil {
 			return nil, fmt.Errorf("bundles %s: %w", k, err)
 		}
-		vars[k] = states.VarsFor(b, builtin.Types(), cs.Vars)
-		targets, diags := states.PeerTargets(b)
+		spec := JobSpec{Kind: wire.JobApply, History: "converge", BundleName: k, Target: cs.Target,
+			Bundle: b, DryRun: cs.DryRun, Timeout: cs.Timeout, VarFiles: cs.VarFiles, Site: cs.Site, validated: true}
+		diags := spec.load()
 		if !diags.HasErrors() {
-			peers, err := m.peersFor(targets, cs.Site)
+			spec.Vars = states.VarsFor(spec.loaded.mod, cs.Vars)
+			peers, err := m.peersFor(spec.loaded.mod.PeerTargets, cs.Site)
 			if err != nil {
 				return nil, err
 			}
 			// A duplicate address, a ufw conflict or any other error of the merged bundle.
-			diags = m.validate(JobSpec{Bundle: b, Minions: members[k], Vars: vars[k], VarFiles: cs.VarFiles, Site: cs.Site}, peers)
+			vspec := spec
+			vspec.Minions = members[k]
+			diags = m.validate(vspec, peers)
 		}
 		if diags.HasErrors() {
 			bad = append(bad, diags...)
@@ -325,7 +327,7 @@ func (m *Master) Converge(ctx context.Context, cs ConvergeSpec, ro Rollout, emit
 				}
 			}
 		}
-		merged[k] = b
+		specs[k] = spec
 	}
 	if bad.HasErrors() {
 		return nil, m.invalid(badBundle, uniqueDiags(bad), emit)
@@ -345,9 +347,9 @@ func (m *Master) Converge(ctx context.Context, cs ConvergeSpec, ro Rollout, emit
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				r, err := m.Run(ctx, JobSpec{Kind: wire.JobApply, History: "converge", BundleName: k, Target: cs.Target, Minions: ids,
-					Bundle: merged[k], DryRun: cs.DryRun, Timeout: cs.Timeout, Vars: vars[k], VarFiles: cs.VarFiles, Site: cs.Site,
-					validated: true}, emit)
+				spec := specs[k]
+				spec.Minions = ids
+				r, err := m.Run(ctx, spec, emit)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {

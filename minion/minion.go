@@ -838,13 +838,17 @@ func (m *Minion) execute(ctx context.Context, j job) wire.Return {
 	groups := j.meta.Groups[m.cfg.ID]
 	facts := m.facts()
 	facts["id"] = m.cfg.ID
-	g, diags := states.Compile(b, builtin.Types(), states.Options{
-		Minion:   states.Minion{ID: m.cfg.ID, Groups: groups, Facts: facts},
-		Vars:     vars,
-		VarFiles: varFiles,
-		Peers:    j.meta.Peers,
-		Secrets:  secrets,
-	})
+	var g *states.Graph
+	mod, diags := states.Load(b, builtin.Types())
+	if !diags.HasErrors() {
+		g, diags = states.Compile(mod, states.Options{
+			Minion:   states.Minion{ID: m.cfg.ID, Groups: groups, Facts: facts},
+			Vars:     vars,
+			VarFiles: varFiles,
+			Peers:    j.meta.Peers,
+			Secrets:  secrets,
+		})
+	}
 	if diags.HasErrors() {
 		var buf bytes.Buffer
 		states.WriteDiagnostics(&buf, b, diags, false)

@@ -236,8 +236,19 @@ func validBundlePath(p string) bool {
 	return true
 }
 
-// Digest is the hex sha256 of the packed bundle.
-func (b *Bundle) Digest() string {
-	sum := sha256.Sum256(b.Marshal())
-	return hex.EncodeToString(sum[:])
+// Packed is a bundle packed once for the wire: the bytes that travel in a job (Marshal) and
+// their digest, which the job's signature covers.
+type Packed struct {
+	Bytes  []byte
+	Digest string // hex sha256 of Bytes
 }
+
+// Pack packs b and digests what it packed.
+func (b *Bundle) Pack() Packed {
+	data := b.Marshal()
+	sum := sha256.Sum256(data)
+	return Packed{Bytes: data, Digest: hex.EncodeToString(sum[:])}
+}
+
+// Digest is the hex sha256 of the packed bundle (Pack, when the bytes are needed too).
+func (b *Bundle) Digest() string { return b.Pack().Digest }

@@ -62,14 +62,11 @@ func (g *Graph) Resources() []Resource {
 // Check validates what can be validated without a minion: syntax, block and resource types,
 // references, dependency cycles and variables given with --var. The CLI runs it before sending a
 // bundle anywhere; Compile does the rest (expressions, arguments, for_each) for each minion.
-func Check(b *Bundle, types *Registry, opts Options) hcl.Diagnostics {
-	blocks, diags := parseBlocks(b, types)
-	if diags.HasErrors() {
-		return diags
-	}
-	_, d := evalVariables(blocks, opts, nil)
+func Check(m *Module, opts Options) hcl.Diagnostics {
+	diags := hcl.Diagnostics{}
+	_, d := evalVariables(m.blocks, opts, nil)
 	diags = append(diags, d...)
-	nodes, groups, d := collectNodes(blocks, types, nil)
+	nodes, groups, d := collectNodes(m.blocks, m.types, nil)
 	diags = append(diags, d...)
 	if diags.HasErrors() {
 		return diags
@@ -78,26 +75,23 @@ func Check(b *Bundle, types *Registry, opts Options) hcl.Diagnostics {
 	return append(diags, d...)
 }
 
-// Compile parses and validates a bundle for one minion and decodes every resource. When the
+// Compile validates a loaded bundle for one minion and decodes every resource. When the
 // diagnostics hold an error the graph is nil: nothing of the bundle may be applied.
-func Compile(b *Bundle, types *Registry, opts Options) (*Graph, hcl.Diagnostics) {
+func Compile(m *Module, opts Options) (*Graph, hcl.Diagnostics) {
 	sens := &sensitivity{}
-	g, diags := compile(b, types, opts, sens)
+	g, diags := compile(m, opts, sens)
 	// Diagnostics may quote a value (a decoder's "mode is "..."", a function's error): never a
 	// sensitive one.
 	scrubDiagnostics(diags, sens.texts())
 	return g, diags
 }
 
-// compile runs the steps in order, each on what the one before made: parse the files into blocks
-// (parse.go), give the variables and locals their values (variables.go), turn the resource blocks
-// into nodes and sort them by their dependencies (graph.go), and decode each node's body into its
-// Resource (decodeNodes).
-func compile(b *Bundle, types *Registry, opts Options, sens *sensitivity) (*Graph, hcl.Diagnostics) {
-	blocks, diags := parseBlocks(b, types)
-	if diags.HasErrors() {
-		return nil, diags
-	}
+// compile runs the steps in order, each on what the one before made, from the blocks Load
+// parsed (parse.go): give the variables and locals their values (variables.go), turn the
+// resource blocks into nodes and sort them by their dependencies (graph.go), and decode each
+// node's body into its Resource (decodeNodes).
+func compile(m *Module, opts Options, sens *sensitivity) (*Graph, hcl.Diagnostics) {
+	b, blocks, diags := m.Bundle, m.blocks, hcl.Diagnostics{}
 	vars, d := evalVariables(blocks, opts, sens)
 	diags = append(diags, d...)
 	minionVal, err := minionValue(opts.Minion)
@@ -118,7 +112,7 @@ func compile(b *Bundle, types *Registry, opts Options, sens *sensitivity) (*Grap
 		return nil, diags
 	}
 	base.Variables["local"] = locals
-	nodes, groups, d := collectNodes(blocks, types, base)
+	nodes, groups, d := collectNodes(blocks, m.types, base)
 	diags = append(diags, d...)
 	if diags.HasErrors() {
 		return nil, diags

@@ -102,7 +102,7 @@ func (b batchedProbe) ApplyBatch(ctx context.Context, env *Env, items []Resource
 func compileString(t *testing.T, src string, opts Options) *Graph {
 	t.Helper()
 	b := &Bundle{Files: map[string][]byte{"main.hcl": []byte(src)}}
-	g, diags := Compile(b, probeTypes, opts)
+	g, diags := compileBundle(b, probeTypes, opts)
 	if diags.HasErrors() {
 		var sb strings.Builder
 		WriteDiagnostics(&sb, b, diags, false)
@@ -229,15 +229,15 @@ variable "name" {
 probe "p" { note = "${var.name}:${join(",", var.ports)}" }
 `
 	b := &Bundle{Files: map[string][]byte{"main.hcl": []byte(src)}}
-	_, diags := Compile(b, probeTypes, Options{Vars: map[string]string{"ports": "[22, 80]"}, VarFiles: map[string][]byte{"f.hcl": []byte(`name = "web"`)}})
+	_, diags := compileBundle(b, probeTypes, Options{Vars: map[string]string{"ports": "[22, 80]"}, VarFiles: map[string][]byte{"f.hcl": []byte(`name = "web"`)}})
 	if diags.HasErrors() {
 		t.Fatal(diags)
 	}
-	_, diags = Compile(b, probeTypes, Options{Vars: map[string]string{"ports": "[22, 80]", "nmae": "x"}})
+	_, diags = compileBundle(b, probeTypes, Options{Vars: map[string]string{"ports": "[22, 80]", "nmae": "x"}})
 	if !diags.HasErrors() || !strings.Contains(diags.Error(), `Did you mean "name"?`) {
 		t.Fatalf("undeclared --var not reported with a suggestion: %v", diags)
 	}
-	_, diags = Compile(b, probeTypes, Options{Vars: map[string]string{"ports": "twenty"}})
+	_, diags = compileBundle(b, probeTypes, Options{Vars: map[string]string{"ports": "twenty"}})
 	if !diags.HasErrors() {
 		t.Fatal("a non-list value for a list variable was accepted")
 	}
@@ -247,12 +247,11 @@ func TestPeerTargetsAndSecretNames(t *testing.T) {
 	b := &Bundle{Files: map[string][]byte{"main.hcl": []byte(`
 probe "p" { note = jsonencode([peers("group:app"), peers("group:db"), peers("group:app"), secret("k")]) }
 `)}}
-	targets, diags := PeerTargets(b)
-	if diags.HasErrors() || strings.Join(targets, ",") != "group:app,group:db" {
-		t.Fatalf("targets %v %v", targets, diags)
+	m, diags := Load(b, probeTypes)
+	if diags.HasErrors() || len(m.CallDiags) > 0 || strings.Join(m.PeerTargets, ",") != "group:app,group:db" {
+		t.Fatalf("targets %v %v %v", m.PeerTargets, diags, m.CallDiags)
 	}
-	names, _ := SecretNames(b)
-	if strings.Join(names, ",") != "k" {
+	if names := m.SecretNames; strings.Join(names, ",") != "k" {
 		t.Fatalf("secret names %v", names)
 	}
 	g := compileString(t, string(b.Files["main.hcl"]), Options{
@@ -276,7 +275,7 @@ probe "z" {
 }
 probe "w" {}
 `)}}
-	g, diags := Compile(b, probeTypes, Options{})
+	g, diags := compileBundle(b, probeTypes, Options{})
 	if diags.HasErrors() {
 		t.Fatal(diags)
 	}
@@ -303,7 +302,7 @@ locals {
 probe "p" { note = local.cidr }
 `
 	b := &Bundle{Files: map[string][]byte{"main.hcl": []byte(src)}}
-	g, diags := Compile(b, probeTypes, Options{Minion: Minion{ID: "a", Facts: map[string]any{"addr": "192.0.2.7"}}})
+	g, diags := compileBundle(b, probeTypes, Options{Minion: Minion{ID: "a", Facts: map[string]any{"addr": "192.0.2.7"}}})
 	if diags.HasErrors() {
 		t.Fatal(diags)
 	}
@@ -315,7 +314,7 @@ locals {
   a = local.b
   b = local.a
 }`)
-	if _, diags := Compile(b, probeTypes, Options{}); !diags.HasErrors() || !strings.Contains(diags.Error(), "refer to each other") {
+	if _, diags := compileBundle(b, probeTypes, Options{}); !diags.HasErrors() || !strings.Contains(diags.Error(), "refer to each other") {
 		t.Fatalf("a cycle among locals: %v", diags)
 	}
 }
@@ -393,7 +392,7 @@ probe "reload" { in_sync = true }
 		{`single { for_each = ["a"] }`, "takes no for_each"},
 	} {
 		b := &Bundle{Files: map[string][]byte{"main.hcl": []byte(bad.src)}}
-		if _, diags := Compile(b, probeTypes, Options{}); !diags.HasErrors() || !strings.Contains(diags.Error(), bad.want) {
+		if _, diags := compileBundle(b, probeTypes, Options{}); !diags.HasErrors() || !strings.Contains(diags.Error(), bad.want) {
 			t.Errorf("%s: want %q, got %v", bad.src, bad.want, diags)
 		}
 	}
@@ -402,7 +401,26 @@ probe "reload" { in_sync = true }
 probe "site" { for_each = toset(minion.facts.sites) }
 probe "after" { depends_on = [probe.site] }
 `)}}
-	if diags := Check(b, probeTypes, Options{}); diags.HasErrors() {
+	if diags := checkBundle(b, probeTypes, Options{}); diags.HasErrors() {
 		t.Fatalf("Check: %v", diags)
 	}
+}
+
+// compileBundle loads b against types and compiles it: Load and Compile as a minion runs them.
+func compileBundle(b *Bundle, types *Registry, opts Options) (*Graph, hcl.Diagnostics) {
+	m, diags := Load(b, types)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	g, d := Compile(m, opts)
+	return g, append(diags, d...)
+}
+
+// checkBundle loads b against types and checks it, as the CLI does before it sends a bundle.
+func checkBundle(b *Bundle, types *Registry, opts Options) hcl.Diagnostics {
+	m, diags := Load(b, types)
+	if diags.HasErrors() {
+		return diags
+	}
+	return append(diags, Check(m, opts)...)
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/brinecm/brine/states"
+	"github.com/brinecm/brine/states/resources/restest"
 )
 
 // errorBundle makes a bundle directory from one testdata/errors file (as main.hcl) plus a canary
@@ -62,7 +63,7 @@ func TestBrokenBundles(t *testing.T) {
 			dir, canary := errorBundle(t, name)
 			b, err := states.ReadBundle(dir)
 			must(t, err)
-			g, diags := states.Compile(b, builtinTypes, states.Options{Minion: states.Minion{ID: "test"}})
+			g, diags := restest.Compile(b, builtinTypes, states.Options{Minion: states.Minion{ID: "test"}})
 			if !diags.HasErrors() {
 				t.Fatalf("no error diagnostic; got %v", diags)
 			}
@@ -100,7 +101,7 @@ func TestCheckFindsStaticErrors(t *testing.T) {
 			dir, _ := errorBundle(t, name)
 			b, err := states.ReadBundle(dir)
 			must(t, err)
-			diags := states.Check(b, builtinTypes, states.Options{})
+			diags := restest.Check(b, builtinTypes, states.Options{})
 			found := false
 			for _, d := range diags {
 				if d.Subject != nil && d.Summary == summary && fmt.Sprintf("%d:%d", d.Subject.Start.Line, d.Subject.Start.Column) == pos {
@@ -113,7 +114,7 @@ func TestCheckFindsStaticErrors(t *testing.T) {
 		})
 	}
 	ok := &states.Bundle{Files: map[string][]byte{"main.hcl": []byte(`file "/tmp/x" { content = minion.facts.anything_at_all }`)}}
-	if diags := states.Check(ok, builtinTypes, states.Options{}); diags.HasErrors() {
+	if diags := restest.Check(ok, builtinTypes, states.Options{}); diags.HasErrors() {
 		t.Fatalf("Check needs no facts, but failed: %v", diags)
 	}
 }

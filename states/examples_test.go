@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/brinecm/brine/states"
+	"github.com/brinecm/brine/states/resources/restest"
 )
 
 // Every bundle in examples/ validates and plans, so the documentation cannot rot.
@@ -29,12 +30,12 @@ func TestExamplesValidateAndPlan(t *testing.T) {
 			b, err := states.ReadBundle(dir)
 			must(t, err)
 			opts := states.Options{Vars: vars[name], Secrets: secrets[name], Minion: states.Minion{ID: "web1", Groups: []string{"app", "cache", "db", "core"}, Facts: facts}}
-			if diags := states.Check(b, builtinTypes, opts); diags.HasErrors() {
+			if diags := restest.Check(b, builtinTypes, opts); diags.HasErrors() {
 				var sb strings.Builder
 				states.WriteDiagnostics(&sb, b, diags, false)
 				t.Fatalf("Check:\n%s", sb.String())
 			}
-			g, diags := states.Compile(b, builtinTypes, opts)
+			g, diags := restest.Compile(b, builtinTypes, opts)
 			if diags.HasErrors() {
 				var sb strings.Builder
 				states.WriteDiagnostics(&sb, b, diags, false)
@@ -67,7 +68,7 @@ func TestDocsExamplesCompile(t *testing.T) {
 		}
 		for _, blk := range strings.Split(sec, "```hcl\n")[1:] {
 			src, _, _ := strings.Cut(blk, "```")
-			_, diags := states.Compile(&states.Bundle{Files: map[string][]byte{"doc.hcl": []byte(src)}}, builtinTypes, states.Options{})
+			_, diags := restest.Compile(&states.Bundle{Files: map[string][]byte{"doc.hcl": []byte(src)}}, builtinTypes, states.Options{})
 			if diags.HasErrors() {
 				t.Errorf("example in ## %s does not compile: %s\n%s", title, diags.Error(), src)
 			}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/brinecm/brine/states"
+	"github.com/brinecm/brine/states/resources/restest"
 )
 
 // Hostile nesting ends in a diagnostic at file:line:col, never in a fatal stack overflow: in
@@ -47,7 +48,7 @@ func TestDeepNestingIsADiagnostic(t *testing.T) {
 			for k, v := range c.files {
 				b.Files[k] = []byte(v)
 			}
-			_, diags := states.Compile(b, builtinTypes, c.opts)
+			_, diags := restest.Compile(b, builtinTypes, c.opts)
 			var buf bytes.Buffer
 			states.WriteDiagnostics(&buf, b, diags, false)
 			out := buf.String()
@@ -67,7 +68,7 @@ func TestModerateNestingCompiles(t *testing.T) {
 	src := "locals {\n  x = " + strings.Repeat("[", 100) + "1" + strings.Repeat("]", 100) + "\n  y = " +
 		strings.Repeat("true ? 1 : ", 50) + "2\n}\n" + strings.Repeat("dynamic_free {\n", 0) +
 		"file \"" + dir + "/f\" {\n  content = \"${local.y}${jsonencode(local.x)}\"\n}\n"
-	g, diags := states.Compile(&states.Bundle{Files: map[string][]byte{"main.hcl": []byte(src)}}, builtinTypes, states.Options{})
+	g, diags := restest.Compile(&states.Bundle{Files: map[string][]byte{"main.hcl": []byte(src)}}, builtinTypes, states.Options{})
 	if diags.HasErrors() || g.Len() != 1 {
 		t.Fatal(diags)
 	}
@@ -110,7 +111,7 @@ file "`+target+`2" {
 	if bytes.Contains(b.Marshal(), []byte("hash-outside")) {
 		t.Fatal("the outside file's content is in the packed bundle")
 	}
-	_, diags := states.Compile(b, builtinTypes, states.Options{})
+	_, diags := restest.Compile(b, builtinTypes, states.Options{})
 	var buf bytes.Buffer
 	states.WriteDiagnostics(&buf, b, diags, false)
 	if !diags.HasErrors() || !strings.Contains(buf.String(), `"data.txt" is a hard link`) || !strings.Contains(buf.String(), "main.hcl:3:") {
@@ -126,7 +127,7 @@ file "`+target+`2" {
 	if err != nil {
 		t.Fatal(err)
 	}
-	diags = states.Check(b2, builtinTypes, states.Options{})
+	diags = restest.Check(b2, builtinTypes, states.Options{})
 	buf.Reset()
 	states.WriteDiagnostics(&buf, b2, diags, false)
 	if !diags.HasErrors() || !strings.Contains(buf.String(), "evil.hcl:1:1") || !strings.Contains(buf.String(), "is a hard link") {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/brinecm/brine/states"
 	"github.com/brinecm/brine/states/resources/builtin"
+	"github.com/brinecm/brine/states/resources/restest"
 	"github.com/brinecm/brine/testbed"
 )
 
@@ -20,7 +21,7 @@ func TestMain(m *testing.M) { testbed.Main(m) }
 // subject, summary or detail contains want.
 func wantCompileError(t *testing.T, src, want string) {
 	t.Helper()
-	_, diags := states.Compile(&states.Bundle{Files: map[string][]byte{"main.hcl": []byte(src)}}, builtinTypes, states.Options{})
+	_, diags := restest.Compile(&states.Bundle{Files: map[string][]byte{"main.hcl": []byte(src)}}, builtinTypes, states.Options{})
 	var all strings.Builder
 	for _, d := range diags {
 		fmt.Fprintf(&all, "%s: %s: %s\n", d.Subject, d.Summary, d.Detail)

@@ -9,7 +9,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/hclsyntax"
 
 	"github.com/brinecm/brine/internal/termtext"
 )
@@ -106,47 +105,6 @@ func sourceWindow(line string, col, width int) (string, int, int) {
 	}
 	width = max(min(width, end-start-col+2), 1)
 	return out, col, width
-}
-
-// PeerTargets returns the literal targets of every peers("...") call in the bundle, so the master
-// knows whose facts to put into the job's context.
-func PeerTargets(b *Bundle) ([]string, hcl.Diagnostics) { return literalCalls(b, "peers") }
-
-// SecretNames returns the literal names of every secret("...") call in the bundle.
-func SecretNames(b *Bundle) ([]string, hcl.Diagnostics) { return literalCalls(b, "secret") }
-
-func literalCalls(b *Bundle, fn string) ([]string, hcl.Diagnostics) {
-	files, _, diags := b.parseFiles()
-	seen := map[string]bool{}
-	var out []string
-	for _, f := range files {
-		body, ok := f.Body.(*hclsyntax.Body)
-		if !ok {
-			continue
-		}
-		diags = append(diags, hclsyntax.VisitAll(body, func(n hclsyntax.Node) hcl.Diagnostics {
-			call, ok := n.(*hclsyntax.FunctionCallExpr)
-			if !ok || call.Name != fn {
-				return nil
-			}
-			if len(call.Args) != 1 {
-				return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid " + fn + "() call",
-					Detail: fn + "() takes exactly one argument, a literal string.", Subject: call.Range().Ptr()}}
-			}
-			v, d := call.Args[0].Value(nil)
-			if d.HasErrors() || v.IsNull() || !v.IsKnown() || v.Type().FriendlyName() != "string" {
-				return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid " + fn + "() call",
-					Detail:  fn + "() needs a literal string (like " + fn + "(\"group:app\")), so the master can resolve it before sending the job.",
-					Subject: call.Args[0].Range().Ptr()}}
-			}
-			if s := v.AsString(); !seen[s] {
-				seen[s] = true
-				out = append(out, s)
-			}
-			return nil
-		})...)
-	}
-	return out, diags
 }
 
 // UseColor reports whether output to f should be coloured: a terminal, and NO_COLOR unset.

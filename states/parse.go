@@ -66,13 +66,13 @@ func topSchema(types *Registry) *hcl.BodySchema {
 }
 
 // parseBlocks reads a bundle's files into its top-level blocks.
-func parseBlocks(b *Bundle, types *Registry) ([]*hcl.Block, hcl.Diagnostics) {
+func parseBlocks(b *Bundle, types *Registry) ([]*hcl.File, []*hcl.Block, hcl.Diagnostics) {
 	files, _, diags := b.parseFiles()
 	if diags.HasErrors() {
-		return nil, diags
+		return nil, nil, diags
 	}
 	if len(files) == 0 {
-		return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Empty bundle",
+		return nil, nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Empty bundle",
 			Detail: fmt.Sprintf("No *.hcl files in %s. A bundle is a directory of *.hcl files.", b.displayName("."))}}
 	}
 	schema := topSchema(types)
@@ -84,5 +84,5 @@ func parseBlocks(b *Bundle, types *Registry) ([]*hcl.Block, hcl.Diagnostics) {
 			blocks = append(blocks, content.Blocks...)
 		}
 	}
-	return blocks, diags
+	return files, blocks, diags
 }

@@ -2,9 +2,6 @@ package states
 
 import (
 	"strings"
-
-	"github.com/hashicorp/hcl/v2"
-	"github.com/zclconf/go-cty/cty"
 )
 
 // A job's --var values and --var-file files travel in the signed job, which every minion the job
@@ -20,13 +17,13 @@ const (
 // SealInputs splits a job's variables: those the bundle declares sensitive (set by --var, or in a
 // --var-file that sets one; such a file is sealed whole) go into sealed, keyed for the sealed
 // payload; the rest stay in vars and varFiles, which travel in the clear job.
-func SealInputs(b *Bundle, types *Registry, vars map[string]string, varFiles map[string][]byte) (map[string]string, map[string][]byte, map[string]string, hcl.Diagnostics) {
+func SealInputs(m *Module, vars map[string]string, varFiles map[string][]byte) (map[string]string, map[string][]byte, map[string]string) {
 	if len(vars) == 0 && len(varFiles) == 0 {
-		return vars, varFiles, nil, nil // nothing to seal: no need to parse the bundle again
+		return vars, varFiles, nil
 	}
-	names, diags := SensitiveVariables(b, types)
-	if diags.HasErrors() || len(names) == 0 {
-		return vars, varFiles, nil, diags
+	names := m.SensitiveVariables
+	if len(names) == 0 {
+		return vars, varFiles, nil
 	}
 	sensitive := map[string]bool{}
 	for _, n := range names {
@@ -63,7 +60,7 @@ func SealInputs(b *Bundle, types *Registry, vars map[string]string, varFiles map
 	if len(varFiles) == 0 {
 		publicFiles = varFiles
 	}
-	return publicVars, publicFiles, sealed, diags
+	return publicVars, publicFiles, sealed
 }
 
 // OpenInputs is SealInputs undone on the minion: from the opened sealed payload it takes the
@@ -96,28 +93,4 @@ func OpenInputs(payload, vars map[string]string, varFiles map[string][]byte) (se
 		}
 	}
 	return secrets, outVars, outFiles
-}
-
-// SensitiveVariables returns the names of the variables the bundle declares sensitive = true.
-func SensitiveVariables(b *Bundle, types *Registry) ([]string, hcl.Diagnostics) {
-	blocks, diags := parseBlocks(b, types)
-	if diags.HasErrors() {
-		return nil, diags
-	}
-	var out []string
-	for _, blk := range blocks {
-		if blk.Type != "variable" {
-			continue
-		}
-		content, _ := blk.Body.Content(variableSchema)
-		if content == nil {
-			continue
-		}
-		if a, ok := content.Attributes["sensitive"]; ok {
-			if v, d := a.Expr.Value(nil); !d.HasErrors() && v.Type() == cty.Bool && !v.IsNull() && v.True() {
-				out = append(out, blk.Labels[0])
-			}
-		}
-	}
-	return out, nil
 }

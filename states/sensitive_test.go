@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/brinecm/brine/states"
+	"github.com/brinecm/brine/states/resources/restest"
 )
 
 // testPEM is a multi-line secret whose lines could each show up in a line diff.
@@ -88,7 +89,7 @@ exec "echo" {
 	// An earlier version of the PEM file is on disk: the diff must not show it either.
 	must(t, os.WriteFile(filepath.Join(dir, "key.pem"), []byte(strings.Replace(testPEM, "abc", "xyz", 1)), 0o600))
 	for _, dry := range []bool{true, false} {
-		g, diags := states.Compile(b, builtinTypes, opts)
+		g, diags := restest.Compile(b, builtinTypes, opts)
 		if diags.HasErrors() {
 			t.Fatal(diags)
 		}
@@ -144,7 +145,7 @@ func TestSensitiveDiagnostics(t *testing.T) {
 		`file "/tmp/x" { mode = secret("s") }`:              "Invalid file mode",
 		`file "/tmp/x" { content = tonumber(secret("s")) }`: "sensitive",
 	} {
-		_, diags := states.Compile(&states.Bundle{Files: map[string][]byte{"main.hcl": []byte(src)}}, builtinTypes, opts)
+		_, diags := restest.Compile(&states.Bundle{Files: map[string][]byte{"main.hcl": []byte(src)}}, builtinTypes, opts)
 		var buf bytes.Buffer
 		states.WriteDiagnostics(&buf, nil, diags, false)
 		if !diags.HasErrors() || !strings.Contains(buf.String(), want) || strings.Contains(buf.String(), "0799-secret") {
@@ -174,7 +175,7 @@ func TestSensitiveEdgeCases(t *testing.T) {
 			src := "file \"f\" {\n  path = \"" + dir + "/" + strings.ReplaceAll(name, " ", "_") + "\"\n  " + body + "\n}\n" +
 				"file \"mapped\" {\n  for_each = { one = secret(\"s\") }\n  path = \"" + dir + "/m-${each.key}\"\n  content = each.value\n}\n" +
 				"ufw {\n  dynamic \"rule\" {\n    for_each = { ssh = secret(\"s\") }\n    labels = [rule.key]\n    content {\n      port = \"22\"\n      proto = \"tcp\"\n      comment = rule.value\n    }\n  }\n}\n"
-			g, diags := states.Compile(&states.Bundle{Files: map[string][]byte{"main.hcl": []byte(src)}}, builtinTypes, states.Options{Secrets: map[string]string{"s": secret}})
+			g, diags := restest.Compile(&states.Bundle{Files: map[string][]byte{"main.hcl": []byte(src)}}, builtinTypes, states.Options{Secrets: map[string]string{"s": secret}})
 			var buf bytes.Buffer
 			states.WriteDiagnostics(&buf, nil, diags, false)
 			if diags.HasErrors() {
@@ -194,7 +195,7 @@ func TestSensitiveEdgeCases(t *testing.T) {
 		})
 	}
 	// A sensitive list variable cannot name instances.
-	_, diags := states.Compile(&states.Bundle{Files: map[string][]byte{"main.hcl": []byte(`
+	_, diags := restest.Compile(&states.Bundle{Files: map[string][]byte{"main.hcl": []byte(`
 variable "hosts" {
   type      = list(string)
   sensitive = true
@@ -213,7 +214,7 @@ file "h" {
 func TestSecretsAreRedactedFromDiffs(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "token")
-	g, diags := states.Compile(&states.Bundle{Files: map[string][]byte{"main.hcl": []byte(`file "` + p + `" { content = "token=${secret("api")}\n" }`)}},
+	g, diags := restest.Compile(&states.Bundle{Files: map[string][]byte{"main.hcl": []byte(`file "` + p + `" { content = "token=${secret("api")}\n" }`)}},
 		builtinTypes, states.Options{Secrets: map[string]string{"api": "s3cr3t-value"}})
 	if diags.HasErrors() {
 		t.Fatal(diags.Error())
@@ -234,7 +235,7 @@ func TestRedactMultiLineSecret(t *testing.T) {
 	dir := t.TempDir()
 	key := "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----\n"
 	b := &states.Bundle{Files: map[string][]byte{"main.hcl": []byte(`file "` + dir + `/key" { content = secret("k") }` + "\n")}}
-	g, diags := states.Compile(b, builtinTypes, states.Options{Secrets: map[string]string{"k": key}})
+	g, diags := restest.Compile(b, builtinTypes, states.Options{Secrets: map[string]string{"k": key}})
 	if diags.HasErrors() {
 		t.Fatal(diags.Error())
 	}

@@ -378,40 +378,17 @@ func mergeNode(n *node, ctx *hcl.EvalContext, sc *scopes) hcl.Diagnostics {
 	return append(diags, d...)
 }
 
-// DeclaredVariables returns the names of the variables b declares (nil when it does not parse).
-func DeclaredVariables(b *Bundle, types *Registry) []string {
-	blocks, diags := parseBlocks(b, types)
-	if diags.HasErrors() {
-		return nil
-	}
-	var out []string
-	for _, blk := range blocks {
-		if blk.Type == "variable" {
-			out = append(out, blk.Labels[0])
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
 // VarsFor returns the values of vars that b declares: a converge's --var values go to the sets
 // of bundles that declare them.
-func VarsFor(b *Bundle, types *Registry, vars map[string]string) map[string]string {
+func VarsFor(m *Module, vars map[string]string) map[string]string {
 	if len(vars) == 0 {
 		return vars
 	}
 	out := map[string]string{}
-	for _, n := range DeclaredVariables(b, types) {
+	for _, n := range m.Variables {
 		if v, ok := vars[n]; ok {
 			out[n] = v
 		}
 	}
 	return out
-}
-
-// CheckSyntax parses b's files into blocks: what can be checked of a bundle of a site alone,
-// since its resources may refer to those of the other bundles a minion gets with it.
-func CheckSyntax(b *Bundle, types *Registry) hcl.Diagnostics {
-	_, diags := parseBlocks(b, types)
-	return diags
 }

@@ -41,10 +41,10 @@ func TestMergedBundleKeepsPathsPerMember(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diags := states.Check(wire, builtinTypes, states.Options{}); diags.HasErrors() {
+	if diags := restest.Check(wire, builtinTypes, states.Options{}); diags.HasErrors() {
 		t.Fatal(diags)
 	}
-	g, diags := states.Compile(wire, builtinTypes, states.Options{Minion: states.Minion{ID: "m1"}})
+	g, diags := restest.Compile(wire, builtinTypes, states.Options{Minion: states.Minion{ID: "m1"}})
 	if diags.HasErrors() {
 		t.Fatal(diags)
 	}
@@ -68,7 +68,7 @@ func TestMergedBundleKeepsPathsPerMember(t *testing.T) {
 		"b/secret":   "s",
 	})
 	mb, _ := states.MergeBundles(bad, []string{"a", "b"})
-	if _, diags := states.Compile(mb, builtinTypes, states.Options{Minion: states.Minion{ID: "m1"}}); !diags.HasErrors() || !strings.Contains(diags.Error(), "escapes the bundle root") {
+	if _, diags := restest.Compile(mb, builtinTypes, states.Options{Minion: states.Minion{ID: "m1"}}); !diags.HasErrors() || !strings.Contains(diags.Error(), "escapes the bundle root") {
 		t.Fatalf("a member read a sibling's file: %v", diags)
 	}
 	if _, err := states.MergeBundles(tree, []string{"nosuch"}); err == nil {
@@ -84,7 +84,7 @@ func TestMergedBundleDuplicateNamesBothFiles(t *testing.T) {
 	})
 	tree.Root = dir
 	m, _ := states.MergeBundles(tree, []string{"base", "web"})
-	diags := states.Check(m, builtinTypes, states.Options{})
+	diags := restest.Check(m, builtinTypes, states.Options{})
 	if !diags.HasErrors() {
 		t.Fatal("a duplicate across bundles passed")
 	}

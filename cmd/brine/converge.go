@@ -98,12 +98,13 @@ func readSite(dir string, opts states.Options, asJSON bool) (*states.Bundle, err
 		if err != nil {
 			return nil, withCode(exitNothing, err)
 		}
-		for _, v := range states.DeclaredVariables(b, builtin.Types()) {
-			declared[v] = true
-		}
-		if diags := states.CheckSyntax(b, builtin.Types()); diags.HasErrors() {
+		mod, diags := states.Load(b, builtin.Types())
+		if diags.HasErrors() {
 			printDiagnostics(asJSON, b, diags)
 			return nil, withCode(exitNothing, fmt.Errorf("bundle %s: nothing was sent", name))
+		}
+		for _, v := range mod.Variables {
+			declared[v] = true
 		}
 	}
 	for v := range opts.Vars {

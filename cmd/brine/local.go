@@ -171,7 +171,11 @@ func localRun(cmd *cobra.Command, dir string, opts states.Options, f *bundleFlag
 		return withCode(exitNothing, err)
 	}
 	b.Root = filepath.Clean(dir)
-	g, diags := states.Compile(b, builtin.Types(), opts)
+	var g *states.Graph
+	mod, diags := states.Load(b, builtin.Types())
+	if !diags.HasErrors() {
+		g, diags = states.Compile(mod, opts)
+	}
 	printDiagnostics(f.json, b, diags)
 	if diags.HasErrors() {
 		return withCode(exitNothing, fmt.Errorf("%s: nothing was applied", dir))

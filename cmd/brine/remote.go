@@ -81,7 +81,11 @@ Exit status: 0 when every minion succeeded, 2 when a resource failed or a minion
 			// What needs no minion is checked here, before anything is sent (DESIGN.md, step 1);
 			// the master compiles the rest against the minions' facts.
 			b.Root = filepath.Clean(args[1])
-			if diags := states.Check(b, builtin.Types(), opts); diags.HasErrors() {
+			mod, diags := states.Load(b, builtin.Types())
+			if !diags.HasErrors() {
+				diags = states.Check(mod, opts)
+			}
+			if diags.HasErrors() {
 				printDiagnostics(bf.json, b, diags)
 				return withCode(exitNothing, fmt.Errorf("%s: nothing was sent", args[1]))
 			}

@@ -264,7 +264,7 @@ variable "proxy" { default = "nginx-light" }
 package "proxy" { name = var.proxy }
 package "bad" { name = "Not A Package" }
 `)}}
-	_, diags := states.Compile(b, testTypes, states.Options{})
+	_, diags := restest.Compile(b, testTypes, states.Options{})
 	if !diags.HasErrors() || !strings.Contains(diags.Error(), "main.hcl:4,24") {
 		t.Fatalf("want the bad name reported at its argument: %v", diags)
 	}
@@ -272,7 +272,7 @@ package "bad" { name = "Not A Package" }
 variable "proxy" { default = "nginx-light" }
 package "proxy" { name = var.proxy }
 `)
-	g, diags := states.Compile(b, testTypes, states.Options{})
+	g, diags := restest.Compile(b, testTypes, states.Options{})
 	if diags.HasErrors() || g.Resources()[0].(*Package).name != "nginx-light" || g.Addresses()[0] != "package.proxy" {
 		t.Fatalf("name argument: %v", diags)
 	}

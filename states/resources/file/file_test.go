@@ -17,7 +17,7 @@ func runSrc(t *testing.T, files map[string]string, dryRun bool) *states.Report {
 	for k, v := range files {
 		b.Files[k] = []byte(v)
 	}
-	g, diags := states.Compile(b, testTypes, states.Options{Minion: states.Minion{ID: "m1", Groups: []string{"web"}}})
+	g, diags := restest.Compile(b, testTypes, states.Options{Minion: states.Minion{ID: "m1", Groups: []string{"web"}}})
 	if diags.HasErrors() {
 		var sb strings.Builder
 		states.WriteDiagnostics(&sb, b, diags, false)

@@ -332,7 +332,7 @@ func TestIptablesDecodeErrors(t *testing.T) {
 }`, "Did you mean"},
 	} {
 		b := &states.Bundle{Files: map[string][]byte{"main.hcl": []byte(tc.src)}}
-		_, diags := states.Compile(b, testTypes, states.Options{})
+		_, diags := restest.Compile(b, testTypes, states.Options{})
 		if !diags.HasErrors() || !strings.Contains(diags.Error(), tc.want) {
 			t.Errorf("%s: diagnostics %q, want one containing %q", tc.src, diags.Error(), tc.want)
 		}

@@ -257,7 +257,7 @@ func WantCounts(t *testing.T, rep *states.Report, changed, failed int) {
 // RunHCL compiles src as a bundle's main.hcl against types and applies (or plans) it in process.
 func RunHCL(t *testing.T, types *states.Registry, src string, dryRun bool) *states.Report {
 	t.Helper()
-	g, diags := states.Compile(&states.Bundle{Files: map[string][]byte{"main.hcl": []byte(src)}}, types, states.Options{})
+	g, diags := Compile(&states.Bundle{Files: map[string][]byte{"main.hcl": []byte(src)}}, types, states.Options{})
 	if diags.HasErrors() {
 		t.Fatalf("compile: %s", diags.Error())
 	}
@@ -280,7 +280,7 @@ func WantStatus(t *testing.T, rep *states.Report, addr string, want states.Statu
 // an error whose subject, summary or detail contains want.
 func WantCompileError(t *testing.T, types *states.Registry, src, want string) {
 	t.Helper()
-	_, diags := states.Compile(&states.Bundle{Files: map[string][]byte{"main.hcl": []byte(src)}}, types, states.Options{})
+	_, diags := Compile(&states.Bundle{Files: map[string][]byte{"main.hcl": []byte(src)}}, types, states.Options{})
 	var all strings.Builder
 	for _, d := range diags {
 		fmt.Fprintf(&all, "%s: %s: %s\n", d.Subject, d.Summary, d.Detail)
@@ -348,4 +348,23 @@ func TincKey(t *testing.T) string {
 	k, err := rsa.GenerateKey(rand.Reader, 1024)
 	Must(t, err)
 	return strings.TrimSpace(string(pem.EncodeToMemory(&pem.Block{Type: "RSA PUBLIC KEY", Bytes: x509.MarshalPKCS1PublicKey(&k.PublicKey)})))
+}
+
+// Compile loads b against types and compiles it for opts: Load and Compile as a minion runs them.
+func Compile(b *states.Bundle, types *states.Registry, opts states.Options) (*states.Graph, hcl.Diagnostics) {
+	m, diags := states.Load(b, types)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	g, d := states.Compile(m, opts)
+	return g, append(diags, d...)
+}
+
+// Check loads b against types and checks it, as the CLI does before it sends a bundle.
+func Check(b *states.Bundle, types *states.Registry, opts states.Options) hcl.Diagnostics {
+	m, diags := states.Load(b, types)
+	if diags.HasErrors() {
+		return diags
+	}
+	return append(diags, states.Check(m, opts)...)
 }

@@ -36,7 +36,7 @@ func TestTincDecodeErrors(t *testing.T) {
 		{"tinc_network \"mesh\" {\n name = \"a\"\n adress = \"10.8.0.1/24\"\n}", "Did you mean"},
 	} {
 		b := &states.Bundle{Files: map[string][]byte{"main.hcl": []byte(tc.src)}}
-		_, diags := states.Compile(b, testTypes, states.Options{})
+		_, diags := restest.Compile(b, testTypes, states.Options{})
 		if !diags.HasErrors() || !strings.Contains(diags.Error(), tc.want) {
 			t.Errorf("%s: diagnostics %q, want one containing %q", tc.src, diags.Error(), tc.want)
 		}
@@ -286,7 +286,7 @@ file "marker" {
 		"every address":       peers("0.0.0.0/0", key),
 		"empty address":       peers("", key),
 	} {
-		g, diags := states.Compile(b, peerTypes, o)
+		g, diags := restest.Compile(b, peerTypes, o)
 		if diags.HasErrors() {
 			t.Fatalf("%s: the bundle does not compile: %s", name, diags.Error())
 		}
@@ -317,7 +317,7 @@ file "marker" {
 		}
 	}
 	// A valid peer: the hosts file holds the key and address, each on its own line.
-	g, diags := states.Compile(b, peerTypes, peers("192.0.2.9", "\n"+key+"\n"))
+	g, diags := restest.Compile(b, peerTypes, peers("192.0.2.9", "\n"+key+"\n"))
 	if diags.HasErrors() {
 		t.Fatal(diags.Error())
 	}

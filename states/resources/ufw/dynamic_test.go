@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/brinecm/brine/states"
+	"github.com/brinecm/brine/states/resources/restest"
 )
 
 // dynamic blocks expand before a type decodes them, so a role can add rules to a shared block.
@@ -30,7 +31,7 @@ ufw {
 		want  string
 	}{{`["cache"]`, "22 8080 8443"}, {`["db"]`, "22"}} {
 		b := &states.Bundle{Files: map[string][]byte{"main.hcl": []byte(src)}}
-		g, diags := states.Compile(b, testTypes, states.Options{Vars: map[string]string{"roles": tc.roles}})
+		g, diags := restest.Compile(b, testTypes, states.Options{Vars: map[string]string{"roles": tc.roles}})
 		if diags.HasErrors() {
 			t.Fatal(diags)
 		}

@@ -141,7 +141,7 @@ func TestUfwDecode(t *testing.T) {
 		{"ufw {\n deny \"x\" {\n action = \"allow\"\n }\n}", "Conflicting ufw rule action"},
 	} {
 		b := &states.Bundle{Files: map[string][]byte{"main.hcl": []byte(tc.src)}}
-		_, diags := states.Compile(b, testTypes, states.Options{})
+		_, diags := restest.Compile(b, testTypes, states.Options{})
 		if !diags.HasErrors() || !strings.Contains(diags.Error(), tc.want) {
 			t.Errorf("%s: diagnostics %q, want one containing %q", tc.src, diags.Error(), tc.want)
 		}
@@ -160,7 +160,7 @@ func TestUfwDecode(t *testing.T) {
     port = "2222"
   }
 }`)}}
-	g, diags := states.Compile(b, testTypes, states.Options{})
+	g, diags := restest.Compile(b, testTypes, states.Options{})
 	if diags.HasErrors() {
 		t.Fatal(diags.Error())
 	}
@@ -185,7 +185,7 @@ func TestUfwCommentWithQuoteIsABundleError(t *testing.T) {
     comment = "the mesh's transport"
   }
 }`)}}
-	_, diags := states.Compile(b, testTypes, states.Options{})
+	_, diags := restest.Compile(b, testTypes, states.Options{})
 	if !diags.HasErrors() || !strings.Contains(diags.Error(), "Invalid comment") {
 		t.Fatalf("a quote in a comment was accepted: %v", diags)
 	}
@@ -231,7 +231,7 @@ func TestUfwBlocksMerge(t *testing.T) {
 }`,
 	})
 	m, _ := states.MergeBundles(tree, []string{"base", "web"})
-	g, diags := states.Compile(m, testTypes, states.Options{Minion: states.Minion{ID: "m1"}})
+	g, diags := restest.Compile(m, testTypes, states.Options{Minion: states.Minion{ID: "m1"}})
 	if diags.HasErrors() {
 		t.Fatal(diags)
 	}
@@ -247,7 +247,7 @@ func TestUfwBlocksMerge(t *testing.T) {
 		t.Fatalf("merged ufw: rules %v, defaults %v", names, u.defaults)
 	}
 	m, _ = states.MergeBundles(tree, []string{"base", "db"})
-	_, diags = states.Compile(m, testTypes, states.Options{Minion: states.Minion{ID: "m1"}})
+	_, diags = restest.Compile(m, testTypes, states.Options{Minion: states.Minion{ID: "m1"}})
 	text := restest.AllDiags(diags)
 	for _, want := range []string{"default_incoming is allow here and deny at", "A different rule named \"ssh\""} {
 		if !strings.Contains(text, want) {

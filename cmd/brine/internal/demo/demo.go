@@ -92,7 +92,11 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 	bundle.Root = opts.Bundle
-	if diags := states.Check(bundle, builtin.Types(), states.Options{}); diags.HasErrors() {
+	mod, diags := states.Load(bundle, builtin.Types())
+	if !diags.HasErrors() {
+		diags = states.Check(mod, states.Options{})
+	}
+	if diags.HasErrors() {
 		var sb strings.Builder
 		states.WriteDiagnostics(&sb, bundle, diags, false)
 		return fmt.Errorf("the bundle is invalid:\n%s", sb.String())
