@@ -417,8 +417,9 @@ func (r *fileRes) ownerString() string {
 	return o + ":" + g
 }
 
-// contentDiff is contentDiff, or one line without the content when it is sensitive (neither the
-// new content nor the old one, which may hold the previous secret, nor a digest of either).
+// contentDiff is textdiff.Content, or one line without the content when it is sensitive
+// (neither the new content nor the old one, which may hold the previous secret, nor a digest of
+// either).
 func (r *fileRes) contentDiff(p string, have, want []byte) string {
 	if r.sensitive {
 		return fmt.Sprintf("~ content of %s: (sensitive content)", p)
