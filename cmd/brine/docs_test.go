@@ -1111,14 +1111,18 @@ func runDocMasterIntro(t *testing.T, b docBlock) {
 	runDocSteps(t, b, sh, "mst", steps)
 }
 
-// The examples' `brine local plan` blocks, on a testbed host (no master, nothing applied), in the
-// repository's top directory, where the blocks' paths start.
+// The examples' `brine local plan` blocks, on a testbed host (no master, nothing applied), in a
+// copy of the repository's examples/ under the directory where the blocks' paths start (the
+// repository itself may sit where the host does not see it: its /tmp is its own).
 func runDocExamplePlan(t *testing.T, b docBlock) {
-	top, err := filepath.Abs("../..")
-	if err != nil {
+	c := testbed.NewT(t, "h1")
+	const top = "/srv/brine-docs"
+	if err := os.MkdirAll(filepath.Join(c.Host("h1").Root(), top), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	c := testbed.NewT(t, "h1")
+	if out, err := exec.Command("cp", "-a", "../../examples", filepath.Join(c.Host("h1").Root(), top)).CombinedOutput(); err != nil {
+		t.Fatalf("copy examples: %v %s", err, out)
+	}
 	sh := map[string]*docShell{"h1": newHostShell(t, c, c.Host("h1"), top)}
 	planned := regexp.MustCompile(`(?m)^Planned \d+ resources in \S+: \d+ ok, [1-9]\d* to change, (\d+) failed, \d+ skipped$`)
 	var steps []docStep
