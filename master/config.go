@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/brinecm/brine/internal/hclfile"
+	"github.com/brinecm/brine/states/bounded"
 	"github.com/hashicorp/hcl/v2"
 )
 
@@ -36,6 +37,8 @@ import (
 //	job_retention   = "720h"                   # jobs older than this are pruned from the history
 //	job_max         = 100000                   # at most this many jobs are kept (the oldest go first)
 //	metrics_addr    = ""                       # HTTP address of Prometheus metrics (/metrics); off when empty
+//	compile_memory_mb = 1024                   # memory bound of one bundle compile (a child process)
+//	compile_cpu     = "30s"                    # CPU bound of one bundle compile (killed at twice that, wall clock)
 //	schedule "NAME" { target = "*", every = "30m", splay = "5m", mode = "converge" }  # or mode = "drift"
 type Config struct {
 	DataDir       string `hcl:"data_dir,optional"`
@@ -73,10 +76,15 @@ type Config struct {
 	JobMax       int    `hcl:"job_max,optional"`
 	// MetricsAddr is the HTTP address of the Prometheus metrics (metrics.go); off when empty.
 	MetricsAddr string `hcl:"metrics_addr,optional"`
+	// CompileMemoryMB and CompileCPU bound each compile of a submitted bundle, which runs in a
+	// child process (states/bounded; 0 and "": the defaults, 1024 MiB and 30s).
+	CompileMemoryMB int    `hcl:"compile_memory_mb,optional"`
+	CompileCPU      string `hcl:"compile_cpu,optional"`
 	// Schedules converge or check the site between pushes (schedule.go).
 	Schedules []ScheduleConfig `hcl:"schedule,block"`
 
 	rotate, heartbeat, jobTimeout, jobRetention time.Duration
+	compileLimits                               bounded.Limits
 }
 
 // postgresStore reports whether store names a PostgreSQL database.
@@ -143,6 +151,17 @@ func (c *Config) fill() error {
 	}
 	if err := c.fillSchedules(); err != nil {
 		return err
+	}
+	if c.CompileMemoryMB < 0 || (c.CompileMemoryMB > 0 && c.CompileMemoryMB < 128) {
+		return fmt.Errorf("compile_memory_mb must be at least 128 (or 0: the default, %d)", bounded.DefaultMemory>>20)
+	}
+	c.compileLimits.Memory = int64(c.CompileMemoryMB) << 20
+	if c.CompileCPU != "" {
+		v, err := time.ParseDuration(c.CompileCPU)
+		if err != nil || v < time.Second {
+			return fmt.Errorf("bad compile_cpu %q (want at least 1s, e.g. \"30s\")", c.CompileCPU)
+		}
+		c.compileLimits.CPU = v
 	}
 	if c.JobMax < 0 {
 		return hclfile.Field(errors.New("job_max must not be negative"), "job_max")

@@ -18,6 +18,7 @@ import (
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/pki"
 	"github.com/brinecm/brine/states"
+	"github.com/brinecm/brine/states/bounded"
 	"github.com/brinecm/brine/states/resources/builtin"
 )
 
@@ -136,7 +137,8 @@ func NewJID() string {
 }
 
 // Validate compiles mod as it would be compiled for minion mi (with placeholder secrets), so
-// that a broken bundle is stopped before anything is sent.
+// that a broken bundle is stopped before anything is sent. It compiles in this process,
+// unbounded: the master validates in a bounded child (validate).
 func Validate(mod *states.Module, mi MinionInfo, peers map[string][]map[string]any, vars map[string]string, varFiles map[string][]byte) (diags hcl.Diagnostics) {
 	// The facts are a minion's: whatever they hold, compiling with them ends in diagnostics.
 	defer func() {
@@ -145,18 +147,23 @@ func Validate(mod *states.Module, mi MinionInfo, peers map[string][]map[string]a
 				Detail: fmt.Sprintf("Compiling for minion %s failed: %s.", mi.ID, quoteKey(fmt.Sprint(r)))}}
 		}
 	}()
+	_, diags = states.Compile(mod, validateOptions(mod, mi, peers, vars, varFiles))
+	return diags
+}
+
+// validateOptions are the options of a validation compile for mi: placeholder secrets.
+func validateOptions(mod *states.Module, mi MinionInfo, peers map[string][]map[string]any, vars map[string]string, varFiles map[string][]byte) states.Options {
 	secrets := map[string]string{}
 	for _, n := range mod.SecretNames {
 		secrets[n] = "placeholder"
 	}
-	_, diags = states.Compile(mod, states.Options{
+	return states.Options{
 		Minion:   states.Minion{ID: mi.ID, Groups: mi.Groups, Facts: mi.Facts},
 		Vars:     vars,
 		VarFiles: varFiles,
 		Peers:    peers,
 		Secrets:  secrets,
-	})
-	return diags
+	}
 }
 
 // peersFor resolves every peers() target of b to the facts of its minions, sorted by id. Each
@@ -220,12 +227,13 @@ func (m *Master) peerEntry(t Target, mi MinionInfo) (entry map[string]any) {
 // while that fails, for the next ones (up to maxValidations). A bundle that compiles for one of
 // them goes out: a minion whose own facts make it fail reports that in its return, as the others
 // apply. Only a bundle that fails for every minion tried is invalid.
-func (m *Master) validate(spec JobSpec, peers map[string][]map[string]any) hcl.Diagnostics {
+func (m *Master) validate(ctx context.Context, spec JobSpec, peers map[string][]map[string]any) hcl.Diagnostics {
 	infos := map[string]MinionInfo{}
 	for _, mi := range spec.Site.extend(m.Minions()) {
 		infos[mi.ID] = mi
 	}
-	var first hcl.Diagnostics
+	var opts []states.Options
+	var ids []string
 	for i, id := range spec.Minions {
 		if i == maxValidations {
 			break
@@ -234,10 +242,32 @@ func (m *Master) validate(spec JobSpec, peers map[string][]map[string]any) hcl.D
 		if !ok {
 			mi = MinionInfo{ID: id}
 		}
-		d := Validate(spec.loaded.mod, mi, peers, spec.Vars, spec.VarFiles)
+		opts = append(opts, validateOptions(spec.loaded.mod, mi, peers, spec.Vars, spec.VarFiles))
+		ids = append(ids, id)
+	}
+	// The expressions are the submitter's and the facts the minions': compiling them has no
+	// bound of its own, so it runs in a child process that the kernel bounds (states/bounded).
+	results, err := bounded.Compile(ctx, spec.loaded.packed.Bytes, spec.Bundle.Root, opts, true, m.cfg.compileLimits)
+	if err != nil {
+		name := spec.BundleName
+		if name == "" {
+			name = "the bundle"
+		} else {
+			name = fmt.Sprintf("bundle %q", name)
+		}
+		detail := fmt.Sprintf("Compiling %s (digest %.12s) on the master failed: %v.", name, spec.loaded.packed.Digest, err)
+		if errors.Is(err, bounded.ErrBound) {
+			detail += " Every compile is bounded (docs/master.md, \"Bounded compilation\"): make its expressions (for, templates, functions over large collections) smaller."
+			m.log.Warn("a bundle went over the compile bound; refused", "bundle", spec.BundleName, "digest", spec.loaded.packed.Digest, "err", err)
+		}
+		return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Bundle refused: over the compile bound", Detail: detail}}
+	}
+	var first hcl.Diagnostics
+	for i, r := range results {
+		d := r.Diagnostics()
 		if !d.HasErrors() {
 			if first != nil {
-				m.log.Warn("the bundle does not compile for some minions; they will report it, the others apply", "compiled_for", id)
+				m.log.Warn("the bundle does not compile for some minions; they will report it, the others apply", "compiled_for", ids[i])
 			}
 			return nil
 		}
@@ -373,7 +403,7 @@ func (m *Master) Run(ctx context.Context, spec JobSpec, emit func(Event)) (*Resu
 			return nil, err
 		}
 		if spec.Bundle != nil && phase == 1 && !spec.validated {
-			if diags := m.validate(spec, peers); diags.HasErrors() {
+			if diags := m.validate(ctx, spec, peers); diags.HasErrors() {
 				return nil, m.invalid(spec.Bundle, diags, emit)
 			}
 		}

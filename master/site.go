@@ -315,7 +315,7 @@ func (m *Master) Converge(ctx context.Context, cs ConvergeSpec, ro Rollout, emit
 			// A duplicate address, a ufw conflict or any other error of the merged bundle.
 			vspec := spec
 			vspec.Minions = members[k]
-			diags = m.validate(vspec, peers)
+			diags = m.validate(ctx, vspec, peers)
 		}
 		if diags.HasErrors() {
 			bad = append(bad, diags...)

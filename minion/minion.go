@@ -27,6 +27,7 @@ import (
 	"github.com/brinecm/brine/internal/zmtp"
 	"github.com/brinecm/brine/pki"
 	"github.com/brinecm/brine/states"
+	"github.com/brinecm/brine/states/bounded"
 	"github.com/brinecm/brine/states/resources/builtin"
 )
 
@@ -838,16 +839,23 @@ func (m *Minion) execute(ctx context.Context, j job) wire.Return {
 	groups := j.meta.Groups[m.cfg.ID]
 	facts := m.facts()
 	facts["id"] = m.cfg.ID
+	opts := states.Options{
+		Minion:   states.Minion{ID: m.cfg.ID, Groups: groups, Facts: facts},
+		Vars:     vars,
+		VarFiles: varFiles,
+		Peers:    j.meta.Peers,
+		Secrets:  secrets,
+	}
 	var g *states.Graph
 	mod, diags := states.Load(b, builtin.Types())
 	if !diags.HasErrors() {
-		g, diags = states.Compile(mod, states.Options{
-			Minion:   states.Minion{ID: m.cfg.ID, Groups: groups, Facts: facts},
-			Vars:     vars,
-			VarFiles: varFiles,
-			Peers:    j.meta.Peers,
-			Secrets:  secrets,
-		})
+		// The bundle's expressions and the peers' facts they read have no cost bound of their
+		// own: a child process the kernel bounds compiles them first (states/bounded).
+		if m.cfg.CompileInProcess {
+			g, diags = states.Compile(mod, opts)
+		} else {
+			g, diags = bounded.CompileChecked(ctx, mod, opts, bounded.Limits{})
+		}
 	}
 	if diags.HasErrors() {
 		var buf bytes.Buffer

@@ -64,7 +64,7 @@ func declaredSensitive(blk *hcl.Block) bool {
 	if !ok {
 		return false
 	}
-	v, d := a.Expr.Value(nil)
+	v, d := constValue(a.Expr)
 	return !d.HasErrors() && v.Type() == cty.Bool && !v.IsNull() && v.True()
 }
 
@@ -87,7 +87,7 @@ func literalCalls(files []*hcl.File) (peers, secrets []string, diags hcl.Diagnos
 				return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid " + fn + "() call",
 					Detail: fn + "() takes exactly one argument, a literal string.", Subject: call.Range().Ptr()}}
 			}
-			v, d := call.Args[0].Value(nil)
+			v, d := constValue(call.Args[0])
 			if d.HasErrors() || v.IsNull() || !v.IsKnown() || v.Type().FriendlyName() != "string" {
 				return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid " + fn + "() call",
 					Detail:  fn + "() needs a literal string (like " + fn + "(\"group:app\")), so the master can resolve it before sending the job.",

@@ -250,7 +250,7 @@ func ParseSite(src []byte, filename string, known []string) (*SiteSpec, hcl.Diag
 	spec := &SiteSpec{}
 	groups := map[string]hcl.Range{}
 	str := func(a *hcl.Attribute) (string, bool) {
-		v, d := a.Expr.Value(nil)
+		v, d := constValue(a.Expr)
 		diags = append(diags, d...)
 		if d.HasErrors() {
 			return "", false
@@ -295,7 +295,7 @@ func ParseSite(src []byte, filename string, known []string) (*SiteSpec, hcl.Diag
 			if !ok {
 				continue
 			}
-			v, d := a.Expr.Value(nil)
+			v, d := constValue(a.Expr)
 			diags = append(diags, d...)
 			if d.HasErrors() {
 				continue

@@ -52,7 +52,7 @@ func evalVariables(blocks []*hcl.Block, opts Options, sens *sensitivity) (cty.Va
 			}
 		}
 		if a, ok := content.Attributes["sensitive"]; ok {
-			v, d := a.Expr.Value(nil)
+			v, d := constValue(a.Expr)
 			diags = append(diags, d...)
 			if !d.HasErrors() {
 				if v.Type() != cty.Bool || v.IsNull() {
@@ -64,7 +64,7 @@ func evalVariables(blocks []*hcl.Block, opts Options, sens *sensitivity) (cty.Va
 			}
 		}
 		if a, ok := content.Attributes["default"]; ok {
-			v, d := a.Expr.Value(nil)
+			v, d := constValue(a.Expr)
 			diags = append(diags, d...)
 			if !d.HasErrors() {
 				cv, err := convert.Convert(v, dc.typ)
@@ -101,7 +101,7 @@ func evalVariables(blocks []*hcl.Block, opts Options, sens *sensitivity) (cty.Va
 					Detail: fmt.Sprintf("The bundle declares no variable %q.%s", name, DidYouMean(name, names)), Subject: a.NameRange.Ptr()})
 				continue
 			}
-			v, d := a.Expr.Value(nil)
+			v, d := constValue(a.Expr)
 			diags = append(diags, d...)
 			if d.HasErrors() {
 				continue
@@ -146,7 +146,7 @@ func evalVariables(blocks []*hcl.Block, opts Options, sens *sensitivity) (cty.Va
 					Detail: fmt.Sprintf("--var %s=%s: not a valid %s value: %s", name, shown, dc.typ.FriendlyName(), d.Error())})
 				continue
 			}
-			v, d = expr.Value(nil)
+			v, d = constValue(expr)
 			if d.HasErrors() {
 				diags = append(diags, d...)
 				continue

@@ -13,6 +13,7 @@ import (
 	"github.com/brinecm/brine/internal/termtext"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/states"
+	"github.com/brinecm/brine/states/bounded"
 	"github.com/brinecm/brine/states/resources/builtin"
 )
 
@@ -171,17 +172,18 @@ func localRun(cmd *cobra.Command, dir string, opts states.Options, f *bundleFlag
 		return withCode(exitNothing, err)
 	}
 	b.Root = filepath.Clean(dir)
+	ctx, stop := signalContext()
+	defer stop()
 	var g *states.Graph
 	mod, diags := states.Load(b, builtin.Types())
 	if !diags.HasErrors() {
-		g, diags = states.Compile(mod, opts)
+		// Bounded like every compile (states/bounded): a bundle's expressions could take the host.
+		g, diags = bounded.CompileChecked(ctx, mod, opts, bounded.Limits{})
 	}
 	printDiagnostics(f.json, b, diags)
 	if diags.HasErrors() {
 		return withCode(exitNothing, fmt.Errorf("%s: nothing was applied", dir))
 	}
-	ctx, stop := signalContext()
-	defer stop()
 	rep := states.Run(ctx, g, dryRun)
 	if f.json {
 		enc := json.NewEncoder(cmd.OutOrStdout())
