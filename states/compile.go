@@ -135,11 +135,15 @@ func compile(m *Module, opts Options, sens *sensitivity) (*Graph, hcl.Diagnostic
 func decodeNodes(order []*node, nodes map[string]*node, base *hcl.EvalContext, sc *scopes, sens *sensitivity) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	values := map[string]cty.Value{} // address -> value of its attributes, for references
+	expanded := len(order)           // resources, and the blocks dynamic blocks make (dynamic.go)
 	for _, n := range order {
 		ctx := sc.child(base, n.block.DefRange)
 		ctx.Variables = refVariables(n, nodes, values)
 		if n.each != cty.NilVal {
 			ctx.Variables["each"] = n.each
+		}
+		if d := countDynamic(n, ctx, &expanded); d.HasErrors() {
+			return append(diags, d...)
 		}
 		diags = append(diags, decodeNode(n, ctx, sc.bundle(n.block.DefRange), sens)...)
 		if len(n.merged) > 0 {
