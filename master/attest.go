@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"path"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/brinecm/brine/internal/store"
@@ -148,6 +149,11 @@ func cloneStrings(m map[string]string) map[string]string {
 // observe records what the master saw with a facts report of minion id: the remote address
 // (when known) and the tinc keys of its clean facts. A network's first key is pinned; a different
 // one later is kept pending for the operator. It returns the networks whose key is pending.
+//
+// A minion holds at most maxTincNetworks networks (pinned or pending): each report could name
+// new ones, and what is pinned stays, so without a bound one minion could grow its record (and
+// every peers() entry of it) report after report. A report naming a network beyond the bound
+// is refused; the networks it names that are already known are still observed.
 func (s *attestStore) observe(id string, remote netip.Addr, facts map[string]any) ([]string, error) {
 	reported := map[string]string{}
 	if keys, ok := facts["tinc_pubkey"].(map[string]any); ok {
@@ -157,13 +163,15 @@ func (s *attestStore) observe(id string, remote netip.Addr, facts map[string]any
 			}
 		}
 	}
-	var pending []string
+	var pending, refused []string
 	_, err := s.update(id, func(a *Attestation) {
 		if remote.IsValid() {
 			a.Address = remote.Unmap().String()
 		}
 		for n, k := range reported {
 			switch pinned, ok := a.Tinc[n]; {
+			case !ok && len(a.Tinc) >= maxTincNetworks:
+				refused = append(refused, n)
 			case !ok:
 				if a.Tinc == nil {
 					a.Tinc = map[string]string{}
@@ -192,6 +200,11 @@ func (s *attestStore) observe(id string, remote netip.Addr, facts map[string]any
 		}
 	})
 	sort.Strings(pending)
+	if err == nil && len(refused) > 0 {
+		sort.Strings(refused)
+		err = fmt.Errorf("tinc_pubkey: %s has %d tinc networks pinned, the most one minion may have; refused the new ones (%s)",
+			id, maxTincNetworks, strings.Join(refused, ", "))
+	}
 	return pending, err
 }
 
@@ -220,3 +233,7 @@ func (s *attestStore) acceptTinc(id, netGlob string) ([]string, error) {
 	}
 	return accepted, err
 }
+
+// Attestation returns what the master vouches for about minion id (the zero value when
+// nothing).
+func (m *Master) Attestation(id string) Attestation { return m.attest.get(id) }

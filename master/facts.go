@@ -36,6 +36,10 @@ const (
 // granted) replace what a minion says; attested is refused, so that nobody mistakes a claim for it.
 var reservedFacts = map[string]bool{"id": true, "groups": true}
 
+// maxTincNetworks bounds the tinc networks of one minion: in one report, and pinned in its
+// attestation over all its reports (attest.go).
+const maxTincNetworks = 16
+
 // tincNetRE is a tinc network name, as tinc_network takes it.
 var tincNetRE = regexp.MustCompile(`^[A-Za-z0-9_]{1,32}$`)
 
@@ -60,6 +64,9 @@ func cleanFacts(in map[string]any) (map[string]any, error) {
 		keys, ok := tk.(map[string]any)
 		if !ok {
 			return nil, errors.New("fact tinc_pubkey: want an object of network name = public key")
+		}
+		if len(keys) > maxTincNetworks {
+			return nil, fmt.Errorf("fact tinc_pubkey: %d networks, over the %d one minion may have", len(keys), maxTincNetworks)
 		}
 		for netName, v := range keys {
 			s, ok := v.(string)
