@@ -589,6 +589,13 @@ func (m *Master) rotateSession(s session) (*pki.SessionKey, [8]byte, bool) {
 	return sk, m.keyGen, true
 }
 
+// Bounds of a resend request: the jobs one request may ask for again, and the length of a job id
+// (NewJID makes 27 characters).
+const (
+	maxResend = 64
+	maxJIDLen = 64
+)
+
 // serveSafe is serve that turns a panic into an error for that minion, and goes on.
 func (m *Master) serveSafe(s session, r wire.Request, reply *wire.Reply) (err error) {
 	defer func() {
@@ -611,6 +618,9 @@ func (m *Master) serve(s session, r wire.Request, reply *wire.Reply) error {
 		if err != nil {
 			m.log.Error("could not read the jobs pending for a minion", "minion", s.minion, "err", err)
 		}
+		if len(pending) > maxResend {
+			pending = pending[:maxResend] // what one resend may ask for; the rest next time
+		}
 		if len(pending) > 0 {
 			reply.Body, _ = json.Marshal(wire.HeartbeatReply{Pending: pending})
 		}
@@ -620,7 +630,20 @@ func (m *Master) serve(s session, r wire.Request, reply *wire.Reply) error {
 		if err := wire.Unmarshal(r.Body, 64<<10, &rb); err != nil {
 			return errors.New("bad resend request")
 		}
+		// Each job asked for is a store lookup (a conditional UPDATE on PostgreSQL): a minion
+		// gets at most maxResend per request, each once; the rest wait for its next heartbeat.
+		seen := make(map[string]bool, maxResend)
+		jids := rb.JIDs[:0]
 		for _, jid := range rb.JIDs {
+			if len(jids) == maxResend {
+				break
+			}
+			if !seen[jid] && len(jid) <= maxJIDLen {
+				seen[jid] = true
+				jids = append(jids, jid)
+			}
+		}
+		for _, jid := range jids {
 			// Only jobs addressed to this minion and not returned by it, on its own topic, at
 			// most once per heartbeat interval.
 			// The payload was sealed once; only the job key is wrapped again, for the key the
