@@ -222,7 +222,7 @@ func captureTopics(t *testing.T, m *master.Master) chan pubFrame {
 // which names only its bucket's minions; accepted minions that are not addressed (some of them
 // in the same buckets) find no wrap and cannot read any copy.
 func TestBucketJobReadOnlyByItsMinions(t *testing.T) {
-	m := master.TestMaster(t, func(c *master.Config) { c.PreAuthRatePerSource = 100000 })
+	m := master.TestMaster(t, func(c *master.Config) { c.PreAuthRatePerSource, c.PreAuthRate = 100000, 100000 })
 	jobs := captureTopics(t, m)
 	const n, addressedN = 40, 36
 	clients := map[string]*rawClient{}

@@ -30,6 +30,7 @@ import (
 //	max_conns_per_source      = 512            # live connections per source address, on each port
 //	max_handshakes_per_source = 64             # unfinished handshakes per source address, on each port
 //	preauth_rate_per_source   = 50             # messages/s from unauthenticated peers per source address
+//	preauth_rate    = 1000                     # messages/s from unauthenticated peers handled in all
 //	max_pending     = 1000                     # pending keys in total; new ones are refused beyond
 //	max_pending_per_source = 64                # pending keys first presented from one address (IPv6: one /64)
 //	store           = ""                       # "": files in data_dir (one master); "postgres://...": shared by many masters
@@ -63,6 +64,9 @@ type Config struct {
 	MaxConnsPerSource      int `hcl:"max_conns_per_source,optional"`
 	MaxHandshakesPerSource int `hcl:"max_handshakes_per_source,optional"`
 	PreAuthRatePerSource   int `hcl:"preauth_rate_per_source,optional"`
+	// PreAuthRate bounds the messages of unauthenticated peers the master handles per second
+	// from all sources together (0: the default, 1000): each is a signature or a box.
+	PreAuthRate int `hcl:"preauth_rate,optional"`
 
 	// Store selects the system of record: empty for the embedded files and bbolt in DataDir,
 	// a postgres:// or postgresql:// URL for a PostgreSQL database that several masters share.
@@ -137,6 +141,12 @@ func (c *Config) fill() error {
 	if c.MaxConnsPerSource < 0 || c.MaxHandshakesPerSource < 0 || c.PreAuthRatePerSource < 0 {
 		return hclfile.Field(errors.New("max_conns_per_source, max_handshakes_per_source and preauth_rate_per_source must not be negative"))
 	}
+	if c.PreAuthRate < 0 {
+		return hclfile.Field(errors.New("preauth_rate must not be negative"), "preauth_rate")
+	}
+	if c.PreAuthRate == 0 {
+		c.PreAuthRate = defaultPreAuthRate
+	}
 	if c.SecretsFile == "" {
 		c.SecretsFile = filepath.Join(c.DataDir, "secrets.hcl")
 	}
@@ -153,13 +163,13 @@ func (c *Config) fill() error {
 		return err
 	}
 	if c.CompileMemoryMB < 0 || (c.CompileMemoryMB > 0 && c.CompileMemoryMB < 128) {
-		return fmt.Errorf("compile_memory_mb must be at least 128 (or 0: the default, %d)", bounded.DefaultMemory>>20)
+		return hclfile.Field(fmt.Errorf("compile_memory_mb must be at least 128 (or 0: the default, %d)", bounded.DefaultMemory>>20), "compile_memory_mb")
 	}
 	c.compileLimits.Memory = int64(c.CompileMemoryMB) << 20
 	if c.CompileCPU != "" {
 		v, err := time.ParseDuration(c.CompileCPU)
 		if err != nil || v < time.Second {
-			return fmt.Errorf("bad compile_cpu %q (want at least 1s, e.g. \"30s\")", c.CompileCPU)
+			return hclfile.Field(fmt.Errorf("compile_cpu: bad duration %q (want at least 1s, e.g. \"30s\")", c.CompileCPU), "compile_cpu")
 		}
 		c.compileLimits.CPU = v
 	}

@@ -161,7 +161,7 @@ func TestRequestedGroupsNeverGranted(t *testing.T) {
 func TestPendingFloodBounded(t *testing.T) {
 	// The transport's own per-source message rate would slow the flood down: lift it, so that
 	// the key store's bounds are what is tested.
-	m := master.TestMaster(t, func(c *master.Config) { c.PreAuthRatePerSource = 100000 })
+	m := master.TestMaster(t, func(c *master.Config) { c.PreAuthRatePerSource, c.PreAuthRate = 100000, 100000 })
 	flood := newRaw(t, m, "x", nil)
 	const n = 300
 	refused := 0

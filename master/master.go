@@ -25,12 +25,24 @@ import (
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/internal/zmtp"
 	"github.com/brinecm/brine/pki"
+	"golang.org/x/time/rate"
 )
 
 const (
 	// requestWorkers handle requests concurrently; many, because a worker mostly waits for the
 	// job store, which commits the returns and facts of concurrent workers in one transaction.
 	requestWorkers = 64
+	// preAuthWorkers are the only workers that take messages from peers that have not
+	// authenticated (hellos, auths: a signature or a box each), after any from authenticated
+	// ones: however many sources flood the port, that work runs on at most this many
+	// goroutines, and the other workers, the control socket and the publisher keep the CPU.
+	preAuthWorkers = 2
+	// defaultPreAuthRate is preauth_rate's default: the messages of unauthenticated peers
+	// handled per second in all (about a tenth of a core of signatures). Beyond it they wait in
+	// the router's queue, whose senders are served in turn, connection by connection, and TCP
+	// holds the rest back: a legitimate hello waits its turn among the connections, not
+	// behind a flood's bytes.
+	defaultPreAuthRate = 1000
 	// preAuthFrame is the largest message the request port takes from a peer before it has
 	// authenticated (a hello, an auth with a token: well under 10 KiB); after that,
 	// wire.MaxRequestFrame.
@@ -266,11 +278,27 @@ func (m *Master) Start(ctx context.Context) error {
 		m.cfg.Name = host + "/" + m.RequestAddr()
 	}
 	m.startFleet()
-	reqs := make(chan zmq4.Msg, 256)
-	m.wg.Add(3 + requestWorkers)
-	go func() { defer m.wg.Done(); m.recvLoop(reqs) }()
+	// No queue between the router and the workers: the router's own queues keep the messages
+	// of authenticated peers ahead of the others, and a FIFO here would put a minion's return
+	// behind hundreds of hellos.
+	m.wg.Add(2 + requestWorkers + preAuthWorkers)
 	for range requestWorkers {
-		go func() { defer m.wg.Done(); m.worker(reqs) }()
+		go func() { defer m.wg.Done(); m.worker(m.router.RecvTrusted) }()
+	}
+	preAuth := rate.NewLimiter(rate.Limit(m.cfg.PreAuthRate), max(1, m.cfg.PreAuthRate/5))
+	for range preAuthWorkers {
+		go func() {
+			defer m.wg.Done()
+			m.worker(func() (zmq4.Msg, error) {
+				msg, err := m.router.Recv()
+				if err == nil && len(msg.Frames) > 0 && !m.router.Trusted(msg.Frames[0]) {
+					if err := preAuth.Wait(m.ctx); err != nil {
+						return zmq4.Msg{}, zmtp.ErrRouterClosed
+					}
+				}
+				return msg, err
+			})
+		}()
 	}
 	go func() { defer m.wg.Done(); m.tickLoop() }()
 	m.startBackground()
@@ -300,28 +328,17 @@ func (m *Master) close() error {
 	return m.st.Close()
 }
 
-func (m *Master) recvLoop(out chan<- zmq4.Msg) {
-	defer close(out)
+// worker answers the requests recv returns until the router closes. It never waits on a peer:
+// Router.Send queues the reply (and drops a peer that does not read them).
+func (m *Master) worker(recv func() (zmq4.Msg, error)) {
 	for {
-		msg, err := m.router.Recv()
+		msg, err := recv()
 		if err != nil {
-			if m.ctx.Err() != nil {
+			if errors.Is(err, zmtp.ErrRouterClosed) || m.ctx.Err() != nil {
 				return
 			}
 			continue
 		}
-		select {
-		case out <- msg:
-		case <-m.ctx.Done():
-			return
-		}
-	}
-}
-
-// worker answers requests. It never waits on a peer: Router.Send queues the reply (and drops a
-// peer that does not read them).
-func (m *Master) worker(in <-chan zmq4.Msg) {
-	for msg := range in {
 		if len(msg.Frames) != 2 {
 			m.garbage.warn(m.log, "frames", "ignored a message of several frames on the request port")
 			continue // ROUTER adds the identity; brine messages are one frame

@@ -393,7 +393,9 @@ func TestConcurrentRedemptionAcrossMasters(t *testing.T) {
 // counted across masters, and refused without a write beyond it.
 func TestPendingFloodBoundedAcrossMasters(t *testing.T) {
 	url := pgtest.Shared(t).NewDatabase(t)
-	cfg := func(c *master.Config) { c.Store, c.PreAuthRatePerSource, c.MaxPendingPerSource = url, 100000, 10 }
+	cfg := func(c *master.Config) {
+		c.Store, c.PreAuthRatePerSource, c.PreAuthRate, c.MaxPendingPerSource = url, 100000, 100000, 10
+	}
 	m1 := master.TestMaster(t, cfg)
 	key, _ := os.ReadFile(filepath.Join(m1.Config().DataDir, "master.key"))
 	m2 := master.TestMaster(t, cfg, func(c *master.Config) { os.WriteFile(filepath.Join(c.DataDir, "master.key"), key, 0o600) })

@@ -12,6 +12,7 @@ auto_accept  = true
 max_conns_per_source      = 50000
 max_handshakes_per_source = 4096
 preauth_rate_per_source   = 100000
+preauth_rate              = 100000
 HCL
   "$bin" master -c "$work/master.hcl" 2>"$work/master.log" &
   mpid=$!
