@@ -14,7 +14,7 @@ import (
 // files and summary. The capture stops at the job's expiry; a capture whose files exceed
 // wire.MaxCaptureFiles bytes fails instead of sending them. Private keys are never in it
 // (capture makes them secret() references and checks every file for a key block).
-func (m *Minion) captureJob(ctx context.Context, j job, ret wire.Return) wire.Return {
+func (e *executor) captureJob(ctx context.Context, j job, ret wire.Return) wire.Return {
 	defer func() { ret.Finished = time.Now().UTC() }()
 	spec := j.meta.Capture
 	if spec == nil {
@@ -42,6 +42,6 @@ func (m *Minion) captureJob(ctx context.Context, j job, ret wire.Return) wire.Re
 		return ret
 	}
 	ret.Success = true
-	m.log.Info("captured this host", "jid", j.meta.JID, "files", len(res.Files), "bytes", total)
+	e.log.Info("captured this host", "jid", j.meta.JID, "files", len(res.Files), "bytes", total)
 	return ret
 }

@@ -10,7 +10,7 @@ import (
 
 // logJob logs one job the minion ran: its id, kind, bundle digest, outcome and duration, and for
 // an apply the count of changed and failed resources (a dry run's changes are differences found).
-func (m *Minion) logJob(j job, ret wire.Return) {
+func (e *executor) logJob(j job, ret wire.Return) {
 	outcome := "succeeded"
 	if !ret.Success {
 		outcome = "failed"
@@ -31,5 +31,5 @@ func (m *Minion) logJob(j job, ret wire.Return) {
 	if ret.Error != "" {
 		attrs = append(attrs, "err", ret.Error)
 	}
-	m.log.Info("ran a job", attrs...)
+	e.log.Info("ran a job", attrs...)
 }

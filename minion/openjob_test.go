@@ -20,7 +20,8 @@ func FuzzOpenJob(f *testing.F) {
 		f.Fatal(err)
 	}
 	sk := pki.NewSessionKey()
-	m.sk, m.masterKey = sk, &master.Pub
+	m.keys.master = &master.Pub
+	m.keys.authenticated(sk, [8]byte{})
 	nonce := pki.RandomNonce()
 	jk := pki.NewJobKey()
 	wrap := []wire.Wrap{{KeyID: sk.ID, Key: sk.Wrap(nonce, jk)}}

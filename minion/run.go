@@ -16,7 +16,7 @@ import (
 // from /dev/null, killed with the whole group when its timeout (or the job's expiry) passes.
 // The return holds the exit status and the first wire.MaxRunOutput bytes of stdout and stderr,
 // with the number of bytes dropped.
-func (m *Minion) runJob(ctx context.Context, j job, ret wire.Return) wire.Return {
+func (e *executor) runJob(ctx context.Context, j job, ret wire.Return) wire.Return {
 	spec := j.meta.Run
 	if spec == nil || spec.Command == "" || len(spec.Command) > wire.MaxRunCommand {
 		ret.Error = "a run job without a valid command"
@@ -38,7 +38,7 @@ func (m *Minion) runJob(ctx context.Context, j job, ret wire.Return) wire.Return
 	case rep.ExitCode != 0:
 		ret.Error = fmt.Sprintf("exit status %d", rep.ExitCode)
 	}
-	m.log.Info("ran a command", "jid", j.meta.JID, "exit", rep.ExitCode, "timed_out", rep.TimedOut, "duration", rep.Duration)
+	e.log.Info("ran a command", "jid", j.meta.JID, "exit", rep.ExitCode, "timed_out", rep.TimedOut, "duration", rep.Duration)
 	ret.Finished = time.Now().UTC()
 	return ret
 }

@@ -1,0 +1,172 @@
+package minion
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-zeromq/zmq4"
+
+	"github.com/brinecm/brine/internal/wire"
+	"github.com/brinecm/brine/internal/zmtp"
+	"github.com/brinecm/brine/master"
+	"github.com/brinecm/brine/pki"
+)
+
+func signedHeartbeat(t *testing.T, k *pki.KeyPair, hb wire.Heartbeat) []byte {
+	t.Helper()
+	data, err := json.Marshal(hb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wire.Encode(wire.THeartbeat, wire.Signed(k.Sign(wire.DomainHeartbeat, data), data))
+}
+
+// A session acts on a heartbeat only if it verifies, is newer than the last one it accepted and
+// is within heartbeatWindow of the minion's clock; a replayed one does not even count as a sign
+// of life.
+func TestHeartbeatBounds(t *testing.T) {
+	mk := mustKey(t)
+	m := testMinion(t, t.TempDir(), "hb1", mk, pki.NewSessionKey())
+	s := &session{m: m}
+	now := time.Now()
+	hb := func(at time.Time, every time.Duration) wire.Heartbeat {
+		return wire.Heartbeat{Time: at, KeyGen: []byte{1, 0, 0, 0, 0, 0, 0, 0}, Interval: time.Second, RequestEvery: every}
+	}
+	first := signedHeartbeat(t, mk, hb(now, 7*time.Second))
+	if iv, live := s.handlePub(first, now); iv != time.Second || !live || s.reqEvery != 7*time.Second {
+		t.Fatalf("a fresh heartbeat: interval %v live %v request every %v", iv, live, s.reqEvery)
+	}
+	for _, c := range []struct {
+		name  string
+		frame []byte
+		live  bool
+	}{
+		{"the same again", first, false},
+		{"an older one", signedHeartbeat(t, mk, hb(now.Add(-time.Second), time.Minute)), false},
+		{"another key's", signedHeartbeat(t, mustKey(t), hb(now.Add(time.Second), time.Minute)), false},
+		{"too old", signedHeartbeat(t, mk, hb(now.Add(-heartbeatWindow-time.Second), time.Minute)), false},
+		{"too far ahead", signedHeartbeat(t, mk, hb(now.Add(heartbeatWindow+time.Second), time.Minute)), true},
+	} {
+		before := m.refusedHeartbeats.Load()
+		iv, live := s.handlePub(c.frame, now)
+		if iv != 0 || live != c.live || s.reqEvery != 7*time.Second || m.refusedHeartbeats.Load() != before+1 {
+			t.Errorf("%s: interval %v live %v request every %v refused %d", c.name, iv, live, s.reqEvery, m.refusedHeartbeats.Load()-before)
+		}
+	}
+	if iv, live := s.handlePub(signedHeartbeat(t, mk, hb(now.Add(time.Second), time.Minute)), now); iv != time.Second || !live || s.reqEvery != time.Minute {
+		t.Fatalf("the next fresh heartbeat: interval %v live %v request every %v", iv, live, s.reqEvery)
+	}
+}
+
+// relay stands between a minion and a master's publish port, as anyone on the network path can:
+// it forwards what the master publishes and keeps the heartbeats, to send them again later.
+type relay struct {
+	pub zmq4.Socket
+
+	mu         sync.Mutex
+	heartbeats []zmq4.Msg
+}
+
+func newRelay(t *testing.T, ms *master.Master) *relay {
+	t.Helper()
+	q := zmq4.WithLogger(log.New(io.Discard, "", 0))
+	sub := zmq4.NewSub(context.Background(), q, zmq4.WithDialerMaxRetries(0))
+	if err := sub.Dial(zmtp.Endpoint(ms.PublishAddr(), wire.MaxJobFrame+1024)); err != nil {
+		t.Fatal(err)
+	}
+	_ = sub.SetOption(zmq4.OptionSubscribe, "")
+	r := &relay{pub: zmq4.NewPub(context.Background(), q)}
+	if err := r.pub.Listen("tcp://127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			msg, err := sub.Recv()
+			if err != nil {
+				return
+			}
+			if body, ok := wire.PubBody(msg.Frames); ok {
+				if typ, _, err := wire.Decode(body, wire.MaxJobFrame); err == nil && typ == wire.THeartbeat {
+					r.mu.Lock()
+					r.heartbeats = append(r.heartbeats, msg)
+					r.mu.Unlock()
+				}
+			}
+			_ = r.pub.Send(msg)
+		}
+	}()
+	t.Cleanup(func() {
+		sub.Close()
+		<-done
+		r.pub.Close()
+	})
+	return r
+}
+
+// captured returns the heartbeats relayed so far.
+func (r *relay) captured() []zmq4.Msg {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]zmq4.Msg(nil), r.heartbeats...)
+}
+
+func keyGenOf(t *testing.T, msg zmq4.Msg) [8]byte {
+	t.Helper()
+	body, _ := wire.PubBody(msg.Frames)
+	_, b, _ := wire.Decode(body, wire.MaxJobFrame)
+	_, data, _ := wire.SplitSigned(b)
+	var hb wire.Heartbeat
+	if err := json.Unmarshal(data, &hb); err != nil || len(hb.KeyGen) != 8 {
+		t.Fatalf("captured heartbeat: %v", err)
+	}
+	return [8]byte(hb.KeyGen)
+}
+
+// A heartbeat captured before a key rotation and replayed to a real minion after it has no
+// effect: without the bound, the minion would take the old key generation for a new one and ask
+// the master for another session key (a new key each time, pushing out the previous one that
+// jobs in flight are wrapped for).
+func TestReplayedHeartbeatHasNoEffect(t *testing.T) {
+	ms := master.TestMaster(t)
+	r := newRelay(t, ms)
+	mn := runMinion(t, r.pub.Addr().String(), ms.RequestAddr(), "hb2", "")
+	accept(t, ms, mn.Minion, nil)
+	gen0 := ms.KeyGeneration()
+	var old zmq4.Msg
+	waitFor(t, 5*time.Second, "a heartbeat relayed and accepted", func() bool {
+		for _, msg := range r.captured() {
+			if keyGenOf(t, msg) == gen0 {
+				old = msg
+			}
+		}
+		return old.Frames != nil && mn.heartbeats.Load() > 0
+	})
+
+	ms.RotateSessionKeys()
+	gen1 := ms.KeyGeneration()
+	waitFor(t, 5*time.Second, "the minion's new session key", func() bool {
+		sk, gen := mn.keys.session()
+		id, _ := ms.SessionKeyID("hb2")
+		return gen == gen1 && sk != nil && sk.ID == id
+	})
+	_, cur, prev := mn.keys.keys()
+	masterKey, _ := ms.SessionKeyID("hb2")
+
+	refused := mn.refusedHeartbeats.Load()
+	if err := r.pub.Send(old); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the replayed heartbeat refused", func() bool { return mn.refusedHeartbeats.Load() > refused })
+	_, cur2, prev2 := mn.keys.keys()
+	_, gen := mn.keys.session()
+	if id, _ := ms.SessionKeyID("hb2"); id != masterKey || cur2 != cur || prev2 != prev || gen != gen1 {
+		t.Fatalf("the replay changed the session: master's key %x -> %x, minion's %p/%p -> %p/%p, generation %x", masterKey, id, cur, prev, cur2, prev2, gen)
+	}
+}
