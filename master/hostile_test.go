@@ -198,7 +198,9 @@ func (c *rawClient) reply() (wire.Reply, bool) {
 	return r, false
 }
 
-// capture subscribes to the master's PUB socket like any peer can and returns the raw frames.
+// capture subscribes to the master's PUB socket like any peer can and returns the raw job
+// frames. It returns once the subscription is in force: when the first message (a heartbeat,
+// published every 200 ms by a test master) has come through it.
 func capture(t *testing.T, m *master.Master) chan []byte {
 	sub := zmq4.NewSub(context.Background(), zmq4.WithLogger(log.New(io.Discard, "", 0)), zmq4.WithDialerMaxRetries(0))
 	if err := sub.Dial(zmtp.Endpoint(m.PublishAddr(), wire.MaxJobFrame)); err != nil {
@@ -207,11 +209,17 @@ func capture(t *testing.T, m *master.Master) chan []byte {
 	sub.SetOption(zmq4.OptionSubscribe, "")
 	t.Cleanup(func() { sub.Close() })
 	ch := make(chan []byte, 64)
+	subscribed := make(chan struct{})
 	go func() {
+		first := true
 		for {
 			msg, err := sub.Recv()
 			if err != nil {
 				return
+			}
+			if first {
+				first = false
+				close(subscribed)
 			}
 			f := msg.Frames[len(msg.Frames)-1] // the envelope; the first frame is the topic
 			if typ, _, err := wire.Decode(f, wire.MaxJobFrame); err == nil && typ == wire.TJob {
@@ -219,7 +227,11 @@ func capture(t *testing.T, m *master.Master) chan []byte {
 			}
 		}
 	}()
-	time.Sleep(100 * time.Millisecond) // let the subscription reach the publisher
+	select {
+	case <-subscribed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing published reached the capturing subscriber")
+	}
 	return ch
 }
 
@@ -599,8 +611,8 @@ func TestTokenSecondUseAndExpiry(t *testing.T) {
 	if ar := second.auth(tok, second.key); ar.Status != wire.StatusPending || ar.SessionKey != nil {
 		t.Fatalf("second use of a token: %+v", ar)
 	}
-	expired, _, _ := m.Tokens().Create(pki.TokenRequest{Groups: []string{"app"}, TTL: time.Nanosecond})
-	time.Sleep(time.Millisecond)
+	expired, info, _ := m.Tokens().Create(pki.TokenRequest{Groups: []string{"app"}, TTL: time.Nanosecond})
+	waitFor(t, time.Second, "the token's expiry", func() bool { return time.Now().After(info.Expires) })
 	third := newRaw(t, m, "t3", nil)
 	if ar := third.auth(expired, third.key); ar.Status != wire.StatusPending {
 		t.Fatalf("expired token: %+v", ar)

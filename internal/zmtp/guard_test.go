@@ -196,8 +196,13 @@ func TestStalledHandshakeDoesNotHoldAccept(t *testing.T) {
 		if i%2 == 1 {
 			c.Write([]byte{0x04, 0x30, 5, 'R', 'E'}) // a READY announced as 48 bytes, 3 sent
 		}
+		// The guard sends its greeting as it takes the connection: once it is read, this
+		// stalled peer is ahead of the dealer.
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(c, make([]byte, greetingLen)); err != nil {
+			t.Fatalf("stalled peer %d: no greeting from the guard: %v", i, err)
+		}
 	}
-	time.Sleep(100 * time.Millisecond) // the stalled peers are ahead of the dealer
 	start := time.Now()
 	d := dealer(t, addr, 1<<20)
 	_ = d.Send(zmq4.NewMsg([]byte("ok")))
