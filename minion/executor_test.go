@@ -3,6 +3,7 @@ package minion
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -117,5 +118,44 @@ func TestOpenJobRefusals(t *testing.T) {
 	again := testMinion(t, dir, "web1", master, jm.sk)
 	if _, err := again.OpenJob(jm.frame(t, master, meta("ok"), packed), now); !errors.Is(err, ErrJobReplay) {
 		t.Fatalf("replay after restart: %v", err)
+	}
+}
+
+// BenchmarkBundleVerify measures what a minion does with an apply's bundle between receiving it
+// and compiling it: "retar", as before (unpack, pack again to compute the digest, unpack again to
+// run), and "bytes", as now (the digest of the bytes received, one unpack).
+func BenchmarkBundleVerify(b *testing.B) {
+	for _, size := range []struct {
+		name         string
+		files, bytes int
+	}{{"20x1KB", 20, 1 << 10}, {"200x16KB", 200, 16 << 10}} {
+		bundle := &states.Bundle{Files: map[string][]byte{}}
+		for i := range size.files {
+			bundle.Files[fmt.Sprintf("f%03d.hcl", i)] = []byte(strings.Repeat("# x\n", size.bytes/4))
+		}
+		packed, digest := bundle.Marshal(), bundle.Digest()
+		b.Run(size.name+"/retar", func(b *testing.B) {
+			b.SetBytes(int64(len(packed)))
+			for b.Loop() {
+				bb, err := states.UnmarshalBundle(packed)
+				if err != nil || bb.Digest() != digest {
+					b.Fatal("digest")
+				}
+				if _, err := states.UnmarshalBundle(packed); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(size.name+"/bytes", func(b *testing.B) {
+			b.SetBytes(int64(len(packed)))
+			for b.Loop() {
+				if bundleDigest(packed) != digest {
+					b.Fatal("digest")
+				}
+				if _, err := states.UnmarshalBundle(packed); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
