@@ -26,9 +26,9 @@ func signedHeartbeat(t *testing.T, k *pki.KeyPair, hb wire.Heartbeat) []byte {
 	return wire.Encode(wire.THeartbeat, wire.Signed(k.Sign(wire.DomainHeartbeat, data), data))
 }
 
-// A session acts on a heartbeat only if it verifies, is newer than the last one it accepted and
-// is within heartbeatWindow of the minion's clock; a replayed one does not even count as a sign
-// of life.
+// A session acts on a heartbeat only if it verifies, is newer than every one the minion accepted
+// and is within heartbeatWindow of the minion's clock; one replayed on the same connection does not
+// even count as a sign of life.
 func TestHeartbeatBounds(t *testing.T) {
 	mk := mustKey(t)
 	m := testMinion(t, t.TempDir(), "hb1", mk, pki.NewSessionKey())
@@ -58,8 +58,21 @@ func TestHeartbeatBounds(t *testing.T) {
 			t.Errorf("%s: interval %v live %v request every %v refused %d", c.name, iv, live, s.reqEvery, m.refusedHeartbeats.Load()-before)
 		}
 	}
-	if iv, live := s.handlePub(signedHeartbeat(t, mk, hb(now.Add(time.Second), time.Minute)), now); iv != time.Second || !live || s.reqEvery != time.Minute {
+	next := signedHeartbeat(t, mk, hb(now.Add(time.Second), time.Minute))
+	if iv, live := s.handlePub(next, now); iv != time.Second || !live || s.reqEvery != time.Minute {
 		t.Fatalf("the next fresh heartbeat: interval %v live %v request every %v", iv, live, s.reqEvery)
+	}
+	// On a new connection, a replay of a heartbeat accepted on the last one is refused too (it
+	// proves the publisher alive: a master whose clock lags looks the same); a newer one is not.
+	s2 := &session{m: m}
+	for _, old := range [][]byte{first, next} {
+		before := m.refusedHeartbeats.Load()
+		if iv, live := s2.handlePub(old, now); iv != 0 || !live || s2.reqEvery != 0 || m.refusedHeartbeats.Load() != before+1 {
+			t.Fatalf("a replay on a new connection: interval %v live %v request every %v", iv, live, s2.reqEvery)
+		}
+	}
+	if iv, _ := s2.handlePub(signedHeartbeat(t, mk, hb(now.Add(2*time.Second), 0)), now); iv != time.Second {
+		t.Fatal("a fresh heartbeat refused on a new connection")
 	}
 }
 

@@ -30,9 +30,10 @@ var (
 
 // Heartbeat bounds. A published heartbeat is signed but in clear, and anyone on its path can
 // capture it and send it again later: a minion acts only on a heartbeat whose time is newer than
-// that of the last one it accepted on this session and within heartbeatWindow of its own clock.
-// The window is wide: a host whose clock is off ignores heartbeats (it still learns a new key
-// generation from its heartbeat requests' replies), it is not cut off.
+// that of every heartbeat it accepted before (on any connection: a replay at the start of a new
+// one is refused too), and within heartbeatWindow of its own clock (after a restart, when it
+// remembers none). The window is wide: a host whose clock is off ignores heartbeats, it is not
+// cut off, and it still learns a new key generation from the replies to its heartbeat requests.
 const heartbeatWindow = 5 * time.Minute
 
 // session is one connection to one master, the half of the minion that talks (Tailscale's
@@ -461,7 +462,9 @@ func (s *session) checkKeyGen(gen []byte) {
 // handlePub handles one published frame: a heartbeat or a job. It returns the master's heartbeat
 // interval when the frame is a heartbeat it accepts, and whether the frame counts as a sign of
 // life of the publish side: a heartbeat that does not verify, or is no newer than one already
-// accepted on this session (a replay), does not.
+// accepted on this connection (a replay), does not. An older heartbeat than one accepted on an
+// earlier connection may come from a master whose clock lags the last one's: it is not acted
+// on, but it is a sign of life.
 func (s *session) handlePub(f []byte, now time.Time) (interval time.Duration, live bool) {
 	typ, body, err := wire.Decode(f, wire.MaxJobFrame)
 	if err != nil {
@@ -480,6 +483,10 @@ func (s *session) handlePub(f []byte, now time.Time) (interval time.Duration, li
 			s.m.refusedHeartbeats.Add(1)
 			return 0, false
 		}
+		if hb.Time.UnixNano() <= s.m.newestHeartbeat.Load() {
+			s.m.refusedHeartbeats.Add(1)
+			return 0, true
+		}
 		if hb.Time.Before(now.Add(-heartbeatWindow)) || hb.Time.After(now.Add(heartbeatWindow)) {
 			s.m.refusedHeartbeats.Add(1)
 			if !s.hbWarned {
@@ -490,6 +497,7 @@ func (s *session) handlePub(f []byte, now time.Time) (interval time.Duration, li
 			return 0, true
 		}
 		s.hbLast = hb.Time
+		s.m.newestHeartbeat.Store(hb.Time.UnixNano())
 		s.m.heartbeats.Add(1)
 		s.checkKeyGen(hb.KeyGen)
 		s.reqEvery = min(max(hb.RequestEvery, 0), time.Hour)
