@@ -193,7 +193,9 @@ func (e *executor) execute(ctx context.Context, j job) wire.Return {
 	case wire.JobRun:
 		return e.runJob(ctx, j, ret)
 	case wire.JobCapture:
-		return e.captureJob(ctx, j, ret)
+		ret = e.captureJob(ctx, j, ret)
+		ret.Finished = time.Now().UTC() // captureJob's deferred assignment does not reach its result
+		return ret
 	}
 	if j.bundle == nil { // open unpacks the bundle of every apply
 		ret.Error = fmt.Sprintf("unknown job kind %q", j.meta.Kind)
