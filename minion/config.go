@@ -60,11 +60,6 @@ type Config struct {
 	// CPU-bound applies, for longer than the heartbeat timeouts.
 	ExecSlots chan struct{}
 
-	// CompileInProcess skips the bounded compile child (states/bounded) before each compile:
-	// for the swarm benchmark only, whose thousands of minions share one process and one
-	// trusted master.
-	CompileInProcess bool
-
 	heartbeat, maxBackoff time.Duration
 	pubAddr, reqAddr      string       // of the first master
 	masters               []masterAddr // all of them, in the config's order

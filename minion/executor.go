@@ -222,6 +222,8 @@ func (e *executor) execute(ctx context.Context, j job) wire.Return {
 	var g *states.Graph
 	mod, diags := states.Load(j.bundle, builtin.Types())
 	if !diags.HasErrors() {
+		// In process: the bundle is the master's, signed after a bounded compile there
+		// (docs/design.md, "Bounded compilation").
 		g, diags = states.Compile(mod, states.Options{
 			Minion:   states.Minion{ID: e.id, Groups: groups, Facts: facts},
 			Vars:     vars,

@@ -113,8 +113,6 @@ func (s *Swarm) newMinion(id string, logger *slog.Logger) (*minion.Minion, error
 		Heartbeat:  s.cfg.Heartbeat,
 		MaxBackoff: "2s",
 		ExecSlots:  s.slots,
-		// One process, thousands of minions: the benchmark measures the master.
-		CompileInProcess: true,
 		FactsFunc: func() map[string]any {
 			return map[string]any{"os": "linux", "arch": runtime.GOARCH, "hostname": id, "root": root}
 		},
