@@ -1,11 +1,18 @@
 // Package atomicfile replaces files so that a reader, or the host after a crash, sees either the
 // old content or the new, never a half-written file. It is the one way brine writes a file it
 // keeps (keys, the key store, a minion's state) or manages (a file resource, a pidfile).
+//
+// One file costs two fsyncs (its data, then its directory after the rename). A Batch replaces
+// many files for about the price of one: it writes every temporary file first, syncs them all
+// at once (in parallel, so the filesystem commits them in one or a few journal transactions),
+// renames each over its path, then syncs each directory it touched once.
 package atomicfile
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 )
 
@@ -18,6 +25,43 @@ func Write(path string, data []byte, mode os.FileMode) error {
 // (made when missing), written, chmod and chown, synced, renamed over path, then the directory
 // synced. uid or gid -1 keeps the current owner (or the writer's for a new file).
 func WriteOwned(path string, data []byte, mode os.FileMode, uid, gid int) error {
+	var b Batch
+	if err := b.Stage(path, data, mode, uid, gid); err != nil {
+		return err
+	}
+	return b.Commit()[0]
+}
+
+// Batch group-commits file replacements. Stage writes each new content to a temporary file
+// beside its path; Commit makes them durable together and puts them in place. Until Commit no
+// path has changed. A Batch is for one goroutine; the zero value is ready to use.
+type Batch struct {
+	items []*staged
+}
+
+type staged struct {
+	path, tmp string
+	f         *os.File // open until synced
+	err       error
+}
+
+// Len is the number of staged files not yet committed.
+func (b *Batch) Len() int { return len(b.items) }
+
+// Pending reports whether path has a staged replacement.
+func (b *Batch) Pending(path string) bool {
+	for _, it := range b.items {
+		if it.path == path {
+			return true
+		}
+	}
+	return false
+}
+
+// Stage writes data to a temporary file in path's directory (made when missing) with mode and
+// owner, without syncing it. uid or gid -1 keeps the current owner (or the writer's for a new
+// file). On error nothing is staged.
+func (b *Batch) Stage(path string, data []byte, mode os.FileMode, uid, gid int) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -36,34 +80,135 @@ func WriteOwned(path string, data []byte, mode os.FileMode, uid, gid int) error 
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name()) // a no-op after the rename
-	if _, err := tmp.Write(data); err != nil {
+	fail := func(err error) error {
 		tmp.Close()
+		os.Remove(tmp.Name())
 		return err
 	}
+	if _, err := tmp.Write(data); err != nil {
+		return fail(err)
+	}
 	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
+		return fail(err)
 	}
 	if uid >= 0 || gid >= 0 {
 		if err := tmp.Chown(uid, gid); err != nil {
-			tmp.Close()
-			return err
+			return fail(err)
 		}
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
+	it := &staged{path: path, tmp: tmp.Name(), f: tmp}
+	if len(b.items) >= maxOpen { // a large tree: reopen at Commit rather than hold a descriptor each
+		if err := tmp.Close(); err != nil {
+			return fail(err)
+		}
+		it.f = nil
 	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
+	b.items = append(b.items, it)
 	return nil
+}
+
+// maxOpen is how many staged files keep their descriptor open until Commit.
+const maxOpen = 256
+
+// syncers bounds the fsyncs in flight: enough for the filesystem to batch them into one
+// journal commit, few enough not to start a thread per file of a large tree.
+const syncers = 16
+
+// Commit syncs every staged file (in parallel), renames each over its path, then syncs each
+// directory that received one, once. It returns one error (or nil) per staged file, in Stage
+// order; a file whose sync failed is not renamed, so its path keeps the old content. When
+// Commit returns, every file it reports as done is durable. The batch is empty afterwards.
+func (b *Batch) Commit() []error {
+	items := b.items
+	b.items = nil
+	errs := make([]error, len(items))
+	parallel(len(items), func(i int) {
+		it := items[i]
+		f, err := it.f, error(nil)
+		if f == nil {
+			f, err = os.Open(it.tmp)
+		}
+		if err == nil {
+			err = f.Sync()
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		it.err = err
+	})
+	dirs := map[string]bool{}
+	var dirList []string
+	for i, it := range items {
+		if it.err == nil {
+			it.err = os.Rename(it.tmp, it.path)
+		}
+		if it.err != nil {
+			os.Remove(it.tmp)
+			errs[i] = it.err
+			continue
+		}
+		if d := filepath.Dir(it.path); !dirs[d] {
+			dirs[d] = true
+			dirList = append(dirList, d)
+		}
+	}
+	dirErr := make([]error, len(dirList))
+	parallel(len(dirList), func(i int) {
+		d, err := os.Open(dirList[i])
+		if err == nil {
+			err = d.Sync()
+			d.Close()
+		}
+		// A filesystem that cannot sync a directory (some do not support it) still renamed
+		// the file atomically; only an I/O error means the rename may not survive a crash.
+		if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOTSUP) {
+			err = nil
+		}
+		dirErr[i] = err
+	})
+	for i, it := range items {
+		if errs[i] != nil {
+			continue
+		}
+		for j, d := range dirList {
+			if d == filepath.Dir(it.path) && dirErr[j] != nil {
+				errs[i] = dirErr[j]
+			}
+		}
+	}
+	return errs
+}
+
+// Abort removes every staged temporary file; no path changes.
+func (b *Batch) Abort() {
+	for _, it := range b.items {
+		if it.f != nil {
+			it.f.Close()
+		}
+		os.Remove(it.tmp)
+	}
+	b.items = nil
+}
+
+func parallel(n int, f func(i int)) {
+	if n == 1 {
+		f(0)
+		return
+	}
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for w := 0; w < min(n, syncers); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				f(i)
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
 }
