@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	mrand "math/rand/v2"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -320,12 +319,21 @@ func (n *tincNet) publicKey() (string, error) {
 }
 
 // files returns every file the network consists of, by path under the network directory.
+// maxRetry is tinc.conf's MaxTimeout: the longest wait, in seconds, between two attempts to
+// reach a member.
+const maxRetry = 1
+
 // core is tinc.conf without its ConnectTo lines: what needs a restart rather than a reload.
 func (n *tincNet) files(pub string) (files map[string][]byte, core string) {
 	files = map[string][]byte{}
 	var conf strings.Builder
-	fmt.Fprintf(&conf, "# Managed by brine (tinc_network %q).\nName = %s\nInterface = %s\nAddressFamily = %s\nPort = %d\n",
-		n.net, n.self, n.iface, n.family, n.port)
+	// MaxTimeout caps tincd's wait between attempts to reach a member it dials (900 s by
+	// default, growing by 5 s per failure). A member refuses us until it holds our key, and
+	// nothing tells our tincd when it does: the members of a fresh mesh get each other's keys
+	// in the same apply but not at the same moment, so whoever dialled first waited 5-15 s for
+	// its next attempt. Capped, the mesh closes within a second of the last member's reload.
+	fmt.Fprintf(&conf, "# Managed by brine (tinc_network %q).\nName = %s\nInterface = %s\nAddressFamily = %s\nPort = %d\nMaxTimeout = %d\n",
+		n.net, n.self, n.iface, n.family, n.port, maxRetry)
 	core = conf.String()
 	selfAddress := ""
 	for _, m := range n.members {
@@ -590,18 +598,11 @@ func (n *tincNet) Apply(ctx context.Context, env *states.Env) error {
 		if err := syscall.Kill(p.pid, syscall.SIGHUP); err != nil {
 			return fmt.Errorf("reload tincd (pid %d): %w", p.pid, err)
 		}
-		// After failed attempts (a member's key was not known yet) tincd waits longer and longer
-		// before it tries again; SIGALRM makes it connect to every ConnectTo now, so a mesh whose
-		// keys just arrived closes in seconds, not minutes. It must come after tincd handled the
-		// HUP: delivered together, tincd was seen taking the ALRM first, retrying with the old
-		// configuration, and then backing off again. The random part keeps the members of a mesh
-		// applied at the same moment from all dialling each other at once: two tincds whose
-		// connections cross close both, and then back off in lockstep and cross again.
-		select {
-		case <-time.After(500*time.Millisecond + mrand.N(1500*time.Millisecond)):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+		// SIGALRM makes tincd try every ConnectTo now rather than at its next retry (at most
+		// maxRetry away). Whether it handles the ALRM before or after the HUP does not matter:
+		// before, the attempt uses the old configuration and the next one follows within
+		// maxRetry. One side of each pair dials (see files), so the members of a mesh applied
+		// at the same moment do not cross their connections, and no member waits for another.
 		_ = syscall.Kill(p.pid, syscall.SIGALRM)
 	}
 	return nil
