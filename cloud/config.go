@@ -4,11 +4,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 
 	"github.com/agext/levenshtein"
+	"github.com/brinecm/brine/internal/lazyre"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclparse"
@@ -135,11 +135,11 @@ var (
 	// nameRE is a droplet name brine accepts: a lower-case hostname that is also a valid
 	// minion id (DESIGN.md invariant 11), since the droplet name becomes the minion id. It ends
 	// with a letter or digit, as DigitalOcean requires (models/droplet_single_create.yml).
-	nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
+	nameRE = lazyre.New(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
 	// labelRE names profiles and maps; they end up in DigitalOcean tags.
-	labelRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-	tagRE   = regexp.MustCompile(`^[a-zA-Z0-9_:\-]{1,255}$`)
-	groupRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+	labelRE = lazyre.New(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+	tagRE   = lazyre.New(`^[a-zA-Z0-9_:\-]{1,255}$`)
+	groupRE = lazyre.New(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
 )
 
 // ValidName reports whether name can be a brine droplet (and minion) name.

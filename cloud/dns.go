@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"regexp"
 	"sort"
 	"strings"
 
+	"github.com/brinecm/brine/internal/lazyre"
 	"github.com/digitalocean/godo"
 )
 
@@ -71,7 +71,7 @@ func sameData(typ, a, b string) bool {
 }
 
 // hostnameRE is a host name as record data: labels of letters, digits, '-' and '_'.
-var hostnameRE = regexp.MustCompile(`^([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?$`)
+var hostnameRE = lazyre.New(`^([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?$`)
 
 // DNSSet makes Name Type point at Value through DigitalOcean's Domains API: it updates the
 // existing record, or creates one, and deletes any other record of that name and type, so a

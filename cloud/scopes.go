@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"regexp"
 	"strings"
+
+	"github.com/brinecm/brine/internal/lazyre"
 )
 
 // DigitalOcean's custom-scoped tokens answer 403 "You are not authorized to perform this
@@ -17,33 +18,33 @@ import (
 
 type scopeRoute struct {
 	method string
-	path   *regexp.Regexp
+	path   *lazyre.Regexp
 	scopes []string
 }
 
 var scopeRoutes = []scopeRoute{
-	{"GET", regexp.MustCompile(`^/v2/droplets$`), []string{"droplet:read"}},
+	{"GET", lazyre.New(`^/v2/droplets$`), []string{"droplet:read"}},
 	// Tags and the image are part of a create: tag:create for its tags, image:read for its
 	// image (models/droplet_create.yml).
-	{"POST", regexp.MustCompile(`^/v2/droplets$`), []string{"droplet:create", "tag:create", "image:read"}},
-	{"DELETE", regexp.MustCompile(`^/v2/droplets$`), []string{"droplet:delete", "tag:read"}},
-	{"GET", regexp.MustCompile(`^/v2/droplets/\d+$`), []string{"droplet:read"}},
-	{"DELETE", regexp.MustCompile(`^/v2/droplets/\d+$`), []string{"droplet:delete"}},
-	{"GET", regexp.MustCompile(`^/v2/droplets/\d+/actions(/\d+)?$`), []string{"droplet:read"}},
-	{"POST", regexp.MustCompile(`^/v2/droplets/\d+/actions$`), []string{"droplet:update"}},
-	{"GET", regexp.MustCompile(`^/v2/actions(/\d+)?$`), []string{"actions:read"}},
-	{"GET", regexp.MustCompile(`^/v2/account$`), []string{"account:read"}},
-	{"GET", regexp.MustCompile(`^/v2/account/keys(/[^/]+)?$`), []string{"ssh_key:read"}},
-	{"POST", regexp.MustCompile(`^/v2/account/keys$`), []string{"ssh_key:create"}},
-	{"DELETE", regexp.MustCompile(`^/v2/account/keys/[^/]+$`), []string{"ssh_key:delete"}},
-	{"GET", regexp.MustCompile(`^/v2/regions$`), []string{"regions:read"}},
-	{"GET", regexp.MustCompile(`^/v2/sizes$`), []string{"sizes:read"}},
-	{"GET", regexp.MustCompile(`^/v2/images(/[^/]+)?$`), []string{"image:read"}},
-	{"GET", regexp.MustCompile(`^/v2/domains(/[^/]+(/records(/\d+)?)?)?$`), []string{"domain:read"}},
-	{"POST", regexp.MustCompile(`^/v2/domains(/[^/]+/records)?$`), []string{"domain:create"}},
-	{"PUT", regexp.MustCompile(`^/v2/domains/[^/]+/records/\d+$`), []string{"domain:update"}},
-	{"PATCH", regexp.MustCompile(`^/v2/domains/[^/]+/records/\d+$`), []string{"domain:update"}},
-	{"DELETE", regexp.MustCompile(`^/v2/domains/[^/]+(/records/\d+)?$`), []string{"domain:delete"}},
+	{"POST", lazyre.New(`^/v2/droplets$`), []string{"droplet:create", "tag:create", "image:read"}},
+	{"DELETE", lazyre.New(`^/v2/droplets$`), []string{"droplet:delete", "tag:read"}},
+	{"GET", lazyre.New(`^/v2/droplets/\d+$`), []string{"droplet:read"}},
+	{"DELETE", lazyre.New(`^/v2/droplets/\d+$`), []string{"droplet:delete"}},
+	{"GET", lazyre.New(`^/v2/droplets/\d+/actions(/\d+)?$`), []string{"droplet:read"}},
+	{"POST", lazyre.New(`^/v2/droplets/\d+/actions$`), []string{"droplet:update"}},
+	{"GET", lazyre.New(`^/v2/actions(/\d+)?$`), []string{"actions:read"}},
+	{"GET", lazyre.New(`^/v2/account$`), []string{"account:read"}},
+	{"GET", lazyre.New(`^/v2/account/keys(/[^/]+)?$`), []string{"ssh_key:read"}},
+	{"POST", lazyre.New(`^/v2/account/keys$`), []string{"ssh_key:create"}},
+	{"DELETE", lazyre.New(`^/v2/account/keys/[^/]+$`), []string{"ssh_key:delete"}},
+	{"GET", lazyre.New(`^/v2/regions$`), []string{"regions:read"}},
+	{"GET", lazyre.New(`^/v2/sizes$`), []string{"sizes:read"}},
+	{"GET", lazyre.New(`^/v2/images(/[^/]+)?$`), []string{"image:read"}},
+	{"GET", lazyre.New(`^/v2/domains(/[^/]+(/records(/\d+)?)?)?$`), []string{"domain:read"}},
+	{"POST", lazyre.New(`^/v2/domains(/[^/]+/records)?$`), []string{"domain:create"}},
+	{"PUT", lazyre.New(`^/v2/domains/[^/]+/records/\d+$`), []string{"domain:update"}},
+	{"PATCH", lazyre.New(`^/v2/domains/[^/]+/records/\d+$`), []string{"domain:update"}},
+	{"DELETE", lazyre.New(`^/v2/domains/[^/]+(/records/\d+)?$`), []string{"domain:delete"}},
 }
 
 // RequiredScopes returns the token scopes DigitalOcean requires for a request, nil when brine

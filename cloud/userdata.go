@@ -5,9 +5,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/url"
-	"regexp"
 	"strings"
 
+	"github.com/brinecm/brine/internal/lazyre"
 	"github.com/hashicorp/hcl/v2/hclwrite"
 	"github.com/zclconf/go-cty/cty"
 )
@@ -21,10 +21,10 @@ type UserDataParams struct {
 }
 
 var (
-	sha256RE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	sha256RE = lazyre.New(`^[0-9a-f]{64}$`)
 	// safeRE is what may appear inside the script's single-quoted shell words and the
 	// minion config; everything is also quoted, this is a second wall (invariant 16).
-	safeRE = regexp.MustCompile(`^[A-Za-z0-9._:/@%+=,~\[\]-]*$`)
+	safeRE = lazyre.New(`^[A-Za-z0-9._:/@%+=,~\[\]-]*$`)
 )
 
 // UserData renders the cloud-init shell script that turns a fresh droplet into an enrolled

@@ -4,9 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"regexp"
 	"strings"
 
+	"github.com/brinecm/brine/internal/lazyre"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 )
@@ -22,7 +22,7 @@ type HostKeys struct {
 	Fingerprint string
 }
 
-var fingerprintRE = regexp.MustCompile(`^SHA256:[A-Za-z0-9+/]{43}$`)
+var fingerprintRE = lazyre.New(`^SHA256:[A-Za-z0-9+/]{43}$`)
 
 // fingerprintAlgos are the host key types offered when a fingerprint is the check, ed25519
 // first: a server presents the first one it has, and a fingerprint does not say its key's type

@@ -7,13 +7,13 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/brinecm/brine/internal/atomicfile"
+	"github.com/brinecm/brine/internal/lazyre"
 )
 
 // KeyState is where a minion's key stands with the master.
@@ -28,7 +28,7 @@ const (
 	StateDenied   KeyState = "denied"
 )
 
-var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{0,62}$`)
+var idRE = lazyre.New(`^[a-z0-9][a-z0-9.-]{0,62}$`)
 
 // ValidID reports whether id is an acceptable minion id (DESIGN.md invariant 11): lower-case
 // letters, digits, dots and dashes, at most 63 characters, no "..", so that it is safe as a file

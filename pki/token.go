@@ -10,12 +10,12 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/brinecm/brine/internal/atomicfile"
+	"github.com/brinecm/brine/internal/lazyre"
 )
 
 // Token errors; callers show them to the operator (and log them), never to the minion.
@@ -87,7 +87,7 @@ func tokenHash(tok string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-var idPatternRE = regexp.MustCompile(`^[a-z0-9.*?\[\]^!-]{1,63}$`)
+var idPatternRE = lazyre.New(`^[a-z0-9.*?\[\]^!-]{1,63}$`)
 
 // ValidIDPattern reports whether p may scope a token: empty (any id), a minion id, or a glob
 // over ids (path.Match syntax: * ? [a-z]).

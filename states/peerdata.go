@@ -8,9 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"regexp"
 	"strings"
 
+	"github.com/brinecm/brine/internal/lazyre"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 )
@@ -127,7 +127,7 @@ func ParseTincPublicKey(s string) (string, error) {
 	return EncodeTincPublicKey(k), nil
 }
 
-var hostNameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$`)
+var hostNameRE = lazyre.New(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$`)
 
 // ParseHostAddress parses a host to connect to: one IP address (without a zone) or one DNS name.
 func ParseHostAddress(s string) (string, error) {

@@ -3,11 +3,11 @@ package states
 import (
 	"fmt"
 	"path"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
 
+	"github.com/brinecm/brine/internal/lazyre"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
@@ -28,7 +28,7 @@ const SiteFile = "site.hcl"
 const mergedList = ".brine-bundles"
 
 // bundleNameRE is what a bundle's directory name may be in a site: one path segment.
-var bundleNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+var bundleNameRE = lazyre.New(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
 
 // ValidBundleName reports whether name can name a bundle of a site (a directory at its root).
 func ValidBundleName(name string) bool {
@@ -220,7 +220,7 @@ var (
 	}}
 	siteGroupSchema  = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "target", Required: true}, {Name: "description"}}}
 	siteAssignSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "bundles", Required: true}, {Name: "description"}}}
-	siteGroupNameRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+	siteGroupNameRE  = lazyre.New(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
 )
 
 // Limits of a site file, which the master reads at every job.

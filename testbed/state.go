@@ -10,12 +10,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/brinecm/brine/internal/lazyre"
 )
 
 // clusterState is what /run/brine-testbed/<name>.json records: enough for
@@ -117,7 +118,7 @@ func lockRegistry() (func(), error) {
 	return func() { f.Close() }, nil
 }
 
-var subnetRE = regexp.MustCompile(`\b10\.213\.(\d+)\.\d+`)
+var subnetRE = lazyre.New(`\b10\.213\.(\d+)\.\d+`)
 
 // pickSubnet returns an N for 10.213.N.0/24 that no recorded cluster, no
 // address and no brb-N link on the machine uses. Call with the lock held.

@@ -32,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/brinecm/brine/internal/lazyre"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -48,8 +49,8 @@ const (
 )
 
 var (
-	clusterNameRE = regexp.MustCompile(`^[a-z0-9]{1,24}$`) // no "-": brine-<cluster>-<host> must parse
-	hostNameRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,30}$`)
+	clusterNameRE = lazyre.New(`^[a-z0-9]{1,24}$`) // no "-": brine-<cluster>-<host> must parse
+	hostNameRE    = lazyre.New(`^[a-z0-9][a-z0-9-]{0,30}$`)
 )
 
 // tools the testbed runs on the machine.

@@ -5,11 +5,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/brinecm/brine/internal/lazyre"
 )
 
 func (s *Server) routes() {
@@ -195,8 +196,8 @@ type createRequest struct {
 }
 
 var (
-	hostnameRE = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,253}[a-zA-Z0-9])?$`)
-	tagRE      = regexp.MustCompile(`^[a-zA-Z0-9_:\-]{1,255}$`)
+	hostnameRE = lazyre.New(`^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,253}[a-zA-Z0-9])?$`)
+	tagRE      = lazyre.New(`^[a-zA-Z0-9_:\-]{1,255}$`)
 )
 
 func (s *Server) createDroplets(w http.ResponseWriter, r *http.Request) {

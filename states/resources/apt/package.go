@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 
+	"github.com/brinecm/brine/internal/lazyre"
 	"github.com/brinecm/brine/states"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
@@ -17,8 +17,8 @@ var Type = &states.Type{Name: "package", Labels: 1, Decode: decodePackage}
 
 var (
 	// Debian policy 5.6.1 (names) and 5.6.12 (versions), plus an optional :arch.
-	pkgNameRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]{0,127}(:[a-z0-9-]{1,32})?$`)
-	pkgVersionRE = regexp.MustCompile(`^[A-Za-z0-9.+~:-]{1,128}$`)
+	pkgNameRE    = lazyre.New(`^[a-z0-9][a-z0-9+.-]{0,127}(:[a-z0-9-]{1,32})?$`)
+	pkgVersionRE = lazyre.New(`^[A-Za-z0-9.+~:-]{1,128}$`)
 )
 
 type packageConfig struct {

@@ -8,13 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/brinecm/brine/internal/atomicfile"
+	"github.com/brinecm/brine/internal/lazyre"
 	"github.com/brinecm/brine/states"
 	"github.com/brinecm/brine/states/resources/internal/daemon"
 	"github.com/brinecm/brine/states/resources/internal/shell"
@@ -39,7 +39,7 @@ var (
 	serviceStopWait  = 10 * time.Second       // between SIGTERM and SIGKILL
 )
 
-var serviceNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9@._:-]{0,127}$`)
+var serviceNameRE = lazyre.New(`^[A-Za-z0-9][A-Za-z0-9@._:-]{0,127}$`)
 
 type serviceConfig struct {
 	State   string `hcl:"state,optional"`
