@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -595,17 +596,43 @@ func (n *tincNet) Apply(ctx context.Context, env *states.Env) error {
 	case p.start:
 		return n.startDaemon(ctx)
 	case p.reload && p.pid > 0:
+		// SIGALRM makes tincd try every ConnectTo now rather than at its next retry. It must
+		// be handled after the HUP: tincd handles both signals in one turn of its loop, the
+		// ALRM first, so sent together the redial used the old configuration (without the
+		// keys that just arrived) and failed, and the next attempt came seconds later. tincd
+		// logs "Got HUP signal" from its signal handler and reloads as soon as the handler
+		// returns; an ALRM sent once we have read that line (a poll away) finds the reload
+		// done. Were it ever still first, the next attempt follows within MaxTimeout.
+		logged := logSize(n.logfile)
 		if err := syscall.Kill(p.pid, syscall.SIGHUP); err != nil {
 			return fmt.Errorf("reload tincd (pid %d): %w", p.pid, err)
 		}
-		// SIGALRM makes tincd try every ConnectTo now rather than at its next retry (at most
-		// maxRetry away). Whether it handles the ALRM before or after the HUP does not matter:
-		// before, the attempt uses the old configuration and the next one follows within
-		// maxRetry. One side of each pair dials (see files), so the members of a mesh applied
-		// at the same moment do not cross their connections, and no member waits for another.
+		daemon.Await(ctx, 5*time.Second, func() bool { return loggedSince(n.logfile, logged, "Got HUP signal") })
 		_ = syscall.Kill(p.pid, syscall.SIGALRM)
 	}
 	return nil
+}
+
+func logSize(path string) int64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// loggedSince reports whether path holds line past offset (where it ended before we signalled).
+func loggedSince(path string, offset int64, line string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || st.Size() < offset {
+		offset = 0 // rotated
+	}
+	buf, err := io.ReadAll(io.NewSectionReader(f, offset, 1<<20))
+	return err == nil && bytes.Contains(buf, []byte(line))
 }
 
 func (n *tincNet) stopDaemon(ctx context.Context, pid int) error {
