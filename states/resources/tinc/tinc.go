@@ -331,8 +331,9 @@ func (n *tincNet) files(pub string) (files map[string][]byte, core string) {
 	// MaxTimeout caps tincd's wait between attempts to reach a member it dials (900 s by
 	// default, growing by 5 s per failure). A member refuses us until it holds our key, and
 	// nothing tells our tincd when it does: the members of a fresh mesh get each other's keys
-	// in the same apply but not at the same moment, so whoever dialled first waited 5-15 s for
-	// its next attempt. Capped, the mesh closes within a second of the last member's reload.
+	// in the same apply but not at the same moment, so whoever dialled first could wait 5-15 s
+	// for its next attempt. The SIGALRM after a reload (Apply, without systemd) closes a fresh
+	// mesh at once; the cap bounds the wait when that attempt came too early.
 	fmt.Fprintf(&conf, "# Managed by brine (tinc_network %q).\nName = %s\nInterface = %s\nAddressFamily = %s\nPort = %d\nMaxTimeout = %d\n",
 		n.net, n.self, n.iface, n.family, n.port, maxRetry)
 	core = conf.String()
