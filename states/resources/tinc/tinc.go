@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -320,6 +321,9 @@ func (n *tincNet) publicKey() (string, error) {
 }
 
 // files returns every file the network consists of, by path under the network directory.
+// redialFor bounds how long a reload keeps asking tincd to redial members not connected yet.
+const redialFor = 3 * time.Second
+
 // maxRetry is tinc.conf's MaxTimeout: the longest wait, in seconds, between two attempts to
 // reach a member.
 const maxRetry = 1
@@ -352,7 +356,7 @@ func (n *tincNet) files(pub string) (files map[string][]byte, core string) {
 		if m.name == n.self || m.address == "" {
 			continue
 		}
-		if selfAddress == "" || n.self < m.name {
+		if n.dials(selfAddress, m) {
 			fmt.Fprintf(&conf, "ConnectTo = %s\n", m.name)
 		}
 	}
@@ -610,8 +614,110 @@ func (n *tincNet) Apply(ctx context.Context, env *states.Env) error {
 		}
 		daemon.Await(ctx, 5*time.Second, func() bool { return loggedSince(n.logfile, logged, "Got HUP signal") })
 		_ = syscall.Kill(p.pid, syscall.SIGALRM)
+		// The members of a fresh mesh reload at about the same moment in the same apply, but a
+		// member refuses our dial until it holds our key, and a refused tincd waits 5 s and more
+		// before its next attempt. Until every member we dial is connected, for a few seconds
+		// at most, we ask again (an ALRM every quarter second): a member that is down costs
+		// this apply that bound, not the mesh its back-off.
+		// A TCP connection counts once it has stayed up a little: a member without our key
+		// accepts the connection and closes it after reading our ID.
+		want := n.dialled()
+		last := time.Now()
+		type seen struct {
+			local string
+			at    time.Time
+		}
+		first := map[netip.AddrPort]seen{}
+		daemon.Await(ctx, redialFor, func() bool {
+			up := established()
+			done := true
+			for _, a := range want {
+				local, ok := up[a]
+				if ok && first[a].local == local {
+					if time.Since(first[a].at) < 300*time.Millisecond {
+						done = false
+					}
+					continue
+				}
+				done = false
+				if ok {
+					first[a] = seen{local, time.Now()}
+					continue
+				}
+				delete(first, a)
+				if time.Since(last) >= 250*time.Millisecond {
+					_ = syscall.Kill(p.pid, syscall.SIGALRM)
+					last = time.Now()
+				}
+			}
+			return done
+		})
 	}
 	return nil
+}
+
+// dials reports whether this host's tincd dials member m (the rule is in files).
+func (n *tincNet) dials(selfAddress string, m tincMember) bool {
+	return m.name != n.self && m.address != "" && (selfAddress == "" || n.self < m.name)
+}
+
+// dialled returns the addresses (ip:port) of the members this host dials, for those whose
+// address is an IP.
+func (n *tincNet) dialled() []netip.AddrPort {
+	selfAddress := ""
+	for _, m := range n.members {
+		if m.name == n.self {
+			selfAddress = m.address
+		}
+	}
+	var out []netip.AddrPort
+	for _, m := range n.members {
+		if ip, err := netip.ParseAddr(m.address); err == nil && n.dials(selfAddress, m) {
+			out = append(out, netip.AddrPortFrom(ip.Unmap(), uint16(n.port)))
+		}
+	}
+	return out
+}
+
+// established returns the remote ends of this network namespace's established TCP connections,
+// each with its local end.
+func established() map[netip.AddrPort]string {
+	out := map[netip.AddrPort]string{}
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(data), "\n")[1:] {
+			fs := strings.Fields(l)
+			if len(fs) < 4 || fs[3] != "01" { // 01: ESTABLISHED
+				continue
+			}
+			if ap, ok := parseProcAddr(fs[2]); ok {
+				out[ap] = fs[1]
+			}
+		}
+	}
+	return out
+}
+
+// parseProcAddr reads /proc/net/tcp's "0100007F:0016": the address in the kernel's byte order
+// (32-bit words, little-endian here), the port in hex.
+func parseProcAddr(s string) (netip.AddrPort, bool) {
+	h, p, ok := strings.Cut(s, ":")
+	port, err := strconv.ParseUint(p, 16, 16)
+	if !ok || err != nil || (len(h) != 8 && len(h) != 32) {
+		return netip.AddrPort{}, false
+	}
+	raw, err := hex.DecodeString(h)
+	if err != nil {
+		return netip.AddrPort{}, false
+	}
+	for i := 0; i+4 <= len(raw); i += 4 {
+		raw[i], raw[i+1], raw[i+2], raw[i+3] = raw[i+3], raw[i+2], raw[i+1], raw[i]
+	}
+	ip, _ := netip.AddrFromSlice(raw)
+	return netip.AddrPortFrom(ip.Unmap(), uint16(port)), true
 }
 
 func logSize(path string) int64 {
