@@ -6,8 +6,9 @@ import (
 	"time"
 )
 
-// Master is what provisioning needs from the brine master. master.CloudMaster implements it
-// over the master's control socket; cloud depends on nothing else of the master.
+// Master is what provisioning needs from the brine master. ControlMaster (control.go)
+// implements it over the master's control socket (package control); cloud depends on nothing
+// else of the master.
 type Master interface {
 	// CreateToken makes a single-use enrolment token for the minion minionID alone, scoped to
 	// groups and valid for ttl. The token goes into the droplet's user_data only.

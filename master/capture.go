@@ -1,7 +1,10 @@
 package master
 
 import (
+	"context"
 	"fmt"
+
+	"github.com/brinecm/brine/control"
 
 	"github.com/brinecm/brine/internal/wire"
 )
@@ -11,6 +14,16 @@ const (
 	maxCaptureExcludes   = 256
 	maxCaptureExcludeLen = 1024
 )
+
+// ctlCapture serves the control op capture: a job of kind capture to the minions the target
+// names.
+func (m *Master) ctlCapture(ctx context.Context, req control.CaptureRequest, emit func(Event)) (control.None, error) {
+	spec, err := captureSpec(JobSpec{Kind: wire.JobPing, Target: req.Target, Timeout: req.Timeout}, req.Capture)
+	if err != nil {
+		return none, err
+	}
+	return none, m.startJob(ctx, spec, req.SiteRef, Rollout{}, emit)
+}
 
 // captureSpec makes spec a capture job with the options c (nil: the defaults).
 func captureSpec(spec JobSpec, c *wire.CaptureSpec) (JobSpec, error) {

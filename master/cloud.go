@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,13 +15,14 @@ import (
 	"time"
 
 	"github.com/brinecm/brine/cloud"
+	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/pki"
 	"github.com/brinecm/brine/states"
 )
 
 // BootstrapInfo is what a new droplet needs to become a minion of this master (the cloud
-// package's type, so that CloudMaster implements cloud.Master).
+// package's type).
 type BootstrapInfo = cloud.BootstrapInfo
 
 // cloudState is the master's side of cloud provisioning: the bootstrap HTTP endpoint and when
@@ -202,156 +202,38 @@ func (m *Master) WaitEnrolled(ctx context.Context, id string) error {
 	}
 }
 
-// cloudOp answers the control ops of cloud provisioning; handled is false for other ops.
-//
-//	bootstrap      -> Bootstrap
-//	wait-enrolled  Target = minion id -> done once enrolled (blocks; the CLI hanging up ends it)
-//	converge       Target = minion id, Bundle -> the events of one apply to that minion only
-func (s *controlServer) cloudOp(ctx context.Context, req ControlRequest, send func(ControlResponse)) (handled bool, err error) {
-	m := s.m
-	switch req.Op {
-	case "bootstrap":
-		info, err := m.Bootstrap()
-		if err != nil {
-			return true, err
-		}
-		send(ControlResponse{Event: Event{Event: "done"}, Bootstrap: &info})
-		return true, nil
-	case "wait-enrolled":
-		if req.Timeout > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, req.Timeout)
-			defer cancel()
-		}
-		if err := m.WaitEnrolled(ctx, req.Target); err != nil {
-			return true, fmt.Errorf("minion %s: %w", req.Target, err)
-		}
-		send(ControlResponse{Event: Event{Event: "done"}})
-		return true, nil
-	case "converge":
-		if !pki.ValidID(req.Target) {
-			return true, fmt.Errorf("invalid minion id %q", req.Target)
-		}
-		b, err := states.UnmarshalBundle(req.Bundle)
-		if err != nil {
-			return true, err
-		}
-		spec := JobSpec{Kind: wire.JobApply, Target: req.Target, Minions: []string{req.Target}, Bundle: b,
-			Timeout: req.Timeout, Vars: req.Vars, VarFiles: req.VarFiles}
-		_, err = m.Run(ctx, spec, func(ev Event) { send(ControlResponse{Event: ev}) })
-		return true, err
-	}
-	return false, nil
+// ctlBootstrap serves the control op bootstrap.
+func (m *Master) ctlBootstrap(context.Context, control.None, func(Event)) (control.BootstrapInfo, error) {
+	info, err := m.Bootstrap()
+	return control.BootstrapInfo(info), err
 }
 
-// CloudMaster is the cloud.Master of `brine cloud`: it reaches a running master over its
-// control socket. Enrolment tokens, bootstrap info and the enrolment wait come from the master;
-// Converge reads each bundle from BundleDir/NAME here, as `brine apply` does, and sends it.
-type CloudMaster struct {
-	Client *Client
-	// BundleDir is where bundles named by profiles live (cloud.hcl's bundle_dir).
-	BundleDir string
+// ctlWaitEnrolled serves the control op wait-enrolled: it blocks until the minion is enrolled,
+// the request's timeout passes or the CLI hangs up.
+func (m *Master) ctlWaitEnrolled(ctx context.Context, req control.WaitEnrolledRequest, _ func(Event)) (control.None, error) {
+	if req.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, req.Timeout)
+		defer cancel()
+	}
+	if err := m.WaitEnrolled(ctx, req.Minion); err != nil {
+		return none, fmt.Errorf("minion %s: %w", req.Minion, err)
+	}
+	return none, nil
 }
 
-var _ cloud.Master = (*CloudMaster)(nil)
-
-// CreateToken asks the master for a single-use enrolment token for minionID alone.
-func (c *CloudMaster) CreateToken(ctx context.Context, minionID string, groups []string, ttl time.Duration) (string, error) {
-	if !pki.ValidID(minionID) {
-		return "", fmt.Errorf("invalid minion id %q", minionID)
+// ctlProvision serves the control op provision: the events of one apply of a bundle to one new
+// minion, by id.
+func (m *Master) ctlProvision(ctx context.Context, req control.ProvisionRequest, emit func(Event)) (control.None, error) {
+	if !pki.ValidID(req.Minion) {
+		return none, fmt.Errorf("invalid minion id %q", req.Minion)
 	}
-	r, err := c.Client.One(ctx, ControlRequest{Op: "token", ID: minionID, Groups: groups, TTL: ttl})
+	b, err := states.UnmarshalBundle(req.Bundle)
 	if err != nil {
-		return "", err
+		return none, err
 	}
-	if r.Token == "" {
-		return "", errors.New("the master returned no token")
-	}
-	return r.Token, nil
-}
-
-// Bootstrap asks the master for its bootstrap endpoint, address and fingerprint.
-func (c *CloudMaster) Bootstrap(ctx context.Context) (cloud.BootstrapInfo, error) {
-	r, err := c.Client.One(ctx, ControlRequest{Op: "bootstrap"})
-	if err != nil {
-		return cloud.BootstrapInfo{}, err
-	}
-	if r.Bootstrap == nil {
-		return cloud.BootstrapInfo{}, errors.New("the master does not serve bootstrap information (an older master?)")
-	}
-	return *r.Bootstrap, nil
-}
-
-// WaitEnrolled blocks until the master reports minionID enrolled and listening, or ctx ends
-// (then it returns ctx.Err()).
-func (c *CloudMaster) WaitEnrolled(ctx context.Context, minionID string) error {
-	_, err := c.Client.One(ctx, ControlRequest{Op: "wait-enrolled", Target: minionID})
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return err
-}
-
-// Converge applies each bundle, in order, to minionID alone, and fails on the first bundle
-// that is invalid, has a failed resource, or gets no return before ctx's deadline (or the
-// master's job_timeout when ctx has none).
-func (c *CloudMaster) Converge(ctx context.Context, minionID string, bundles []string) error {
-	for _, name := range bundles {
-		dir, err := cloud.BundlePath(c.BundleDir, name)
-		if err != nil {
-			return err
-		}
-		b, err := states.ReadBundle(dir)
-		if err != nil {
-			return fmt.Errorf("bundle %s: %w", name, err)
-		}
-		req := ControlRequest{Op: "converge", Target: minionID, Bundle: b.Marshal()}
-		if dl, ok := ctx.Deadline(); ok {
-			req.Timeout = time.Until(dl)
-		}
-		var ret *wire.Return
-		var missing bool
-		var diags string
-		err = c.Client.Do(ctx, req, func(r ControlResponse) {
-			switch r.Event.Event {
-			case "return":
-				ret = r.Return
-			case "missing":
-				missing = true
-			case "invalid":
-				diags = r.Diagnostics
-			}
-		})
-		switch {
-		case diags != "":
-			return fmt.Errorf("bundle %s is invalid:\n%s", name, diags)
-		case err != nil:
-			return fmt.Errorf("bundle %s: %w", name, err)
-		case missing || ret == nil:
-			return fmt.Errorf("bundle %s: no return from %s", name, minionID)
-		case !ret.Success:
-			return fmt.Errorf("bundle %s failed: %s", name, returnFailure(*ret))
-		}
-	}
-	return nil
-}
-
-// returnFailure says in one line why a return is not a success.
-func returnFailure(r wire.Return) string {
-	if r.Error != "" {
-		return r.Error
-	}
-	var rep states.Report
-	if err := json.Unmarshal(r.Report, &rep); err == nil {
-		var failed []string
-		for _, res := range rep.Results {
-			if res.Status == states.StatusFailed {
-				failed = append(failed, res.Address+": "+res.Error)
-			}
-		}
-		if len(failed) > 0 {
-			return fmt.Sprintf("%d resource(s) failed: %v", len(failed), failed)
-		}
-	}
-	return "the minion reported a failure"
+	spec := JobSpec{Kind: wire.JobApply, Target: req.Minion, Minions: []string{req.Minion}, Bundle: b,
+		Timeout: req.Timeout, Vars: req.Vars, VarFiles: req.VarFiles}
+	_, err = m.Run(ctx, spec, emit)
+	return none, err
 }

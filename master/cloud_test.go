@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brinecm/brine/cloud"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/minion"
 	"github.com/brinecm/brine/pki"
@@ -24,7 +25,7 @@ func TestBootstrapEndpoint(t *testing.T) {
 	m := master.TestMaster(t, func(c *master.Config) { c.BootstrapAddr = "127.0.0.1:0" })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	info, err := (&master.CloudMaster{Client: m.Client()}).Bootstrap(ctx)
+	info, err := (&cloud.ControlMaster{Client: m.Client()}).Bootstrap(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +79,7 @@ func TestBootstrapNeedsConfig(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	off := master.TestMaster(t)
-	if _, err := (&master.CloudMaster{Client: off.Client()}).Bootstrap(ctx); err == nil || !strings.Contains(err.Error(), "bootstrap_addr") {
+	if _, err := (&cloud.ControlMaster{Client: off.Client()}).Bootstrap(ctx); err == nil || !strings.Contains(err.Error(), "bootstrap_addr") {
 		t.Fatalf("no bootstrap_addr: %v", err)
 	}
 	if off.BootstrapAddr() != "" {
@@ -94,7 +95,7 @@ func TestBootstrapNeedsConfig(t *testing.T) {
 	}
 }
 
-// CloudMaster over the control socket: a token enrols a minion once, WaitEnrolled sees it,
+// cloud.ControlMaster over the control socket: a token enrols a minion once, WaitEnrolled sees it,
 // Converge applies a bundle directory to that minion alone, and failures say why.
 func TestCloudMasterEnrolAndConverge(t *testing.T) {
 	m := master.TestMaster(t)
@@ -111,7 +112,7 @@ func TestCloudMasterEnrolAndConverge(t *testing.T) {
   path    = "`+out+`/web-1/under-a-file"
   content = "x"
 }`)
-	cm := &master.CloudMaster{Client: m.Client(), BundleDir: bundles}
+	cm := &cloud.ControlMaster{Client: m.Client(), BundleDir: bundles}
 
 	tok, err := cm.CreateToken(ctx, "web-1", []string{"app"}, time.Minute)
 	if err != nil || !strings.HasPrefix(tok, "brn2-") {

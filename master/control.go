@@ -1,10 +1,7 @@
 package master
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -13,95 +10,32 @@ import (
 	"sort"
 	"sync"
 	"syscall"
-	"time"
 
+	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/pki"
 	"github.com/brinecm/brine/states"
 )
 
-// The control socket speaks JSON lines: one ControlRequest from the CLI, then a stream of
-// ControlResponse lines from the master, the last with Event "done" or "error".
-const maxControlRequest = 200 << 20
+// The control API's data types (package control), which the master works with directly.
+type (
+	Event        = control.Event
+	Rollout      = control.Rollout
+	KeyInfo      = control.KeyInfo
+	JobSummary   = control.JobSummary
+	JobDetail    = control.JobDetail
+	MinionStatus = control.MinionStatus
+	JobOutcome   = control.JobOutcome
+	DriftRecord  = control.DriftRecord
+	DriftChange  = control.DriftChange
+	DriftSummary = control.DriftSummary
+	StoreHealth  = control.StoreHealth
+)
 
-// ControlRequest is one operator command.
-type ControlRequest struct {
-	Op       string            `json:"op"` // apply | ping | keys | token | jobs | job | facts | finger
-	Target   string            `json:"target,omitempty"`
-	Bundle   []byte            `json:"bundle,omitempty"` // states.Bundle.Marshal()
-	DryRun   bool              `json:"dry_run,omitempty"`
-	Timeout  time.Duration     `json:"timeout,omitempty"`
-	Vars     map[string]string `json:"vars,omitempty"`
-	VarFiles map[string][]byte `json:"var_files,omitempty"`
-	Action   string            `json:"action,omitempty"` // keys: list | accept | reject | delete | groups | accept-tinc
-	Glob     string            `json:"glob,omitempty"`
-	ID       string            `json:"id,omitempty"`     // token: the id or id glob it enrols; "" any
-	Finger   string            `json:"finger,omitempty"` // keys accept: only the key with this fingerprint
-	Groups   []string          `json:"groups,omitempty"`
-	All      bool              `json:"all,omitempty"`
-	TTL      time.Duration     `json:"ttl,omitempty"`
-	JID      string            `json:"jid,omitempty"`
-	Limit    int               `json:"limit,omitempty"`
-	Rollout  Rollout           `json:"rollout,omitzero"`
-	Network  string            `json:"network,omitempty"` // keys accept-tinc: the tinc networks (a glob)
-	// Site is a states tree (states.Bundle.Marshal of the site directory) for converge, or a
-	// bundle of its site.hcl alone for the groups of ping and apply; empty: the master's
-	// configured site. SiteDir names it in diagnostics.
-	Site    []byte `json:"site,omitempty"`
-	SiteDir string `json:"site_dir,omitempty"`
-	// BundleName names the bundle of apply in the job history (its directory's name).
-	BundleName string `json:"bundle_name,omitempty"`
-	// Command is the shell command of run.
-	Command string `json:"command,omitempty"`
-	// Capture are the options of capture.
-	Capture *wire.CaptureSpec `json:"capture,omitempty"`
-}
-
-// KeyInfo is one key as `brine key list` shows it.
-type KeyInfo struct {
-	ID     string   `json:"id"`
-	State  string   `json:"state"`
-	Finger string   `json:"finger"`
-	Groups []string `json:"groups,omitempty"`
-	// Requested is what the minion's config asks for: never granted by the master.
-	Requested []string  `json:"requested,omitempty"`
-	Source    string    `json:"source,omitempty"` // the address the key was first presented from
-	Created   time.Time `json:"created,omitzero"` // when the key was first presented
-	// Address is the address the master saw the minion's last facts come from (attested).
-	Address string `json:"address,omitempty"`
-	// TincPending names the tinc networks whose reported key differs from the pinned one: peers()
-	// keeps the pinned key until `brine key accept-tinc`.
-	TincPending []string `json:"tinc_pending,omitempty"`
-	// Master is the master the minion is connected to (its presence lease), "" when none.
-	Master string `json:"master,omitempty"`
-}
-
-// ControlResponse is one line of the master's answer. Event carries the job events of apply and
-// ping; the other fields answer the other ops.
-type ControlResponse struct {
-	Event
-	Keys    []KeyInfo                 `json:"keys,omitempty"`
-	IDs     []string                  `json:"ids,omitempty"`
-	Token   string                    `json:"token,omitempty"`
-	Expires time.Time                 `json:"expires,omitzero"`
-	Jobs    []JobSummary              `json:"jobs,omitempty"`
-	Detail  *JobDetail                `json:"detail,omitempty"`
-	Facts   map[string]map[string]any `json:"facts,omitempty"`
-	Finger  string                    `json:"finger,omitempty"`
-	// Drift answers the op "drift" (schedule.go).
-	Drift []DriftRecord `json:"drift,omitempty"`
-	// Status answers the op "status" (status.go).
-	Status []MinionStatus `json:"status,omitempty"`
-	// Master is the answering master's name (presence leases name masters so).
-	Master string `json:"master,omitempty"`
-	// Store is the answering master's store health, with Status.
-	Store *StoreHealth `json:"store,omitempty"`
-	// Bootstrap answers the op "bootstrap" (cloud.go).
-	Bootstrap *BootstrapInfo `json:"bootstrap,omitempty"`
-}
-
+// controlServer serves the control API (package control) on the master's unix socket.
 type controlServer struct {
 	m    *Master
+	srv  control.Server
 	l    net.Listener
 	path string
 	wg   sync.WaitGroup
@@ -115,10 +49,10 @@ func listenControl(m *Master, path string) (*controlServer, error) {
 		return nil, err
 	}
 	// A directory others can write lets them replace the socket with their own, which the CLI
-	// then refuses (CheckControlSocket): refuse it here first, with the fix.
+	// then refuses (control.CheckControlSocket): refuse it here first, with the fix.
 	if di, err := os.Lstat(dir); err != nil {
 		return nil, fmt.Errorf("control socket directory: %w", err)
-	} else if di.Mode()&os.ModeSymlink != 0 || di.Mode().Perm()&0o022 != 0 || trustedOwner(di) != nil {
+	} else if di.Mode()&os.ModeSymlink != 0 || di.Mode().Perm()&0o022 != 0 || control.TrustedOwner(di) != nil {
 		return nil, fmt.Errorf("control socket directory %s is a symbolic link, not ours, or writable by group or others (mode %#o): "+
 			"use a directory only the master's user can write (chmod 700 %s), or set control_socket elsewhere", dir, di.Mode().Perm(), dir)
 	}
@@ -137,293 +71,282 @@ func listenControl(m *Master, path string) (*controlServer, error) {
 		l.Close()
 		return nil, err
 	}
-	return &controlServer{m: m, l: l, path: path}, nil
+	s := &controlServer{m: m, l: l, path: path}
+	s.srv.Log = m.log
+	s.srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if who := peerUID(c); who != "" {
+			return WithStartedBy(ctx, who)
+		}
+		return ctx
+	}
+	s.register()
+	return s, nil
 }
 
+// serve serves the socket until ctx ends or close.
+func (s *controlServer) serve(ctx context.Context) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.srv.Serve(ctx, s.l)
+	}()
+}
+
+// close stops serving and waits for the connections being served to end.
 func (s *controlServer) close() {
 	s.l.Close()
 	s.wg.Wait()
 }
 
-func (s *controlServer) serve(ctx context.Context) {
-	for {
-		c, err := s.l.Accept()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
+// handle registers h for op. Every command reads keys, tokens or jobs: without its database a
+// master would answer from nothing (an empty key list) instead of saying it cannot (fleet.go).
+func handle[Req, Resp any](m *Master, srv *control.Server, op control.Op[Req, Resp], h control.Handler[Req, Resp]) {
+	control.Handle(srv, op, func(ctx context.Context, req Req, emit func(Event)) (Resp, error) {
+		if err := m.storeLost(); err != nil {
+			var none Resp
+			return none, err
 		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer c.Close()
-			s.handle(ctx, c)
-		}()
-	}
+		return h(ctx, req, emit)
+	})
 }
 
-func (s *controlServer) handle(ctx context.Context, c net.Conn) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var mu sync.Mutex
-	enc := json.NewEncoder(c)
-	send := func(r ControlResponse) {
-		mu.Lock()
-		defer mu.Unlock()
-		_ = enc.Encode(r)
-	}
-	var req ControlRequest
-	dec := json.NewDecoder(bufio.NewReader(&limitedReader{r: c, n: maxControlRequest}))
-	if err := dec.Decode(&req); err != nil {
-		send(ControlResponse{Event: Event{Event: "error", Error: "bad control request: " + err.Error()}})
-		return
-	}
-	if who := peerUID(c); who != "" {
-		ctx = WithStartedBy(ctx, who)
-	}
-	// A CLI that goes away (Ctrl-C) cancels its wait; the job itself stays published.
-	go func() {
-		buf := make([]byte, 1)
-		_, _ = c.Read(buf)
-		cancel()
-	}()
-	if err := s.do(ctx, req, send); err != nil {
-		send(ControlResponse{Event: Event{Event: "error", Error: err.Error()}})
-		return
-	}
+// register gives each op of the control API its handler.
+func (s *controlServer) register() {
+	m, srv := s.m, &s.srv
+	handle(m, srv, control.OpPing, m.ctlPing)
+	handle(m, srv, control.OpApply, m.ctlApply)
+	handle(m, srv, control.OpRun, m.ctlRun)
+	handle(m, srv, control.OpCapture, m.ctlCapture)
+	handle(m, srv, control.OpConverge, m.ctlConverge)
+	handle(m, srv, control.OpProvision, m.ctlProvision)
+	handle(m, srv, control.OpStatus, m.ctlStatus)
+	handle(m, srv, control.OpJobs, m.ctlJobs)
+	handle(m, srv, control.OpJob, m.ctlJob)
+	handle(m, srv, control.OpFacts, m.ctlFacts)
+	handle(m, srv, control.OpDrift, m.ctlDrift)
+	handle(m, srv, control.OpFinger, m.ctlFinger)
+	handle(m, srv, control.OpKeyList, m.ctlKeyList)
+	handle(m, srv, control.OpKeyAccept, m.ctlKeyAccept)
+	handle(m, srv, control.OpKeyReject, m.ctlKeyReject)
+	handle(m, srv, control.OpKeyDelete, m.ctlKeyDelete)
+	handle(m, srv, control.OpKeyGroups, m.ctlKeyGroups)
+	handle(m, srv, control.OpKeyAcceptTinc, m.ctlKeyAcceptTinc)
+	handle(m, srv, control.OpTokenCreate, m.ctlTokenCreate)
+	handle(m, srv, control.OpBootstrap, m.ctlBootstrap)
+	handle(m, srv, control.OpWaitEnrolled, m.ctlWaitEnrolled)
 }
 
-type limitedReader struct {
-	r net.Conn
-	n int64
+// none is the response of the job ops: their events say it all.
+var none control.None
+
+func (m *Master) ctlPing(ctx context.Context, req control.PingRequest, emit func(Event)) (control.None, error) {
+	return none, m.startJob(ctx, JobSpec{Kind: wire.JobPing, Target: req.Target, Timeout: req.Timeout}, req.SiteRef, Rollout{}, emit)
 }
 
-func (l *limitedReader) Read(p []byte) (int, error) {
-	if l.n <= 0 {
-		return 0, errors.New("control request too large")
+func (m *Master) ctlApply(ctx context.Context, req control.ApplyRequest, emit func(Event)) (control.None, error) {
+	b, err := states.UnmarshalBundle(req.Bundle)
+	if err != nil {
+		return none, err
 	}
-	if int64(len(p)) > l.n {
-		p = p[:l.n]
-	}
-	n, err := l.r.Read(p)
-	l.n -= int64(n)
-	return n, err
+	spec := JobSpec{Kind: wire.JobApply, Target: req.Target, Timeout: req.Timeout, DryRun: req.DryRun, Vars: req.Vars,
+		VarFiles: req.VarFiles, Bundle: b, BundleName: cleanBundleName(req.BundleName)}
+	return none, m.startJob(ctx, spec, req.SiteRef, req.Rollout, emit)
 }
 
-func (s *controlServer) do(ctx context.Context, req ControlRequest, send func(ControlResponse)) error {
-	m := s.m
-	// Every command reads keys, tokens or jobs: without its database a master would answer
-	// from nothing (an empty key list) instead of saying it cannot (fleet.go).
-	if err := m.storeLost(); err != nil {
-		return err
+func (m *Master) ctlRun(ctx context.Context, req control.RunRequest, emit func(Event)) (control.None, error) {
+	spec, err := runSpec(JobSpec{Kind: wire.JobPing, Target: req.Target, Timeout: req.Timeout}, req.Command, m.cfg.jobTimeout)
+	if err != nil {
+		return none, err
 	}
-	switch req.Op {
-	case "highstate":
-		return s.converge(ctx, req, send)
-	case "status":
-		site, tree, diags, err := m.siteFor(req.Site, req.SiteDir, false)
-		if err != nil {
-			return err
-		}
-		if diags.HasErrors() {
-			return siteError(tree, diags)
-		}
-		st, err := m.Status(ctx, req.Target, site)
-		if err != nil {
-			return err
-		}
-		h := m.StoreHealth()
-		send(ControlResponse{Event: Event{Event: "done"}, Status: st, Master: m.Name(), Store: &h})
-		return nil
-	case "apply", "ping", "run", "capture":
-		site, tree, diags, err := m.siteFor(req.Site, req.SiteDir, false)
-		if err != nil {
-			return err
-		}
-		if diags.HasErrors() {
-			return siteError(tree, diags)
-		}
-		spec := JobSpec{Kind: wire.JobPing, Target: req.Target, Timeout: req.Timeout, DryRun: req.DryRun, Vars: req.Vars, VarFiles: req.VarFiles, Site: site}
-		switch req.Op {
-		case "apply":
-			spec.Kind = wire.JobApply
-			b, err := states.UnmarshalBundle(req.Bundle)
-			if err != nil {
-				return err
-			}
-			spec.Bundle = b
-			spec.BundleName = cleanBundleName(req.BundleName)
-		case "run":
-			if spec, err = runSpec(spec, req.Command, m.cfg.jobTimeout); err != nil {
-				return err
-			}
-		case "capture":
-			if spec, err = captureSpec(spec, req.Capture); err != nil {
-				return err
-			}
-		}
-		ids, err := m.ResolveTargetIn(req.Target, site)
-		if err != nil {
-			return err
-		}
-		chk := m.checkTarget(req.Target, site)
-		if len(ids) == 0 {
-			return noMinionsError(chk)
-		}
-		spec.Minions = ids
-		emit := func(ev Event) { send(ControlResponse{Event: ev}) }
-		emitTargetCheck(chk, emit)
-		if req.Rollout.Enabled() {
-			_, err = m.RunRollout(ctx, spec, req.Rollout, emit)
-		} else {
-			_, err = m.Run(ctx, spec, emit)
-		}
-		return err
-	case "keys":
-		return s.keys(req, send)
-	case "token":
-		tok, t, err := m.tokens.Create(pki.TokenRequest{ID: req.ID, Groups: req.Groups, TTL: req.TTL})
-		if err != nil {
-			return err
-		}
-		send(ControlResponse{Event: Event{Event: "done"}, Token: tok, Expires: t.Expires})
-		return nil
-	case "jobs":
-		jobs, err := m.JobsList(req.Limit)
-		if err != nil {
-			return err
-		}
-		send(ControlResponse{Event: Event{Event: "done"}, Jobs: jobs})
-		return nil
-	case "job":
-		d, err := m.Job(req.JID)
-		if err != nil {
-			return fmt.Errorf("job %s: %w", req.JID, err)
-		}
-		send(ControlResponse{Event: Event{Event: "done"}, Detail: d})
-		return nil
-	case "facts":
-		ids, err := m.ResolveTarget(req.Target)
-		if err != nil {
-			return err
-		}
-		if len(ids) == 0 {
-			return noMinionsError(m.checkTarget(req.Target, nil))
-		}
-		out := map[string]map[string]any{}
-		for _, id := range ids {
-			out[id] = m.Facts(id)
-		}
-		send(ControlResponse{Event: Event{Event: "done"}, Facts: out})
-		return nil
-	case "drift":
-		recs, err := m.Drift(req.Target, req.All)
-		if err != nil {
-			return err
-		}
-		send(ControlResponse{Event: Event{Event: "done"}, Drift: recs})
-		return nil
-	case "finger":
-		send(ControlResponse{Event: Event{Event: "done"}, Finger: m.key.Pub.Fingerprint()})
-		return nil
-	}
-	if handled, err := s.cloudOp(ctx, req, send); handled {
-		return err
-	}
-	return fmt.Errorf("unknown control op %q", req.Op)
+	return none, m.startJob(ctx, spec, req.SiteRef, req.Rollout, emit)
 }
 
-func (s *controlServer) keys(req ControlRequest, send func(ControlResponse)) error {
-	m := s.m
-	glob := req.Glob
-	if glob == "" {
-		glob = "*"
-	}
-	var ids []string
-	var err error
-	switch req.Action {
-	case "list", "":
-		if _, perr := path.Match(glob, ""); perr != nil {
-			return fmt.Errorf("bad key pattern %q", glob)
-		}
-		var out []KeyInfo
-		presence, err := m.Presence()
-		if err != nil {
-			m.log.Warn("could not read presence leases", "err", err)
-		}
-		for _, k := range m.keys.List() {
-			if ok, _ := path.Match(glob, k.ID); !ok {
-				continue
-			}
-			ki := keyInfo(k)
-			a := m.attest.get(k.ID)
-			ki.Address = a.Address
-			for n := range a.TincPending {
-				ki.TincPending = append(ki.TincPending, n)
-			}
-			sort.Strings(ki.TincPending)
-			if k.State == pki.StateAccepted {
-				ki.Master = presence[k.ID].Master
-			}
-			out = append(out, ki)
-		}
-		send(ControlResponse{Event: Event{Event: "done"}, Keys: out, Finger: m.key.Pub.Fingerprint(), Master: m.Name()})
-		return nil
-	case "accept":
-		recs, err := m.keys.AcceptKeys(glob, req.Groups, req.All, req.Finger)
-		if err != nil {
-			return err
-		}
-		out := make([]KeyInfo, len(recs))
-		for i, k := range recs {
-			out[i] = keyInfo(k)
-			ids = append(ids, k.ID)
-			m.log.Info("minion key accepted", "minion", k.ID, "finger", k.Finger(), "source", k.Source, "groups", k.Groups)
-		}
-		send(ControlResponse{Event: Event{Event: "done"}, IDs: ids, Keys: out})
-		return nil
-	case "reject":
-		ids, err = m.keys.Reject(glob)
-		m.RemoveMinions(ids, false)
-	case "delete":
-		ids, err = m.keys.Delete(glob)
-		m.RemoveMinions(ids, true)
-	case "accept-tinc":
-		netGlob := req.Network
-		if netGlob == "" {
-			netGlob = "*"
-		}
-		if _, perr := path.Match(netGlob, ""); perr != nil {
-			return fmt.Errorf("bad network pattern %q", netGlob)
-		}
-		for id := range m.keys.Accepted() {
-			if ok, _ := path.Match(glob, id); !ok {
-				continue
-			}
-			nets, aerr := m.attest.acceptTinc(id, netGlob)
-			if aerr != nil {
-				continue // nothing pending for this one
-			}
-			m.log.Info("accepted a changed tinc key", "minion", id, "networks", nets)
-			ids = append(ids, id)
-		}
-		sort.Strings(ids)
-	case "groups":
-		ids, err = m.keys.SetGroups(glob, req.Groups)
-		for _, id := range ids {
-			if f := m.Facts(id); f != nil {
-				_ = m.setFacts(id, f)
-			}
-		}
-	default:
-		return fmt.Errorf("unknown key action %q", req.Action)
-	}
+// startJob runs spec (its target resolved with the site ref's groups), in a rollout when ro
+// asks for one, streaming its events.
+func (m *Master) startJob(ctx context.Context, spec JobSpec, ref control.SiteRef, ro Rollout, emit func(Event)) error {
+	site, tree, diags, err := m.siteFor(ref.Site, ref.Dir, false)
 	if err != nil {
 		return err
 	}
-	send(ControlResponse{Event: Event{Event: "done"}, IDs: ids})
-	return nil
+	if diags.HasErrors() {
+		return siteError(tree, diags)
+	}
+	spec.Site = site
+	ids, err := m.ResolveTargetIn(spec.Target, site)
+	if err != nil {
+		return err
+	}
+	chk := m.checkTarget(spec.Target, site)
+	if len(ids) == 0 {
+		return noMinionsError(chk)
+	}
+	spec.Minions = ids
+	emitTargetCheck(chk, emit)
+	if ro.Enabled() {
+		_, err = m.RunRollout(ctx, spec, ro, emit)
+	} else {
+		_, err = m.Run(ctx, spec, emit)
+	}
+	return err
+}
+
+func (m *Master) ctlStatus(ctx context.Context, req control.StatusRequest, _ func(Event)) (control.StatusResponse, error) {
+	site, tree, diags, err := m.siteFor(req.Site, req.Dir, false)
+	if err != nil {
+		return control.StatusResponse{}, err
+	}
+	if diags.HasErrors() {
+		return control.StatusResponse{}, siteError(tree, diags)
+	}
+	st, err := m.Status(ctx, req.Target, site)
+	if err != nil {
+		return control.StatusResponse{}, err
+	}
+	h := m.StoreHealth()
+	return control.StatusResponse{Minions: st, Master: m.Name(), Store: &h}, nil
+}
+
+func (m *Master) ctlJobs(_ context.Context, req control.JobsRequest, _ func(Event)) (control.JobsResponse, error) {
+	jobs, err := m.JobsList(req.Limit)
+	return control.JobsResponse{Jobs: jobs}, err
+}
+
+func (m *Master) ctlJob(_ context.Context, req control.JobRequest, _ func(Event)) (JobDetail, error) {
+	d, err := m.Job(req.JID)
+	if err != nil {
+		return JobDetail{}, fmt.Errorf("job %s: %w", req.JID, err)
+	}
+	return *d, nil
+}
+
+func (m *Master) ctlFacts(_ context.Context, req control.FactsRequest, _ func(Event)) (control.FactsResponse, error) {
+	ids, err := m.ResolveTarget(req.Target)
+	if err != nil {
+		return control.FactsResponse{}, err
+	}
+	if len(ids) == 0 {
+		return control.FactsResponse{}, noMinionsError(m.checkTarget(req.Target, nil))
+	}
+	out := map[string]map[string]any{}
+	for _, id := range ids {
+		out[id] = m.Facts(id)
+	}
+	return control.FactsResponse{Facts: out}, nil
+}
+
+func (m *Master) ctlDrift(_ context.Context, req control.DriftRequest, _ func(Event)) (control.DriftResponse, error) {
+	recs, err := m.Drift(req.Target, req.All)
+	return control.DriftResponse{Records: recs}, err
+}
+
+func (m *Master) ctlFinger(context.Context, control.None, func(Event)) (control.FingerResponse, error) {
+	return control.FingerResponse{Finger: m.key.Pub.Fingerprint()}, nil
+}
+
+func (m *Master) ctlTokenCreate(_ context.Context, req control.TokenRequest, _ func(Event)) (control.TokenResponse, error) {
+	tok, t, err := m.tokens.Create(pki.TokenRequest{ID: req.ID, Groups: req.Groups, TTL: req.TTL})
+	if err != nil {
+		return control.TokenResponse{}, err
+	}
+	return control.TokenResponse{Token: tok, Expires: t.Expires}, nil
+}
+
+// keyGlob is the glob of a key op: "" is every key.
+func keyGlob(g string) string {
+	if g == "" {
+		return "*"
+	}
+	return g
+}
+
+func (m *Master) ctlKeyList(_ context.Context, req control.KeyListRequest, _ func(Event)) (control.KeyListResponse, error) {
+	glob := keyGlob(req.Glob)
+	if _, perr := path.Match(glob, ""); perr != nil {
+		return control.KeyListResponse{}, fmt.Errorf("bad key pattern %q", glob)
+	}
+	var out []KeyInfo
+	presence, err := m.Presence()
+	if err != nil {
+		m.log.Warn("could not read presence leases", "err", err)
+	}
+	for _, k := range m.keys.List() {
+		if ok, _ := path.Match(glob, k.ID); !ok {
+			continue
+		}
+		ki := keyInfo(k)
+		a := m.attest.get(k.ID)
+		ki.Address = a.Address
+		for n := range a.TincPending {
+			ki.TincPending = append(ki.TincPending, n)
+		}
+		sort.Strings(ki.TincPending)
+		if k.State == pki.StateAccepted {
+			ki.Master = presence[k.ID].Master
+		}
+		out = append(out, ki)
+	}
+	return control.KeyListResponse{Keys: out, MasterFinger: m.key.Pub.Fingerprint(), Master: m.Name()}, nil
+}
+
+func (m *Master) ctlKeyAccept(_ context.Context, req control.KeyAcceptRequest, _ func(Event)) (control.KeyAcceptResponse, error) {
+	recs, err := m.keys.AcceptKeys(keyGlob(req.Glob), req.Groups, req.All, req.Finger)
+	if err != nil {
+		return control.KeyAcceptResponse{}, err
+	}
+	var r control.KeyAcceptResponse
+	r.Keys = make([]KeyInfo, len(recs))
+	for i, k := range recs {
+		r.Keys[i] = keyInfo(k)
+		r.IDs = append(r.IDs, k.ID)
+		m.log.Info("minion key accepted", "minion", k.ID, "finger", k.Finger(), "source", k.Source, "groups", k.Groups)
+	}
+	return r, nil
+}
+
+func (m *Master) ctlKeyReject(_ context.Context, req control.KeyRequest, _ func(Event)) (control.KeyIDs, error) {
+	ids, err := m.keys.Reject(keyGlob(req.Glob))
+	m.RemoveMinions(ids, false)
+	return control.KeyIDs{IDs: ids}, err
+}
+
+func (m *Master) ctlKeyDelete(_ context.Context, req control.KeyRequest, _ func(Event)) (control.KeyIDs, error) {
+	ids, err := m.keys.Delete(keyGlob(req.Glob))
+	m.RemoveMinions(ids, true)
+	return control.KeyIDs{IDs: ids}, err
+}
+
+func (m *Master) ctlKeyGroups(_ context.Context, req control.KeyGroupsRequest, _ func(Event)) (control.KeyIDs, error) {
+	ids, err := m.keys.SetGroups(keyGlob(req.Glob), req.Groups)
+	for _, id := range ids {
+		if f := m.Facts(id); f != nil {
+			_ = m.setFacts(id, f)
+		}
+	}
+	return control.KeyIDs{IDs: ids}, err
+}
+
+func (m *Master) ctlKeyAcceptTinc(_ context.Context, req control.KeyAcceptTincRequest, _ func(Event)) (control.KeyIDs, error) {
+	glob, netGlob := keyGlob(req.Glob), req.Network
+	if netGlob == "" {
+		netGlob = "*"
+	}
+	if _, perr := path.Match(netGlob, ""); perr != nil {
+		return control.KeyIDs{}, fmt.Errorf("bad network pattern %q", netGlob)
+	}
+	var ids []string
+	for id := range m.keys.Accepted() {
+		if ok, _ := path.Match(glob, id); !ok {
+			continue
+		}
+		nets, aerr := m.attest.acceptTinc(id, netGlob)
+		if aerr != nil {
+			continue // nothing pending for this one
+		}
+		m.log.Info("accepted a changed tinc key", "minion", id, "networks", nets)
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return control.KeyIDs{IDs: ids}, nil
 }
 
 // keyInfo converts a key store record.

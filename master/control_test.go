@@ -3,9 +3,11 @@ package master_test
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/master"
 )
 
@@ -23,31 +25,32 @@ func TestControlSocket(t *testing.T) {
 	cl := m.Client()
 	ctx := context.Background()
 	var events []string
-	err = cl.Do(ctx, master.ControlRequest{Op: "ping", Target: "group:app", Timeout: 5 * time.Second}, func(r master.ControlResponse) {
-		events = append(events, r.Event.Event)
+	err = cl.Ping(ctx, control.PingRequest{Target: "group:app", Timeout: 5 * time.Second}, func(ev control.Event) {
+		events = append(events, ev.Event)
 	})
 	if err != nil || len(events) != 3 || events[0] != "published" || events[1] != "return" || events[2] != "done" {
 		t.Fatalf("ping over control: %v %v", events, err)
 	}
-	r, err := cl.One(ctx, master.ControlRequest{Op: "keys", Action: "list"})
-	if err != nil || len(r.Keys) != 1 || r.Finger != m.Key().Fingerprint() {
+	r, err := cl.KeyList(ctx, control.KeyListRequest{})
+	if err != nil || len(r.Keys) != 1 || r.MasterFinger != m.Key().Fingerprint() {
 		t.Fatalf("key list: %+v %v", r, err)
 	}
-	r, err = cl.One(ctx, master.ControlRequest{Op: "facts", Target: "c1"})
-	if err != nil || r.Facts["c1"]["os"] != "linux" {
-		t.Fatalf("facts: %+v %v", r.Facts, err)
+	f, err := cl.Facts(ctx, control.FactsRequest{Target: "c1"})
+	if err != nil || f.Facts["c1"]["os"] != "linux" {
+		t.Fatalf("facts: %+v %v", f.Facts, err)
 	}
-	if err := cl.Do(ctx, master.ControlRequest{Op: "ping", Target: "nobody"}, nil); err == nil {
+	if err := cl.Ping(ctx, control.PingRequest{Target: "nobody"}, nil); err == nil {
 		t.Fatal("empty target did not fail")
 	}
-	if err := cl.Do(ctx, master.ControlRequest{Op: "bogus"}, nil); err == nil {
-		t.Fatal("unknown op did not fail")
+	bogus := control.Op[control.None, control.None]{Name: "bogus"}
+	if _, err := control.Call(ctx, cl, bogus, control.None{}, nil); err == nil || !strings.Contains(err.Error(), `unknown control op "bogus"`) {
+		t.Fatalf("unknown op: %v", err)
 	}
 	// Deleting a key ends its session, and with it its session key.
 	if _, ok := m.SessionKeyID("c1"); !ok {
 		t.Fatal("c1 has no session")
 	}
-	if r, err := cl.One(ctx, master.ControlRequest{Op: "keys", Action: "delete", Glob: "c1"}); err != nil || len(r.IDs) != 1 {
+	if r, err := cl.KeyDelete(ctx, control.KeyRequest{Glob: "c1"}); err != nil || len(r.IDs) != 1 {
 		t.Fatalf("delete: %+v %v", r, err)
 	}
 	if _, ok := m.SessionKeyID("c1"); ok {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/minion"
@@ -107,7 +108,7 @@ func TestSquatterDoesNotBurnToken(t *testing.T) {
 	if ar := squatter.authAs("", "admin"); ar.Status != string(pki.StateDenied) || ar.SessionKey != nil {
 		t.Fatalf("squatter after the takeover: %+v", ar)
 	}
-	r, err := m.Client().One(context.Background(), master.ControlRequest{Op: "keys", Action: "accept", Glob: "drop1"})
+	r, err := m.Client().KeyAccept(context.Background(), control.KeyAcceptRequest{Glob: "drop1"})
 	if err != nil || len(r.IDs) != 0 {
 		t.Fatalf("key accept after the takeover accepted %v (%v)", r.IDs, err)
 	}
@@ -122,7 +123,7 @@ func TestRequestedGroupsNeverGranted(t *testing.T) {
 	m := master.TestMaster(t)
 	asker := newRaw(t, m, "asker", nil)
 	asker.authAs("", "admin", "db")
-	r, err := m.Client().One(context.Background(), master.ControlRequest{Op: "keys", Action: "accept", Glob: "asker"})
+	r, err := m.Client().KeyAccept(context.Background(), control.KeyAcceptRequest{Glob: "asker"})
 	if err != nil || len(r.Keys) != 1 {
 		t.Fatalf("accept: %+v %v", r, err)
 	}
@@ -136,7 +137,7 @@ func TestRequestedGroupsNeverGranted(t *testing.T) {
 		t.Fatalf("requested groups granted to %v", ids)
 	}
 	// The operator grants groups explicitly.
-	if _, err := m.Client().One(context.Background(), master.ControlRequest{Op: "keys", Action: "groups", Glob: "asker", Groups: []string{"app"}}); err != nil {
+	if _, err := m.Client().KeyGroups(context.Background(), control.KeyGroupsRequest{Glob: "asker", Groups: []string{"app"}}); err != nil {
 		t.Fatal(err)
 	}
 	if ids, _ := m.ResolveTarget("group:app"); strings.Join(ids, ",") != "asker" {
@@ -235,7 +236,7 @@ func TestTokenDoesNotOverrideReject(t *testing.T) {
 	m := master.TestMaster(t)
 	bad := newRaw(t, m, "bad", nil)
 	bad.authAs("")
-	if _, err := m.Client().One(context.Background(), master.ControlRequest{Op: "keys", Action: "reject", Glob: "bad"}); err != nil {
+	if _, err := m.Client().KeyReject(context.Background(), control.KeyRequest{Glob: "bad"}); err != nil {
 		t.Fatal(err)
 	}
 	tok := idToken(t, m, "bad", "app")
@@ -321,7 +322,7 @@ func TestTokenPinsMaster(t *testing.T) {
 func TestClientRefusesUntrustedSocket(t *testing.T) {
 	m := master.TestMaster(t)
 	ctx := context.Background()
-	if _, err := m.Client().One(ctx, master.ControlRequest{Op: "finger"}); err != nil {
+	if _, err := m.Client().Finger(ctx); err != nil {
 		t.Fatalf("the master's own socket: %v", err)
 	}
 	dir, err := os.MkdirTemp("", "brs")
@@ -367,8 +368,8 @@ func TestClientRefusesUntrustedSocket(t *testing.T) {
 		t.Log("not root: the ownership cases need root and are not run")
 	}
 	for name, p := range cases {
-		_, err := (&master.Client{Path: p}).One(ctx, master.ControlRequest{Op: "finger"})
-		if !errors.Is(err, master.ErrUntrustedSocket) {
+		_, err := (&control.Client{Path: p}).Finger(ctx)
+		if !errors.Is(err, control.ErrUntrustedSocket) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/minion"
@@ -236,7 +237,7 @@ func TestEvilMinionFacts(t *testing.T) {
 			}
 		}
 	}
-	keys, err := m.Client().One(context.Background(), master.ControlRequest{Op: "keys", Action: "list"})
+	keys, err := m.Client().KeyList(context.Background(), control.KeyListRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +250,7 @@ func TestEvilMinionFacts(t *testing.T) {
 	if !pendingShown {
 		t.Fatalf("key list does not show the pending tinc key: %+v", keys.Keys)
 	}
-	if _, err := m.Client().One(context.Background(), master.ControlRequest{Op: "keys", Action: "accept-tinc", Glob: "evil"}); err != nil {
+	if _, err := m.Client().KeyAcceptTinc(context.Background(), control.KeyAcceptTincRequest{Glob: "evil"}); err != nil {
 		t.Fatal(err)
 	}
 	accepted := planOf(t, m, b, root, "good1", "good2")
@@ -267,7 +268,7 @@ func TestEvilMinionFacts(t *testing.T) {
 	if m2.Facts("evil") != nil {
 		t.Fatalf("poisoned stored facts were loaded: %v", m2.Facts("evil"))
 	}
-	if _, err := m2.Client().One(context.Background(), master.ControlRequest{Op: "facts", Target: "fact:os=linux"}); err != nil {
+	if _, err := m2.Client().Facts(context.Background(), control.FactsRequest{Target: "fact:os=linux"}); err != nil {
 		t.Fatal(err)
 	}
 	if m2.Facts("good1") == nil {

@@ -87,14 +87,6 @@ func (m *Master) acceptedKeys() (map[string]pki.MinionKey, error) {
 	return m.keys.Accepted(), nil
 }
 
-// StoreHealth is what `brine status` and the metrics say about the master's store.
-type StoreHealth struct {
-	Kind  string    `json:"kind"`            // "files" or "postgres"
-	Up    bool      `json:"up"`              // the store answers (files: always)
-	Since time.Time `json:"since,omitzero"`  // when it was last found lost or back (postgres)
-	Error string    `json:"error,omitempty"` // why it does not answer
-}
-
 // StoreHealth reports whether this master's store answers, as its last check found.
 func (m *Master) StoreHealth() StoreHealth {
 	h := StoreHealth{Kind: "files", Up: true}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/minion"
@@ -220,7 +221,7 @@ file "roles" {
 	if got := read(); got != "db" {
 		t.Fatalf("groups before the change: %q", got)
 	}
-	if _, err := m.Client().One(context.Background(), master.ControlRequest{Op: "keys", Action: "groups", Glob: "db1", Groups: []string{"db", "backup"}}); err != nil {
+	if _, err := m.Client().KeyGroups(context.Background(), control.KeyGroupsRequest{Glob: "db1", Groups: []string{"db", "backup"}}); err != nil {
 		t.Fatal(err)
 	}
 	res := run(t, m, master.JobSpec{Target: "group:backup", Bundle: b})

@@ -12,17 +12,6 @@ import (
 	"github.com/brinecm/brine/internal/jobstore"
 )
 
-// JobSummary is one line of `brine jobs list`: the job and its outcome counted from its returns.
-type JobSummary struct {
-	jobstore.Job
-	Succeeded int `json:"succeeded"`
-	Failed    int `json:"failed"`
-	// NoReturn counts the minions that have not returned; Waiting says the job has not expired,
-	// so they may still.
-	NoReturn int  `json:"no_return"`
-	Waiting  bool `json:"waiting,omitempty"`
-}
-
 // maxJobsList bounds what one `brine jobs list` reads.
 const maxJobsList = 10000
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/master"
 )
 
@@ -23,15 +24,15 @@ func TestJobHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := bundle(t, map[string]string{"main.hcl": fmt.Sprintf(`file %q { content = "x" }`, blocker+"/x")})
-	err := cl.Do(t.Context(), master.ControlRequest{Op: "apply", Target: "h*", Bundle: b.Marshal(), BundleName: "web\x1b[2J",
+	err := cl.Apply(t.Context(), control.ApplyRequest{Target: "h*", Bundle: b.Marshal(), BundleName: "web\x1b[2J",
 		Timeout: 30 * time.Second}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cl.Do(t.Context(), master.ControlRequest{Op: "ping", Target: "h1", Timeout: 30 * time.Second}, nil); err != nil {
+	if err := cl.Ping(t.Context(), control.PingRequest{Target: "h1", Timeout: 30 * time.Second}, nil); err != nil {
 		t.Fatal(err)
 	}
-	r, err := cl.One(t.Context(), master.ControlRequest{Op: "jobs", Limit: 10})
+	r, err := cl.Jobs(t.Context(), control.JobsRequest{Limit: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,9 +49,9 @@ func TestJobHistory(t *testing.T) {
 		apply.Failed != 2 || apply.Succeeded != 0 || apply.NoReturn != 0 {
 		t.Errorf("apply: %+v", apply)
 	}
-	d, err := cl.One(t.Context(), master.ControlRequest{Op: "job", JID: apply.JID})
-	if err != nil || len(d.Detail.Returns) != 2 || d.Detail.Job.StartedBy != me {
-		t.Fatalf("jobs show: %+v %v", d.Detail, err)
+	d, err := cl.Job(t.Context(), control.JobRequest{JID: apply.JID})
+	if err != nil || len(d.Returns) != 2 || d.Job.StartedBy != me {
+		t.Fatalf("jobs show: %+v %v", d, err)
 	}
 }
 

@@ -88,28 +88,6 @@ func (spec *JobSpec) load() hcl.Diagnostics {
 	return nil
 }
 
-// Event is one step of a job as the control socket streams it to the CLI.
-type Event struct {
-	Event       string       `json:"event"` // published | return | missing | invalid | done | error | batch | batch_done | stopped | unassigned | unknown
-	JID         string       `json:"jid,omitempty"`
-	Phase       int          `json:"phase,omitempty"`
-	Minions     []string     `json:"minions,omitempty"`
-	Return      *wire.Return `json:"return,omitempty"`
-	Missing     []string     `json:"missing,omitempty"`
-	Error       string       `json:"error,omitempty"`
-	Diagnostics string       `json:"diagnostics,omitempty"`
-	// Hint explains an "unknown" event: what the target names that does not exist, with
-	// "did you mean" (targethints.go).
-	Hint string `json:"hint,omitempty"`
-
-	// Rollouts (batch | batch_done | stopped, and the final done).
-	Batch     int      `json:"batch,omitempty"`
-	Batches   int      `json:"batches,omitempty"`
-	Canary    bool     `json:"canary,omitempty"`
-	Failed    []string `json:"failed,omitempty"`
-	Untouched []string `json:"untouched,omitempty"`
-}
-
 // Result is the outcome of Run: the last phase's returns and who did not return.
 type Result struct {
 	JIDs    []string
@@ -501,13 +479,6 @@ out:
 	}
 	m.metrics.jobDone(job.Kind, ok, len(rets)-ok, len(missing))
 	return rets, missing, job.JID, nil
-}
-
-// JobDetail is a job with every minion's return, as `brine jobs show` prints it.
-type JobDetail struct {
-	Job     jobstore.Job           `json:"job"`
-	Returns map[string]wire.Return `json:"returns"`
-	Missing []string               `json:"missing,omitempty"`
 }
 
 // Job returns the stored job jid and its returns.

@@ -280,8 +280,8 @@ func (m *Master) Start(ctx context.Context) error {
 	m.startFleet()
 	// No queue between the router and the workers: the router's own queues keep the messages
 	// of authenticated peers ahead of the others, and a FIFO here would put a minion's return
-	// behind hundreds of hellos.
-	m.wg.Add(2 + requestWorkers + preAuthWorkers)
+	// behind hundreds of hellos. (The control server counts its own goroutines: ctl.serve.)
+	m.wg.Add(1 + requestWorkers + preAuthWorkers)
 	for range requestWorkers {
 		go func() { defer m.wg.Done(); m.worker(m.router.RecvTrusted) }()
 	}
@@ -302,7 +302,7 @@ func (m *Master) Start(ctx context.Context) error {
 	}
 	go func() { defer m.wg.Done(); m.tickLoop() }()
 	m.startBackground()
-	go func() { defer m.wg.Done(); ctl.serve(m.ctx) }()
+	ctl.serve(m.ctx)
 	m.log.Info("master started", "publish", m.PublishAddr(), "request", m.RequestAddr(), "finger", m.key.Pub.Fingerprint())
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/internal/pgtest"
 	"github.com/brinecm/brine/internal/store"
 	"github.com/brinecm/brine/internal/wire"
@@ -106,7 +107,7 @@ func TestMastersShareOneFleet(t *testing.T) {
 	}
 	// `brine key list` on m1 says where each minion is connected, and `brine jobs` on m2 lists
 	// the job m1 ran.
-	r, err := ms[0].Client().One(context.Background(), master.ControlRequest{Op: "keys", Action: "list"})
+	r, err := ms[0].Client().KeyList(context.Background(), control.KeyListRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,17 +12,6 @@ import (
 	"github.com/brinecm/brine/internal/wire"
 )
 
-// Rollout is how an apply spreads over its minions: a canary set first, alone, then batches of
-// the rest, stopping once too many minions failed. The zero Rollout is one batch of everyone.
-type Rollout struct {
-	Batch       string `json:"batch,omitempty"`        // "" (all at once), "N" minions or "N%" of the target per batch
-	Canary      string `json:"canary,omitempty"`       // a target applied first, alone; any failure there stops the rollout
-	MaxFailures int    `json:"max_failures,omitempty"` // the rollout stops once more than this many minions failed (or did not return)
-}
-
-// Enabled reports whether the rollout is more than one batch of everyone.
-func (r Rollout) Enabled() bool { return r.Batch != "" || r.Canary != "" }
-
 // batchSize turns "N" or "N%" into a number of minions out of total (at least 1).
 func batchSize(batch string, total int) (int, error) {
 	if pct, ok := strings.CutSuffix(batch, "%"); ok {

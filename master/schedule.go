@@ -279,33 +279,6 @@ func (m *Master) connectedIDs() map[string]bool {
 	return out
 }
 
-// DriftChange is one resource a drift check found different from the site.
-type DriftChange struct {
-	Address string `json:"address"`
-	Diff    string `json:"diff,omitempty"`
-}
-
-// DriftRecord is a minion's last drift check.
-type DriftRecord struct {
-	Minion   string        `json:"minion"`
-	Schedule string        `json:"schedule"`
-	JID      string        `json:"jid"`
-	Checked  time.Time     `json:"checked"`
-	Drifted  bool          `json:"drifted"`
-	Changes  []DriftChange `json:"changes,omitempty"`
-	// Error says why the check itself failed (the bundle did not compile, a check errored).
-	Error string `json:"error,omitempty"`
-}
-
-// DriftSummary is a minion's last drift check as `brine status` shows it.
-type DriftSummary struct {
-	JID     string    `json:"jid"`
-	Checked time.Time `json:"checked"`
-	Drifted bool      `json:"drifted"`
-	Changes int       `json:"changes"`
-	Error   string    `json:"error,omitempty"`
-}
-
 // driftRecord makes the record of minion id's dry-run return: every resource that would change.
 func driftRecord(schedule, id string, ret wire.Return) DriftRecord {
 	d := DriftRecord{Minion: id, Schedule: schedule, JID: ret.JID, Checked: ret.Finished, Error: truncate(ret.Error, maxDriftDiff)}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/minion"
 )
@@ -122,8 +123,8 @@ assign "*" { bundles = ["motd"] }
 	// The drift schedule: d1's file does not exist; a dry run reports it and creates nothing.
 	var recs []master.DriftRecord
 	waitFor(t, 60*time.Second, "d1's drift recorded", func() bool {
-		r, err := m.Client().One(t.Context(), master.ControlRequest{Op: "drift", Target: "*"})
-		recs = r.Drift
+		r, err := m.Client().Drift(t.Context(), control.DriftRequest{Target: "*"})
+		recs = r.Records
 		return err == nil && len(recs) == 1
 	})
 	if r := recs[0]; r.Minion != "d1" || !r.Drifted || r.Schedule != "watch" || len(r.Changes) != 1 ||
@@ -141,8 +142,8 @@ assign "*" { bundles = ["motd"] }
 	// Once the host is as the site says, the next check clears it.
 	os.WriteFile(filepath.Join(out, "d1"), []byte("managed d1\n"), 0o644)
 	waitFor(t, 60*time.Second, "d1 no longer in drift", func() bool {
-		r, err := m.Client().One(t.Context(), master.ControlRequest{Op: "drift"})
-		return err == nil && len(r.Drift) == 0
+		r, err := m.Client().Drift(t.Context(), control.DriftRequest{})
+		return err == nil && len(r.Records) == 0
 	})
 	stopD()
 }

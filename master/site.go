@@ -18,6 +18,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 
+	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/states"
 )
@@ -385,30 +386,28 @@ func uniqueDiags(diags hcl.Diagnostics) hcl.Diagnostics {
 	return out
 }
 
-// converge serves the control op "highstate" (`brine converge`; the op "converge" is cloud.go's
-// apply of one bundle to one new minion).
-func (s *controlServer) converge(ctx context.Context, req ControlRequest, send func(ControlResponse)) error {
-	m := s.m
-	emit := func(ev Event) { send(ControlResponse{Event: ev}) }
-	site, tree, diags, err := m.siteFor(req.Site, req.SiteDir, true)
+// ctlConverge serves the control op converge (`brine converge`; cloud provisioning's apply of
+// one bundle to one new minion is the op provision, cloud.go).
+func (m *Master) ctlConverge(ctx context.Context, req control.ConvergeRequest, emit func(Event)) (control.None, error) {
+	site, tree, diags, err := m.siteFor(req.Site, req.Dir, true)
 	if err != nil {
-		return err
+		return none, err
 	}
 	if site == nil && !diags.HasErrors() {
-		return errors.New("converge: no site; give --site DIR or set site in master.hcl")
+		return none, errors.New("converge: no site; give --site DIR or set site in master.hcl")
 	}
 	if diags.HasErrors() {
 		var buf bytes.Buffer
 		states.WriteDiagnostics(&buf, tree, diags, false)
 		emit(Event{Event: "invalid", Diagnostics: buf.String(), Error: "the site is invalid; nothing was sent"})
-		return errors.New("the site is invalid; nothing was sent")
+		return none, errors.New("the site is invalid; nothing was sent")
 	}
 	chk := m.checkTarget(cmp.Or(req.Target, "*"), site)
 	if ids, err := m.ResolveTargetIn(cmp.Or(req.Target, "*"), site); err == nil && len(ids) == 0 {
-		return noMinionsError(chk)
+		return none, noMinionsError(chk)
 	}
 	emitTargetCheck(chk, emit)
 	_, err = m.Converge(ctx, ConvergeSpec{Target: req.Target, Site: site, DryRun: req.DryRun, Timeout: req.Timeout,
 		Vars: req.Vars, VarFiles: req.VarFiles}, req.Rollout, emit)
-	return err
+	return none, err
 }

@@ -49,34 +49,6 @@ func (s *seenTable) snapshot(keep map[string]bool) map[string]time.Time {
 	return out
 }
 
-// MinionStatus is one minion as `brine status` shows it. Version is the brine_version fact the
-// minion reports (a claim).
-type MinionStatus struct {
-	ID        string      `json:"id"`
-	Connected bool        `json:"connected"`
-	LastSeen  time.Time   `json:"last_seen,omitzero"` // since the master started
-	Version   string      `json:"version,omitempty"`
-	Groups    []string    `json:"groups"`
-	LastJob   *JobOutcome `json:"last_job,omitempty"`
-	// LastDrift is the minion's last drift check by a schedule (schedule.go), without the diffs
-	// (`brine drift` shows them).
-	LastDrift *DriftSummary `json:"last_drift,omitempty"`
-	// Master is the master the minion is connected to: this one, or another of a shared store
-	// (its presence lease); "" when not connected.
-	Master string `json:"master,omitempty"`
-}
-
-// JobOutcome is a minion's part of one job.
-type JobOutcome struct {
-	JID     string    `json:"jid"`
-	Kind    string    `json:"kind"`
-	Target  string    `json:"target"`
-	DryRun  bool      `json:"dry_run,omitempty"`
-	Created time.Time `json:"created"`
-	Outcome string    `json:"outcome"` // succeeded | failed | no return | running
-	Error   string    `json:"error,omitempty"`
-}
-
 // Status reports the minions target names (with site's groups): connection, version, groups and
 // their last job among the statusScanJobs most recent.
 func (m *Master) Status(ctx context.Context, target string, site *Site) ([]MinionStatus, error) {

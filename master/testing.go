@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/internal/tb"
 )
 
@@ -42,4 +43,4 @@ func TestMaster(t tb.TB, opts ...func(*Config)) *Master {
 }
 
 // Client returns a control client for this master.
-func (m *Master) Client() *Client { return &Client{Path: m.cfg.ControlSocket} }
+func (m *Master) Client() *control.Client { return &control.Client{Path: m.cfg.ControlSocket} }

@@ -12,8 +12,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/brinecm/brine/capture"
+	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/internal/wire"
-	"github.com/brinecm/brine/master"
 )
 
 // newLocalCaptureCmd is `brine local capture`: this host as a bundle.
@@ -112,14 +112,13 @@ when every minion was captured and the site written, 2 when a minion failed or d
 			}
 			ctx, stop := signalContext()
 			defer stop()
-			req := master.ControlRequest{Op: "capture", Target: args[0], Timeout: timeout, Capture: &spec}
+			req := control.CaptureRequest{Target: args[0], Timeout: timeout, Capture: &spec}
 			w := cmd.OutOrStdout()
 			hosts := map[string]map[string][]byte{}
 			sums := map[string]capture.Summary{}
 			var failed, missing []string
 			sent := false
-			err = cl.Do(ctx, req, func(r master.ControlResponse) {
-				ev := r.Event
+			err = cl.Capture(ctx, req, func(ev control.Event) {
 				switch ev.Event {
 				case "published":
 					sent = true
@@ -184,8 +183,8 @@ when every minion was captured and the site written, 2 when a minion failed or d
 }
 
 // acceptedGroups are the groups of every accepted key, as the master granted them.
-func acceptedGroups(ctx context.Context, cl *master.Client) (map[string][]string, error) {
-	r, err := cl.One(ctx, master.ControlRequest{Op: "keys", Action: "list"})
+func acceptedGroups(ctx context.Context, cl *control.Client) (map[string][]string, error) {
+	r, err := cl.KeyList(ctx, control.KeyListRequest{})
 	if err != nil {
 		return nil, err
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/brinecm/brine/cloud"
 	"github.com/brinecm/brine/cloud/dosim"
 	"github.com/brinecm/brine/cloud/dosim/testbedboot"
+	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/internal/termtext"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/pki"
@@ -61,7 +62,7 @@ func cloudMaster(cfg *cloud.Config) (cloud.Master, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &master.CloudMaster{Client: cl, BundleDir: cfg.BundleDir}, nil
+	return &cloud.ControlMaster{Client: cl, BundleDir: cfg.BundleDir}, nil
 }
 
 var cloudCmd = &cobra.Command{
@@ -505,8 +506,8 @@ func forgetMinions(ctx context.Context, destroyed []cloud.Droplet) ([]string, er
 	var deleted []string
 	for i, id := range ids {
 		if err == nil {
-			var r master.ControlResponse
-			if r, err = cl.One(ctx, master.ControlRequest{Op: "keys", Action: "delete", Glob: id}); err == nil {
+			var r control.KeyIDs
+			if r, err = cl.KeyDelete(ctx, control.KeyRequest{Glob: id}); err == nil {
 				deleted = append(deleted, r.IDs...)
 				continue
 			}

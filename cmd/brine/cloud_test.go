@@ -24,6 +24,7 @@ import (
 	"github.com/brinecm/brine/cloud"
 	"github.com/brinecm/brine/cloud/dosim"
 	"github.com/brinecm/brine/cloud/dosim/testbedboot"
+	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/minion"
 	"github.com/brinecm/brine/pki"
@@ -397,8 +398,8 @@ func startTestbedMaster(t testing.TB, c *testbed.Cluster, mh *testbed.Host) (*te
 	}
 	sock := filepath.Join(shared, "master", "master.sock")
 	for {
-		cl := &master.Client{Path: sock}
-		if _, err := cl.One(ctx, master.ControlRequest{Op: "bootstrap"}); err == nil {
+		cl := &control.Client{Path: sock}
+		if _, err := cl.Bootstrap(ctx); err == nil {
 			break
 		}
 		if ctx.Err() != nil || !d.Running() {

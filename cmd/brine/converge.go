@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/states"
 	"github.com/brinecm/brine/states/resources/builtin"
@@ -20,7 +22,7 @@ func newConvergeCmd() *cobra.Command {
 		siteDir string
 		dryRun  bool
 		timeout time.Duration
-		ro      master.Rollout
+		ro      control.Rollout
 	)
 	c := &cobra.Command{
 		Use:   "converge [TARGET]",
@@ -55,17 +57,19 @@ Exit status: 0 when every minion succeeded, 2 when a resource failed or a minion
 				}
 				siteDir = cfg.Site
 			}
-			req := master.ControlRequest{Op: "highstate", Target: target, DryRun: dryRun, Timeout: timeout,
+			req := control.ConvergeRequest{Target: target, DryRun: dryRun, Timeout: timeout,
 				Vars: opts.Vars, VarFiles: opts.VarFiles, Rollout: ro}
 			if siteDir != "" {
 				tree, err := readSite(siteDir, opts, bf.json)
 				if err != nil {
 					return err
 				}
-				req.Site, req.SiteDir = tree.Marshal(), tree.Root
+				req.SiteRef = control.SiteRef{Site: tree.Marshal(), Dir: tree.Root}
 			}
 			// Without a directory here the master converges its own configured site.
-			return runJob(cmd, &cf, req, bf.json, bf.verbose)
+			return runJob(cmd, &cf, func(ctx context.Context, cl *control.Client, on func(control.Event)) error {
+				return cl.Converge(ctx, req, on)
+			}, bf.json, bf.verbose)
 		},
 	}
 	cf.register(c)
@@ -113,6 +117,18 @@ func readSite(dir string, opts states.Options, asJSON bool) (*states.Bundle, err
 		}
 	}
 	return tree, nil
+}
+
+// siteRef is the site.hcl of dir, whose groups a target may name; none when dir is "".
+func siteRef(dir string) (control.SiteRef, error) {
+	if dir == "" {
+		return control.SiteRef{}, nil
+	}
+	site, err := siteFileOnly(dir)
+	if err != nil {
+		return control.SiteRef{}, err
+	}
+	return control.SiteRef{Site: site, Dir: dir}, nil
 }
 
 // siteFileOnly reads the site file of dir as a tree of one file, for the groups of ping, apply

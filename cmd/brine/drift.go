@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/brinecm/brine/master"
+	"github.com/brinecm/brine/control"
 )
 
 func newDriftCmd() *cobra.Command {
@@ -35,23 +35,23 @@ resources a converge would change, with their diffs. A check is a dry run: it ch
 			if err != nil {
 				return withCode(exitNothing, err)
 			}
-			r, err := cl.One(cmd.Context(), master.ControlRequest{Op: "drift", Target: target, All: all})
+			r, err := cl.Drift(cmd.Context(), control.DriftRequest{Target: target, All: all})
 			if err != nil {
 				return withCode(exitNothing, err)
 			}
 			w := cmd.OutOrStdout()
 			if asJSON {
-				if r.Drift == nil {
-					r.Drift = []master.DriftRecord{}
+				if r.Records == nil {
+					r.Records = []control.DriftRecord{}
 				}
-				return json.NewEncoder(w).Encode(r.Drift)
+				return json.NewEncoder(w).Encode(r.Records)
 			}
-			if len(r.Drift) == 0 {
+			if len(r.Records) == 0 {
 				fmt.Fprintln(w, "no drift found by the last checks")
 				return nil
 			}
 			now := time.Now()
-			for _, d := range r.Drift {
+			for _, d := range r.Records {
 				state := "in drift"
 				switch {
 				case d.Error != "":

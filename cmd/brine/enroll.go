@@ -14,17 +14,18 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 
+	"github.com/brinecm/brine/cloud"
+	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/enroll"
-	"github.com/brinecm/brine/master"
 )
 
 // enrollMaster is enroll.Master over the control socket: the cloud provisioning calls (tokens,
 // bootstrap information, the enrolment wait) plus a key lookup.
-type enrollMaster struct{ *master.CloudMaster }
+type enrollMaster struct{ *cloud.ControlMaster }
 
 // KeyState is the state of id's key on the master, "" when it has none.
 func (m enrollMaster) KeyState(ctx context.Context, id string) (string, error) {
-	r, err := m.Client.One(ctx, master.ControlRequest{Op: "keys", Action: "list", Glob: id})
+	r, err := m.Client.KeyList(ctx, control.KeyListRequest{Glob: id})
 	if err != nil {
 		return "", err
 	}
@@ -95,7 +96,7 @@ at that address.`,
 			if err != nil {
 				return withCode(exitNothing, err)
 			}
-			opts.Master = enrollMaster{&master.CloudMaster{Client: cl}}
+			opts.Master = enrollMaster{&cloud.ControlMaster{Client: cl}}
 			ctx, stop := signalContext()
 			defer stop()
 			out := cmd.OutOrStdout()

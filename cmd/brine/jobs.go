@@ -9,8 +9,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/internal/jobstore"
-	"github.com/brinecm/brine/master"
 )
 
 // bundleName is how the job history names the bundle in dir: its directory's name.
@@ -31,7 +31,7 @@ func shortDigest(d string) string {
 }
 
 // outcome is a job's outcome in words: "3 ok, 1 failed, 2 no return".
-func outcome(j master.JobSummary) string {
+func outcome(j control.JobSummary) string {
 	var parts []string
 	if j.Succeeded > 0 || (j.Failed == 0 && j.NoReturn == 0) {
 		parts = append(parts, strconv.Itoa(j.Succeeded)+" ok")
@@ -50,7 +50,7 @@ func outcome(j master.JobSummary) string {
 }
 
 // printJobs prints `brine jobs list`: one job a line, newest first.
-func printJobs(w io.Writer, jobs []master.JobSummary) {
+func printJobs(w io.Writer, jobs []control.JobSummary) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "JID\tKIND\tTARGET\tBY\tBUNDLE\tOUTCOME")
 	for _, j := range jobs {

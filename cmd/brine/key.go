@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -8,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/brinecm/brine/master"
+	"github.com/brinecm/brine/control"
 )
 
 func newKeyCmd() *cobra.Command {
@@ -24,7 +25,7 @@ func newKeyCmd() *cobra.Command {
   brine key accept-tinc web1
   brine key token create --id web1 --groups app --ttl 1h`,
 	}
-	action := func(name, short, example string, extra func(*cobra.Command, *master.ControlRequest)) *cobra.Command {
+	action := func(name, short, example string, extra func(*keyArgs)) *cobra.Command {
 		var (
 			cf     controlFlags
 			all    bool
@@ -38,7 +39,7 @@ func newKeyCmd() *cobra.Command {
 			Example: example,
 			Args:    cobra.MaximumNArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				req := master.ControlRequest{Op: "keys", Action: name}
+				var req keyArgs
 				switch {
 				case len(args) == 1:
 					req.Glob = args[0]
@@ -46,9 +47,6 @@ func newKeyCmd() *cobra.Command {
 					req.Glob = "*"
 				default:
 					return withCode(exitNothing, fmt.Errorf("key %s: name a minion (a glob) or pass --all", name))
-				}
-				if name == "finger" {
-					req.Action = "list"
 				}
 				if cmd.Flags().Changed("groups") {
 					req.Groups = splitList(groups)
@@ -58,20 +56,20 @@ func newKeyCmd() *cobra.Command {
 				}
 				req.Finger = finger
 				if extra != nil {
-					extra(cmd, &req)
+					extra(&req)
 				}
 				cl, err := cf.client()
 				if err != nil {
 					return withCode(exitNothing, err)
 				}
-				r, err := cl.One(cmd.Context(), req)
+				r, err := keyOp(cmd.Context(), cl, name, req)
 				if err != nil {
 					return withCode(exitNothing, err)
 				}
 				w := cmd.OutOrStdout()
 				if asJSON {
-					switch req.Action {
-					case "list":
+					switch name {
+					case "list", "finger":
 						return json.NewEncoder(w).Encode(map[string]any{"master_finger": r.Finger, "keys": r.Keys})
 					case "accept":
 						return json.NewEncoder(w).Encode(map[string]any{"ids": r.IDs, "keys": r.Keys})
@@ -138,12 +136,12 @@ func newKeyCmd() *cobra.Command {
 	}
 	var includeRejected bool
 	accept := action("accept", "Accept pending keys (and rejected ones with --include-rejected)",
-		"  brine key accept web1 --groups app,web\n  brine key accept --all", func(cmd *cobra.Command, r *master.ControlRequest) { r.All = includeRejected })
+		"  brine key accept web1 --groups app,web\n  brine key accept --all", func(r *keyArgs) { r.All = includeRejected })
 	accept.Flags().BoolVar(&includeRejected, "include-rejected", false, "also accept rejected keys")
 	var network string
 	acceptTinc := action("accept-tinc", "Pin the changed tinc public keys that minions reported (shown by key list)",
 		"  brine key accept-tinc web1\n  brine key accept-tinc web1 --network ghost",
-		func(cmd *cobra.Command, r *master.ControlRequest) { r.Network = network })
+		func(r *keyArgs) { r.Network = network })
 	acceptTinc.Flags().StringVar(&network, "network", "*", "only these tinc networks (a glob)")
 	key.AddCommand(
 		acceptTinc,
@@ -181,7 +179,7 @@ func newTokenCmd() *cobra.Command {
 			if err != nil {
 				return withCode(exitNothing, err)
 			}
-			r, err := cl.One(cmd.Context(), master.ControlRequest{Op: "token", ID: id, Groups: splitList(groups), TTL: ttl})
+			r, err := cl.TokenCreate(cmd.Context(), control.TokenRequest{ID: id, Groups: splitList(groups), TTL: ttl})
 			if err != nil {
 				return withCode(exitNothing, err)
 			}
@@ -204,6 +202,48 @@ func newTokenCmd() *cobra.Command {
 	create.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	token.AddCommand(create)
 	return token
+}
+
+// keyArgs are the arguments of a key command: a glob and its flags.
+type keyArgs struct {
+	Glob    string
+	Groups  []string
+	Finger  string
+	All     bool // accept: rejected keys too
+	Network string
+}
+
+// keyResult is what a key command prints.
+type keyResult struct {
+	IDs    []string
+	Keys   []control.KeyInfo
+	Finger string // the master's (list, finger)
+	Master string // the master's name (list, finger)
+}
+
+// keyOp sends the key op of the command name.
+func keyOp(ctx context.Context, cl *control.Client, name string, a keyArgs) (keyResult, error) {
+	var r control.KeyIDs
+	var err error
+	switch name {
+	case "list", "finger":
+		l, err := cl.KeyList(ctx, control.KeyListRequest{Glob: a.Glob})
+		return keyResult{Keys: l.Keys, Finger: l.MasterFinger, Master: l.Master}, err
+	case "accept":
+		acc, err := cl.KeyAccept(ctx, control.KeyAcceptRequest{Glob: a.Glob, Groups: a.Groups, All: a.All, Finger: a.Finger})
+		return keyResult{IDs: acc.IDs, Keys: acc.Keys}, err
+	case "reject":
+		r, err = cl.KeyReject(ctx, control.KeyRequest{Glob: a.Glob})
+	case "delete":
+		r, err = cl.KeyDelete(ctx, control.KeyRequest{Glob: a.Glob})
+	case "groups":
+		r, err = cl.KeyGroups(ctx, control.KeyGroupsRequest{Glob: a.Glob, Groups: a.Groups})
+	case "accept-tinc":
+		r, err = cl.KeyAcceptTinc(ctx, control.KeyAcceptTincRequest{Glob: a.Glob, Network: a.Network})
+	default:
+		return keyResult{}, fmt.Errorf("unknown key action %q", name)
+	}
+	return keyResult{IDs: r.IDs}, err
 }
 
 // shortFinger is the first eight bytes of a fingerprint, enough to tell keys apart in a list;
@@ -240,7 +280,7 @@ func age(now, t time.Time) string {
 }
 
 // keyGroups shows a key's granted groups, and what a minion asked for as not granted.
-func keyGroups(k master.KeyInfo) string {
+func keyGroups(k control.KeyInfo) string {
 	g := orDash(strings.Join(k.Groups, ","))
 	if len(k.Requested) > 0 && k.State != "accepted" {
 		g += " (requested, not granted: " + strings.Join(k.Requested, ",") + ")"

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/states"
@@ -33,15 +35,15 @@ func (f *controlFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.dataDir, "data-dir", "", "the master's data dir (default "+master.DefaultDataDir+")")
 }
 
-func (f *controlFlags) client() (*master.Client, error) {
+func (f *controlFlags) client() (*control.Client, error) {
 	if f.socket != "" {
-		return &master.Client{Path: f.socket}, nil
+		return &control.Client{Path: f.socket}, nil
 	}
 	cfg, diags := master.LoadConfig(configPath(f.config, defaultMasterConfig), f.dataDir)
 	if diags.HasErrors() {
 		return nil, diags
 	}
-	return &master.Client{Path: cfg.ControlSocket}, nil
+	return &control.Client{Path: cfg.ControlSocket}, nil
 }
 
 func newApplyCmd() *cobra.Command {
@@ -50,7 +52,7 @@ func newApplyCmd() *cobra.Command {
 		bf      bundleFlags
 		dryRun  bool
 		timeout time.Duration
-		ro      master.Rollout
+		ro      control.Rollout
 		siteDir string
 	)
 	c := &cobra.Command{
@@ -89,15 +91,14 @@ Exit status: 0 when every minion succeeded, 2 when a resource failed or a minion
 				printDiagnostics(bf.json, b, diags)
 				return withCode(exitNothing, fmt.Errorf("%s: nothing was sent", args[1]))
 			}
-			req := master.ControlRequest{Op: "apply", Target: args[0], Bundle: b.Marshal(), DryRun: dryRun,
+			req := control.ApplyRequest{Target: args[0], Bundle: b.Marshal(), DryRun: dryRun,
 				Timeout: timeout, Vars: opts.Vars, VarFiles: opts.VarFiles, Rollout: ro, BundleName: bundleName(args[1])}
-			if siteDir != "" {
-				if req.Site, err = siteFileOnly(siteDir); err != nil {
-					return err
-				}
-				req.SiteDir = siteDir
+			if req.SiteRef, err = siteRef(siteDir); err != nil {
+				return err
 			}
-			return runJob(cmd, &cf, req, bf.json, bf.verbose)
+			return runJob(cmd, &cf, func(ctx context.Context, cl *control.Client, on func(control.Event)) error {
+				return cl.Apply(ctx, req, on)
+			}, bf.json, bf.verbose)
 		},
 	}
 	cf.register(c)
@@ -127,15 +128,14 @@ func newPingCmd() *cobra.Command {
 			if timeout == 0 {
 				timeout = 10 * time.Second
 			}
-			req := master.ControlRequest{Op: "ping", Target: args[0], Timeout: timeout}
-			if siteDir != "" {
-				site, err := siteFileOnly(siteDir)
-				if err != nil {
-					return err
-				}
-				req.Site, req.SiteDir = site, siteDir
+			req := control.PingRequest{Target: args[0], Timeout: timeout}
+			var err error
+			if req.SiteRef, err = siteRef(siteDir); err != nil {
+				return err
 			}
-			return runJob(cmd, &cf, req, asJSON, false)
+			return runJob(cmd, &cf, func(ctx context.Context, cl *control.Client, on func(control.Event)) error {
+				return cl.Ping(ctx, req, on)
+			}, asJSON, false)
 		},
 	}
 	cf.register(c)
@@ -145,9 +145,12 @@ func newPingCmd() *cobra.Command {
 	return c
 }
 
+// jobCall sends one job op (ping, apply, run, converge) over cl, passing its events on.
+type jobCall func(ctx context.Context, cl *control.Client, onEvent func(control.Event)) error
+
 // runJob streams a job's events and maps the outcome to an exit code. A minion's last answer
 // counts: a later phase (peers changed) replaces an earlier one.
-func runJob(cmd *cobra.Command, cf *controlFlags, req master.ControlRequest, asJSON, verbose bool) error {
+func runJob(cmd *cobra.Command, cf *controlFlags, send jobCall, asJSON, verbose bool) error {
 	cl, err := cf.client()
 	if err != nil {
 		return withCode(exitNothing, err)
@@ -166,8 +169,7 @@ func runJob(cmd *cobra.Command, cf *controlFlags, req master.ControlRequest, asJ
 		unknown       []string
 		lateJIDs      []string // jobs some minion did not return in time
 	)
-	err = cl.Do(ctx, req, func(r master.ControlResponse) {
-		ev := r.Event
+	err = send(ctx, cl, func(ev control.Event) {
 		if asJSON {
 			_ = json.NewEncoder(out).Encode(ev)
 		}
@@ -334,7 +336,7 @@ func newJobsCmd() *cobra.Command {
 			if err != nil {
 				return withCode(exitNothing, err)
 			}
-			r, err := cl.One(cmd.Context(), master.ControlRequest{Op: "jobs", Limit: limit})
+			r, err := cl.Jobs(cmd.Context(), control.JobsRequest{Limit: limit})
 			if err != nil {
 				return withCode(exitNothing, err)
 			}
@@ -364,11 +366,10 @@ func newJobsCmd() *cobra.Command {
 			if err != nil {
 				return withCode(exitNothing, err)
 			}
-			r, err := cl.One(cmd.Context(), master.ControlRequest{Op: "job", JID: args[0]})
+			d, err := cl.Job(cmd.Context(), control.JobRequest{JID: args[0]})
 			if err != nil {
 				return withCode(exitNothing, err)
 			}
-			d := r.Detail
 			if asJSON2 {
 				return json.NewEncoder(cmd.OutOrStdout()).Encode(d)
 			}
@@ -402,7 +403,7 @@ func remoteFacts(cmd *cobra.Command, cf *controlFlags, target string) error {
 	if err != nil {
 		return withCode(exitNothing, err)
 	}
-	r, err := cl.One(cmd.Context(), master.ControlRequest{Op: "facts", Target: target})
+	r, err := cl.Facts(cmd.Context(), control.FactsRequest{Target: target})
 	if err != nil {
 		return withCode(exitNothing, err)
 	}

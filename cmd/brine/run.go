@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,9 +10,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/internal/termtext"
 	"github.com/brinecm/brine/internal/wire"
-	"github.com/brinecm/brine/master"
 )
 
 func newRunCmd() *cobra.Command {
@@ -20,7 +21,7 @@ func newRunCmd() *cobra.Command {
 		asJSON  bool
 		siteDir string
 		timeout time.Duration
-		ro      master.Rollout
+		ro      control.Rollout
 	)
 	c := &cobra.Command{
 		Use:   "run TARGET -- COMMAND...",
@@ -43,15 +44,14 @@ did not return, 1 when nothing was sent.`,
 			if dash := cmd.ArgsLenAtDash(); dash != 1 {
 				return withCode(exitNothing, fmt.Errorf("write the command after --: brine run TARGET -- COMMAND..."))
 			}
-			req := master.ControlRequest{Op: "run", Target: args[0], Command: strings.Join(args[1:], " "), Timeout: timeout, Rollout: ro}
-			if siteDir != "" {
-				site, err := siteFileOnly(siteDir)
-				if err != nil {
-					return err
-				}
-				req.Site, req.SiteDir = site, siteDir
+			req := control.RunRequest{Target: args[0], Command: strings.Join(args[1:], " "), Timeout: timeout, Rollout: ro}
+			var err error
+			if req.SiteRef, err = siteRef(siteDir); err != nil {
+				return err
 			}
-			return runJob(cmd, &cf, req, asJSON, false)
+			return runJob(cmd, &cf, func(ctx context.Context, cl *control.Client, on func(control.Event)) error {
+				return cl.Run(ctx, req, on)
+			}, asJSON, false)
 		},
 	}
 	cf.register(c)

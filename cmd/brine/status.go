@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/brinecm/brine/master"
+	"github.com/brinecm/brine/control"
 )
 
 func newStatusCmd() *cobra.Command {
@@ -31,32 +31,29 @@ and the site's groups) and its last job among the 2000 most recent, with its out
 			if len(args) == 1 {
 				target = args[0]
 			}
-			req := master.ControlRequest{Op: "status", Target: target}
-			if siteDir != "" {
-				site, err := siteFileOnly(siteDir)
-				if err != nil {
-					return err
-				}
-				req.Site, req.SiteDir = site, siteDir
+			req := control.StatusRequest{Target: target}
+			var err error
+			if req.SiteRef, err = siteRef(siteDir); err != nil {
+				return err
 			}
 			cl, err := cf.client()
 			if err != nil {
 				return withCode(exitNothing, err)
 			}
-			r, err := cl.One(cmd.Context(), req)
+			r, err := cl.Status(cmd.Context(), req)
 			if err != nil {
 				return withCode(exitNothing, err)
 			}
 			w := cmd.OutOrStdout()
 			if asJSON {
-				return json.NewEncoder(w).Encode(r.Status)
+				return json.NewEncoder(w).Encode(r.Minions)
 			}
 			now := time.Now()
 			if h := r.Store; h != nil {
 				fmt.Fprintln(w, storeLine(now, r.Master, *h))
 			}
 			fmt.Fprintf(w, "%-24s %-16s %-16s %-24s %s\n", "ID", "STATE", "VERSION", "GROUPS", "LAST JOB")
-			for _, s := range r.Status {
+			for _, s := range r.Minions {
 				state := "connected"
 				switch {
 				case s.Connected && s.Master != "" && s.Master != r.Master:
@@ -101,7 +98,7 @@ and the site's groups) and its last job among the 2000 most recent, with its out
 
 // storeLine is the first line of `brine status`: the answering master's store and whether it
 // answers.
-func storeLine(now time.Time, name string, h master.StoreHealth) string {
+func storeLine(now time.Time, name string, h control.StoreHealth) string {
 	line := "master " + escapeOutput(name) + ": store " + h.Kind
 	switch {
 	case !h.Up:

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/states"
 )
@@ -32,12 +33,31 @@ type JobStats struct {
 	SelfCPU   time.Duration `json:"self_cpu_ns,omitempty"`
 }
 
-// RunJob sends req (a ping or an apply) over the control socket and waits for its end.
-func RunJob(ctx context.Context, cl *master.Client, req master.ControlRequest) (JobStats, error) {
+// Job is a ping or an apply to send over the control socket.
+type Job struct {
+	Op   string
+	send func(ctx context.Context, cl *control.Client, onEvent func(control.Event)) error
+}
+
+// PingJob is the ping req.
+func PingJob(req control.PingRequest) Job {
+	return Job{Op: control.OpPing.Name, send: func(ctx context.Context, cl *control.Client, on func(control.Event)) error {
+		return cl.Ping(ctx, req, on)
+	}}
+}
+
+// ApplyJob is the apply req.
+func ApplyJob(req control.ApplyRequest) Job {
+	return Job{Op: control.OpApply.Name, send: func(ctx context.Context, cl *control.Client, on func(control.Event)) error {
+		return cl.Apply(ctx, req, on)
+	}}
+}
+
+// RunJob sends job over the control socket and waits for its end.
+func RunJob(ctx context.Context, cl *control.Client, job Job) (JobStats, error) {
 	var st JobStats
 	start := time.Now()
-	err := cl.Do(ctx, req, func(r master.ControlResponse) {
-		ev := r.Event
+	err := job.send(ctx, cl, func(ev control.Event) {
 		switch ev.Event {
 		case "published":
 			st.Minions = len(ev.Minions)
@@ -137,7 +157,7 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 		defer os.RemoveAll(d)
 		bc.Dir = d
 	}
-	var cl *master.Client
+	var cl *control.Client
 	var pubAddr, reqAddr string
 	if bc.Master == "" {
 		res.InProcess = true
@@ -170,7 +190,7 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 		if bc.Socket == "" {
 			return nil, errors.New("an external master needs its control socket (--socket)")
 		}
-		cl = &master.Client{Path: bc.Socket}
+		cl = &control.Client{Path: bc.Socket}
 	}
 
 	say(fmt.Sprintf("making %d minions (keys, data dirs) under %s", bc.N, bc.Dir))
@@ -206,27 +226,27 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 	timeout := 30*time.Second + time.Duration(bc.N)*10*time.Millisecond
 	// The first ping right after connecting also finds the minions whose subscription had not
 	// reached the master yet (they get the job again on their next heartbeat): reported apart.
-	run := func(req master.ControlRequest) (JobStats, error) {
+	run := func(job Job) (JobStats, error) {
 		m0, s0 := ProcCPU(bc.MasterPID), ProcCPU(os.Getpid())
-		st, err := RunJob(ctx, cl, req)
+		st, err := RunJob(ctx, cl, job)
 		if bc.MasterPID > 0 {
 			st.MasterCPU = ProcCPU(bc.MasterPID) - m0
 		}
 		st.SelfCPU = ProcCPU(os.Getpid()) - s0
-		logs(req.Op)
+		logs(job.Op)
 		if c := s.Statuses(); c["connected"] != bc.N {
-			say("not all minions connected after " + req.Op + ": " + summarize(c))
+			say("not all minions connected after " + job.Op + ": " + summarize(c))
 		}
 		return st, err
 	}
-	st, err := run(master.ControlRequest{Op: "ping", Target: target, Timeout: timeout})
+	st, err := run(PingJob(control.PingRequest{Target: target, Timeout: timeout}))
 	if err != nil {
 		return res, fmt.Errorf("first ping: %w", err)
 	}
 	res.FirstPing = st
 	say(fmt.Sprintf("first ping: %d minions in %s", st.Returned, st.Wall.Round(time.Millisecond)))
 	for i := range bc.Runs {
-		st, err := run(master.ControlRequest{Op: "ping", Target: target, Timeout: timeout})
+		st, err := run(PingJob(control.PingRequest{Target: target, Timeout: timeout}))
 		if err != nil {
 			return res, fmt.Errorf("ping %d: %w", i+1, err)
 		}
@@ -237,8 +257,8 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 	res.MasterCPU = medianOf(res.Pings, func(s JobStats) time.Duration { return s.MasterCPU })
 
 	b := FileBundle(bc.Files)
-	req := master.ControlRequest{Op: "apply", Target: target, Bundle: b.Marshal(), Timeout: timeout,
-		Vars: map[string]string{"root": filepath.Join(bc.Dir, "h")}}
+	req := ApplyJob(control.ApplyRequest{Target: target, Bundle: b.Marshal(), Timeout: timeout,
+		Vars: map[string]string{"root": filepath.Join(bc.Dir, "h")}})
 	st, err = run(req)
 	if err != nil {
 		return res, fmt.Errorf("first apply: %w", err)
@@ -274,7 +294,7 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 
 // waitConnected waits for every minion's session. Keys the master left pending (no
 // auto_accept) are accepted through the control socket, as an operator would.
-func (s *Swarm) waitConnected(ctx context.Context, cl *master.Client, prefix string, limit time.Duration) error {
+func (s *Swarm) waitConnected(ctx context.Context, cl *control.Client, prefix string, limit time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	t := time.NewTicker(20 * time.Millisecond)
@@ -287,7 +307,7 @@ func (s *Swarm) waitConnected(ctx context.Context, cl *master.Client, prefix str
 		}
 		if st["pending"] > 0 && time.Since(lastAccept) > time.Second {
 			lastAccept = time.Now()
-			if _, err := cl.One(ctx, master.ControlRequest{Op: "keys", Action: "accept", Glob: prefix + "-*"}); err != nil {
+			if _, err := cl.KeyAccept(ctx, control.KeyAcceptRequest{Glob: prefix + "-*"}); err != nil {
 				return fmt.Errorf("accept the swarm's keys: %w", err)
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/brinecm/brine/cmd/brine/internal/swarm"
+	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 )
@@ -49,7 +50,7 @@ func TestSwarm500Ping(t *testing.T) {
 	t.Logf("%d minions connected in %s", n, time.Since(start))
 	// A subscription reaches the master a moment after the session: a minion that misses the
 	// ping asks for it again on its next heartbeat, within the 20 s the ping waits.
-	st, err := swarm.RunJob(ctx, m.Client(), master.ControlRequest{Op: "ping", Target: "*", Timeout: 20 * time.Second})
+	st, err := swarm.RunJob(ctx, m.Client(), swarm.PingJob(control.PingRequest{Target: "*", Timeout: 20 * time.Second}))
 	if err != nil {
 		t.Fatalf("ping: %v (%+v)", err, st)
 	}
@@ -94,7 +95,7 @@ func TestFileBundle(t *testing.T) {
 	if err := s.WaitConnected(ctx); err != nil {
 		t.Fatal(err)
 	}
-	req := master.ControlRequest{Op: "apply", Target: "fb-*", Bundle: swarm.FileBundle(20).Marshal(), Timeout: 20 * time.Second}
+	req := swarm.ApplyJob(control.ApplyRequest{Target: "fb-*", Bundle: swarm.FileBundle(20).Marshal(), Timeout: 20 * time.Second})
 	first, err := swarm.RunJob(ctx, m.Client(), req)
 	if err != nil || first.Changed != 60 {
 		t.Fatalf("first apply: %v, %+v", err, first)
