@@ -32,7 +32,7 @@ var (
 )
 
 // serve starts srv on a fresh socket with the test ops and returns a client for it.
-func serve(t *testing.T, srv *control.Server) (cl *control.Client, started, hungUp chan struct{}) {
+func serve(t testing.TB, srv *control.Server) (cl *control.Client, started, hungUp chan struct{}) {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "brc")
 	if err != nil {
@@ -264,4 +264,31 @@ func TestWireFormat(t *testing.T) {
 	if lines[1] != `{"kind":"result","result":{"text":"w"}}` {
 		t.Fatalf("result line: %q", lines[1])
 	}
+}
+
+// One small op over the socket (connect, request, reply, hang up), and one whose request carries
+// 16 MiB (a bundle's worth, base64 in JSON). `go test -run XXX -bench Call ./control`.
+func BenchmarkCall(b *testing.B) {
+	big := control.Op[struct{ Data []byte }, echoResp]{Name: "big", MaxRequest: control.MaxBundleRequest}
+	srv := &control.Server{}
+	control.Handle(srv, big, func(_ context.Context, req struct{ Data []byte }, _ func(control.Event)) (echoResp, error) {
+		return echoResp{Text: "ok"}, nil
+	})
+	cl, _, _ := serve(b, srv)
+	b.Run("small", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := control.Call(b.Context(), cl, opEcho, echoReq{Text: "x"}, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("16MiB", func(b *testing.B) {
+		data := make([]byte, 16<<20)
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			if _, err := control.Call(b.Context(), cl, big, struct{ Data []byte }{data}, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
