@@ -18,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/internal/pgtest"
 	"github.com/brinecm/brine/internal/store"
 	"github.com/brinecm/brine/internal/wire"
@@ -555,6 +556,10 @@ func TestScheduleResumesAfterDatabaseLoss(t *testing.T) {
 	waitFor(t, 30*time.Second, "the master sees its database lost", func() bool { return !m.StoreHealth().Up })
 	if h := m.StoreHealth(); h.Kind != "postgres" || h.Error == "" || h.Since.IsZero() {
 		t.Fatalf("store health: %+v", h)
+	}
+	// A control command says why instead of answering from nothing (an empty key list).
+	if _, err := m.Client().KeyList(t.Context(), control.KeyListRequest{}); err == nil || !strings.Contains(err.Error(), master.ErrStoreLost.Error()) {
+		t.Fatalf("key list without the database: %v", err)
 	}
 	down := count()
 	if err := up(); err != nil {
