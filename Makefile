@@ -21,10 +21,10 @@ deps:
 # (they fail instead when BRINE_REQUIRE_REAL is set, as .ci/run does).
 # Packages run one at a time (-p 1): many build real clusters, tincd meshes and swarms, and on
 # two cores their timing (tinc's reconnects above all) should not depend on what else runs.
-# The concurrent core (master, minion, wire, keys) runs again under the race detector.
+# The concurrent core (master, minion, control socket, wire, keys) runs again under the race detector.
 test: deps build lint
 	$(GO) test -p 1 -count=1 -timeout 40m ./...
-	CGO_ENABLED=1 $(GO) test -race -short -count=1 -timeout 20m ./master/ ./minion/ ./pki/ ./internal/... ./states/...
+	CGO_ENABLED=1 $(GO) test -race -short -count=1 -timeout 20m ./master/ ./minion/ ./control/ ./pki/ ./internal/... ./states/...
 
 demo: deps build
 	./scripts/demo.sh
