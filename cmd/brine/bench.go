@@ -33,11 +33,11 @@ func newBenchCmd() *cobra.Command {
 	)
 	sw := &cobra.Command{
 		Use:   "swarm N",
-		Short: "Run N real minions in this process against a master and time ping and apply",
+		Short: "Run N real minions in this process against a master and time ping, apply and run",
 		Long: `Run N minions in this process, each with its own keys, data dir and ZeroMQ connections over
 loopback, against a master (in this process unless --master names one). Reports the time for all
-of them to connect, the median wall time of ping '*' and of a no-change apply of a bundle of small
-files (each minion's files go to its own directory), and resident memory.
+of them to connect, the median wall time of ping '*', of a no-change apply of a bundle of small
+files (each minion's files go to its own directory) and of run '*' -- uptime, and resident memory.
 
 With --master the master must accept the swarm's keys (auto_accept = true in master.hcl; or the
 swarm accepts them through --socket, slowly: all its minions come from one address, which the
@@ -83,6 +83,7 @@ master's pending limits throttle) and --master-pid names it, to report its memor
 			fmt.Fprintf(out, "ping '*'          %s (median of %d)\n", ms(res.Ping), len(res.Pings))
 			fmt.Fprintf(out, "apply, first      %s (%d files changed)\n", ms(res.FirstApply.Wall), res.FirstApply.Changed)
 			fmt.Fprintf(out, "apply, no change  %s (median of %d)\n", ms(res.Apply), len(res.Applies))
+			fmt.Fprintf(out, "run uptime        %s (median of %d)\n", ms(res.Run), len(res.Runs))
 			if res.InProcess {
 				fmt.Fprintf(out, "process RSS       %s (minions and master in one process; peak %s)\n", mb(res.ProcRSS), mb(res.ProcHWM))
 			} else {
@@ -95,7 +96,7 @@ master's pending limits throttle) and --master-pid names it, to report its memor
 			return nil
 		},
 	}
-	sw.Flags().IntVar(&bc.Runs, "runs", 5, "pings and no-change applies to run; the median is reported")
+	sw.Flags().IntVar(&bc.Runs, "runs", 5, "pings, no-change applies and runs of uptime; the median of each is reported")
 	sw.Flags().IntVar(&bc.Files, "files", 20, "files in the apply bundle")
 	sw.Flags().StringVar(&bc.Dir, "dir", "", "where the minions keep their data and files (default: a new dir under /dev/shm)")
 	sw.Flags().StringVar(&bc.Master, "master", "", "an external master's request address host:port (default: a master in this process)")

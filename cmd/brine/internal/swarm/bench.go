@@ -53,6 +53,13 @@ func ApplyJob(req control.ApplyRequest) Job {
 	}}
 }
 
+// RunCommandJob is the run req (`brine run`).
+func RunCommandJob(req control.RunRequest) Job {
+	return Job{Op: control.OpRun.Name, send: func(ctx context.Context, cl *control.Client, on func(control.Event)) error {
+		return cl.Run(ctx, req, on)
+	}}
+}
+
 // RunJob sends job over the control socket and waits for its end.
 func RunJob(ctx context.Context, cl *control.Client, job Job) (JobStats, error) {
 	var st JobStats
@@ -88,7 +95,7 @@ func RunJob(ctx context.Context, cl *control.Client, job Job) (JobStats, error) 
 // BenchConfig is one `brine bench swarm` run.
 type BenchConfig struct {
 	N    int
-	Runs int    // pings and no-change applies, each; the median is reported
+	Runs int    // pings, no-change applies and runs of uptime, each; the median is reported
 	Dir  string // minion dirs; default a new directory under /dev/shm (or the temp dir)
 	// Master and Socket name an external master (its request address host:port, the publish
 	// port one below, and its control socket); empty runs a master in this process with its
@@ -120,12 +127,15 @@ type BenchResult struct {
 	FirstPing  JobStats      `json:"first_ping"`          // right after connecting, not in the median
 	MasterCPU  time.Duration `json:"master_cpu_ping_ns"`  // median master CPU of one ping
 	ApplyCPU   time.Duration `json:"master_cpu_apply_ns"` // median master CPU of one no-change apply
+	Run        time.Duration `json:"run_ns"`              // `brine run '*' -- uptime`, median
+	Runs       []JobStats    `json:"runs"`
 	MasterHWM  int64         `json:"master_hwm_bytes,omitempty"`
 	IdleCPU    time.Duration `json:"master_idle_cpu_per_s_ns"` // master CPU per second, connected and idle
 }
 
 // Bench runs the swarm workload: connect N minions, ping them all Runs times, apply a bundle of
-// Files small files once (changes) and then Runs times more (no change).
+// Files small files once (changes) and then Runs times more (no change), then run `uptime` on
+// them all Runs times.
 func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 	if bc.Runs <= 0 {
 		bc.Runs = 5
@@ -171,6 +181,10 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 			return nil, diags
 		}
 		cfg.PublishAddr, cfg.RequestAddr, cfg.AutoAccept = "127.0.0.1:0", "127.0.0.1:0", true
+		// Every swarm minion connects from 127.0.0.1: lift the per-source limits meant for the
+		// internet, as scripts/bench-master.sh does for a master process.
+		cfg.MaxConnsPerSource, cfg.MaxHandshakesPerSource = 50000, 4096
+		cfg.PreAuthRatePerSource, cfg.PreAuthRate = 100000, 100000
 		m, err := master.New(cfg, bc.Logger)
 		if err != nil {
 			return nil, err
@@ -281,6 +295,18 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 	}
 	res.Apply = median(res.Applies)
 	res.ApplyCPU = medianOf(res.Applies, func(s JobStats) time.Duration { return s.MasterCPU })
+	for i := range bc.Runs {
+		st, err := run(RunCommandJob(control.RunRequest{Target: target, Command: "uptime", Timeout: timeout}))
+		if err != nil {
+			return res, fmt.Errorf("run %d: %w", i+1, err)
+		}
+		if st.Returned != bc.N || st.Failed != 0 {
+			return res, fmt.Errorf("run %d: %d of %d minions returned, %d failed", i+1, st.Returned, bc.N, st.Failed)
+		}
+		res.Runs = append(res.Runs, st)
+		say(fmt.Sprintf("run uptime %d: %d minions in %s", i+1, st.Returned, st.Wall.Round(time.Millisecond)))
+	}
+	res.Run = median(res.Runs)
 	if bc.MasterPID > 0 {
 		res.MasterRSS, res.MasterHWM = ProcRSS(bc.MasterPID)
 	}
