@@ -1,0 +1,5 @@
+//go:build !race
+
+package bounded_test
+
+const raceEnabled = false
