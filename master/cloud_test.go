@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/brinecm/brine/cloud"
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/minion"
 	"github.com/brinecm/brine/pki"
@@ -154,7 +155,7 @@ func TestCloudMasterEnrolAndConverge(t *testing.T) {
 
 	// The same token a second time: refused, the key stays pending.
 	startMinion(t, m, "web-3", func(c *minion.Config) { c.Token = tok })
-	waitFor(t, 5*time.Second, "web-3 presented", func() bool { _, ok := m.Keys().Get("web-3"); return ok })
+	tb.WaitFor(t, 5*time.Second, "web-3 presented", func() bool { _, ok := m.Keys().Get("web-3"); return ok })
 	time.Sleep(300 * time.Millisecond)
 	if k, _ := m.Keys().Get("web-3"); k.State != pki.StatePending {
 		t.Fatalf("a used token enrolled web-3: %+v", k)

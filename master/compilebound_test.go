@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/brinecm/brine/internal/tb"
 )
 
 // Bundles whose expressions would exhaust the machine (a string doubled past the memory bound,
@@ -46,7 +48,7 @@ file "/var/tmp/never" { content = local.s3 }
 file "/var/tmp/never" { content = "${local.n} ${length(local.s)}" }
 `)
 	done := rc.applyAsync("cb1", cpu, "60s", "cpu.json")
-	waitFor(t, 30*time.Second, "the compile child on the master host", func() bool {
+	tb.WaitFor(t, 30*time.Second, "the compile child on the master host", func() bool {
 		_, code := rc.sh("pgrep -f '^brine-compile '")
 		return code == 0
 	})

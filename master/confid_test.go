@@ -16,6 +16,7 @@ import (
 
 	"github.com/go-zeromq/zmq4"
 
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/internal/zmtp"
 	"github.com/brinecm/brine/master"
@@ -124,7 +125,7 @@ func TestTrafficIsConfidential(t *testing.T) {
 		c.Groups = []string{groupAsked}
 		c.FactsFunc = func() map[string]any { return map[string]any{"os": "linux", "secret_fact": factValue} }
 	})
-	waitFor(t, 10*time.Second, "conf1 enrolled with the token and reporting facts", func() bool {
+	tb.WaitFor(t, 10*time.Second, "conf1 enrolled with the token and reporting facts", func() bool {
 		return mn.Status() == "connected" && m.Facts("conf1")["secret_fact"] == factValue
 	})
 
@@ -401,7 +402,7 @@ func TestSessionKeysRotate(t *testing.T) {
 	if m.KeyGeneration() == gen {
 		t.Fatal("no new key generation")
 	}
-	waitFor(t, 10*time.Second, "real minions fetch new keys", func() bool {
+	tb.WaitFor(t, 10*time.Second, "real minions fetch new keys", func() bool {
 		n1, ok1 := m.SessionKeyID("r1")
 		n2, ok2 := m.SessionKeyID("r2")
 		return ok1 && ok2 && n1 != k1 && n2 != k2

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/brinecm/brine/control"
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/minion"
@@ -88,7 +89,7 @@ func TestSquatterDoesNotBurnToken(t *testing.T) {
 	// The droplet: a real minion with the token and nothing else (no master_finger: the token
 	// pins the master).
 	drop := startMinion(t, m, "drop1", func(c *minion.Config) { c.Token = tok; c.Groups = []string{"admin"} })
-	waitFor(t, 10*time.Second, "the droplet enrolled", func() bool { return drop.Status() == "connected" })
+	tb.WaitFor(t, 10*time.Second, "the droplet enrolled", func() bool { return drop.Status() == "connected" })
 	rec, _ := m.Keys().Get("drop1")
 	if rec.State != pki.StateAccepted || !rec.Key.Equal(drop.Key()) || strings.Join(rec.Groups, ",") != "web" {
 		t.Fatalf("drop1: %+v", rec)
@@ -146,7 +147,7 @@ func TestRequestedGroupsNeverGranted(t *testing.T) {
 
 	lab := master.TestMaster(t, func(c *master.Config) { c.AutoAccept = true })
 	mn := startMinion(t, lab, "labby", func(c *minion.Config) { c.Groups = []string{"admin"} })
-	waitFor(t, 10*time.Second, "labby connected", func() bool { return mn.Status() == "connected" })
+	tb.WaitFor(t, 10*time.Second, "labby connected", func() bool { return mn.Status() == "connected" })
 	if k, _ := lab.Keys().Get("labby"); len(k.Groups) != 0 {
 		t.Fatalf("auto_accept granted requested groups %v", k.Groups)
 	}
@@ -189,7 +190,7 @@ func TestPendingFloodBounded(t *testing.T) {
 	// A token enrolment from the same address is not subject to the pending bounds.
 	tok := idToken(t, m, "legit", "app")
 	mn := startMinion(t, m, "legit", func(c *minion.Config) { c.Token = tok })
-	waitFor(t, 10*time.Second, "legit enrolled during the flood", func() bool { return mn.Status() == "connected" })
+	tb.WaitFor(t, 10*time.Second, "legit enrolled during the flood", func() bool { return mn.Status() == "connected" })
 
 	// The per-source cap holds whatever the rate: with the cap at 5, the sixth is refused.
 	capped := master.TestMaster(t, func(c *master.Config) { c.MaxPendingPerSource = 5 })
@@ -211,7 +212,7 @@ func TestTokenScopedToID(t *testing.T) {
 	m := master.TestMaster(t)
 	tok := idToken(t, m, "alpha", "app")
 	other := startMinion(t, m, "beta", func(c *minion.Config) { c.Token = tok })
-	waitFor(t, 10*time.Second, "beta presented", func() bool { _, ok := m.Keys().Get("beta"); return ok })
+	tb.WaitFor(t, 10*time.Second, "beta presented", func() bool { _, ok := m.Keys().Get("beta"); return ok })
 	if k, _ := m.Keys().Get("beta"); k.State != pki.StatePending || other.Status() == "connected" {
 		t.Fatalf("a token for alpha enrolled beta: %+v", k)
 	}
@@ -219,7 +220,7 @@ func TestTokenScopedToID(t *testing.T) {
 		t.Fatalf("a refused enrolment spent the token (%d left)", n)
 	}
 	right := startMinion(t, m, "alpha", func(c *minion.Config) { c.Token = tok })
-	waitFor(t, 10*time.Second, "alpha enrolled", func() bool { return right.Status() == "connected" })
+	tb.WaitFor(t, 10*time.Second, "alpha enrolled", func() bool { return right.Status() == "connected" })
 
 	glob := idToken(t, m, "web*", "web")
 	if ar := newRaw(t, m, "db1", nil).authAs(glob); ar.Status != wire.StatusPending {
@@ -298,7 +299,7 @@ func TestTokenPinsMaster(t *testing.T) {
 	impostor := master.TestMaster(t)
 	tok := idToken(t, m, "pinned")
 	mn := startMinion(t, impostor, "pinned", func(c *minion.Config) { c.Token = tok })
-	waitFor(t, 10*time.Second, "the impostor refused", func() bool { return mn.Status() == minion.ErrMasterKeyChanged.Error() })
+	tb.WaitFor(t, 10*time.Second, "the impostor refused", func() bool { return mn.Status() == minion.ErrMasterKeyChanged.Error() })
 	if _, ok := impostor.Keys().Get("pinned"); ok {
 		t.Fatal("a token-enrolled minion authenticated to another master")
 	}
@@ -314,7 +315,7 @@ func TestTokenPinsMaster(t *testing.T) {
 		t.Fatal("a malformed token was accepted")
 	}
 	right := startMinion(t, m, "pinned", func(c *minion.Config) { c.Token = tok; c.DataDir = mn.DataDir() })
-	waitFor(t, 10*time.Second, "enrolled with the right master", func() bool { return right.Status() == "connected" })
+	tb.WaitFor(t, 10*time.Second, "enrolled with the right master", func() bool { return right.Status() == "connected" })
 }
 
 // Local safety: the CLI's client refuses a control socket someone else could have put there,

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/minion"
@@ -37,13 +38,13 @@ exec "slow" {
 			}
 		})
 	jid := <-published // the callback runs on Run's goroutine: hand the jid over, do not share it
-	waitFor(t, 5*time.Second, "job running", func() bool { _, err := os.Stat(out); return err == nil })
+	tb.WaitFor(t, 5*time.Second, "job running", func() bool { _, err := os.Stat(out); return err == nil })
 	m1.Close()
 
 	m2 := master.TestMaster(t, func(c *master.Config) {
 		c.DataDir, c.PublishAddr, c.RequestAddr = dir, pubAddr, reqAddr
 	})
-	waitFor(t, 10*time.Second, "return after restart", func() bool {
+	tb.WaitFor(t, 10*time.Second, "return after restart", func() bool {
 		d, err := m2.Job(jid)
 		return err == nil && len(d.Returns) == 1
 	})
@@ -51,7 +52,7 @@ exec "slow" {
 	if !d.Returns["slow"].Success {
 		t.Fatalf("return: %+v", d.Returns["slow"])
 	}
-	waitFor(t, 10*time.Second, "reconnected", func() bool { return mn.Status() == "connected" })
+	tb.WaitFor(t, 10*time.Second, "reconnected", func() bool { return mn.Status() == "connected" })
 	res := run(t, m2, master.JobSpec{Kind: wire.JobPing, Target: "slow"})
 	if len(res.Returns) != 1 {
 		t.Fatalf("ping after restart: %+v", res)
@@ -59,7 +60,7 @@ exec "slow" {
 	if runs, _ := os.ReadFile(out); strings.Count(string(runs), "run") != 1 {
 		t.Fatalf("applied %d times", strings.Count(string(runs), "run"))
 	}
-	waitFor(t, 5*time.Second, "outbox drained", func() bool {
+	tb.WaitFor(t, 5*time.Second, "outbox drained", func() bool {
 		ents, err := os.ReadDir(filepath.Join(mn.DataDir(), "outbox"))
 		return err == nil && len(ents) == 0
 	})

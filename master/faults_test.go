@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/minion"
@@ -88,7 +89,7 @@ func (rc *realCluster) startMaster(name string) *testbed.Daemon {
 	if err != nil {
 		rc.t.Fatal(err)
 	}
-	waitFor(rc.t, 20*time.Second, "master control socket", func() bool {
+	tb.WaitFor(rc.t, 20*time.Second, "master control socket", func() bool {
 		_, code := rc.sh(rc.bin + " key list")
 		return code == 0
 	})
@@ -108,7 +109,7 @@ func (rc *realCluster) sh(script string) (string, int) {
 // waitPing waits until every minion of target answers a ping.
 func (rc *realCluster) waitPing(target string, d time.Duration) {
 	rc.t.Helper()
-	waitFor(rc.t, d, "ping "+target, func() bool {
+	tb.WaitFor(rc.t, d, "ping "+target, func() bool {
 		_, code := rc.sh(rc.bin + " ping '" + target + "' --timeout 2s")
 		return code == 0
 	})
@@ -172,7 +173,7 @@ func (rc *realCluster) events(outName string) []master.Event {
 func (rc *realCluster) publishedJID(outName string) string {
 	rc.t.Helper()
 	var jid string
-	waitFor(rc.t, 20*time.Second, "job published", func() bool {
+	tb.WaitFor(rc.t, 20*time.Second, "job published", func() bool {
 		for _, ev := range rc.events(outName) {
 			if ev.Event == "published" {
 				jid = ev.JID
@@ -230,7 +231,7 @@ func TestMasterKilledMidJob(t *testing.T) {
 	b := rc.writeBundle("slow", slowBundle)
 	done := rc.applyAsync("*", b, "60s", "apply1.json")
 	jid := rc.publishedJID("apply1.json")
-	waitFor(t, 20*time.Second, "both minions in the middle of the exec", func() bool {
+	tb.WaitFor(t, 20*time.Second, "both minions in the middle of the exec", func() bool {
 		return rc.hostFile("m1", "/var/tmp/brine-runs") != "" && rc.hostFile("m2", "/var/tmp/brine-runs") != ""
 	})
 	if rc.hostExists("m1", "/var/tmp/brine-slow.done") || rc.hostExists("m2", "/var/tmp/brine-slow.done") {
@@ -246,7 +247,7 @@ func TestMasterKilledMidJob(t *testing.T) {
 	}
 	rc.startMaster("master2")
 	var d master.JobDetail
-	waitFor(t, 45*time.Second, "both returns in the store after the restart", func() bool {
+	tb.WaitFor(t, 45*time.Second, "both returns in the store after the restart", func() bool {
 		var ok bool
 		d, ok = rc.jobDetail(jid)
 		return ok && len(d.Returns) == 2
@@ -268,7 +269,7 @@ func TestMasterKilledMidJob(t *testing.T) {
 		// The minion drops its copy when the master's acknowledgement arrives, just after the
 		// store has the return: wait for that rather than race it.
 		outbox := filepath.Join(rc.c.Host(id).Root(), "/var/lib/brine/minion/outbox")
-		waitFor(t, 15*time.Second, id+" outbox drained", func() bool {
+		tb.WaitFor(t, 15*time.Second, id+" outbox drained", func() bool {
 			ents, err := os.ReadDir(outbox)
 			return err == nil && len(ents) == 0
 		})
@@ -296,7 +297,7 @@ func TestMinionKilledMidApply(t *testing.T) {
 	start := time.Now()
 	done := rc.applyAsync("*", b, "8s", "apply1.json")
 	jid := rc.publishedJID("apply1.json")
-	waitFor(t, 20*time.Second, "m1 in the middle of the exec", func() bool {
+	tb.WaitFor(t, 20*time.Second, "m1 in the middle of the exec", func() bool {
 		return rc.hostFile("m1", "/var/tmp/brine-runs") != ""
 	})
 	if err := rc.minions["m1"].Kill(); err != nil {
@@ -494,15 +495,15 @@ func TestStalledPeersDoNotBlock(t *testing.T) {
 	steady := acceptedMinion(t, m, "steady", nil)
 	dir := t.TempDir()
 	late, stopLate := runMinion(t, m, "late", dir)
-	waitFor(t, 5*time.Second, "late pending", func() bool { _, ok := m.Keys().Get("late"); return ok })
+	tb.WaitFor(t, 5*time.Second, "late pending", func() bool { _, ok := m.Keys().Get("late"); return ok })
 	m.Keys().Accept("late", nil, false)
-	waitFor(t, 5*time.Second, "late connected", func() bool { return late.Status() == "connected" })
+	tb.WaitFor(t, 5*time.Second, "late connected", func() bool { return late.Status() == "connected" })
 	stopLate()
 
 	stopStall := stall(t, 4, m.PublishAddr(), m.RequestAddr())
 	start := time.Now()
 	late, _ = runMinion(t, m, "late", dir)
-	waitFor(t, 20*time.Second, "late reconnected while peers stall", func() bool { return late.Status() == "connected" && steady.Status() == "connected" })
+	tb.WaitFor(t, 20*time.Second, "late reconnected while peers stall", func() bool { return late.Status() == "connected" && steady.Status() == "connected" })
 	if took := time.Since(start); took > stallBound {
 		t.Errorf("a minion took %s to connect while peers stalled", took.Round(time.Millisecond))
 	}
@@ -548,7 +549,7 @@ file "marker" {
 	}
 	// A job published before the minion has subscribed again is not seen by it (PUB/SUB), so
 	// wait until it answers.
-	waitFor(t, 20*time.Second, "m1 back while peers stall", func() bool {
+	tb.WaitFor(t, 20*time.Second, "m1 back while peers stall", func() bool {
 		_, code := rc.sh(rc.bin + " ping m1 --timeout 1s")
 		return code == 0
 	})
@@ -597,7 +598,7 @@ func TestHijackedIdentityAndSession(t *testing.T) {
 	if rec, _ := m.Keys().Get("owner"); rec.State != ownerRec.State || !rec.Key.Equal(ownerRec.Key) || len(rec.Groups) != 1 || rec.Groups[0] != "app" {
 		t.Fatalf("owner's record changed: %+v", rec)
 	}
-	waitFor(t, 5*time.Second, "owner still connected", func() bool { return owner.Status() == "connected" })
+	tb.WaitFor(t, 5*time.Second, "owner still connected", func() bool { return owner.Status() == "connected" })
 
 	// A raw accepted minion whose session id a stranger copies.
 	victim := newRaw(t, m, "victim", nil)

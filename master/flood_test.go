@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/pki"
@@ -110,9 +111,9 @@ func TestHostileFloodsStayBounded(t *testing.T) {
 	legit := acceptedMinion(t, m, "legit", nil)
 	dir := t.TempDir()
 	late, stopLate := runMinion(t, m, "late", dir)
-	waitFor(t, 10*time.Second, "late pending", func() bool { _, ok := m.Keys().Get("late"); return ok })
+	tb.WaitFor(t, 10*time.Second, "late pending", func() bool { _, ok := m.Keys().Get("late"); return ok })
 	m.Keys().Accept("late", nil, false)
-	waitFor(t, 10*time.Second, "late connected", func() bool { return late.Status() == "connected" })
+	tb.WaitFor(t, 10*time.Second, "late connected", func() bool { return late.Status() == "connected" })
 	start := time.Now()
 	if res := run(t, m, master.JobSpec{Kind: wire.JobPing, Target: "legit", Timeout: 30 * time.Second}); res.Failed() {
 		t.Fatalf("ping before the flood: %+v", res)
@@ -213,7 +214,7 @@ func TestHostileFloodsStayBounded(t *testing.T) {
 		}
 	}()
 
-	waitFor(t, 30*time.Second, "the floods under way", func() bool {
+	tb.WaitFor(t, 30*time.Second, "the floods under way", func() bool {
 		s := m.TransportStats()
 		return bigSent.Load() > 100 && helloSent.Load() > 3000 && s.SubscribersRefused > 0
 	})
@@ -224,7 +225,7 @@ func TestHostileFloodsStayBounded(t *testing.T) {
 		t.Fatalf("legitimate ping under the floods: %+v", res)
 	}
 	late, _ = runMinion(t, m, "late", dir)
-	waitFor(t, 60*time.Second, "restarted minion authenticates during the floods", func() bool {
+	tb.WaitFor(t, 60*time.Second, "restarted minion authenticates during the floods", func() bool {
 		return late.Status() == "connected" && legit.Status() == "connected"
 	})
 	s := m.TransportStats()
@@ -274,7 +275,7 @@ func TestNonReadersDoNotStallReplies(t *testing.T) {
 			sent.Add(1)
 		}
 	})
-	waitFor(t, 30*time.Second, "hellos sent and not read", func() bool { return sent.Load() > 200 })
+	tb.WaitFor(t, 30*time.Second, "hellos sent and not read", func() bool { return sent.Load() > 200 })
 	for i := range 5 {
 		start := time.Now()
 		res := run(t, m, master.JobSpec{Kind: wire.JobPing, Target: "steady", Timeout: 30 * time.Second})
@@ -327,7 +328,7 @@ func TestListenerSurvivesFdExhaustion(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	waitFor(t, 10*time.Second, "Accept failing with EMFILE", func() bool { return m.TransportStats().AcceptErrors > 2 })
+	tb.WaitFor(t, 10*time.Second, "Accept failing with EMFILE", func() bool { return m.TransportStats().AcceptErrors > 2 })
 	restore()
 	// The connection that waited is accepted now (the master greets it), and new minions connect.
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -335,9 +336,9 @@ func TestListenerSurvivesFdExhaustion(t *testing.T) {
 		t.Fatalf("no greeting after EMFILE: %v", err)
 	}
 	mn := startMinion(t, m, "after-emfile")
-	waitFor(t, 20*time.Second, "a minion connecting after EMFILE", func() bool { _, ok := m.Keys().Get("after-emfile"); return ok })
+	tb.WaitFor(t, 20*time.Second, "a minion connecting after EMFILE", func() bool { _, ok := m.Keys().Get("after-emfile"); return ok })
 	m.Keys().Accept("after-emfile", nil, false)
-	waitFor(t, 20*time.Second, "after-emfile connected", func() bool { return mn.Status() == "connected" })
+	tb.WaitFor(t, 20*time.Second, "after-emfile connected", func() bool { return mn.Status() == "connected" })
 }
 
 func countFDs(t *testing.T) int {

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/pki"
 	"github.com/brinecm/brine/testbed"
@@ -48,7 +49,7 @@ func BenchmarkFloodSeparateMaster(b *testing.B) {
 		out, err := command(bin, append(args, "--socket", sock)...).CombinedOutput()
 		return string(out), err
 	}
-	waitForB(b, 20*time.Second, "master control socket", func() bool { _, err := cli("key", "list"); return err == nil })
+	tb.WaitFor(b, 20*time.Second, "master control socket", func() bool { _, err := cli("key", "list"); return err == nil })
 	tokOut, err := command(bin, "key", "token", "create", "--ttl", "1h", "--socket", sock).Output() // the token alone on stdout
 	if err != nil {
 		b.Fatal(err)
@@ -65,7 +66,7 @@ func BenchmarkFloodSeparateMaster(b *testing.B) {
 		}
 		return time.Since(start)
 	}
-	waitForB(b, 30*time.Second, "legit answering", func() bool { _, err := cli("ping", "legit", "--timeout", "2s"); return err == nil })
+	tb.WaitFor(b, 30*time.Second, "legit answering", func() bool { _, err := cli("ping", "legit", "--timeout", "2s"); return err == nil })
 	var calm []time.Duration
 	for range 15 {
 		calm = append(calm, ping())
@@ -181,7 +182,7 @@ func BenchmarkFloodSeparateMaster(b *testing.B) {
 			c.Close()
 		}
 	}()
-	waitForB(b, 30*time.Second, "the floods under way", func() bool {
+	tb.WaitFor(b, 30*time.Second, "the floods under way", func() bool {
 		return (nBig == 0 || bigSent.Load() > 100) && (nHello == 0 || helloSent.Load() > 3000) && (nSub == 0 || subSent.Load() > 50)
 	})
 	var busy []time.Duration
@@ -247,16 +248,6 @@ func startProc(b testing.TB, logPath, bin string, args ...string) *exec.Cmd {
 		}
 	})
 	return cmd
-}
-
-func waitForB(b testing.TB, d time.Duration, what string, cond func() bool) {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			b.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func procStatusKB(b testing.TB, pid int, field string) int64 {

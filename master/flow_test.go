@@ -10,24 +10,13 @@ import (
 	"time"
 
 	"github.com/brinecm/brine/control"
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/minion"
 	"github.com/brinecm/brine/pki"
 	"github.com/brinecm/brine/states"
 )
-
-// waitFor polls cond until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 func startMinion(t *testing.T, m *master.Master, id string, opts ...func(*minion.Config)) *minion.Minion {
 	t.Helper()
@@ -38,14 +27,14 @@ func startMinion(t *testing.T, m *master.Master, id string, opts ...func(*minion
 func acceptedMinion(t *testing.T, m *master.Master, id string, groups []string, opts ...func(*minion.Config)) *minion.Minion {
 	t.Helper()
 	mn := startMinion(t, m, id, opts...)
-	waitFor(t, 5*time.Second, id+" pending", func() bool {
+	tb.WaitFor(t, 5*time.Second, id+" pending", func() bool {
 		k, ok := m.Keys().Get(id)
 		return ok && k.State == pki.StatePending
 	})
 	if _, err := m.Keys().Accept(id, groups, false); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, id+" connected", func() bool { return mn.Status() == "connected" && m.Facts(id) != nil })
+	tb.WaitFor(t, 5*time.Second, id+" connected", func() bool { return mn.Status() == "connected" && m.Facts(id) != nil })
 	return mn
 }
 
@@ -105,11 +94,11 @@ secret "motd_key" {
 		t.Fatal(err)
 	}
 	web2 := startMinion(t, m, "web2", func(c *minion.Config) { c.Token = tok })
-	waitFor(t, 5*time.Second, "web2 enrolled by token", func() bool { return web2.Status() == "connected" })
+	tb.WaitFor(t, 5*time.Second, "web2 enrolled by token", func() bool { return web2.Status() == "connected" })
 	if k, _ := m.Keys().Get("web2"); k.State != pki.StateAccepted || len(k.Groups) != 1 || k.Groups[0] != "app" {
 		t.Fatalf("web2 after token: %+v", k)
 	}
-	waitFor(t, 5*time.Second, "web2 facts", func() bool { return m.Facts("web2") != nil })
+	tb.WaitFor(t, 5*time.Second, "web2 facts", func() bool { return m.Facts("web2") != nil })
 
 	b := bundle(t, map[string]string{"main.hcl": `
 file "out" {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-zeromq/zmq4"
 
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/internal/zmtp"
 	"github.com/brinecm/brine/master"
 )
@@ -69,7 +70,7 @@ func TestGarbageLogIsRateLimited(t *testing.T) {
 	if err := d.Send(zmq4.NewMsgFrom([]byte("a"), []byte("b"))); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the frames read", func() bool { return strings.Contains(logs.String(), "several frames") })
+	tb.WaitFor(t, 30*time.Second, "the frames read", func() bool { return strings.Contains(logs.String(), "several frames") })
 	if n := strings.Count(logs.String(), "not brine's"); n != 1 {
 		t.Fatalf("%d log lines for %d bad frames; want 1:\n%s", n, frames, logs.String())
 	}

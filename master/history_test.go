@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/brinecm/brine/control"
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/master"
 )
 
@@ -68,7 +69,7 @@ func TestJobRetention(t *testing.T) {
 			}
 			jids = append(jids, res.JIDs...)
 		}
-		waitFor(t, 20*time.Second, "the history pruned to 3 jobs", func() bool {
+		tb.WaitFor(t, 20*time.Second, "the history pruned to 3 jobs", func() bool {
 			jobs, _ := m.Store().Jobs(0)
 			return len(jobs) == 3 && jobs[2].JID == jids[3]
 		})
@@ -85,7 +86,7 @@ func TestJobRetention(t *testing.T) {
 		if jobs, _ := m.Store().Jobs(0); len(jobs) != 1 {
 			t.Fatalf("%d jobs right after the ping", len(jobs))
 		}
-		waitFor(t, 30*time.Second, "the job older than job_retention pruned", func() bool {
+		tb.WaitFor(t, 30*time.Second, "the job older than job_retention pruned", func() bool {
 			jobs, _ := m.Store().Jobs(0)
 			return len(jobs) == 0
 		})

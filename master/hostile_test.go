@@ -16,6 +16,7 @@ import (
 
 	"github.com/go-zeromq/zmq4"
 
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/internal/zmtp"
 	"github.com/brinecm/brine/master"
@@ -376,7 +377,7 @@ exec "count" {
 		t.Fatalf("exec ran %q", cnt)
 	}
 	again := minion.TestMinion(t, m.PublishAddr(), m.RequestAddr(), "victim", func(c *minion.Config) { c.DataDir = dir })
-	waitFor(t, 5*time.Second, "restarted victim", func() bool { return again.Status() == "connected" })
+	tb.WaitFor(t, 5*time.Second, "restarted victim", func() bool { return again.Status() == "connected" })
 	// The new process has a new session key: the old frame has no wrap for it. (A job the
 	// master wraps again for it is refused by the seen record on disk: TestSeenJobsPersistAndBound.)
 	if _, err := again.OpenJob(body, time.Now()); !errors.Is(err, minion.ErrNotForUs) {
@@ -603,7 +604,7 @@ func TestTokenSecondUseAndExpiry(t *testing.T) {
 	m := master.TestMaster(t)
 	tok, _, _ := m.Tokens().Create(pki.TokenRequest{Groups: []string{"app"}, TTL: time.Hour})
 	first := startMinion(t, m, "t1", func(c *minion.Config) { c.Token = tok; c.Groups = []string{"admin"} })
-	waitFor(t, 5*time.Second, "t1 enrolled", func() bool { return first.Status() == "connected" })
+	tb.WaitFor(t, 5*time.Second, "t1 enrolled", func() bool { return first.Status() == "connected" })
 	if k, _ := m.Keys().Get("t1"); len(k.Groups) != 1 || k.Groups[0] != "app" {
 		t.Fatalf("token groups not enforced: %v", k.Groups)
 	}
@@ -612,7 +613,7 @@ func TestTokenSecondUseAndExpiry(t *testing.T) {
 		t.Fatalf("second use of a token: %+v", ar)
 	}
 	expired, info, _ := m.Tokens().Create(pki.TokenRequest{Groups: []string{"app"}, TTL: time.Nanosecond})
-	waitFor(t, time.Second, "the token's expiry", func() bool { return time.Now().After(info.Expires) })
+	tb.WaitFor(t, time.Second, "the token's expiry", func() bool { return time.Now().After(info.Expires) })
 	third := newRaw(t, m, "t3", nil)
 	if ar := third.auth(expired, third.key); ar.Status != wire.StatusPending {
 		t.Fatalf("expired token: %+v", ar)
@@ -623,21 +624,21 @@ func TestTokenSecondUseAndExpiry(t *testing.T) {
 func TestMinionPinsMasterKey(t *testing.T) {
 	m := master.TestMaster(t)
 	wrong := startMinion(t, m, "p1", func(c *minion.Config) { c.MasterFinger = mustKey(t).Pub.Fingerprint() })
-	waitFor(t, 5*time.Second, "pin refusal", func() bool { return wrong.Status() == minion.ErrMasterKeyChanged.Error() })
+	tb.WaitFor(t, 5*time.Second, "pin refusal", func() bool { return wrong.Status() == minion.ErrMasterKeyChanged.Error() })
 	if _, ok := m.Keys().Get("p1"); ok {
 		t.Fatal("minion authenticated to a master that does not match master_finger")
 	}
 	right := startMinion(t, m, "p2", func(c *minion.Config) { c.MasterFinger = m.Key().Fingerprint() })
-	waitFor(t, 5*time.Second, "p2 pending", func() bool { _, ok := m.Keys().Get("p2"); return ok })
+	tb.WaitFor(t, 5*time.Second, "p2 pending", func() bool { _, ok := m.Keys().Get("p2"); return ok })
 	_ = right
 
 	// Trust on first use, then an impostor master on another address.
 	tofu := startMinion(t, m, "p3")
-	waitFor(t, 5*time.Second, "p3 pinned", func() bool { _, ok := m.Keys().Get("p3"); return ok })
+	tb.WaitFor(t, 5*time.Second, "p3 pinned", func() bool { _, ok := m.Keys().Get("p3"); return ok })
 	dir := tofu.DataDir()
 	impostor := master.TestMaster(t)
 	moved := minion.TestMinion(t, impostor.PublishAddr(), impostor.RequestAddr(), "p3", func(c *minion.Config) { c.DataDir = dir })
-	waitFor(t, 5*time.Second, "impostor refused", func() bool { return moved.Status() == minion.ErrMasterKeyChanged.Error() })
+	tb.WaitFor(t, 5*time.Second, "impostor refused", func() bool { return moved.Status() == minion.ErrMasterKeyChanged.Error() })
 	if _, ok := impostor.Keys().Get("p3"); ok {
 		t.Fatal("pinned minion authenticated to an impostor")
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/master"
 )
 
@@ -96,7 +97,7 @@ func TestMetricsScrape(t *testing.T) {
 	}
 
 	var fams map[string]*dto.MetricFamily
-	waitFor(t, 20*time.Second, "the pending minion's refused auth counted", func() bool {
+	tb.WaitFor(t, 20*time.Second, "the pending minion's refused auth counted", func() bool {
 		fams = scrape(t, addr)
 		v, _ := value(fams, "brine_auth_failures_total", "reason=pending")
 		return v >= 1

@@ -15,6 +15,7 @@ import (
 	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/internal/pgtest"
 	"github.com/brinecm/brine/internal/store"
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/minion"
@@ -56,7 +57,7 @@ func fleetMinion(t *testing.T, ms []*master.Master, first int, id string, opts .
 // presentOn waits until minion id holds a presence lease on master m and returns.
 func presentOn(t *testing.T, d time.Duration, any *master.Master, m *master.Master, id string) {
 	t.Helper()
-	waitFor(t, d, id+" present on "+m.Name(), func() bool {
+	tb.WaitFor(t, d, id+" present on "+m.Name(), func() bool {
 		p, err := any.Presence()
 		return err == nil && p[id].Master == m.Name()
 	})
@@ -71,16 +72,16 @@ func TestMastersShareOneFleet(t *testing.T) {
 	for i, id := range []string{"a1", "a2", "a3"} {
 		mins = append(mins, fleetMinion(t, ms, i, id))
 	}
-	waitFor(t, 10*time.Second, "three pending keys", func() bool { total, _ := ms[2].Keys().Pending(""); return total == 3 })
+	tb.WaitFor(t, 10*time.Second, "three pending keys", func() bool { total, _ := ms[2].Keys().Pending(""); return total == 3 })
 	if ids, err := ms[1].Keys().Accept("a*", []string{"web"}, false); err != nil || len(ids) != 3 {
 		t.Fatalf("accept on m2: %v %v", ids, err)
 	}
 	for i, mn := range mins {
-		waitFor(t, 10*time.Second, mn.ID()+" connected", func() bool { return mn.Status() == "connected" })
+		tb.WaitFor(t, 10*time.Second, mn.ID()+" connected", func() bool { return mn.Status() == "connected" })
 		presentOn(t, 10*time.Second, ms[0], ms[i], mn.ID())
 	}
 	// Facts reported to m2 and m3 are seen by m1 (targeting by facts works on any master).
-	waitFor(t, 10*time.Second, "m1 sees every minion's facts", func() bool {
+	tb.WaitFor(t, 10*time.Second, "m1 sees every minion's facts", func() bool {
 		return ms[0].Facts("a2") != nil && ms[0].Facts("a3") != nil
 	})
 	ids, err := ms[0].ResolveTarget("group:web")
@@ -194,11 +195,11 @@ func TestMinionFailsOverAndGetsItsPendingJob(t *testing.T) {
 	ms := pgMasters(t, 3)
 	dir := t.TempDir()
 	stop := runFleetMinion(t, ms, "fo1", dir)
-	waitFor(t, 10*time.Second, "fo1 pending", func() bool { _, ok := ms[0].Keys().Get("fo1"); return ok })
+	tb.WaitFor(t, 10*time.Second, "fo1 pending", func() bool { _, ok := ms[0].Keys().Get("fo1"); return ok })
 	if _, err := ms[0].Keys().Accept("fo1", nil, false); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 15*time.Second, "fo1 present", func() bool { return where(ms, ms[0], "fo1") >= 0 })
+	tb.WaitFor(t, 15*time.Second, "fo1 present", func() bool { return where(ms, ms[0], "fo1") >= 0 })
 	stop()
 
 	// m1 publishes a job for fo1, which is away, and dies.
@@ -226,7 +227,7 @@ exec "count" {
 	<-done
 
 	runFleetMinion(t, ms, "fo1", dir)
-	waitFor(t, 30*time.Second, "the job m1 published is returned through another master", func() bool {
+	tb.WaitFor(t, 30*time.Second, "the job m1 published is returned through another master", func() bool {
 		d, err := ms[1].Job(jid)
 		return err == nil && len(d.Returns) == 1 && d.Returns["fo1"].Success
 	})
@@ -245,7 +246,7 @@ exec "count" {
 	other := 3 - at
 	lost := time.Now()
 	ms[at].Close()
-	waitFor(t, 30*time.Second, "fo1 failed over", func() bool { return where(ms, ms[other], "fo1") == other })
+	tb.WaitFor(t, 30*time.Second, "fo1 failed over", func() bool { return where(ms, ms[other], "fo1") == other })
 	t.Logf("failed over in %s", time.Since(lost).Round(time.Millisecond))
 	res, err := ms[other].Run(context.Background(), master.JobSpec{Kind: wire.JobPing, Target: "fo1", Minions: []string{"fo1"}, Timeout: 20 * time.Second}, nil)
 	if err != nil || len(res.Missing) != 0 {
@@ -264,7 +265,7 @@ func TestTokenEnrolsOnceAcrossMasters(t *testing.T) {
 	withToken := func(c *minion.Config) { c.Token = tok }
 	fleetMinion(t, ms, 0, "t1", withToken)
 	fleetMinion(t, ms, 1, "t2", withToken)
-	waitFor(t, 15*time.Second, "both minions known", func() bool {
+	tb.WaitFor(t, 15*time.Second, "both minions known", func() bool {
 		_, ok1 := ms[1].Keys().Get("t1")
 		_, ok2 := ms[0].Keys().Get("t2")
 		return ok1 && ok2
@@ -284,17 +285,17 @@ func TestTokenEnrolsOnceAcrossMasters(t *testing.T) {
 func TestRejectOnOneMasterEndsSession(t *testing.T) {
 	ms := pgMasters(t, 2)
 	mn := fleetMinion(t, ms, 1, "r1")
-	waitFor(t, 10*time.Second, "r1 pending", func() bool { _, ok := ms[0].Keys().Get("r1"); return ok })
+	tb.WaitFor(t, 10*time.Second, "r1 pending", func() bool { _, ok := ms[0].Keys().Get("r1"); return ok })
 	ms[0].Keys().Accept("r1", nil, false)
-	waitFor(t, 10*time.Second, "r1 connected", func() bool { return mn.Status() == "connected" })
-	waitFor(t, 10*time.Second, "r1 has a session on m2", func() bool { _, ok := ms[1].SessionKeyID("r1"); return ok })
+	tb.WaitFor(t, 10*time.Second, "r1 connected", func() bool { return mn.Status() == "connected" })
+	tb.WaitFor(t, 10*time.Second, "r1 has a session on m2", func() bool { _, ok := ms[1].SessionKeyID("r1"); return ok })
 	ids, err := ms[0].Keys().Reject("r1")
 	if err != nil || len(ids) != 1 {
 		t.Fatal(ids, err)
 	}
 	ms[0].RemoveMinions(ids, false)
-	waitFor(t, 10*time.Second, "m2 ended r1's session", func() bool { _, ok := ms[1].SessionKeyID("r1"); return !ok })
-	waitFor(t, 10*time.Second, "r1 refused", func() bool { return mn.Status() != "connected" })
+	tb.WaitFor(t, 10*time.Second, "m2 ended r1's session", func() bool { _, ok := ms[1].SessionKeyID("r1"); return !ok })
+	tb.WaitFor(t, 10*time.Second, "r1 refused", func() bool { return mn.Status() != "connected" })
 }
 
 // PostgreSQL restarts while a job runs on minions of two masters: the masters reconnect, the
@@ -306,10 +307,10 @@ func TestPostgresRestartMidJob(t *testing.T) {
 	for i, id := range []string{"p1", "p2", "p3", "p4"} {
 		mins = append(mins, fleetMinion(t, ms, i%2, id))
 	}
-	waitFor(t, 10*time.Second, "four pending keys", func() bool { total, _ := ms[0].Keys().Pending(""); return total == 4 })
+	tb.WaitFor(t, 10*time.Second, "four pending keys", func() bool { total, _ := ms[0].Keys().Pending(""); return total == 4 })
 	ms[0].Keys().Accept("p*", nil, false)
 	for _, mn := range mins {
-		waitFor(t, 10*time.Second, mn.ID()+" connected", func() bool { return mn.Status() == "connected" })
+		tb.WaitFor(t, 10*time.Second, mn.ID()+" connected", func() bool { return mn.Status() == "connected" })
 	}
 	gate := filepath.Join(t.TempDir(), "gate")
 	b := bundle(t, map[string]string{"main.hcl": `
@@ -326,7 +327,7 @@ exec "wait" {
 		res, err := ms[0].Run(context.Background(), master.JobSpec{Kind: wire.JobApply, Target: "p*", Minions: ids, Bundle: b, Timeout: 90 * time.Second}, nil)
 		done <- result{res, err}
 	}()
-	waitFor(t, 20*time.Second, "the job running everywhere", func() bool {
+	tb.WaitFor(t, 20*time.Second, "the job running everywhere", func() bool {
 		for _, mn := range mins {
 			if mn.Applied() != 0 {
 				return false
@@ -425,9 +426,9 @@ func TestPendingFloodBoundedAcrossMasters(t *testing.T) {
 func TestMasterWithoutDatabasePublishesNothing(t *testing.T) {
 	ms := pgMasters(t, 1)
 	mn := fleetMinion(t, ms, 0, "d1")
-	waitFor(t, 10*time.Second, "d1 pending", func() bool { _, ok := ms[0].Keys().Get("d1"); return ok })
+	tb.WaitFor(t, 10*time.Second, "d1 pending", func() bool { _, ok := ms[0].Keys().Get("d1"); return ok })
 	ms[0].Keys().Accept("d1", nil, false)
-	waitFor(t, 10*time.Second, "d1 connected", func() bool { return mn.Status() == "connected" })
+	tb.WaitFor(t, 10*time.Second, "d1 connected", func() bool { return mn.Status() == "connected" })
 	pg := pgtest.Shared(t)
 	pg.Down()
 	up := sync.OnceValue(pg.Up)
@@ -435,14 +436,14 @@ func TestMasterWithoutDatabasePublishesNothing(t *testing.T) {
 	ping := func() (*master.Result, error) {
 		return ms[0].Run(context.Background(), master.JobSpec{Kind: wire.JobPing, Target: "d1", Minions: []string{"d1"}, Timeout: 10 * time.Second}, nil)
 	}
-	waitFor(t, 30*time.Second, "the master says it lost its database", func() bool {
+	tb.WaitFor(t, 30*time.Second, "the master says it lost its database", func() bool {
 		_, err := ping()
 		return errors.Is(err, master.ErrStoreLost)
 	})
 	if err := up(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "a ping through the master again", func() bool {
+	tb.WaitFor(t, 60*time.Second, "a ping through the master again", func() bool {
 		res, err := ping()
 		return err == nil && len(res.Missing) == 0
 	})
@@ -457,13 +458,13 @@ func TestCrossMasterJobWrappedOnlyForItsMinions(t *testing.T) {
 	fleetMinion(t, ms, 0, "x0")
 	fleetMinion(t, ms, 1, "x1")
 	fleetMinion(t, ms, 1, "x2")
-	waitFor(t, 10*time.Second, "three pending keys", func() bool { total, _ := ms[0].Keys().Pending(""); return total == 3 })
+	tb.WaitFor(t, 10*time.Second, "three pending keys", func() bool { total, _ := ms[0].Keys().Pending(""); return total == 3 })
 	if ids, err := ms[0].Keys().Accept("x*", nil, false); err != nil || len(ids) != 3 {
 		t.Fatalf("accept: %v %v", ids, err)
 	}
 	keyOn := func(m *master.Master, id string) [8]byte {
 		var k [8]byte
-		waitFor(t, 10*time.Second, id+" has a session on "+m.Name(), func() bool {
+		tb.WaitFor(t, 10*time.Second, id+" has a session on "+m.Name(), func() bool {
 			var ok bool
 			k, ok = m.SessionKeyID(id)
 			return ok

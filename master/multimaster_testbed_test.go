@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/brinecm/brine/internal/pgtest"
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/testbed"
 )
@@ -78,7 +79,7 @@ func TestThreeMasterProcessesKill9(t *testing.T) {
 			t.Fatal(err)
 		}
 		daemons[name] = d
-		waitFor(t, 30*time.Second, name+" control socket", func() bool {
+		tb.WaitFor(t, 30*time.Second, name+" control socket", func() bool {
 			_, code := sh(name, bin+" -c "+testbed.HostSharedDir+"/"+name+".hcl key list")
 			return code == 0
 		})
@@ -101,7 +102,7 @@ func TestThreeMasterProcessesKill9(t *testing.T) {
 		}
 	}
 	for _, id := range minions {
-		waitFor(t, 60*time.Second, "ping "+id+" from mst1", func() bool {
+		tb.WaitFor(t, 60*time.Second, "ping "+id+" from mst1", func() bool {
 			_, code := sh("mst1", cli("mst1")+"ping "+id+" --timeout 3s")
 			return code == 0
 		})
@@ -152,7 +153,7 @@ exec "slow" {
 		_, code, _ := c.Host(runner).Sh(ctx, cli(runner)+"apply '*' "+testbed.HostSharedDir+"/job --timeout 120s --json > "+testbed.HostSharedDir+"/apply.json 2>&1")
 		done <- code
 	}()
-	waitFor(t, 30*time.Second, "every minion in the middle of the job", func() bool {
+	tb.WaitFor(t, 30*time.Second, "every minion in the middle of the job", func() bool {
 		for _, id := range minions {
 			if data, _ := os.ReadFile(filepath.Join(c.Host(id).Root(), "/var/tmp/brine-runs")); len(data) == 0 {
 				return false
@@ -164,7 +165,7 @@ exec "slow" {
 		t.Fatal(err)
 	}
 	killed := time.Now()
-	waitFor(t, 60*time.Second, "the victim's minions on other masters", func() bool {
+	tb.WaitFor(t, 60*time.Second, "the victim's minions on other masters", func() bool {
 		for _, mst := range on(runner) {
 			if mst == victim || mst == "" {
 				return false

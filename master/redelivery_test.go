@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/minion"
@@ -43,11 +44,11 @@ func TestMissedJobIsRedeliveredAfterReconnect(t *testing.T) {
 	m := master.TestMaster(t)
 	dir := t.TempDir()
 	stop := stoppableMinion(t, m, "away", dir)
-	waitFor(t, 5*time.Second, "away pending", func() bool { _, ok := m.Keys().Get("away"); return ok })
+	tb.WaitFor(t, 5*time.Second, "away pending", func() bool { _, ok := m.Keys().Get("away"); return ok })
 	if _, err := m.Keys().Accept("away", nil, false); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "away connected", func() bool { return m.Facts("away") != nil })
+	tb.WaitFor(t, 5*time.Second, "away connected", func() bool { return m.Facts("away") != nil })
 	stop()
 
 	out := filepath.Join(t.TempDir(), "runs")

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/master"
 )
 
@@ -153,11 +154,11 @@ func TestRolloutCountsNoReturnAsFailure(t *testing.T) {
 		acceptedMinion(t, m, id, nil)
 	}
 	stop := stoppableMinion(t, m, "r0", t.TempDir())
-	waitFor(t, 5*time.Second, "r0 pending", func() bool { _, ok := m.Keys().Get("r0"); return ok })
+	tb.WaitFor(t, 5*time.Second, "r0 pending", func() bool { _, ok := m.Keys().Get("r0"); return ok })
 	if _, err := m.Keys().Accept("r0", nil, false); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "r0 connected", func() bool { return m.Facts("r0") != nil })
+	tb.WaitFor(t, 5*time.Second, "r0 connected", func() bool { return m.Facts("r0") != nil })
 	ids, _ := m.ResolveTarget("r*")
 	stop() // r0 is gone after the target was resolved: the rollout expects its return in vain
 	dir := t.TempDir()

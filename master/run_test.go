@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/pki"
@@ -63,7 +64,7 @@ func TestRunJob(t *testing.T) {
 	if pid := strings.TrimSpace(string(raw)); pid == "" {
 		t.Fatal("no pid")
 	} else {
-		waitFor(t, 10*time.Second, "the command's child killed", func() bool {
+		tb.WaitFor(t, 10*time.Second, "the command's child killed", func() bool {
 			st, err := os.ReadFile("/proc/" + pid + "/stat")
 			return err != nil || strings.Contains(string(st), ") Z ")
 		})

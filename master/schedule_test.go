@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/brinecm/brine/control"
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/minion"
 )
@@ -89,40 +90,40 @@ assign "*" { bundles = ["motd"] }
 	acceptedMinion(t, m, "c1", nil)
 	dDir := t.TempDir()
 	stopD := runStoppableMinion(t, m, "d1", dDir)
-	waitFor(t, 10*time.Second, "d1 pending", func() bool { _, ok := m.Keys().Get("d1"); return ok })
+	tb.WaitFor(t, 10*time.Second, "d1 pending", func() bool { _, ok := m.Keys().Get("d1"); return ok })
 	if _, err := m.Keys().Accept("d1", nil, false); err != nil {
 		t.Fatal(err)
 	}
 	c2Dir := t.TempDir()
 	stopC2 := runStoppableMinion(t, m, "c2", c2Dir)
-	waitFor(t, 10*time.Second, "c2 pending", func() bool { _, ok := m.Keys().Get("c2"); return ok })
+	tb.WaitFor(t, 10*time.Second, "c2 pending", func() bool { _, ok := m.Keys().Get("c2"); return ok })
 	if _, err := m.Keys().Accept("c2", nil, false); err != nil {
 		t.Fatal(err)
 	}
 	read := func(id string) string { b, _ := os.ReadFile(filepath.Join(out, id)); return string(b) }
 
 	// The converge schedule writes the file, and writes it again after a hand edit.
-	waitFor(t, 60*time.Second, "c1 converged by the schedule", func() bool { return read("c1") == "managed c1\n" })
+	tb.WaitFor(t, 60*time.Second, "c1 converged by the schedule", func() bool { return read("c1") == "managed c1\n" })
 	os.WriteFile(filepath.Join(out, "c1"), []byte("edited by hand\n"), 0o644)
-	waitFor(t, 60*time.Second, "c1's hand edit undone by the schedule", func() bool { return read("c1") == "managed c1\n" })
+	tb.WaitFor(t, 60*time.Second, "c1's hand edit undone by the schedule", func() bool { return read("c1") == "managed c1\n" })
 
 	// c2 is down when its turn comes: it is converged once it is back.
-	waitFor(t, 60*time.Second, "c2 converged", func() bool { return read("c2") == "managed c2\n" })
+	tb.WaitFor(t, 60*time.Second, "c2 converged", func() bool { return read("c2") == "managed c2\n" })
 	stopC2()
-	waitFor(t, 60*time.Second, "c2 seen as down", func() bool { return !connected(m, "c2") })
+	tb.WaitFor(t, 60*time.Second, "c2 seen as down", func() bool { return !connected(m, "c2") })
 	os.WriteFile(filepath.Join(out, "c2"), []byte("edited while down\n"), 0o644)
 	// Rounds pass while c2 is down (c1 is converged by them); c2's file stays as edited.
 	before := len(jobsBy(t, m, "schedule keep"))
-	waitFor(t, 60*time.Second, "two more rounds of the schedule", func() bool { return len(jobsBy(t, m, "schedule keep")) >= before+2 })
+	tb.WaitFor(t, 60*time.Second, "two more rounds of the schedule", func() bool { return len(jobsBy(t, m, "schedule keep")) >= before+2 })
 	if got := read("c2"); got != "edited while down\n" {
 		t.Fatalf("c2 changed while down: %q", got)
 	}
 	runStoppableMinion(t, m, "c2", c2Dir)
-	waitFor(t, 60*time.Second, "c2 converged after it came back", func() bool { return read("c2") == "managed c2\n" })
+	tb.WaitFor(t, 60*time.Second, "c2 converged after it came back", func() bool { return read("c2") == "managed c2\n" })
 
 	// The drift schedule: d1's file does not exist; a dry run reports it and creates nothing.
 	var recs []master.DriftRecord
-	waitFor(t, 60*time.Second, "d1's drift recorded", func() bool {
+	tb.WaitFor(t, 60*time.Second, "d1's drift recorded", func() bool {
 		r, err := m.Client().Drift(t.Context(), control.DriftRequest{Target: "*"})
 		recs = r.Records
 		return err == nil && len(recs) == 1
@@ -141,7 +142,7 @@ assign "*" { bundles = ["motd"] }
 	}
 	// Once the host is as the site says, the next check clears it.
 	os.WriteFile(filepath.Join(out, "d1"), []byte("managed d1\n"), 0o644)
-	waitFor(t, 60*time.Second, "d1 no longer in drift", func() bool {
+	tb.WaitFor(t, 60*time.Second, "d1 no longer in drift", func() bool {
 		r, err := m.Client().Drift(t.Context(), control.DriftRequest{})
 		return err == nil && len(r.Records) == 0
 	})

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/minion"
 )
@@ -126,7 +127,7 @@ file "cfg" {
 	if _, ok := spy.key.OpenFrom(spy.master.Box, meta.Secrets["app1"]); ok {
 		t.Fatal("another minion opened app1's sealed inputs")
 	}
-	waitFor(t, 10*time.Second, "app1's file", func() bool {
+	tb.WaitFor(t, 10*time.Second, "app1's file", func() bool {
 		got, _ := os.ReadFile(filepath.Join(out, "app1"))
 		return string(got) == "pw-sealed-1 key-sealed-2 blue-public"
 	})

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/states"
@@ -137,7 +138,7 @@ func TestSiteConvergeAndRunInTestbed(t *testing.T) {
 		// master's own site setting.
 		return sh("BRINE_SOCKET=/var/lib/brine/master/master.sock " + bin + " " + args + " 2>&1")
 	}
-	waitFor(t, 20*time.Second, "master socket", func() bool {
+	tb.WaitFor(t, 20*time.Second, "master socket", func() bool {
 		_, code := brine("key list")
 		return code == 0
 	})
@@ -147,7 +148,7 @@ func TestSiteConvergeAndRunInTestbed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 60*time.Second, "three minions answer", func() bool {
+	tb.WaitFor(t, 60*time.Second, "three minions answer", func() bool {
 		brine("key accept --all")
 		out, code := brine("ping '*' --timeout 3s")
 		return code == 0 && strings.Count(out, "pong") == 3

@@ -21,6 +21,7 @@ import (
 	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/internal/pgtest"
 	"github.com/brinecm/brine/internal/store"
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/minion"
@@ -93,7 +94,7 @@ func TestScheduleOnceAcrossMasters(t *testing.T) {
 	})
 	fleetMinion(t, ms, 0, "s1")
 	fleetMinion(t, ms, 1, "s2")
-	waitFor(t, 10*time.Second, "two pending keys", func() bool { total, _ := ms[0].Keys().Pending(""); return total == 2 })
+	tb.WaitFor(t, 10*time.Second, "two pending keys", func() bool { total, _ := ms[0].Keys().Pending(""); return total == 2 })
 	if ids, err := ms[0].Keys().Accept("s*", nil, false); err != nil || len(ids) != 2 {
 		t.Fatalf("accept: %v %v", ids, err)
 	}
@@ -108,7 +109,7 @@ func TestScheduleOnceAcrossMasters(t *testing.T) {
 		b, _ := os.ReadFile(filepath.Join(runs, id))
 		return strings.Count(string(b), "run\n")
 	}
-	waitFor(t, 90*time.Second, "four runs on each minion", func() bool { return count("s1") >= 4 && count("s2") >= 4 })
+	tb.WaitFor(t, 90*time.Second, "four runs on each minion", func() bool { return count("s1") >= 4 && count("s2") >= 4 })
 	for _, m := range ms {
 		m.Close()
 	}
@@ -156,7 +157,7 @@ func TestAcceptRejectRaceAcrossMasters(t *testing.T) {
 	for i, id := range ids {
 		fleetMinion(t, ms, i%2, id)
 	}
-	waitFor(t, 15*time.Second, "six pending keys", func() bool { total, _ := ms[0].Keys().Pending(""); return total == len(ids) })
+	tb.WaitFor(t, 15*time.Second, "six pending keys", func() bool { total, _ := ms[0].Keys().Pending(""); return total == len(ids) })
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for _, id := range ids {
@@ -190,7 +191,7 @@ func TestAcceptRejectRaceAcrossMasters(t *testing.T) {
 	// A minion accepted for a moment (accept first) may have authenticated: the rejection ends
 	// its session on whichever master it is connected to.
 	for _, id := range ids {
-		waitFor(t, 15*time.Second, id+" has no session", func() bool {
+		tb.WaitFor(t, 15*time.Second, id+" has no session", func() bool {
 			_, on1 := ms[0].SessionKeyID(id)
 			_, on2 := ms[1].SessionKeyID(id)
 			return !on1 && !on2
@@ -310,7 +311,7 @@ heartbeat = "1s"
 		}
 		return ""
 	}
-	waitFor(t, 30*time.Second, "the master's metrics", func() bool { return storeUp() == "1" })
+	tb.WaitFor(t, 30*time.Second, "the master's metrics", func() bool { return storeUp() == "1" })
 
 	ids := []string{"db1", "db2", "db3"}
 	outboxes := map[string]string{}
@@ -331,7 +332,7 @@ heartbeat = "1s"
 		go func() { defer close(done); _ = mn.Run(ctx) }()
 		t.Cleanup(func() { cancel(); <-done })
 	}
-	waitFor(t, 60*time.Second, "ping of three minions through the master process", func() bool {
+	tb.WaitFor(t, 60*time.Second, "ping of three minions through the master process", func() bool {
 		out, _, code := cli("ping", "*", "--timeout", "5s")
 		return code == 0 && strings.Count(out, "db") >= 3
 	})
@@ -350,7 +351,7 @@ heartbeat = "1s"
 	}
 	applied := make(chan int, 1)
 	go func() { apply.Wait(); applied <- apply.ProcessState.ExitCode() }()
-	waitFor(t, 30*time.Second, "the apply running on every minion", func() bool {
+	tb.WaitFor(t, 30*time.Second, "the apply running on every minion", func() bool {
 		for _, id := range ids {
 			if _, err := os.Stat(filepath.Join(marks, id)); err != nil {
 				return false
@@ -362,7 +363,7 @@ heartbeat = "1s"
 	pg.Down() // SIGINT: PostgreSQL's fast shutdown, what pg_ctl stop does
 	up := sync.OnceValue(pg.Up)
 	t.Cleanup(func() { up() })
-	waitFor(t, 30*time.Second, "brine_store_up 0", func() bool { return storeUp() == "0" })
+	tb.WaitFor(t, 30*time.Second, "brine_store_up 0", func() bool { return storeUp() == "0" })
 	os.WriteFile(gate, nil, 0o600) // the applies finish while the database is down
 	if _, stderr, code := cli("ping", "*", "--timeout", "5s"); code != 1 || !strings.Contains(stderr, "lost its database") {
 		t.Fatalf("ping without a database: exit %d: %s", code, stderr)
@@ -373,7 +374,7 @@ heartbeat = "1s"
 		}
 	}
 	// Every minion finished and keeps its return, which the master could not record.
-	waitFor(t, 30*time.Second, "each minion's return in its outbox", func() bool {
+	tb.WaitFor(t, 30*time.Second, "each minion's return in its outbox", func() bool {
 		for _, id := range ids {
 			if ents, _ := os.ReadDir(outboxes[id]); len(ents) != 1 {
 				return false
@@ -382,7 +383,7 @@ heartbeat = "1s"
 		return true
 	})
 	// The minions try again and again meanwhile: wait until the master refused some of them.
-	waitFor(t, 30*time.Second, "the master telling minions to come back", func() bool {
+	tb.WaitFor(t, 30*time.Second, "the master telling minions to come back", func() bool {
 		l := logLines(t, logPath)
 		return len(l["could not read a minion's key; told it to authenticate again"])+len(l["could not serve a request: the store does not answer; the minion will send it again"]) > 0 &&
 			len(l["could not authenticate a minion: the key store does not answer"]) > 0
@@ -426,12 +427,12 @@ heartbeat = "1s"
 		t.Fatalf("%d returns recorded for %s: %v", n, jid, err)
 	}
 	for _, id := range ids {
-		waitFor(t, 15*time.Second, id+" outbox drained", func() bool {
+		tb.WaitFor(t, 15*time.Second, id+" outbox drained", func() bool {
 			ents, err := os.ReadDir(outboxes[id])
 			return err == nil && len(ents) == 0
 		})
 	}
-	waitFor(t, 30*time.Second, "brine_store_up 1", func() bool { return storeUp() == "1" })
+	tb.WaitFor(t, 30*time.Second, "brine_store_up 1", func() bool { return storeUp() == "1" })
 	out, stderr, code := cli("status")
 	if first, _, _ := strings.Cut(out, "\n"); code != 0 || !strings.HasPrefix(first, "master mp: store postgres: up") {
 		t.Fatalf("status after the database came back: exit %d:\n%s%s", code, out, stderr)
@@ -465,7 +466,7 @@ func TestReturnKeptWhenTheStoreCannotRecordIt(t *testing.T) {
 	ms, url := pgMastersWith(t, 1)
 	dir := t.TempDir()
 	runFleetMinion(t, ms, "rk1", dir)
-	waitFor(t, 10*time.Second, "rk1 pending", func() bool { _, ok := ms[0].Keys().Get("rk1"); return ok })
+	tb.WaitFor(t, 10*time.Second, "rk1 pending", func() bool { _, ok := ms[0].Keys().Get("rk1"); return ok })
 	if _, err := ms[0].Keys().Accept("rk1", nil, false); err != nil {
 		t.Fatal(err)
 	}
@@ -500,17 +501,17 @@ func TestReturnKeptWhenTheStoreCannotRecordIt(t *testing.T) {
 		conn.QueryRow(ctx, `SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM return_attempts`).Scan(&n)
 		return n
 	}
-	waitFor(t, 30*time.Second, "three attempts to record the return (a minion that stopped trying dropped it)", func() bool { return attempts() >= 3 })
+	tb.WaitFor(t, 30*time.Second, "three attempts to record the return (a minion that stopped trying dropped it)", func() bool { return attempts() >= 3 })
 	outbox := filepath.Join(dir, "outbox")
 	if ents, err := os.ReadDir(outbox); err != nil || len(ents) != 1 {
 		t.Fatalf("the minion's outbox after refused deliveries: %v %v", ents, err)
 	}
 	exec(`DROP TRIGGER refuse_returns ON returns`)
-	waitFor(t, 30*time.Second, "the return recorded", func() bool {
+	tb.WaitFor(t, 30*time.Second, "the return recorded", func() bool {
 		rs, err := ms[0].Store().Returns(jid)
 		return err == nil && len(rs) == 1
 	})
-	waitFor(t, 15*time.Second, "the outbox drained", func() bool {
+	tb.WaitFor(t, 15*time.Second, "the outbox drained", func() bool {
 		ents, err := os.ReadDir(outbox)
 		return err == nil && len(ents) == 0
 	})
@@ -549,11 +550,11 @@ func TestScheduleResumesAfterDatabaseLoss(t *testing.T) {
 		b, _ := os.ReadFile(filepath.Join(runs, "sr1"))
 		return strings.Count(string(b), "run\n")
 	}
-	waitFor(t, 60*time.Second, "two runs of the schedule", func() bool { return count() >= 2 })
+	tb.WaitFor(t, 60*time.Second, "two runs of the schedule", func() bool { return count() >= 2 })
 	pg.Down()
 	up := sync.OnceValue(pg.Up)
 	t.Cleanup(func() { up() })
-	waitFor(t, 30*time.Second, "the master sees its database lost", func() bool { return !m.StoreHealth().Up })
+	tb.WaitFor(t, 30*time.Second, "the master sees its database lost", func() bool { return !m.StoreHealth().Up })
 	if h := m.StoreHealth(); h.Kind != "postgres" || h.Error == "" || h.Since.IsZero() {
 		t.Fatalf("store health: %+v", h)
 	}
@@ -565,8 +566,8 @@ func TestScheduleResumesAfterDatabaseLoss(t *testing.T) {
 	if err := up(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "the master sees its database back", func() bool { return m.StoreHealth().Up })
-	waitFor(t, 60*time.Second, "two more runs after the database came back", func() bool { return count() >= down+2 })
+	tb.WaitFor(t, 60*time.Second, "the master sees its database back", func() bool { return m.StoreHealth().Up })
+	tb.WaitFor(t, 60*time.Second, "two more runs after the database came back", func() bool { return count() >= down+2 })
 	st, err := store.OpenPostgres(context.Background(), pg.URL("postgres"), m.Key(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -595,11 +596,11 @@ func TestDatabaseLossForgetsNobody(t *testing.T) {
 		c.MetricsAddr = "127.0.0.1:0"
 	})
 	stop := runStoppableMinion(t, m, "gone1", t.TempDir())
-	waitFor(t, 10*time.Second, "gone1 pending", func() bool { _, ok := m.Keys().Get("gone1"); return ok })
+	tb.WaitFor(t, 10*time.Second, "gone1 pending", func() bool { _, ok := m.Keys().Get("gone1"); return ok })
 	if _, err := m.Keys().Accept("gone1", nil, false); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "gone1 connected", func() bool { return connected(m, "gone1") })
+	tb.WaitFor(t, 10*time.Second, "gone1 connected", func() bool { return connected(m, "gone1") })
 	stop()
 	scrape := func() string {
 		resp, err := http.Get("http://" + m.MetricsAddr() + "/metrics")
@@ -613,11 +614,11 @@ func TestDatabaseLossForgetsNobody(t *testing.T) {
 	pg.Down()
 	up := sync.OnceValue(pg.Up)
 	t.Cleanup(func() { up() })
-	waitFor(t, 30*time.Second, "brine_store_up 0", func() bool { return strings.Contains(scrape(), "\nbrine_store_up 0\n") })
+	tb.WaitFor(t, 30*time.Second, "brine_store_up 0", func() bool { return strings.Contains(scrape(), "\nbrine_store_up 0\n") })
 	if err := up(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "brine_store_up 1", func() bool { return strings.Contains(scrape(), "\nbrine_store_up 1\n") })
+	tb.WaitFor(t, 60*time.Second, "brine_store_up 1", func() bool { return strings.Contains(scrape(), "\nbrine_store_up 1\n") })
 	st, err := m.Status(context.Background(), "gone1", nil)
 	if err != nil || len(st) != 1 || st[0].LastSeen.IsZero() {
 		t.Fatalf("status of a minion seen before the database went: %+v %v", st, err)

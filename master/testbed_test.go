@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/states"
 	"github.com/brinecm/brine/testbed"
@@ -49,7 +50,7 @@ func TestRealDaemonsInTestbed(t *testing.T) {
 		}
 		return out, code
 	}
-	waitFor(t, 20*time.Second, "master socket", func() bool {
+	tb.WaitFor(t, 20*time.Second, "master socket", func() bool {
 		_, code := sh(bin + " key list")
 		return code == 0
 	})
@@ -68,14 +69,14 @@ func TestRealDaemonsInTestbed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 20*time.Second, "m1 pending", func() bool {
+	tb.WaitFor(t, 20*time.Second, "m1 pending", func() bool {
 		out, _ := sh(bin + " key list")
 		return strings.Contains(out, "pending") && strings.Contains(out, "m1")
 	})
 	if out, code := sh(bin + " key accept m1 --groups app"); code != 0 {
 		t.Fatalf("accept: %s", out)
 	}
-	waitFor(t, 30*time.Second, "three minions answer", func() bool {
+	tb.WaitFor(t, 30*time.Second, "three minions answer", func() bool {
 		_, code := sh(bin + " ping group:app --timeout 3s")
 		return code == 0
 	})
@@ -144,7 +145,7 @@ file "motd" {
 	if err := c.Heal("m3"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "m3 back", func() bool {
+	tb.WaitFor(t, 60*time.Second, "m3 back", func() bool {
 		_, code := sh(bin + " ping m3 --timeout 2s")
 		return code == 0
 	})
@@ -162,7 +163,7 @@ file "motd" {
 	if _, err := mh.Start("master2", bin, "master", "--data-dir", "/var/lib/brine/master"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "minions back after master restart", func() bool {
+	tb.WaitFor(t, 60*time.Second, "minions back after master restart", func() bool {
 		_, code := sh(bin + " ping '*' --timeout 2s")
 		return code == 0
 	})

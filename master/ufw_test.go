@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/pki"
@@ -67,7 +68,7 @@ func TestUfwEnableKeepsTheMaster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the minion enrolled", func() bool {
+	tb.WaitFor(t, 30*time.Second, "the minion enrolled", func() bool {
 		k, ok := m.Keys().Get("fw")
 		return ok && k.State == pki.StateAccepted && m.Facts("fw") != nil
 	})

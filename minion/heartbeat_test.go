@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-zeromq/zmq4"
 
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/internal/zmtp"
 	"github.com/brinecm/brine/master"
@@ -153,7 +154,7 @@ func TestReplayedHeartbeatHasNoEffect(t *testing.T) {
 	accept(t, ms, mn.Minion, nil)
 	gen0 := ms.KeyGeneration()
 	var old zmq4.Msg
-	waitFor(t, 5*time.Second, "a heartbeat relayed and accepted", func() bool {
+	tb.WaitFor(t, 5*time.Second, "a heartbeat relayed and accepted", func() bool {
 		for _, msg := range r.captured() {
 			if keyGenOf(t, msg) == gen0 {
 				old = msg
@@ -164,7 +165,7 @@ func TestReplayedHeartbeatHasNoEffect(t *testing.T) {
 
 	ms.RotateSessionKeys()
 	gen1 := ms.KeyGeneration()
-	waitFor(t, 5*time.Second, "the minion's new session key", func() bool {
+	tb.WaitFor(t, 5*time.Second, "the minion's new session key", func() bool {
 		sk, gen := mn.keys.session()
 		id, _ := ms.SessionKeyID("hb2")
 		return gen == gen1 && sk != nil && sk.ID == id
@@ -176,7 +177,7 @@ func TestReplayedHeartbeatHasNoEffect(t *testing.T) {
 	if err := r.pub.Send(old); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the replayed heartbeat refused", func() bool { return mn.refusedHeartbeats.Load() > refused })
+	tb.WaitFor(t, 5*time.Second, "the replayed heartbeat refused", func() bool { return mn.refusedHeartbeats.Load() > refused })
 	_, cur2, prev2 := mn.keys.keys()
 	_, gen := mn.keys.session()
 	if id, _ := ms.SessionKeyID("hb2"); id != masterKey || cur2 != cur || prev2 != prev || gen != gen1 {

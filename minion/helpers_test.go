@@ -9,21 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/pki"
 )
-
-// waitFor polls cond until it holds, failing the test if it does not within d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // running is a minion started by runMinion.
 type running struct {
@@ -69,14 +58,14 @@ func runMinion(t *testing.T, pub, req, id, dir string, opts ...func(*Config)) *r
 func accept(t *testing.T, ms *master.Master, mn *Minion, groups []string) {
 	t.Helper()
 	id := mn.ID()
-	waitFor(t, 5*time.Second, id+" pending", func() bool {
+	tb.WaitFor(t, 5*time.Second, id+" pending", func() bool {
 		k, ok := ms.Keys().Get(id)
 		return ok && k.State == pki.StatePending
 	})
 	if _, err := ms.Keys().Accept(id, groups, false); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, id+" connected", func() bool { return mn.Status() == "connected" && ms.Facts(id) != nil })
+	tb.WaitFor(t, 5*time.Second, id+" connected", func() bool { return mn.Status() == "connected" && ms.Facts(id) != nil })
 }
 
 // outboxFiles lists the returns a minion keeps in dir.

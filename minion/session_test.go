@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/pki"
@@ -19,7 +20,7 @@ import (
 func TestSessionAuthAgainstMaster(t *testing.T) {
 	ms := master.TestMaster(t)
 	mn := runMinion(t, ms.PublishAddr(), ms.RequestAddr(), "auth1", "")
-	waitFor(t, 5*time.Second, "pending", func() bool { return strings.Contains(mn.Status(), wire.StatusPending) })
+	tb.WaitFor(t, 5*time.Second, "pending", func() bool { return strings.Contains(mn.Status(), wire.StatusPending) })
 	if sk, _ := mn.keys.session(); sk != nil {
 		t.Fatal("a pending minion holds a session key")
 	}
@@ -42,7 +43,7 @@ func TestSessionAuthAgainstMaster(t *testing.T) {
 	other := master.TestMaster(t)
 	mn.stop()
 	moved := runMinion(t, other.PublishAddr(), other.RequestAddr(), "auth1", mn.cfg.DataDir)
-	waitFor(t, 5*time.Second, "the other master refused", func() bool { return moved.Status() == ErrMasterKeyChanged.Error() })
+	tb.WaitFor(t, 5*time.Second, "the other master refused", func() bool { return moved.Status() == ErrMasterKeyChanged.Error() })
 	if _, ok := other.Keys().Get("auth1"); ok {
 		t.Fatal("the minion presented itself to a master it must refuse")
 	}
@@ -50,7 +51,7 @@ func TestSessionAuthAgainstMaster(t *testing.T) {
 	// master_finger names another key: refused before anything is pinned.
 	wrong := mustKey(t).Pub.Fingerprint()
 	fresh := runMinion(t, ms.PublishAddr(), ms.RequestAddr(), "auth2", "", func(c *Config) { c.MasterFinger = wrong })
-	waitFor(t, 5*time.Second, "finger refusal", func() bool { return fresh.Status() == ErrMasterKeyChanged.Error() })
+	tb.WaitFor(t, 5*time.Second, "finger refusal", func() bool { return fresh.Status() == ErrMasterKeyChanged.Error() })
 	if fresh.keys.pinned() != nil {
 		t.Fatal("a refused master key was pinned")
 	}
@@ -80,7 +81,7 @@ func TestOutboxRedeliveryAfterReconnect(t *testing.T) {
 			Run: &wire.RunSpec{Command: "echo run >> " + runs + "; touch " + started + "; exec sleep 60"}}, nil)
 		done <- result{res, err}
 	}()
-	waitFor(t, 10*time.Second, "the command started", func() bool { return fileExists(started) })
+	tb.WaitFor(t, 10*time.Second, "the command started", func() bool { return fileExists(started) })
 	mn.stop() // Run returns once the executor has kept the return
 	kept := outboxFiles(t, dir)
 	if len(kept) != 1 || !strings.HasSuffix(kept[0], ".json") {
@@ -99,7 +100,7 @@ func TestOutboxRedeliveryAfterReconnect(t *testing.T) {
 	if ret.Success || !strings.Contains(ret.Error, "killed") {
 		t.Fatalf("the return of a job cut short by the stop: %+v", ret)
 	}
-	waitFor(t, 5*time.Second, "the outbox emptied", func() bool { return len(outboxFiles(t, dir)) == 0 })
+	tb.WaitFor(t, 5*time.Second, "the outbox emptied", func() bool { return len(outboxFiles(t, dir)) == 0 })
 	if data := readFile(t, runs); data != "run\n" {
 		t.Fatalf("the job ran %q, want once", data)
 	}
@@ -131,7 +132,7 @@ func TestRunWaitsForEveryGoroutine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the dialled session's reader", func() bool { return len(minionGoroutines()) > 0 })
+	tb.WaitFor(t, 5*time.Second, "the dialled session's reader", func() bool { return len(minionGoroutines()) > 0 })
 	s.close()
 	if left := minionGoroutines(); len(left) != 0 {
 		t.Fatalf("goroutines left after close:\n%s", strings.Join(left, "\n\n"))

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/brinecm/brine/internal/tb"
 )
 
 func testCtx(t *testing.T) context.Context {
@@ -26,18 +28,6 @@ func mustSh(t *testing.T, h *Host, script string) string {
 		t.Fatalf("%s: %q: exit %d, %v:\n%s", h.Name(), script, code, err, out)
 	}
 	return out
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func TestHostsAreIsolatedAndConnected(t *testing.T) {
@@ -69,7 +59,7 @@ c, _ = s.accept(); c.sendall(b"hello from " + socket.gethostname().encode()); c.
 			if err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, "listener", 10*time.Second, func() bool { return strings.Contains(d.Log(), "\nlistening\n") })
+			tb.WaitFor(t, 10*time.Second, "listener", func() bool { return strings.Contains(d.Log(), "\nlistening\n") })
 			out := mustSh(t, cli, fmt.Sprintf(`python3 -c 'import socket; s=socket.create_connection(("%s",7070),5); print(s.recv(100).decode())'`, srv.Addr()))
 			if want := "hello from " + srv.Name(); strings.TrimSpace(out) != want {
 				t.Errorf("%s -> %s: got %q, want %q", cli.Name(), srv.Name(), out, want)
@@ -155,7 +145,7 @@ while True:
 			t.Fatal(err)
 		}
 		defer d.Stop()
-		waitFor(t, "listener", 10*time.Second, func() bool { return strings.Contains(d.Log(), "\nlistening\n") })
+		tb.WaitFor(t, 10*time.Second, "listener", func() bool { return strings.Contains(d.Log(), "\nlistening\n") })
 		reach := func(from *Host, addr string) bool {
 			script := fmt.Sprintf(`python3 -c 'import socket; s=socket.create_connection(("%s",7071),1); assert s.recv(10)==b"ok"'`, addr)
 			_, code, err := from.Sh(testCtx(t), script)
@@ -183,7 +173,7 @@ while True:
 		if err := c.Heal("alpha"); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "alpha reachable after heal", 10*time.Second, func() bool { return reach(b, a.Addr()) })
+		tb.WaitFor(t, 10*time.Second, "alpha reachable after heal", func() bool { return reach(b, a.Addr()) })
 	})
 
 	t.Run("daemon killed, reported, restarted", func(t *testing.T) {
@@ -191,7 +181,7 @@ while True:
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "daemon up", 5*time.Second, func() bool { return strings.Contains(d.Log(), "\nup\n") })
+		tb.WaitFor(t, 5*time.Second, "daemon up", func() bool { return strings.Contains(d.Log(), "\nup\n") })
 		if !d.Running() || d.Pid() == 0 {
 			t.Fatalf("daemon not running: pid %d", d.Pid())
 		}
@@ -208,7 +198,7 @@ while True:
 		if err := d.Restart(); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "restarted daemon up", 5*time.Second, func() bool { return strings.Count(d.Log(), "up\n") == 2 })
+		tb.WaitFor(t, 5*time.Second, "restarted daemon up", func() bool { return strings.Count(d.Log(), "up\n") == 2 })
 		if !d.Running() {
 			t.Fatal("not running after restart")
 		}
@@ -273,7 +263,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "daemon pid", 5*time.Second, func() bool { return d.Pid() != 0 })
+	tb.WaitFor(t, 5*time.Second, "daemon pid", func() bool { return d.Pid() != 0 })
 	pids := []int{x.InitPID(), c.Host("y").InitPID(), d.Pid()}
 	if l := Leftovers(c.Name()); len(l) == 0 {
 		t.Fatal("Leftovers sees nothing of a running cluster")

@@ -8,21 +8,9 @@ import (
 	"time"
 
 	"github.com/brinecm/brine/cloud/dosim"
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/digitalocean/godo"
 )
-
-// eventually polls cond until it holds, failing after a generous bound (the bound is a hang
-// guard, not an assertion about time).
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("never: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // destroyAction returns the droplet's "destroy" action, if any.
 func destroyAction(t *testing.T, c *godo.Client, id int) *godo.Action {
@@ -74,7 +62,7 @@ func TestDeleteIsAsynchronous(t *testing.T) {
 	if _, err := c2.Droplets.Delete(ctx, d2.ID); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the deleted droplet 404s", func() bool {
+	tb.WaitFor(t, 10*time.Second, "the deleted droplet 404s", func() bool {
 		_, _, err := c2.Droplets.Get(ctx, d2.ID)
 		return err != nil
 	})
@@ -112,7 +100,7 @@ func TestDeleteIgnoredRefusedNeverDone(t *testing.T) {
 	if _, err := c.Droplets.Delete(ctx, sd.ID); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the destroy action errors", func() bool {
+	tb.WaitFor(t, 10*time.Second, "the destroy action errors", func() bool {
 		a := destroyAction(t, c, sd.ID)
 		return a != nil && a.Status == "errored"
 	})
@@ -130,7 +118,7 @@ func TestCreateErrorsAfterAccepted(t *testing.T) {
 		t.Fatalf("create: %v", err)
 	}
 	aid := resp.Links.Actions[0].ID
-	eventually(t, "the create action errors", func() bool {
+	tb.WaitFor(t, 10*time.Second, "the create action errors", func() bool {
 		a, _, err := c.Actions.Get(ctx, aid)
 		return err == nil && a.Status == "errored"
 	})
@@ -162,7 +150,7 @@ func TestCommittedFaultLateListingLateTags(t *testing.T) {
 	if err != nil || len(d.Tags) != 0 {
 		t.Fatalf("create answered tags before TagDelay: %+v %v", d, err)
 	}
-	eventually(t, "listed and tagged", func() bool {
+	tb.WaitFor(t, 10*time.Second, "listed and tagged", func() bool {
 		ds, _, _ := c2.Droplets.ListByTag(ctx, "brine", nil)
 		return len(ds) == 1 && slices.Equal(ds[0].Tags, []string{"brine"})
 	})
