@@ -2,11 +2,7 @@ package master_test
 
 import (
 	"bytes"
-	"context"
-	"encoding/binary"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -14,20 +10,15 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/brinecm/brine/internal/tb"
-	"github.com/brinecm/brine/internal/wire"
-	"github.com/brinecm/brine/pki"
 	"github.com/brinecm/brine/testbed"
 )
 
 // Issue 10's measurement with the master as a separate process: a real `brine master` and a
-// real `brine minion`, the floods of TestHostileFloodsStayBounded from this process (8
+// real `brine minion`, the floods of TestHostileFloodsStayBounded from an attacker process (8
 // connections sending the largest frames allowed before authentication and never reading,
 // three that never read their challenges, a hello flood from 40 addresses, a subscription
 // flood, 300 silent connections). It reports the median wall time of `brine ping legit` (the
@@ -72,130 +63,27 @@ func BenchmarkFloodSeparateMaster(b *testing.B) {
 		calm = append(calm, ping())
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
-	req, pub := fmt.Sprintf("127.0.0.1:%d", reqPort), fmt.Sprintf("127.0.0.1:%d", pubPort)
-	var bigSent, helloSent, subSent atomic.Int64
-	hello := func(id string) []byte {
-		k, _ := pki.GenerateKeyPair()
-		h, _ := json.Marshal(wire.Hello{ID: id, Key: k.Pub.String(), Nonce: pki.RandomBytes(32)})
-		return zmtpFrame(wire.Encode(wire.THello, h))
-	}
 	// BRINE_FLOODS selects floods (default all): big, sink, hello, sub, silent; "none" is a
 	// control run with no flood.
-	sel := os.Getenv("BRINE_FLOODS")
-	on := func(name string) bool { return sel == "" || strings.Contains(","+sel+",", ","+name+",") }
-	chunk := make([]byte, 15<<10)
-	nBig, nSink, nHello, nSub, nSilent := 8, 3, 40, 4, 300
-	if !on("big") {
-		nBig = 0
-	}
-	if !on("sink") {
-		nSink = 0
-	}
-	if !on("hello") {
-		nHello = 0
-	}
-	if !on("sub") {
-		nSub = 0
-	}
-	if !on("silent") {
-		nSilent = 0
-	}
-	cpuStart, selfStart, wallStart := procCPU(b, mst.Process.Pid), selfCPU(), time.Now()
-	flood(ctx, &wg, nBig, func(ctx context.Context, i int) {
-		c, err := zmtpDial(ctx, "127.0.0.2", req, "DEALER")
-		if err != nil {
-			return
-		}
-		defer context.AfterFunc(ctx, func() { c.Close() })()
-		defer c.Close()
-		for n := 0; ctx.Err() == nil; n++ {
-			f := zmtpFrame(chunk)
-			if n%8 == 7 {
-				f = append(binary.BigEndian.AppendUint64([]byte{0x02}, 16<<20), chunk...)
-			}
-			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			if _, err := c.Write(f); err != nil {
-				return
-			}
-			bigSent.Add(1)
-		}
-	})
-	sink := hello("sink")
-	flood(ctx, &wg, nSink, func(ctx context.Context, i int) {
-		c, err := zmtpDial(ctx, "127.0.0.3", req, "DEALER")
-		if err != nil {
-			return
-		}
-		defer context.AfterFunc(ctx, func() { c.Close() })()
-		defer c.Close()
-		for ctx.Err() == nil {
-			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			if _, err := c.Write(sink); err != nil {
-				return
-			}
-		}
-	})
-	fl := hello("flood")
-	batch := append(append(append([]byte{}, fl...), fl...), fl...)
-	flood(ctx, &wg, nHello, func(ctx context.Context, i int) {
-		c, err := zmtpDial(ctx, net.IPv4(127, 0, 1, byte(i+1)).String(), req, "DEALER")
-		if err != nil {
-			return
-		}
-		defer context.AfterFunc(ctx, func() { c.Close() })()
-		defer c.Close()
-		go io.Copy(io.Discard, c)
-		for ctx.Err() == nil {
-			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			if _, err := c.Write(batch); err != nil {
-				return
-			}
-			helloSent.Add(3)
-		}
-	})
-	flood(ctx, &wg, nSub, func(ctx context.Context, i int) {
-		c, err := zmtpDial(ctx, "127.0.0.4", pub, "SUB")
-		if err != nil {
-			return
-		}
-		defer context.AfterFunc(ctx, func() { c.Close() })()
-		defer c.Close()
-		for ctx.Err() == nil {
-			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			if _, err := c.Write(zmtpFrame(append([]byte{1}, pki.RandomBytes(256)...))); err != nil {
-				return
-			}
-			subSent.Add(1)
-		}
-	})
-	var silent []net.Conn
-	for range nSilent {
-		if c, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.5")}}).Dial("tcp", req); err == nil {
-			silent = append(silent, c)
-		}
-	}
-	defer func() {
-		for _, c := range silent {
-			c.Close()
-		}
-	}()
+	sel := floodsFromEnv()
+	cpuStart, wallStart := procCPU(b, mst.Process.Pid), time.Now()
+	attack := startFloods(b, floodSpec{Req: fmt.Sprintf("127.0.0.1:%d", reqPort), Pub: fmt.Sprintf("127.0.0.1:%d", pubPort), Floods: sel})
+	on := floodSpec{Floods: sel}.on
 	tb.WaitFor(b, 30*time.Second, "the floods under way", func() bool {
-		return (nBig == 0 || bigSent.Load() > 100) && (nHello == 0 || helloSent.Load() > 3000) && (nSub == 0 || subSent.Load() > 50)
+		c := attack.counts()
+		return (!on("big") || c.Big > 100) && (!on("hello") || c.Hello > 3000) && (!on("sub") || c.Sub > 50)
 	})
 	var busy []time.Duration
 	for range 15 {
 		busy = append(busy, ping())
 	}
 	wall := time.Since(wallStart)
-	masterCPU, selfUsed := procCPU(b, mst.Process.Pid)-cpuStart, selfCPU()-selfStart
-	cancel()
-	wg.Wait()
+	masterCPU, attackerCPU := procCPU(b, mst.Process.Pid)-cpuStart, procCPU(b, attack.cmd.Process.Pid) // started with the floods
+	attack.stop()
+	c := attack.counts()
 	hwm := procStatusKB(b, mst.Process.Pid, "VmHWM")
 	b.Logf("floods %q: ping calm %v, under the floods %v; %d big frames, %d hellos, %d subscriptions sent; master peak RSS %d MB; during the floods (%v) the master used %.2f cores, the attackers %.2f",
-		sel, calm, busy, bigSent.Load(), helloSent.Load(), subSent.Load(), hwm>>10, wall.Round(time.Millisecond), masterCPU.Seconds()/wall.Seconds(), selfUsed.Seconds()/wall.Seconds())
+		sel, calm, busy, c.Big, c.Hello, c.Sub, hwm>>10, wall.Round(time.Millisecond), masterCPU.Seconds()/wall.Seconds(), attackerCPU.Seconds()/wall.Seconds())
 	b.ReportMetric(masterCPU.Seconds()/wall.Seconds(), "master-cores")
 	b.ReportMetric(float64(median(calm).Microseconds())/1000, "ms-ping-calm")
 	b.ReportMetric(float64(median(busy).Microseconds())/1000, "ms-ping-flood")
@@ -276,11 +164,4 @@ func procCPU(b testing.TB, pid int) time.Duration {
 	ut, _ := strconv.ParseInt(rest[11], 10, 64)
 	st, _ := strconv.ParseInt(rest[12], 10, 64)
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
-}
-
-// selfCPU is the CPU time this process (the attackers) has used.
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
