@@ -638,9 +638,7 @@ func (m *Master) serve(s session, r wire.Request, reply *wire.Reply) error {
 		if len(pending) > maxResend {
 			pending = pending[:maxResend] // what one resend may ask for; the rest next time
 		}
-		if len(pending) > 0 {
-			reply.Body, _ = json.Marshal(wire.HeartbeatReply{Pending: pending})
-		}
+		reply.Body, _ = json.Marshal(wire.HeartbeatReply{Pending: pending, Time: time.Now()})
 		return nil
 	case wire.KindResend:
 		var rb wire.ResendBody

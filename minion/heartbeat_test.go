@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,8 +80,10 @@ func TestHeartbeatBounds(t *testing.T) {
 
 // relay stands between a minion and a master's publish port, as anyone on the network path can:
 // it forwards what the master publishes and keeps the heartbeats, to send them again later.
+// While hold is set it keeps them without forwarding them.
 type relay struct {
-	pub zmq4.Socket
+	pub  zmq4.Socket
+	hold atomic.Bool
 
 	mu         sync.Mutex
 	heartbeats []zmq4.Msg
@@ -111,6 +114,9 @@ func newRelay(t *testing.T, ms *master.Master) *relay {
 					r.mu.Lock()
 					r.heartbeats = append(r.heartbeats, msg)
 					r.mu.Unlock()
+					if r.hold.Load() {
+						continue
+					}
 				}
 			}
 			_ = r.pub.Send(msg)
@@ -181,6 +187,55 @@ func TestReplayedHeartbeatHasNoEffect(t *testing.T) {
 	_, cur2, prev2 := mn.keys.keys()
 	_, gen := mn.keys.session()
 	if id, _ := ms.SessionKeyID("hb2"); id != masterKey || cur2 != cur || prev2 != prev || gen != gen1 {
+		t.Fatalf("the replay changed the session: master's key %x -> %x, minion's %p/%p -> %p/%p, generation %x", masterKey, id, cur, prev, cur2, prev2, gen)
+	}
+}
+
+// A minion that has just restarted remembers no heartbeat: it takes the master's time from the
+// reply to its first heartbeat request (sealed under its new session) before it reads anything
+// published, so a heartbeat captured before the restart and replayed to it, with no fresh one
+// in between, is refused and changes nothing.
+func TestReplayAfterRestartHasNoEffect(t *testing.T) {
+	ms := master.TestMaster(t)
+	r := newRelay(t, ms)
+	dir := t.TempDir()
+	mn := runMinion(t, r.pub.Addr().String(), ms.RequestAddr(), "hb3", dir)
+	accept(t, ms, mn.Minion, nil)
+	gen0 := ms.KeyGeneration()
+	var old zmq4.Msg
+	tb.WaitFor(t, 5*time.Second, "a heartbeat relayed and accepted", func() bool {
+		for _, msg := range r.captured() {
+			if keyGenOf(t, msg) == gen0 {
+				old = msg
+			}
+		}
+		return old.Frames != nil && mn.heartbeats.Load() > 0
+	})
+	mn.stop()
+	ms.RotateSessionKeys()
+	gen1 := ms.KeyGeneration()
+
+	// The relay now keeps the master's fresh heartbeats from the restarted minion.
+	r.hold.Store(true)
+	again := runMinion(t, r.pub.Addr().String(), ms.RequestAddr(), "hb3", dir)
+	tb.WaitFor(t, 10*time.Second, "hb3 connected again", func() bool {
+		_, gen := again.keys.session()
+		return again.Status() == "connected" && gen == gen1
+	})
+	_, cur, prev := again.keys.keys()
+	masterKey, _ := ms.SessionKeyID("hb3")
+	if err := r.pub.Send(old); err != nil {
+		t.Fatal(err)
+	}
+	tb.WaitFor(t, 10*time.Second, "the replayed heartbeat refused or taken", func() bool {
+		return again.refusedHeartbeats.Load() > 0 || again.heartbeats.Load() > 0
+	})
+	_, cur2, prev2 := again.keys.keys()
+	_, gen := again.keys.session()
+	if again.heartbeats.Load() != 0 {
+		t.Errorf("the restarted minion acted on a heartbeat captured before it restarted")
+	}
+	if id, _ := ms.SessionKeyID("hb3"); id != masterKey || cur2 != cur || prev2 != prev || gen != gen1 {
 		t.Fatalf("the replay changed the session: master's key %x -> %x, minion's %p/%p -> %p/%p, generation %x", masterKey, id, cur, prev, cur2, prev2, gen)
 	}
 }

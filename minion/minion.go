@@ -40,7 +40,7 @@ type Minion struct {
 	box  *outbox
 
 	heartbeats        atomic.Int64 // published heartbeats acted on
-	newestHeartbeat   atomic.Int64 // the master's time (Unix ns) in the newest heartbeat acted on
+	newestHeartbeat   atomic.Int64 // the master's time (Unix ns) in the newest heartbeat acted on, or heartbeat reply
 	refusedHeartbeats atomic.Int64 // heartbeats not acted on: bad signature, replayed, out of window
 
 	mu     sync.Mutex // guards the fields below

@@ -31,9 +31,11 @@ var (
 // Heartbeat bounds. A published heartbeat is signed but in clear, and anyone on its path can
 // capture it and send it again later: a minion acts only on a heartbeat whose time is newer than
 // that of every heartbeat it accepted before (on any connection: a replay at the start of a new
-// one is refused too), and within heartbeatWindow of its own clock (after a restart, when it
-// remembers none). The window is wide: a host whose clock is off ignores heartbeats, it is not
-// cut off, and it still learns a new key generation from the replies to its heartbeat requests.
+// one is refused too) and than the master's time in the replies to its heartbeat requests
+// (sealed under its session: a minion that has just restarted knows the master's time before it
+// reads a published frame), and within heartbeatWindow of its own clock. The window is wide: a
+// host whose clock is off ignores heartbeats, it is not cut off, and it still learns a new key
+// generation from the replies to its heartbeat requests.
 const heartbeatWindow = 5 * time.Minute
 
 // session is one connection to one master, the half of the minion that talks (Tailscale's
@@ -360,9 +362,11 @@ func (s *session) serve(ctx context.Context) error {
 	}
 	m.box.flush(s.request)
 	// A job published while we were away, or before our subscription was up, is still live on
-	// the master: the first heartbeat's reply names it, and we ask for it again.
+	// the master: the first heartbeat's reply names it, and we ask for it again. The reply also
+	// gives the master's time before we read anything published (s.pubs waits): a heartbeat
+	// captured before it, replayed to a minion that has just restarted, is refused.
 	if r, err := s.request(wire.KindHeartbeat, nil); err == nil {
-		s.askForMissed(r)
+		s.heartbeatReply(r, time.Now())
 	}
 
 	hb := time.NewTicker(m.cfg.heartbeat)
@@ -400,21 +404,29 @@ func (s *session) serve(ctx context.Context) error {
 			}
 			s.checkKeyGen(r.KeyGen)
 			m.box.tryFlush(s.request)
-			s.askForMissed(r)
+			s.heartbeatReply(r, time.Now())
 		}
 	}
 }
 
-// askForMissed asks the master to publish again the jobs a heartbeat reply says are pending for
-// us that we never received. Jobs we have seen (running now, or returned but not yet
-// acknowledged) are not asked for.
-func (s *session) askForMissed(r wire.Reply) {
+// heartbeatReply takes what the reply to a heartbeat request says. Its time (the reply is
+// authenticated by our session) raises the newest heartbeat time we know of, within
+// heartbeatWindow of our clock as a published heartbeat's would: older published heartbeats
+// are replays. Then we ask the master to publish again the jobs it says are pending for us that
+// we never received; jobs we have seen (running now, or returned but not yet acknowledged) are
+// not asked for.
+func (s *session) heartbeatReply(r wire.Reply, now time.Time) {
 	if len(r.Body) == 0 {
 		return
 	}
 	var hb wire.HeartbeatReply
 	if wire.Unmarshal(r.Body, 64<<10, &hb) != nil {
 		return
+	}
+	if t := hb.Time; !t.Before(now.Add(-heartbeatWindow)) && !t.After(now.Add(heartbeatWindow)) {
+		if n := t.UnixNano(); n > s.m.newestHeartbeat.Load() {
+			s.m.newestHeartbeat.Store(n)
+		}
 	}
 	var missed []string
 	for _, jid := range hb.Pending {

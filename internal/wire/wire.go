@@ -266,9 +266,12 @@ const (
 
 // HeartbeatReply is the body of a KindHeartbeat reply: the live jobs addressed to the minion
 // that it has not returned yet, so that a minion that missed one (it was reconnecting, or its
-// subscription was not up yet when the job was published) can ask for it with KindResend.
+// subscription was not up yet when the job was published) can ask for it with KindResend. Time
+// is the master's clock when it answered: the reply is sealed under the minion's session, so a
+// minion that has just (re)started learns from it which published heartbeats are replays.
 type HeartbeatReply struct {
-	Pending []string `json:"pending,omitempty"`
+	Pending []string  `json:"pending,omitempty"`
+	Time    time.Time `json:"time"`
 }
 
 // ResendBody names the jobs a minion asks the master to publish again.
