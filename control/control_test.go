@@ -29,6 +29,8 @@ var (
 	opSmall = control.Op[echoReq, echoResp]{Name: "small", MaxRequest: 1024}
 	// opBlock reports on started, blocks until the CLI hangs up and reports that on hungUp.
 	opBlock = control.Op[control.None, control.None]{Name: "block"}
+	// opHold is opBlock with a request that carries text.
+	opHold = control.Op[echoReq, control.None]{Name: "hold"}
 )
 
 // serve starts srv on a fresh socket with the test ops and returns a client for it.
@@ -57,6 +59,12 @@ func serve(t testing.TB, srv *control.Server) (cl *control.Client, started, hung
 	control.Handle(srv, opEcho, echo)
 	control.Handle(srv, opSmall, echo)
 	control.Handle(srv, opBlock, func(ctx context.Context, _ control.None, _ func(control.Event)) (control.None, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		hungUp <- struct{}{}
+		return control.None{}, ctx.Err()
+	})
+	control.Handle(srv, opHold, func(ctx context.Context, _ echoReq, _ func(control.Event)) (control.None, error) {
 		started <- struct{}{}
 		<-ctx.Done()
 		hungUp <- struct{}{}
@@ -170,6 +178,30 @@ func TestRequestSizeBound(t *testing.T) {
 	line, _ := bufio.NewReader(c).ReadString('\n')
 	if !strings.Contains(line, "control request too large: more than 65536 bytes") {
 		t.Fatalf("endless op name: %q", line)
+	}
+}
+
+// The bytes of all requests read or being served are bounded together: while one request holds
+// most of the budget, another that does not fit waits and then fails with the reason, and once
+// the first is done the same request is served.
+func TestRequestBudget(t *testing.T) {
+	cl, started, hungUp := serve(t, &control.Server{RequestBudget: 1 << 20, ReadTimeout: 2 * time.Second})
+	ctx, hangUp := context.WithCancel(t.Context())
+	held := make(chan error, 1)
+	go func() {
+		_, err := control.Call(ctx, cl, opHold, echoReq{Text: strings.Repeat("h", 900<<10)}, nil)
+		held <- err
+	}()
+	<-started
+	lines := raw(t, cl.Path, `{"op":"echo","body":{"text":"`+strings.Repeat("b", 200<<10)+`"}}`)
+	if len(lines) != 1 || !strings.Contains(lines[0], "other large control requests") {
+		t.Fatalf("a request over the budget left: %.200q", lines)
+	}
+	hangUp()
+	<-hungUp
+	<-held
+	if r, err := control.Call(t.Context(), cl, opEcho, echoReq{Text: strings.Repeat("b", 200<<10)}, nil); err != nil || len(r.Text) != 200<<10 {
+		t.Fatalf("the same request once the budget is free: %v", err)
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 )
 
 // Server defaults.
@@ -27,6 +29,10 @@ const (
 	DefaultReadTimeout = 30 * time.Second
 	// DefaultWriteTimeout is how long one reply line may wait for the CLI to read it.
 	DefaultWriteTimeout = time.Minute
+	// DefaultRequestBudget bounds the bytes of all the requests being read or served at once
+	// (MaxConns connections of MaxBundleRequest each would be 12.5 GiB). A request waits for
+	// room until its read timeout, then fails with a clear error.
+	DefaultRequestBudget = 512 << 20
 )
 
 // maxBeforeOp bounds a request until its op is known.
@@ -39,16 +45,19 @@ type Handler[Req, Resp any] func(ctx context.Context, req Req, emit func(Event))
 // Server serves the ops registered with Handle, one request a connection. The master makes the
 // listener (the socket's permissions are its business) and calls Serve.
 type Server struct {
-	// MaxConns, ReadTimeout and WriteTimeout: 0 is the default above.
-	MaxConns     int
-	ReadTimeout  time.Duration
-	WriteTimeout time.Duration
+	// MaxConns, ReadTimeout, WriteTimeout and RequestBudget: 0 is the default above.
+	MaxConns      int
+	ReadTimeout   time.Duration
+	WriteTimeout  time.Duration
+	RequestBudget int64
 	// ConnContext, when set, derives each request's context from its connection (the master
 	// records who started a job from the socket peer's uid).
 	ConnContext func(ctx context.Context, c net.Conn) context.Context
 	Log         *slog.Logger
 
 	handlers map[string]handler
+
+	budget *semaphore.Weighted // RequestBudget
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
@@ -120,6 +129,11 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) {
 	s.conns = map[*conn]struct{}{}
 	s.free = make(chan struct{}, 1)
 	s.mu.Unlock()
+	budget := s.RequestBudget
+	if budget <= 0 {
+		budget = DefaultRequestBudget
+	}
+	s.budget = semaphore.NewWeighted(budget)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { l.Close() })
@@ -259,7 +273,12 @@ func (s *Server) handle(ctx context.Context, c *conn) {
 		rt = DefaultReadTimeout
 	}
 	_ = c.SetReadDeadline(time.Now().Add(rt))
-	lr := &limitedReader{r: c, max: maxBeforeOp}
+	// The request's bytes are held from the budget until it has been served: its decoded body
+	// (a bundle) lives that long.
+	readCtx, readDone := context.WithTimeout(ctx, rt)
+	defer readDone()
+	lr := &limitedReader{r: c, max: maxBeforeOp, budget: s.budget, ctx: readCtx}
+	defer lr.release()
 	dec := json.NewDecoder(lr)
 	name, err := readOpName(dec)
 	if err != nil {
@@ -322,6 +341,8 @@ func readError(err error, timeout time.Duration, max int64) error {
 	switch {
 	case errors.Is(err, ErrTooLarge):
 		return fmt.Errorf("%w: more than %d bytes", ErrTooLarge, max)
+	case errors.Is(err, errBudget):
+		return err
 	case errors.As(err, &ne) && ne.Timeout():
 		return fmt.Errorf("the request did not arrive within %s", timeout)
 	}

@@ -1,10 +1,13 @@
 package control
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+
+	"golang.org/x/sync/semaphore"
 )
 
 // The wire format, on a unix socket, one request a connection:
@@ -41,13 +44,23 @@ type reply struct {
 // ErrTooLarge is wrapped by the error of a request larger than its op takes.
 var ErrTooLarge = errors.New("control request too large")
 
-// limitedReader reads at most n more bytes, then fails with ErrTooLarge; the server lowers n
-// once it knows the op.
+// limitedReader reads at most max bytes, then fails with ErrTooLarge; the server lowers max
+// once it knows the op. With a budget, every byte read is first taken from it (in chunks of at
+// most budgetChunk, waiting until ctx ends for room) and held until release.
 type limitedReader struct {
 	r    io.Reader
 	read int64 // bytes read so far
 	max  int64
+
+	budget *semaphore.Weighted
+	ctx    context.Context
 }
+
+// budgetChunk is the most one read takes from the budget before it knows how much arrives.
+const budgetChunk = 64 << 10
+
+// errBudget is the error of a request that found no room in the server's budget in time.
+var errBudget = errors.New("the master is reading or serving other large control requests (their bytes are bounded in all); try again")
 
 func (l *limitedReader) Read(p []byte) (int, error) {
 	if l.read >= l.max {
@@ -56,9 +69,27 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 	if rest := l.max - l.read; int64(len(p)) > rest {
 		p = p[:rest]
 	}
+	if l.budget == nil {
+		n, err := l.r.Read(p)
+		l.read += int64(n)
+		return n, err
+	}
+	p = p[:min(len(p), budgetChunk)]
+	if err := l.budget.Acquire(l.ctx, int64(len(p))); err != nil {
+		return 0, errBudget
+	}
 	n, err := l.r.Read(p)
+	l.budget.Release(int64(len(p) - n))
 	l.read += int64(n)
 	return n, err
+}
+
+// release gives back to the budget what the request took.
+func (l *limitedReader) release() {
+	if l.budget != nil {
+		l.budget.Release(l.read)
+		l.read = 0
+	}
 }
 
 // readEnvelope reads the envelope's opening and its op name from dec.
