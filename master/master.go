@@ -100,7 +100,6 @@ type Master struct {
 	garbage    rateLog        // rate-limited warnings about what unauthenticated peers send
 	seen       seenTable      // when each minion last made an authenticated request (status.go)
 	pruneKick  chan struct{}  // wakes pruneLoop after a job is recorded (history.go)
-	drift      driftStore     // each minion's last drift check (schedule.go)
 	metrics    *metrics       // Prometheus metrics (metrics.go)
 }
 
@@ -936,10 +935,15 @@ func (m *Master) sessionKeys(minions []string) map[string]*pki.SessionKey {
 }
 
 // RemoveMinions is called after keys were rejected or deleted: their sessions end, with the
-// session keys that later jobs would be wrapped for (DESIGN.md invariant 4), and their facts go
-// (on delete).
+// session keys that later jobs would be wrapped for (DESIGN.md invariant 4), their last drift
+// checks go, and their facts go (on delete).
 func (m *Master) RemoveMinions(ids []string, forget bool) {
 	m.removeLocal(ids, forget)
+	for _, id := range ids {
+		if err := m.st.Drifts().DeleteDrift(id); err != nil {
+			m.log.Warn("could not forget a drift check", "minion", id, "err", err)
+		}
+	}
 	if !forget {
 		return
 	}

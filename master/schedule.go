@@ -5,13 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/brinecm/brine/internal/hclfile"
+	"github.com/brinecm/brine/internal/store"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/states"
 )
@@ -239,6 +237,7 @@ func (m *Master) scheduleRound(sc ScheduleConfig, only []string, pending map[str
 	if res == nil {
 		return
 	}
+	drift := map[string]DriftRecord{}
 	for _, id := range run {
 		ret, ok := res.Returns[id]
 		if !ok {
@@ -246,9 +245,10 @@ func (m *Master) scheduleRound(sc ScheduleConfig, only []string, pending map[str
 		}
 		delete(pending, id)
 		if sc.Mode == ModeDrift {
-			m.drift.record(driftRecord(sc.Name, id, ret))
+			drift[id] = driftRecord(sc.Name, id, ret)
 		}
 	}
+	m.recordDrift(drift)
 	for _, id := range res.Missing {
 		pending[id] = true
 	}
@@ -311,73 +311,53 @@ func truncate(s string, n int) string {
 	return s[:n] + fmt.Sprintf("... (%d more bytes)", len(s)-n)
 }
 
-// driftStore keeps each minion's last drift check, in one JSON file in the data dir, so that
-// `brine drift` answers across master restarts.
-type driftStore struct {
-	path string
+// maxDriftRecord bounds a drift record read back from the store: maxDriftChanges resources of
+// maxDriftDiff each, with room for JSON's escapes of control characters (6 bytes for 1).
+const maxDriftRecord = 16 << 20
 
-	mu     sync.Mutex // guards the fields below
-	loaded bool
-	recs   map[string]DriftRecord
-}
-
-func (s *driftStore) loadLocked() {
-	if s.loaded {
+// recordDrift records one round's drift checks (by minion) in the store, where every master of a
+// shared store reads them. A store that cannot take them loses this round's (the next round
+// checks again): the log says so.
+func (m *Master) recordDrift(recs map[string]DriftRecord) {
+	if len(recs) == 0 {
 		return
 	}
-	s.loaded = true
-	s.recs = map[string]DriftRecord{}
-	if data, err := os.ReadFile(s.path); err == nil {
-		_ = json.Unmarshal(data, &s.recs)
-	}
-}
-
-func (s *driftStore) record(r DriftRecord) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.loadLocked()
-	s.recs[r.Minion] = r
-	s.saveLocked()
-}
-
-// get returns the records of ids (those that have one), dropping the records of minions no
-// longer accepted.
-func (s *driftStore) get(ids []string, accepted map[string]bool) []DriftRecord {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.loadLocked()
-	changed := false
-	for id := range s.recs {
-		if !accepted[id] {
-			delete(s.recs, id)
-			changed = true
+	checks := make(map[string]store.DriftCheck, len(recs))
+	for id, r := range recs {
+		data, err := json.Marshal(r)
+		if err != nil {
+			m.log.Error("schedule: could not encode a drift check", "minion", id, "err", err)
+			continue
 		}
+		checks[id] = store.DriftCheck{Checked: r.Checked, Record: data}
 	}
-	if changed {
-		s.saveLocked()
+	if err := m.st.Drifts().PutDrifts(checks); err != nil {
+		m.log.Error("schedule: could not record the drift checks", "minions", len(checks), "err", err)
+	}
+}
+
+// driftOf returns the last drift checks of ids that have one, dropping those of minions not in
+// accepted. A stored record is checked as it is read: bounded, and naming the minion it is
+// stored for.
+func (m *Master) driftOf(ids []string, accepted map[string]bool) ([]DriftRecord, error) {
+	checks, err := m.st.Drifts().Drifts(ids)
+	if err != nil {
+		return nil, fmt.Errorf("read drift checks: %w", err)
 	}
 	var out []DriftRecord
 	for _, id := range ids {
-		if r, ok := s.recs[id]; ok {
-			out = append(out, r)
+		c, ok := checks[id]
+		if !ok || !accepted[id] {
+			continue
 		}
+		var r DriftRecord
+		if err := wire.Unmarshal(c.Record, maxDriftRecord, &r); err != nil || r.Minion != id {
+			m.log.Warn("ignored a stored drift check that is not valid", "minion", id, "err", err)
+			continue
+		}
+		out = append(out, r)
 	}
-	return out
-}
-
-// saveLocked writes the file whole (a temporary file renamed over it).
-func (s *driftStore) saveLocked() {
-	if s.path == "" {
-		return
-	}
-	data, err := json.Marshal(s.recs)
-	if err != nil {
-		return
-	}
-	tmp := s.path + ".tmp"
-	if os.WriteFile(tmp, data, 0o600) == nil {
-		_ = os.Rename(tmp, s.path)
-	}
+	return out, nil
 }
 
 // Drift returns the last drift check of the minions target names (with the configured site's
@@ -402,7 +382,11 @@ func (m *Master) Drift(target string, all bool) ([]DriftRecord, error) {
 		accepted[id] = true
 	}
 	var out []DriftRecord
-	for _, r := range m.drift.get(ids, accepted) {
+	recs, err := m.driftOf(ids, accepted)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range recs {
 		if all || r.Drifted || r.Error != "" {
 			out = append(out, r)
 		}
@@ -412,7 +396,6 @@ func (m *Master) Drift(target string, all bool) ([]DriftRecord, error) {
 
 // startSchedules starts one loop per schedule block.
 func (m *Master) startSchedules() {
-	m.drift.path = filepath.Join(m.cfg.DataDir, "drift.json")
 	for _, sc := range m.cfg.Schedules {
 		m.wg.Add(1)
 		go func() { defer m.wg.Done(); m.scheduleLoop(sc) }()

@@ -143,7 +143,11 @@ func (m *Master) Status(ctx context.Context, target string, site *Site) ([]Minio
 	for i := range out {
 		at[out[i].ID] = i
 	}
-	for _, d := range m.drift.get(ids, accepted) {
+	drift, err := m.driftOf(ids, accepted)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range drift {
 		out[at[d.Minion]].LastDrift = &DriftSummary{JID: d.JID, Checked: d.Checked, Drifted: d.Drifted, Changes: len(d.Changes), Error: d.Error}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })

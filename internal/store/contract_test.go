@@ -74,6 +74,8 @@ func TestContract(t *testing.T) {
 				{"attested", testAttested},
 				{"presence", testPresence},
 				{"rounds", testRounds},
+				{"drifts", testDrifts},
+				{"drifts-concurrent", testDriftsConcurrent},
 				{"keys-concurrent", testKeysConcurrent},
 				{"identity", testIdentity},
 			} {
@@ -578,6 +580,113 @@ func testRounds(t *testing.T, open func() store.Store) {
 	}
 	if r, ok, _, err := hs[1].ClaimRound("other", "m2", 0, 0); !ok || err != nil || r.N != 2 || r.Master != "m2" {
 		t.Fatalf("stale round not taken over: %+v %v %v", r, ok, err)
+	}
+}
+
+// Drift checks: the last check of each minion, read through another handle (another master's
+// pool); an older check does not replace a newer one; invalid input records nothing; a round
+// larger than one statement is recorded whole.
+func testDrifts(t *testing.T, open func() store.Store) {
+	a, b := open().Drifts(), open().Drifts()
+	if got, err := b.Drifts([]string{"d1"}); err != nil || len(got) != 0 {
+		t.Fatalf("empty: %v %v", got, err)
+	}
+	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	rec := func(id string, n int) []byte { return []byte(fmt.Sprintf(`{"minion":%q,"n":%d}`, id, n)) }
+	if err := a.PutDrifts(map[string]store.DriftCheck{
+		"d1": {Checked: t0.Add(time.Minute), Record: rec("d1", 1)},
+		"d2": {Checked: t0.Add(time.Minute), Record: rec("d2", 1)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := func(h store.Drifts, id string, n int, at time.Time) {
+		t.Helper()
+		got, err := h.Drifts([]string{id, "nobody"})
+		if err != nil || len(got) != 1 || string(got[id].Record) != string(rec(id, n)) || !got[id].Checked.Equal(at) {
+			t.Fatalf("%s: %+v %v, want check %d at %v", id, got, err, n, at)
+		}
+	}
+	want(b, "d1", 1, t0.Add(time.Minute))
+	// A round that finished late (an older check) leaves the newer one; a newer one replaces it.
+	if err := b.PutDrifts(map[string]store.DriftCheck{"d1": {Checked: t0, Record: rec("d1", 0)}}); err != nil {
+		t.Fatal(err)
+	}
+	want(a, "d1", 1, t0.Add(time.Minute))
+	if err := b.PutDrifts(map[string]store.DriftCheck{"d1": {Checked: t0.Add(2 * time.Minute), Record: rec("d1", 2)}}); err != nil {
+		t.Fatal(err)
+	}
+	want(a, "d1", 2, t0.Add(2*time.Minute))
+	// An invalid id or a record that is not JSON fails the call, and nothing of it is recorded.
+	for _, bad := range []map[string]store.DriftCheck{
+		{"d3": {Checked: t0, Record: rec("d3", 1)}, "../x": {Checked: t0, Record: rec("x", 1)}},
+		{"d3": {Checked: t0, Record: []byte("{nope")}},
+		{"d3": {Checked: t0}},
+	} {
+		if err := a.PutDrifts(bad); err == nil {
+			t.Fatalf("recorded %v", bad)
+		}
+	}
+	if got, _ := b.Drifts([]string{"d3", "../x"}); len(got) != 0 {
+		t.Fatalf("a refused round left %v", got)
+	}
+	if got, err := b.Drifts(nil); err != nil || len(got) != 0 {
+		t.Fatalf("no minions: %v %v", got, err)
+	}
+	if err := b.DeleteDrift("d1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := a.Drifts([]string{"d1", "d2"}); len(got) != 1 || got["d2"].Record == nil {
+		t.Fatalf("after deleting d1: %v", got)
+	}
+	// One round of 1,200 minions (several statements on PostgreSQL).
+	round := map[string]store.DriftCheck{}
+	var ids []string
+	for i := range 1200 {
+		id := fmt.Sprintf("r%04d", i)
+		ids = append(ids, id)
+		round[id] = store.DriftCheck{Checked: t0, Record: rec(id, i)}
+	}
+	if err := a.PutDrifts(round); err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.Drifts(ids)
+	if err != nil || len(got) != len(ids) {
+		t.Fatalf("a round of %d: %d recorded, %v", len(ids), len(got), err)
+	}
+	for i, id := range ids {
+		if string(got[id].Record) != string(rec(id, i)) {
+			t.Fatalf("%s: %s", id, got[id].Record)
+		}
+	}
+}
+
+// Masters record checks of one minion at the same moment, in any order: the newest stays.
+func testDriftsConcurrent(t *testing.T, open func() store.Store) {
+	hs := []store.Drifts{open().Drifts(), open().Drifts()}
+	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	const n = 24
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			// Every writer writes both minions, the newest check of c1 first and of c2 last.
+			c := map[string]store.DriftCheck{
+				"c1": {Checked: t0.Add(time.Duration(n-i) * time.Second), Record: []byte(fmt.Sprint(n - i))},
+				"c2": {Checked: t0.Add(time.Duration(i) * time.Second), Record: []byte(fmt.Sprint(i))},
+			}
+			if err := hs[i%2].PutDrifts(c); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	got, err := hs[0].Drifts([]string{"c1", "c2"})
+	if err != nil || string(got["c1"].Record) != fmt.Sprint(n) || string(got["c2"].Record) != fmt.Sprint(n-1) {
+		t.Fatalf("after concurrent rounds: c1 %s, c2 %s, %v (want %d and %d)", got["c1"].Record, got["c2"].Record, err, n, n-1)
 	}
 }
 

@@ -16,7 +16,7 @@ import (
 
 // Files is the embedded store of one master, in its data dir: keys and tokens as JSON files
 // (pki.KeyStore, pki.TokenStore), jobs, returns and facts in one bbolt file, attested values as
-// JSON files; deliveries and presence live in memory (one master has nobody to share them
+// JSON files, drift checks in one JSON file; deliveries and presence live in memory (one master has nobody to share them
 // with, and a restarted master publishes anew).
 type Files struct {
 	dir      string
@@ -27,6 +27,7 @@ type Files struct {
 	attested *fileAttested
 	presence *memPresence
 	rounds   *memRounds
+	drifts   *fileDrifts
 }
 
 // OpenFiles opens (creating if needed) the files store in dataDir, for the master whose key is
@@ -51,6 +52,7 @@ func OpenFiles(dataDir string, master pki.PublicKey) (*Files, error) {
 	return &Files{
 		dir: dataDir, keys: fileKeys{KeyStore: keys, ts: tokens}, tokens: tokens, jobs: jobs,
 		deliver: &MemDeliveries{}, attested: attested, presence: &memPresence{}, rounds: &memRounds{},
+		drifts: openFileDrifts(filepath.Join(dataDir, "drift.json")),
 	}, nil
 }
 
@@ -74,6 +76,9 @@ func (f *Files) Presence() Presence { return f.presence }
 
 // Rounds implements Store.
 func (f *Files) Rounds() Rounds { return f.rounds }
+
+// Drifts implements Store.
+func (f *Files) Drifts() Drifts { return f.drifts }
 
 // ClaimIdentity implements Store. The files store belongs to one master, whose key lives beside
 // it in the data dir: there is no other master to disagree with, and an operator who replaces

@@ -86,4 +86,12 @@ CREATE TABLE schedule_rounds (
 	done    boolean NOT NULL DEFAULT false
 );
 `,
+	// 3: each minion's last drift check (any master shows the fleet's drift).
+	`
+CREATE TABLE drift (
+	minion  text PRIMARY KEY,
+	checked timestamptz NOT NULL,
+	record  bytea NOT NULL
+);
+`,
 }

@@ -176,6 +176,9 @@ func (s *Postgres) Presence() Presence { return pgPresence{s} }
 // Rounds implements Store.
 func (s *Postgres) Rounds() Rounds { return pgRounds{s} }
 
+// Drifts implements Store.
+func (s *Postgres) Drifts() Drifts { return pgDrifts{s} }
+
 // Close implements Store.
 func (s *Postgres) Close() error {
 	s.batch.close()

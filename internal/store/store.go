@@ -1,5 +1,6 @@
 // Package store is the master's system of record behind small interfaces: minion keys,
-// enrolment tokens, jobs, returns and facts, attested values, pending deliveries and presence.
+// enrolment tokens, jobs, returns and facts, attested values, pending deliveries, presence,
+// schedule rounds and drift checks.
 // Two implementations pass one contract suite (contract_test.go): Files, the embedded default
 // for one master (JSON files and one bbolt file in the data dir), and Postgres, one PostgreSQL
 // database shared by any number of masters of one fleet.
@@ -137,6 +138,26 @@ type Rounds interface {
 	LastRound(name string) (Round, error)
 }
 
+// DriftCheck is a minion's last drift check as stored: when it was made, and the master's
+// record of it (JSON, opaque to the store: master/schedule.go makes and reads it).
+type DriftCheck struct {
+	Checked time.Time
+	Record  []byte
+}
+
+// Drifts keeps each minion's last drift check (a master.hcl schedule in drift mode), so that
+// `brine drift` and `brine status` on any master of a shared store show the same drift.
+type Drifts interface {
+	// PutDrifts records each check as its minion's last one (by id), except where a check made
+	// later is recorded already: the rounds of two masters may finish out of order. A minion id
+	// that is not valid fails the call before anything is recorded.
+	PutDrifts(checks map[string]DriftCheck) error
+	// Drifts returns the recorded checks of minions, by id; minions without one are absent.
+	Drifts(minions []string) (map[string]DriftCheck, error)
+	// DeleteDrift forgets minion's check.
+	DeleteDrift(minion string) error
+}
+
 // ErrOtherIdentity is returned by ClaimIdentity when the store belongs to a fleet whose
 // masters sign with another key.
 var ErrOtherIdentity = errors.New("the store belongs to masters with another master key")
@@ -150,6 +171,7 @@ type Store interface {
 	Attested() Attested
 	Presence() Presence
 	Rounds() Rounds
+	Drifts() Drifts
 	// ClaimIdentity records finger (the master key's fingerprint) on first use and returns
 	// ErrOtherIdentity when another one is recorded: all masters of a shared store sign with
 	// one key. A store of one master (Files) accepts any.
