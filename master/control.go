@@ -119,7 +119,9 @@ func (s *controlServer) register() {
 	handle(m, srv, control.OpCapture, m.ctlCapture)
 	handle(m, srv, control.OpConverge, m.ctlConverge)
 	handle(m, srv, control.OpProvision, m.ctlProvision)
-	handle(m, srv, control.OpStatus, m.ctlStatus)
+	// Status says what it can without its database: the store line (lost, since when, why)
+	// and no minions (their keys and jobs are in the database).
+	control.Handle(srv, control.OpStatus, m.ctlStatus)
 	handle(m, srv, control.OpJobs, m.ctlJobs)
 	handle(m, srv, control.OpJob, m.ctlJob)
 	handle(m, srv, control.OpFacts, m.ctlFacts)
@@ -191,6 +193,9 @@ func (m *Master) startJob(ctx context.Context, spec JobSpec, ref control.SiteRef
 }
 
 func (m *Master) ctlStatus(ctx context.Context, req control.StatusRequest, _ func(Event)) (control.StatusResponse, error) {
+	if h := m.StoreHealth(); !h.Up {
+		return control.StatusResponse{Minions: []MinionStatus{}, Master: m.Name(), Store: &h}, nil
+	}
 	site, tree, diags, err := m.siteFor(req.Site, req.Dir, false)
 	if err != nil {
 		return control.StatusResponse{}, err

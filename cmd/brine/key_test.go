@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/internal/pgtest"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/minion"
@@ -125,8 +126,9 @@ func TestKeyListShowsTheMinionsMaster(t *testing.T) {
 		t.Fatalf("status on m1: exit %d\n%s%s", code, out, stderr)
 	}
 	out, _, _ = brine(t, "status", "--json", "--socket", m1.Client().Path)
-	var st []master.MinionStatus
-	if json.Unmarshal([]byte(out), &st) != nil || len(st) != 1 || !st[0].Connected || st[0].Master != m2.Name() {
+	var st control.StatusResponse
+	if json.Unmarshal([]byte(out), &st) != nil || len(st.Minions) != 1 || !st.Minions[0].Connected || st.Minions[0].Master != m2.Name() ||
+		st.Master != m1.Name() || st.Store == nil || st.Store.Kind != "postgres" || !st.Store.Up {
 		t.Fatalf("status --json on m1: %s", out)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/brinecm/brine/control"
+	"github.com/brinecm/brine/master"
 )
 
 func newStatusCmd() *cobra.Command {
@@ -23,7 +24,9 @@ func newStatusCmd() *cobra.Command {
 		Long: `Status asks the master about each accepted minion TARGET names (default '*'): whether it is
 connected (an authenticated request in the last 30 seconds) or when the master last heard from it
 (since the master started), the brine version it reports (a fact: a claim), its groups (key groups
-and the site's groups) and its last job among the 2000 most recent, with its outcome.`,
+and the site's groups) and its last job among the 2000 most recent, with its outcome. The first line
+says whether the master's store answers; a master that lost its database shows only that line and
+exits 1. --json prints {"master", "store": {"kind", "up", "since", "error"}, "minions": [...]}.`,
 		Example: "  brine status\n  brine status 'group:web' --json",
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -45,12 +48,23 @@ and the site's groups) and its last job among the 2000 most recent, with its out
 				return withCode(exitNothing, err)
 			}
 			w := cmd.OutOrStdout()
-			if asJSON {
-				return json.NewEncoder(w).Encode(r.Minions)
-			}
 			now := time.Now()
-			if h := r.Store; h != nil {
+			if asJSON {
+				if r.Minions == nil {
+					r.Minions = []control.MinionStatus{}
+				}
+				if err := json.NewEncoder(w).Encode(r); err != nil {
+					return err
+				}
+			} else if h := r.Store; h != nil {
 				fmt.Fprintln(w, storeLine(now, r.Master, *h))
+			}
+			if h := r.Store; h != nil && !h.Up {
+				// Without its database the master knows no minion: the store line is all.
+				return withCode(exitNothing, fmt.Errorf("%w: %s", master.ErrStoreLost, h.Error))
+			}
+			if asJSON {
+				return nil
 			}
 			fmt.Fprintf(w, "%-24s %-16s %-16s %-24s %s\n", "ID", "STATE", "VERSION", "GROUPS", "LAST JOB")
 			for _, s := range r.Minions {

@@ -9,11 +9,17 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/brinecm/brine/control"
+	"github.com/brinecm/brine/internal/pgtest"
+	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/master"
+	"github.com/brinecm/brine/minion"
+	"github.com/brinecm/brine/testbed"
 )
 
 // brine status through the real CLI, master and minions: connected minions with the version they
@@ -59,11 +65,15 @@ func TestStatusThroughRealProcesses(t *testing.T) {
 	status := func(target string) []master.MinionStatus {
 		t.Helper()
 		o, stderr, code := brine(t, "status", target, "--json", "--socket", sock)
-		var st []master.MinionStatus
+		var st control.StatusResponse
 		if code != 0 || json.Unmarshal([]byte(o), &st) != nil {
 			t.Fatalf("status %s: exit %d %s%s", target, code, o, stderr)
 		}
-		return st
+		// The store line: one master's files, always up.
+		if st.Master == "" || st.Store == nil || st.Store.Kind != "files" || !st.Store.Up || st.Store.Error != "" {
+			t.Fatalf("status %s --json: master %q, store %+v", target, st.Master, st.Store)
+		}
+		return st.Minions
 	}
 	st := status("*")
 	if len(st) != 3 {
@@ -107,5 +117,59 @@ func TestStatusThroughRealProcesses(t *testing.T) {
 	}
 	if o, _, _ := brine(t, "status", "r9", "--socket", sock); !strings.Contains(o, "seen ") {
 		t.Fatalf("status r9:\n%s", o)
+	}
+}
+
+// brine status says whether the master's store answers, as text and in --json: PostgreSQL up;
+// then, with the database gone, lost (since when, and why), no minion, exit 1; then up again.
+func TestStatusSaysWhetherTheStoreAnswers(t *testing.T) {
+	if err := pgtest.Available(); err != nil {
+		testbed.SkipUnavailable(t, err)
+	}
+	pg, err := pgtest.StartWith(pgtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pg.Stop)
+	m := master.TestMaster(t, func(c *master.Config) { c.Store, c.AutoAccept = pg.URL("postgres"), true })
+	sock := m.Client().Path
+	mn := minion.TestMinion(t, m.PublishAddr(), m.RequestAddr(), "st1")
+	tb.WaitFor(t, 15*time.Second, "st1 connected", func() bool { return mn.Status() == "connected" })
+	status := func() (st control.StatusResponse, raw, stderr string, code int) {
+		t.Helper()
+		raw, stderr, code = brine(t, "status", "--json", "--socket", sock)
+		if err := json.Unmarshal([]byte(raw), &st); err != nil {
+			t.Fatalf("status --json: exit %d, not JSON (%v): %s%s", code, err, raw, stderr)
+		}
+		return st, raw, stderr, code
+	}
+	st, _, stderr, code := status()
+	if code != 0 || st.Master != m.Name() || st.Store == nil || st.Store.Kind != "postgres" || !st.Store.Up ||
+		st.Store.Error != "" || len(st.Minions) != 1 || st.Minions[0].ID != "st1" {
+		t.Fatalf("status --json: exit %d, %+v %s", code, st, stderr)
+	}
+
+	pg.Down()
+	up := sync.OnceValue(pg.Up)
+	t.Cleanup(func() { up() })
+	tb.WaitFor(t, 30*time.Second, "the master sees its database lost", func() bool { return !m.StoreHealth().Up })
+	st, raw, stderr, code := status()
+	if code != 1 || st.Master != m.Name() || st.Store == nil || st.Store.Kind != "postgres" || st.Store.Up ||
+		st.Store.Error == "" || st.Store.Since.IsZero() || !strings.Contains(raw, `"minions":[]`) ||
+		!strings.Contains(stderr, "lost its database") {
+		t.Fatalf("status --json without the database: exit %d: %s%s", code, raw, stderr)
+	}
+	out, stderr, code := brine(t, "status", "--socket", sock)
+	if code != 1 || strings.Count(out, "\n") != 1 ||
+		!strings.HasPrefix(out, "master "+m.Name()+": store postgres: LOST ") || !strings.Contains(out, "publishing no new jobs (") {
+		t.Fatalf("status without the database: exit %d:\n%s%s", code, out, stderr)
+	}
+
+	if err := up(); err != nil {
+		t.Fatal(err)
+	}
+	tb.WaitFor(t, 30*time.Second, "the master sees its database back", func() bool { return m.StoreHealth().Up })
+	if st, raw, stderr, code := status(); code != 0 || !st.Store.Up || st.Store.Error != "" || len(st.Minions) != 1 {
+		t.Fatalf("status --json with the database back: exit %d: %s%s", code, raw, stderr)
 	}
 }
