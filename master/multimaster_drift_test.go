@@ -14,6 +14,7 @@ import (
 	"github.com/brinecm/brine/internal/pgtest"
 	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/master"
+	"github.com/brinecm/brine/pki"
 )
 
 // Drift is the fleet's, not one master's: m1 runs a drift schedule (m2 has none) on a minion
@@ -97,5 +98,51 @@ func TestDriftSharedAcrossMasters(t *testing.T) {
 	var n int
 	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM drift`).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("%d drift checks left after the key was deleted: %v", n, err)
+	}
+}
+
+// What a master reads back from the database is checked like what a peer sends: a stored drift
+// check that is too large, names another minion, or is not JSON is not shown (and the master
+// goes on); a valid one beside them is.
+func TestDriftFromTheStoreChecked(t *testing.T) {
+	url := pgtest.Shared(t).NewDatabase(t)
+	m := master.TestMaster(t, func(c *master.Config) { c.Store = url })
+	ids := []string{"h1", "h2", "h3", "h4"}
+	for _, id := range ids {
+		if _, err := m.Keys().Present(pki.Presentation{ID: id, Key: mustKey(t).Pub, Source: "operator"}, true, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	rec := func(id string) string {
+		return `{"minion":"` + id + `","schedule":"watch","jid":"j","checked":"2026-11-30T10:00:00Z","drifted":true,"changes":[{"address":"file.x"}]}`
+	}
+	rows := map[string][]byte{
+		"h1": []byte(rec("h4")), // another minion's
+		"h2": []byte(`{"minion":"h2","drifted":true,"error":"` + strings.Repeat("e", 17<<20) + `"}`),
+		"h3": []byte("\x00\xff not json"),
+		"h4": []byte(rec("h4")),
+	}
+	for id, data := range rows {
+		if _, err := conn.Exec(t.Context(), `INSERT INTO drift (minion, checked, record) VALUES ($1, now(), $2)`, id, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := m.Client().Drift(t.Context(), control.DriftRequest{All: true})
+	if err != nil || len(r.Records) != 1 || r.Records[0].Minion != "h4" || !r.Records[0].Drifted {
+		t.Fatalf("drift: %+v %v", r.Records, err)
+	}
+	st, err := m.Client().Status(t.Context(), control.StatusRequest{Target: "*"})
+	if err != nil || len(st.Minions) != 4 {
+		t.Fatalf("status: %+v %v", st, err)
+	}
+	for _, s := range st.Minions {
+		if (s.LastDrift != nil) != (s.ID == "h4") {
+			t.Fatalf("status of %s: last drift %+v", s.ID, s.LastDrift)
+		}
 	}
 }
