@@ -23,6 +23,9 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/brinecm/brine/internal/atomicfile"
+	"github.com/brinecm/brine/states"
 )
 
 // Default limits of a capture.
@@ -189,14 +192,8 @@ func (r *Result) WriteDir(dir string) error { return WriteFiles(dir, r.Files) }
 // file that holds a private key block, stops it before anything is written: `brine capture`
 // writes with it what minions sent.
 func WriteFiles(dir string, files map[string][]byte) error {
-	if err := checkNoKeyMaterial(files); err != nil {
+	if err := checkFiles(files); err != nil {
 		return err
-	}
-	for p := range files {
-		clean := path.Clean(p)
-		if p == "" || strings.ContainsRune(p, 0) || path.IsAbs(clean) || clean == "." || clean == ".." || strings.HasPrefix(clean, "../") {
-			return fmt.Errorf("capture: bad path %q in the bundle", p)
-		}
 	}
 	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
 		return fmt.Errorf("capture: %s is not empty", dir)
@@ -206,23 +203,84 @@ func WriteFiles(dir string, files map[string][]byte) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("capture: %w", err)
 	}
+	for _, p := range sortedPaths(files) {
+		if err := writeNew(dir, p, files[p]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WriteInto writes the site tree files (Split of captures into the site old) into dir, which
+// holds old: the files old has with the same contents are left alone, every other file is
+// created and must not exist yet (nothing is overwritten), and the site file, which may
+// differ, is replaced last and atomically, so the site assigns the new bundles only once they
+// are all written. The checks of WriteFiles come first.
+func WriteInto(dir string, files, old map[string][]byte) error {
+	site, ok := files[states.SiteFile]
+	if !ok {
+		return fmt.Errorf("capture: the tree has no %s", states.SiteFile)
+	}
+	add := map[string][]byte{}
+	for p, data := range files {
+		if o, ok := old[p]; p != states.SiteFile && (!ok || !bytes.Equal(o, data)) {
+			add[p] = data
+		}
+	}
+	if err := checkFiles(add); err != nil {
+		return err
+	}
+	for _, p := range sortedPaths(add) {
+		if err := writeNew(dir, p, add[p]); err != nil {
+			return err
+		}
+	}
+	if err := atomicfile.Write(filepath.Join(dir, states.SiteFile), site, 0o600); err != nil {
+		return fmt.Errorf("capture: %w", err)
+	}
+	return nil
+}
+
+// checkFiles refuses a path that is absolute or leaves the directory and a file that holds a
+// private key block.
+func checkFiles(files map[string][]byte) error {
+	if err := checkNoKeyMaterial(files); err != nil {
+		return err
+	}
+	for p := range files {
+		clean := path.Clean(p)
+		if p == "" || strings.ContainsRune(p, 0) || path.IsAbs(clean) || clean == "." || clean == ".." || strings.HasPrefix(clean, "../") {
+			return fmt.Errorf("capture: bad path %q in the bundle", p)
+		}
+	}
+	return nil
+}
+
+func sortedPaths(files map[string][]byte) []string {
 	names := make([]string, 0, len(files))
 	for p := range files {
 		names = append(names, p)
 	}
 	sort.Strings(names)
-	for _, p := range names {
-		clean := path.Clean(p)
-		if path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
-			return fmt.Errorf("capture: bad path %q in the bundle", p)
-		}
-		full := filepath.Join(dir, filepath.FromSlash(clean))
-		if err := os.MkdirAll(filepath.Dir(full), 0o700); err != nil {
-			return fmt.Errorf("capture: %w", err)
-		}
-		if err := os.WriteFile(full, files[p], 0o600); err != nil {
-			return fmt.Errorf("capture: %w", err)
-		}
+	return names
+}
+
+// writeNew creates the file p (checked by checkFiles) under dir, private; it must not exist.
+func writeNew(dir, p string, data []byte) error {
+	full := filepath.Join(dir, filepath.FromSlash(path.Clean(p)))
+	if err := os.MkdirAll(filepath.Dir(full), 0o700); err != nil {
+		return fmt.Errorf("capture: %w", err)
+	}
+	f, err := os.OpenFile(full, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("capture: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("capture: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("capture: %w", err)
 	}
 	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
+
+	"github.com/brinecm/brine/states"
 )
 
 // CommonBundle is the name of the bundle Split writes the resources shared by every host into.
@@ -31,23 +33,29 @@ const GroupBundlePrefix = "group-"
 // Split divides the captures of several hosts (minion id to bundle files) into a site tree:
 //   - CommonBundle: every block (resource, variable, locals, with the comments above it) that
 //     all hosts' captures hold identically (same text, same files its source or template reads);
-//   - GroupBundlePrefix+G, for a group G of groups (minion id to its groups) that two captured
-//     hosts or more have: the blocks all of G's captured hosts hold identically and not all
-//     hosts do (a block goes to the first such group by name, so no host gets it twice);
+//   - GroupBundlePrefix+G, for a group G of groups (minion id to its groups: key groups and the
+//     site's groups, as the master resolves them) that two captured hosts or more have: the
+//     blocks all of G's captured hosts hold identically and not all hosts do (a block goes to
+//     the first such group by name, so no host gets it twice);
 //   - one bundle per host, named by its id, with the rest and its README;
 //   - site.hcl, whose assign blocks give each host the common bundle, its groups' and its own
 //     (by id: the site reproduces the captured hosts, whoever joins the group later).
 //
+// site, when not nil, is an existing states tree (slash-separated paths to contents, its
+// site.hcl among them) the capture is added to: its files are in the result unchanged but for
+// site.hcl, which keeps its text (groups, assigns) and gets the captured bundles' assigns after
+// it. A captured bundle whose name the site already uses is an error.
+//
 // The result maps slash-separated paths of the tree to contents. With a single host there is no
 // common bundle. The bundles of one host share one graph when converged (variables and locals
 // too), so a block may stay in one bundle and be used from another.
-func Split(hosts map[string]map[string][]byte, groups map[string][]string) (map[string][]byte, error) {
+func Split(hosts map[string]map[string][]byte, groups map[string][]string, site map[string][]byte) (map[string][]byte, error) {
 	if len(hosts) == 0 {
 		return nil, fmt.Errorf("split: no captures")
 	}
 	ids := make([]string, 0, len(hosts))
 	for id := range hosts {
-		if id == CommonBundle || id == "site.hcl" || strings.HasPrefix(id, GroupBundlePrefix) {
+		if id == CommonBundle || id == states.SiteFile || strings.HasPrefix(id, GroupBundlePrefix) {
 			return nil, fmt.Errorf("split: a minion named %q collides with the site's own names (%s, %s*)", id, CommonBundle, GroupBundlePrefix)
 		}
 		ids = append(ids, id)
@@ -153,10 +161,15 @@ func Split(hosts map[string]map[string][]byte, groups map[string][]string) (map[
 		}
 	}
 
-	var site strings.Builder
-	site.WriteString("# Written by `brine capture`: each captured host gets the bundle of what all of them share,\n")
-	site.WriteString("# those of what the captured hosts of its groups share, and the bundle of its own differences.\n")
-	site.WriteString("# Review them before converging.\n")
+	var text strings.Builder
+	if old, ok := site[states.SiteFile]; ok {
+		text.Write(bytes.TrimRight(old, "\n"))
+		text.WriteString("\n\n# Added by `brine capture`: each captured host gets the bundle of what all of them share,\n")
+	} else {
+		text.WriteString("# Written by `brine capture`: each captured host gets the bundle of what all of them share,\n")
+	}
+	text.WriteString("# those of what the captured hosts of its groups share, and the bundle of its own differences.\n")
+	text.WriteString("# Review them before converging.\n")
 	var shared []string
 	if _, ok := assigned[CommonBundle]; ok {
 		shared = append(shared, CommonBundle)
@@ -169,7 +182,7 @@ func Split(hosts map[string]map[string][]byte, groups map[string][]string) (map[
 	for _, b := range shared {
 		hs := assigned[b]
 		sort.Strings(hs)
-		fmt.Fprintf(&site, "\nassign %q { bundles = [%q] }\n", strings.Join(hs, ","), b)
+		fmt.Fprintf(&text, "\nassign %q { bundles = [%q] }\n", strings.Join(hs, ","), b)
 		what := "all the captured hosts"
 		if b != CommonBundle {
 			what = "the captured hosts of group " + strings.TrimPrefix(b, GroupBundlePrefix)
@@ -178,13 +191,31 @@ func Split(hosts map[string]map[string][]byte, groups map[string][]string) (map[
 			"Each host's own bundle (a directory named by its minion id) holds the rest, and its README\nthe notes of its capture.\n",
 			what, strings.Join(hs, ", ")))
 	}
-	site.WriteString("\n")
+	text.WriteString("\n")
 	for _, id := range ids {
 		if slices.Contains(assigned[id], id) {
-			fmt.Fprintf(&site, "assign %q { bundles = [%q] }\n", id, id)
+			fmt.Fprintf(&text, "assign %q { bundles = [%q] }\n", id, id)
 		}
 	}
-	out["site.hcl"] = []byte(site.String())
+	// The site's own files, after a check that no captured bundle takes a name it uses.
+	used := map[string]bool{}
+	for p := range site {
+		used[strings.SplitN(p, "/", 2)[0]] = true
+	}
+	var taken []string
+	for p := range out {
+		if b := strings.SplitN(p, "/", 2)[0]; used[b] && !slices.Contains(taken, b) {
+			taken = append(taken, b)
+		}
+	}
+	if len(taken) > 0 {
+		sort.Strings(taken)
+		return nil, fmt.Errorf("split: the site already has %s, which the capture would write: capture into another directory (--out), or move them away", strings.Join(taken, ", "))
+	}
+	for p, data := range site {
+		out[p] = data
+	}
+	out[states.SiteFile] = []byte(text.String())
 	return out, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,6 +15,7 @@ import (
 	"github.com/brinecm/brine/capture"
 	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/internal/wire"
+	"github.com/brinecm/brine/states"
 )
 
 // newLocalCaptureCmd is `brine local capture`: this host as a bundle.
@@ -76,6 +78,7 @@ func newCaptureCmd() *cobra.Command {
 	var (
 		cf      controlFlags
 		out     string
+		siteDir string
 		spec    wire.CaptureSpec
 		timeout time.Duration
 		asJSON  bool
@@ -87,24 +90,52 @@ func newCaptureCmd() *cobra.Command {
 ` + "`brine local capture`" + ` does (private keys become secret() references and never leave the host) and
 returns the bundle. Capture then writes a site into DIR (which must not exist or be empty):
 common/ with the blocks every host's capture holds identically, one directory per minion id with
-the rest, and site.hcl assigning common to all and each host its own. A group (of the master's
-key groups) that two captured hosts or more have, but not all, gets a bundle group-NAME of the
-blocks its captured hosts hold identically. Converging that site on the same hosts changes
-nothing.
+the rest, and site.hcl assigning common to all and each host its own. A group that two captured
+hosts or more have, but not all, gets a bundle group-NAME of the blocks its captured hosts hold
+identically: the master's key groups and the site's groups, resolved by the master as converge
+resolves them. Converging that site on the same hosts changes nothing.
+
+With --site SITE, or when DIR already holds a site.hcl, the capture joins that site: its groups
+name the target and shape the split, and the site.hcl written keeps its groups and assigns and
+adds the captured bundles' assigns after them. DIR may be SITE itself (the bundles are added
+next to its own, none is overwritten, site.hcl is replaced last), or a new directory, which then
+gets a copy of SITE's bundles too. A captured bundle that would take the name of one of the
+site's stops the capture before anything is written. The site's assigns stay as they are: a
+captured host they already give bundles to gets those too when converged.
 
 The captures are kept in the job history like any return (brine jobs show JID). Exit status: 0
 when every minion was captured and the site written, 2 when a minion failed or did not return
 (the others are not written), 1 when nothing was sent.`,
 		Example: `  brine capture 'legacy*' --out ./site
   brine converge --site ./site --dry-run   # 0 to change on the captured hosts
-  brine capture web1,web2 --out ./site --exclude '/etc/nginx/cache/' --max-file-size 1048576`,
+  brine capture web1,web2 --out ./site --exclude '/etc/nginx/cache/' --max-file-size 1048576
+  brine capture 'group:legacy' --site /etc/brine/states --out ./states-new   # SITE's groups, SITE's bundles too`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
 				return withCode(exitNothing, fmt.Errorf("--out DIR is required"))
 			}
-			if ents, err := os.ReadDir(out); err == nil && len(ents) > 0 {
+			if siteDir == "" {
+				if _, err := os.Stat(filepath.Join(out, states.SiteFile)); err == nil {
+					siteDir = out
+				}
+			}
+			inPlace := siteDir != "" && sameDir(siteDir, out)
+			if ents, err := os.ReadDir(out); err == nil && len(ents) > 0 && !inPlace {
 				return withCode(exitNothing, fmt.Errorf("%s is not empty", out))
+			}
+			var site map[string][]byte // the site the capture joins, nil: none
+			var ref control.SiteRef
+			if siteDir != "" {
+				var err error
+				if ref, err = siteRef(siteDir); err != nil {
+					return err
+				}
+				tree, err := states.ReadBundle(siteDir)
+				if err != nil {
+					return withCode(exitNothing, fmt.Errorf("--site: %w", err))
+				}
+				site = tree.Files
 			}
 			cl, err := cf.client()
 			if err != nil {
@@ -112,7 +143,7 @@ when every minion was captured and the site written, 2 when a minion failed or d
 			}
 			ctx, stop := signalContext()
 			defer stop()
-			req := control.CaptureRequest{Target: args[0], Timeout: timeout, Capture: &spec}
+			req := control.CaptureRequest{Target: args[0], Timeout: timeout, Capture: &spec, SiteRef: ref}
 			w := cmd.OutOrStdout()
 			hosts := map[string]map[string][]byte{}
 			sums := map[string]capture.Summary{}
@@ -154,15 +185,20 @@ when every minion was captured and the site written, 2 when a minion failed or d
 			if len(failed) > 0 || len(missing) > 0 || len(hosts) == 0 {
 				return withCode(exitFailed, fmt.Errorf("%d failed, %d did not return: nothing written", len(failed), len(missing)))
 			}
-			groups, err := acceptedGroups(ctx, cl)
+			groups, err := minionGroups(ctx, cl, args[0], ref)
 			if err != nil {
 				return withCode(exitFailed, fmt.Errorf("the minions' groups: %w", err))
 			}
-			tree, err := capture.Split(hosts, groups)
+			tree, err := capture.Split(hosts, groups, site)
 			if err != nil {
 				return withCode(exitFailed, err)
 			}
-			if err := capture.WriteFiles(out, tree); err != nil {
+			if inPlace {
+				err = capture.WriteInto(out, tree, site)
+			} else {
+				err = capture.WriteFiles(out, tree)
+			}
+			if err != nil {
 				return withCode(exitFailed, err)
 			}
 			if asJSON {
@@ -173,7 +209,8 @@ when every minion was captured and the site written, 2 when a minion failed or d
 		},
 	}
 	cf.register(c)
-	c.Flags().StringVar(&out, "out", "", "directory to write the site into (must not exist or be empty)")
+	c.Flags().StringVar(&out, "out", "", "directory to write the site into (must not exist or be empty, or be the site)")
+	c.Flags().StringVar(&siteDir, "site", "", "the site the capture joins: its groups, assigns and bundles (default: DIR when it holds a site.hcl)")
 	c.Flags().Int64Var(&spec.MaxFileSize, "max-file-size", capture.DefaultMaxFileSize, "leave out files under /etc larger than this many bytes")
 	c.Flags().IntVar(&spec.MaxFiles, "max-files", capture.DefaultMaxFiles, "fail on a host where more files than this are to be captured")
 	c.Flags().StringArrayVar(&spec.Exclude, "exclude", nil, "also leave out paths matching this pattern (path.Match; a trailing / names a directory; repeatable)")
@@ -182,19 +219,29 @@ when every minion was captured and the site written, 2 when a minion failed or d
 	return c
 }
 
-// acceptedGroups are the groups of every accepted key, as the master granted them.
-func acceptedGroups(ctx context.Context, cl *control.Client) (map[string][]string, error) {
-	r, err := cl.KeyList(ctx, control.KeyListRequest{})
+// minionGroups are the groups of the minions target names, as the master resolves them with
+// the site ref's groups (the master's configured site when ref is empty): key groups, then
+// site groups.
+func minionGroups(ctx context.Context, cl *control.Client, target string, ref control.SiteRef) (map[string][]string, error) {
+	r, err := cl.Status(ctx, control.StatusRequest{Target: target, SiteRef: ref})
 	if err != nil {
 		return nil, err
 	}
 	out := map[string][]string{}
-	for _, k := range r.Keys {
-		if k.State == "accepted" {
-			out[k.ID] = k.Groups
-		}
+	for _, m := range r.Minions {
+		out[m.ID] = m.Groups
 	}
 	return out, nil
+}
+
+// sameDir says whether a and b name one directory (b may not exist yet).
+func sameDir(a, b string) bool {
+	sa, err1 := os.Stat(a)
+	sb, err2 := os.Stat(b)
+	if err1 == nil && err2 == nil {
+		return os.SameFile(sa, sb)
+	}
+	return filepath.Clean(a) == filepath.Clean(b)
 }
 
 // captureReturn checks one minion's capture return: what a minion sends is bounded and its

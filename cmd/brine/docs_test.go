@@ -42,6 +42,7 @@ var docBlockPlan = map[string]docPlan{
 	"docs/capture.md: brine local capture --out ./web1":                                        {run: runDocCapture},
 	"docs/capture.md: brine capture 'legacy*' --out ./site":                                    {run: runDocCaptureSite},
 	"docs/capture.md: ssh-keyscan -t ed25519 10.0.0.5 >> ~/.ssh/known_hosts":                   {run: runDocEnroll},
+	"docs/capture.md: brine capture 'legacy*' --site /etc/brine/states --out ./states-new":     {run: runDocCaptureJoinSite},
 	"docs/cloud.md: brine cloud sim --boot-delay 2s --domain example.com":                      {run: runDocCloudSim},
 	"docs/cloud.md: brine cloud sim --boot testbed --boot-delay 0s --cluster sim1":             {run: runDocCloudBoot},
 	"docs/master.md: brine master":                                                             {run: runDocMasterIntro},
@@ -1177,6 +1178,41 @@ func runDocCaptureSite(t *testing.T, b docBlock) {
 		}},
 		{cmd: "brine converge 'legacy*' --site ./site --dry-run", check: func(out, _ string) {
 			for _, h := range []string{"legacy1", "legacy2"} {
+				if !regexp.MustCompile(`(?m)^` + h + `:\n(\s.*\n)*\s+Planned \d+ resources in \S+: \d+ ok, 0 to change, 0 failed`).MatchString(out) {
+					t.Fatalf("converge --dry-run of %s:\n%s", h, out)
+				}
+			}
+		}},
+	}
+	runDocSteps(t, b, sh, "mst", steps)
+}
+
+// docs/capture.md's capture into an existing site: /etc/brine/states on the master has a group
+// pair (by id and by fact) and an assign of its own; legacy1 and legacy2 share a file legacy3
+// lacks, which only the site's group makes shared: it lands in group-pair, the site's text
+// stays first in the site.hcl written, and the dry-run converge finds all three applied.
+func runDocCaptureJoinSite(t *testing.T, b docBlock) {
+	c := testbed.NewT(t, "mst", "legacy1", "legacy2", "legacy3")
+	mst := c.Host("mst")
+	startDocMaster(t, c, mst, "")
+	startDocMinions(t, c, mst, "legacy", c.Host("legacy1"), c.Host("legacy2"), c.Host("legacy3"))
+	for _, h := range []string{"legacy1", "legacy2"} {
+		hostSh(t, c.Host(h), "echo 'the pair' > /etc/pair.conf")
+	}
+	siteText := "group \"pair\" { target = \"legacy1 or fact:id=legacy2\" }\n\nassign \"group:pair\" { bundles = [\"base\"] }\n"
+	hostSh(t, mst, "mkdir -p /etc/brine/states/base && cat > /etc/brine/states/site.hcl <<'EOF'\n"+siteText+"EOF\n"+
+		"printf '# Nothing yet.\\n' > /etc/brine/states/base/main.hcl")
+	sh := map[string]*docShell{"mst": newHostShell(t, c, mst, "/root")}
+	steps := []docStep{
+		{cmd: "brine capture 'legacy*' --site /etc/brine/states --out ./states-new", check: func(out, errOut string) {
+			site := hostSh(t, mst, "cd /root/states-new && cat site.hcl && ls -d base common group-pair legacy1 legacy2 legacy3 && grep -l pair.conf */files.hcl")
+			if !strings.HasPrefix(site, siteText) || !strings.Contains(site, `assign "legacy1,legacy2" { bundles = ["group-pair"] }`) ||
+				!strings.HasSuffix(site, "base\ncommon\ngroup-pair\nlegacy1\nlegacy2\nlegacy3\ngroup-pair/files.hcl\n") {
+				t.Fatalf("the site written:\n%s\ncapture said:\n%s%s", site, out, errOut)
+			}
+		}},
+		{cmd: "brine converge 'legacy*' --site ./states-new --dry-run", check: func(out, _ string) {
+			for _, h := range []string{"legacy1", "legacy2", "legacy3"} {
 				if !regexp.MustCompile(`(?m)^` + h + `:\n(\s.*\n)*\s+Planned \d+ resources in \S+: \d+ ok, 0 to change, 0 failed`).MatchString(out) {
 					t.Fatalf("converge --dry-run of %s:\n%s", h, out)
 				}
