@@ -49,7 +49,8 @@ func newEnrollCmd() *cobra.Command {
 		Short: "Make servers that already run into minions, over SSH",
 		Long: `Enroll connects to each server over SSH as root, verifies its host key against a known_hosts
 file or a given fingerprint (an unknown or different key stops that server before anything is
-sent), uploads this brine binary (its sha256 is checked on the server before it is installed),
+sent), uploads this brine binary compressed (the sha256 of what the server unpacks is checked
+there before it is installed; a server with this binary already gets none),
 writes /etc/brine/minion.hcl with a fresh single-use enrolment token for that server's minion id
 alone, installs and starts the brine-minion systemd unit, and waits until the master reports
 the minion enrolled. The minion id is the server's host name, or ?id=ID.
@@ -139,7 +140,7 @@ at that address.`,
 	f.StringVar(&opts.Binary, "binary", "", "the brine binary to install (default: this one)")
 	f.IntVar(&opts.Parallel, "parallel", enroll.DefaultParallel, "servers enrolled at once")
 	f.DurationVar(&opts.ConnectTimeout, "connect-timeout", enroll.DefaultConnectTimeout, "bound on connecting to a server and the SSH handshake")
-	f.DurationVar(&opts.CommandTimeout, "command-timeout", enroll.DefaultCommandTimeout, "bound on each step run on a server (the upload is one)")
+	f.DurationVar(&opts.CommandTimeout, "command-timeout", enroll.DefaultCommandTimeout, "bound on the script run on a server (inspect, upload, configure)")
 	f.DurationVar(&opts.EnrollTimeout, "enroll-timeout", enroll.DefaultEnrollTimeout, "bound on the wait for the master to report a minion enrolled")
 	f.DurationVar(&opts.TokenTTL, "token-ttl", enroll.DefaultTokenTTL, "how long each enrolment token is valid")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per server: {target, id, ok, stage, uploaded, error, duration_ns, stages_ns}")
