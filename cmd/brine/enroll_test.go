@@ -208,7 +208,7 @@ func clientIdentity(t testing.TB) (string, ssh.PublicKey) {
 
 // BenchmarkEnrollTestbed times `brine enroll` of 1 and 20 systemd testbed hosts running sshd
 // (upload of the 36 MB binary, configure, start, wait until enrolled) through a real master,
-// --parallel 10. Between iterations (not timed) the hosts are reset: minion stopped, binary,
+// --parallel 10, and reports the mean time of each stage per host (--json). Between iterations (not timed) the hosts are reset: minion stopped, binary,
 // config and keys removed. Run as root:
 //
 //	go test -count=1 -run '^$' -bench EnrollTestbed -benchtime 2x ./cmd/brine/
@@ -223,7 +223,7 @@ func BenchmarkEnrollTestbed(b *testing.B) {
 			_, sock := startTestbedMaster(b, c, c.Host("mst"))
 			identity, clientKey := clientIdentity(b)
 			var kh strings.Builder
-			args := []string{"enroll", "--socket", sock, "--identity", identity, "--binary", brineBin, "--parallel", "10"}
+			args := []string{"enroll", "--socket", sock, "--identity", identity, "--binary", brineBin, "--parallel", "10", "--json"}
 			for _, name := range names[1:] {
 				h := c.Host(name)
 				kh.WriteString(knownhosts.Line([]string{h.Addr() + ":22"}, startSSHD(b, h, clientKey)) + "\n")
@@ -235,6 +235,7 @@ func BenchmarkEnrollTestbed(b *testing.B) {
 			}
 			args = append(args, "--known-hosts", khFile)
 			ctx := context.Background()
+			stages := map[string]time.Duration{} // summed over hosts and iterations
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				if i > 0 {
@@ -248,11 +249,25 @@ func BenchmarkEnrollTestbed(b *testing.B) {
 					b.StartTimer()
 				}
 				cmd := exec.Command(brineBin, args...)
-				if out, err := cmd.CombinedOutput(); err != nil {
+				out, err := cmd.Output()
+				if err != nil {
 					b.Fatalf("%v\n%s", err, out)
+				}
+				for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+					var r enroll.Result
+					if err := json.Unmarshal([]byte(line), &r); err != nil {
+						b.Fatalf("enroll --json: %v: %q", err, line)
+					}
+					for st, d := range r.Stages {
+						stages[st] += d
+					}
 				}
 			}
 			b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/enroll")
+			// Where one host's time goes, on average: the stages of enroll.Result.
+			for st, d := range stages {
+				b.ReportMetric(d.Seconds()/float64(b.N*n), "s/host-"+st)
+			}
 		})
 	}
 }
