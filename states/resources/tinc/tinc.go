@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -614,38 +613,38 @@ func (n *tincNet) Apply(ctx context.Context, env *states.Env) error {
 		}
 		daemon.Await(ctx, 5*time.Second, func() bool { return loggedSince(n.logfile, logged, "Got HUP signal") })
 		_ = syscall.Kill(p.pid, syscall.SIGALRM)
-		// The members of a fresh mesh reload at about the same moment in the same apply, but a
-		// member refuses our dial until it holds our key, and a refused tincd waits 5 s and more
-		// before its next attempt. Until every member we dial is connected, for a few seconds
-		// at most, we ask again (an ALRM every quarter second): a member that is down costs
-		// this apply that bound, not the mesh its back-off.
-		// A TCP connection counts once it has stayed up a little: a member without our key
-		// accepts the connection and closes it after reading our ID.
+		// The members of a fresh mesh reload at about the same moment in the same apply, and a
+		// member that does not hold our key yet when our dial reaches it "tarpits" the
+		// connection (tinc 1.0 keeps such a socket open and silent): our tincd waits for an
+		// answer until its PingTimeout, 5 s later. A member that holds our key answers our ID
+		// with its own within milliseconds. So, for a few seconds at most, until each member we
+		// dial has answered: a dial that got no answer for tarpitAfter is destroyed (tincd reads
+		// an error and redials at once), and a member we hold no connection to is asked for
+		// again (an ALRM every quarter second). A member that is down costs this apply that
+		// bound, not the mesh its back-off.
 		want := n.dialled()
 		last := time.Now()
-		type seen struct {
-			local string
-			at    time.Time
-		}
-		first := map[netip.AddrPort]seen{}
 		daemon.Await(ctx, redialFor, func() bool {
-			up := established()
+			dials, err := tcpDials(want)
+			if err != nil {
+				return true // no socket diagnostics: tincd's own retries close the mesh
+			}
 			done := true
 			for _, a := range want {
-				local, ok := up[a]
-				if ok && first[a].local == local {
-					if time.Since(first[a].at) < 300*time.Millisecond {
-						done = false
+				answered := false
+				for _, d := range dials[a] {
+					switch {
+					case d.received > 0:
+						answered = true
+					case d.acked > 1 && d.idle >= tarpitAfter:
+						_ = d.destroy()
 					}
+				}
+				if answered {
 					continue
 				}
 				done = false
-				if ok {
-					first[a] = seen{local, time.Now()}
-					continue
-				}
-				delete(first, a)
-				if time.Since(last) >= 250*time.Millisecond {
+				if len(dials[a]) == 0 && time.Since(last) >= 250*time.Millisecond {
 					_ = syscall.Kill(p.pid, syscall.SIGALRM)
 					last = time.Now()
 				}
@@ -655,6 +654,10 @@ func (n *tincNet) Apply(ctx context.Context, env *states.Env) error {
 	}
 	return nil
 }
+
+// tarpitAfter is how long a dial may wait for the member's answer to our ID before we take it for
+// tarpitted: the member reads its host file of us and answers in milliseconds when it has our key.
+const tarpitAfter = 500 * time.Millisecond
 
 // dials reports whether this host's tincd dials member m (the rule is in files).
 func (n *tincNet) dials(selfAddress string, m tincMember) bool {
@@ -677,47 +680,6 @@ func (n *tincNet) dialled() []netip.AddrPort {
 		}
 	}
 	return out
-}
-
-// established returns the remote ends of this network namespace's established TCP connections,
-// each with its local end.
-func established() map[netip.AddrPort]string {
-	out := map[netip.AddrPort]string{}
-	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		for _, l := range strings.Split(string(data), "\n")[1:] {
-			fs := strings.Fields(l)
-			if len(fs) < 4 || fs[3] != "01" { // 01: ESTABLISHED
-				continue
-			}
-			if ap, ok := parseProcAddr(fs[2]); ok {
-				out[ap] = fs[1]
-			}
-		}
-	}
-	return out
-}
-
-// parseProcAddr reads /proc/net/tcp's "0100007F:0016": the address in the kernel's byte order
-// (32-bit words, little-endian here), the port in hex.
-func parseProcAddr(s string) (netip.AddrPort, bool) {
-	h, p, ok := strings.Cut(s, ":")
-	port, err := strconv.ParseUint(p, 16, 16)
-	if !ok || err != nil || (len(h) != 8 && len(h) != 32) {
-		return netip.AddrPort{}, false
-	}
-	raw, err := hex.DecodeString(h)
-	if err != nil {
-		return netip.AddrPort{}, false
-	}
-	for i := 0; i+4 <= len(raw); i += 4 {
-		raw[i], raw[i+1], raw[i+2], raw[i+3] = raw[i+3], raw[i+2], raw[i+1], raw[i]
-	}
-	ip, _ := netip.AddrFromSlice(raw)
-	return netip.AddrPortFrom(ip.Unmap(), uint16(port)), true
 }
 
 func logSize(path string) int64 {

@@ -352,19 +352,3 @@ file "marker" {
 }`, "not one address")
 	restest.WantCompileError(t, peerTypes, "tinc_network \"mesh\" {\n name = \"a\"\n address = \"10.8.0.1/24\"\n members = [{ name = \"b\", vpn_address = \"10.8.0.2\", address = \"1.2.3.4\\nSubnet = 0.0.0.0/0\" }]\n}", "one host name or IP address")
 }
-
-func TestParseProcAddr(t *testing.T) {
-	for in, want := range map[string]string{
-		"0100007F:0016":                         "127.0.0.1:22",
-		"0401D50A:028F":                         "10.213.1.4:655",
-		"00000000000000000000000001000000:028F": "[::1]:655",
-	} {
-		got, ok := parseProcAddr(in)
-		if !ok || got.String() != want {
-			t.Errorf("parseProcAddr(%q) = %v %v, want %s", in, got, ok, want)
-		}
-	}
-	if _, ok := parseProcAddr("zz:1"); ok {
-		t.Error("accepted a bad address")
-	}
-}
