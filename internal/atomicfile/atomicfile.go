@@ -6,12 +6,17 @@
 // many files for about the price of one: it writes every temporary file first, syncs them all
 // at once (in parallel, so the filesystem commits them in one or a few journal transactions),
 // renames each over its path, then syncs each directory it touched once.
+//
+// A temporary file is named .NAME.brine-DIGITS, beside NAME, and its writer holds an flock on it
+// until it is renamed or removed. A writer killed in between leaves it behind, unlocked: the next
+// write into that directory removes such files (see Stale).
 package atomicfile
 
 import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 )
@@ -37,6 +42,7 @@ func WriteOwned(path string, data []byte, mode os.FileMode, uid, gid int) error 
 // path has changed. A Batch is for one goroutine; the zero value is ready to use.
 type Batch struct {
 	items []*staged
+	swept map[string]bool // directories cleared of stale temporary files
 }
 
 type staged struct {
@@ -76,7 +82,16 @@ func (b *Batch) Stage(path string, data []byte, mode os.FileMode, uid, gid int) 
 			}
 		}
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".brine-*")
+	if !b.swept[dir] {
+		// A directory we write to is cleared, once a batch, of the temporary files of writers
+		// killed before their rename. An error leaves them for the next write.
+		if b.swept == nil {
+			b.swept = map[string]bool{}
+		}
+		b.swept[dir] = true
+		removeStale(dir, "")
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+tempMark+"*")
 	if err != nil {
 		return err
 	}
@@ -84,6 +99,11 @@ func (b *Batch) Stage(path string, data []byte, mode os.FileMode, uid, gid int) 
 		tmp.Close()
 		os.Remove(tmp.Name())
 		return err
+	}
+	// Held until the file is renamed or removed (its descriptor closed), and by the kernel no
+	// longer once this process dies: an unlocked temporary file is a dead writer's.
+	if err := syscall.Flock(int(tmp.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return fail(err)
 	}
 	if _, err := tmp.Write(data); err != nil {
 		return fail(err)
@@ -97,7 +117,10 @@ func (b *Batch) Stage(path string, data []byte, mode os.FileMode, uid, gid int) 
 		}
 	}
 	it := &staged{path: path, tmp: tmp.Name(), f: tmp}
-	if len(b.items) >= maxOpen { // a large tree: reopen at Commit rather than hold a descriptor each
+	// A large tree: reopen at Commit rather than hold a descriptor each. Such a file is not
+	// locked until then; a sweep by another writer meanwhile makes its Commit fail (the path
+	// keeps its old content), never a partial file.
+	if len(b.items) >= maxOpen {
 		if err := tmp.Close(); err != nil {
 			return fail(err)
 		}
@@ -124,15 +147,12 @@ func (b *Batch) Commit() []error {
 	errs := make([]error, len(items))
 	parallel(len(items), func(i int) {
 		it := items[i]
-		f, err := it.f, error(nil)
-		if f == nil {
-			f, err = os.Open(it.tmp)
+		err := error(nil)
+		if it.f == nil {
+			it.f, err = os.Open(it.tmp)
 		}
 		if err == nil {
-			err = f.Sync()
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
+			err = it.f.Sync()
 		}
 		it.err = err
 	})
@@ -141,6 +161,12 @@ func (b *Batch) Commit() []error {
 	for i, it := range items {
 		if it.err == nil {
 			it.err = os.Rename(it.tmp, it.path)
+		}
+		if it.f != nil { // closed after the rename: the lock keeps sweepers off until then
+			if cerr := it.f.Close(); it.err == nil {
+				it.err = cerr
+			}
+			it.f = nil
 		}
 		if it.err != nil {
 			os.Remove(it.tmp)
@@ -211,4 +237,98 @@ func parallel(n int, f func(i int)) {
 	}
 	close(next)
 	wg.Wait()
+}
+
+// tempMark separates a temporary file's target name from its random digits.
+const tempMark = ".brine-"
+
+// tempTarget returns the name of the file that name, a temporary file of this package
+// (.NAME.brine-DIGITS), was to replace, or "" when name is not one.
+func tempTarget(name string) string {
+	i := strings.LastIndex(name, tempMark)
+	if !strings.HasPrefix(name, ".") || i < 2 {
+		return ""
+	}
+	digits := name[i+len(tempMark):]
+	if digits == "" || strings.Trim(digits, "0123456789") != "" {
+		return ""
+	}
+	return name[1:i]
+}
+
+// Stale returns the temporary files that writers of path killed before their rename left
+// beside it: regular files (never symbolic links) named .NAME.brine-DIGITS on which no live
+// writer holds its lock.
+func Stale(path string) ([]string, error) {
+	return findStale(filepath.Dir(path), filepath.Base(path), false)
+}
+
+// RemoveStale removes the temporary files that Stale returns.
+func RemoveStale(path string) error {
+	_, err := findStale(filepath.Dir(path), filepath.Base(path), true)
+	return err
+}
+
+// removeStale removes the stale temporary files in dir, of target (or of any file when "").
+func removeStale(dir, target string) {
+	findStale(dir, target, true)
+}
+
+func findStale(dir, target string, remove bool) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	var errs []error
+	for _, e := range entries {
+		t := tempTarget(e.Name())
+		if t == "" || (target != "" && t != target) || !e.Type().IsRegular() {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		stale, err := staleTemp(p, remove)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if stale {
+			out = append(out, p)
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// staleTemp reports whether p is a temporary file no live writer holds, and removes it when
+// remove is set. It opens p without following a symbolic link and removes it only while holding
+// its lock and only if the name still refers to the file it locked.
+func staleTemp(p string, remove bool) (bool, error) {
+	fd, err := syscall.Open(p, syscall.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ELOOP) {
+			return false, nil // renamed, removed, or a symbolic link now
+		}
+		return false, &os.PathError{Op: "open", Path: p, Err: err}
+	}
+	defer syscall.Close(fd)
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return false, nil
+	}
+	if err := syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return false, nil // its writer is alive
+	}
+	if !remove {
+		return true, nil
+	}
+	var now syscall.Stat_t
+	if err := syscall.Lstat(p, &now); err != nil || now.Ino != st.Ino || now.Dev != st.Dev {
+		return false, nil
+	}
+	if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+		return false, err
+	}
+	return true, nil
 }

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -135,4 +136,81 @@ func BenchmarkReplace20(b *testing.B) {
 			}
 		}
 	})
+}
+
+// A writer killed between staging and renaming leaves .NAME.brine-DIGITS behind, unlocked. The
+// next write into that directory removes such files, and nothing else: not a live writer's
+// (locked), not a symbolic link or a directory of that name, not names that merely look alike.
+func TestStaleTempFilesAreRemovedByTheNextWrite(t *testing.T) {
+	dir, elsewhere := t.TempDir(), t.TempDir()
+	target := filepath.Join(dir, "f")
+	if err := Write(target, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mk := func(name string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	dead := []string{mk(".f.brine-123"), mk(".g.brine-4567")}
+	kept := []string{mk(".f.brine-x1"), mk("f.brine-1"), mk(".f.brine-"), mk(".f.tmp-1")}
+	live := mk(".f.brine-999")
+	lf, err := os.Open(live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lf.Close()
+	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	kept = append(kept, live)
+	secret := filepath.Join(elsewhere, "secret")
+	if err := os.WriteFile(secret, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, ".f.brine-42")
+	if err := os.Symlink(secret, link); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(dir, ".f.brine-77")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	kept = append(kept, link, sub)
+
+	stale, err := Stale(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stale) != 1 || stale[0] != dead[0] {
+		t.Fatalf("Stale(%s) = %v, want [%s]", target, stale, dead[0])
+	}
+	if err := Write(filepath.Join(dir, "other"), []byte("new"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range dead {
+		if _, err := os.Lstat(p); !os.IsNotExist(err) {
+			t.Errorf("%s was not removed: %v", p, err)
+		}
+	}
+	for _, p := range kept {
+		if _, err := os.Lstat(p); err != nil {
+			t.Errorf("%s was removed: %v", p, err)
+		}
+	}
+	if got, _ := os.ReadFile(secret); string(got) != "keep me" {
+		t.Errorf("the symbolic link's target changed: %q", got)
+	}
+	lf.Close() // the live writer dies
+	if err := RemoveStale(target); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(live); !os.IsNotExist(err) {
+		t.Errorf("%s was not removed once its writer was gone: %v", live, err)
+	}
+	if got, _ := os.ReadFile(target); string(got) != "old" {
+		t.Errorf("%s changed: %q", target, got)
+	}
 }

@@ -43,7 +43,7 @@ func TestKilledApplyLeavesEveryFileOldOrNew(t *testing.T) {
 		return append([]byte(header(gen, i)), bytes.Repeat([]byte{byte('a' + gen%26)}, 128<<10)...)
 	}
 	have := make([][]byte, files) // what each file holds now; nil = absent
-	killed := 0
+	killed, leftMax := 0, 0
 	for gen := 1; gen <= rounds; gen++ {
 		for i := 0; i < files; i++ {
 			if err := os.WriteFile(filepath.Join(bundle, "data", fmt.Sprintf("f%d", i)), content(gen, i), 0o644); err != nil {
@@ -98,20 +98,65 @@ func TestKilledApplyLeavesEveryFileOldOrNew(t *testing.T) {
 					gen, i, len(got), got[:min(len(got), 40)])
 			}
 		}
+		if n := len(temps(t, root)); n > leftMax {
+			leftMax = n
+		}
 	}
-	t.Logf("%d of %d applies killed mid-apply", killed, rounds)
+	t.Logf("%d of %d applies killed mid-apply, up to %d temporary files left by one", killed, rounds, leftMax)
 	if killed == 0 {
 		t.Fatal("no apply was killed mid-apply: the test proved nothing")
 	}
-	// An apply that runs to the end puts every file in place.
-	if out, err := exec.Command(bin, "local", "apply", bundle, "--var", "root="+root).CombinedOutput(); err != nil {
-		t.Fatalf("final apply: %v\n%s", err, out)
+	if leftMax == 0 {
+		t.Fatal("no killed apply left a temporary file: the clean-up is not tested")
 	}
+	// An apply that runs to the end puts every file in place and removes the temporary files
+	// killed applies left (besides those of the last round, one planted as a kill leaves it:
+	// unlocked). An apply with nothing to rewrite removes them too.
+	apply := func(what string) string {
+		out, err := exec.Command(bin, "local", "apply", bundle, "--var", "root="+root).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", what, err, out)
+		}
+		return string(out)
+	}
+	dead := filepath.Join(root, ".f0.brine-12345")
+	if err := os.WriteFile(dead, []byte("partial"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("before the full apply: %d temporary files", len(temps(t, root)))
+	apply("full apply")
 	for i := 0; i < files; i++ {
 		if got, _ := os.ReadFile(filepath.Join(root, fmt.Sprintf("f%d", i))); !bytes.Equal(got, content(rounds, i)) {
 			t.Fatalf("f%d not converged after a full apply", i)
 		}
 	}
+	if left := temps(t, root); len(left) > 0 {
+		t.Fatalf("temporary files left after a full apply: %v", left)
+	}
+	if err := os.WriteFile(dead, []byte("partial"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := apply("apply without changes"); !strings.Contains(out, ".f0.brine-12345") {
+		t.Errorf("the apply does not report the temporary file it removes:\n%s", out)
+	}
+	if left := temps(t, root); len(left) > 0 {
+		t.Fatalf("temporary files left after an apply without changes: %v", left)
+	}
+}
+
+// temps returns the names of the temporary files in root.
+func temps(t *testing.T, root string) []string {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") && strings.Contains(e.Name(), ".brine-") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
 }
 
 // reached reports whether the apply of generation gen got to its kill point: k temporary files

@@ -67,6 +67,7 @@ type fileOp struct {
 	chmod   bool
 	mode    os.FileMode
 	chown   bool
+	sweep   bool // remove the temporary files an interrupted apply left beside path
 }
 
 func decodeFile(req *states.DecodeRequest) (states.Resource, hcl.Diagnostics) {
@@ -326,6 +327,20 @@ func (r *fileRes) checkFile(p string, st os.FileInfo, exists bool, want []byte, 
 	if r.hasMode {
 		mode = r.mode
 	}
+	// An apply killed between writing a new content and renaming it over p leaves its temporary
+	// file beside p. They are garbage, not state: one that cannot be read is left alone.
+	var sweep []string
+	if stale, _ := atomicfile.Stale(p); len(stale) > 0 {
+		r.plan = append(r.plan, fileOp{path: p, sweep: true})
+		for _, t := range stale {
+			sweep = append(sweep, fmt.Sprintf("- %s (the temporary file of an interrupted apply)", t))
+		}
+	}
+	diff, err := r.checkFileContent(p, st, exists, want, mode)
+	return append(sweep, diff...), err
+}
+
+func (r *fileRes) checkFileContent(p string, st os.FileInfo, exists bool, want []byte, mode os.FileMode) ([]string, error) {
 	if !exists {
 		content := want
 		if content == nil {
@@ -491,6 +506,8 @@ func applyAll(ctx context.Context, rs []*fileRes) []error {
 
 func (r *fileRes) applyOp(op fileOp) error {
 	switch {
+	case op.sweep:
+		return atomicfile.RemoveStale(op.path)
 	case op.remove:
 		return os.RemoveAll(op.path)
 	case op.mkdir:
