@@ -91,7 +91,7 @@ func (b *Batch) Stage(path string, data []byte, mode os.FileMode, uid, gid int) 
 		b.swept[dir] = true
 		removeStale(dir, "")
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+tempMark+"*")
+	tmp, err := lockedTemp(dir, "."+filepath.Base(path)+tempMark+"*")
 	if err != nil {
 		return err
 	}
@@ -99,11 +99,6 @@ func (b *Batch) Stage(path string, data []byte, mode os.FileMode, uid, gid int) 
 		tmp.Close()
 		os.Remove(tmp.Name())
 		return err
-	}
-	// Held until the file is renamed or removed (its descriptor closed), and by the kernel no
-	// longer once this process dies: an unlocked temporary file is a dead writer's.
-	if err := syscall.Flock(int(tmp.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return fail(err)
 	}
 	if _, err := tmp.Write(data); err != nil {
 		return fail(err)
@@ -128,6 +123,28 @@ func (b *Batch) Stage(path string, data []byte, mode os.FileMode, uid, gid int) 
 	}
 	b.items = append(b.items, it)
 	return nil
+}
+
+// lockedTemp creates a temporary file and locks it. The lock is held until the file is renamed
+// or removed (its descriptor closed), and by the kernel no longer once this process dies: an
+// unlocked temporary file is a dead writer's. Another process's sweep can take the lock in the
+// moment between creation and locking; that file is its to remove, and we make another.
+func lockedTemp(dir, pattern string) (*os.File, error) {
+	for try := 0; ; try++ {
+		tmp, err := os.CreateTemp(dir, pattern)
+		if err != nil {
+			return nil, err
+		}
+		err = syscall.Flock(int(tmp.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return tmp, nil
+		}
+		tmp.Close()
+		if !errors.Is(err, syscall.EWOULDBLOCK) || try == 2 {
+			os.Remove(tmp.Name())
+			return nil, err
+		}
+	}
 }
 
 // maxOpen is how many staged files keep their descriptor open until Commit.
