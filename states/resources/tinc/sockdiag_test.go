@@ -2,6 +2,7 @@ package tinc
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -91,5 +92,35 @@ func TestTCPDialsTellsAnsweredFromTarpitted(t *testing.T) {
 	}
 	if len(after[pitAddr]) != 0 || len(after[goodAddr]) != 1 {
 		t.Errorf("after destroying the tarpitted dial: %v", after)
+	}
+}
+
+// A short or malformed inet_diag message (a kernel's answer, never a peer's) is skipped, never
+// read past its end.
+func TestParseDiagMsgBounds(t *testing.T) {
+	full := make([]byte, sizeofInetDiagMsg+4+tcpInfoBytesReceived+8)
+	full[0] = unix.AF_INET
+	binary.NativeEndian.PutUint16(full[sizeofInetDiagMsg:], uint16(4+tcpInfoBytesReceived+8))
+	binary.NativeEndian.PutUint16(full[sizeofInetDiagMsg+2:], inetDiagInfo)
+	if _, ok := parseDiagMsg(full); !ok {
+		t.Fatal("a whole message was not read")
+	}
+	for n := 0; n < len(full); n++ {
+		if _, ok := parseDiagMsg(full[:n]); ok {
+			t.Errorf("a message cut at %d bytes was read", n)
+		}
+	}
+	bad := append([]byte(nil), full...)
+	binary.NativeEndian.PutUint16(bad[sizeofInetDiagMsg:], 0xffff) // an attribute longer than the message
+	if _, ok := parseDiagMsg(bad); ok {
+		t.Error("an attribute running past the message was read")
+	}
+	if _, ok := parseDiagMsg(full[:sizeofInetDiagMsg]); ok {
+		t.Error("a message without tcp_info was read")
+	}
+	other := append([]byte(nil), full...)
+	other[0] = 99 // not an address family of ours
+	if _, ok := parseDiagMsg(other); ok {
+		t.Error("a message of another address family was read")
 	}
 }
