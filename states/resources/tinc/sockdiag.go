@@ -15,7 +15,7 @@ import (
 // that a member answered from one it holds without an answer (tinc 1.0 "tarpits" a connection
 // whose ID it cannot authenticate: it keeps the socket open and silent, so the dialler notices
 // only at its PingTimeout, 5 s later), and they can destroy such a socket: the dialler's tincd
-// then reads an error and redials at once.
+// then reads an error, and a SIGALRM makes it dial again at once.
 
 // Sizes and attributes of linux/inet_diag.h; x/sys/unix has the message types only.
 const (

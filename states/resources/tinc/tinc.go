@@ -619,8 +619,8 @@ func (n *tincNet) Apply(ctx context.Context, env *states.Env) error {
 		// answer until its PingTimeout, 5 s later. A member that holds our key answers our ID
 		// with its own within milliseconds. So, for a few seconds at most, until each member we
 		// dial has answered: a dial that got no answer for tarpitAfter is destroyed (tincd reads
-		// an error and redials at once), and a member we hold no connection to is asked for
-		// again (an ALRM every quarter second). A member that is down costs this apply that
+		// an error and schedules its next attempt), and a member we hold no connection to is
+		// asked for again at once (an ALRM, every quarter second at most). A member that is down costs this apply that
 		// bound, not the mesh its back-off.
 		want := n.dialled()
 		last := time.Now()
