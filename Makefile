@@ -1,17 +1,22 @@
-# brine: one static binary. `make demo` shows it working, `make test` proves it.
+# brine: two static binaries. bin/brine is everything (master, operator CLI, minion, demo);
+# bin/brine-minion is the minion alone, what hosts run (docs/design.md, "The minion binary").
+# `make demo` shows it working, `make test` proves it.
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/brine
+MINION  := bin/brine-minion
 export CGO_ENABLED := 0
 
 .PHONY: build deps deb test demo bench lint clean
 
 build:
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/brine
+	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(MINION) ./cmd/brine-minion
 
-# dist/brine_VERSION_ARCH.deb: /usr/bin/brine, the units, /etc/brine/*.hcl (scripts/mkdeb.sh).
+# dist/brine_VERSION_ARCH.deb: /usr/bin/brine, /usr/bin/brine-minion, the units,
+# /etc/brine/*.hcl (scripts/mkdeb.sh).
 deb: build
-	./scripts/mkdeb.sh $(BIN) dist $(VERSION)
+	./scripts/mkdeb.sh $(BIN) dist $(VERSION) $(MINION)
 
 # The Debian packages the tests and the demo use (installed when missing; needs root then).
 deps:

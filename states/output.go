@@ -26,6 +26,22 @@ func WriteDiagnostics(w io.Writer, b *Bundle, diags hcl.Diagnostics, color bool)
 	WriteDiagnosticsSources(w, sources, diags, color)
 }
 
+// WriteFileDiagnostics writes the diagnostics of config files on disk (master.hcl, minion.hcl,
+// a site or secrets file) in the format of a bundle's, quoting the lines they point at: each
+// regular file of 4 MiB or less that a diagnostic names is read once.
+func WriteFileDiagnostics(w io.Writer, diags hcl.Diagnostics, color bool) {
+	sources := map[string][]byte{}
+	for _, d := range diags {
+		if d.Subject == nil || sources[d.Subject.Filename] != nil {
+			continue
+		}
+		if st, err := os.Stat(d.Subject.Filename); err == nil && st.Mode().IsRegular() && st.Size() <= 4<<20 {
+			sources[d.Subject.Filename], _ = os.ReadFile(d.Subject.Filename)
+		}
+	}
+	WriteDiagnosticsSources(w, sources, diags, color)
+}
+
 // WriteDiagnosticsSources writes diagnostics for people, quoting the source line of each from
 // sources (file name to content) when it is there: the format of every brine diagnostic.
 func WriteDiagnosticsSources(w io.Writer, sources map[string][]byte, diags hcl.Diagnostics, color bool) {

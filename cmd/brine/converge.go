@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/brinecm/brine/control"
+	"github.com/brinecm/brine/internal/daemoncli"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/states"
 	"github.com/brinecm/brine/states/resources/builtin"
@@ -51,7 +52,7 @@ Exit status: 0 when every minion succeeded, 2 when a resource failed or a minion
 				return withCode(exitNothing, err)
 			}
 			if siteDir == "" && cf.socket == "" {
-				cfg, diags := master.LoadConfig(configPath(cf.config, defaultMasterConfig), cf.dataDir)
+				cfg, diags := master.LoadConfig(daemoncli.ConfigPath(cf.config, defaultMasterConfig), cf.dataDir)
 				if diags.HasErrors() {
 					return withCode(exitNothing, diags)
 				}

@@ -76,6 +76,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 }
 
 func main() {
+	runAsMinion()
 	err := rootCmd.Execute()
 	if err == nil {
 		os.Exit(exitOK)
@@ -89,24 +90,9 @@ func main() {
 	switch {
 	case err == nil:
 	case errors.As(err, &diags):
-		writeFileDiagnostics(diags)
+		states.WriteFileDiagnostics(stderr, diags, states.UseColor(os.Stderr))
 	default:
 		fmt.Fprintln(stderr, "brine:", err)
 	}
 	os.Exit(code)
-}
-
-// writeFileDiagnostics writes the diagnostics of a config file (master.hcl, minion.hcl, a
-// site or secrets file) in the format of a bundle's, quoting the lines they point at.
-func writeFileDiagnostics(diags hcl.Diagnostics) {
-	sources := map[string][]byte{}
-	for _, d := range diags {
-		if d.Subject == nil || sources[d.Subject.Filename] != nil {
-			continue
-		}
-		if st, err := os.Stat(d.Subject.Filename); err == nil && st.Mode().IsRegular() && st.Size() <= 4<<20 {
-			sources[d.Subject.Filename], _ = os.ReadFile(d.Subject.Filename)
-		}
-	}
-	states.WriteDiagnosticsSources(stderr, sources, diags, states.UseColor(os.Stderr))
 }

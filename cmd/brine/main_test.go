@@ -14,8 +14,9 @@ import (
 	"github.com/brinecm/brine/internal/pgtest"
 )
 
-// brineBin is the real binary, built once for the tests of this package.
-var brineBin string
+// brineBin is the real binary, built once for the tests of this package; minionBin is the
+// minion-only binary (cmd/brine-minion) beside it, as `make build` puts them.
+var brineBin, minionBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "brine-cli-test-")
@@ -23,11 +24,14 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	brineBin = filepath.Join(dir, "brine")
-	build := exec.Command("go", "build", "-o", brineBin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		os.RemoveAll(dir)
-		panic("build brine: " + err.Error() + "\n" + string(out))
+	minionBin = filepath.Join(dir, "brine-minion")
+	for bin, pkg := range map[string]string{brineBin: ".", minionBin: "../brine-minion"} {
+		build := exec.Command("go", "build", "-o", bin, pkg)
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			os.RemoveAll(dir)
+			panic("build " + pkg + ": " + err.Error() + "\n" + string(out))
+		}
 	}
 	code := m.Run()
 	pgtest.Stop()

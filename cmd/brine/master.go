@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/brinecm/brine/internal/daemoncli"
 	"github.com/brinecm/brine/master"
 )
 
@@ -14,7 +15,7 @@ func pathMatch(glob, s string) (bool, error) { return path.Match(glob, s) }
 
 func newMasterCmd() *cobra.Command {
 	var cfgPath, dataDir string
-	var lf logFlags
+	var lf daemoncli.LogFlags
 	c := &cobra.Command{
 		Use:   "master",
 		Short: "Run the master: key store, job publisher, return collector",
@@ -25,11 +26,11 @@ See docs/master.md for every setting.`,
 		Example: "  brine master\n  brine master -c /etc/brine/master.hcl\n  brine master --data-dir ./state",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, diags := master.LoadConfig(configPath(cfgPath, defaultMasterConfig), dataDir)
+			cfg, diags := master.LoadConfig(daemoncli.ConfigPath(cfgPath, defaultMasterConfig), dataDir)
 			if diags.HasErrors() {
 				return withCode(exitNothing, diags)
 			}
-			logger, err := lf.logger(os.Stderr)
+			logger, err := lf.Logger(os.Stderr)
 			if err != nil {
 				return withCode(exitNothing, err)
 			}
@@ -50,7 +51,7 @@ See docs/master.md for every setting.`,
 	}
 	c.Flags().StringVarP(&cfgPath, "config", "c", "", "master config file (HCL; default "+defaultMasterConfig+" when it exists)")
 	c.Flags().StringVar(&dataDir, "data-dir", "", "data dir (default "+master.DefaultDataDir+")")
-	lf.register(c)
+	lf.Register(c.Flags())
 	return c
 }
 

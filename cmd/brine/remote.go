@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/brinecm/brine/control"
+	"github.com/brinecm/brine/internal/daemoncli"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/states"
@@ -39,7 +40,7 @@ func (f *controlFlags) client() (*control.Client, error) {
 	if f.socket != "" {
 		return &control.Client{Path: f.socket}, nil
 	}
-	cfg, diags := master.LoadConfig(configPath(f.config, defaultMasterConfig), f.dataDir)
+	cfg, diags := master.LoadConfig(daemoncli.ConfigPath(f.config, defaultMasterConfig), f.dataDir)
 	if diags.HasErrors() {
 		return nil, diags
 	}

@@ -43,20 +43,29 @@ func daemon(t *testing.T, args ...string) {
 	})
 }
 
-// cluster starts a real master and minions r1..rN as processes on loopback and accepts them;
-// it returns the control socket.
-func cluster(t *testing.T, n int) string {
+// masterProc starts a real master as a process on loopback, in a temporary directory that holds
+// its master.hcl; it returns the control socket (in that directory) and the two ports.
+func masterProc(t *testing.T) (sock string, pub, req int) {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "brro") // short: unix socket paths are limited
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	pub, req := freePort(t), freePort(t)
+	pub, req = freePort(t), freePort(t)
 	cfg := filepath.Join(dir, "master.hcl")
-	sock := filepath.Join(dir, "m.sock")
+	sock = filepath.Join(dir, "m.sock")
 	os.WriteFile(cfg, []byte(fmt.Sprintf("publish_addr = \"127.0.0.1:%d\"\nrequest_addr = \"127.0.0.1:%d\"\nheartbeat = \"200ms\"\ncontrol_socket = %q\n", pub, req, sock)), 0o600)
 	daemon(t, "master", "-c", cfg, "--data-dir", filepath.Join(dir, "master"))
+	return sock, pub, req
+}
+
+// cluster starts a real master and minions r1..rN as processes on loopback and accepts them;
+// it returns the control socket.
+func cluster(t *testing.T, n int) string {
+	t.Helper()
+	sock, pub, req := masterProc(t)
+	dir := filepath.Dir(sock)
 	for i := 1; i <= n; i++ {
 		id := fmt.Sprintf("r%d", i)
 		mcfg := filepath.Join(dir, id+".hcl")

@@ -2,33 +2,17 @@ package main
 
 import (
 	"fmt"
-	"runtime/debug"
 
 	"github.com/spf13/cobra"
+
+	"github.com/brinecm/brine/internal/daemoncli"
 )
 
 // version is set at build time with -ldflags "-X main.version=..."; a `go install` build has
 // none and takes its module version (or VCS revision) from the build info.
 var version = "dev"
 
-func buildVersion() string {
-	if version != "dev" {
-		return version
-	}
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return version
-	}
-	if v := bi.Main.Version; v != "" && v != "(devel)" {
-		return v
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			return "dev-" + s.Value[:12]
-		}
-	}
-	return version
-}
+func buildVersion() string { return daemoncli.Version(version) }
 
 func init() {
 	rootCmd.Version = buildVersion()

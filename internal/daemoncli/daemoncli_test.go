@@ -1,4 +1,4 @@
-package main
+package daemoncli
 
 import (
 	"os"
@@ -9,16 +9,16 @@ import (
 func TestConfigPathDefault(t *testing.T) {
 	dir := t.TempDir()
 	def := filepath.Join(dir, "master.hcl")
-	if got := configPath("", def); got != "" {
+	if got := ConfigPath("", def); got != "" {
 		t.Fatalf("absent default: %q, want built-in defaults", got)
 	}
 	if err := os.WriteFile(def, []byte("# empty\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if got := configPath("", def); got != def {
+	if got := ConfigPath("", def); got != def {
 		t.Fatalf("present default: %q", got)
 	}
-	if got := configPath("/x.hcl", def); got != "/x.hcl" {
+	if got := ConfigPath("/x.hcl", def); got != "/x.hcl" {
 		t.Fatalf("given: %q", got)
 	}
 }
