@@ -125,7 +125,7 @@ func TestUserData(t *testing.T) {
 	for _, want := range []string{
 		"#!/bin/sh\n", "BRINE_SHA256='" + strings.Repeat("0f", 32) + "'", `id            = "web-1"`,
 		`groups        = ["app", "web"]`, `token         = "tok-123"`, "systemctl enable --now brine-minion.service",
-		"nohup /usr/bin/brine minion", `if [ "$got" != "$BRINE_SHA256" ]`,
+		"nohup /usr/bin/brine-minion", "mv -f \"$tmp\" /usr/bin/brine-minion", `if [ "$got" != "$BRINE_SHA256" ]`,
 	} {
 		if !strings.Contains(ud, want) {
 			t.Fatalf("user data lacks %q:\n%s", want, ud)

@@ -26,7 +26,7 @@ type Master interface {
 
 // BootstrapInfo is what a droplet's user_data needs to become a minion.
 type BootstrapInfo struct {
-	// BinaryURL is the master's bootstrap HTTP endpoint serving the brine binary for the
+	// BinaryURL is the master's bootstrap HTTP endpoint serving the brine-minion binary for the
 	// droplet's architecture (linux/amd64).
 	BinaryURL string `json:"binary_url"`
 	// SHA256 is the hex sha256 of that binary; the script refuses anything else.

@@ -28,9 +28,9 @@ var (
 )
 
 // UserData renders the cloud-init shell script that turns a fresh droplet into an enrolled
-// minion: fetch brine from the master's bootstrap endpoint, check its pinned sha256, write
-// /etc/brine/minion.hcl, and start the minion under systemd or, without systemd, as a plain
-// daemon. Every value is validated and quoted; none reaches the shell unquoted.
+// minion: fetch brine-minion from the master's bootstrap endpoint, check its pinned sha256,
+// install it as /usr/bin/brine-minion, write /etc/brine/minion.hcl, and start the minion under
+// systemd or, without systemd, as a plain daemon. Every value is validated and quoted; none reaches the shell unquoted.
 func UserData(p UserDataParams) (string, error) {
 	b := p.Bootstrap
 	u, err := url.Parse(b.BinaryURL)
@@ -60,7 +60,7 @@ func UserData(p UserDataParams) (string, error) {
 	fmt.Fprintf(&s, "BRINE_SHA256=%s\n", shQuote(b.SHA256))
 	s.WriteString(`log() { echo "brine-bootstrap: $*" >&2; }
 mkdir -p /etc/brine /var/lib/brine
-tmp=$(mktemp /usr/bin/.brine.XXXXXX)
+tmp=$(mktemp /usr/bin/.brine-minion.XXXXXX)
 trap 'rm -f "$tmp"' EXIT
 i=0
 until
@@ -78,7 +78,7 @@ if [ "$got" != "$BRINE_SHA256" ]; then
   exit 1
 fi
 chmod 0755 "$tmp"
-mv -f "$tmp" /usr/bin/brine
+mv -f "$tmp" /usr/bin/brine-minion
 trap - EXIT
 cat > /etc/brine/minion.hcl <<'BRINE_MINION_EOF'
 `)
@@ -94,7 +94,7 @@ if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
   systemctl daemon-reload
   systemctl enable --now brine-minion.service
 else
-  nohup /usr/bin/brine minion >>/var/log/brine-minion.log 2>&1 </dev/null &
+  nohup /usr/bin/brine-minion >>/var/log/brine-minion.log 2>&1 </dev/null &
   echo $! > /run/brine-minion.pid
 fi
 log "minion started"
@@ -168,7 +168,7 @@ Type=simple
 # The minion manages the whole host (packages, services, firewall), so it runs as root
 # without filesystem sandboxing; it only connects out to the master.
 # Reads /etc/brine/minion.hcl (it needs at least the master's address).
-ExecStart=/usr/bin/brine minion
+ExecStart=/usr/bin/brine-minion
 Restart=always
 RestartSec=2
 StateDirectory=brine/minion

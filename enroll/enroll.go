@@ -57,7 +57,8 @@ const maxOutput = 16 << 10
 // Options of Enroll.
 type Options struct {
 	Master Master
-	// Binary is the brine binary to install as /usr/bin/brine (a static linux binary).
+	// Binary is the minion binary to install as /usr/bin/brine-minion (a static linux binary:
+	// brine-minion, or the full brine binary, which runs as the minion under that name).
 	Binary string
 	// Groups are the groups the token grants.
 	Groups   []string
@@ -435,8 +436,8 @@ const inspectLines = 5
 const installedMarker = "binary installed"
 
 // installScript is the one script enroll runs on a host (sum is the binary's hex sha256). It
-// prints the host name, the machine, "systemd" or "none", the sha256 of /usr/bin/brine ("-"
-// when there is none) and the decompressor it has, then reads the verdict from stdin: anything
+// prints the host name, the machine, "systemd" or "none", the sha256 of /usr/bin/brine-minion
+// ("-" when there is none) and the decompressor it has, then reads the verdict from stdin: anything
 // but "install LEN FORMAT" ends it with nothing written. With it, minion.hcl (LEN bytes) and
 // the binary compressed with FORMAT (or nothing for keep) follow on stdin; both go to
 // temporary files, the binary's sha256 is checked, and only then are they moved in place, the
@@ -452,7 +453,7 @@ sha256() {
 hostname
 uname -m
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then echo systemd; else echo none; fi
-if [ -f /usr/bin/brine ]; then sha256 /usr/bin/brine; else echo -; fi
+if [ -f /usr/bin/brine-minion ]; then sha256 /usr/bin/brine-minion; else echo -; fi
 if command -v zstd >/dev/null 2>&1; then echo ` + formatZstd + `; else echo ` + formatGzip + `; fi
 read -r verb len format || exit 0
 [ "$verb" = install ] || exit 0
@@ -466,7 +467,7 @@ if [ "$(wc -c < "$conf")" -ne "$len" ]; then echo "minion.hcl cut short" >&2; ex
 case "$format" in
 ` + formatKeep + `) ;;
 ` + formatZstd + `|` + formatGzip + `)
-  bin=$(mktemp /usr/bin/.brine.XXXXXX)
+  bin=$(mktemp /usr/bin/.brine-minion.XXXXXX)
   if [ "$format" = ` + formatZstd + ` ]; then zstd -dcq > "$bin"; else gzip -dc > "$bin"; fi
   got=$(sha256 "$bin")
   if [ "$got" != '` + sum + `' ]; then
@@ -474,7 +475,7 @@ case "$format" in
     exit 1
   fi
   chmod 0755 "$bin"
-  mv -f "$bin" /usr/bin/brine
+  mv -f "$bin" /usr/bin/brine-minion
   bin=
   echo '` + installedMarker + `' ;;
 *) echo "unknown format $format" >&2; exit 1 ;;

@@ -47,7 +47,7 @@ func TestInstallScriptOnHost(t *testing.T) {
 		return stdout.String(), stderr.String(), err
 	}
 	left := func() string {
-		out, _, _ := h.Sh(ctx, "ls /usr/bin/brine /usr/bin/.brine.* /etc/brine/minion.hcl /etc/brine/.minion.hcl.* /etc/systemd/system/brine-minion.service 2>/dev/null; true")
+		out, _, _ := h.Sh(ctx, "ls /usr/bin/brine-minion /usr/bin/.brine-minion.* /etc/brine/minion.hcl /etc/brine/.minion.hcl.* /etc/systemd/system/brine-minion.service 2>/dev/null; true")
 		return strings.TrimSpace(out)
 	}
 	install := fmt.Sprintf("install %d %s\n", len(conf), formatGzip)
@@ -66,7 +66,7 @@ func TestInstallScriptOnHost(t *testing.T) {
 	if out, errOut, err := run(bin.sum, install, gz); err != nil || !strings.Contains(out, installedMarker+"\n") {
 		t.Fatalf("install: %v\n%s%s", err, out, errOut)
 	}
-	got, _, _ := h.Sh(ctx, "sha256sum /usr/bin/brine | cut -d' ' -f1; stat -c %a /usr/bin/brine /etc/brine/minion.hcl; cat /etc/brine/minion.hcl; systemctl is-enabled brine-minion; systemctl show -p NeedDaemonReload --value brine-minion")
+	got, _, _ := h.Sh(ctx, "sha256sum /usr/bin/brine-minion | cut -d' ' -f1; stat -c %a /usr/bin/brine-minion /etc/brine/minion.hcl; cat /etc/brine/minion.hcl; systemctl is-enabled brine-minion; systemctl show -p NeedDaemonReload --value brine-minion")
 	if want := bin.sum + "\n755\n600\n" + conf + "enabled\nno\n"; got != want {
 		t.Fatalf("after install: %q, want %q", got, want)
 	}

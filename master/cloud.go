@@ -16,6 +16,7 @@ import (
 
 	"github.com/brinecm/brine/cloud"
 	"github.com/brinecm/brine/control"
+	"github.com/brinecm/brine/internal/minionbin"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/pki"
 	"github.com/brinecm/brine/states"
@@ -51,9 +52,12 @@ func (c *cloudState) lastFacts(id string) time.Time {
 	return c.factsAt[id]
 }
 
-// bootstrapServer serves the master's own binary over plain HTTP at GET /brine (and its hex
-// sha256 at GET /brine.sha256), nothing else. Plain HTTP is enough: the droplet's user_data pins
-// the sha256 and refuses any other file, so a tampered download is refused, not run.
+// bootstrapServer serves the minion binary over plain HTTP at GET /brine-minion (and its hex
+// sha256 at GET /brine-minion.sha256), nothing else: brine-minion beside the master's own binary
+// (as `make build` and the Debian package put it), else the master's binary itself, which is
+// brine-minion when installed under that name (minionbin.Beside). Plain HTTP is enough: the
+// droplet's user_data pins the sha256 and refuses any other file, so a tampered download is
+// refused, not run.
 type bootstrapServer struct {
 	f       *os.File // the running executable, opened once: the inode the sha256 was taken of
 	size    int64
@@ -64,7 +68,10 @@ type bootstrapServer struct {
 	done    chan struct{}
 }
 
-// startBootstrap opens the running executable, hashes it once and starts serving it on
+// bootstrapPath is the minion binary's URL path on the bootstrap endpoint.
+const bootstrapPath = "/" + minionbin.Name
+
+// startBootstrap opens the minion binary, hashes it once and starts serving it on
 // bootstrap_addr. It does nothing when bootstrap_addr is empty.
 func (m *Master) startBootstrap() error {
 	if m.cfg.BootstrapAddr == "" {
@@ -74,6 +81,7 @@ func (m *Master) startBootstrap() error {
 	if err != nil {
 		return fmt.Errorf("bootstrap endpoint: find own binary: %w", err)
 	}
+	exe = minionbin.Beside(exe)
 	f, err := os.Open(exe)
 	if err != nil {
 		return fmt.Errorf("bootstrap endpoint: %w", err)
@@ -102,7 +110,7 @@ func (m *Master) startBootstrap() error {
 		_ = b.srv.Serve(newLimitListener(ln, bootstrapMaxConns, bootstrapMaxConnsPerSource))
 	}()
 	m.cloud.boot = b
-	m.log.Info("bootstrap endpoint serving this binary", "addr", ln.Addr().String(), "sha256", b.sha, "bytes", n)
+	m.log.Info("bootstrap endpoint serving the minion binary", "addr", ln.Addr().String(), "binary", exe, "sha256", b.sha, "bytes", n)
 	return nil
 }
 
@@ -126,7 +134,7 @@ func (m *Master) BootstrapAddr() string {
 }
 
 func (b *bootstrapServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/brine" && r.URL.Path != "/brine.sha256" {
+	if r.URL.Path != bootstrapPath && r.URL.Path != bootstrapPath+".sha256" {
 		http.NotFound(w, r)
 		return
 	}
@@ -135,14 +143,14 @@ func (b *bootstrapServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	if r.URL.Path == "/brine.sha256" {
+	if r.URL.Path == bootstrapPath+".sha256" {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		io.WriteString(w, b.sha+"  brine\n")
+		io.WriteString(w, b.sha+"  "+minionbin.Name+"\n")
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("X-Brine-Sha256", b.sha)
-	http.ServeContent(w, r, "brine", b.modTime, io.NewSectionReader(b.f, 0, b.size))
+	http.ServeContent(w, r, minionbin.Name, b.modTime, io.NewSectionReader(b.f, 0, b.size))
 }
 
 // Bootstrap describes how a new droplet fetches this binary and reaches this master.
@@ -171,7 +179,7 @@ func (m *Master) Bootstrap() (BootstrapInfo, error) {
 	rp, _ := strconv.Atoi(rport)
 	pp, _ := strconv.Atoi(pport)
 	return BootstrapInfo{
-		BinaryURL:         "http://" + net.JoinHostPort(host, bport) + "/brine",
+		BinaryURL:         "http://" + net.JoinHostPort(host, bport) + bootstrapPath,
 		SHA256:            b.sha,
 		MasterAddr:        host,
 		PublishPort:       pp,

@@ -30,6 +30,7 @@ func TestBootstrapEndpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// No brine-minion beside the test binary: the endpoint serves the binary itself.
 	exe, _ := os.Executable()
 	raw, err := os.ReadFile(exe)
 	if err != nil {
@@ -40,7 +41,7 @@ func TestBootstrapEndpoint(t *testing.T) {
 		t.Fatalf("announced sha256 %s is not the binary's", info.SHA256)
 	}
 	base := "http://" + m.BootstrapAddr()
-	if info.BinaryURL != base+"/brine" || info.MasterAddr != "127.0.0.1" || info.MasterFingerprint != m.Key().Fingerprint() {
+	if info.BinaryURL != base+"/brine-minion" || info.MasterAddr != "127.0.0.1" || info.MasterFingerprint != m.Key().Fingerprint() {
 		t.Fatalf("bootstrap info %+v (endpoint %s)", info, base)
 	}
 	if !strings.HasSuffix(m.RequestAddr(), ":"+strconv.Itoa(info.RequestPort)) || !strings.HasSuffix(m.PublishAddr(), ":"+strconv.Itoa(info.PublishPort)) {
@@ -56,21 +57,21 @@ func TestBootstrapEndpoint(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, b
 	}
-	code, body := get("GET", "/brine")
+	code, body := get("GET", "/brine-minion")
 	got := sha256.Sum256(body)
 	if code != 200 || got != sum {
-		t.Fatalf("GET /brine: %d, %d bytes, sha256 %x", code, len(body), got)
+		t.Fatalf("GET /brine-minion: %d, %d bytes, sha256 %x", code, len(body), got)
 	}
-	if code, body := get("GET", "/brine.sha256"); code != 200 || string(body) != info.SHA256+"  brine\n" {
-		t.Fatalf("GET /brine.sha256: %d %q", code, body)
+	if code, body := get("GET", "/brine-minion.sha256"); code != 200 || string(body) != info.SHA256+"  brine-minion\n" {
+		t.Fatalf("GET /brine-minion.sha256: %d %q", code, body)
 	}
-	for _, p := range []string{"/", "/brine/", "/etc/passwd", "/../brine", "/master.key", "/brine.sha256x"} {
+	for _, p := range []string{"/", "/brine", "/brine.sha256", "/brine-minion/", "/etc/passwd", "/../brine-minion", "/master.key", "/brine-minion.sha256x"} {
 		if code, _ := get("GET", p); code != 404 {
 			t.Errorf("GET %s: %d, want 404", p, code)
 		}
 	}
-	if code, _ := get("POST", "/brine"); code != 405 {
-		t.Errorf("POST /brine: %d, want 405", code)
+	if code, _ := get("POST", "/brine-minion"); code != 405 {
+		t.Errorf("POST /brine-minion: %d, want 405", code)
 	}
 }
 

@@ -2,12 +2,12 @@
 # Runs `brine demo` RUNS times in a row (default 10) and prints each run's total and mesh time,
 # then the spread (min, median, max) of both, with the load average before and after: on a
 # shared machine the figures move with the load. Needs root (the demo's testbed hosts).
-#   go build -o bin/brine ./cmd/brine && RUNS=10 ./scripts/bench-demo.sh
+#   make build && RUNS=10 ./scripts/bench-demo.sh      (the hosts run bin/brine-minion)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${RUNS:-10}
 bin=$(realpath "${BRINE:-./bin/brine}")
-[ -x "$bin" ] || { echo "build first: go build -o bin/brine ./cmd/brine (or BRINE=path)" >&2; exit 1; }
+[ -x "$bin" ] || { echo "build first: make build (or BRINE=path)" >&2; exit 1; }
 out=$(mktemp /tmp/brine-bench-demo.XXXXXX)
 trap 'rm -f "$out"' EXIT
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The workload Salt 3006 was measured on (issue 7, BENCHMARKS.md "## master and minions"), with
-# real processes: one `brine master` and 1, 10 and 50 `brine minion` processes on loopback, each
+# real processes: one `brine master` and 1, 10 and 50 `brine-minion` processes on loopback, each
 # with its own data dir and keys. Everything is timed from the operator's side: the wall time of
 # whole `brine ping` / `brine apply` processes. Medians of $RUNS runs (default 7).
 #   ping '*'; apply of 20 small files into a per-minion directory, first run (fresh directory:
@@ -14,6 +14,9 @@ runs=${RUNS:-7}
 sizes=${SIZES:-"1 10 50"}
 bin=$(realpath "${BRINE:-./bin/brine}")
 [ -x "$bin" ] || { echo "build first: make build (or BRINE=path)" >&2; exit 1; }
+# The minions run brine-minion, as hosts do (MINION=path for another; beside $bin by default).
+minion=$(realpath "${MINION:-$(dirname "$bin")/brine-minion}")
+[ -x "$minion" ] || { echo "build first: make build (or MINION=path)" >&2; exit 1; }
 work=$(mktemp -d /tmp/brine-bench-salt.XXXXXX)   # on disk: every fsync is real
 # Where the minions write the 20 files (default on disk, under $work). All the minions share
 # this one disk, where real hosts would each write to their own: FILES_DIR=/dev/shm/... shows
@@ -37,7 +40,7 @@ rss_mb() { awk '/^VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 start_minion() { # start_minion ID
   rm -rf "$work/d/$1"
   mkdir -p "$work/d/$1"
-  "$bin" minion --master "127.0.0.1:$((port + 1))" --id "$1" --data-dir "$work/d/$1" 2>"$work/d/$1.log" &
+  "$minion" --master "127.0.0.1:$((port + 1))" --id "$1" --data-dir "$work/d/$1" 2>"$work/d/$1.log" &
   pids+=($!)
 }
 sock() { echo "--socket=$work/m/master.sock"; }

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Builds brine's Debian package from a staged tree with dpkg-deb (no packaging tool beyond dpkg):
-#   scripts/mkdeb.sh BINARY OUTDIR [VERSION]
-# VERSION defaults to `git describe`, made into a version dpkg accepts. Prints the .deb's path.
+#   scripts/mkdeb.sh BINARY OUTDIR [VERSION [MINION_BINARY]]
+# VERSION defaults to `git describe`, made into a version dpkg accepts. MINION_BINARY (the
+# minion-only binary, /usr/bin/brine-minion, which the brine-minion unit runs) defaults to
+# brine-minion beside BINARY, as `make build` puts it. Prints the .deb's path.
 set -euo pipefail
 bin=$1 out=$2 ver=${3:-$(git describe --tags --always --dirty 2>/dev/null || echo 0)}
+minion=${4:-$(dirname "$bin")/brine-minion}
+[ -f "$minion" ] || { echo "mkdeb: no minion binary $minion (make build makes bin/brine-minion)" >&2; exit 1; }
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 # A Debian version: digits first, then [A-Za-z0-9.+~] (no '-': that would start a revision).
@@ -17,6 +21,7 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 chmod 0755 "$stage"
 install -D -m 0755 "$bin" "$stage/usr/bin/brine"
+install -D -m 0755 "$minion" "$stage/usr/bin/brine-minion"
 install -D -m 0644 "$here/dist/systemd/brine-master.service" "$stage/lib/systemd/system/brine-master.service"
 install -D -m 0644 "$here/dist/systemd/brine-minion.service" "$stage/lib/systemd/system/brine-minion.service"
 install -D -m 0644 "$here/dist/debian/master.hcl" "$stage/etc/brine/master.hcl"
@@ -36,7 +41,8 @@ Priority: optional
 Homepage: https://github.com/brinecm/brine
 Description: push configuration management: master and minion
  brine pushes signed HCL state bundles from a master to minions over ZeroMQ;
- minions verify and apply them idempotently. One static binary, /usr/bin/brine,
+ minions verify and apply them idempotently. Two static binaries: /usr/bin/brine
+ (master, operator CLI, everything) and /usr/bin/brine-minion (the minion alone),
  with the units brine-master and brine-minion (not enabled: enable the one
  this host runs).
 CONTROL

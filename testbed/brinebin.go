@@ -8,19 +8,22 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/brinecm/brine/internal/minionbin"
 	"github.com/brinecm/brine/internal/tb"
 )
 
-// The brine binary for tests that run it in hosts: built once per test process, as shipped
-// (CGO off), and removed by Main.
+// The brine binaries for tests that run them in hosts: brine and, beside it, brine-minion (as
+// `make build` puts them), built once per test process, as shipped (CGO off), and removed by Main.
 var brineBin struct {
 	once sync.Once
 	path string
 	err  error
 }
 
-// BrineBinary returns the path of a brine binary built from this module, once per test process.
-// A package that calls it runs its tests through Main, which removes the binary at the end.
+// BrineBinary returns the path of a brine binary built from this module, once per test process,
+// with brine-minion built beside it (MinionBinary): what takes a binary and runs a minion from
+// it (the demo, the master's bootstrap endpoint, enroll) finds brine-minion there. A package that
+// calls it runs its tests through Main, which removes the binaries at the end.
 func BrineBinary(t tb.TB) string {
 	t.Helper()
 	brineBin.once.Do(func() {
@@ -30,10 +33,13 @@ func BrineBinary(t tb.TB) string {
 			return
 		}
 		brineBin.path = filepath.Join(dir, "brine")
-		cmd := exec.Command("go", "build", "-o", brineBin.path, "github.com/brinecm/brine/cmd/brine")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			brineBin.err = fmt.Errorf("go build brine: %v: %s", err, out)
+		for name, pkg := range map[string]string{"brine": "cmd/brine", minionbin.Name: "cmd/brine-minion"} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), "github.com/brinecm/brine/"+pkg)
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				brineBin.err = fmt.Errorf("go build %s: %v: %s", name, err, out)
+				return
+			}
 		}
 	})
 	if brineBin.err != nil {
@@ -42,12 +48,24 @@ func BrineBinary(t tb.TB) string {
 	return brineBin.path
 }
 
-// InstallBrine copies the test binary to dir/brine (a cluster's SharedDir, which hosts see as
-// HostSharedDir) and returns that path.
+// MinionBinary returns the path of the brine-minion binary built beside BrineBinary's.
+func MinionBinary(t tb.TB) string {
+	t.Helper()
+	return filepath.Join(filepath.Dir(BrineBinary(t)), minionbin.Name)
+}
+
+// InstallBrine copies the test binaries to dir/brine and dir/brine-minion (a cluster's
+// SharedDir, which hosts see as HostSharedDir) and returns the first path.
 func InstallBrine(t tb.TB, dir string) string {
 	t.Helper()
-	src := BrineBinary(t)
+	copyBinary(t, MinionBinary(t), filepath.Join(dir, minionbin.Name))
 	dst := filepath.Join(dir, "brine")
+	copyBinary(t, BrineBinary(t), dst)
+	return dst
+}
+
+func copyBinary(t tb.TB, src, dst string) {
+	t.Helper()
 	in, err := os.Open(src)
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +82,6 @@ func InstallBrine(t tb.TB, dir string) string {
 	if err := out.Close(); err != nil {
 		t.Fatal(err)
 	}
-	return dst
 }
 
 // Main runs a test package's tests (call it from TestMain) and then removes the binary that

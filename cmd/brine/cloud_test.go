@@ -480,7 +480,7 @@ func TestCloudCreateInTestbed(t *testing.T) {
 		if h == nil {
 			t.Fatalf("no testbed host for %s", n)
 		}
-		got, _, err := h.Sh(ctx, "cat /etc/brine-converged; sha256sum /usr/bin/brine")
+		got, _, err := h.Sh(ctx, "cat /etc/brine-converged; sha256sum /usr/bin/brine-minion")
 		if err != nil || !strings.HasPrefix(got, "converged "+n+" in app\n") {
 			t.Errorf("%s: %q %v", n, got, err)
 		}
@@ -779,7 +779,7 @@ profile "app" {
 	defer cancel()
 	got, _, err := h.Sh(ctx, "cat /etc/brine-converged; systemctl is-enabled brine-minion; systemctl is-active brine-minion; "+
 		"pid=$(systemctl show -p MainPID --value brine-minion); readlink /proc/$pid/exe; cat /proc/$pid/cgroup")
-	if err != nil || !strings.HasPrefix(got, "converged web-1 in app\nenabled\nactive\n/usr/bin/brine\n") ||
+	if err != nil || !strings.HasPrefix(got, "converged web-1 in app\nenabled\nactive\n/usr/bin/brine-minion\n") ||
 		!strings.Contains(got, "/system.slice/brine-minion.service\n") {
 		t.Fatalf("web-1 after create: %v\n%s", err, got)
 	}

@@ -30,7 +30,8 @@ func TestDebInSystemdHosts(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
-	// A describe output with every character dpkg would refuse in its place.
+	// A describe output with every character dpkg would refuse in its place; the minion-only
+	// binary is found beside brineBin, as `make build` puts them.
 	out, err := exec.CommandContext(ctx, "../../scripts/mkdeb.sh", brineBin, c.SharedDir(), "v1.2.3-4-gabc1234-dirty").CombinedOutput()
 	if err != nil {
 		t.Fatalf("mkdeb: %v\n%s", err, out)
@@ -65,7 +66,7 @@ func TestDebInSystemdHosts(t *testing.T) {
 	for _, h := range []*testbed.Host{mst, m1} {
 		sh(h, "apt-get install -y -q "+hostDeb)
 		// Installed, nothing started: the operator enables the unit this host runs.
-		got := sh(h, `dpkg-query -W -f='${Version}\n' brine; /usr/bin/brine --version >/dev/null && echo runs
+		got := sh(h, `dpkg-query -W -f='${Version}\n' brine; /usr/bin/brine --version >/dev/null && /usr/bin/brine-minion --version | grep -q '^brine-minion ' && [ $(stat -c %s /usr/bin/brine-minion) -lt $(stat -c %s /usr/bin/brine) ] && echo runs
 stat -c '%a %n' /var/lib/brine /var/lib/brine/master /var/lib/brine/minion /etc/brine/minion.hcl
 for u in brine-master brine-minion; do systemctl is-enabled $u || true; systemctl is-active $u || true; done
 grep -v '^#' /etc/brine/master.hcl /etc/brine/minion.hcl | grep -v ':$' || echo all-commented`)
@@ -97,7 +98,7 @@ grep -v '^#' /etc/brine/master.hcl /etc/brine/minion.hcl | grep -v ':$' || echo 
 		t.Fatal(err)
 	}
 	sh(m1, "systemctl enable --now brine-minion")
-	if got := sh(m1, "cat /proc/$(systemctl show -p MainPID --value brine-minion)/cmdline | tr '\\0' ' '"); got != "/usr/bin/brine minion " {
+	if got := sh(m1, "cat /proc/$(systemctl show -p MainPID --value brine-minion)/cmdline | tr '\\0' ' '"); got != "/usr/bin/brine-minion " {
 		t.Errorf("minion process: %q", got)
 	}
 	waitFor("m1 enrolled and answering", 60*time.Second, func() bool {
@@ -130,11 +131,11 @@ file "motd" {
 	step("converged")
 	// Purge: the daemon stops, and the package's files, config and state are gone.
 	sh(m1, "apt-get purge -y -q brine")
-	got := sh(m1, `for f in /usr/bin/brine /lib/systemd/system/brine-minion.service /lib/systemd/system/brine-master.service /etc/brine /var/lib/brine /etc/systemd/system/multi-user.target.wants/brine-minion.service; do
+	got := sh(m1, `for f in /usr/bin/brine /usr/bin/brine-minion /lib/systemd/system/brine-minion.service /lib/systemd/system/brine-master.service /etc/brine /var/lib/brine /etc/systemd/system/multi-user.target.wants/brine-minion.service; do
   if [ -e "$f" ] || [ -L "$f" ]; then echo "left: $f"; fi
 done
 dpkg-query -W -f='${Status}\n' brine 2>&1 || true
-pgrep -x brine || echo no-process`)
+pgrep -x brine || pgrep -x brine-minion || echo no-process`)
 	if !strings.HasSuffix(got, "no-process\n") || strings.Contains(got, "left:") || strings.Contains(got, "install ok") {
 		t.Errorf("after purge:\n%s", got)
 	}

@@ -12,7 +12,7 @@ func newDemoCmd() *cobra.Command {
 		Use:   "demo",
 		Short: "Run the reference deployment on 4 testbed hosts: enrol, converge, prove mesh and firewall, tear down",
 		Long: `demo starts a master and four testbed hosts (core, cache, app, db) on this machine, each running a
-real brine minion that enrols with a single-use token, applies examples/ghost-pro to all of them
+real brine-minion that enrols with a single-use token, applies examples/ghost-pro to all of them
 (packages, a tinc mesh, ufw denying all but SSH, the services), proves that every host pings every
 other over the mesh and that a port the firewall closes is refused from outside and served over the
 mesh, applies again to show nothing changes, prints a summary with timings and removes everything.
@@ -40,7 +40,7 @@ database is refused from outside the mesh.`,
 	c.Flags().StringVar(&opts.Bundle, "bundle", "", "the reference deployment bundle (default examples/ghost-pro, with --real examples/ghost-pro-real)")
 	c.Flags().BoolVar(&opts.Real, "real", false, "real Debian packages from this machine's mirror, on systemd hosts")
 	c.Flags().BoolVar(&opts.Keep, "keep", false, "leave the hosts running afterwards, for inspection (the master stops)")
-	c.Flags().StringVar(&opts.Binary, "binary", "", "the brine binary the hosts run (default: this one)")
+	c.Flags().StringVar(&opts.Binary, "binary", "", "the brine binary; the hosts run brine-minion beside it, else this binary under that name (default: this one)")
 	return c
 }
 

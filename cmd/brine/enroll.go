@@ -17,6 +17,7 @@ import (
 	"github.com/brinecm/brine/cloud"
 	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/enroll"
+	"github.com/brinecm/brine/internal/minionbin"
 )
 
 // enrollMaster is enroll.Master over the control socket: the cloud provisioning calls (tokens,
@@ -89,9 +90,11 @@ at that address.`,
 			defer closeAgent()
 			opts.Auth = auth
 			if opts.Binary == "" {
-				if opts.Binary, err = os.Executable(); err != nil {
+				exe, err := os.Executable()
+				if err != nil {
 					return withCode(exitNothing, err)
 				}
+				opts.Binary = minionbin.Beside(exe)
 			}
 			cl, err := cf.client()
 			if err != nil {
@@ -137,7 +140,7 @@ at that address.`,
 	f.StringVar(&opts.HostKeys.KnownHosts, "known-hosts", "", "OpenSSH known_hosts file the servers' host keys must be in (default ~/.ssh/known_hosts)")
 	f.StringVar(&opts.HostKeys.Fingerprint, "host-key-fingerprint", "", "the one server's host key fingerprint, SHA256:... as `ssh-keygen -lf` prints it")
 	f.StringVarP(&identity, "identity", "i", "", "SSH private key file (unencrypted; else use ssh-agent through SSH_AUTH_SOCK)")
-	f.StringVar(&opts.Binary, "binary", "", "the brine binary to install (default: this one)")
+	f.StringVar(&opts.Binary, "binary", "", "the minion binary to install as /usr/bin/brine-minion (default: brine-minion beside this binary, else this one)")
 	f.IntVar(&opts.Parallel, "parallel", enroll.DefaultParallel, "servers enrolled at once")
 	f.DurationVar(&opts.ConnectTimeout, "connect-timeout", enroll.DefaultConnectTimeout, "bound on connecting to a server and the SSH handshake")
 	f.DurationVar(&opts.CommandTimeout, "command-timeout", enroll.DefaultCommandTimeout, "bound on the script run on a server (inspect, upload, configure)")

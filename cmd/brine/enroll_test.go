@@ -84,11 +84,12 @@ func TestEnrollOverSSH(t *testing.T) {
 	if err := os.WriteFile(onlyOld1, []byte(knownhosts.Line([]string{addr1}, key1)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	common := []string{"--socket", sock, "--identity", identity, "--binary", brineBin, "--groups", "legacy",
+	// No --binary: enroll sends brine-minion from beside its own binary (minionBin).
+	common := []string{"--socket", sock, "--identity", identity, "--groups", "legacy",
 		"--connect-timeout", "10s", "--command-timeout", "1m", "--enroll-timeout", "1m"}
 	untouched := func(why string) {
 		t.Helper()
-		out, _, _ := old2.Sh(ctx, "ls /usr/bin/brine /usr/bin/.brine.* /etc/brine/minion.hcl /etc/systemd/system/brine-minion.service 2>/dev/null; true")
+		out, _, _ := old2.Sh(ctx, "ls /usr/bin/brine /usr/bin/brine-minion /usr/bin/.brine* /etc/brine/minion.hcl /etc/systemd/system/brine-minion.service 2>/dev/null; true")
 		if strings.TrimSpace(out) != "" {
 			t.Fatalf("%s: something reached old2:\n%s", why, out)
 		}
@@ -134,8 +135,8 @@ func TestEnrollOverSSH(t *testing.T) {
 		t.Fatalf("enroll old1: exit %d\n%s%s\nminion:\n%s\nmaster:\n%s", code, out, stderr, s, mst.Log())
 	}
 	t.Logf("enrolled old1 in %s: %v", res.Duration, res.Stages)
-	got, _, err := old1.Sh(ctx, "sha256sum /usr/bin/brine | cut -d' ' -f1; stat -c %a /etc/brine/minion.hcl; systemctl is-active brine-minion; systemctl is-enabled brine-minion; grep -c token /etc/brine/minion.hcl")
-	want := fileSHA(t, brineBin) + "\n600\nactive\nenabled\n1\n"
+	got, _, err := old1.Sh(ctx, "sha256sum /usr/bin/brine-minion | cut -d' ' -f1; stat -c %a /etc/brine/minion.hcl; systemctl is-active brine-minion; systemctl is-enabled brine-minion; grep -c token /etc/brine/minion.hcl")
+	want := fileSHA(t, minionBin) + "\n600\nactive\nenabled\n1\n"
 	if err != nil || got != want {
 		t.Fatalf("old1 after enroll: %q, want %q (%v)", got, want, err)
 	}
@@ -241,7 +242,7 @@ func BenchmarkEnrollTestbed(b *testing.B) {
 				if i > 0 {
 					b.StopTimer()
 					for _, name := range names[1:] {
-						if out, code, err := c.Host(name).Sh(ctx, "systemctl stop brine-minion; rm -rf /usr/bin/brine /etc/brine /var/lib/brine"); err != nil || code != 0 {
+						if out, code, err := c.Host(name).Sh(ctx, "systemctl stop brine-minion; rm -rf /usr/bin/brine-minion /etc/brine /var/lib/brine"); err != nil || code != 0 {
 							b.Fatalf("reset %s: %v %s", name, err, out)
 						}
 						brine(b, "key", "delete", name, "--socket", sock)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/brinecm/brine/internal/minionbin"
 	"github.com/brinecm/brine/internal/minioncli"
 )
 
@@ -33,7 +34,7 @@ func init() {
 // the minion-only binary is not at hand, the cloud bootstrap and `brine enroll` install the
 // full binary as /usr/bin/brine-minion (see minionBinary).
 func runAsMinion() {
-	if filepath.Base(os.Args[0]) == minioncli.BinaryName {
+	if filepath.Base(os.Args[0]) == minionbin.Name {
 		os.Exit(minioncli.Main(buildVersion(), os.Args[1:]))
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/brinecm/brine/internal/daemoncli"
+	"github.com/brinecm/brine/internal/minionbin"
 	"github.com/brinecm/brine/internal/termtext"
 	"github.com/brinecm/brine/minion"
 	"github.com/brinecm/brine/states"
@@ -26,10 +27,6 @@ import (
 
 // DefaultConfig is the config file the minion reads when -c is not given and the file exists.
 const DefaultConfig = "/etc/brine/minion.hcl"
-
-// BinaryName is the minion-only binary's name: /usr/bin/brine-minion on a host. The full brine
-// binary run under this name (a link, or a copy installed as brine-minion) is brine-minion too.
-const BinaryName = "brine-minion"
 
 // Short and Long are the command's help.
 const (
@@ -89,7 +86,7 @@ func Run(f *Flags, version string) error {
 func Main(version string, args []string) int {
 	stdout, stderr := termtext.NewWriter(os.Stdout, false), termtext.NewWriter(os.Stderr, false)
 	var f Flags
-	fs := pflag.NewFlagSet(BinaryName, pflag.ContinueOnError)
+	fs := pflag.NewFlagSet(minionbin.Name, pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	f.Register(fs)
 	showVersion := fs.BoolP("version", "v", false, "print the version and exit")
@@ -97,16 +94,16 @@ func Main(version string, args []string) int {
 	err := fs.Parse(args)
 	switch {
 	case err == nil && *showHelp:
-		fmt.Fprintf(stdout, "%s\n\nUsage:\n  %s [flags]\n\nExamples:\n%s\n\nFlags:\n%s", Long, BinaryName, Example, fs.FlagUsages())
+		fmt.Fprintf(stdout, "%s\n\nUsage:\n  %s [flags]\n\nExamples:\n%s\n\nFlags:\n%s", Long, minionbin.Name, Example, fs.FlagUsages())
 		return 0
 	case err != nil:
-		fmt.Fprintf(stderr, "%s: %v\nRun '%s --help' for usage.\n", BinaryName, err, BinaryName)
+		fmt.Fprintf(stderr, "%s: %v\nRun '%s --help' for usage.\n", minionbin.Name, err, minionbin.Name)
 		return 2
 	case fs.NArg() > 0:
-		fmt.Fprintf(stderr, "%s: unexpected argument %q: it takes flags only\nRun '%s --help' for usage.\n", BinaryName, fs.Arg(0), BinaryName)
+		fmt.Fprintf(stderr, "%s: unexpected argument %q: it takes flags only\nRun '%s --help' for usage.\n", minionbin.Name, fs.Arg(0), minionbin.Name)
 		return 2
 	case *showVersion:
-		fmt.Fprintln(stdout, BinaryName, version)
+		fmt.Fprintln(stdout, minionbin.Name, version)
 		return 0
 	}
 	err = Run(&f, version)
@@ -117,7 +114,7 @@ func Main(version string, args []string) int {
 	if errors.As(err, &diags) {
 		states.WriteFileDiagnostics(stderr, diags, states.UseColor(os.Stderr))
 	} else {
-		fmt.Fprintln(stderr, BinaryName+":", err)
+		fmt.Fprintln(stderr, minionbin.Name+":", err)
 	}
 	return 1
 }

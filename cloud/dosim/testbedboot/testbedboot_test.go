@@ -21,14 +21,14 @@ import (
 	"github.com/brinecm/brine/testbed"
 )
 
-// stubMinion stands in for the brine binary the master serves (the real minion is not written
-// yet): run as `brine minion [-c FILE]`, it reads the id and enrolment token of the config the
-// bootstrap wrote (/etc/brine/minion.hcl by default, as the real minion) and "enrols" by writing
-// the token where the test's master looks.
+// stubMinion stands in for the minion binary the master serves: run as `brine-minion [-c FILE]`,
+// it reads the id and enrolment token of the config the bootstrap wrote (/etc/brine/minion.hcl
+// by default, as the real minion) and "enrols" by writing the token where the test's master
+// looks.
 const stubMinion = `#!/bin/sh
-[ "$1" = minion ] || exit 2
+[ "$(basename "$0")" = brine-minion ] || exit 2
 cfg=/etc/brine/minion.hcl
-[ "${2:-}" = -c ] && cfg=$3
+[ "${1:-}" = -c ] && cfg=$2
 id=$(sed -n 's/^id *= *"\(.*\)"$/\1/p' "$cfg")
 tok=$(sed -n 's/^token *= *"\(.*\)"$/\1/p' "$cfg")
 printf '%s' "$tok" > "/srv/brine/.enrol-$id" && mv "/srv/brine/.enrol-$id" "/srv/brine/enrolled-$id"
@@ -95,7 +95,7 @@ func TestCreateBootstrapsTestbedHosts(t *testing.T) {
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	sum := sha256.Sum256(served)
-	m := &shareMaster{url: "http://" + ln.Addr().String() + "/bootstrap/brine", sha: hex.EncodeToString(sum[:]),
+	m := &shareMaster{url: "http://" + ln.Addr().String() + "/bootstrap/brine-minion", sha: hex.EncodeToString(sum[:]),
 		shared: tb.SharedDir(), issued: map[string]bool{}}
 
 	booter := testbedboot.New(tb)
@@ -125,7 +125,7 @@ func TestCreateBootstrapsTestbedHosts(t *testing.T) {
 		if h == nil || d.PublicIP != h.Addr() {
 			t.Fatalf("%s: address %s, host %v", d.Name, d.PublicIP, h)
 		}
-		out, code, err := h.Sh(ctx, "stat -c %a /etc/brine/minion.hcl; sha256sum /usr/bin/brine; grep groups /etc/brine/minion.hcl")
+		out, code, err := h.Sh(ctx, "stat -c %a /etc/brine/minion.hcl; sha256sum /usr/bin/brine-minion; grep groups /etc/brine/minion.hcl")
 		if err != nil || code != 0 || !strings.HasPrefix(out, "600\n") || !strings.Contains(out, m.sha) || !strings.Contains(out, `["app"]`) {
 			t.Fatalf("%s after bootstrap: %d %v\n%s", d.Name, code, err, out)
 		}

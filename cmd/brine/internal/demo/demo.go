@@ -1,5 +1,5 @@
 // Package demo runs brine's reference deployment (examples/ghost-pro) end to end on one machine:
-// a master, four testbed hosts (one per role) each running a real `brine minion` that enrols with
+// a master, four testbed hosts (one per role) each running a real `brine-minion` that enrols with
 // a token, one `apply` that converges them (packages, a tinc mesh, ufw, services), proof that the
 // mesh and the firewall work, and a second apply that changes nothing. `make demo` and its test
 // both run it.
@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/brinecm/brine/cloud"
+	"github.com/brinecm/brine/internal/minionbin"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/pki"
@@ -40,7 +41,7 @@ var Roles = []string{"core", "cache", "app", "db"}
 
 // Options say where things are.
 type Options struct {
-	Binary string // the brine binary the hosts run (default: this executable)
+	Binary string // the brine binary; the hosts run brine-minion beside it, else it (default: this executable)
 	Bundle string // the reference deployment (default examples/ghost-pro, or examples/ghost-pro-real)
 	// Real runs the real-package variant: systemd hosts, packages from the machine's Debian
 	// mirror (downloaded once, then cached on the machine), the minions under systemd.
@@ -174,8 +175,10 @@ func Run(ctx context.Context, opts Options) (err error) {
 	_, pub, _ := net.SplitHostPort(m.PublishAddr())
 	_, req, _ := net.SplitHostPort(m.RequestAddr())
 
-	bin := filepath.Join(c.SharedDir(), "brine")
-	if err := copyFile(opts.Binary, bin); err != nil {
+	// The hosts run brine-minion, as a host with the package does: the one beside the binary
+	// given (bin/ after make build), else that binary under the minion's name.
+	bin := filepath.Join(c.SharedDir(), minionbin.Name)
+	if err := copyFile(minionbin.Beside(opts.Binary), bin); err != nil {
 		return err
 	}
 	if opts.Real {
@@ -199,7 +202,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		if err := os.WriteFile(filepath.Join(c.SharedDir(), role+".hcl"), []byte(cfg), 0o600); err != nil {
 			return err
 		}
-		if _, err := c.Host(role).Start("minion", testbed.HostSharedDir+"/brine", "minion", "-c", testbed.HostSharedDir+"/"+role+".hcl", "--data-dir", "/var/lib/brine/minion"); err != nil {
+		if _, err := c.Host(role).Start("minion", testbed.HostSharedDir+"/"+minionbin.Name, "-c", testbed.HostSharedDir+"/"+role+".hcl", "--data-dir", "/var/lib/brine/minion"); err != nil {
 			return err
 		}
 	}
@@ -454,11 +457,12 @@ func proveReal(ctx context.Context, c *testbed.Cluster, mesh map[string]string, 
 	return nil
 }
 
-// startUnitMinion installs brine in a systemd host as the Debian package and the cloud bootstrap
-// do (/usr/bin/brine, /etc/brine/minion.hcl, the shipped brine-minion unit) and starts the unit.
+// startUnitMinion installs the minion in a systemd host as the Debian package and the cloud
+// bootstrap do (/usr/bin/brine-minion, /etc/brine/minion.hcl, the shipped brine-minion unit) and
+// starts the unit.
 func startUnitMinion(ctx context.Context, h *testbed.Host, bin, cfg string) error {
 	root := h.Root()
-	if err := copyFile(bin, filepath.Join(root, "usr/bin/brine")); err != nil {
+	if err := copyFile(bin, filepath.Join(root, strings.TrimPrefix(minionbin.Path, "/"))); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Join(root, "etc/brine"), 0o755); err != nil {
