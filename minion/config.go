@@ -60,6 +60,13 @@ type Config struct {
 	// CPU-bound applies, for longer than the heartbeat timeouts.
 	ExecSlots chan struct{}
 
+	// ApplyGCPercent, when above 0, is the process's GOGC from the minion's first apply on
+	// (debug.SetGCPercent), unless GOGC is set in the environment: for a process that runs
+	// this minion alone, as brine-minion does (internal/minioncli says why it sets 50). At the
+	// first apply and not at start, so that a minion that has run no job has not collected yet
+	// (a first collection brings the collector's own buffers, 0.7 MB). Ignored with ExecSlots.
+	ApplyGCPercent int
+
 	heartbeat, maxBackoff time.Duration
 	pubAddr, reqAddr      string       // of the first master
 	masters               []masterAddr // all of them, in the config's order

@@ -42,14 +42,15 @@ type job struct {
 // heartbeats go on during a long apply. It does not talk to the master: each return goes to
 // finished (the minion's facts report and outbox).
 type executor struct {
-	id       string
-	own      *pki.KeyPair
-	keys     *keyring
-	seen     *seenJobs
-	log      *slog.Logger
-	slots    chan struct{} // Config.ExecSlots
-	facts    func() map[string]any
-	finished func(job, wire.Return)
+	id        string
+	own       *pki.KeyPair
+	keys      *keyring
+	seen      *seenJobs
+	log       *slog.Logger
+	slots     chan struct{} // Config.ExecSlots
+	gcPercent int           // Config.ApplyGCPercent
+	facts     func() map[string]any
+	finished  func(job, wire.Return)
 
 	jobs    chan job
 	applied atomic.Int64
@@ -57,7 +58,7 @@ type executor struct {
 
 func newExecutor(m *Minion) *executor {
 	return &executor{id: m.cfg.ID, own: m.key, keys: m.keys, seen: m.seen, log: m.log, slots: m.cfg.ExecSlots,
-		facts: m.facts, finished: m.finished, jobs: make(chan job, 64)}
+		gcPercent: m.cfg.ApplyGCPercent, facts: m.facts, finished: m.finished, jobs: make(chan job, 64)}
 }
 
 // receive opens a published job body and queues it if it passes; a job that finds the queue
@@ -167,8 +168,8 @@ func (e *executor) run(ctx context.Context) {
 					return
 				}
 			}
-			if e.slots == nil && apply {
-				applyGCOnce.Do(setApplyGC)
+			if e.slots == nil && apply && e.gcPercent > 0 {
+				setApplyGC(e.gcPercent)
 			}
 			ret := e.execute(ctx, j)
 			e.logJob(j, ret)
@@ -188,21 +189,15 @@ func (e *executor) run(ctx context.Context) {
 	}
 }
 
-// ApplyGCPercent is the GOGC of a minion alone in its process from its first apply on, unless
-// the environment sets GOGC. Its live heap is about 1 MB, so at Go's default of 100 an apply
-// grows the heap to the 4 MB floor before each collection; at 50 the floor is 2 MB, and an
-// apply of 20 files peaks under 14 MB of RSS instead of 15 (BENCHMARKS.md, "One minion's
-// memory"), for a few more collections of a small heap. It is set at the first apply, not at
-// start, so that a minion that has run no job has never collected (a first collection brings
-// the collector's own buffers, 0.7 MB).
-const ApplyGCPercent = 50
-
 var applyGCOnce sync.Once
 
-func setApplyGC() {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(ApplyGCPercent)
-	}
+// setApplyGC sets the process's GOGC to percent (Config.ApplyGCPercent), once per process.
+func setApplyGC(percent int) {
+	applyGCOnce.Do(func() {
+		if os.Getenv("GOGC") == "" {
+			debug.SetGCPercent(percent)
+		}
+	})
 }
 
 func (e *executor) execute(ctx context.Context, j job) wire.Return {
