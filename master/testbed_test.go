@@ -64,8 +64,9 @@ func TestRealDaemonsInTestbed(t *testing.T) {
 	os.WriteFile(filepath.Join(shared, "m2.hcl"), []byte(fmt.Sprintf("master = %q\nid = \"m2\"\ntoken = %q\nheartbeat = \"1s\"\nmax_backoff = \"2s\"\n", mh.Addr(), tok())), 0o644)
 	os.WriteFile(filepath.Join(shared, "m3.hcl"), []byte(fmt.Sprintf("master = %q\nid = \"m3\"\ntoken = %q\nheartbeat = \"1s\"\nmax_backoff = \"2s\"\n", mh.Addr(), tok())), 0o644)
 	os.WriteFile(filepath.Join(shared, "m1.hcl"), []byte(fmt.Sprintf("master = %q\nid = \"m1\"\ngroups = [\"app\"]\nheartbeat = \"1s\"\nmax_backoff = \"2s\"\n", mh.Addr())), 0o644)
+	// The minions are brine-minion, as hosts run it (InstallBrine puts it beside brine).
 	for _, id := range []string{"m1", "m2", "m3"} {
-		if _, err := c.Host(id).Start("minion", bin, "minion", "-c", testbed.HostSharedDir+"/"+id+".hcl", "--data-dir", "/var/lib/brine/minion"); err != nil {
+		if _, err := c.Host(id).Start("minion", testbed.HostSharedDir+"/brine-minion", "-c", testbed.HostSharedDir+"/"+id+".hcl", "--data-dir", "/var/lib/brine/minion"); err != nil {
 			t.Fatal(err)
 		}
 	}
