@@ -127,8 +127,10 @@ func (b *Batch) Stage(path string, data []byte, mode os.FileMode, uid, gid int) 
 
 // lockedTemp creates a temporary file and locks it. The lock is held until the file is renamed
 // or removed (its descriptor closed), and by the kernel no longer once this process dies: an
-// unlocked temporary file is a dead writer's. Another process's sweep can take the lock in the
-// moment between creation and locking; that file is its to remove, and we make another.
+// unlocked temporary file is a dead writer's. Another writer's sweep can reach the file in the
+// moment between creation and locking: it holds the lock then (EWOULDBLOCK), or has already
+// removed the file (our lock is on an unlinked file). That file is the sweep's, and we make
+// another. Once we hold the lock, no sweep removes the file.
 func lockedTemp(dir, pattern string) (*os.File, error) {
 	for try := 0; ; try++ {
 		tmp, err := os.CreateTemp(dir, pattern)
@@ -137,14 +139,27 @@ func lockedTemp(dir, pattern string) (*os.File, error) {
 		}
 		err = syscall.Flock(int(tmp.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
-			return tmp, nil
+			if stillNamed(tmp) {
+				return tmp, nil
+			}
+			err = syscall.EWOULDBLOCK // a sweep removed it first
 		}
 		tmp.Close()
-		if !errors.Is(err, syscall.EWOULDBLOCK) || try == 2 {
+		if !errors.Is(err, syscall.EWOULDBLOCK) || try == 9 {
 			os.Remove(tmp.Name())
 			return nil, err
 		}
 	}
+}
+
+// stillNamed reports whether f's name still refers to f.
+func stillNamed(f *os.File) bool {
+	open, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	named, err := os.Lstat(f.Name())
+	return err == nil && os.SameFile(open, named)
 }
 
 // maxOpen is how many staged files keep their descriptor open until Commit.

@@ -1,10 +1,12 @@
 package atomicfile
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 )
@@ -212,5 +214,37 @@ func TestStaleTempFilesAreRemovedByTheNextWrite(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(target); string(got) != "old" {
 		t.Errorf("%s changed: %q", target, got)
+	}
+}
+
+// Writers of different files in one directory sweep it while the others stage: a sweep that
+// reaches a temporary file between its creation and its writer's lock must not cost that writer
+// its write (the sweep removed the file; the writer locked the unlinked file and its rename
+// failed with ENOENT).
+func TestConcurrentWritersInOneDirectory(t *testing.T) {
+	dir := t.TempDir()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 300 {
+				p := filepath.Join(dir, fmt.Sprintf("w%d", w))
+				if err := Write(p, []byte(fmt.Sprint(i)), 0o644); err != nil {
+					errs <- fmt.Errorf("writer %d, write %d: %w", w, i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	left, _ := filepath.Glob(filepath.Join(dir, ".*"))
+	if len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
 	}
 }
