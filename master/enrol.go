@@ -9,10 +9,11 @@ import (
 )
 
 // Enrolment: what the master decides when a minion that proved it holds its key asks to be
-// known by an id, with or without an enrolment token. The decision itself lives in the key store
-// (store.Keys: Present and Redeem, whose rules are pki.KeyStore's); this file adds where the peer connected from (the source
-// the Router counts it against: its IP, or its /64 for IPv6) and the rate limit on the records
-// unauthenticated peers make the master write.
+// known by an id, with or without an enrolment token. The decision itself lives in the key
+// store (store.Keys: Present, PresentAll and Redeem, whose rules are pki.KeyStore's); this file
+// adds where the peer connected from (the source the Router counts it against: its IP, or its
+// /64 for IPv6), the rate limit on the records unauthenticated peers make the master write, and
+// the registrar that group-commits them off the pre-authentication workers.
 
 // Rate limits on key-store writes caused by peers (new pending keys, denied presentations): a
 // token bucket per source address and one for the whole master. A minion that was refused
@@ -79,34 +80,103 @@ func (l *enrolLimiter) allow(src string, now time.Time) bool {
 	return true
 }
 
-// enrol returns the key-store record that governs a minion which proved it holds key and asks
-// to be id, from source src, with token (possibly empty). A token that enrols nothing (unknown,
-// spent, expired, for other ids, or a rejected or accepted id) is not spent, and the minion is
-// then presented as one without a token.
-func (m *Master) enrol(src, id string, key pki.PublicKey, requested []string, token string) (pki.MinionKey, error) {
-	if src == "" {
-		src = "unknown" // the peer is gone; its reply will not be delivered either
+// Registration: a minion whose key the store does not hold as it presents it (a new id, another
+// key for a known id, or a token to redeem) makes the key store write, and a write is durable
+// only after fsyncs. The two workers that serve unauthenticated peers (preAuthWorkers) do not
+// wait for them: they hand the verified auth to the registrar and go on with the next hello.
+// The registrar takes every auth queued meanwhile and registers them with one group commit
+// (store.Keys.PresentAll), then answers each: 5,000 new minions cost tens of commits, not
+// 5,000 fsynced files one after the other on two goroutines.
+const (
+	// registrarQueue bounds the verified auths waiting for the registrar. When it is full a
+	// pre-authentication worker waits for room: the registrar drains it at the speed of the
+	// store, and what an unauthenticated peer can make it write is rate-limited (enrolLimiter).
+	registrarQueue = 1024
+	// registrarBatch bounds the presentations of one group commit.
+	registrarBatch = 256
+)
+
+// registration is a verified auth whose key-store record the registrar decides.
+type registration struct {
+	p     pki.Presentation
+	token string
+	// finish answers the minion with the record (or the refusal); it runs on the registrar.
+	finish func(rec pki.MinionKey, err error)
+}
+
+// register hands r to the registrar; it waits while the registrar's queue is full.
+func (m *Master) register(r registration) {
+	select {
+	case m.regQ <- r:
+	case <-m.ctx.Done(): // the minion gets no answer and retries with the next master
 	}
-	p := pki.Presentation{ID: id, Key: key, Source: src, Requested: requested}
-	if token != "" {
-		rec, spent, err := m.keys.Redeem(p, token, time.Now())
-		if err == nil {
-			if spent {
-				m.log.Info("minion enrolled with a token", "minion", id, "source", src, "groups", rec.Groups, "finger", key.Fingerprint())
-			}
-			return rec, nil
+}
+
+// registrar registers the queued auths, as many at a time as are waiting (up to
+// registrarBatch), until the master stops.
+func (m *Master) registrar() {
+	batch := make([]registration, 0, registrarBatch)
+	for {
+		select {
+		case r := <-m.regQ:
+			batch = append(batch[:0], r)
+		case <-m.ctx.Done():
+			return
 		}
-		m.log.Warn("enrolment token refused", "minion", id, "source", src, "err", err)
+	more:
+		for len(batch) < registrarBatch {
+			select {
+			case r := <-m.regQ:
+				batch = append(batch, r)
+			default:
+				break more
+			}
+		}
+		m.registerBatch(batch)
+		clear(batch) // drop the finished closures
 	}
-	var allow func() bool
-	if !m.cfg.AutoAccept {
-		allow = func() bool { return m.enrolLimit.allow(src, time.Now()) }
+}
+
+// registerBatch decides the records of the minions in batch and answers each. A token that
+// enrols nothing (unknown, spent, expired, for other ids, or a rejected or accepted id) is not
+// spent, and its minion is then presented as one without a token. Redemptions go one by one
+// (a token is the operator's, and rare); the presentations are committed together.
+func (m *Master) registerBatch(batch []registration) {
+	recs := make([]pki.MinionKey, len(batch))
+	errs := make([]error, len(batch))
+	var plain []int
+	var ps []pki.Presentation
+	for i, r := range batch {
+		if r.token != "" {
+			rec, spent, err := m.keys.Redeem(r.p, r.token, time.Now())
+			if err == nil {
+				if spent {
+					m.log.Info("minion enrolled with a token", "minion", r.p.ID, "source", r.p.Source, "groups", rec.Groups, "finger", r.p.Key.Fingerprint())
+				}
+				recs[i] = rec
+				continue
+			}
+			m.log.Warn("enrolment token refused", "minion", r.p.ID, "source", r.p.Source, "err", err)
+		}
+		plain = append(plain, i)
+		ps = append(ps, r.p)
 	}
-	rec, err := m.keys.Present(p, m.cfg.AutoAccept, allow)
-	if err != nil && isEnrolLimit(err) {
-		m.log.Warn("new minion key refused", "minion", id, "source", src, "err", err)
+	if len(ps) > 0 {
+		var allow func(pki.Presentation) bool
+		if !m.cfg.AutoAccept {
+			allow = func(p pki.Presentation) bool { return m.enrolLimit.allow(p.Source, time.Now()) }
+		}
+		rs, es := m.keys.PresentAll(ps, m.cfg.AutoAccept, allow)
+		for k, i := range plain {
+			recs[i], errs[i] = rs[k], es[k]
+			if isEnrolLimit(es[k]) {
+				m.log.Warn("new minion key refused", "minion", ps[k].ID, "source", ps[k].Source, "err", es[k])
+			}
+		}
 	}
-	return rec, err
+	for i, r := range batch {
+		r.finish(recs[i], errs[i])
+	}
 }
 
 // isEnrolLimit reports whether err is a bound on pending keys (told to the minion) rather than

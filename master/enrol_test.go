@@ -207,6 +207,115 @@ func TestPendingFloodBounded(t *testing.T) {
 	}
 }
 
+// burst prepares an auth for each id (hello and challenge first, spread over conns
+// connections), then sends them all at once, so that the registrar decides them in batches; it
+// returns the replies by id.
+func burst(t *testing.T, m *master.Master, conns int, ids []string, tokens map[string]string) map[string]wire.AuthReply {
+	t.Helper()
+	cs := make([]*rawClient, conns)
+	for i := range cs {
+		cs[i] = newRaw(t, m, "", nil)
+	}
+	frames := make([][][]byte, conns)
+	byNonce := map[string]string{}
+	for k, id := range ids {
+		c := cs[k%conns]
+		c.id = id
+		nonce := pki.RandomBytes(32)
+		frames[k%conns] = append(frames[k%conns], c.sealedAuth(c.hello(nonce), nonce, tokens[id], nil, c.key))
+		byNonce[string(nonce)] = id
+	}
+	for i, c := range cs {
+		for _, f := range frames[i] {
+			c.send(f)
+		}
+	}
+	out := map[string]wire.AuthReply{}
+	for i, c := range cs {
+		for range frames[i] {
+			ar, ok := c.authReply()
+			if !ok {
+				t.Fatalf("connection %d: an auth got no reply", i)
+			}
+			out[byNonce[string(ar.ClientNonce)]] = ar
+		}
+	}
+	if len(out) != len(ids) {
+		t.Fatalf("%d replies for %d ids", len(out), len(ids))
+	}
+	return out
+}
+
+// A burst of new ids from many connections at once, registered in group commits, is bounded as
+// one presentation at a time is: the pending keys by the per-source rate (a burst of 20) and
+// the per-source cap, a file each and no more, a token enrolment in the same burst goes
+// through, and the refusals take nothing from the rate limit.
+func TestPendingBurstBounded(t *testing.T) {
+	m := master.TestMaster(t, func(c *master.Config) { c.PreAuthRatePerSource, c.PreAuthRate = 100000, 100000 })
+	var ids []string
+	for i := range 200 {
+		ids = append(ids, "burst-"+strconv.Itoa(i))
+	}
+	start := time.Now()
+	replies := burst(t, m, 20, ids, nil)
+	elapsed := time.Since(start)
+	pending := 0
+	for id, ar := range replies {
+		switch ar.Status {
+		case wire.StatusPending:
+			pending++
+		case wire.StatusRefused:
+		default:
+			t.Fatalf("%s: %+v", id, ar)
+		}
+	}
+	total, fromSrc := m.Keys().Pending("127.0.0.1")
+	files, _ := os.ReadDir(filepath.Join(m.Config().DataDir, "pki", "minions"))
+	t.Logf("a burst of %d in %v: %d pending, %d files", len(ids), elapsed.Round(time.Millisecond), total, len(files))
+	if limit := 20 + int(elapsed.Seconds()) + 2; total != pending || fromSrc != total || total > limit || len(files) != total {
+		t.Fatalf("burst not bounded: %d pending (%d from the source, %d answered pending, limit %d), %d files", total, fromSrc, pending, limit, len(files))
+	}
+
+	// The per-source cap holds within a burst, refusals spend no token, and once the cap is
+	// raised the rate limit still has what the refusals did not take.
+	capped := master.TestMaster(t, func(c *master.Config) {
+		c.MaxPendingPerSource, c.PreAuthRatePerSource, c.PreAuthRate = 5, 100000, 100000
+	})
+	tok := idToken(t, capped, "legit", "app")
+	ids = []string{"legit"}
+	for i := range 30 {
+		ids = append(ids, "cap-"+strconv.Itoa(i))
+	}
+	replies = burst(t, capped, 4, ids, map[string]string{"legit": tok})
+	if ar := replies["legit"]; ar.Status != wire.StatusAccepted || strings.Join(ar.Groups, ",") != "app" {
+		t.Fatalf("token enrolment in a burst: %+v", ar)
+	}
+	pending = 0
+	for id, ar := range replies {
+		if id == "legit" {
+			continue
+		}
+		if ar.Status == wire.StatusPending {
+			pending++
+		} else if ar.Status != wire.StatusRefused || !strings.Contains(ar.Reason, "too many") {
+			t.Fatalf("%s: %+v", id, ar)
+		}
+	}
+	if total, _ := capped.Keys().Pending("127.0.0.1"); pending != 5 || total != 5 {
+		t.Fatalf("capped burst: %d answered pending, %d pending; want 5", pending, total)
+	}
+	capped.Keys().SetLimits(pki.PendingLimits{PerSource: 100})
+	ids = nil
+	for i := range 15 {
+		ids = append(ids, "after-"+strconv.Itoa(i))
+	}
+	for id, ar := range burst(t, capped, 3, ids, nil) {
+		if ar.Status != wire.StatusPending {
+			t.Fatalf("%s after the cap was raised: %+v (the refusals took from the rate limit)", id, ar)
+		}
+	}
+}
+
 // A token enrols only the ids it names; presenting it for another id spends nothing.
 func TestTokenScopedToID(t *testing.T) {
 	m := master.TestMaster(t)

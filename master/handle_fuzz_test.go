@@ -22,7 +22,7 @@ func FuzzHandle(f *testing.F) {
 	f.Add(wire.Encode(wire.TAuth, wire.AuthFrame(make([]byte, wire.NonceLen), peer.SealTo(m.Key().Box, []byte("x")))))
 	f.Add(wire.SessionFrame(wire.TRequest, make([]byte, wire.SessionIDLen), [wire.KeyIDLen]byte{}, []byte("sealed")))
 	f.Fuzz(func(t *testing.T, frame []byte) {
-		out, authed := m.handle("fuzz", netip.MustParseAddr("127.0.0.1"), frame)
+		out, authed := m.handle(nil, "fuzz", netip.MustParseAddr("127.0.0.1"), frame)
 		if authed {
 			t.Fatal("an unauthenticated frame was taken as authenticated")
 		}

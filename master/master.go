@@ -80,11 +80,12 @@ type Master struct {
 
 	closeOnce sync.Once
 
-	copies     sealedCopies // this master's sealed copies of live jobs, for resends (livejobs.go)
-	factsSeen  factsCache   // last stored facts, to skip unchanged writes
-	attest     *attestStore // what the master vouches for: observed addresses, pinned tinc keys
-	enrolLimit enrolLimiter // key-store writes peers cause (enrol.go)
-	fleet      fleetState   // presence leases renewed here (fleet.go)
+	copies     sealedCopies      // this master's sealed copies of live jobs, for resends (livejobs.go)
+	factsSeen  factsCache        // last stored facts, to skip unchanged writes
+	attest     *attestStore      // what the master vouches for: observed addresses, pinned tinc keys
+	enrolLimit enrolLimiter      // key-store writes peers cause (enrol.go)
+	regQ       chan registration // verified auths for the registrar (enrol.go); nil until Start
+	fleet      fleetState        // presence leases renewed here (fleet.go)
 
 	mu        sync.Mutex          // guards the fields below
 	keyGen    [8]byte             // the rotation generation: session keys older than it are replaced
@@ -280,7 +281,9 @@ func (m *Master) Start(ctx context.Context) error {
 	// No queue between the router and the workers: the router's own queues keep the messages
 	// of authenticated peers ahead of the others, and a FIFO here would put a minion's return
 	// behind hundreds of hellos. (The control server counts its own goroutines: ctl.serve.)
-	m.wg.Add(1 + requestWorkers + preAuthWorkers)
+	m.regQ = make(chan registration, registrarQueue)
+	m.wg.Add(2 + requestWorkers + preAuthWorkers)
+	go func() { defer m.wg.Done(); m.registrar() }()
 	for range requestWorkers {
 		go func() { defer m.wg.Done(); m.worker(m.router.RecvTrusted) }()
 	}
@@ -344,35 +347,42 @@ func (m *Master) worker(recv func() (zmq4.Msg, error)) {
 		}
 		peer := msg.Frames[0]
 		remote, _ := m.router.RemoteAddr(peer)
-		reply, authed := m.handleSafe(m.router.Source(peer), remote, msg.Frames[1])
-		if reply == nil {
-			continue
-		}
-		if err := m.router.Send(zmq4.NewMsgFrom(peer, reply)); errors.Is(err, zmtp.ErrPeerNotReading) {
-			m.garbage.warn(m.log, "not-reading", "disconnected a peer that does not read its replies", "source", m.router.Source(peer))
-		}
-		if authed && !m.router.Trusted(peer) {
-			m.router.Trust(peer) // lift the pre-authentication limits of this connection
-		}
+		reply, authed := m.handleSafe(peer, m.router.Source(peer), remote, msg.Frames[1])
+		m.answer(peer, reply, authed)
+	}
+}
+
+// answer sends reply (nil: none) to peer, and trusts the peer once authed. The workers call it,
+// and the registrar for the auths it answers later.
+func (m *Master) answer(peer, reply []byte, authed bool) {
+	if reply == nil {
+		return
+	}
+	if err := m.router.Send(zmq4.NewMsgFrom(peer, reply)); errors.Is(err, zmtp.ErrPeerNotReading) {
+		m.garbage.warn(m.log, "not-reading", "disconnected a peer that does not read its replies", "source", m.router.Source(peer))
+	}
+	if authed && !m.router.Trusted(peer) {
+		m.router.Trust(peer) // lift the pre-authentication limits of this connection
 	}
 }
 
 // handleSafe is handle that survives a panic: what a peer sends never stops the master.
-func (m *Master) handleSafe(source string, remote netip.Addr, frame []byte) (reply []byte, authed bool) {
+func (m *Master) handleSafe(peer []byte, source string, remote netip.Addr, frame []byte) (reply []byte, authed bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			m.log.Error("panic while handling a message; dropped it", "source", source, "panic", fmt.Sprint(r))
 			reply, authed = nil, false
 		}
 	}()
-	return m.handle(source, remote, frame)
+	return m.handle(peer, source, remote, frame)
 }
 
-// handle answers one frame from the ROUTER socket, sent from source (remote is the peer's
-// address); nil means no answer. authed says the peer has proved it holds an accepted key: an
-// accepted auth, or a request that opened under a session's key (the replies are sealed, so
-// the transport cannot tell from them).
-func (m *Master) handle(source string, remote netip.Addr, frame []byte) ([]byte, bool) {
+// handle answers one frame from the ROUTER socket, sent by peer from source (remote is the
+// peer's address); nil means no answer now (an auth whose key the registrar registers is
+// answered later). authed says the peer has proved it holds an accepted key: an accepted auth,
+// or a request that opened under a session's key (the replies are sealed, so the transport
+// cannot tell from them).
+func (m *Master) handle(peer []byte, source string, remote netip.Addr, frame []byte) ([]byte, bool) {
 	typ, body, err := wire.Decode(frame, wire.MaxRequestFrame)
 	if err != nil {
 		if errors.Is(err, wire.ErrVersion) {
@@ -386,7 +396,7 @@ func (m *Master) handle(source string, remote netip.Addr, frame []byte) ([]byte,
 	case wire.THello:
 		return m.handleHello(source, body), false
 	case wire.TAuth:
-		return m.handleAuth(source, body)
+		return m.handleAuth(peer, source, body)
 	case wire.TRequest:
 		return m.handleRequest(body, remote)
 	}
@@ -419,7 +429,7 @@ func (m *Master) handleHello(source string, body []byte) []byte {
 }
 
 // handleAuth answers a sealed auth; authed is true when it accepted the minion.
-func (m *Master) handleAuth(src string, body []byte) (reply []byte, authed bool) {
+func (m *Master) handleAuth(peer []byte, src string, body []byte) (reply []byte, authed bool) {
 	sn, sealed, err := wire.SplitAuth(body)
 	if err != nil || len(sealed) > maxAuthSealed {
 		return nil, false // bounded before any crypto: an unauthenticated peer sends this
@@ -457,27 +467,53 @@ func (m *Master) handleAuth(src string, body []byte) (reply []byte, authed bool)
 		m.log.Warn("auth with a bad signature", "minion", c.id)
 		return refuse("bad signature")
 	}
-	rec, err := m.enrol(src, c.id, c.key, a.Groups, a.Token)
-	if isEnrolLimit(err) {
-		return refuse(err.Error())
+	finish := func(rec pki.MinionKey, err error) ([]byte, bool) {
+		if isEnrolLimit(err) {
+			return refuse(err.Error())
+		}
+		if err != nil {
+			m.fleet.storeLog.warn(m.log, "auth", "could not authenticate a minion: the key store does not answer", "minion", c.id, "err", err)
+			return refuse("key store error")
+		}
+		ar := wire.AuthReply{ClientNonce: a.ClientNonce, Status: string(rec.State)}
+		if rec.State == pki.StateAccepted {
+			sid, sk, gen := m.newSession(c.id, c.key)
+			m.leasePresence(c.id, true)
+			ar.SessionID = sid
+			ar.SessionKey = sk.Marshal() // the whole reply is sealed to the minion
+			ar.KeyGen = gen[:]
+			ar.Groups = rec.Groups
+		} else {
+			m.log.Info("minion key not accepted", "minion", c.id, "state", rec.State)
+			m.metrics.authNotAccepted(string(rec.State))
+		}
+		return m.authReply(shared, ar), rec.State == pki.StateAccepted
 	}
-	if err != nil {
-		m.fleet.storeLog.warn(m.log, "auth", "could not authenticate a minion: the key store does not answer", "minion", c.id, "err", err)
-		return refuse("key store error")
+	// A key the store holds as presented, without a token to redeem, writes nothing: answer
+	// now. Anything else may write and goes to the registrar (enrol.go).
+	if a.Token == "" {
+		if rec, ok := m.keys.Get(c.id); ok && rec.Key.Equal(c.key) {
+			return finish(rec, nil)
+		}
 	}
-	ar := wire.AuthReply{ClientNonce: a.ClientNonce, Status: string(rec.State)}
-	if rec.State == pki.StateAccepted {
-		sid, sk, gen := m.newSession(c.id, c.key)
-		m.leasePresence(c.id, true)
-		ar.SessionID = sid
-		ar.SessionKey = sk.Marshal() // the whole reply is sealed to the minion
-		ar.KeyGen = gen[:]
-		ar.Groups = rec.Groups
-	} else {
-		m.log.Info("minion key not accepted", "minion", c.id, "state", rec.State)
-		m.metrics.authNotAccepted(string(rec.State))
+	if src == "" {
+		src = "unknown" // the peer is gone; its reply will not be delivered either
 	}
-	return m.authReply(shared, ar), rec.State == pki.StateAccepted
+	r := registration{
+		p:     pki.Presentation{ID: c.id, Key: c.key, Source: src, Requested: a.Groups},
+		token: a.Token,
+	}
+	if m.regQ == nil { // not started (a test driving handle): register here
+		r.finish = func(rec pki.MinionKey, err error) { reply, authed = finish(rec, err) }
+		m.registerBatch([]registration{r})
+		return reply, authed
+	}
+	r.finish = func(rec pki.MinionKey, err error) {
+		reply, authed := finish(rec, err)
+		m.answer(peer, reply, authed)
+	}
+	m.register(r)
+	return nil, false
 }
 
 // newSession starts the session of an accepted minion with a fresh key of its own, ending any

@@ -369,3 +369,47 @@ func TestRedeemDecisions(t *testing.T) {
 		t.Fatalf("second use: %v", err)
 	}
 }
+
+// A burst of new keys is one group commit, not an fsynced file each; every record is on disk
+// when PresentAll returns, and a repeated id commits what came before it first.
+func TestPresentAllGroupCommit(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := OpenKeyStore(dir)
+	s.SetLimits(PendingLimits{Max: 150, PerSource: 100})
+	k, _ := GenerateKeyPair()
+	var ps []Presentation
+	for i := range 200 {
+		ps = append(ps, Presentation{ID: fmt.Sprintf("n%d", i), Key: k.Pub, Source: fmt.Sprintf("198.51.100.%d", i%2)})
+	}
+	recs, errs := s.PresentAll(ps, false, nil)
+	pending, refused := 0, 0
+	for i := range ps {
+		switch {
+		case errs[i] == nil && recs[i].State == StatePending:
+			pending++
+		case errors.Is(errs[i], ErrPendingFull):
+			refused++
+		default:
+			t.Fatalf("presentation %d: %+v %v", i, recs[i], errs[i])
+		}
+	}
+	ents, _ := os.ReadDir(filepath.Join(dir, "minions"))
+	if pending != 150 || refused != 50 || len(ents) != 150 || s.Commits() != 1 {
+		t.Fatalf("%d pending, %d refused, %d files, %d commits; want 150, 50, 150, 1", pending, refused, len(ents), s.Commits())
+	}
+	if s2, _ := OpenKeyStore(dir); len(s2.List()) != 150 {
+		t.Fatalf("reopened: %d records", len(s2.List()))
+	}
+	// The same id again in a batch: with the same key (a retry) the staged record answers it;
+	// with another key it is decided on the first one's durable record, after a commit.
+	k2, _ := GenerateKeyPair()
+	recs, errs = s.PresentAll([]Presentation{{ID: "twice", Key: k.Pub}, {ID: "twice", Key: k.Pub}, {ID: "twice", Key: k2.Pub}}, true, nil)
+	if errs[0] != nil || errs[1] != nil || errs[2] != nil || recs[0].State != StateAccepted || !recs[1].Created.Equal(recs[0].Created) ||
+		recs[2].State != StateDenied || s.Commits() != 3 {
+		t.Fatalf("repeated id: %+v %v, %d commits", recs, errs, s.Commits())
+	}
+	// Nothing to write, nothing to commit.
+	if _, errs = s.PresentAll(ps[:10], false, nil); errs[0] != nil || s.Commits() != 3 {
+		t.Fatalf("known keys: %v, %d commits", errs[0], s.Commits())
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -64,6 +65,7 @@ func TestContract(t *testing.T) {
 			}{
 				{"keys", testKeys},
 				{"pending-limits", testPendingLimits},
+				{"present-all", testPresentAll},
 				{"tokens", testTokens},
 				{"redeem-decisions", testRedeemDecisions},
 				{"redeem-concurrent", testRedeemConcurrent},
@@ -173,6 +175,71 @@ func testKeys(t *testing.T, open func() store.Store) {
 	// A deleted minion that comes back is new and pending.
 	if m, _ := ks.Present(pki.Presentation{ID: "web1", Key: b}, false, nil); m.State != pki.StatePending {
 		t.Fatalf("came back: %+v", m)
+	}
+}
+
+// PresentAll decides like Present called once per presentation, in order: the bounds count
+// the batch's own new keys, a refusal is its presentation's alone, allow is asked only for
+// writes, and a repeated id is decided on the record an earlier one made.
+func testPresentAll(t *testing.T, open func() store.Store) {
+	ks := open().Keys()
+	ks.SetLimits(pki.PendingLimits{Max: 5, PerSource: 3, TTL: time.Hour})
+	k, other := newKey(t), newKey(t)
+	var ps []pki.Presentation
+	for i := range 5 {
+		ps = append(ps, pki.Presentation{ID: fmt.Sprintf("a%d", i), Key: newKey(t), Source: "s1"})
+	}
+	ps = append(ps,
+		pki.Presentation{ID: "b0", Key: k, Source: "s2"},
+		pki.Presentation{ID: "b0", Key: k, Source: "s2"},     // again: the same record, no write
+		pki.Presentation{ID: "b0", Key: other, Source: "s3"}, // another key: denied
+		pki.Presentation{ID: "limited", Key: k, Source: "s4"},
+		pki.Presentation{ID: "c0", Key: newKey(t), Source: "s5"},
+		pki.Presentation{ID: "c1", Key: newKey(t), Source: "s5"}, // the store is full by now
+		pki.Presentation{ID: "Bad/ID", Key: k, Source: "s5"},
+	)
+	var asked []string
+	recs, errs := ks.PresentAll(ps, false, func(p pki.Presentation) bool {
+		asked = append(asked, p.ID)
+		return p.ID != "limited"
+	})
+	if len(recs) != len(ps) || len(errs) != len(ps) {
+		t.Fatalf("%d records and %d errors for %d presentations", len(recs), len(errs), len(ps))
+	}
+	want := []struct {
+		state pki.KeyState
+		err   error
+	}{
+		{pki.StatePending, nil}, {pki.StatePending, nil}, {pki.StatePending, nil},
+		{"", pki.ErrSourceFull}, {"", pki.ErrSourceFull},
+		{pki.StatePending, nil}, {pki.StatePending, nil}, {pki.StateDenied, nil},
+		{"", pki.ErrEnrolLimited}, {pki.StatePending, nil}, {"", pki.ErrPendingFull}, {"", nil},
+	}
+	for i, w := range want {
+		switch {
+		case ps[i].ID == "Bad/ID":
+			if errs[i] == nil {
+				t.Fatalf("%s: an invalid id was accepted", ps[i].ID)
+			}
+		case w.err != nil && !errors.Is(errs[i], w.err), w.err == nil && errs[i] != nil, recs[i].State != w.state:
+			t.Fatalf("presentation %d (%s): %q %v, want %q %v", i, ps[i].ID, recs[i].State, errs[i], w.state, w.err)
+		}
+	}
+	if !recs[6].Created.Equal(recs[5].Created) {
+		t.Fatal("a repeated presentation made a new record")
+	}
+	// Refused by a bound: allow was not asked (a refusal takes nothing from the rate limit).
+	if got := strings.Join(asked, ","); got != "a0,a1,a2,b0,b0,limited,c0" {
+		t.Fatalf("allow asked for %s", got)
+	}
+	if total, src := ks.Pending("s1"); total != 5 || src != 3 {
+		t.Fatalf("pending = %d, %d from s1", total, src)
+	}
+	if g, ok := ks.Get("b0"); !ok || !g.Key.Equal(k) || g.State != pki.StatePending {
+		t.Fatalf("b0 after the denied presentation: %+v %v", g, ok)
+	}
+	if n := len(ks.List()); n != 6 {
+		t.Fatalf("%d records, want 6 (5 pending, 1 denied)", n)
 	}
 }
 

@@ -106,69 +106,110 @@ func (k pgKeys) Present(p pki.Presentation, autoAccept bool, allow func() bool) 
 	}
 	var out pki.MinionKey
 	err := k.s.tx(lockKeys, func(ctx context.Context, tx pgx.Tx) error {
-		now := time.Now().UTC().Truncate(time.Microsecond) // PostgreSQL's precision
-		m, known, err := getKey(ctx, tx, p.ID)
-		if err != nil {
-			return err
-		}
-		if known {
-			if m.Key.Equal(p.Key) {
-				out = m
-				return nil
-			}
-			d, err := scanKey(tx.QueryRow(ctx, `SELECT `+keyCols+` FROM denied_keys WHERE id = $1`, p.ID), nil)
-			if err == nil && d.Key.Equal(p.Key) {
-				out = d
-				return nil
-			}
-			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-				return err
-			}
-			if allow != nil && !allow() {
-				return pki.ErrEnrolLimited
-			}
-			d = pki.MinionKey{ID: p.ID, Key: p.Key, State: pki.StateDenied, Requested: pki.CleanGroups(p.Requested), Source: p.Source, Created: now, Updated: now}
-			out = d
-			return putDenied(ctx, tx, d)
-		}
-		m = pki.MinionKey{ID: p.ID, Key: p.Key, State: pki.StatePending, Requested: pki.CleanGroups(p.Requested), Source: p.Source, Created: now, Updated: now}
-		if autoAccept {
-			m.State = pki.StateAccepted
-		} else {
-			lim := *k.s.limits.Load()
-			var total, fromSource int
-			count := func() error {
-				return tx.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE source = $1) FROM minion_keys WHERE state = 'pending'`, p.Source).Scan(&total, &fromSource)
-			}
-			if err := count(); err != nil {
-				return err
-			}
-			if total >= lim.Max {
-				// A minion that is still there presents its key again and is pending anew.
-				if _, err := tx.Exec(ctx, `DELETE FROM minion_keys WHERE state = 'pending' AND created <= $1`, now.Add(-lim.TTL)); err != nil {
-					return err
-				}
-				if err := count(); err != nil {
-					return err
-				}
-			}
-			if total >= lim.Max {
-				return pki.ErrPendingFull
-			}
-			if fromSource >= lim.PerSource {
-				return pki.ErrSourceFull
-			}
-		}
-		if allow != nil && !allow() {
-			return pki.ErrEnrolLimited
-		}
-		out = m
-		return putKey(ctx, tx, m)
+		var err error
+		out, err = k.presentTx(ctx, tx, p, autoAccept, allow)
+		return err
 	})
 	if err != nil {
 		return pki.MinionKey{}, err
 	}
 	return out, nil
+}
+
+// PresentAll decides the presentations in order in one transaction: one commit (one WAL
+// flush) for all the records they write. A bound refuses only its own presentation; a
+// failure of the database fails them all.
+func (k pgKeys) PresentAll(ps []pki.Presentation, autoAccept bool, allow func(pki.Presentation) bool) ([]pki.MinionKey, []error) {
+	recs := make([]pki.MinionKey, len(ps))
+	errs := make([]error, len(ps))
+	err := k.s.tx(lockKeys, func(ctx context.Context, tx pgx.Tx) error {
+		for i, p := range ps {
+			if !pki.ValidID(p.ID) {
+				errs[i] = fmt.Errorf("invalid minion id %q", p.ID)
+				continue
+			}
+			var ok func() bool
+			if allow != nil {
+				ok = func() bool { return allow(p) }
+			}
+			rec, err := k.presentTx(ctx, tx, p, autoAccept, ok)
+			if err != nil && !isPresentRefusal(err) {
+				return err
+			}
+			recs[i], errs[i] = rec, err
+		}
+		return nil
+	})
+	if err != nil {
+		for i := range ps {
+			recs[i], errs[i] = pki.MinionKey{}, err
+		}
+	}
+	return recs, errs
+}
+
+// isPresentRefusal reports whether err is a bound's refusal of one presentation (nothing
+// written, the transaction still good).
+func isPresentRefusal(err error) bool {
+	return errors.Is(err, pki.ErrPendingFull) || errors.Is(err, pki.ErrSourceFull) || errors.Is(err, pki.ErrEnrolLimited)
+}
+
+// presentTx is Present's decision and write in tx, which holds lockKeys.
+func (k pgKeys) presentTx(ctx context.Context, tx pgx.Tx, p pki.Presentation, autoAccept bool, allow func() bool) (pki.MinionKey, error) {
+	now := time.Now().UTC().Truncate(time.Microsecond) // PostgreSQL's precision
+	m, known, err := getKey(ctx, tx, p.ID)
+	if err != nil {
+		return pki.MinionKey{}, err
+	}
+	if known {
+		if m.Key.Equal(p.Key) {
+			return m, nil
+		}
+		d, err := scanKey(tx.QueryRow(ctx, `SELECT `+keyCols+` FROM denied_keys WHERE id = $1`, p.ID), nil)
+		if err == nil && d.Key.Equal(p.Key) {
+			return d, nil
+		}
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return pki.MinionKey{}, err
+		}
+		if allow != nil && !allow() {
+			return pki.MinionKey{}, pki.ErrEnrolLimited
+		}
+		d = pki.MinionKey{ID: p.ID, Key: p.Key, State: pki.StateDenied, Requested: pki.CleanGroups(p.Requested), Source: p.Source, Created: now, Updated: now}
+		return d, putDenied(ctx, tx, d)
+	}
+	m = pki.MinionKey{ID: p.ID, Key: p.Key, State: pki.StatePending, Requested: pki.CleanGroups(p.Requested), Source: p.Source, Created: now, Updated: now}
+	if autoAccept {
+		m.State = pki.StateAccepted
+	} else {
+		lim := *k.s.limits.Load()
+		var total, fromSource int
+		count := func() error {
+			return tx.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE source = $1) FROM minion_keys WHERE state = 'pending'`, p.Source).Scan(&total, &fromSource)
+		}
+		if err := count(); err != nil {
+			return pki.MinionKey{}, err
+		}
+		if total >= lim.Max {
+			// A minion that is still there presents its key again and is pending anew.
+			if _, err := tx.Exec(ctx, `DELETE FROM minion_keys WHERE state = 'pending' AND created <= $1`, now.Add(-lim.TTL)); err != nil {
+				return pki.MinionKey{}, err
+			}
+			if err := count(); err != nil {
+				return pki.MinionKey{}, err
+			}
+		}
+		if total >= lim.Max {
+			return pki.MinionKey{}, pki.ErrPendingFull
+		}
+		if fromSource >= lim.PerSource {
+			return pki.MinionKey{}, pki.ErrSourceFull
+		}
+	}
+	if allow != nil && !allow() {
+		return pki.MinionKey{}, pki.ErrEnrolLimited
+	}
+	return m, putKey(ctx, tx, m)
 }
 
 // errNoSpend ends a redemption's transaction without writing: a decision that spends nothing.

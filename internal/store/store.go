@@ -30,6 +30,11 @@ type Keys interface {
 	Pending(source string) (total, fromSource int)
 	// Present records a minion that proved it holds p.Key (pki.KeyStore.Present).
 	Present(p pki.Presentation, autoAccept bool, allow func() bool) (pki.MinionKey, error)
+	// PresentAll is Present for many presentations, decided in order, whose writes are
+	// committed together (pki.KeyStore.PresentAll): a burst of new minions costs about one
+	// commit. allow is asked per write, with the presentation that makes it. It returns a
+	// record and an error per presentation.
+	PresentAll(ps []pki.Presentation, autoAccept bool, allow func(pki.Presentation) bool) ([]pki.MinionKey, []error)
 	// Redeem enrols p with token tok (pki.KeyStore.Redeem): the decision and the spending of
 	// the token are one atomic step, so a token enrols at most one minion across all masters.
 	Redeem(p pki.Presentation, tok string, now time.Time) (rec pki.MinionKey, spent bool, err error)
