@@ -413,3 +413,46 @@ func TestPresentAllGroupCommit(t *testing.T) {
 		t.Fatalf("known keys: %v, %d commits", errs[0], s.Commits())
 	}
 }
+
+// Readers do not wait for a group commit's syncs, and see none of its records before they are
+// durable; writers wait for it.
+func TestReadersDoNotWaitForCommit(t *testing.T) {
+	s, _ := OpenKeyStore(t.TempDir())
+	k, _ := GenerateKeyPair()
+	s.Present(Presentation{ID: "old", Key: k.Pub}, true, nil)
+	syncing, release := make(chan struct{}), make(chan struct{})
+	s.syncing = func() { close(syncing); <-release }
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.PresentAll([]Presentation{{ID: "new1", Key: k.Pub}, {ID: "new2", Key: k.Pub}}, true, nil)
+	}()
+	<-syncing
+	read := make(chan string)
+	go func() {
+		_, old := s.Get("old")
+		_, staged := s.Get("new1")
+		read <- fmt.Sprintf("old %v, new1 %v, %d accepted, %d listed", old, staged, len(s.Accepted()), len(s.List()))
+	}()
+	select {
+	case got := <-read:
+		if got != "old true, new1 false, 1 accepted, 1 listed" {
+			t.Fatalf("during the commit: %s", got)
+		}
+	case <-done:
+		t.Fatal("the commit finished before its sync was released")
+	case <-time.After(10 * time.Second):
+		t.Fatal("a reader waited for the group commit's syncs")
+	}
+	// A writer started now acts on the committed records: rejecting new* finds both.
+	rejected := make(chan []string)
+	go func() { ids, _ := s.Reject("new*"); rejected <- ids }()
+	close(release)
+	<-done
+	if ids := <-rejected; len(ids) != 2 {
+		t.Fatalf("a writer did not wait for the group commit: rejected %v", ids)
+	}
+	if m, ok := s.Get("new1"); !ok || m.State != StateRejected || len(s.Accepted()) != 1 {
+		t.Fatalf("after the commit: %+v %v, %d accepted", m, ok, len(s.Accepted()))
+	}
+}

@@ -91,18 +91,25 @@ func (l *PendingLimits) fill() {
 }
 
 // KeyStore is the master's on-disk store of minion keys: one JSON file per minion under
-// dir/minions and one per denied presentation under dir/denied. It is safe for concurrent use;
-// the mutex guards the files, the in-memory copy and the pending counts.
+// dir/minions and one per denied presentation under dir/denied. It is safe for concurrent use:
+// wmu orders the writes of the files, mu guards the in-memory copy and the pending counts.
 type KeyStore struct {
 	dir    string
 	limits PendingLimits
 
-	mu       sync.Mutex
+	// wmu serialises the writers. A group commit (PresentAll) syncs its files holding wmu
+	// only, so that the readers, which take mu alone, never wait for a disk; every other
+	// writer holds both.
+	wmu sync.Mutex
+
+	mu       sync.Mutex           // guards the fields below
 	keys     map[string]MinionKey // id -> pending/accepted/rejected record
 	denied   map[string]MinionKey // id -> last key presented that differed from keys[id]
 	pending  int                  // records in keys with StatePending
 	bySource map[string]int       // Source -> pending records first presented from it
 	commits  int                  // group commits made by PresentAll
+
+	syncing func() // when set (tests), called by a group commit before it syncs, without mu
 }
 
 // OpenKeyStore opens (creating if needed) the key store in dir.
@@ -245,57 +252,63 @@ func (s *KeyStore) Present(p Presentation, autoAccept bool, allow func() bool) (
 // minions are synced together, about the price of one, instead of one after the other with two
 // fsyncs each. allow is asked per write with the presentation that would make it. It returns
 // a record and an error per presentation; a bound refuses only its own presentation, a failed
-// commit fails those whose file it did not make durable. No record is visible to other callers
-// before it is durable: the store's lock is held until the commit returns.
+// commit fails those whose file it did not make durable.
+//
+// The readers (Get, Accepted, List, Pending) do not wait for the commit's syncs: the records
+// join the in-memory copy once they are durable, so no reader sees one before. Other writers
+// wait for it.
 func (s *KeyStore) PresentAll(ps []Presentation, autoAccept bool, allow func(Presentation) bool) ([]MinionKey, []error) {
 	recs := make([]MinionKey, len(ps))
 	errs := make([]error, len(ps))
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now().UTC()
-	var g group
+	g := newGroup()
 	for i, p := range ps {
 		if !ValidID(p.ID) {
 			errs[i] = fmt.Errorf("invalid minion id %q", p.ID)
 			continue
 		}
-		if g.ids[p.ID] {
+		if g.staged(p.ID) {
 			// The same id again (a minion that retried): a record staged for it that already
 			// answers it stands or falls with that record's commit; anything else is decided
 			// on the durable record.
-			if rec, ok := s.known(p); ok {
+			if rec, ok := s.known(g, p); ok {
 				recs[i] = rec
 				g.deps[p.ID] = append(g.deps[p.ID], i)
 				continue
 			}
-			s.commit(&g, recs, errs)
+			s.commit(g, recs, errs)
 		}
 		var ok func() bool
 		if allow != nil {
 			ok = func() bool { return allow(p) }
 		}
-		rec, sub, err := s.decidePresent(p, autoAccept, ok, now)
+		rec, sub, err := s.decidePresent(g, p, autoAccept, ok, now)
 		if err != nil || sub == "" {
 			recs[i], errs[i] = rec, err
 			continue
 		}
-		if err := s.stage(&g, i, sub, rec); err != nil {
+		if err := s.stage(g, i, sub, rec); err != nil {
 			errs[i] = err
 			continue
 		}
 		recs[i] = rec
 	}
-	s.commit(&g, recs, errs)
+	s.commit(g, recs, errs)
 	return recs, errs
 }
 
-// decidePresent is Present's decision for p; s.mu must be held. sub is the directory of the
-// record to write ("minions" or "denied"), "" when nothing is written.
-func (s *KeyStore) decidePresent(p Presentation, autoAccept bool, allow func() bool, now time.Time) (rec MinionKey, sub string, err error) {
-	if m, ok := s.known(p); ok {
+// decidePresent is Present's decision for p, counting what g has staged; s.mu must be held.
+// sub is the directory of the record to write ("minions" or "denied"), "" when nothing is
+// written.
+func (s *KeyStore) decidePresent(g *group, p Presentation, autoAccept bool, allow func() bool, now time.Time) (rec MinionKey, sub string, err error) {
+	if m, ok := s.known(g, p); ok {
 		return m, "", nil // already on record: no write
 	}
-	if _, ok := s.keys[p.ID]; ok {
+	if _, ok := g.key(s, p.ID); ok {
 		if allow != nil && !allow() {
 			return MinionKey{}, "", ErrEnrolLimited
 		}
@@ -306,13 +319,13 @@ func (s *KeyStore) decidePresent(p Presentation, autoAccept bool, allow func() b
 	if autoAccept {
 		m.State = StateAccepted
 	} else {
-		if s.pending >= s.limits.Max {
+		if s.pending+g.pending >= s.limits.Max {
 			s.prunePending(now)
 		}
-		if s.pending >= s.limits.Max {
+		if s.pending+g.pending >= s.limits.Max {
 			return MinionKey{}, "", ErrPendingFull
 		}
-		if s.bySource[p.Source] >= s.limits.PerSource {
+		if s.bySource[p.Source]+g.bySource[p.Source] >= s.limits.PerSource {
 			return MinionKey{}, "", ErrSourceFull
 		}
 	}
@@ -323,39 +336,64 @@ func (s *KeyStore) decidePresent(p Presentation, autoAccept bool, allow func() b
 }
 
 // known returns the record that answers p without a write: its id's record when the key is
-// the same, or the denied record of that very key. s.mu must be held.
-func (s *KeyStore) known(p Presentation) (MinionKey, bool) {
-	m, ok := s.keys[p.ID]
+// the same, or the denied record of that very key (staged in g or durable). s.mu must be held.
+func (s *KeyStore) known(g *group, p Presentation) (MinionKey, bool) {
+	m, ok := g.key(s, p.ID)
 	if !ok {
 		return MinionKey{}, false
 	}
 	if m.Key.Equal(p.Key) {
 		return m, true
 	}
-	if d, ok := s.denied[p.ID]; ok && d.Key.Equal(p.Key) {
+	d, ok := g.denied[p.ID]
+	if !ok {
+		d, ok = s.denied[p.ID]
+	}
+	if ok && d.Key.Equal(p.Key) {
 		return d, true
 	}
 	return MinionKey{}, false
 }
 
-// group is the writes of PresentAll not yet committed: at most one per id, each already in
-// the in-memory copy (so that the bounds count it) with what it replaced, to restore if its
-// commit fails.
+// group is the writes of PresentAll not yet committed, at most one per id: their files staged
+// in a batch, their records kept apart from the in-memory copy (and counted against the bounds
+// with it) until the commit has made them durable.
 type group struct {
-	b      atomicfile.Batch
-	writes []groupWrite     // in Stage order
-	ids    map[string]bool  // ids with a staged write
-	deps   map[string][]int // id -> the later presentations answered by its staged record
+	b        atomicfile.Batch
+	writes   []groupWrite         // in Stage order
+	keys     map[string]MinionKey // staged records of s.keys
+	denied   map[string]MinionKey // staged records of s.denied
+	pending  int                  // staged new pending keys
+	bySource map[string]int       // ... by source
+	deps     map[string][]int     // id -> the later presentations answered by its staged record
 }
 
 type groupWrite struct {
 	i       int    // the presentation
 	sub, id string // where the record goes
-	old     MinionKey
-	hadOld  bool
+	rec     MinionKey
 }
 
-// stage writes rec's file into g's batch and puts rec in the in-memory copy; s.mu must be held.
+func newGroup() *group {
+	return &group{keys: map[string]MinionKey{}, denied: map[string]MinionKey{}, bySource: map[string]int{}, deps: map[string][]int{}}
+}
+
+// key returns id's record, staged or durable.
+func (g *group) key(s *KeyStore, id string) (MinionKey, bool) {
+	if m, ok := g.keys[id]; ok {
+		return m, true
+	}
+	m, ok := s.keys[id]
+	return m, ok
+}
+
+func (g *group) staged(id string) bool {
+	_, k := g.keys[id]
+	_, d := g.denied[id]
+	return k || d
+}
+
+// stage writes rec's file into g's batch and records it in g; s.mu must be held.
 func (s *KeyStore) stage(g *group, i int, sub string, rec MinionKey) error {
 	rec.KeyText = rec.Key.String()
 	data, err := json.MarshalIndent(rec, "", "  ")
@@ -365,51 +403,47 @@ func (s *KeyStore) stage(g *group, i int, sub string, rec MinionKey) error {
 	if err := g.b.Stage(filepath.Join(s.dir, sub, rec.ID+".json"), data, 0o600, -1, -1); err != nil {
 		return err
 	}
-	w := groupWrite{i: i, sub: sub, id: rec.ID}
+	g.writes = append(g.writes, groupWrite{i: i, sub: sub, id: rec.ID, rec: rec})
 	if sub == "denied" {
-		w.old, w.hadOld = s.denied[rec.ID]
-		s.denied[rec.ID] = rec
-	} else {
-		w.old, w.hadOld = s.keys[rec.ID]
-		s.set(rec)
+		g.denied[rec.ID] = rec
+		return nil
 	}
-	g.writes = append(g.writes, w)
-	if g.ids == nil {
-		g.ids, g.deps = map[string]bool{}, map[string][]int{}
+	g.keys[rec.ID] = rec
+	if rec.State == StatePending {
+		g.pending++
+		g.bySource[rec.Source]++
 	}
-	g.ids[rec.ID] = true
 	return nil
 }
 
-// commit makes g's staged files durable in one group commit and empties g; a write that
-// failed is taken back out of the in-memory copy and its presentation fails. s.mu must be held.
+// commit makes g's staged files durable in one group commit, without holding s.mu (s.wmu
+// keeps the other writers out), then puts the records that are durable in the in-memory copy
+// and fails the presentations of the others. g is empty afterwards. s.mu must be held.
 func (s *KeyStore) commit(g *group, recs []MinionKey, errs []error) {
 	if g.b.Len() == 0 {
 		return
 	}
 	s.commits++
-	for k, err := range g.b.Commit() {
-		if err == nil {
+	s.mu.Unlock()
+	if s.syncing != nil {
+		s.syncing()
+	}
+	cerrs := g.b.Commit()
+	s.mu.Lock()
+	for k, w := range g.writes {
+		if err := cerrs[k]; err != nil {
+			for _, i := range append(g.deps[w.id], w.i) {
+				recs[i], errs[i] = MinionKey{}, err
+			}
 			continue
 		}
-		w := g.writes[k]
-		switch {
-		case w.sub == "denied" && w.hadOld:
-			s.denied[w.id] = w.old
-		case w.sub == "denied":
-			delete(s.denied, w.id)
-		case w.hadOld:
-			s.set(w.old)
-		default:
-			s.unset(w.id)
-		}
-		for _, i := range append(g.deps[w.id], w.i) {
-			recs[i], errs[i] = MinionKey{}, err
+		if w.sub == "denied" {
+			s.denied[w.id] = w.rec
+		} else {
+			s.set(w.rec)
 		}
 	}
-	g.writes = g.writes[:0]
-	clear(g.ids)
-	clear(g.deps)
+	*g = *newGroup()
 }
 
 // prunePending drops the pending keys older than the limits' TTL; s.mu must be held. A minion
@@ -444,6 +478,8 @@ func (s *KeyStore) Redeem(ts *TokenStore, p Presentation, tok string, now time.T
 	if !ValidID(p.ID) {
 		return MinionKey{}, false, fmt.Errorf("invalid minion id %q", p.ID)
 	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
 	t, err := ts.check(tok, p.ID, now)
@@ -587,6 +623,8 @@ func (s *KeyStore) transition(glob string, f func(*MinionKey) bool) ([]string, e
 }
 
 func (s *KeyStore) transitionRecs(glob string, f func(*MinionKey) bool) ([]MinionKey, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var done []MinionKey
@@ -611,6 +649,8 @@ func (s *KeyStore) transitionRecs(glob string, f func(*MinionKey) bool) ([]Minio
 // Delete removes every record (denied ones too) whose id matches glob and returns their ids. A
 // deleted minion that comes back is a new, pending minion.
 func (s *KeyStore) Delete(glob string) ([]string, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	seen := map[string]bool{}
