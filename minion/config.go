@@ -55,9 +55,11 @@ type Config struct {
 	FactsFunc func() map[string]any
 
 	// ExecSlots, when set, is shared by the minions of one process (the swarm benchmark): an
-	// apply runs only while it holds a slot. Thousands of minions applying at once on a few
-	// cores would otherwise queue their own connection goroutines behind thousands of
-	// CPU-bound applies, for longer than the heartbeat timeouts.
+	// apply or a run command runs only while it holds a slot. Thousands of minions applying
+	// at once on a few cores would otherwise queue their own connection goroutines behind
+	// thousands of CPU-bound applies, for longer than the heartbeat timeouts; and thousands
+	// of commands forked at once from one process hold pipes each until they exit, beyond the
+	// process's file descriptors (which its minions' connections already take most of).
 	ExecSlots chan struct{}
 
 	// ApplyGCPercent, when above 0, is the process's GOGC from the minion's first apply on

@@ -161,7 +161,8 @@ func (e *executor) run(ctx context.Context) {
 			return
 		case j := <-e.jobs:
 			apply := j.meta.Kind == wire.JobApply
-			if e.slots != nil && apply {
+			slot := e.slots != nil && (apply || j.meta.Kind == wire.JobRun)
+			if slot {
 				select {
 				case e.slots <- struct{}{}:
 				case <-ctx.Done():
@@ -173,7 +174,7 @@ func (e *executor) run(ctx context.Context) {
 			}
 			ret := e.execute(ctx, j)
 			e.logJob(j, ret)
-			if e.slots != nil && apply {
+			if slot {
 				<-e.slots
 			}
 			if e.slots == nil && apply {

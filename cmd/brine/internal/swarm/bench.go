@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/brinecm/brine/control"
+	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/states"
 )
@@ -31,6 +32,9 @@ type JobStats struct {
 	// process, user and system together.
 	MasterCPU time.Duration `json:"master_cpu_ns,omitempty"`
 	SelfCPU   time.Duration `json:"self_cpu_ns,omitempty"`
+	// Failures counts the failed returns by reason (the return's error and, for a command,
+	// the first line of its stderr), so that a failed step says why.
+	Failures map[string]int `json:"failures,omitempty"`
 }
 
 // Job is a ping or an apply to send over the control socket.
@@ -72,6 +76,10 @@ func RunJob(ctx context.Context, cl *control.Client, job Job) (JobStats, error) 
 			st.Returned++
 			if !ev.Return.Success {
 				st.Failed++
+				if st.Failures == nil {
+					st.Failures = map[string]int{}
+				}
+				st.Failures[failureReason(*ev.Return)]++
 			}
 			if len(ev.Return.Report) > 0 {
 				var rep states.Report
@@ -87,9 +95,46 @@ func RunJob(ctx context.Context, cl *control.Client, job Job) (JobStats, error) 
 		return st, err
 	}
 	if st.Returned < st.Minions || st.Failed > 0 {
-		return st, fmt.Errorf("%d of %d minions returned, %d failed", st.Returned, st.Minions, st.Failed)
+		return st, fmt.Errorf("%d of %d minions returned, %d failed%s", st.Returned, st.Minions, st.Failed, topFailures(st.Failures))
 	}
 	return st, nil
+}
+
+// failureReason is what a failed return says went wrong, in one bounded line.
+func failureReason(r wire.Return) string {
+	why := r.Error
+	var rep wire.RunReport
+	if r.Kind == wire.JobRun && json.Unmarshal(r.Report, &rep) == nil {
+		if line, _, _ := strings.Cut(strings.TrimSpace(rep.Stderr), "\n"); line != "" {
+			why += ": " + line
+		}
+	}
+	if len(why) > 160 {
+		why = why[:160] + "..."
+	}
+	if why == "" {
+		why = "no reason given"
+	}
+	return why
+}
+
+// topFailures formats the three most frequent failure reasons (" (N: reason; ...)").
+func topFailures(f map[string]int) string {
+	if len(f) == 0 {
+		return ""
+	}
+	reasons := make([]string, 0, len(f))
+	for r := range f {
+		reasons = append(reasons, r)
+	}
+	sort.Slice(reasons, func(i, j int) bool {
+		return f[reasons[i]] > f[reasons[j]] || f[reasons[i]] == f[reasons[j]] && reasons[i] < reasons[j]
+	})
+	var parts []string
+	for _, r := range reasons[:min(3, len(reasons))] {
+		parts = append(parts, fmt.Sprintf("%d: %s", f[r], r))
+	}
+	return " (" + strings.Join(parts, "; ") + ")"
 }
 
 // BenchConfig is one `brine bench swarm` run.
