@@ -2,6 +2,7 @@ package master
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -132,9 +133,20 @@ func (m *Master) registrar() {
 				break more
 			}
 		}
-		m.registerBatch(batch)
+		m.registerSafe(batch)
 		clear(batch) // drop the finished closures
 	}
+}
+
+// registerSafe is registerBatch that survives a panic, as the workers' handleSafe: what peers
+// send never stops the master (the batch's minions get no answer and retry).
+func (m *Master) registerSafe(batch []registration) {
+	defer func() {
+		if r := recover(); r != nil {
+			m.log.Error("panic while registering minion keys; dropped the batch", "minions", len(batch), "panic", fmt.Sprint(r))
+		}
+	}()
+	m.registerBatch(batch)
 }
 
 // registerBatch decides the records of the minions in batch and answers each. A token that
