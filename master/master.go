@@ -178,6 +178,7 @@ func New(cfg Config, logger *slog.Logger) (*Master, error) {
 		pruneKick: make(chan struct{}, 1),
 		metrics:   newMetrics(),
 	}
+	m.challenges.perSource = challengesPerSource(cfg.MaxConnsPerSource)
 	all, err := store.AllFacts()
 	if err != nil {
 		st.Close()
