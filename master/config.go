@@ -89,6 +89,8 @@ type Config struct {
 
 	rotate, heartbeat, jobTimeout, jobRetention time.Duration
 	compileLimits                               bounded.Limits
+	// fileLimit replaces the process's RLIMIT_NOFILE in checkFileLimit (tests; 0: the real one).
+	fileLimit uint64
 }
 
 // postgresStore reports whether store names a PostgreSQL database.

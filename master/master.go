@@ -306,7 +306,9 @@ func (m *Master) Start(ctx context.Context) error {
 	go func() { defer m.wg.Done(); m.tickLoop() }()
 	m.startBackground()
 	ctl.serve(m.ctx)
-	m.log.Info("master started", "publish", m.PublishAddr(), "request", m.RequestAddr(), "finger", m.key.Pub.Fingerprint())
+	fds := m.checkFileLimit()
+	m.log.Info("master started", "publish", m.PublishAddr(), "request", m.RequestAddr(), "finger", m.key.Pub.Fingerprint(),
+		"fd_limit", fds, "minions_max", MinionsForFileLimit(fds))
 	return nil
 }
 

@@ -53,6 +53,7 @@ master's pending limits throttle) and --master-pid names it, to report its memor
 			}
 			bc.N = n
 			bc.MasterPID = pid
+			bc.PartArgs = []string{"bench", "swarm-part"}
 			if profile != "" {
 				f, err := os.Create(profile)
 				if err != nil {
@@ -68,12 +69,23 @@ master's pending limits throttle) and --master-pid names it, to report its memor
 			ctx, cancel := signalContext()
 			defer cancel()
 			res, err := swarm.Bench(ctx, bc)
-			if err != nil {
+			if res == nil {
 				return withCode(exitFailed, err)
+			}
+			// A run that stopped at a step still prints what it measured (steps not reached
+			// show as medians of 0), then fails.
+			failed := func() error {
+				if err != nil {
+					return withCode(exitFailed, err)
+				}
+				return nil
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				return json.NewEncoder(out).Encode(res)
+				if jerr := json.NewEncoder(out).Encode(res); jerr != nil {
+					return jerr
+				}
+				return failed()
 			}
 			ms := func(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond)) }
 			mb := func(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/(1<<20)) }
@@ -89,11 +101,15 @@ master's pending limits throttle) and --master-pid names it, to report its memor
 			} else {
 				fmt.Fprintf(out, "swarm RSS         %s (peak %s)\n", mb(res.ProcRSS), mb(res.ProcHWM))
 			}
+			if res.Procs > 1 {
+				fmt.Fprintf(out, "swarm processes   %d (the file limit holds fewer minions per process)\n", res.Procs)
+			}
 			if pid > 0 {
 				fmt.Fprintf(out, "master RSS        %s (peak %s)\n", mb(res.MasterRSS), mb(res.MasterHWM))
+				fmt.Fprintf(out, "master fds        %d (all minions connected)\n", res.MasterFDs)
 				fmt.Fprintf(out, "master CPU        %s per ping, %s per no-change apply (medians); idle %s per second\n", ms(res.MasterCPU), ms(res.ApplyCPU), ms(res.IdleCPU))
 			}
-			return nil
+			return failed()
 		},
 	}
 	sw.Flags().IntVar(&bc.Runs, "runs", 5, "pings, no-change applies and runs of uptime; the median of each is reported")
@@ -105,6 +121,27 @@ master's pending limits throttle) and --master-pid names it, to report its memor
 	sw.Flags().BoolVar(&asJSON, "json", false, "print the figures as one JSON object")
 	sw.Flags().BoolVarP(&bc.Verbose, "verbose", "v", false, "after each step, show the minions' log messages, counted")
 	sw.Flags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	sw.Flags().IntVar(&bc.Procs, "procs", 0, "split the minions over this many processes (default: as few as the file limit allows)")
+
+	// A child of a split swarm (swarm.PartEnv): started by `bench swarm`, never by hand.
+	part := &cobra.Command{
+		Use:    "swarm-part",
+		Short:  "Run a share of a split swarm (started by bench swarm)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			ran, err := swarm.RunPartFromEnv(ctx)
+			if !ran {
+				return withCode(exitNothing, fmt.Errorf("swarm-part runs only as a child of bench swarm (%s is not set)", swarm.PartEnv))
+			}
+			if err != nil {
+				return withCode(exitFailed, err)
+			}
+			return nil
+		},
+	}
 
 	bundle := &cobra.Command{
 		Use:     "bundle DIR",
@@ -144,7 +181,7 @@ master's pending limits throttle) and --master-pid names it, to report its memor
 			return nil
 		},
 	}
-	bench.AddCommand(sw, bundle, rss)
+	bench.AddCommand(sw, part, bundle, rss)
 	return bench
 }
 

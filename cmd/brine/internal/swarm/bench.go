@@ -152,7 +152,13 @@ type BenchConfig struct {
 	Files          int // files in the apply bundle; default 20
 	Progress       func(string)
 	Verbose        bool // show the minions' log messages, counted, after each step
-	Logger         *slog.Logger
+	// Procs splits the minions over this many processes (this one and Procs-1 children); 0
+	// splits only when the file limit cannot hold them all in one. A child is PartExe (default:
+	// this program) run with PartArgs and PartEnv set (RunPartFromEnv).
+	Procs    int
+	PartExe  string
+	PartArgs []string
+	Logger   *slog.Logger
 }
 
 // BenchResult holds every figure of a run. Durations are medians over Runs.
@@ -175,6 +181,8 @@ type BenchResult struct {
 	Run        time.Duration `json:"run_ns"`              // `brine run '*' -- uptime`, median
 	Runs       []JobStats    `json:"runs"`
 	MasterHWM  int64         `json:"master_hwm_bytes,omitempty"`
+	MasterFDs  int           `json:"master_fds,omitempty"`     // open descriptors, all minions connected
+	Procs      int           `json:"swarm_processes"`          // the swarm's processes (this one and its children)
 	IdleCPU    time.Duration `json:"master_idle_cpu_per_s_ns"` // master CPU per second, connected and idle
 }
 
@@ -197,8 +205,17 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 	if bc.Master == "" {
 		need += 2 * bc.N // and the master's ends of them
 	}
-	if err := RaiseFileLimit(need); err != nil {
+	// Raised where this process may (root with CAP_SYS_RESOURCE); else the swarm is split.
+	_ = RaiseFileLimit(need)
+	shares, err := Split(bc.N, bc.Procs, hardFileLimit(), bc.Master == "")
+	if err != nil {
 		return nil, err
+	}
+	res.Procs = len(shares)
+	if shares[0] > 0 {
+		if err := RaiseFileLimit(need - 2*(bc.N-shares[0])); err != nil {
+			return nil, err
+		}
 	}
 	if bc.Dir == "" {
 		base := os.TempDir()
@@ -252,7 +269,11 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 		cl = &control.Client{Path: bc.Socket}
 	}
 
-	say(fmt.Sprintf("making %d minions (keys, data dirs) under %s", bc.N, bc.Dir))
+	if len(shares) > 1 {
+		say(fmt.Sprintf("making %d minions (keys, data dirs) under %s in %d processes: %v", bc.N, bc.Dir, len(shares), shares))
+	} else {
+		say(fmt.Sprintf("making %d minions (keys, data dirs) under %s", bc.N, bc.Dir))
+	}
 	prefix := "sw" + strconv.FormatInt(time.Now().UnixNano()%1e6, 36)
 	// The minions' logs are counted, not printed; the counts are shown after each step.
 	counter := &LogCounter{Level: slog.LevelInfo}
@@ -261,17 +282,40 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 			say("minion log messages during " + step + ":\n" + strings.TrimRight(c, "\n"))
 		}
 	}
-	s, err := Start(ctx, Config{N: bc.N, PubAddr: pubAddr, ReqAddr: reqAddr, Dir: bc.Dir, Prefix: prefix, Logger: slog.New(counter)})
+	s, err := bc.startFleet(ctx, shares, Config{PubAddr: pubAddr, ReqAddr: reqAddr, Dir: bc.Dir, Prefix: prefix, Logger: slog.New(counter)})
 	if err != nil {
 		return nil, err
 	}
 	defer s.Close()
+	// Memory is read on every way out once the minions run, so that a run that stops at a later
+	// step (a timeout at 10,000 minions) still reports what the master held.
+	defer func() {
+		if bc.MasterPID > 0 {
+			res.MasterRSS, res.MasterHWM = ProcRSS(bc.MasterPID)
+		}
+		res.ProcRSS, res.ProcHWM = 0, 0
+		for _, pid := range s.pids() {
+			r, h := ProcRSS(pid)
+			res.ProcRSS += r
+			res.ProcHWM += h
+		}
+		if res.InProcess {
+			res.MasterRSS, res.MasterHWM = ProcRSS(os.Getpid())
+		}
+		res.Goroutines = runtime.NumGoroutine()
+	}()
 	start := time.Now()
 	if err := s.waitConnected(ctx, cl, prefix, time.Minute+time.Duration(bc.N)*20*time.Millisecond); err != nil {
-		return nil, err
+		if bc.MasterPID > 0 {
+			res.MasterFDs = ProcFDs(bc.MasterPID)
+		}
+		return res, err
 	}
 	res.Connect = time.Since(start)
 	say(fmt.Sprintf("%d minions connected in %s", bc.N, res.Connect.Round(time.Millisecond)))
+	if bc.MasterPID > 0 {
+		res.MasterFDs = ProcFDs(bc.MasterPID)
+	}
 	logs("connect")
 	// Idle: what heartbeats alone cost the master (every minion's, every heartbeat interval).
 	// This also gives the last subscriptions time to reach the master.
@@ -286,12 +330,12 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 	// The first ping right after connecting also finds the minions whose subscription had not
 	// reached the master yet (they get the job again on their next heartbeat): reported apart.
 	run := func(job Job) (JobStats, error) {
-		m0, s0 := ProcCPU(bc.MasterPID), ProcCPU(os.Getpid())
+		m0, s0 := ProcCPU(bc.MasterPID), procsCPU(s.pids())
 		st, err := RunJob(ctx, cl, job)
 		if bc.MasterPID > 0 {
 			st.MasterCPU = ProcCPU(bc.MasterPID) - m0
 		}
-		st.SelfCPU = ProcCPU(os.Getpid()) - s0
+		st.SelfCPU = procsCPU(s.pids()) - s0
 		logs(job.Op)
 		if c := s.Statuses(); c["connected"] != bc.N {
 			say("not all minions connected after " + job.Op + ": " + summarize(c))
@@ -352,20 +396,66 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 		say(fmt.Sprintf("run uptime %d: %d minions in %s", i+1, st.Returned, st.Wall.Round(time.Millisecond)))
 	}
 	res.Run = median(res.Runs)
-	if bc.MasterPID > 0 {
-		res.MasterRSS, res.MasterHWM = ProcRSS(bc.MasterPID)
-	}
-	res.ProcRSS, res.ProcHWM = ProcRSS(os.Getpid())
-	if res.InProcess {
-		res.MasterRSS, res.MasterHWM = res.ProcRSS, res.ProcHWM
-	}
-	res.Goroutines = runtime.NumGoroutine()
 	return res, nil
+}
+
+// startFleet makes the minions of every share (this process's first, in children for the
+// rest, all at once) and, once all are made, starts them all.
+func (bc *BenchConfig) startFleet(ctx context.Context, shares []int, cfg Config) (*fleet, error) {
+	f := &fleet{n: bc.N}
+	exe, args := bc.PartExe, bc.PartArgs
+	if exe == "" && len(shares) > 1 {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			return nil, err
+		}
+	}
+	first := shares[0]
+	for _, n := range shares[1:] {
+		p, err := startPart(exe, args, PartSpec{N: n, First: first, PubAddr: cfg.PubAddr, ReqAddr: cfg.ReqAddr, Dir: cfg.Dir, Prefix: cfg.Prefix})
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		f.parts = append(f.parts, p)
+		first += n
+	}
+	if shares[0] > 0 {
+		cfg.N = shares[0]
+		s, err := Prepare(cfg)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		f.local = s
+	}
+	for _, p := range f.parts {
+		select {
+		case err := <-p.ready:
+			if err != nil {
+				f.Close()
+				return nil, err
+			}
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		}
+	}
+	for _, p := range f.parts {
+		if err := p.start(); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("start swarm part: %w", err)
+		}
+	}
+	if f.local != nil {
+		f.local.Run(ctx)
+	}
+	return f, nil
 }
 
 // waitConnected waits for every minion's session. Keys the master left pending (no
 // auto_accept) are accepted through the control socket, as an operator would.
-func (s *Swarm) waitConnected(ctx context.Context, cl *control.Client, prefix string, limit time.Duration) error {
+func (s *fleet) waitConnected(ctx context.Context, cl *control.Client, prefix string, limit time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	t := time.NewTicker(20 * time.Millisecond)
@@ -373,8 +463,11 @@ func (s *Swarm) waitConnected(ctx context.Context, cl *control.Client, prefix st
 	lastAccept := time.Time{}
 	for {
 		st := s.Statuses()
-		if st["connected"] == len(s.Minions) {
+		if st["connected"] == s.n {
 			return nil
+		}
+		if st["exited"] > 0 {
+			return fmt.Errorf("a swarm process exited: %d of %d minions connected (%s)", st["connected"], s.n, summarize(st))
 		}
 		if st["pending"] > 0 && time.Since(lastAccept) > time.Second {
 			lastAccept = time.Now()
@@ -384,7 +477,7 @@ func (s *Swarm) waitConnected(ctx context.Context, cl *control.Client, prefix st
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%d of %d minions connected (%s): %w", st["connected"], len(s.Minions), summarize(st), ctx.Err())
+			return fmt.Errorf("%d of %d minions connected (%s): %w", st["connected"], s.n, summarize(st), ctx.Err())
 		case <-t.C:
 		}
 	}
@@ -439,6 +532,24 @@ func ProcCPU(pid int) time.Duration {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
+}
+
+// procsCPU sums ProcCPU over pids.
+func procsCPU(pids []int) time.Duration {
+	var d time.Duration
+	for _, p := range pids {
+		d += ProcCPU(p)
+	}
+	return d
+}
+
+// ProcFDs returns how many file descriptors process pid has open (0 if it cannot be read).
+func ProcFDs(pid int) int {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return 0
+	}
+	return len(ents)
 }
 
 // ProcRSS returns the resident set and its high-water mark of process pid, in bytes.

@@ -36,6 +36,7 @@ type Config struct {
 	// they would queue on one.
 	Dir       string
 	Prefix    string // minion ids are <Prefix>-00001...; default "sw"
+	First     int    // the ids start at <Prefix>-<First+1>: a process of a split swarm runs its share
 	Heartbeat string // minion heartbeat; default "5s"
 	Logger    *slog.Logger
 }
@@ -58,6 +59,16 @@ func HostRoot(dir, id string) string { return filepath.Join(dir, "h", id) }
 // Start creates the minions (keys first, all of them, so that key generation is not counted as
 // connecting) and then starts them all at once.
 func Start(ctx context.Context, cfg Config) (*Swarm, error) {
+	s, err := Prepare(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.Run(ctx)
+	return s, nil
+}
+
+// Prepare creates the minions, their keys and data dirs, without starting them (Run does).
+func Prepare(cfg Config) (*Swarm, error) {
 	if cfg.N <= 0 {
 		return nil, errors.New("swarm: N must be positive")
 	}
@@ -85,20 +96,24 @@ func Start(ctx context.Context, cfg Config) (*Swarm, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			s.Minions[i], errs[i] = s.newMinion(ID(cfg.Prefix, i+1), logger)
+			s.Minions[i], errs[i] = s.newMinion(ID(cfg.Prefix, cfg.First+i+1), logger)
 		}()
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	return s, nil
+}
+
+// Run starts every minion, all at once, until ctx ends or Close.
+func (s *Swarm) Run(ctx context.Context) {
 	rctx, cancel := context.WithCancel(ctx)
 	s.cancel = cancel
 	for _, m := range s.Minions {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); _ = m.Run(rctx) }()
 	}
-	return s, nil
 }
 
 func (s *Swarm) newMinion(id string, logger *slog.Logger) (*minion.Minion, error) {
