@@ -181,7 +181,45 @@ master's pending limits throttle) and --master-pid names it, to report its memor
 			return nil
 		},
 	}
-	bench.AddCommand(sw, part, bundle, rss)
+	conns := &cobra.Command{
+		Use:   "conns sub|dealer HOST:PORT N",
+		Short: "Hold N idle ZeroMQ connections to a master and print its memory and descriptors before and after",
+		Example: `  brine bench conns sub 127.0.0.1:4505 1000 --master-pid 4242     # what a minion's SUB costs the master
+  brine bench conns dealer 127.0.0.1:4506 1000 --master-pid 4242  # and its DEALER, before the handshake`,
+		Args: cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := strconv.Atoi(args[2])
+			if err != nil || n <= 0 {
+				return withCode(exitNothing, fmt.Errorf("N must be a positive number, not %q", args[2]))
+			}
+			if err := swarm.RaiseFileLimit(n + 1024); err != nil {
+				return withCode(exitNothing, err)
+			}
+			out := cmd.OutOrStdout()
+			show := func(when string) {
+				r, _ := swarm.ProcRSS(pid)
+				fmt.Fprintf(out, "%-7s master RSS %.1f MB, %d fds\n", when, float64(r)/(1<<20), swarm.ProcFDs(pid))
+			}
+			show("before")
+			fds0 := swarm.ProcFDs(pid)
+			ctx, cancel := signalContext()
+			defer cancel()
+			closeAll, err := swarm.IdleConns(ctx, args[0], args[1], n)
+			if err != nil {
+				return withCode(exitFailed, err)
+			}
+			defer closeAll()
+			// The master has accepted them all when it holds n more descriptors.
+			for deadline := time.Now().Add(time.Minute); swarm.ProcFDs(pid) < fds0+n && time.Now().Before(deadline); {
+				time.Sleep(50 * time.Millisecond)
+			}
+			show("after")
+			return nil
+		},
+	}
+	conns.Flags().IntVar(&pid, "master-pid", 0, "the master's pid (required)")
+	_ = conns.MarkFlagRequired("master-pid")
+	bench.AddCommand(sw, part, bundle, rss, conns)
 	return bench
 }
 

@@ -37,7 +37,7 @@ type Pub struct {
 
 type pubPeer struct {
 	c      *zmq4.Conn
-	q      chan zmq4.Msg
+	q      *sendQueue
 	topics map[string]struct{} // guarded by Pub.mu
 }
 
@@ -80,7 +80,7 @@ func (p *Pub) serve(nc net.Conn) {
 		nc.Close()
 		return
 	}
-	peer := &pubPeer{c: zc, q: make(chan zmq4.Msg, p.l.lim.SendQueue), topics: map[string]struct{}{}}
+	peer := &pubPeer{c: zc, q: newSendQueue(p.l.lim.SendQueue), topics: map[string]struct{}{}}
 	p.mu.Lock()
 	select {
 	case <-p.done:
@@ -169,16 +169,27 @@ func (p *Pub) subscribe(peer *pubPeer, op byte, topic string) bool {
 func (p *Pub) write(peer *pubPeer, stop <-chan struct{}) {
 	for {
 		select {
-		case m := <-peer.q:
-			if err := peer.c.SendMsg(m); err != nil {
-				peer.c.Close()
-				return
-			}
+		case <-peer.q.ready:
 		case <-stop:
 			return
 		case <-p.done:
 			peer.c.Close()
 			return
+		}
+		for _, m := range peer.q.take() {
+			select {
+			case <-stop:
+				return
+			case <-p.done:
+				peer.c.Close()
+				return
+			default:
+			}
+			if err := peer.c.SendMsg(m); err != nil {
+				peer.c.Close()
+				return
+			}
+			peer.q.written()
 		}
 	}
 }
@@ -213,9 +224,7 @@ func (p *Pub) Send(msg zmq4.Msg) error {
 				}
 				seen[peer] = struct{}{}
 			}
-			select {
-			case peer.q <- msg:
-			default:
+			if !peer.q.push(msg) {
 				p.Dropped.Add(1)
 			}
 		}

@@ -45,7 +45,7 @@ type Router struct {
 type routerPeer struct {
 	c  *zmq4.Conn
 	gc *conn
-	q  chan zmq4.Msg // replies for the writer goroutine
+	q  *sendQueue // replies for the writer goroutine
 }
 
 // ListenRouter binds a Router to the TCP address addr ("host:port") with the limits lim.
@@ -90,7 +90,7 @@ func (r *Router) serve(gc *conn) {
 		return
 	}
 	defer zc.Close()
-	p := &routerPeer{c: zc, gc: gc, q: make(chan zmq4.Msg, r.l.lim.SendQueue)}
+	p := &routerPeer{c: zc, gc: gc, q: newSendQueue(r.l.lim.SendQueue)}
 	r.mu.Lock()
 	select {
 	case <-r.done:
@@ -146,13 +146,21 @@ func (r *Router) serve(gc *conn) {
 func (r *Router) write(p *routerPeer, stop <-chan struct{}) {
 	for {
 		select {
-		case m := <-p.q:
+		case <-p.q.ready:
+		case <-stop:
+			return
+		}
+		for _, m := range p.q.take() {
+			select {
+			case <-stop:
+				return
+			default:
+			}
 			if err := p.c.SendMsg(m); err != nil {
 				p.c.Close()
 				return
 			}
-		case <-stop:
-			return
+			p.q.written()
 		}
 	}
 }
@@ -214,14 +222,12 @@ func (r *Router) Send(msg zmq4.Msg) error {
 			return nil
 		}
 	}
-	select {
-	case p.q <- zmq4.NewMsgFrom(msg.Frames[1:]...):
+	if p.q.push(zmq4.NewMsgFrom(msg.Frames[1:]...)) {
 		return nil
-	default:
-		r.Dropped.Add(1)
-		p.c.Close()
-		return ErrPeerNotReading
 	}
+	r.Dropped.Add(1)
+	p.c.Close()
+	return ErrPeerNotReading
 }
 
 // Trust lifts the pre-authentication limits of the peer id: the application has verified that

@@ -305,7 +305,7 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 		res.Goroutines = runtime.NumGoroutine()
 	}()
 	start := time.Now()
-	if err := s.waitConnected(ctx, cl, prefix, time.Minute+time.Duration(bc.N)*20*time.Millisecond); err != nil {
+	if err := s.waitConnected(ctx, cl, prefix, time.Minute+time.Duration(bc.N)*50*time.Millisecond); err != nil {
 		if bc.MasterPID > 0 {
 			res.MasterFDs = ProcFDs(bc.MasterPID)
 		}
