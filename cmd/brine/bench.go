@@ -91,7 +91,7 @@ master's pending limits throttle) and --master-pid names it, to report its memor
 			mb := func(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/(1<<20)) }
 			fmt.Fprintf(out, "minions           %d\n", res.N)
 			fmt.Fprintf(out, "connect (all)     %s\n", ms(res.Connect))
-			fmt.Fprintf(out, "first ping        %s (right after connecting)\n", ms(res.FirstPing.Wall))
+			fmt.Fprintf(out, "first ping        %s (right after connecting; %d of %d returned)\n", ms(res.FirstPing.Wall), res.FirstPing.Returned, res.FirstPing.Minions)
 			fmt.Fprintf(out, "ping '*'          %s (median of %d)\n", ms(res.Ping), len(res.Pings))
 			fmt.Fprintf(out, "apply, first      %s (%d files changed)\n", ms(res.FirstApply.Wall), res.FirstApply.Changed)
 			fmt.Fprintf(out, "apply, no change  %s (median of %d)\n", ms(res.Apply), len(res.Applies))

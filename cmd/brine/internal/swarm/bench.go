@@ -342,18 +342,20 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 		}
 		return st, err
 	}
+	// A minion the first ping missed (at 9,700 minions, 1 of them) is reported, not fatal: the
+	// pings that follow are the figure.
 	st, err := run(PingJob(control.PingRequest{Target: target, Timeout: timeout}))
-	if err != nil {
+	res.FirstPing = st
+	if err != nil && st.Returned == 0 {
 		return res, fmt.Errorf("first ping: %w", err)
 	}
-	res.FirstPing = st
-	say(fmt.Sprintf("first ping: %d minions in %s", st.Returned, st.Wall.Round(time.Millisecond)))
+	say(fmt.Sprintf("first ping: %d of %d minions in %s", st.Returned, st.Minions, st.Wall.Round(time.Millisecond)))
 	for i := range bc.Runs {
 		st, err := run(PingJob(control.PingRequest{Target: target, Timeout: timeout}))
+		res.Pings = append(res.Pings, st)
 		if err != nil {
 			return res, fmt.Errorf("ping %d: %w", i+1, err)
 		}
-		res.Pings = append(res.Pings, st)
 		say(fmt.Sprintf("ping %d: %d minions in %s", i+1, st.Returned, st.Wall.Round(time.Millisecond)))
 	}
 	res.Ping = median(res.Pings)
