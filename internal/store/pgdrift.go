@@ -1,6 +1,7 @@
 package store
 
 import (
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -19,7 +20,8 @@ const (
 // PutDrifts writes the checks in statements of at most driftRowsPerStatement rows and about
 // driftBytesPerStatement bytes; each row is replaced only when the stored check is not newer,
 // which ON CONFLICT evaluates on the row's newest version, so the newest check wins whichever
-// master writes last.
+// master writes last. Every statement takes its rows' locks in minion order: two masters'
+// rounds over the same minions in another order would deadlock (SQLSTATE 40P01).
 func (d pgDrifts) PutDrifts(checks map[string]DriftCheck) error {
 	if err := checkDrifts(checks); err != nil {
 		return err
@@ -35,13 +37,20 @@ func (d pgDrifts) PutDrifts(checks map[string]DriftCheck) error {
 		ctx, cancel := d.s.ctx()
 		defer cancel()
 		_, err := d.s.pool.Exec(ctx, `INSERT INTO drift AS d (minion, checked, record)
-			SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bytea[])
+			SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bytea[]) AS u(minion, checked, record)
+			ORDER BY minion
 			ON CONFLICT (minion) DO UPDATE SET checked = EXCLUDED.checked, record = EXCLUDED.record
 			WHERE d.checked <= EXCLUDED.checked`, ids, checked, records)
 		ids, checked, records, size = ids[:0], checked[:0], records[:0], 0
 		return err
 	}
-	for id, c := range checks {
+	order := make([]string, 0, len(checks))
+	for id := range checks {
+		order = append(order, id)
+	}
+	slices.Sort(order)
+	for _, id := range order {
+		c := checks[id]
 		ids, checked, records = append(ids, id), append(checked, c.Checked), append(records, c.Record)
 		size += len(c.Record)
 		if len(ids) >= driftRowsPerStatement || size >= driftBytesPerStatement {
