@@ -168,21 +168,9 @@ func TestNonReadersDoNotStallReplies(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
+	sink := zmtpFrame(helloBody("sink"))
 	flood(ctx, &wg, 3, func(ctx context.Context, i int) {
-		c, err := zmtpDial(ctx, "127.0.0.3", m.RequestAddr(), "DEALER")
-		if err != nil {
-			return
-		}
-		defer context.AfterFunc(ctx, func() { c.Close() })()
-		defer c.Close()
-		f := zmtpFrame(helloBody("sink"))
-		for ctx.Err() == nil {
-			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			if _, err := c.Write(f); err != nil {
-				return
-			}
-			sent.Add(1)
-		}
+		floodConn(ctx, "127.0.0.3", m.RequestAddr(), "DEALER", false, func(int) []byte { return sink }, func() { sent.Add(1) })
 	})
 	tb.WaitFor(t, 30*time.Second, "hellos sent and not read", func() bool { return sent.Load() > 200 })
 	for i := range 5 {

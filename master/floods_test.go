@@ -159,72 +159,28 @@ func runFloods(ctx context.Context, spec floodSpec, bigSent, helloSent, subSent 
 	}
 	req, pub := spec.Req, spec.Pub
 	chunk := make([]byte, 15<<10)
+	small, big := zmtpFrame(chunk), append(binary.BigEndian.AppendUint64([]byte{0x02}, 16<<20), chunk...)
 	flood(ctx, &wg, n("big", 8), func(ctx context.Context, i int) {
-		c, err := zmtpDial(ctx, "127.0.0.2", req, "DEALER")
-		if err != nil {
-			return
-		}
-		defer context.AfterFunc(ctx, func() { c.Close() })()
-		defer c.Close()
-		for n := 0; ctx.Err() == nil; n++ {
-			f := zmtpFrame(chunk)
+		floodConn(ctx, "127.0.0.2", req, "DEALER", false, func(n int) []byte {
 			if n%8 == 7 {
-				f = append(binary.BigEndian.AppendUint64([]byte{0x02}, 16<<20), chunk...)
+				return big
 			}
-			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			if _, err := c.Write(f); err != nil {
-				return
-			}
-			bigSent.Add(1)
-		}
+			return small
+		}, func() { bigSent.Add(1) })
 	})
 	sink := zmtpFrame(helloBody("sink"))
 	flood(ctx, &wg, n("sink", 3), func(ctx context.Context, i int) {
-		c, err := zmtpDial(ctx, "127.0.0.3", req, "DEALER")
-		if err != nil {
-			return
-		}
-		defer context.AfterFunc(ctx, func() { c.Close() })()
-		defer c.Close()
-		for ctx.Err() == nil {
-			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			if _, err := c.Write(sink); err != nil {
-				return
-			}
-		}
+		floodConn(ctx, "127.0.0.3", req, "DEALER", false, func(int) []byte { return sink }, func() {})
 	})
 	fl := zmtpFrame(helloBody("flood"))
 	batch := append(append(append([]byte{}, fl...), fl...), fl...)
 	flood(ctx, &wg, n("hello", 40), func(ctx context.Context, i int) {
-		c, err := zmtpDial(ctx, net.IPv4(127, 0, 1, byte(i+1)).String(), req, "DEALER")
-		if err != nil {
-			return
-		}
-		defer context.AfterFunc(ctx, func() { c.Close() })()
-		defer c.Close()
-		go io.Copy(io.Discard, c)
-		for ctx.Err() == nil {
-			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			if _, err := c.Write(batch); err != nil {
-				return
-			}
-			helloSent.Add(3)
-		}
+		floodConn(ctx, net.IPv4(127, 0, 1, byte(i+1)).String(), req, "DEALER", true, func(int) []byte { return batch }, func() { helloSent.Add(3) })
 	})
 	flood(ctx, &wg, n("sub", 4), func(ctx context.Context, i int) {
-		c, err := zmtpDial(ctx, "127.0.0.4", pub, "SUB")
-		if err != nil {
-			return
-		}
-		defer context.AfterFunc(ctx, func() { c.Close() })()
-		defer c.Close()
-		for ctx.Err() == nil {
-			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			if _, err := c.Write(zmtpFrame(append([]byte{1}, pki.RandomBytes(256)...))); err != nil {
-				return
-			}
-			subSent.Add(1)
-		}
+		floodConn(ctx, "127.0.0.4", pub, "SUB", false, func(int) []byte {
+			return zmtpFrame(append([]byte{1}, pki.RandomBytes(256)...))
+		}, func() { subSent.Add(1) })
 	})
 	var silent []net.Conn
 	for range n("silent", 300) {
@@ -237,6 +193,28 @@ func runFloods(ctx context.Context, spec floodSpec, bigSent, helloSent, subSent 
 		for _, c := range silent {
 			c.Close()
 		}
+	}
+}
+
+// floodConn dials addr from src as sockType and writes frame(0), frame(1), ... until ctx ends
+// or the master drops the connection, calling sent after each write; with drain it reads and
+// discards what the master sends, else it reads nothing.
+func floodConn(ctx context.Context, src, addr, sockType string, drain bool, frame func(n int) []byte, sent func()) {
+	c, err := zmtpDial(ctx, src, addr, sockType)
+	if err != nil {
+		return
+	}
+	defer context.AfterFunc(ctx, func() { c.Close() })()
+	defer c.Close()
+	if drain {
+		go io.Copy(io.Discard, c)
+	}
+	for n := 0; ctx.Err() == nil; n++ {
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write(frame(n)); err != nil {
+			return
+		}
+		sent()
 	}
 }
 
