@@ -149,6 +149,23 @@ func keyGenOf(t *testing.T, msg zmq4.Msg) [8]byte {
 	return [8]byte(hb.KeyGen)
 }
 
+// relayedOfThisGeneration waits until the relay has kept a heartbeat of ms's current key
+// generation and mn has accepted one, and returns the newest such heartbeat kept.
+func relayedOfThisGeneration(t *testing.T, ms *master.Master, r *relay, mn *Minion) zmq4.Msg {
+	t.Helper()
+	gen := ms.KeyGeneration()
+	var old zmq4.Msg
+	tb.WaitFor(t, 5*time.Second, "a heartbeat relayed and accepted", func() bool {
+		for _, msg := range r.captured() {
+			if keyGenOf(t, msg) == gen {
+				old = msg
+			}
+		}
+		return old.Frames != nil && mn.heartbeats.Load() > 0
+	})
+	return old
+}
+
 // A heartbeat captured before a key rotation and replayed to a real minion after it has no
 // effect: without the bound, the minion would take the old key generation for a new one and ask
 // the master for another session key (a new key each time, pushing out the previous one that
@@ -158,16 +175,7 @@ func TestReplayedHeartbeatHasNoEffect(t *testing.T) {
 	r := newRelay(t, ms)
 	mn := runMinion(t, r.pub.Addr().String(), ms.RequestAddr(), "hb2", "")
 	accept(t, ms, mn.Minion, nil)
-	gen0 := ms.KeyGeneration()
-	var old zmq4.Msg
-	tb.WaitFor(t, 5*time.Second, "a heartbeat relayed and accepted", func() bool {
-		for _, msg := range r.captured() {
-			if keyGenOf(t, msg) == gen0 {
-				old = msg
-			}
-		}
-		return old.Frames != nil && mn.heartbeats.Load() > 0
-	})
+	old := relayedOfThisGeneration(t, ms, r, mn.Minion)
 
 	ms.RotateSessionKeys()
 	gen1 := ms.KeyGeneration()
@@ -201,16 +209,7 @@ func TestReplayAfterRestartHasNoEffect(t *testing.T) {
 	dir := t.TempDir()
 	mn := runMinion(t, r.pub.Addr().String(), ms.RequestAddr(), "hb3", dir)
 	accept(t, ms, mn.Minion, nil)
-	gen0 := ms.KeyGeneration()
-	var old zmq4.Msg
-	tb.WaitFor(t, 5*time.Second, "a heartbeat relayed and accepted", func() bool {
-		for _, msg := range r.captured() {
-			if keyGenOf(t, msg) == gen0 {
-				old = msg
-			}
-		}
-		return old.Frames != nil && mn.heartbeats.Load() > 0
-	})
+	old := relayedOfThisGeneration(t, ms, r, mn.Minion)
 	mn.stop()
 	ms.RotateSessionKeys()
 	gen1 := ms.KeyGeneration()
