@@ -224,7 +224,7 @@ func BenchmarkEnrollTestbed(b *testing.B) {
 			_, sock := startTestbedMaster(b, c, c.Host("mst"))
 			identity, clientKey := clientIdentity(b)
 			var kh strings.Builder
-			args := []string{"enroll", "--socket", sock, "--identity", identity, "--binary", brineBin, "--parallel", "10", "--json"}
+			args := []string{"enroll", "--socket", sock, "--identity", identity, "--binary", minionBin, "--parallel", "20", "--json"}
 			for _, name := range names[1:] {
 				h := c.Host(name)
 				kh.WriteString(knownhosts.Line([]string{h.Addr() + ":22"}, startSSHD(b, h, clientKey)) + "\n")
