@@ -524,3 +524,60 @@ func TestCrossMasterJobWrappedOnlyForItsMinions(t *testing.T) {
 	check("m1", frames(on1, x0), "x0", x0)
 	check("m2", frames(on2, x1), "x1", x1)
 }
+
+// Minions that list the same masters in the same order take them in a random order of their
+// own: the minions of a master that goes fail over to both others, instead of all to the next
+// one listed. (Where they start proves less: a minion not yet accepted moves on from master to
+// master, so the pending phase spreads them too.)
+func TestFleetSpreadsOverMasters(t *testing.T) {
+	ms := pgMasters(t, 3)
+	const n = 48
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = "sp" + strconv.Itoa(i)
+		runFleetMinion(t, ms, ids[i], t.TempDir()) // every one lists m1, m2, m3 in that order
+	}
+	tb.WaitFor(t, 30*time.Second, "every key pending", func() bool { total, _ := ms[0].Keys().Pending(""); return total == n })
+	if acc, err := ms[0].Keys().Accept("sp*", nil, false); err != nil || len(acc) != n {
+		t.Fatalf("accept: %v %v", acc, err)
+	}
+	via := ms[0] // a master that answers: the one that goes is never asked
+	on := func() (count [3]int, placed int) {
+		for _, id := range ids {
+			if i := where(ms, via, id); i >= 0 {
+				count[i]++
+				placed++
+			}
+		}
+		return count, placed
+	}
+	tb.WaitFor(t, 30*time.Second, "every minion present", func() bool { _, placed := on(); return placed == n })
+	start, _ := on()
+	t.Logf("minions per master at start: %v", start)
+	big := 0
+	for i, c := range start {
+		if c == 0 {
+			t.Fatalf("master %d got no minion of %d: %v", i+1, n, start)
+		}
+		if c > start[big] {
+			big = i
+		}
+	}
+	via = ms[(big+1)%3]
+	lost := time.Now()
+	ms[big].Close()
+	var after [3]int
+	tb.WaitFor(t, 30*time.Second, "every minion present on a surviving master", func() bool {
+		after, _ = on()
+		return after[big] == 0 && after[0]+after[1]+after[2] == n
+	})
+	t.Logf("minions per master after m%d went: %v (%s)", big+1, after, time.Since(lost).Round(time.Millisecond))
+	for i, c := range after {
+		// Each of the dead master's 16 or more minions (the most of 48 on three) goes on to the
+		// next master of its own random order: both survivors get some (1 in 2^15 that one
+		// gets none). With the list's order for everyone, all go to the same one.
+		if i != big && c <= start[i] {
+			t.Fatalf("master %d got none of the %d minions of master %d: %v -> %v", i+1, start[big], big+1, start, after)
+		}
+	}
+}
