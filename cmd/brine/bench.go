@@ -41,10 +41,18 @@ files (each minion's files go to its own directory) and of run '*' -- uptime, an
 
 With --master the master must accept the swarm's keys (auto_accept = true in master.hcl; or the
 swarm accepts them through --socket, slowly: all its minions come from one address, which the
-master's pending limits throttle) and --master-pid names it, to report its memory.`,
+master's pending limits throttle) and --master-pid names it, to report its memory.
+
+--master may list several masters sharing one PostgreSQL store (comma-separated): every minion
+lists them all, takes them in a random order and fails over as a real minion does; the jobs go
+through --socket, one of them. --kill-master-pid names another: after the pings it is killed
+(SIGKILL), and pings through --socket are repeated until one reaches every minion; the time from
+the kill is reported (scripts/bench-multimaster.sh).`,
 		Example: `  brine bench swarm 500
   brine bench swarm 5000 --runs 5 --json
-  brine bench swarm 1000 --master 127.0.0.1:4506 --socket ./m/master.sock --master-pid 4242`,
+  brine bench swarm 1000 --master 127.0.0.1:4506 --socket ./m/master.sock --master-pid 4242
+  brine bench swarm 900 --master 127.0.0.1:4506,127.0.0.1:4508,127.0.0.1:4510 \
+    --socket ./m1/master.sock --master-pid 4242 --kill-master-pid 4243 --ping-only`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			n, err := strconv.Atoi(args[0])
@@ -93,9 +101,24 @@ master's pending limits throttle) and --master-pid names it, to report its memor
 			fmt.Fprintf(out, "connect (all)     %s\n", ms(res.Connect))
 			fmt.Fprintf(out, "first ping        %s (right after connecting; %d of %d returned)\n", ms(res.FirstPing.Wall), res.FirstPing.Returned, res.FirstPing.Minions)
 			fmt.Fprintf(out, "ping '*'          %s (median of %d)\n", ms(res.Ping), len(res.Pings))
-			fmt.Fprintf(out, "apply, first      %s (%d files changed)\n", ms(res.FirstApply.Wall), res.FirstApply.Changed)
-			fmt.Fprintf(out, "apply, no change  %s (median of %d)\n", ms(res.Apply), len(res.Applies))
-			fmt.Fprintf(out, "run uptime        %s (median of %d)\n", ms(res.Run), len(res.Runs))
+			if res.Masters > 1 {
+				fmt.Fprintf(out, "masters           %d; minions per master: %s\n", res.Masters, swarm.FormatSpread(res.Spread))
+			}
+			if fo := res.Failover; fo != nil {
+				last := swarm.JobStats{}
+				if len(fo.Tries) > 0 {
+					last = fo.Tries[len(fo.Tries)-1]
+				}
+				fmt.Fprintf(out, "failover          %s from kill -9 of pid %d to a ping answered by %d of %d (%d pings of at most %s each)\n",
+					ms(fo.Wall), fo.PID, last.Returned, res.N, len(fo.Tries), ms(fo.TryLimit))
+				fmt.Fprintf(out, "after failover    minions per master: %s\n", swarm.FormatSpread(fo.Spread))
+				fmt.Fprintf(out, "killed master RSS %s (peak %s), right before the kill\n", mb(fo.RSS), mb(fo.HWM))
+			}
+			if !bc.PingOnly {
+				fmt.Fprintf(out, "apply, first      %s (%d files changed)\n", ms(res.FirstApply.Wall), res.FirstApply.Changed)
+				fmt.Fprintf(out, "apply, no change  %s (median of %d)\n", ms(res.Apply), len(res.Applies))
+				fmt.Fprintf(out, "run uptime        %s (median of %d)\n", ms(res.Run), len(res.Runs))
+			}
 			if res.InProcess {
 				fmt.Fprintf(out, "process RSS       %s (minions and master in one process; peak %s)\n", mb(res.ProcRSS), mb(res.ProcHWM))
 			} else {
@@ -107,7 +130,11 @@ master's pending limits throttle) and --master-pid names it, to report its memor
 			if pid > 0 {
 				fmt.Fprintf(out, "master RSS        %s (peak %s)\n", mb(res.MasterRSS), mb(res.MasterHWM))
 				fmt.Fprintf(out, "master fds        %d (all minions connected)\n", res.MasterFDs)
-				fmt.Fprintf(out, "master CPU        %s per ping, %s per no-change apply (medians); idle %s per second\n", ms(res.MasterCPU), ms(res.ApplyCPU), ms(res.IdleCPU))
+				if bc.PingOnly {
+					fmt.Fprintf(out, "master CPU        %s per ping (median); idle %s per second\n", ms(res.MasterCPU), ms(res.IdleCPU))
+				} else {
+					fmt.Fprintf(out, "master CPU        %s per ping, %s per no-change apply (medians); idle %s per second\n", ms(res.MasterCPU), ms(res.ApplyCPU), ms(res.IdleCPU))
+				}
 			}
 			return failed()
 		},
@@ -118,6 +145,8 @@ master's pending limits throttle) and --master-pid names it, to report its memor
 	sw.Flags().StringVar(&bc.Master, "master", "", "an external master's request address host:port (default: a master in this process)")
 	sw.Flags().StringVar(&bc.Socket, "socket", "", "the external master's control socket")
 	sw.Flags().IntVar(&pid, "master-pid", 0, "the external master's pid, to report its memory")
+	sw.Flags().IntVar(&bc.KillMasterPID, "kill-master-pid", 0, "after the pings, kill -9 this master (another of --master's list) and time until every minion answers a ping again")
+	sw.Flags().BoolVar(&bc.PingOnly, "ping-only", false, "stop after the pings (and the failover): no applies, no runs")
 	sw.Flags().BoolVar(&asJSON, "json", false, "print the figures as one JSON object")
 	sw.Flags().BoolVarP(&bc.Verbose, "verbose", "v", false, "after each step, show the minions' log messages, counted")
 	sw.Flags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of the whole run to this file")

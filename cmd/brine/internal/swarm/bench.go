@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/brinecm/brine/control"
@@ -147,11 +149,17 @@ type BenchConfig struct {
 	// data dir on disk under the temp dir. An external master must accept the swarm's keys:
 	// auto_accept = true, or the swarm accepts them through the control socket (slowly: one
 	// address presents new keys under the master's pending limits, docs/master.md).
+	// Master may list several masters sharing one store, comma-separated (ParseMasters): every
+	// minion lists them all and the fleet spreads over them; Socket is one of them.
 	Master, Socket string
-	MasterPID      int // the external master's pid, to measure its CPU and memory
-	Files          int // files in the apply bundle; default 20
-	Progress       func(string)
-	Verbose        bool // show the minions' log messages, counted, after each step
+	MasterPID      int // the external master's (Socket's) pid, to measure its CPU and memory
+	// KillMasterPID, when set, is another master of the list: after the pings it is killed
+	// (SIGKILL) and the time until a ping through Socket reaches every minion again is measured.
+	KillMasterPID int
+	PingOnly      bool // stop after the pings (and the failover): no applies, no runs
+	Files         int  // files in the apply bundle; default 20
+	Progress      func(string)
+	Verbose       bool // show the minions' log messages, counted, after each step
 	// Procs splits the minions over this many processes (this one and Procs-1 children); 0
 	// splits only when the file limit cannot hold them all in one. A child is PartExe (default:
 	// this program) run with PartArgs and PartEnv set (RunPartFromEnv).
@@ -184,6 +192,45 @@ type BenchResult struct {
 	MasterFDs  int           `json:"master_fds,omitempty"`     // open descriptors, all minions connected
 	Procs      int           `json:"swarm_processes"`          // the swarm's processes (this one and its children)
 	IdleCPU    time.Duration `json:"master_idle_cpu_per_s_ns"` // master CPU per second, connected and idle
+	// Masters is how many masters the minions list; Spread counts the minions by the master
+	// holding their presence lease (by name; "" none), after the first ping.
+	Masters  int            `json:"masters"`
+	Spread   map[string]int `json:"minions_per_master,omitempty"`
+	Failover *Failover      `json:"failover,omitempty"`
+}
+
+// Failover is what killing one master of several did: how long until a ping through a
+// surviving master reached every minion again.
+type Failover struct {
+	PID int `json:"killed_pid"`
+	// Wall is from the kill to the end of the first ping that every minion answered.
+	Wall     time.Duration `json:"wall_ns"`
+	TryLimit time.Duration `json:"try_timeout_ns"`   // each ping's timeout
+	Tries    []JobStats    `json:"tries"`            // every ping sent, the last the one all answered
+	RSS      int64         `json:"killed_rss_bytes"` // the killed master's resident set, right before the kill
+	HWM      int64         `json:"killed_hwm_bytes"`
+	// Spread is where the minions' presence leases are once all answered.
+	Spread map[string]int `json:"minions_per_master,omitempty"`
+}
+
+// ParseMasters parses --master: one request address host:port, or several masters of one
+// store separated by commas; each master's publish port is the one below its request port.
+func ParseMasters(list string) ([]Addr, error) {
+	var out []Addr
+	seen := map[string]bool{}
+	for _, a := range strings.Split(list, ",") {
+		a = strings.TrimSpace(a)
+		host, port, err := splitPort(a)
+		if err != nil {
+			return nil, err
+		}
+		if seen[a] {
+			return nil, fmt.Errorf("master address %q is listed twice", a)
+		}
+		seen[a] = true
+		out = append(out, Addr{Pub: net.JoinHostPort(host, strconv.Itoa(port-1)), Req: net.JoinHostPort(host, strconv.Itoa(port))})
+	}
+	return out, nil
 }
 
 // Bench runs the swarm workload: connect N minions, ping them all Runs times, apply a bundle of
@@ -231,6 +278,16 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 	}
 	var cl *control.Client
 	var pubAddr, reqAddr string
+	var others []Addr
+	res.Masters = 1
+	if bc.KillMasterPID > 0 {
+		switch {
+		case bc.Master == "" || !strings.Contains(bc.Master, ","):
+			return nil, errors.New("killing a master needs several (--master a:p,b:q): the swarm must fail over to another")
+		case bc.KillMasterPID == bc.MasterPID:
+			return nil, errors.New("the master to kill is the one pinged through (--master-pid): kill another")
+		}
+	}
 	if bc.Master == "" {
 		res.InProcess = true
 		dir, err := os.MkdirTemp("", "brm")
@@ -258,11 +315,12 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 		defer m.Close()
 		pubAddr, reqAddr, cl = m.PublishAddr(), m.RequestAddr(), m.Client()
 	} else {
-		host, port, err := splitPort(bc.Master)
+		addrs, err := ParseMasters(bc.Master)
 		if err != nil {
 			return nil, err
 		}
-		pubAddr, reqAddr = fmt.Sprintf("%s:%d", host, port-1), fmt.Sprintf("%s:%d", host, port)
+		pubAddr, reqAddr, others = addrs[0].Pub, addrs[0].Req, addrs[1:]
+		res.Masters = len(addrs)
 		if bc.Socket == "" {
 			return nil, errors.New("an external master needs its control socket (--socket)")
 		}
@@ -282,7 +340,7 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 			say("minion log messages during " + step + ":\n" + strings.TrimRight(c, "\n"))
 		}
 	}
-	s, err := bc.startFleet(ctx, shares, Config{PubAddr: pubAddr, ReqAddr: reqAddr, Dir: bc.Dir, Prefix: prefix, Logger: slog.New(counter)})
+	s, err := bc.startFleet(ctx, shares, Config{PubAddr: pubAddr, ReqAddr: reqAddr, Others: others, Dir: bc.Dir, Prefix: prefix, Logger: slog.New(counter)})
 	if err != nil {
 		return nil, err
 	}
@@ -360,6 +418,22 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 	}
 	res.Ping = median(res.Pings)
 	res.MasterCPU = medianOf(res.Pings, func(s JobStats) time.Duration { return s.MasterCPU })
+	if res.Masters > 1 {
+		res.Spread = spread(ctx, cl, target)
+		say("minions per master: " + FormatSpread(res.Spread))
+	}
+	if bc.KillMasterPID > 0 {
+		fo, err := failover(ctx, cl, bc.KillMasterPID, bc.N, target, max(10*time.Second, 3*res.Ping), say)
+		res.Failover = fo
+		if err != nil {
+			return res, err
+		}
+		fo.Spread = spread(ctx, cl, target)
+		say("minions per master after the failover: " + FormatSpread(fo.Spread))
+	}
+	if bc.PingOnly {
+		return res, nil
+	}
 
 	b := FileBundle(bc.Files)
 	req := ApplyJob(control.ApplyRequest{Target: target, Bundle: b.Marshal(), Timeout: timeout,
@@ -401,6 +475,80 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 	return res, nil
 }
 
+// failover kills master pid and pings target through cl until one ping gets all n minions
+// (each ping with timeout try), or gives up after a bound that grows with n.
+func failover(ctx context.Context, cl *control.Client, pid, n int, target string, try time.Duration, say func(string)) (*Failover, error) {
+	fo := &Failover{PID: pid, TryLimit: try}
+	limit := 3*time.Minute + time.Duration(n)*20*time.Millisecond
+	say(fmt.Sprintf("killing master pid %d (SIGKILL); pinging until all %d answer, each ping waiting at most %s", pid, n, try.Round(time.Millisecond)))
+	fo.RSS, fo.HWM = ProcRSS(pid)
+	start := time.Now()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		return fo, fmt.Errorf("kill master %d: %w", pid, err)
+	}
+	for ctx.Err() == nil {
+		st, err := RunJob(ctx, cl, PingJob(control.PingRequest{Target: target, Timeout: try}))
+		fo.Tries = append(fo.Tries, st)
+		fo.Wall = time.Since(start)
+		if err == nil && st.Returned >= n {
+			say(fmt.Sprintf("failover: all %d minions answered %s after the kill (ping %d took %s)",
+				n, fo.Wall.Round(time.Millisecond), len(fo.Tries), st.Wall.Round(time.Millisecond)))
+			return fo, nil
+		}
+		why := fmt.Sprintf("%d of %d answered", st.Returned, n)
+		if err != nil {
+			why = err.Error()
+		}
+		say(fmt.Sprintf("failover ping %d: %s (%s after the kill)", len(fo.Tries), why, fo.Wall.Round(time.Millisecond)))
+		if fo.Wall > limit {
+			return fo, fmt.Errorf("failover: not every minion answered within %s of the kill: %s", limit, why)
+		}
+		if st.Minions == 0 {
+			// The ping failed before publishing (a control or store error): do not spin.
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	return fo, ctx.Err()
+}
+
+// spread counts target's minions by the master holding their presence lease ("" none), as the
+// master behind cl sees them; nil when it cannot say.
+func spread(ctx context.Context, cl *control.Client, target string) map[string]int {
+	resp, err := cl.KeyList(ctx, control.KeyListRequest{Glob: target})
+	if err != nil {
+		return nil
+	}
+	out := map[string]int{}
+	for _, k := range resp.Keys {
+		out[k.Master]++
+	}
+	return out
+}
+
+// FormatSpread formats a spread by master name ("m1 3012, m2 2990, none 0").
+func FormatSpread(sp map[string]int) string {
+	if sp == nil {
+		return "unknown (key list failed)"
+	}
+	names := make([]string, 0, len(sp))
+	for k := range sp {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var parts []string
+	for _, k := range names {
+		name := k
+		if name == "" {
+			name = "none"
+		}
+		parts = append(parts, fmt.Sprintf("%s %d", name, sp[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
 // startFleet makes the minions of every share (this process's first, in children for the
 // rest, all at once) and, once all are made, starts them all.
 func (bc *BenchConfig) startFleet(ctx context.Context, shares []int, cfg Config) (*fleet, error) {
@@ -414,7 +562,7 @@ func (bc *BenchConfig) startFleet(ctx context.Context, shares []int, cfg Config)
 	}
 	first := shares[0]
 	for _, n := range shares[1:] {
-		p, err := startPart(exe, args, PartSpec{N: n, First: first, PubAddr: cfg.PubAddr, ReqAddr: cfg.ReqAddr, Dir: cfg.Dir, Prefix: cfg.Prefix})
+		p, err := startPart(exe, args, PartSpec{N: n, First: first, PubAddr: cfg.PubAddr, ReqAddr: cfg.ReqAddr, Others: cfg.Others, Dir: cfg.Dir, Prefix: cfg.Prefix})
 		if err != nil {
 			f.Close()
 			return nil, err
@@ -502,15 +650,15 @@ func medianOf(sts []JobStats, f func(JobStats) time.Duration) time.Duration {
 }
 
 func splitPort(addr string) (string, int, error) {
-	i := strings.LastIndexByte(addr, ':')
-	if i < 0 {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
 		return "", 0, fmt.Errorf("master address %q: want host:request-port", addr)
 	}
-	p, err := strconv.Atoi(addr[i+1:])
-	if err != nil || p < 2 {
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 2 || port > 65535 {
 		return "", 0, fmt.Errorf("master address %q: bad port", addr)
 	}
-	return addr[:i], p, nil
+	return host, port, nil
 }
 
 // ProcCPU returns the user and system CPU time process pid has used (0 if pid is 0 or gone).

@@ -31,6 +31,7 @@ type PartSpec struct {
 	First   int    `json:"first"`
 	PubAddr string `json:"pub"`
 	ReqAddr string `json:"req"`
+	Others  []Addr `json:"others,omitempty"` // the fleet's other masters (Config.Others)
 	Dir     string `json:"dir"`
 	Prefix  string `json:"prefix"`
 }
@@ -49,7 +50,7 @@ const maxPartLine = 64 << 10
 // PartEnv). It returns when in closes or ctx ends, after stopping its minions.
 func RunPart(ctx context.Context, spec PartSpec, in io.Reader, out io.Writer) error {
 	enc := json.NewEncoder(out)
-	s, err := Prepare(Config{N: spec.N, First: spec.First, PubAddr: spec.PubAddr, ReqAddr: spec.ReqAddr,
+	s, err := Prepare(Config{N: spec.N, First: spec.First, PubAddr: spec.PubAddr, ReqAddr: spec.ReqAddr, Others: spec.Others,
 		Dir: spec.Dir, Prefix: spec.Prefix, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		_ = enc.Encode(partReport{Err: err.Error()})

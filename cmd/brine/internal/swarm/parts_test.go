@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/brinecm/brine/cmd/brine/internal/swarm"
+	"github.com/brinecm/brine/internal/pgtest"
 )
 
-// TestMain makes this test binary a part of a split swarm when TestSplitSwarm starts it so.
+// TestMain makes this test binary a part of a split swarm when TestSplitSwarm starts it so, or
+// a master process when TestBenchFailover does (testMasterEnv); it stops the tests' PostgreSQL.
 func TestMain(m *testing.M) {
 	if ran, err := swarm.RunPartFromEnv(context.Background()); ran {
 		if err != nil {
@@ -21,7 +23,14 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	if js := os.Getenv(testMasterEnv); js != "" {
+		if err := runTestMaster(js); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	pgtest.Main(m)
 }
 
 func TestSplit(t *testing.T) {

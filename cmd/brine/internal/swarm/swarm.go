@@ -31,6 +31,10 @@ type Config struct {
 	N       int
 	PubAddr string // the master's PUB address, host:port
 	ReqAddr string // the master's ROUTER address, host:port
+	// Others are the other masters of a fleet sharing one store: every minion then lists
+	// PubAddr/ReqAddr and these, and takes them in a random order as a real minion with
+	// `master = [...]` does (one session at a time, failing over to the next).
+	Others []Addr
 	// Dir holds every minion's data dir (Dir/m/<id>) and simulated host root (Dir/h/<id>).
 	// Put it on a tmpfs: on real hosts each minion's fsyncs hit its own disk in parallel, here
 	// they would queue on one.
@@ -39,6 +43,12 @@ type Config struct {
 	First     int    // the ids start at <Prefix>-<First+1>: a process of a split swarm runs its share
 	Heartbeat string // minion heartbeat; default "5s"
 	Logger    *slog.Logger
+}
+
+// Addr is one master's publish and request addresses, host:port each.
+type Addr struct {
+	Pub string `json:"pub"`
+	Req string `json:"req"`
 }
 
 // Swarm is a running set of minions. Close stops them.
@@ -136,6 +146,9 @@ func (s *Swarm) newMinion(id string, logger *slog.Logger) (*minion.Minion, error
 		return nil, err
 	}
 	cfg.SetAddrs(s.cfg.PubAddr, s.cfg.ReqAddr)
+	for _, o := range s.cfg.Others {
+		cfg.AddAddrs(o.Pub, o.Req)
+	}
 	return minion.New(cfg, logger)
 }
 
