@@ -109,8 +109,8 @@ the kill is reported (scripts/bench-multimaster.sh).`,
 				if len(fo.Tries) > 0 {
 					last = fo.Tries[len(fo.Tries)-1]
 				}
-				fmt.Fprintf(out, "failover          %s from kill -9 of pid %d to a ping answered by %d of %d (%d pings of at most %s each)\n",
-					ms(fo.Wall), fo.PID, last.Returned, res.N, len(fo.Tries), ms(fo.TryLimit))
+				fmt.Fprintf(out, "failover          %s from kill -9 of pid %d to the end of a ping answered by %d of %d; its last return at %s (%d pings of at most %s each)\n",
+					ms(fo.Wall), fo.PID, last.Returned, res.N, ms(fo.LastReturn), len(fo.Tries), ms(fo.TryLimit))
 				fmt.Fprintf(out, "after failover    minions per master: %s\n", swarm.FormatSpread(fo.Spread))
 				fmt.Fprintf(out, "killed master RSS %s (peak %s), right before the kill\n", mb(fo.RSS), mb(fo.HWM))
 			}

@@ -24,12 +24,14 @@ import (
 
 // JobStats is what one ping or apply through the control socket did.
 type JobStats struct {
-	Wall      time.Duration `json:"wall_ns"` // request sent to "done", as `brine ping` sees it
-	Minions   int           `json:"minions"` // targeted
-	Returned  int           `json:"returned"`
-	Failed    int           `json:"failed"`    // returned without success
-	Changed   int           `json:"changed"`   // resources changed, all minions together
-	Resources int           `json:"resources"` // resources reported, all minions together
+	Wall time.Duration `json:"wall_ns"` // request sent to "done", as `brine ping` sees it
+	// LastReturn is from the request to the last return received (at most Wall).
+	LastReturn time.Duration `json:"last_return_ns,omitempty"`
+	Minions    int           `json:"minions"` // targeted
+	Returned   int           `json:"returned"`
+	Failed     int           `json:"failed"`    // returned without success
+	Changed    int           `json:"changed"`   // resources changed, all minions together
+	Resources  int           `json:"resources"` // resources reported, all minions together
 	// CPU time used during the job by the master process (when its pid is known) and by this
 	// process, user and system together.
 	MasterCPU time.Duration `json:"master_cpu_ns,omitempty"`
@@ -76,6 +78,7 @@ func RunJob(ctx context.Context, cl *control.Client, job Job) (JobStats, error) 
 			st.Minions = len(ev.Minions)
 		case "return":
 			st.Returned++
+			st.LastReturn = time.Since(start)
 			if !ev.Return.Success {
 				st.Failed++
 				if st.Failures == nil {
@@ -203,12 +206,14 @@ type BenchResult struct {
 // surviving master reached every minion again.
 type Failover struct {
 	PID int `json:"killed_pid"`
-	// Wall is from the kill to the end of the first ping that every minion answered.
-	Wall     time.Duration `json:"wall_ns"`
-	TryLimit time.Duration `json:"try_timeout_ns"`   // each ping's timeout
-	Tries    []JobStats    `json:"tries"`            // every ping sent, the last the one all answered
-	RSS      int64         `json:"killed_rss_bytes"` // the killed master's resident set, right before the kill
-	HWM      int64         `json:"killed_hwm_bytes"`
+	// Wall is from the kill to the end of the first ping that every minion answered; LastReturn
+	// from the kill to that ping's last return.
+	Wall       time.Duration `json:"wall_ns"`
+	LastReturn time.Duration `json:"last_return_ns"`
+	TryLimit   time.Duration `json:"try_timeout_ns"`   // each ping's timeout
+	Tries      []JobStats    `json:"tries"`            // every ping sent, the last the one all answered
+	RSS        int64         `json:"killed_rss_bytes"` // the killed master's resident set, right before the kill
+	HWM        int64         `json:"killed_hwm_bytes"`
 	// Spread is where the minions' presence leases are once all answered.
 	Spread map[string]int `json:"minions_per_master,omitempty"`
 }
@@ -487,12 +492,14 @@ func failover(ctx context.Context, cl *control.Client, pid, n int, target string
 		return fo, fmt.Errorf("kill master %d: %w", pid, err)
 	}
 	for ctx.Err() == nil {
+		sent := time.Since(start)
 		st, err := RunJob(ctx, cl, PingJob(control.PingRequest{Target: target, Timeout: try}))
 		fo.Tries = append(fo.Tries, st)
 		fo.Wall = time.Since(start)
 		if err == nil && st.Returned >= n {
-			say(fmt.Sprintf("failover: all %d minions answered %s after the kill (ping %d took %s)",
-				n, fo.Wall.Round(time.Millisecond), len(fo.Tries), st.Wall.Round(time.Millisecond)))
+			fo.LastReturn = sent + st.LastReturn
+			say(fmt.Sprintf("failover: all %d minions answered %s after the kill, the last return %s after it (ping %d took %s)",
+				n, fo.Wall.Round(time.Millisecond), fo.LastReturn.Round(time.Millisecond), len(fo.Tries), st.Wall.Round(time.Millisecond)))
 			return fo, nil
 		}
 		why := fmt.Sprintf("%d of %d answered", st.Returned, n)
