@@ -23,6 +23,7 @@ bin=$(realpath "$bin")
 
 work=$(mktemp -d /tmp/brine-bench-mm.XXXXXX) # the masters' data dirs: on disk, fsyncs are real
 pg=$(mktemp -d /tmp/brine-bench-pg.XXXXXX)   # the cluster's data and socket
+shm=$(mktemp -d "$( [ -d /dev/shm ] && echo /dev/shm || echo /tmp)/brine-bench-mm.XXXXXX") # the minions' dirs
 pids=()                                      # masters still running
 pg_started=
 as_pg() { "$@"; }
@@ -44,7 +45,7 @@ cleanup() {
     as_pg "$pgbin/pg_ctl" stop -D "$pg/data" -m fast -w -t 30 >/dev/null 2>&1 ||
       as_pg "$pgbin/pg_ctl" stop -D "$pg/data" -m immediate -w >/dev/null 2>&1 || true
   fi
-  rm -rf "$work" "$pg"
+  rm -rf "$work" "$pg" "$shm"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -103,7 +104,8 @@ for n in $sizes; do
   steps=(--ping-only)
   [ "${APPLY:-}" = 1 ] && steps=()
   rc=0
-  "$bin" bench swarm "$n" --runs "$runs" \
+  rm -rf "${shm:?}"/* # --dir: the swarm's minions, removed here also when the bench is killed
+  "$bin" bench swarm "$n" --runs "$runs" --dir "$shm" \
     --master "127.0.0.1:$((port + 1)),127.0.0.1:$((port + 3)),127.0.0.1:$((port + 5))" \
     --socket "$work/m1/master.sock" --master-pid "${pids[0]}" --kill-master-pid "${pids[1]}" \
     "${steps[@]}" "$@" || rc=$?
