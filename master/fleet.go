@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/brinecm/brine/internal/jobstore"
 	"github.com/brinecm/brine/internal/store"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/pki"
@@ -235,12 +236,14 @@ func (m *Master) onFleetEvent(ev store.Event) {
 	case store.EventJob:
 		m.deliverHere(ev.JID)
 	case store.EventReturn:
-		m.copies.markReturned(ev.JID, ev.Minion)
+		for _, id := range ev.Minions {
+			m.copies.markReturned(ev.JID, id)
+		}
 		m.mu.Lock()
 		watched := len(m.watchers[ev.JID]) > 0
 		m.mu.Unlock()
 		if watched {
-			m.replayReturns(ev.JID, ev.Minion)
+			m.replayReturns(ev.JID, ev.Minions)
 		}
 	case store.EventResync:
 		m.log.Info("reconnected to the store's notifications; reading the returns of running jobs again")
@@ -251,7 +254,7 @@ func (m *Master) onFleetEvent(ev store.Event) {
 		}
 		m.mu.Unlock()
 		for _, jid := range jids {
-			m.replayReturns(jid, "")
+			m.replayReturns(jid, nil)
 		}
 	case store.EventFacts:
 		var f map[string]any
@@ -325,21 +328,26 @@ func (m *Master) deliverHere(jid string) {
 	m.log.Info("published a job of another master to its minions here", "jid", jid, "minions", len(here), "bytes", sent)
 }
 
-// replayReturns hands the stored returns of jid (of minion only, when not empty) to its
-// watchers; they skip the ones they have.
-func (m *Master) replayReturns(jid, minion string) {
-	rs, err := m.store.Returns(jid)
+// replayReturns hands the stored returns of jid to its watchers: those of minions, which another
+// master has just recorded, or all of them (nil: after the notifications were lost), which
+// the watchers may have already and skip. Only the returns told are read: reading the whole
+// job for each batch of returns was quadratic in the job's minions.
+func (m *Master) replayReturns(jid string, minions []string) {
+	var rs []jobstore.Return
+	var err error
+	if minions == nil {
+		rs, err = m.store.Returns(jid)
+	} else {
+		rs, err = m.store.ReturnsOf(jid, minions)
+	}
 	if err != nil {
 		m.log.Error("could not read returns another master recorded", "jid", jid, "err", err)
 		return
 	}
 	for _, r := range rs {
-		if minion != "" && r.Minion != minion {
-			continue
-		}
 		var ret wire.Return
 		if json.Unmarshal(r.Data, &ret) == nil && ret.Minion == r.Minion {
-			m.notifyReturn(ReturnEvent{Return: ret, Dup: minion == ""})
+			m.notifyReturn(ReturnEvent{Return: ret, Dup: minions == nil})
 		}
 	}
 }

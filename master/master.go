@@ -114,6 +114,9 @@ type session struct {
 	sk      *pki.SessionKey // current: requests, replies and job wraps
 	prev    *pki.SessionKey // the one before the last rotation, until the minion uses sk
 	gen     [8]byte         // the key generation sk was made in
+	// asked: the minion has sent a heartbeat request in this session, so its pending jobs
+	// have been listed once without the grace of in-flight publishes (serve).
+	asked bool
 }
 
 // keyFor returns the session key with id, current or previous.
@@ -669,7 +672,16 @@ func (m *Master) serve(s session, r wire.Request, reply *wire.Reply) error {
 	switch r.Kind {
 	case wire.KindHeartbeat:
 		m.leasePresence(s.minion, false)
-		pending, err := m.deliver.Pending(s.minion, time.Now(), m.cfg.heartbeat)
+		// A job published less than a heartbeat ago is in flight to a connected minion and is
+		// not listed for a resend, except at the session's first heartbeat: a minion that has
+		// just come (back, or over from a master that went) could not have received it.
+		grace := m.cfg.heartbeat
+		m.mu.Lock()
+		if cur, ok := m.sessions[s.id]; ok && !cur.asked {
+			cur.asked, grace = true, 0
+		}
+		m.mu.Unlock()
+		pending, err := m.deliver.Pending(s.minion, time.Now(), grace)
 		if err != nil {
 			m.log.Error("could not read the jobs pending for a minion", "minion", s.minion, "err", err)
 		}

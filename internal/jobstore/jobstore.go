@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -54,6 +55,8 @@ type Store interface {
 	Job(jid string) (Job, error)
 	// Returns returns the returns of jid, by minion id.
 	Returns(jid string) ([]Return, error)
+	// ReturnsOf returns the returns of jid of the given minions that are recorded, by minion id.
+	ReturnsOf(jid string, minions []string) ([]Return, error)
 	// Jobs returns at most limit jobs, newest first.
 	Jobs(limit int) ([]Job, error)
 	// PutFacts stores the last facts a minion reported (JSON).
@@ -161,6 +164,32 @@ func (s *Bolt) Returns(jid string) ([]Return, error) {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bReturns).Cursor()
 		for k, v := c.Seek(prefix); k != nil && len(k) >= len(prefix) && string(k[:len(prefix)]) == string(prefix); k, v = c.Next() {
+			var r Return
+			if err := json.Unmarshal(v, &r); err != nil {
+				return err
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// ReturnsOf implements Store: one lookup per minion, not a scan of the job's returns.
+func (s *Bolt) ReturnsOf(jid string, minions []string) ([]Return, error) {
+	ids := slices.Clone(minions)
+	slices.Sort(ids)
+	var out []Return
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bReturns)
+		for i, id := range ids {
+			if i > 0 && id == ids[i-1] {
+				continue
+			}
+			v := b.Get([]byte(jid + "\x00" + id))
+			if v == nil {
+				continue
+			}
 			var r Return
 			if err := json.Unmarshal(v, &r); err != nil {
 				return err

@@ -449,6 +449,20 @@ func testJobs(t *testing.T, open func() store.Store) {
 	if err != nil || len(rs) != 2 || string(rs[0].Data) != `{"ok":true}` || rs[0].Minion != "a" || string(rs[0].Sig) != "\x01\x02" {
 		t.Fatalf("returns: %+v %v", rs, err)
 	}
+	// ReturnsOf reads the named minions' returns only: recorded ones, by id, each once.
+	for _, c := range []struct {
+		minions []string
+		want    string
+	}{{[]string{"b", "a", "b"}, "a b"}, {[]string{"b", "zz"}, "b"}, {[]string{"zz"}, ""}, {nil, ""}} {
+		rs, err := js.ReturnsOf("20260002", c.minions)
+		var got []string
+		for _, r := range rs {
+			got = append(got, r.Minion)
+		}
+		if err != nil || strings.Join(got, " ") != c.want {
+			t.Fatalf("returns of %v: %v %v, want %q", c.minions, got, err, c.want)
+		}
+	}
 	// Concurrent deliveries of one return record it once.
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -950,7 +964,7 @@ wait:
 			if e.Kind == store.EventJob {
 				continue
 			}
-			if e.Kind != store.EventReturn || e.JID != "j1" || e.Minion != "m" {
+			if e.Kind != store.EventReturn || e.JID != "j1" || len(e.Minions) != 1 || e.Minions[0] != "m" {
 				t.Fatalf("event %+v", e)
 			}
 			select {

@@ -63,9 +63,19 @@ func (j pgJobs) Job(jid string) (jobstore.Job, error) {
 }
 
 func (j pgJobs) Returns(jid string) ([]jobstore.Return, error) {
+	return j.returns(`SELECT record FROM returns WHERE jid = $1 ORDER BY minion`, jid)
+}
+
+// ReturnsOf reads the rows of the given minions only (the primary key's index), so that a master
+// told of a few returns does not read the job's thousands.
+func (j pgJobs) ReturnsOf(jid string, minions []string) ([]jobstore.Return, error) {
+	return j.returns(`SELECT record FROM returns WHERE jid = $1 AND minion = ANY($2) ORDER BY minion`, jid, minions)
+}
+
+func (j pgJobs) returns(query string, args ...any) ([]jobstore.Return, error) {
 	ctx, cancel := j.s.ctx()
 	defer cancel()
-	rows, err := j.s.pool.Query(ctx, `SELECT record FROM returns WHERE jid = $1 ORDER BY minion`, jid)
+	rows, err := j.s.pool.Query(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}

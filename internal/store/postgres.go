@@ -289,8 +289,14 @@ func (s *Postgres) parseNotification(n *pgconn.Notification) []Event {
 	case n.Channel == chanJobs && len(f) == 2:
 		out = append(out, Event{Kind: EventJob, JID: f[1]})
 	case n.Channel == chanReturns && len(f) >= 3:
+		var ids []string
 		for _, id := range f[2:] {
-			out = append(out, Event{Kind: EventReturn, JID: f[1], Minion: id})
+			if pki.ValidID(id) {
+				ids = append(ids, id)
+			}
+		}
+		if len(ids) > 0 {
+			out = append(out, Event{Kind: EventReturn, JID: f[1], Minions: ids})
 		}
 	case n.Channel == chanFacts:
 		for _, id := range f[1:] {

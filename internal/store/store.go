@@ -189,9 +189,12 @@ type Store interface {
 type Event struct {
 	Kind   string // one of the Event* kinds
 	JID    string // EventJob, EventReturn
-	Minion string // EventReturn, EventFacts, EventKey
-	State  string // EventKey: the key's new state, or "deleted"
-	Data   []byte // EventFacts: the facts stored
+	Minion string // EventFacts, EventKey
+	// Minions: EventReturn, the minions whose returns of JID were recorded (one notification
+	// names many: returns are told in batches).
+	Minions []string
+	State   string // EventKey: the key's new state, or "deleted"
+	Data    []byte // EventFacts: the facts stored
 }
 
 // The kinds of Event.
