@@ -61,8 +61,8 @@ exec "slow" {
 		t.Fatalf("applied %d times", strings.Count(string(runs), "run"))
 	}
 	tb.WaitFor(t, 5*time.Second, "outbox drained", func() bool {
-		ents, err := os.ReadDir(filepath.Join(mn.DataDir(), "outbox"))
-		return err == nil && len(ents) == 0
+		kept, err := minion.UnsentReturns(mn.DataDir())
+		return err == nil && len(kept) == 0
 	})
 }
 

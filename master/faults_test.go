@@ -268,10 +268,10 @@ func TestMasterKilledMidJob(t *testing.T) {
 		}
 		// The minion drops its copy when the master's acknowledgement arrives, just after the
 		// store has the return: wait for that rather than race it.
-		outbox := filepath.Join(rc.c.Host(id).Root(), "/var/lib/brine/minion/outbox")
+		dataDir := filepath.Join(rc.c.Host(id).Root(), "/var/lib/brine/minion")
 		tb.WaitFor(t, 15*time.Second, id+" outbox drained", func() bool {
-			ents, err := os.ReadDir(outbox)
-			return err == nil && len(ents) == 0
+			kept, err := minion.UnsentReturns(dataDir)
+			return err == nil && len(kept) == 0
 		})
 	}
 	// The job is whole: converged minions report nothing to change.

@@ -314,10 +314,10 @@ heartbeat = "1s"
 	tb.WaitFor(t, 30*time.Second, "the master's metrics", func() bool { return storeUp() == "1" })
 
 	ids := []string{"db1", "db2", "db3"}
-	outboxes := map[string]string{}
+	dataDirs := map[string]string{}
 	for _, id := range ids {
 		d := t.TempDir()
-		outboxes[id] = filepath.Join(d, "outbox")
+		dataDirs[id] = d
 		mc := minion.Config{Master: "127.0.0.1", ID: id, DataDir: d, Heartbeat: "200ms", MaxBackoff: "500ms"}
 		if err := mc.Fill(); err != nil {
 			t.Fatal(err)
@@ -376,7 +376,7 @@ heartbeat = "1s"
 	// Every minion finished and keeps its return, which the master could not record.
 	tb.WaitFor(t, 30*time.Second, "each minion's return in its outbox", func() bool {
 		for _, id := range ids {
-			if ents, _ := os.ReadDir(outboxes[id]); len(ents) != 1 {
+			if kept, _ := minion.UnsentReturns(dataDirs[id]); len(kept) != 1 {
 				return false
 			}
 		}
@@ -428,8 +428,8 @@ heartbeat = "1s"
 	}
 	for _, id := range ids {
 		tb.WaitFor(t, 15*time.Second, id+" outbox drained", func() bool {
-			ents, err := os.ReadDir(outboxes[id])
-			return err == nil && len(ents) == 0
+			kept, err := minion.UnsentReturns(dataDirs[id])
+			return err == nil && len(kept) == 0
 		})
 	}
 	tb.WaitFor(t, 30*time.Second, "brine_store_up 1", func() bool { return storeUp() == "1" })
@@ -502,9 +502,8 @@ func TestReturnKeptWhenTheStoreCannotRecordIt(t *testing.T) {
 		return n
 	}
 	tb.WaitFor(t, 30*time.Second, "three attempts to record the return (a minion that stopped trying dropped it)", func() bool { return attempts() >= 3 })
-	outbox := filepath.Join(dir, "outbox")
-	if ents, err := os.ReadDir(outbox); err != nil || len(ents) != 1 {
-		t.Fatalf("the minion's outbox after refused deliveries: %v %v", ents, err)
+	if kept, err := minion.UnsentReturns(dir); err != nil || len(kept) != 1 {
+		t.Fatalf("the minion's outbox after refused deliveries: %v %v", kept, err)
 	}
 	exec(`DROP TRIGGER refuse_returns ON returns`)
 	tb.WaitFor(t, 30*time.Second, "the return recorded", func() bool {
@@ -512,8 +511,8 @@ func TestReturnKeptWhenTheStoreCannotRecordIt(t *testing.T) {
 		return err == nil && len(rs) == 1
 	})
 	tb.WaitFor(t, 15*time.Second, "the outbox drained", func() bool {
-		ents, err := os.ReadDir(outbox)
-		return err == nil && len(ents) == 0
+		kept, err := minion.UnsentReturns(dir)
+		return err == nil && len(kept) == 0
 	})
 	if d, err := ms[0].Job(jid); err != nil || len(d.Returns) != 1 || !d.Returns["rk1"].Success {
 		t.Fatalf("job after the store came back: %+v %v", d, err)

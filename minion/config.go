@@ -23,7 +23,7 @@ import (
 //	publish_port  = 4505
 //	request_port  = 4506
 //	id            = "<hostname>"              # ^[a-z0-9][a-z0-9.-]{0,62}$
-//	data_dir      = "/var/lib/brine/minion"   # keys, pinned master key, seen jobs, unsent returns
+//	data_dir      = "/var/lib/brine/minion"   # keys, pinned master key, seen.log, outbox.log
 //	master_finger = ""                        # pin the master's key; empty = the token's, else trust on first use
 //	groups        = []                        # groups to ask for (the operator grants them)
 //	token         = ""                        # enrolment token: accepted without the operator; pins the master

@@ -2,8 +2,6 @@ package minion
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -68,18 +66,14 @@ func accept(t *testing.T, ms *master.Master, mn *Minion, groups []string) {
 	tb.WaitFor(t, 5*time.Second, id+" connected", func() bool { return mn.Status() == "connected" && ms.Facts(id) != nil })
 }
 
-// outboxFiles lists the returns a minion keeps in dir.
+// outboxFiles lists the jobs whose returns a minion keeps in dir.
 func outboxFiles(t *testing.T, dir string) []string {
 	t.Helper()
-	ents, err := os.ReadDir(filepath.Join(dir, "outbox"))
+	jids, err := UnsentReturns(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
-	return names
+	return jids
 }
 
 // minionGoroutines returns the stacks of the goroutines that run code of this package's minion

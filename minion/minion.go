@@ -58,21 +58,25 @@ func New(cfg Config, logger *slog.Logger) (*Minion, error) {
 			return nil, err
 		}
 	}
-	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "outbox"), 0o700); err != nil {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("minion data dir: %w", err)
 	}
 	key, _, err := pki.LoadOrCreateKeyPair(filepath.Join(cfg.DataDir, "minion.key"))
 	if err != nil {
 		return nil, err
 	}
-	seen, err := openSeen(filepath.Join(cfg.DataDir, "seen.json"))
+	seen, err := openSeen(cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
 	log := logger.With("minion", cfg.ID)
+	box, err := openOutbox(cfg.DataDir, key, log)
+	if err != nil {
+		return nil, err
+	}
 	m := &Minion{cfg: cfg, log: log, key: key, seen: seen, status: "starting",
 		keys: newKeyring(key, cfg.DataDir, cfg.MasterFinger, log),
-		box:  &outbox{dir: filepath.Join(cfg.DataDir, "outbox"), key: key, log: log}}
+		box:  box}
 	m.exec = newExecutor(m)
 	return m, nil
 }

@@ -10,7 +10,7 @@ import (
 )
 
 func TestSeenJobsPersistAndBound(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "seen.json")
+	p := t.TempDir()
 	s, err := openSeen(p)
 	if err != nil {
 		t.Fatal(err)

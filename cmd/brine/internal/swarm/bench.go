@@ -253,9 +253,9 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 		say = func(string) {}
 	}
 	res := &BenchResult{N: bc.N}
-	need := 2*bc.N + 1024 // each minion's two sockets
+	need := FilesPerMinion*bc.N + 1024 // each minion's two sockets and two state logs
 	if bc.Master == "" {
-		need += 2 * bc.N // and the master's ends of them
+		need += 2 * bc.N // and the master's ends of the sockets
 	}
 	// Raised where this process may (root with CAP_SYS_RESOURCE); else the swarm is split.
 	_ = RaiseFileLimit(need)
@@ -265,7 +265,7 @@ func Bench(ctx context.Context, bc BenchConfig) (*BenchResult, error) {
 	}
 	res.Procs = len(shares)
 	if shares[0] > 0 {
-		if err := RaiseFileLimit(need - 2*(bc.N-shares[0])); err != nil {
+		if err := RaiseFileLimit(need - FilesPerMinion*(bc.N-shares[0])); err != nil {
 			return nil, err
 		}
 	}

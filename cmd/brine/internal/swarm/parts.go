@@ -15,7 +15,7 @@ import (
 	"time"
 )
 
-// A swarm larger than one process's file limit allows (two descriptors per minion; this VM's
+// A swarm larger than one process's file limit allows (four descriptors per minion; this VM's
 // hard limit is 20,000 and cannot be raised without CAP_SYS_RESOURCE) is split: the benching
 // process runs a share of the minions and starts child processes for the rest. A child is the
 // same program run with PartEnv set to its PartSpec; it prepares its minions (keys, data dirs),
@@ -240,7 +240,8 @@ func (f *fleet) Close() {
 // Split returns the shares of n minions over processes: the first is this process's, which
 // also holds an in-process master's ends of every connection when inProcessMaster is set.
 // With procs > 0 the minions are divided evenly over that many processes; with 0, as few as
-// the hard file limit allows (two descriptors per minion and 1,024 spare in each process).
+// the hard file limit allows (FilesPerMinion descriptors per minion, and 1,024 spare in each
+// process).
 func Split(n, procs int, hardLimit uint64, inProcessMaster bool) ([]int, error) {
 	if procs > 0 {
 		out := make([]int, procs)
@@ -252,13 +253,14 @@ func Split(n, procs int, hardLimit uint64, inProcessMaster bool) ([]int, error) 
 		}
 		return out, nil
 	}
-	per := (int(min(hardLimit, 1<<30)) - 1024) / 2
+	free := int(min(hardLimit, 1<<30)) - 1024
+	per := free / FilesPerMinion
 	if per <= 0 {
 		return nil, fmt.Errorf("the file limit %d holds no minions", hardLimit)
 	}
 	own := per
 	if inProcessMaster {
-		own = per - n // the master's end of each of the n minions' two connections
+		own = (free - 2*n) / FilesPerMinion // the master's end of each of the n minions' two connections
 	}
 	own = max(0, min(own, n))
 	out := []int{own}

@@ -42,13 +42,14 @@ func TestSplit(t *testing.T) {
 	}{
 		{40, 2, 20000, false, []int{20, 20}},
 		{41, 3, 20000, false, []int{14, 14, 13}},
-		{5000, 0, 20000, false, []int{5000}},
-		{10000, 0, 20000, false, []int{9488, 512}},
-		{20000, 0, 20000, false, []int{9488, 5256, 5256}},
+		{4000, 0, 20000, false, []int{4000}},
+		{5000, 0, 20000, false, []int{4744, 256}},
+		{10000, 0, 20000, false, []int{4744, 2628, 2628}},
+		{20000, 0, 20000, false, []int{4744, 3814, 3814, 3814, 3814}},
 		{10000, 0, 65536, false, []int{10000}},
 		// an in-process master holds the other end of every connection in the first process
-		{5000, 0, 20000, true, []int{4488, 512}},
-		{10000, 0, 20000, true, []int{0, 5000, 5000}},
+		{5000, 0, 20000, true, []int{2244, 2756}},
+		{10000, 0, 20000, true, []int{0, 3334, 3333, 3333}},
 	} {
 		got, err := swarm.Split(c.n, c.procs, c.limit, c.inProc)
 		if err != nil || !reflect.DeepEqual(got, c.want) {

@@ -92,7 +92,7 @@ func Prepare(cfg Config) (*Swarm, error) {
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if err := RaiseFileLimit(2*cfg.N + 1024); err != nil {
+	if err := RaiseFileLimit(FilesPerMinion*cfg.N + 1024); err != nil {
 		return nil, err
 	}
 	s := &Swarm{cfg: cfg, Minions: make([]*minion.Minion, cfg.N), slots: make(chan struct{}, 2*runtime.NumCPU())}
@@ -205,8 +205,12 @@ func (s *Swarm) Close() {
 	s.wg.Wait()
 }
 
+// FilesPerMinion is how many descriptors a minion holds: its two sockets and its two state logs
+// (seen.log, outbox.log, open for its life).
+const FilesPerMinion = 4
+
 // RaiseFileLimit raises RLIMIT_NOFILE to at least n (soft and, as root, hard): each minion holds
-// two sockets, and an in-process master two more.
+// FilesPerMinion, and an in-process master two more per minion.
 func RaiseFileLimit(n int) error {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
