@@ -101,6 +101,7 @@ func openOutbox(dir string, key *pki.KeyPair, log *slog.Logger) (*outbox, error)
 		file.Close()
 		return nil, fmt.Errorf("outbox %s: %w", old, err)
 	}
+	haveOld := err == nil
 	var moved []string
 	var extra [][]byte
 	for _, e := range ents {
@@ -140,7 +141,7 @@ func openOutbox(dir string, key *pki.KeyPair, log *slog.Logger) (*outbox, error)
 	for _, name := range moved {
 		os.Remove(filepath.Join(old, name))
 	}
-	if ents != nil {
+	if haveOld {
 		os.Remove(old) // only when empty: anything else in it stays
 	}
 	return o, nil
