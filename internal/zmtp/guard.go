@@ -15,6 +15,9 @@
 //   - zmq4 waits for the peer's whole 64-byte greeting before it sends its own, while libzmq
 //     sends its 10-byte signature and waits for the peer's (ZMTP 3.x, RFC 23/37), so the two
 //     never meet. The guard sends the whole greeting first, then reads the peer's in parts.
+//   - zmq4 makes a system call for each frame header and each body it writes or reads. The guard
+//     writes a message's frames in one writev (write.go) and reads ahead on trusted
+//     connections only (ahead.go).
 //   - Nothing bounds what unauthenticated peers take together. A listener here has Limits: live
 //     connections and pending handshakes in all and per source address, a small message limit
 //     until the application trusts the connection (Router.Trust), and a budget of bytes that
@@ -35,6 +38,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/go-zeromq/zmq4"
@@ -526,6 +530,15 @@ type conn struct {
 	trusted       bool
 	frameDeadline bool // a FrameTimeout read deadline is set
 
+	// Read-ahead of a trusted connection (see ahead.go); used by Read only, which zmq4 calls
+	// from one goroutine.
+	ahead atomic.Bool     // trusted: Read may read ahead
+	raw   syscall.RawConn // of the TCP connection; nil if it has none
+	rbuf  *[aheadSize]byte
+	roff  int // rbuf[roff:rend] was read from the network and not yet returned by Read
+	rend  int
+	reads atomic.Int64 // reads from the network that returned data, for tests
+
 	// The write side, guarded by wmu: zmq4 writes from the socket's writer goroutine and, for a
 	// PONG, from its reader; Write calls reach the wire in the order they were made.
 	wmu     sync.Mutex
@@ -540,6 +553,10 @@ func newConn(c net.Conn, l *listener, max int, prefix []byte) *conn {
 	gc := &conn{Conn: c, l: l, prefix: prefix, trusted: l == nil}
 	gc.p = parser{max: max, greetLeft: greetingLen}
 	gc.w.greetLeft = greetingLen
+	gc.ahead.Store(gc.trusted)
+	if sc, ok := c.(syscall.Conn); ok {
+		gc.raw, _ = sc.SyscallConn()
+	}
 	if l != nil {
 		gc.p.budget = l
 		gc.p.maxTrusted = l.lim.MaxMsg
@@ -558,6 +575,7 @@ func (c *conn) trust() {
 		return
 	}
 	c.trusted = true
+	c.ahead.Store(true)
 	c.p.max = c.p.maxTrusted
 	c.p.budget = nil // what is reserved now is released when its frame ends
 }
@@ -577,11 +595,17 @@ func (v *violation) Unwrap() error { return io.EOF }
 func (c *conn) Read(b []byte) (int, error) {
 	var n int
 	var err error
-	if len(c.prefix) > 0 {
+	switch {
+	case len(c.prefix) > 0:
 		n = copy(b, c.prefix)
 		c.prefix = c.prefix[n:]
-	} else {
+	case c.rbuf != nil || c.raw != nil && len(b) < aheadSize && c.ahead.Load():
+		n, err = c.readAhead(b)
+	default:
 		n, err = c.Conn.Read(b)
+		if n > 0 {
+			c.reads.Add(1)
+		}
 	}
 	c.mu.Lock()
 	verr := c.p.feed(b[:n])
@@ -624,135 +648,6 @@ func (c *conn) Read(b []byte) (int, error) {
 		}
 	}
 	return n, err
-}
-
-// Write sends what zmq4 writes, with a deadline (WriteTimeout), and closes the connection if a
-// write fails. zmq4 writes each frame as two calls, its header (2 or 9 bytes) and then its body,
-// and each frame of a message in turn: a PUB message of topic and body was four write system
-// calls, each one also running the receiver's TCP path and waking it. Write follows the frames
-// zmq4 writes and keeps back (copies, at most heldCap bytes) what is certain to be followed at
-// once by more of the same message from the same SendMsg call:
-//
-//   - a frame header whose body is not empty (zmq4 writes the body next), and
-//   - a whole frame of at most smallFrame bytes with the MORE flag (a topic, an identity): zmq4
-//     writes the next frame of the message next.
-//
-// The rest goes out with what was kept in one writev: a message of frames up to the last one's
-// body is one system call. Everything else is sent at once: the greeting, a frame or command
-// with nothing after it, a frame's body written in parts. The bytes on the wire are exactly the
-// bytes written, in order; only the number of system calls changes. A write zmq4 makes with an
-// empty body writes nothing.
-func (c *conn) Write(b []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	k := min(len(b), len(c.swallow))
-	if !bytes.Equal(b[:k], c.swallow[:k]) {
-		c.Close()
-		return 0, &violation{why: "zmq4's greeting differs from the one the guard sent"}
-	}
-	c.swallow = c.swallow[k:]
-	c.w.feed(b) // the swallowed greeting included: the parser follows all zmq4 writes
-	out := b[k:]
-	if len(out) == 0 {
-		return len(b), nil
-	}
-	if c.w.wait() && c.nheld+len(out) <= heldCap {
-		if c.held == nil {
-			c.held = heldPool.Get().(*[heldCap]byte)
-		}
-		c.nheld += copy(c.held[c.nheld:], out)
-		return len(b), nil
-	}
-	n, err := c.send(out)
-	if err != nil {
-		c.Close()
-		return k + n, &violation{why: "write: " + err.Error()}
-	}
-	return len(b), nil
-}
-
-// send writes what is held and then out, in one system call where the connection allows
-// (writev on TCP), and returns how many bytes of out were written.
-func (c *conn) send(out []byte) (int, error) {
-	_ = c.Conn.SetWriteDeadline(time.Now().Add(WriteTimeout))
-	c.writes++
-	if c.held == nil {
-		return c.Conn.Write(out)
-	}
-	h := c.nheld
-	bufs := net.Buffers{c.held[:h], out}
-	n, err := bufs.WriteTo(c.Conn)
-	heldPool.Put(c.held)
-	c.held, c.nheld = nil, 0
-	return int(max(n-int64(h), 0)), err
-}
-
-// Bounds of what Write keeps back: a frame of at most smallFrame bytes with the MORE flag, and
-// heldCap bytes in all (a topic frame and the next frame's header fit with room to spare).
-const (
-	smallFrame = 256
-	heldCap    = 512
-)
-
-// heldPool holds the buffers of bytes Write keeps back: one is taken only for the length of a
-// SendMsg, so idle connections hold none.
-var heldPool = sync.Pool{New: func() any { return new([heldCap]byte) }}
-
-// writeParser follows the ZMTP stream zmq4 writes (greeting, then frames) to say where it is.
-type writeParser struct {
-	greetLeft int
-	hdr       [9]byte
-	hdrHave   int
-	flags     byte   // of the current (or last) frame
-	size      uint64 // of the current (or last) frame's body
-	bodyLeft  uint64
-}
-
-func (w *writeParser) feed(b []byte) {
-	for len(b) > 0 {
-		switch {
-		case w.greetLeft > 0:
-			k := min(w.greetLeft, len(b))
-			w.greetLeft -= k
-			b = b[k:]
-		case w.bodyLeft > 0:
-			k := min(w.bodyLeft, uint64(len(b)))
-			w.bodyLeft -= k
-			b = b[k:]
-		default:
-			w.hdr[w.hdrHave] = b[0]
-			w.hdrHave++
-			b = b[1:]
-			need := 2
-			if w.hdr[0]&flagLong != 0 {
-				need = 9
-			}
-			if w.hdrHave < need {
-				continue
-			}
-			w.flags = w.hdr[0]
-			if need == 2 {
-				w.size = uint64(w.hdr[1])
-			} else {
-				w.size = binary.BigEndian.Uint64(w.hdr[1:9])
-			}
-			w.hdrHave = 0
-			w.bodyLeft = w.size
-		}
-	}
-}
-
-// wait says whether the stream stands where more of the same message is certain to follow at
-// once: right after a frame header whose body is not empty, or right after a whole small
-// frame (not a command) with the MORE flag.
-func (w *writeParser) wait() bool {
-	if w.greetLeft > 0 || w.hdrHave > 0 {
-		return false
-	}
-	if w.bodyLeft > 0 {
-		return w.bodyLeft == w.size // nothing of the body written yet
-	}
-	return w.flags&flagMore != 0 && w.flags&flagCommand == 0 && w.size <= smallFrame
 }
 
 func (c *conn) Close() error {

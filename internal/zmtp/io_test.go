@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/go-zeromq/zmq4"
 	"github.com/go-zeromq/zmq4/security/null"
@@ -190,4 +191,154 @@ func TestZmq4SendMsgIsOneWrite(t *testing.T) {
 			t.Fatalf("received %d frames, not the ones sent", len(m.Frames))
 		}
 	}
+}
+
+// readyCommand is a READY command announcing sockType, as a peer sends it.
+func readyCommand(sockType string) []byte {
+	body := append([]byte{5}, "READY"...)
+	body = append(body, 11)
+	body = append(body, "Socket-Type"...)
+	body = binary.BigEndian.AppendUint32(body, uint32(len(sockType)))
+	body = append(body, sockType...)
+	return append([]byte{flagCommand, byte(len(body))}, body...)
+}
+
+// message is the bytes of a ZMTP message of frames.
+func message(frames ...[]byte) []byte {
+	var b []byte
+	for _, w := range zmq4Writes(false, frames...) {
+		b = append(b, w...)
+	}
+	return b
+}
+
+// A trusted connection (here the dialing side, trusted from the start) reads ahead: a greeting,
+// a READY and three messages of topic and body that arrived together are one read from the
+// network, where zmq4 made 1 + 2 + 3*4 reads.
+func TestReadAheadDialingSide(t *testing.T) {
+	cl, sv := tcpPair(t)
+	in := append(serverGreeting[:], readyCommand("PUB")...)
+	var msgs [][][]byte
+	for i := range 3 {
+		m := [][]byte{[]byte("job"), fill(100+i, byte('a'+i))}
+		msgs = append(msgs, m)
+		in = append(in, message(m...)...)
+	}
+	if _, err := sv.Write(in); err != nil { // all there before zmq4 reads a byte
+		t.Fatal(err)
+	}
+	gc := newConn(cl, nil, 1<<20, nil)
+	zc, err := zmq4.Open(gc, null.Security(), zmq4.Sub, zmq4.SocketIdentity(""), false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range msgs {
+		m, err := zc.RecvMsg()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(m.Frames) != 2 || !bytes.Equal(m.Frames[0], want[0]) || !bytes.Equal(m.Frames[1], want[1]) {
+			t.Fatalf("received %q, want %q", m.Frames, want)
+		}
+	}
+	if n := gc.reads.Load(); n != 1 {
+		t.Fatalf("%d reads from the network, want 1", n)
+	}
+	if gc.rbuf != nil {
+		t.Fatal("a read-ahead buffer is held with nothing left in it")
+	}
+}
+
+// An untrusted peer's connection reads only what zmq4 asks for, as before (a read per header and
+// per body); once trusted, it reads ahead.
+func TestReadAheadOnlyOnceTrusted(t *testing.T) {
+	r, err := ListenRouter("127.0.0.1:0", Limits{MaxMsg: 1 << 20, PreAuthMsg: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	c := rawPeer(t, r.Addr().String(), "DEALER")
+	three := func() []byte {
+		var b []byte
+		for i := range 3 {
+			b = append(b, message(fill(50+i, 'm'))...)
+		}
+		return b
+	}
+	recv3 := func() []byte {
+		var id []byte
+		for range 3 {
+			m, err := r.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			id = m.Frames[0]
+		}
+		return id
+	}
+	if _, err := c.Write(three()); err != nil {
+		t.Fatal(err)
+	}
+	id := recv3()
+	p := r.peer(id)
+	if n := p.gc.reads.Load(); n != 6 {
+		t.Fatalf("untrusted: %d reads from the network for 3 messages, want 6 (header, body)", n)
+	}
+	r.Trust(id)
+	if _, err := c.Write(three()); err != nil {
+		t.Fatal(err)
+	}
+	recv3()
+	// The reader may have been waiting in a plain read (for 2 bytes) when Trust came: then the
+	// rest is a second read.
+	if n := p.gc.reads.Load() - 6; n > 2 {
+		t.Fatalf("trusted: %d reads from the network for 3 messages that came together, want at most 2", n)
+	}
+}
+
+// captureConn records what is written to it.
+type captureConn struct {
+	net.Conn // nil: only Write and SetWriteDeadline are called
+	out      []byte
+}
+
+func (c *captureConn) Write(b []byte) (int, error)      { c.out = append(c.out, b...); return len(b), nil }
+func (c *captureConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *captureConn) SetReadDeadline(time.Time) error  { return nil }
+
+// Whatever the stream and however it is cut into writes, the guard sends the bytes written, in
+// order, holding back only what its rules allow (at most heldCap bytes, and only where the
+// stream stands before more of a message).
+func FuzzWriteStream(f *testing.F) {
+	f.Add(message([]byte("job"), fill(300, 'x')), []byte{2, 3, 2, 100})
+	f.Add(append(readyCommand("PUB"), message([]byte{}, []byte("a"))...), []byte{1, 1, 5})
+	f.Add(message(fill(200, 'a'), fill(200, 'b'), fill(200, 'c'), []byte("d")), []byte{2, 200})
+	f.Fuzz(func(t *testing.T, stream, cuts []byte) {
+		cc := &captureConn{}
+		gc := newConn(cc, nil, 1<<20, nil)
+		all := append(serverGreeting[:], stream...)
+		rest := all
+		for i := 0; len(rest) > 0; i++ {
+			n := len(rest)
+			if len(cuts) > 0 {
+				n = min(int(cuts[i%len(cuts)]), len(rest))
+			}
+			if n == 0 { // an empty write (zmq4 makes them for empty bodies), then a byte
+				if _, err := gc.Write(rest[:0]); err != nil {
+					t.Fatal(err)
+				}
+				n = 1
+			}
+			if _, err := gc.Write(rest[:n]); err != nil {
+				t.Fatal(err)
+			}
+			rest = rest[n:]
+			if gc.nheld > heldCap || (gc.nheld > 0 && !gc.w.wait()) {
+				t.Fatalf("%d bytes held where the stream stands at %+v", gc.nheld, gc.w)
+			}
+			if want := all[:len(all)-len(rest)-gc.nheld]; !bytes.Equal(cc.out, want) {
+				t.Fatalf("sent %x, want %x", cc.out, want)
+			}
+		}
+	})
 }
