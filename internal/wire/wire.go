@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
+	"sync"
 	"time"
 )
 
@@ -129,20 +131,71 @@ func SplitSigned(body []byte) (sig, data []byte, err error) {
 }
 
 // Unmarshal decodes JSON data into v after a size check; unknown fields are ignored so that
-// later versions may add some.
+// later versions may add some. Numbers that land in an interface value (a map[string]any of
+// facts) are json.Number, so that no integer loses precision.
 func Unmarshal(data []byte, max int, v any) error {
 	if len(data) > max {
 		return ErrTooLarge
+	}
+	if !holdsInterface(reflect.TypeOf(v)) {
+		// Nothing to hold a json.Number: json.Unmarshal decodes data in place, where a Decoder
+		// copies it into a buffer of its own first (a return is decoded three times over:
+		// request, signed return, return).
+		if err := json.Unmarshal(data, v); err != nil {
+			return fmt.Errorf("wire: %w", err)
+		}
+		return nil
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("wire: %w", err)
 	}
-	if dec.More() {
+	// Only white space may follow the value (Decoder.More lets a stray ']' or '}' pass), as
+	// json.Unmarshal requires.
+	if len(bytes.TrimLeft(data[dec.InputOffset():], " \t\r\n")) > 0 {
 		return errors.New("wire: trailing data")
 	}
 	return nil
+}
+
+// interfaceTypes caches holdsInterface by type.
+var interfaceTypes sync.Map // reflect.Type -> bool
+
+// holdsInterface reports whether a value of type t can hold an interface value that JSON
+// decodes into (a field, element or map value of interface type, at any depth), or t is nil.
+func holdsInterface(t reflect.Type) bool {
+	if t == nil {
+		return true
+	}
+	if v, ok := interfaceTypes.Load(t); ok {
+		return v.(bool)
+	}
+	has := walkInterface(t, map[reflect.Type]bool{})
+	interfaceTypes.Store(t, has)
+	return has
+}
+
+func walkInterface(t reflect.Type, seen map[reflect.Type]bool) bool {
+	if seen[t] {
+		return false // a recursive type: its other paths are being walked
+	}
+	seen[t] = true
+	switch t.Kind() {
+	case reflect.Interface:
+		return true
+	case reflect.Pointer, reflect.Slice, reflect.Array:
+		return walkInterface(t.Elem(), seen)
+	case reflect.Map:
+		return walkInterface(t.Key(), seen) || walkInterface(t.Elem(), seen)
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if walkInterface(t.Field(i).Type, seen) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Signature domains: every signature brine makes names what it is for.
