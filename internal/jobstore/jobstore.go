@@ -83,8 +83,12 @@ var (
 
 // Bolt is a Store in one bbolt file.
 type Bolt struct {
-	db *bolt.DB
+	db    *bolt.DB
+	group *groupCommit // returns and facts, which thousands of minions send at once
 }
+
+// Commits returns how many group commits (of returns and facts) the store has made.
+func (s *Bolt) Commits() int { return int(s.group.commits.Load()) }
 
 // OpenBolt opens (creating if needed) the store at path.
 func OpenBolt(path string) (*Bolt, error) {
@@ -92,8 +96,6 @@ func OpenBolt(path string) (*Bolt, error) {
 	if err != nil {
 		return nil, fmt.Errorf("job store %s: %w", path, err)
 	}
-	// A short delay: a lone return (one minion) waits at most this long for company.
-	db.MaxBatchDelay = 2 * time.Millisecond
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bJobs, bReturns, bFacts, bOutcomes} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -106,7 +108,7 @@ func OpenBolt(path string) (*Bolt, error) {
 		db.Close()
 		return nil, fmt.Errorf("job store %s: %w", path, err)
 	}
-	return &Bolt{db: db}, nil
+	return &Bolt{db: db, group: newGroupCommit(db)}, nil
 }
 
 // PutJob implements Store.
@@ -120,28 +122,37 @@ func (s *Bolt) PutJob(j Job) error {
 
 // AddReturn implements Store. Returns are keyed jid \x00 minion, so the check and the write
 // happen in one transaction and a (job, minion) is recorded once however often it is delivered.
+// The returns of a job arrive together from thousands of minions: they are group-committed,
+// many to a transaction (one fsync), and the record is encoded before, outside the writer.
 func (s *Bolt) AddReturn(r Return) (bool, error) {
 	data, err := json.Marshal(r)
 	if err != nil {
 		return false, err
 	}
-	key := []byte(r.JID + "\x00" + r.Minion)
+	key := returnKey(r.JID, r.Minion)
+	success := returnSucceeded(r.Data)
 	added := false
-	// Batch: the returns of a job arrive together from thousands of minions; one transaction
-	// (one fsync) records many, instead of one fsync each. Batch may run the function twice.
-	err = s.db.Batch(func(tx *bolt.Tx) error {
+	err = s.group.write(func(tx *bolt.Tx) error {
 		added = false
 		b := tx.Bucket(bReturns)
 		if b.Get(key) != nil {
 			return nil
 		}
-		added = true
 		if err := b.Put(key, data); err != nil {
 			return err
 		}
-		return countReturn(tx, r)
+		added = true
+		return countReturn(tx, r.JID, success)
 	})
 	return added, err
+}
+
+// returnKey is the key of the return of minion for jid in the returns bucket.
+func returnKey(jid, minion string) []byte {
+	key := make([]byte, 0, len(jid)+1+len(minion))
+	key = append(key, jid...)
+	key = append(key, 0)
+	return append(key, minion...)
 }
 
 // Job implements Store.
@@ -220,7 +231,7 @@ func (s *Bolt) Jobs(limit int) ([]Job, error) {
 
 // PutFacts implements Store.
 func (s *Bolt) PutFacts(id string, facts []byte) error {
-	return s.db.Batch(func(tx *bolt.Tx) error { return tx.Bucket(bFacts).Put([]byte(id), facts) })
+	return s.group.write(func(tx *bolt.Tx) error { return tx.Bucket(bFacts).Put([]byte(id), facts) })
 }
 
 // AllFacts implements Store.
@@ -240,5 +251,8 @@ func (s *Bolt) DeleteFacts(id string) error {
 	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bFacts).Delete([]byte(id)) })
 }
 
-// Close implements Store.
-func (s *Bolt) Close() error { return s.db.Close() }
+// Close implements Store. The writes already queued are committed first.
+func (s *Bolt) Close() error {
+	s.group.close()
+	return s.db.Close()
+}

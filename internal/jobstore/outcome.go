@@ -21,21 +21,26 @@ type OutcomeCounter interface {
 	Outcome(jid string) (o Outcome, ok bool, err error)
 }
 
-// countReturn adds r to its job's counts, in AddReturn's transaction. r.Data is the return's
-// JSON as the minion signed it (wire.Return); only its "success" field is read.
-func countReturn(tx *bolt.Tx, r Return) error {
+// returnSucceeded reads the "success" field of a return's data (the wire.Return JSON the
+// minion signed); data that does not parse counts as a failure.
+func returnSucceeded(data []byte) bool {
 	var ret struct {
 		Success bool `json:"success"`
 	}
-	_ = json.Unmarshal(r.Data, &ret) // unparseable data counts as a failure
+	_ = json.Unmarshal(data, &ret)
+	return ret.Success
+}
+
+// countReturn adds a return of jid to the job's counts, in AddReturn's transaction.
+func countReturn(tx *bolt.Tx, jid string, success bool) error {
 	b := tx.Bucket(bOutcomes)
-	key := []byte(r.JID)
+	key := []byte(jid)
 	var v [8]byte
 	if old := b.Get(key); len(old) == 8 {
 		copy(v[:], old)
 	}
 	binary.BigEndian.PutUint32(v[:4], binary.BigEndian.Uint32(v[:4])+1)
-	if ret.Success {
+	if success {
 		binary.BigEndian.PutUint32(v[4:], binary.BigEndian.Uint32(v[4:])+1)
 	}
 	return b.Put(key, v[:])
