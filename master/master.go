@@ -559,8 +559,10 @@ func (m *Master) handleRequest(body []byte, remote netip.Addr) ([]byte, bool) {
 	if err != nil {
 		return nil, false
 	}
+	var hexSID [2 * wire.SessionIDLen]byte
+	hex.Encode(hexSID[:], sid)
 	m.mu.Lock()
-	s, ok := m.sessions[hex.EncodeToString(sid)]
+	s, ok := m.sessions[string(hexSID[:])] // the conversion in the index does not allocate
 	var k *pki.SessionKey
 	if ok {
 		k = s.keyFor(keyID)
