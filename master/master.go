@@ -244,7 +244,7 @@ func (m *Master) Start(ctx context.Context) error {
 	router, err := zmtp.ListenRouter(m.cfg.RequestAddr, zmtp.Limits{
 		MaxMsg: wire.MaxRequestFrame + 1024, PreAuthMsg: preAuthFrame,
 		MaxConnsPerSource: m.cfg.MaxConnsPerSource, MaxPendingPerSource: m.cfg.MaxHandshakesPerSource,
-		PreAuthRate: m.cfg.PreAuthRatePerSource,
+		PreAuthRate: m.cfg.PreAuthRatePerSource, Serial: true,
 	})
 	if err != nil {
 		m.pub.Close()
@@ -347,14 +347,17 @@ func (m *Master) worker(recv func() (zmq4.Msg, error)) {
 			}
 			continue
 		}
+		peer := msg.Frames[0]
 		if len(msg.Frames) != 2 {
 			m.garbage.warn(m.log, "frames", "ignored a message of several frames on the request port")
-			continue // ROUTER adds the identity; brine messages are one frame
+		} else { // ROUTER adds the identity; brine messages are one frame
+			remote, _ := m.router.RemoteAddr(peer)
+			reply, authed := m.handleSafe(peer, m.router.Source(peer), remote, msg.Frames[1])
+			m.answer(peer, reply, authed)
 		}
-		peer := msg.Frames[0]
-		remote, _ := m.router.RemoteAddr(peer)
-		reply, authed := m.handleSafe(peer, m.router.Source(peer), remote, msg.Frames[1])
-		m.answer(peer, reply, authed)
+		// The router reads the peer's next message only now (zmtp.Limits.Serial): a peer,
+		// even an accepted minion, holds one message and one worker at a time.
+		m.router.Done(peer)
 	}
 }
 

@@ -71,6 +71,10 @@ type Limits struct {
 	MaxSubs             int   // Pub: subscriptions, all subscribers together
 	MaxSubsPerPeer      int   // Pub: subscriptions of one subscriber
 	MaxTopic            int   // Pub: bytes of one subscription topic
+	// Serial (Router): a peer's next message is read only once the application has called
+	// Router.Done for the one before, so that a peer, trusted or not, holds at most one message
+	// in the master (one worker, one MaxMsg of memory) and TCP holds back the rest.
+	Serial bool
 }
 
 // DefaultLimits are the limits of a listener whose Limits leave a field zero.

@@ -43,9 +43,10 @@ type Router struct {
 }
 
 type routerPeer struct {
-	c  *zmq4.Conn
-	gc *conn
-	q  *sendQueue // replies for the writer goroutine
+	c    *zmq4.Conn
+	gc   *conn
+	q    *sendQueue    // replies for the writer goroutine
+	turn chan struct{} // Limits.Serial: full while one of its messages waits for Done
 }
 
 // ListenRouter binds a Router to the TCP address addr ("host:port") with the limits lim.
@@ -90,7 +91,7 @@ func (r *Router) serve(gc *conn) {
 		return
 	}
 	defer zc.Close()
-	p := &routerPeer{c: zc, gc: gc, q: newSendQueue(r.l.lim.SendQueue)}
+	p := &routerPeer{c: zc, gc: gc, q: newSendQueue(r.l.lim.SendQueue), turn: make(chan struct{}, 1)}
 	r.mu.Lock()
 	select {
 	case <-r.done:
@@ -116,11 +117,21 @@ func (r *Router) serve(gc *conn) {
 		<-writer
 	}()
 	for {
+		if r.l.lim.Serial {
+			// The previous message is handled (Done) before the next is read: however fast
+			// a peer sends, and however large its messages, it holds one in the application.
+			select {
+			case p.turn <- struct{}{}:
+			case <-r.done:
+				return
+			}
+		}
 		msg, err := zc.RecvMsg()
 		if err != nil {
 			return
 		}
 		if msg.Type == zmq4.CmdMsg || len(msg.Frames) == 0 {
+			r.done1(p)
 			continue // PING/PONG and the like
 		}
 		frames := make([][]byte, 0, len(msg.Frames)+1)
@@ -228,6 +239,22 @@ func (r *Router) Send(msg zmq4.Msg) error {
 	r.Dropped.Add(1)
 	p.c.Close()
 	return ErrPeerNotReading
+}
+
+// Done says that the application has handled the message of peer id that Recv returned, so
+// that, with Limits.Serial, the peer's next message is read. Call it once per message; it does
+// nothing for a peer that is gone, or without Limits.Serial.
+func (r *Router) Done(id []byte) {
+	if p := r.peer(id); p != nil {
+		r.done1(p)
+	}
+}
+
+func (r *Router) done1(p *routerPeer) {
+	select {
+	case <-p.turn:
+	default:
+	}
 }
 
 // Trust lifts the pre-authentication limits of the peer id: the application has verified that
