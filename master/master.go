@@ -91,6 +91,7 @@ type Master struct {
 	keyGen    [8]byte             // the rotation generation: session keys older than it are replaced
 	sessions  map[string]*session // by hex session id
 	byMinion  map[string]string   // minion id -> hex session id
+	bound     map[string]string   // router peer -> minion whose session last proved itself on it
 	facts     map[string]map[string]any
 	watchers  map[string][]chan ReturnEvent // jid -> live subscribers
 	rotations int
@@ -114,6 +115,7 @@ type session struct {
 	sk      *pki.SessionKey // current: requests, replies and job wraps
 	prev    *pki.SessionKey // the one before the last rotation, until the minion uses sk
 	gen     [8]byte         // the key generation sk was made in
+	peer    string          // the router peer the session last proved itself on: the only one trusted for it
 	// asked: the minion has sent a heartbeat request in this session, so its pending jobs
 	// have been listed once without the grace of in-flight publishes (serve).
 	asked bool
@@ -176,6 +178,7 @@ func New(cfg Config, logger *slog.Logger) (*Master, error) {
 		keyGen:    [8]byte(pki.RandomBytes(8)),
 		sessions:  map[string]*session{},
 		byMinion:  map[string]string{},
+		bound:     map[string]string{},
 		facts:     map[string]map[string]any{},
 		watchers:  map[string][]chan ReturnEvent{},
 		pruneKick: make(chan struct{}, 1),
@@ -370,8 +373,44 @@ func (m *Master) answer(peer, reply []byte, authed bool) {
 	if err := m.router.Send(zmq4.NewMsgFrom(peer, reply)); errors.Is(err, zmtp.ErrPeerNotReading) {
 		m.garbage.warn(m.log, "not-reading", "disconnected a peer that does not read its replies", "source", m.router.Source(peer))
 	}
-	if authed && !m.router.Trusted(peer) {
-		m.router.Trust(peer) // lift the pre-authentication limits of this connection
+	if authed {
+		m.trust(peer)
+	}
+}
+
+// trust lifts the pre-authentication limits of peer if a live session is bound to it: a session
+// has one trusted connection, the last it proved itself on, and none once it ends (so that a
+// minion cannot keep many trusted connections, nor keep one after its key is rejected).
+func (m *Master) trust(peer []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.bound[string(peer)]; ok && !m.router.Trusted(peer) {
+		m.router.Trust(peer)
+	}
+}
+
+// bind makes peer the connection of session s, and the one it had, if another, untrusted again.
+// m.mu is held.
+func (m *Master) bind(s *session, peer string) {
+	if s.peer == peer {
+		return
+	}
+	m.unbind(s.peer, s.minion)
+	s.peer = peer
+	if peer != "" {
+		m.bound[peer] = s.minion
+	}
+}
+
+// unbind puts the pre-authentication limits of peer back, unless another minion's session has
+// moved onto it since. m.mu is held.
+func (m *Master) unbind(peer, minion string) {
+	if peer == "" || m.bound[peer] != minion {
+		return
+	}
+	delete(m.bound, peer)
+	if m.router != nil {
+		m.router.Distrust([]byte(peer))
 	}
 }
 
@@ -407,7 +446,7 @@ func (m *Master) handle(peer []byte, source string, remote netip.Addr, frame []b
 	case wire.TAuth:
 		return m.handleAuth(peer, source, body)
 	case wire.TRequest:
-		return m.handleRequest(body, remote)
+		return m.handleRequest(peer, body, remote)
 	}
 	return nil, false
 }
@@ -486,7 +525,7 @@ func (m *Master) handleAuth(peer []byte, src string, body []byte) (reply []byte,
 		}
 		ar := wire.AuthReply{ClientNonce: a.ClientNonce, Status: string(rec.State)}
 		if rec.State == pki.StateAccepted {
-			sid, sk, gen := m.newSession(c.id, c.key)
+			sid, sk, gen := m.newSession(c.id, c.key, string(peer))
 			m.leasePresence(c.id, true)
 			ar.SessionID = sid
 			ar.SessionKey = sk.Marshal() // the whole reply is sealed to the minion
@@ -527,16 +566,19 @@ func (m *Master) handleAuth(peer []byte, src string, body []byte) (reply []byte,
 
 // newSession starts the session of an accepted minion with a fresh key of its own, ending any
 // session it had.
-func (m *Master) newSession(minion string, key pki.PublicKey) ([]byte, *pki.SessionKey, [8]byte) {
+func (m *Master) newSession(minion string, key pki.PublicKey, peer string) ([]byte, *pki.SessionKey, [8]byte) {
 	sid := pki.RandomBytes(wire.SessionIDLen)
 	sk := pki.NewSessionKey()
 	h := hex.EncodeToString(sid)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if old, ok := m.byMinion[minion]; ok {
-		delete(m.sessions, old)
+	s := &session{id: h, minion: minion, key: key, sk: sk, gen: m.keyGen}
+	if old, ok := m.sessions[m.byMinion[minion]]; ok {
+		delete(m.sessions, old.id)
+		s.peer = old.peer // bind below untrusts it, unless it is this peer
 	}
-	m.sessions[h] = &session{id: h, minion: minion, key: key, sk: sk, gen: m.keyGen}
+	m.bind(s, peer)
+	m.sessions[h] = s
 	m.byMinion[minion] = h
 	return sid, sk, m.keyGen
 }
@@ -557,7 +599,7 @@ func (m *Master) noSession(sid []byte) []byte {
 }
 
 // handleRequest answers a sealed request; authed is true when it opened under the session's key.
-func (m *Master) handleRequest(body []byte, remote netip.Addr) ([]byte, bool) {
+func (m *Master) handleRequest(peer, body []byte, remote netip.Addr) ([]byte, bool) {
 	sid, keyID, sealed, err := wire.SplitSession(body)
 	if err != nil {
 		return nil, false
@@ -607,6 +649,9 @@ func (m *Master) handleRequest(body []byte, remote netip.Addr) ([]byte, bool) {
 		return nil, false // replayed or reordered request
 	}
 	s.lastSeq = r.Seq
+	if peer != nil {
+		m.bind(s, string(peer)) // a minion that reconnected goes on with its session
+	}
 	if k == s.sk {
 		s.prev = nil // the minion has the current key: the previous one is done with
 	}
@@ -940,6 +985,9 @@ func (m *Master) watch(jid string, n int) (<-chan ReturnEvent, func()) {
 func (m *Master) dropSession(minion string) {
 	m.mu.Lock()
 	if sid, ok := m.byMinion[minion]; ok {
+		if s := m.sessions[sid]; s != nil {
+			m.unbind(s.peer, minion)
+		}
 		delete(m.sessions, sid)
 		delete(m.byMinion, minion)
 	}

@@ -66,3 +66,38 @@ func TestAcceptedMinionCannotQueueLargeRequests(t *testing.T) {
 		t.Fatalf("one accepted minion replaying a 15 MiB request took the master's heap to %d MiB (%d sent)", peak>>20, sent.Load())
 	}
 }
+
+// A connection is trusted (the pre-authentication limits lifted) for as long as the session
+// that proved itself on it lives, and a minion's session has one such connection. A compromised
+// minion that authenticates on a second connection, or whose key the operator rejects, does not
+// keep a connection that can send 16 MiB messages (or hellos, each a signature) without limits.
+func TestTrustEndsWithTheSession(t *testing.T) {
+	m := master.TestMaster(t)
+	key := mustKey(t)
+	a := evilMinion(t, m, "evil", nil, key)
+	if r, _, ok := a.request(wire.KindHeartbeat, nil); !ok || !r.OK {
+		t.Fatalf("first connection: %+v", r)
+	}
+	b := evilMinion(t, m, "evil", nil, key)
+	conns := func() int { return m.TransportStats().RequestConns }
+	if n := conns(); n != 2 {
+		t.Fatalf("%d connections, want 2", n)
+	}
+	// 100 KiB: over the 16 KiB a peer may send before it authenticates.
+	big := wire.Encode(wire.THello, make([]byte, 100<<10))
+
+	// The connection whose session moved on is bounded again: the big message closes it.
+	a.send(big)
+	tb.WaitFor(t, 10*time.Second, "the first connection closed for a message over the pre-auth limit", func() bool { return conns() == 1 })
+	// The current one is still trusted: it takes the big message and goes on.
+	b.send(big)
+	if r, _, ok := b.request(wire.KindHeartbeat, nil); !ok || !r.OK {
+		t.Fatalf("current connection after a large message: %+v", r)
+	}
+
+	// Rejected: the session ends, and so does the trust of its connection.
+	ids, _ := m.Keys().Reject("evil")
+	m.RemoveMinions(ids, false)
+	b.send(big)
+	tb.WaitFor(t, 10*time.Second, "the rejected minion's connection closed for a message over the pre-auth limit", func() bool { return conns() == 0 })
+}

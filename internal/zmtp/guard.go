@@ -584,6 +584,20 @@ func (c *conn) trust() {
 	c.p.budget = nil // what is reserved now is released when its frame ends
 }
 
+// distrust puts the limits of an untrusted connection back: the authentication that made it
+// trusted no longer holds (its session ended or moved to another connection). A frame under way
+// keeps what it reserved, or not; the next ones are bounded again.
+func (c *conn) distrust() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.trusted || c.l == nil {
+		return
+	}
+	c.trusted = false
+	c.p.max = c.l.lim.PreAuthMsg
+	c.p.budget = c.l
+}
+
 func (c *conn) isTrusted() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -265,6 +265,14 @@ func (r *Router) Trust(id []byte) {
 	}
 }
 
+// Distrust puts the pre-authentication limits of the peer id back: what the application
+// trusted it for has ended. It does nothing for a peer that is gone.
+func (r *Router) Distrust(id []byte) {
+	if p := r.peer(id); p != nil {
+		p.gc.distrust()
+	}
+}
+
 // Trusted says whether the peer id was trusted (false for a peer that is gone).
 func (r *Router) Trusted(id []byte) bool {
 	p := r.peer(id)
