@@ -296,7 +296,7 @@ func (m *Master) publishJob(spec JobSpec, peers map[string][]map[string]any, sec
 		meta.Vars, meta.VarFiles, sealedVars = states.SealInputs(spec.loaded.mod, spec.Vars, spec.VarFiles)
 	}
 	if len(secretNames) > 0 || len(sealedVars) > 0 {
-		if err := m.sealInputs(&meta, acc, secretNames, sealedVars); err != nil {
+		if err := m.sealInputs(&meta, spec, acc, secretNames, sealedVars); err != nil {
 			return jobstore.Job{}, err
 		}
 	}

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
@@ -96,8 +99,9 @@ func factTerm(t Target) string {
 }
 
 // sealInputs seals, to each minion of meta, the secrets it may receive among names and the
-// values of the job's sensitive variables (states.SealInputs).
-func (m *Master) sealInputs(meta *wire.JobMeta, acc map[string]pki.MinionKey, names []string, sealedVars map[string]string) error {
+// values of the job's sensitive variables (states.SealInputs), which go only to minions that
+// spec selects without their facts.
+func (m *Master) sealInputs(meta *wire.JobMeta, spec JobSpec, acc map[string]pki.MinionKey, names []string, sealedVars map[string]string) error {
 	var all []Secret
 	if len(names) > 0 {
 		var err error
@@ -114,6 +118,10 @@ func (m *Master) sealInputs(meta *wire.JobMeta, acc map[string]pki.MinionKey, na
 		vals, err := secretsFor(all, names, infos[id])
 		if err != nil {
 			return fmt.Errorf("%w; nothing was sent", err)
+		}
+		if len(sealedVars) > 0 && !spec.selectedWithoutFacts(id, acc[id].Groups) {
+			return fmt.Errorf("sensitive variable %s would reach minion %s, which this job's target or its site's groups select by its facts, and facts are claimed by the minion: select the minions that receive sensitive values by id or key group; nothing was sent",
+				strings.Join(sensitiveNames(sealedVars), ", "), id)
 		}
 		for k, v := range sealedVars {
 			vals[k] = v
@@ -149,4 +157,33 @@ func secretsFor(all []Secret, names []string, m MinionInfo) (map[string]string, 
 		}
 	}
 	return out, nil
+}
+
+// selectedWithoutFacts says whether spec takes minion id (key groups keyGroups) when its facts
+// are left out: its target, the site groups the target sees, and, for a converge, the bundle set
+// the site assigns it. Facts are claims: what is sealed to every minion of a job (sensitive
+// variables) must not go to a minion that chose to be selected (DESIGN.md invariant 20).
+func (spec JobSpec) selectedWithoutFacts(id string, keyGroups []string) bool {
+	mi := MinionInfo{ID: id, Groups: spec.Site.GroupsOf(MinionInfo{ID: id, Groups: keyGroups})}
+	if spec.Target != "" {
+		t, err := ParseTarget(spec.Target)
+		if err != nil || !safeMatch(t, mi) {
+			return false
+		}
+	}
+	if spec.History == "converge" && spec.Site != nil && strings.Join(spec.Site.BundlesOf(mi), ",") != spec.BundleName {
+		return false
+	}
+	return true
+}
+
+// sensitiveNames returns the variable names (or var files) of sealed (states.SealInputs: each
+// key a prefix ending in ':' and the name), quoted and sorted.
+func sensitiveNames(sealed map[string]string) []string {
+	var out []string
+	for k := range sealed {
+		out = append(out, strconv.Quote(k[strings.IndexByte(k, ':')+1:]))
+	}
+	sort.Strings(out)
+	return out
 }
