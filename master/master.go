@@ -52,6 +52,10 @@ const (
 	pubMaxTopic = 256
 	// pubMaxSubsPerPeer bounds the subscriptions of one subscriber (minions have three).
 	pubMaxSubsPerPeer = 8
+	// trustedRate bounds the messages of one authenticated connection a second (bursts of twice
+	// that): a minion sends a few requests per job and heartbeat; a compromised one cannot have
+	// the master sign hellos, open requests or write its facts as fast as one worker can.
+	trustedRate = 200
 	// maxAuthSealed bounds a sealed auth: its JSON (8 KiB at most), the signature, the box's
 	// nonce and tag.
 	maxAuthSealed = 8192 + wire.SigLen + 24 + 16
@@ -247,7 +251,7 @@ func (m *Master) Start(ctx context.Context) error {
 	router, err := zmtp.ListenRouter(m.cfg.RequestAddr, zmtp.Limits{
 		MaxMsg: wire.MaxRequestFrame + 1024, PreAuthMsg: preAuthFrame,
 		MaxConnsPerSource: m.cfg.MaxConnsPerSource, MaxPendingPerSource: m.cfg.MaxHandshakesPerSource,
-		PreAuthRate: m.cfg.PreAuthRatePerSource, Serial: true,
+		PreAuthRate: m.cfg.PreAuthRatePerSource, Serial: true, TrustedRate: trustedRate,
 	})
 	if err != nil {
 		m.pub.Close()

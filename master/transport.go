@@ -6,6 +6,7 @@ type TransportStats struct {
 	PublishConns, PublishPending int   // the same, publish port
 	Subscriptions                int   // subscriptions of all subscribers
 	NotReadingDropped            int64 // request peers disconnected because they did not read replies
+	TrustedThrottled             int64 // messages of authenticated connections that waited for their rate
 	SubscribersRefused           int64 // subscribers disconnected for subscriptions over the limits
 	AcceptErrors                 int64 // failed Accepts on both ports (EMFILE...), each retried
 	Challenges                   int   // outstanding hello challenges
@@ -18,6 +19,7 @@ func (m *Master) TransportStats() TransportStats {
 	s.PublishConns, s.PublishPending = m.pub.Conns()
 	s.Subscriptions = m.pub.Subscriptions()
 	s.NotReadingDropped = m.router.Dropped.Load()
+	s.TrustedThrottled = m.router.Throttled.Load()
 	s.SubscribersRefused = m.pub.Refused.Load()
 	s.AcceptErrors = m.router.AcceptErrors() + m.pub.AcceptErrors()
 	s.Challenges = m.challenges.len()

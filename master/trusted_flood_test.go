@@ -101,3 +101,31 @@ func TestTrustEndsWithTheSession(t *testing.T) {
 	b.send(big)
 	tb.WaitFor(t, 10*time.Second, "the rejected minion's connection closed for a message over the pre-auth limit", func() bool { return conns() == 0 })
 }
+
+// An authenticated connection is rate-limited too: a compromised minion that sends hellos (a
+// signature each) on it as fast as it can is read at its rate, and the master counts it.
+func TestAcceptedMinionRequestsRateLimited(t *testing.T) {
+	m := master.TestMaster(t)
+	evil := evilMinion(t, m, "evil", nil, nil)
+	var challenges atomic.Int64
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			select {
+			case <-evil.frames:
+				challenges.Add(1)
+			case <-done:
+				return
+			}
+		}
+	}()
+	hello, _ := json.Marshal(wire.Hello{ID: "evil", Key: evil.key.Pub.String(), Nonce: make([]byte, 32)})
+	frame := wire.Encode(wire.THello, hello)
+	const n = 1000 // over the burst of 400 a connection may send at once
+	for range n {
+		evil.send(frame)
+	}
+	tb.WaitFor(t, time.Minute, "the master throttling the flood", func() bool { return m.TransportStats().TrustedThrottled > 0 })
+	tb.WaitFor(t, time.Minute, "every hello answered, at the connection's rate", func() bool { return challenges.Load() == n })
+}

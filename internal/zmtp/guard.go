@@ -75,6 +75,9 @@ type Limits struct {
 	// Router.Done for the one before, so that a peer, trusted or not, holds at most one message
 	// in the master (one worker, one MaxMsg of memory) and TCP holds back the rest.
 	Serial bool
+	// TrustedRate (Router): messages per second from one trusted connection (burst: twice
+	// that); the connection is not read while it is over. 0: no limit.
+	TrustedRate int
 }
 
 // DefaultLimits are the limits of a listener whose Limits leave a field zero.

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-zeromq/zmq4"
 	"github.com/go-zeromq/zmq4/security/null"
@@ -36,6 +37,8 @@ type Router struct {
 
 	// Dropped counts peers disconnected because their send queue was full: they did not read.
 	Dropped atomic.Int64
+	// Throttled counts messages of trusted peers that waited for Limits.TrustedRate.
+	Throttled atomic.Int64
 
 	mu    sync.Mutex // guards peers and next
 	peers map[string]*routerPeer
@@ -105,6 +108,10 @@ func (r *Router) serve(gc *conn) {
 	id := string(idb[:])
 	r.peers[id] = p
 	r.mu.Unlock()
+	var bucket *tokenBucket // this connection's, while trusted (Limits.TrustedRate)
+	if r.l.lim.TrustedRate > 0 {
+		bucket = newTokenBucket(r.l.lim.TrustedRate)
+	}
 	stop := make(chan struct{})
 	writer := make(chan struct{})
 	go func() { defer close(writer); r.write(p, stop) }()
@@ -138,6 +145,18 @@ func (r *Router) serve(gc *conn) {
 		frames = append(frames, idb[:])
 		frames = append(frames, msg.Frames...)
 		in := r.in
+		if bucket != nil && gc.isTrusted() {
+			if d := bucket.take(time.Now()); d > 0 {
+				r.Throttled.Add(1)
+				t := time.NewTimer(d)
+				select {
+				case <-t.C:
+				case <-r.done:
+					t.Stop()
+					return
+				}
+			}
+		}
 		if !gc.isTrusted() {
 			if !r.l.wait(gc.src, r.done) {
 				return
@@ -174,6 +193,28 @@ func (r *Router) write(p *routerPeer, stop <-chan struct{}) {
 			p.q.written()
 		}
 	}
+}
+
+// tokenBucket is one connection's bucket of messages: rate a second, bursts of twice that.
+type tokenBucket struct {
+	rate   float64
+	tokens float64
+	last   time.Time
+}
+
+func newTokenBucket(rate int) *tokenBucket {
+	return &tokenBucket{rate: float64(rate), tokens: float64(2 * rate), last: time.Now()}
+}
+
+// take takes a token and returns how long to wait for it (0: none).
+func (b *tokenBucket) take(now time.Time) time.Duration {
+	b.tokens = min(b.tokens+now.Sub(b.last).Seconds()*b.rate, 2*b.rate)
+	b.last = now
+	b.tokens--
+	if b.tokens >= 0 {
+		return 0
+	}
+	return time.Duration(-b.tokens / b.rate * float64(time.Second))
 }
 
 // ErrRouterClosed is returned by Recv and Send after Close.
