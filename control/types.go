@@ -12,7 +12,7 @@ import (
 
 // Event is one step of a job as the control socket streams it to the CLI.
 type Event struct {
-	Event       string       `json:"event"` // published | return | missing | invalid | done | batch | batch_done | stopped | unassigned | unknown
+	Event       string       `json:"event"` // published | return | missing | left_out | invalid | done | batch | batch_done | stopped | unassigned | unknown
 	JID         string       `json:"jid,omitempty"`
 	Phase       int          `json:"phase,omitempty"`
 	Minions     []string     `json:"minions,omitempty"`

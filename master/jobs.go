@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -373,6 +374,20 @@ func (m *Master) Run(ctx context.Context, spec JobSpec, emit func(Event)) (*Resu
 		}
 		peerTargets, secretNames = spec.loaded.mod.PeerTargets, spec.loaded.mod.SecretNames
 	}
+	// A minion selected only by its facts that may not receive the job's secrets or sensitive
+	// values is left out: a claim must neither win them nor stop the job for the others.
+	keep, leftOut, err := m.claimants(spec, secretNames)
+	if err != nil {
+		return nil, err
+	}
+	if len(leftOut) > 0 {
+		emit(Event{Event: "left_out", Minions: leftOut, Error: "selected only by facts it reports (claims), and may not receive this job's secrets or sensitive values; nothing was sent to it"})
+		m.log.Warn("left minions out of a job: selected only by their facts, not entitled to its secrets or sensitive values", "minions", leftOut)
+		if len(keep) == 0 {
+			return nil, fmt.Errorf("minion(s) %s are selected only by facts they report and may not receive this job's secrets or sensitive values; nothing was sent", strings.Join(leftOut, ", "))
+		}
+		spec.Minions = keep
+	}
 	res := &Result{}
 	parent := ""
 	for phase := 1; phase <= maxPhases; phase++ {
@@ -403,6 +418,8 @@ func (m *Master) Run(ctx context.Context, spec JobSpec, emit func(Event)) (*Resu
 		}
 		m.log.Info("peers changed during the apply; applying again", "jid", jid, "phase", phase+1)
 	}
+	res.Missing = append(res.Missing, leftOut...)
+	sort.Strings(res.Missing)
 	emit(Event{Event: "done", JID: res.JIDs[len(res.JIDs)-1], Missing: res.Missing})
 	return res, nil
 }

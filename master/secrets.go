@@ -159,6 +159,38 @@ func secretsFor(all []Secret, names []string, m MinionInfo) (map[string]string, 
 	return out, nil
 }
 
+// claimants splits spec's minions: those kept, and those left out because spec selects them only
+// by their facts and they may not receive its secrets (names) or the values of its sensitive
+// variables. A minion the job selects without its facts is kept even if it may not receive them:
+// the job is then refused (sealInputs), as the operator named it.
+func (m *Master) claimants(spec JobSpec, names []string) (keep, out []string, err error) {
+	var sealed map[string]string
+	if spec.loaded != nil {
+		_, _, sealed = states.SealInputs(spec.loaded.mod, spec.Vars, spec.VarFiles)
+	}
+	if len(names) == 0 && len(sealed) == 0 {
+		return spec.Minions, nil, nil
+	}
+	var all []Secret
+	if len(names) > 0 {
+		if all, err = LoadSecrets(m.cfg.SecretsFile); err != nil {
+			return nil, nil, fmt.Errorf("secrets file: %w", err)
+		}
+	}
+	acc := m.keys.Accepted()
+	for _, id := range spec.Minions {
+		groups := acc[id].Groups
+		if !spec.selectedWithoutFacts(id, groups) {
+			if _, err := secretsFor(all, names, MinionInfo{ID: id, Groups: groups}); err != nil || len(sealed) > 0 {
+				out = append(out, id)
+				continue
+			}
+		}
+		keep = append(keep, id)
+	}
+	return keep, out, nil
+}
+
 // selectedWithoutFacts says whether spec takes minion id (key groups keyGroups) when its facts
 // are left out: its target, the site groups the target sees, and, for a converge, the bundle set
 // the site assigns it. Facts are claims: what is sealed to every minion of a job (sensitive

@@ -207,6 +207,13 @@ func runJob(cmd *cobra.Command, cf *controlFlags, send jobCall, asJSON, verbose 
 					fmt.Fprintf(out, "%s: no return\n", id)
 				}
 			}
+		case "left_out":
+			for _, id := range ev.Minions {
+				missing[id] = true
+				if !asJSON {
+					fmt.Fprintf(errOut, "%s: left out: %s\n", id, escapeLines(ev.Error))
+				}
+			}
 		case "unassigned":
 			if !asJSON {
 				for _, id := range ev.Minions {
