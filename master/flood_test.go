@@ -209,28 +209,50 @@ func TestListenerSurvivesFdExhaustion(t *testing.T) {
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
 		t.Fatal(err)
 	}
-	// Take every descriptor but one; our dial takes that one, so the master's Accept of the
-	// connection the kernel completed fails with EMFILE until descriptors are free again.
-	for {
-		f, err := os.Open(os.DevNull)
-		if err != nil {
-			break
+	// Take every descriptor, then give back a few for our dials: the master's Accept of the
+	// connections the kernel completed fails with EMFILE until descriptors are free again.
+	// Descriptors that other goroutines of this test process free meanwhile (the closing of
+	// earlier tests' connections) are taken again while we wait, so that none is left for
+	// Accept; several dials keep a connection waiting even if one Accept got such a descriptor.
+	soak := func() {
+		for {
+			f, err := os.Open(os.DevNull)
+			if err != nil {
+				return
+			}
+			files = append(files, f)
 		}
-		files = append(files, f)
 	}
-	files[len(files)-1].Close()
-	files = files[:len(files)-1]
-	c, err := net.DialTimeout("tcp", m.RequestAddr(), time.Second)
-	if err != nil {
-		t.Fatal(err)
+	soak()
+	const dials = 4
+	for _, f := range files[len(files)-dials:] {
+		f.Close()
 	}
-	defer c.Close()
-	tb.WaitFor(t, 10*time.Second, "Accept failing with EMFILE", func() bool { return m.TransportStats().AcceptErrors > 2 })
+	files = files[:len(files)-dials]
+	var conns []net.Conn
+	for range dials {
+		c, err := net.DialTimeout("tcp", m.RequestAddr(), time.Second)
+		if err != nil {
+			break // a descriptor freed elsewhere was taken first: fewer dials
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	if len(conns) == 0 {
+		t.Fatal("no descriptor left to dial with")
+	}
+	tb.WaitFor(t, 10*time.Second, "Accept failing with EMFILE", func() bool {
+		soak()
+		return m.TransportStats().AcceptErrors > 2
+	})
 	restore()
-	// The connection that waited is accepted now (the master greets it), and new minions connect.
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadFull(c, make([]byte, 10)); err != nil {
-		t.Fatalf("no greeting after EMFILE: %v", err)
+	// The connections that waited are accepted now (the master greets them), and new minions
+	// connect.
+	for i, c := range conns {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(c, make([]byte, 10)); err != nil {
+			t.Fatalf("no greeting on connection %d after EMFILE: %v", i, err)
+		}
 	}
 	mn := startMinion(t, m, "after-emfile")
 	tb.WaitFor(t, 20*time.Second, "a minion connecting after EMFILE", func() bool { _, ok := m.Keys().Get("after-emfile"); return ok })
