@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"sort"
 	"sync"
 	"syscall"
 	"time"
@@ -71,7 +72,7 @@ func RunPart(ctx context.Context, spec PartSpec, in io.Reader, out io.Writer) er
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if err := enc.Encode(partReport{Statuses: s.Statuses()}); err != nil {
+		if err := enc.Encode(partReport{Statuses: fewStatuses(s.Statuses(), maxPartStatuses)}); err != nil {
 			return err
 		}
 		select {
@@ -80,6 +81,33 @@ func RunPart(ctx context.Context, spec PartSpec, in io.Reader, out io.Writer) er
 		case <-t.C:
 		}
 	}
+}
+
+// maxPartStatuses bounds the distinct statuses a child reports: minions' errors can differ
+// from minion to minion, and a report longer than maxPartLine would end the parent's reading.
+const maxPartStatuses = 32
+
+// fewStatuses keeps the max most common statuses and counts the rest under one.
+func fewStatuses(st map[string]int, max int) map[string]int {
+	if len(st) <= max {
+		return st
+	}
+	keys := make([]string, 0, len(st))
+	for k := range st {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		return st[keys[i]] > st[keys[j]] || st[keys[i]] == st[keys[j]] && keys[i] < keys[j]
+	})
+	out := make(map[string]int, max)
+	for i, k := range keys {
+		if i < max-1 {
+			out[k] = st[k]
+		} else {
+			out["(other statuses)"] += st[k]
+		}
+	}
+	return out
 }
 
 // RunPartFromEnv runs a part when PartEnv is set, and reports whether it was.
@@ -164,8 +192,12 @@ func (p *part) read(stdout io.Reader) {
 	if !readySent {
 		p.ready <- fmt.Errorf("swarm part of minions %d-%d exited before making them", p.spec.First+1, p.spec.First+p.spec.N)
 	}
+	gone := map[string]int{"exited": p.spec.N}
+	if err := sc.Err(); err != nil {
+		gone = map[string]int{"exited": p.spec.N, "report unreadable: " + err.Error(): 0}
+	}
 	p.mu.Lock()
-	p.statuses = map[string]int{"exited": p.spec.N}
+	p.statuses = gone
 	p.mu.Unlock()
 }
 
