@@ -719,3 +719,51 @@ file "x" {
 		t.Fatal("bundle with ../ unpacked")
 	}
 }
+
+// A return is bounded by its job's kind, not by what the minion says it is: a compromised
+// minion cannot store 16 MiB frames as ping returns (each kept in the job store), nor pass one
+// off as an apply's. Checked while the job's copies are kept and after (from the store).
+func TestReturnBoundedByJobKind(t *testing.T) {
+	m := master.TestMaster(t)
+	evil := evilMinion(t, m, "evil", nil, nil)
+	published := make(chan string, 1)
+	done := make(chan *master.Result, 1)
+	go func() {
+		res, err := m.Run(context.Background(), master.JobSpec{Kind: wire.JobPing, Target: "evil", Minions: []string{"evil"}, Timeout: 30 * time.Second},
+			func(e master.Event) {
+				if e.Event == "published" {
+					published <- e.JID
+				}
+			})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- res
+	}()
+	jid := <-published
+	ret := func(kind string, pad int) wire.SignedReturn {
+		data, _ := json.Marshal(wire.Return{JID: jid, Minion: "evil", Kind: kind, Success: true, Error: strings.Repeat("x", pad)})
+		return wire.SignedReturn{Data: data, Sig: evil.key.Sign(wire.DomainReturn, data)}
+	}
+	refused := func(what string, sr wire.SignedReturn, want string) {
+		t.Helper()
+		r, _, ok := evil.request(wire.KindReturn, sr)
+		if !ok || r.OK || !strings.Contains(r.Error, want) {
+			t.Fatalf("%s: answered %v, ok %v, error %q (want it refused with %q)", what, ok, r.OK, r.Error, want)
+		}
+	}
+	refused("a 1 MiB ping return", ret(wire.JobPing, 1<<20), "at most")
+	refused("a large return passed off as an apply's", ret(wire.JobApply, 1<<20), `"apply" job`)
+	if r, _, ok := evil.request(wire.KindReturn, ret(wire.JobPing, 0)); !ok || !r.OK {
+		t.Fatalf("a ping's return refused: %+v", r)
+	}
+	if res := <-done; len(res.Returns) != 1 || len(res.Missing) != 0 {
+		t.Fatalf("ping: %+v", res)
+	}
+	// Every minion returned: the job's copies are gone, and its kind comes from the store.
+	refused("a 1 MiB ping return after the job", ret(wire.JobPing, 1<<20), "at most")
+	rs, err := m.Store().Returns(jid)
+	if err != nil || len(rs) != 1 || len(rs[0].Data) > 4096 {
+		t.Fatalf("stored returns: %d, %v", len(rs), err)
+	}
+}

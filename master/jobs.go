@@ -49,7 +49,7 @@ type JobSpec struct {
 	// Site, when set, adds its groups to every minion's: in targets of peers(), in the signed
 	// groups a bundle sees as minion.groups (site.go).
 	Site *Site
-	// History is the kind recorded in the job history when it is not Kind ("converge").
+	// History is the kind recorded in the job history when it is not Kind (historyConverge).
 	History string
 	// Run is the command of a wire.JobRun job.
 	Run *wire.RunSpec
@@ -108,6 +108,9 @@ func (r *Result) Failed() bool {
 	}
 	return false
 }
+
+// historyConverge is the kind the job history records for the applies of a converge.
+const historyConverge = "converge"
 
 // NewJID returns a job id that sorts by time: UTC yyyymmddhhmmss + microseconds + random.
 func NewJID() string {
@@ -329,7 +332,7 @@ func (m *Master) publishJob(spec JobSpec, peers map[string][]map[string]any, sec
 	if err := m.deliver.Add(rec.JID, rec.Minions, rec.Expires, signed); err != nil {
 		return jobstore.Job{}, fmt.Errorf("record job: %w", err)
 	}
-	m.copies.add(rec.JID, rec.Minions, rec.Expires, copies, frames)
+	m.copies.add(rec.JID, spec.Kind, rec.Minions, rec.Expires, copies, frames)
 	sent := m.publishJobFrames(copies, frames, spec.Minions)
 	m.log.Info("published job", "jid", meta.JID, "kind", spec.Kind, "target", spec.Target, "minions", len(spec.Minions), "bytes", sent)
 	return rec, nil

@@ -23,6 +23,7 @@ type sealedCopies struct {
 }
 
 type copySet struct {
+	kind     string // the job's kind (wire.Job*)
 	copies   []sealedJob
 	minions  map[string]int // minion -> the copy it is sent
 	expires  time.Time
@@ -30,7 +31,7 @@ type copySet struct {
 }
 
 // add keeps the copies of job jid; frames say which minion is sent which copy.
-func (c *sealedCopies) add(jid string, minions []string, expires time.Time, copies []sealedJob, frames []jobFrame) {
+func (c *sealedCopies) add(jid, kind string, minions []string, expires time.Time, copies []sealedJob, frames []jobFrame) {
 	set := make(map[string]int, len(minions))
 	for _, id := range minions {
 		set[id] = 0
@@ -46,7 +47,7 @@ func (c *sealedCopies) add(jid string, minions []string, expires time.Time, copi
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.prune(now)
-	c.jobs[jid] = &copySet{copies: copies, minions: set, expires: expires, returned: map[string]struct{}{}}
+	c.jobs[jid] = &copySet{kind: kind, copies: copies, minions: set, expires: expires, returned: map[string]struct{}{}}
 }
 
 // prune drops the copies of expired jobs (never sent again: do not hold their bundles).
@@ -94,7 +95,17 @@ func (c *sealedCopies) addSigned(jid string, meta wire.JobMeta, sj sealedJob) {
 	if _, ok := c.jobs[jid]; ok {
 		return
 	}
-	c.jobs[jid] = &copySet{copies: []sealedJob{sj}, minions: set, expires: meta.ExpiresAt, returned: map[string]struct{}{}}
+	c.jobs[jid] = &copySet{kind: meta.Kind, copies: []sealedJob{sj}, minions: set, expires: meta.ExpiresAt, returned: map[string]struct{}{}}
+}
+
+// kindOf returns the kind of job jid while its copies are kept.
+func (c *sealedCopies) kindOf(jid string) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if j, ok := c.jobs[jid]; ok {
+		return j.kind, true
+	}
+	return "", false
 }
 
 // markReturned records that minion returned jid (here or on another master); the copies of a

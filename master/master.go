@@ -915,7 +915,8 @@ func (m *Master) acceptReturn(s session, body []byte) error {
 	if err != nil {
 		return storeUnavailable(err)
 	}
-	if !known {
+	kind, kindKnown := m.copies.kindOf(ret.JID)
+	if !known || !kindKnown {
 		job, err := m.store.Job(ret.JID)
 		if errors.Is(err, jobstore.ErrNotFound) {
 			return fmt.Errorf("unknown job %q", ret.JID)
@@ -923,11 +924,26 @@ func (m *Master) acceptReturn(s session, body []byte) error {
 		if err != nil {
 			return storeUnavailable(err)
 		}
-		addressed = contains(job.Minions, s.minion)
+		if !known {
+			addressed = contains(job.Minions, s.minion)
+		}
+		kind = job.Kind
+		if kind == historyConverge {
+			kind = wire.JobApply // the history's name for a converge's applies
+		}
 	}
 	if !addressed {
 		m.log.Warn("refused a return for a job not addressed to the minion", "minion", s.minion, "jid", ret.JID)
 		return errors.New("job was not addressed to this minion")
+	}
+	// What a return may hold follows its job's kind, not what the minion says it is: a ping's
+	// return is small, whatever frame a compromised minion can send (the store keeps it).
+	if ret.Kind != kind {
+		return fmt.Errorf("return says it is of a %q job; job %s is %q", ret.Kind, ret.JID, kind)
+	}
+	if max := maxReturn(kind); len(sr.Data) > max {
+		m.log.Warn("refused a return larger than its job's kind allows", "minion", s.minion, "jid", ret.JID, "kind", kind, "bytes", len(sr.Data), "max", max)
+		return fmt.Errorf("a %s job's return is at most %d bytes; this one is %d", kind, max, len(sr.Data))
 	}
 	added, err := m.store.AddReturn(jobstore.Return{JID: ret.JID, Minion: s.minion, Data: sr.Data, Sig: sr.Sig, Received: time.Now().UTC()})
 	if err != nil {
@@ -939,6 +955,20 @@ func (m *Master) acceptReturn(s session, body []byte) error {
 	m.copies.markReturned(ret.JID, s.minion)
 	m.notifyReturn(ReturnEvent{Return: ret, Dup: !added})
 	return nil
+}
+
+// maxReturn is the most a return of a job of kind may hold: a ping's and a run's are bounded by
+// what the minion puts in them (a run's output is cut at wire.MaxRunOutput per stream, which
+// JSON may escape to six times its bytes); an apply's report and a capture's files by the
+// request frame.
+func maxReturn(kind string) int {
+	switch kind {
+	case wire.JobPing:
+		return 64 << 10
+	case wire.JobRun:
+		return 2*6*wire.MaxRunOutput + 64<<10
+	}
+	return wire.MaxRequestFrame
 }
 
 // notifyReturn hands a recorded return to the live watchers of its job.

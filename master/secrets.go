@@ -203,7 +203,7 @@ func (spec JobSpec) selectedWithoutFacts(id string, keyGroups []string) bool {
 			return false
 		}
 	}
-	if spec.History == "converge" && spec.Site != nil && strings.Join(spec.Site.BundlesOf(mi), ",") != spec.BundleName {
+	if spec.History == historyConverge && spec.Site != nil && strings.Join(spec.Site.BundlesOf(mi), ",") != spec.BundleName {
 		return false
 	}
 	return true

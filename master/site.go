@@ -304,7 +304,7 @@ func (m *Master) Converge(ctx context.Context, cs ConvergeSpec, ro Rollout, emit
 		if err != nil {
 			return nil, fmt.Errorf("bundles %s: %w", k, err)
 		}
-		spec := JobSpec{Kind: wire.JobApply, History: "converge", BundleName: k, Target: cs.Target,
+		spec := JobSpec{Kind: wire.JobApply, History: historyConverge, BundleName: k, Target: cs.Target,
 			Bundle: b, DryRun: cs.DryRun, Timeout: cs.Timeout, VarFiles: cs.VarFiles, Site: cs.Site, validated: true}
 		diags := spec.load()
 		if !diags.HasErrors() {
