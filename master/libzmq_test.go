@@ -18,7 +18,7 @@ import (
 // Issue 10 item 1: a stock ZeroMQ implementation (libzmq 4.3 through Debian's python3-zmq, which
 // speaks ZMTP 3.1 and sends its signature before the rest of its greeting) completes the
 // handshake with a real master: as DEALER it sends a brine hello and gets a signed challenge, as
-// SUB it receives a signed heartbeat. CURVE and PLAIN clients are refused during the handshake
+// SUB with a session's credential it receives a signed heartbeat (and without one, nothing). CURVE and PLAIN clients are refused during the handshake
 // (libzmq reports the failure) instead of hanging. scripts/deps.sh installs python3-zmq.
 func TestLibzmqPeers(t *testing.T) {
 	if err := exec.Command("/usr/bin/python3", "-c", "import zmq").Run(); err != nil {
@@ -28,10 +28,19 @@ func TestLibzmqPeers(t *testing.T) {
 	key := mustKey(t)
 	nonce := pki.RandomBytes(32)
 	h, _ := json.Marshal(wire.Hello{ID: "pyzmq", Key: key.Pub.String(), Nonce: nonce})
+	// The SUB shows the credential of an accepted minion's session, as brine's minions do.
+	sess := newRaw(t, m, "pysub", nil)
+	sess.auth("", sess.key)
+	if _, err := m.Keys().Accept("pysub", nil, false); err != nil {
+		t.Fatal(err)
+	}
+	if ar := sess.auth("", sess.key); ar.Status != wire.StatusAccepted {
+		t.Fatalf("pysub not accepted: %+v", ar)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "/usr/bin/python3", "testdata/libzmq_peer.py", m.RequestAddr(), m.PublishAddr(),
-		hex.EncodeToString(wire.Encode(wire.THello, h)), wire.TopicAll)
+		hex.EncodeToString(wire.Encode(wire.THello, h)), hex.EncodeToString([]byte(sess.credential())), wire.TopicAll)
 	out, err := cmd.CombinedOutput()
 	t.Logf("python3-zmq:\n%s", out)
 	if err != nil {
@@ -81,6 +90,11 @@ func TestLibzmqPeers(t *testing.T) {
 	sig, data, err = wire.SplitSigned(body)
 	if err != nil || !pki.Verify(m.Key().Sign, wire.DomainHeartbeat, data, sig) {
 		t.Fatal("heartbeat does not verify against the master key")
+	}
+
+	// A libzmq SUB without a credential, subscribed to everything, is sent nothing.
+	if s := lines["stranger"]; len(s) != 1 || s[0] != "none" {
+		t.Errorf("a libzmq subscriber without a credential: %q, want none", s)
 	}
 
 	// Mechanisms brine does not speak: refused in the handshake, seen as such by libzmq.

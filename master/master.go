@@ -50,8 +50,12 @@ const (
 	// pubMaxTopic bounds a subscription on the publish port: minions subscribe to three topics
 	// of at most 66 bytes (wire.MinionTopics).
 	pubMaxTopic = 256
-	// pubMaxSubsPerPeer bounds the subscriptions of one subscriber (minions have three).
+	// pubMaxSubsPerPeer bounds the subscriptions of one subscriber (minions have three, and
+	// their credential).
 	pubMaxSubsPerPeer = 8
+	// subscribeTimeout: a subscriber that has not shown a session's credential by then is
+	// disconnected (publish.go, admitSubscriber). A minion subscribes right after its auth.
+	subscribeTimeout = 10 * time.Second
 	// trustedRate bounds the messages of one authenticated connection a second (bursts of twice
 	// that): a minion sends a few requests per job and heartbeat; a compromised one cannot have
 	// the master sign hellos, open requests or write its facts as fast as one worker can.
@@ -80,7 +84,8 @@ type Master struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	pubMu sync.Mutex // serialises Send on the PUB socket
+	pubMu sync.Mutex        // serialises Send on the PUB socket; guards taps
+	taps  []chan<- [][]byte // test observers of everything published (testing.go, Published)
 
 	closeOnce sync.Once
 
@@ -242,7 +247,7 @@ func (m *Master) Start(ctx context.Context) error {
 	pub, err := zmtp.ListenPub(m.cfg.PublishAddr, zmtp.Limits{
 		MaxConnsPerSource: m.cfg.MaxConnsPerSource, MaxPendingPerSource: m.cfg.MaxHandshakesPerSource,
 		MaxTopic: pubMaxTopic, MaxSubsPerPeer: pubMaxSubsPerPeer,
-	})
+	}, &zmtp.Admission{Credential: wire.IsSubCredential, Admit: m.admitSubscriber, Timeout: subscribeTimeout})
 	if err != nil {
 		m.cancel()
 		return fmt.Errorf("publish socket %s: %w", m.cfg.PublishAddr, err)
@@ -574,11 +579,14 @@ func (m *Master) newSession(minion string, key pki.PublicKey, peer string) ([]by
 	sid := pki.RandomBytes(wire.SessionIDLen)
 	sk := pki.NewSessionKey()
 	h := hex.EncodeToString(sid)
+	var ended string
+	defer func() { m.evictSubscriber(ended) }() // after the unlock
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := &session{id: h, minion: minion, key: key, sk: sk, gen: m.keyGen}
 	if old, ok := m.sessions[m.byMinion[minion]]; ok {
 		delete(m.sessions, old.id)
+		ended = old.id
 		s.peer = old.peer // bind below untrusts it, unless it is this peer
 	}
 	m.bind(s, peer)
@@ -1018,7 +1026,8 @@ func (m *Master) watch(jid string, n int) (<-chan ReturnEvent, func()) {
 
 func (m *Master) dropSession(minion string) {
 	m.mu.Lock()
-	if sid, ok := m.byMinion[minion]; ok {
+	sid, ok := m.byMinion[minion]
+	if ok {
 		if s := m.sessions[sid]; s != nil {
 			m.unbind(s.peer, minion)
 		}
@@ -1026,6 +1035,9 @@ func (m *Master) dropSession(minion string) {
 		delete(m.byMinion, minion)
 	}
 	m.mu.Unlock()
+	if ok {
+		m.evictSubscriber(sid)
+	}
 }
 
 // RotateSessionKeys starts a new key generation: every minion learns it from the next heartbeat

@@ -86,8 +86,12 @@ func (mt *metrics) registerMaster(m *Master) {
 		}, func() float64 { return float64(m.pub.Dropped.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "brine_publish_subscribers_refused_total",
-			Help: "Subscribers disconnected for subscriptions over the limits.",
+			Help: "Subscribers disconnected for subscriptions over the limits or outside their session's topics, or a false or taken credential.",
 		}, func() float64 { return float64(m.pub.Refused.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "brine_publish_subscribers_unadmitted_total",
+			Help: "Subscribers disconnected for showing no session credential in time.",
+		}, func() float64 { return float64(m.pub.Unadmitted.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "brine_request_not_reading_dropped_total",
 			Help: "Request-port peers disconnected because they did not read their replies.",

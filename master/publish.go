@@ -1,6 +1,8 @@
 package master
 
 import (
+	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 
@@ -179,4 +181,44 @@ func (m *Master) publishTo(topic string, frame []byte) {
 	m.pubMu.Lock()
 	defer m.pubMu.Unlock()
 	_ = m.pub.Send(zmq4.NewMsgFrom([]byte(topic), frame))
+	for _, tap := range m.taps {
+		select {
+		case tap <- [][]byte{[]byte(topic), frame}:
+		default:
+		}
+	}
+}
+
+// admitSubscriber admits a subscriber of the publish port that shows the credential of a
+// session held here (wire.SubCredential): it may subscribe to that session's minion's topics
+// and to nothing else, and is the only subscriber of that session. Nobody else is sent
+// anything: neither the heartbeats nor which minions get jobs and when, and a stranger cannot
+// make the master write every job once more per connection it opens.
+func (m *Master) admitSubscriber(topic []byte) (holder string, topics []string, ok bool) {
+	sid, keyID, sealed, ok := wire.SplitSubCredential(topic)
+	if !ok {
+		return "", nil, false
+	}
+	m.mu.Lock()
+	s, ok := m.sessions[hex.EncodeToString(sid)]
+	var k *pki.SessionKey
+	var minion string
+	if ok {
+		k, minion = s.keyFor(keyID), s.minion
+	}
+	m.mu.Unlock()
+	if k == nil {
+		return "", nil, false
+	}
+	if got, ok := k.OpenTagged(wire.DomainSubscribe, sealed); !ok || !bytes.Equal(got, sid) {
+		return "", nil, false
+	}
+	return hex.EncodeToString(sid), wire.MinionTopics(minion), true
+}
+
+// evictSubscriber disconnects the subscriber admitted under session sid (hex), which ended.
+func (m *Master) evictSubscriber(sid string) {
+	if sid != "" && m.pub != nil {
+		m.pub.Evict(sid)
+	}
 }

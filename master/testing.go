@@ -44,3 +44,27 @@ func TestMaster(t tb.TB, opts ...func(*Config)) *Master {
 
 // Client returns a control client for this master.
 func (m *Master) Client() *control.Client { return &control.Client{Path: m.cfg.ControlSocket} }
+
+// Published returns what the master publishes from now on, each message as its topic and its
+// envelope: what an observer on the publish port's network path sees, whichever minions the
+// messages are for. (The port itself sends a subscriber only its own minion's topics, once it
+// has shown its session's credential.) A message the channel has no room for is dropped; the
+// channel is closed when the test ends.
+func (m *Master) Published(t tb.TB) <-chan [][]byte {
+	ch := make(chan [][]byte, 1024)
+	m.pubMu.Lock()
+	m.taps = append(m.taps, ch)
+	m.pubMu.Unlock()
+	t.Cleanup(func() {
+		m.pubMu.Lock()
+		defer m.pubMu.Unlock()
+		for i, c := range m.taps {
+			if c == ch {
+				m.taps = append(m.taps[:i], m.taps[i+1:]...)
+				close(ch)
+				return
+			}
+		}
+	})
+	return ch
+}

@@ -7,7 +7,8 @@ type TransportStats struct {
 	Subscriptions                int   // subscriptions of all subscribers
 	NotReadingDropped            int64 // request peers disconnected because they did not read replies
 	TrustedThrottled             int64 // messages of authenticated connections that waited for their rate
-	SubscribersRefused           int64 // subscribers disconnected for subscriptions over the limits
+	SubscribersRefused           int64 // subscribers disconnected for subscriptions over the limits, or a false or taken credential
+	SubscribersUnadmitted        int64 // subscribers disconnected for showing no credential in time
 	AcceptErrors                 int64 // failed Accepts on both ports (EMFILE...), each retried
 	Challenges                   int   // outstanding hello challenges
 }
@@ -21,6 +22,7 @@ func (m *Master) TransportStats() TransportStats {
 	s.NotReadingDropped = m.router.Dropped.Load()
 	s.TrustedThrottled = m.router.Throttled.Load()
 	s.SubscribersRefused = m.pub.Refused.Load()
+	s.SubscribersUnadmitted = m.pub.Unadmitted.Load()
 	s.AcceptErrors = m.router.AcceptErrors() + m.pub.AcceptErrors()
 	s.Challenges = m.challenges.len()
 	return s

@@ -14,7 +14,6 @@ import (
 
 	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/internal/wire"
-	"github.com/brinecm/brine/internal/zmtp"
 	"github.com/brinecm/brine/master"
 	"github.com/brinecm/brine/pki"
 )
@@ -92,41 +91,32 @@ type relay struct {
 func newRelay(t *testing.T, ms *master.Master) *relay {
 	t.Helper()
 	q := zmq4.WithLogger(log.New(io.Discard, "", 0))
-	sub := zmq4.NewSub(context.Background(), q, zmq4.WithDialerMaxRetries(0))
-	if err := sub.Dial(zmtp.Endpoint(ms.PublishAddr(), wire.MaxJobFrame+1024)); err != nil {
-		t.Fatal(err)
-	}
-	_ = sub.SetOption(zmq4.OptionSubscribe, "")
 	r := &relay{pub: zmq4.NewPub(context.Background(), q)}
 	if err := r.pub.Listen("tcp://127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
+	t.Cleanup(func() { // after the tap's cleanup (registered later), which closes it
+		<-done
+		r.pub.Close()
+	})
+	// What the master publishes, as an observer on its publish port's path sees it.
+	tap := ms.Published(t)
 	go func() {
 		defer close(done)
-		for {
-			msg, err := sub.Recv()
-			if err != nil {
-				return
-			}
-			if body, ok := wire.PubBody(msg.Frames); ok {
-				if typ, _, err := wire.Decode(body, wire.MaxJobFrame); err == nil && typ == wire.THeartbeat {
-					r.mu.Lock()
-					r.heartbeats = append(r.heartbeats, msg)
-					r.mu.Unlock()
-					if r.hold.Load() {
-						continue
-					}
+		for frames := range tap {
+			msg := zmq4.NewMsgFrom(frames...)
+			if typ, _, err := wire.Decode(frames[1], wire.MaxJobFrame); err == nil && typ == wire.THeartbeat {
+				r.mu.Lock()
+				r.heartbeats = append(r.heartbeats, msg)
+				r.mu.Unlock()
+				if r.hold.Load() {
+					continue
 				}
 			}
 			_ = r.pub.Send(msg)
 		}
 	}()
-	t.Cleanup(func() {
-		sub.Close()
-		<-done
-		r.pub.Close()
-	})
 	return r
 }
 

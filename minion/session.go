@@ -248,12 +248,18 @@ func (s *session) await(t wire.Type, check func(body []byte) bool) error {
 
 // subscribe connects the SUB to addr's publish port for what concerns this minion (broadcasts,
 // its bucket's jobs and its own; wire/topics.go) and starts the readers of an authenticated
-// session.
+// session. The first subscription is the session's credential: the master sends nothing to a
+// subscriber without one.
 func (s *session) subscribe() error {
+	sk, _ := s.m.keys.session()
+	if sk == nil {
+		return errNotLive
+	}
 	s.sub = zmq4.NewSub(s.ctx, quiet(), zmq4.WithDialerMaxRetries(0), zmq4.WithTimeout(5*time.Second))
 	if err := s.sub.Dial(zmtp.Endpoint(s.addr.pub, wire.MaxJobFrame+1024)); err != nil {
 		return fmt.Errorf("dial %s: %w", s.addr.pub, err)
 	}
+	_ = s.sub.SetOption(zmq4.OptionSubscribe, wire.SubCredential(s.sid, sk.ID, sk.SealTagged(wire.DomainSubscribe, s.sid)))
 	for _, topic := range wire.MinionTopics(s.m.cfg.ID) {
 		_ = s.sub.SetOption(zmq4.OptionSubscribe, topic)
 	}

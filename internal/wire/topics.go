@@ -48,3 +48,35 @@ func PubBody(frames [][]byte) ([]byte, bool) {
 	}
 	return nil, false
 }
+
+// The publish port serves only minions with a session. A subscriber's first subscription is
+// a credential, sent as a topic (ZeroMQ's SUB has no other message): the session id, the id of
+// the session key and the session id sealed under that key with DomainSubscribe. The master
+// admits the subscriber to that session's minion's topics (MinionTopics) and to nothing else,
+// one subscriber per session. Until then it sends the subscriber nothing.
+
+// SubCredential is the credential topic of session sid, sealed is the session id sealed under
+// the session key keyID with DomainSubscribe.
+func SubCredential(sid []byte, keyID [KeyIDLen]byte, sealed []byte) string {
+	return string(SessionFrame(TSubscribe, sid, keyID, sealed))
+}
+
+// SplitSubCredential splits a credential topic; ok is false if topic is not one.
+func SplitSubCredential(topic []byte) (sid []byte, keyID [KeyIDLen]byte, sealed []byte, ok bool) {
+	typ, body, err := Decode(topic, HeaderLen+SessionIDLen+KeyIDLen+MaxSubSealed)
+	if err != nil || typ != TSubscribe {
+		return nil, keyID, nil, false
+	}
+	sid, keyID, sealed, err = SplitSession(body)
+	return sid, keyID, sealed, err == nil
+}
+
+// IsSubCredential says whether a subscription topic is meant as a credential (it may still be
+// a false one); no topic a minion subscribes to starts like one.
+func IsSubCredential(topic []byte) bool {
+	return len(topic) >= HeaderLen && string(topic[:len(magic)]) == magic
+}
+
+// MaxSubSealed bounds the sealed part of a credential: the domain tag and the session id, a box
+// nonce and tag.
+const MaxSubSealed = len(DomainSubscribe) + 1 + SessionIDLen + 24 + 16

@@ -51,6 +51,7 @@ const (
 	TRequest   Type = 5
 	TReply     Type = 6
 	TNoSession Type = 7
+	TSubscribe Type = 8 // a subscription credential, sent as a topic on the publish port (SubCredential)
 	TJob       Type = 16
 	THeartbeat Type = 17
 )
@@ -71,6 +72,8 @@ func (t Type) String() string {
 		return "reply"
 	case TNoSession:
 		return "no-session"
+	case TSubscribe:
+		return "subscribe"
 	case TJob:
 		return "job"
 	case THeartbeat:
@@ -206,6 +209,7 @@ const (
 	DomainRequest   = "brine-request-v2" // tags the plaintext of a sealed request
 	DomainReply     = "brine-reply-v2"   // tags the plaintext of a sealed reply
 	DomainNoSession = "brine-no-session-v2"
+	DomainSubscribe = "brine-subscribe-v2" // tags the session id sealed in a subscription credential
 	DomainHeartbeat = "brine-heartbeat-v1"
 	DomainReturn    = "brine-return-v1"
 )

@@ -133,7 +133,7 @@ func TestGreetingSignatureFirstAndMechanismRefused(t *testing.T) {
 
 // Subscriptions over the per-peer count or topic length disconnect the subscriber.
 func TestPubSubscriptionLimits(t *testing.T) {
-	p, err := ListenPub("127.0.0.1:0", Limits{MaxSubsPerPeer: 3, MaxTopic: 16})
+	p, err := ListenPub("127.0.0.1:0", Limits{MaxSubsPerPeer: 3, MaxTopic: 16}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-zeromq/zmq4"
 	"github.com/go-zeromq/zmq4/security/null"
@@ -21,29 +22,53 @@ import (
 //
 // Subscriptions are bounded: Limits.MaxTopic bytes each, Limits.MaxSubsPerPeer per subscriber
 // and Limits.MaxSubs in all; a subscriber that asks for more is disconnected.
+//
+// With an Admission, a subscriber receives nothing until it has proved who it is (see
+// Admission), and may then subscribe only to what that proof allows.
 type Pub struct {
 	l    *listener
+	adm  *Admission
 	done chan struct{}
 	once sync.Once
 	wg   sync.WaitGroup
 
-	mu      sync.RWMutex // guards subs and peers
+	mu      sync.RWMutex // guards subs, peers, holders and the peers' topics
 	subs    map[string]map[*pubPeer]struct{}
 	peers   map[*pubPeer]struct{}
-	nsubs   int          // subscriptions of all peers
-	Dropped atomic.Int64 // messages not queued for a subscriber because its queue was full
-	Refused atomic.Int64 // subscribers disconnected for a subscription over the limits
+	holders map[string]*pubPeer // admitted subscribers by holder
+	nsubs   int                 // subscriptions of all peers
+	Dropped atomic.Int64        // messages not queued for a subscriber because its queue was full
+	Refused atomic.Int64        // subscribers disconnected for a subscription over the limits or not admitted
+	// Unadmitted counts subscribers disconnected for not proving who they were in time.
+	Unadmitted atomic.Int64
+}
+
+// Admission decides who may subscribe. A subscriber's subscriptions wait (at most
+// Limits.MaxSubsPerPeer of them) until one of them is a credential (Credential) that Admit
+// accepts; until then the subscriber is sent nothing, and after Timeout it is disconnected.
+// Admit returns the holder the credential proves (one subscriber per holder: the first one
+// admitted keeps it until it disconnects or Evict) and the topics the holder may subscribe to;
+// a false credential, a holder that is taken, or a subscription to any other topic
+// disconnects the subscriber.
+type Admission struct {
+	Credential func(topic []byte) bool
+	Admit      func(topic []byte) (holder string, topics []string, ok bool)
+	Timeout    time.Duration
 }
 
 type pubPeer struct {
-	c      *zmq4.Conn
-	q      *sendQueue
-	topics map[string]struct{} // guarded by Pub.mu
+	c       *zmq4.Conn
+	q       *sendQueue
+	topics  map[string]struct{} // guarded by Pub.mu
+	holder  string              // set once admitted; guarded by Pub.mu
+	allowed map[string]bool     // the topics the holder may subscribe to; nil before admission
+	early   []string            // subscriptions made before admission, applied at admission
 }
 
-// ListenPub binds a Pub to the TCP address addr with the limits lim. Messages from subscribers
-// (subscriptions) are limited to MaxTopic+1 bytes, whatever lim.MaxMsg says.
-func ListenPub(addr string, lim Limits) (*Pub, error) {
+// ListenPub binds a Pub to the TCP address addr with the limits lim; adm, if not nil, admits
+// subscribers. Messages from subscribers (subscriptions) are limited to MaxTopic+1 bytes,
+// whatever lim.MaxMsg says.
+func ListenPub(addr string, lim Limits, adm *Admission) (*Pub, error) {
 	lim = lim.filled()
 	lim.MaxMsg = lim.MaxTopic + 1
 	lim.PreAuthMsg = lim.MaxMsg
@@ -51,8 +76,8 @@ func ListenPub(addr string, lim Limits) (*Pub, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Pub{l: l, done: make(chan struct{}), subs: map[string]map[*pubPeer]struct{}{},
-		peers: map[*pubPeer]struct{}{}}
+	p := &Pub{l: l, adm: adm, done: make(chan struct{}), subs: map[string]map[*pubPeer]struct{}{},
+		peers: map[*pubPeer]struct{}{}, holders: map[string]*pubPeer{}}
 	p.wg.Add(1)
 	go p.accept()
 	return p, nil
@@ -95,9 +120,24 @@ func (p *Pub) serve(nc net.Conn) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); p.write(peer, stop) }()
+	if p.adm != nil {
+		t := time.AfterFunc(p.adm.Timeout, func() {
+			p.mu.RLock()
+			admitted := peer.allowed != nil
+			p.mu.RUnlock()
+			if !admitted {
+				p.Unadmitted.Add(1)
+				zc.Close()
+			}
+		})
+		defer t.Stop()
+	}
 	defer func() {
 		p.mu.Lock()
 		delete(p.peers, peer)
+		if peer.holder != "" && p.holders[peer.holder] == peer {
+			delete(p.holders, peer.holder)
+		}
 		p.nsubs -= len(peer.topics)
 		for t := range peer.topics {
 			if s := p.subs[t]; s != nil {
@@ -121,16 +161,92 @@ func (p *Pub) serve(nc net.Conn) {
 			continue
 		}
 		f := msg.Frames[0]
-		topic := string(f[1:])
-		if !p.subscribe(peer, f[0], topic) {
+		if !p.subscribe(peer, f[0], f[1:]) {
 			p.Refused.Add(1)
 			return
 		}
 	}
 }
 
-// subscribe applies a (un)subscription of peer; false if it is over the limits.
-func (p *Pub) subscribe(peer *pubPeer, op byte, topic string) bool {
+// subscribe applies a (un)subscription of peer, through the admission if there is one; false
+// if the peer is to be disconnected.
+func (p *Pub) subscribe(peer *pubPeer, op byte, topic []byte) bool {
+	if p.adm == nil {
+		return p.apply(peer, op, string(topic))
+	}
+	p.mu.RLock()
+	admitted := peer.allowed != nil
+	p.mu.RUnlock()
+	if admitted {
+		if op == 1 && p.adm.Credential(topic) {
+			return true // zmq4 sends every subscription again on a reconnection: nothing new
+		}
+		return (op != 1 || peer.allowed[string(topic)]) && p.apply(peer, op, string(topic))
+	}
+	if op != 1 || !p.adm.Credential(topic) {
+		return p.hold(peer, op, string(topic))
+	}
+	holder, topics, ok := p.adm.Admit(topic)
+	if !ok {
+		return false
+	}
+	allowed := make(map[string]bool, len(topics))
+	for _, t := range topics {
+		allowed[t] = true
+	}
+	p.mu.Lock()
+	if _, taken := p.holders[holder]; taken {
+		p.mu.Unlock()
+		return false
+	}
+	p.holders[holder] = peer
+	peer.holder, peer.allowed = holder, allowed
+	early := peer.early
+	peer.early = nil
+	p.mu.Unlock()
+	for _, t := range early {
+		if !allowed[t] || !p.apply(peer, 1, t) {
+			return false
+		}
+	}
+	return true
+}
+
+// hold keeps a subscription of a peer not yet admitted, within the per-peer limits.
+func (p *Pub) hold(peer *pubPeer, op byte, topic string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, t := range peer.early {
+		if t == topic {
+			if op == 0 {
+				peer.early = append(peer.early[:i], peer.early[i+1:]...)
+			}
+			return true
+		}
+	}
+	if op != 1 {
+		return true
+	}
+	if len(topic) > p.l.lim.MaxTopic || len(peer.early) >= p.l.lim.MaxSubsPerPeer {
+		return false
+	}
+	peer.early = append(peer.early, topic)
+	return true
+}
+
+// Evict disconnects the subscriber admitted as holder, if any: what admitted it (a session)
+// has ended.
+func (p *Pub) Evict(holder string) {
+	p.mu.RLock()
+	peer := p.holders[holder]
+	p.mu.RUnlock()
+	if peer != nil {
+		peer.c.Close()
+	}
+}
+
+// apply applies a (un)subscription of peer; false if it is over the limits.
+func (p *Pub) apply(peer *pubPeer, op byte, topic string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch op {

@@ -66,7 +66,7 @@ func recvBody(t *testing.T, s zmq4.Socket) string {
 
 // Messages reach exactly the subscribers whose subscription is a prefix of their topic, once.
 func TestPubTopics(t *testing.T) {
-	p, err := ListenPub("127.0.0.1:0", Limits{})
+	p, err := ListenPub("127.0.0.1:0", Limits{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestPubTopics(t *testing.T) {
 
 // A subscriber that stops reading does not hold up the others; it loses messages instead.
 func TestPubSlowSubscriber(t *testing.T) {
-	p, err := ListenPub("127.0.0.1:0", Limits{})
+	p, err := ListenPub("127.0.0.1:0", Limits{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,5 +144,79 @@ func TestPubSlowSubscriber(t *testing.T) {
 	}
 	if p.Dropped.Load() == 0 {
 		t.Fatal("nothing dropped for the subscriber that does not read")
+	}
+}
+
+// With an Admission, a subscriber gets nothing until a credential admits it, then only the
+// topics its holder may have; a false credential, a taken holder, a topic outside the holder's,
+// silence past the timeout and Evict each disconnect it.
+func TestPubAdmission(t *testing.T) {
+	adm := &Admission{
+		Credential: func(topic []byte) bool { return bytes.HasPrefix(topic, []byte("cred:")) },
+		Admit: func(topic []byte) (string, []string, bool) {
+			h := string(topic[len("cred:"):])
+			if h == "bad" {
+				return "", nil, false
+			}
+			return h, []string{"all", "own." + h}, true
+		},
+		Timeout: 300 * time.Millisecond,
+	}
+	p, err := ListenPub("127.0.0.1:0", Limits{}, adm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	addr := p.Addr().String()
+
+	// Subscriptions made before the credential wait for it, and are applied once it comes.
+	a := testSub(t, addr, "all", "own.a", "cred:a")
+	waitSubscribed(t, p, "own.a", 1)
+	waitSubscribed(t, p, "all", 1)
+	p.Send(zmq4.NewMsgFrom([]byte("own.a"), []byte("for a")))
+	if got := recvBody(t, a); got != "for a" {
+		t.Fatalf("admitted subscriber got %q", got)
+	}
+
+	// Not admitted: subscribed to everything, it is sent nothing and cut off at the timeout.
+	lurker := rawPeer(t, addr, "SUB")
+	lurker.Write([]byte{0, 1, 1}) // subscribe ""
+	if !closedSoon(lurker, 5*time.Second) || p.Unadmitted.Load() != 1 {
+		t.Fatalf("a subscriber that never proved itself was kept (unadmitted %d)", p.Unadmitted.Load())
+	}
+	refused := func(what string, topics ...string) {
+		t.Helper()
+		c := rawPeer(t, addr, "SUB")
+		for _, tp := range topics {
+			c.Write(append([]byte{0, byte(1 + len(tp)), 1}, tp...))
+		}
+		if !closedSoon(c, 200*time.Millisecond) { // well before the admission timeout
+			t.Fatalf("%s: kept", what)
+		}
+	}
+	refused("false credential", "cred:bad")
+	refused("holder taken", "cred:a")
+	refused("another's topic", "cred:b", "own.a")
+	refused("another's topic, asked first", "own.a", "cred:c")
+	refused("everything", "cred:d", "")
+	refused("too many held", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16", "17")
+	if n := len(p.subs["own.a"]); n != 1 {
+		t.Fatalf("%d subscribers of own.a", n)
+	}
+
+	// Evict: the holder's session ended; its subscriber goes, and the holder is free again.
+	p.Evict("a")
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Subscribers() != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := p.Subscribers(); n != 0 {
+		t.Fatalf("%d subscribers after evict", n)
+	}
+	b := testSub(t, addr, "cred:a", "own.a")
+	waitSubscribed(t, p, "own.a", 1)
+	p.Send(zmq4.NewMsgFrom([]byte("own.a"), []byte("again")))
+	if got := recvBody(t, b); got != "again" {
+		t.Fatalf("re-admitted subscriber got %q", got)
 	}
 }

@@ -1,13 +1,15 @@
 # A stock ZeroMQ peer (libzmq through Debian's python3-zmq) for master/libzmq_test.go.
-# Usage: libzmq_peer.py REQUEST_ADDR PUBLISH_ADDR HELLO_HEX TOPIC
-# As DEALER it sends the hello frame and prints the reply ("challenge HEX"); as SUB it prints the
-# first message on TOPIC ("pub HEX HEX"); then a CURVE and a PLAIN client each try the request
-# port and print how libzmq saw the master refuse them ("refused MECH EVENT").
+# Usage: libzmq_peer.py REQUEST_ADDR PUBLISH_ADDR HELLO_HEX CREDENTIAL_HEX TOPIC
+# As DEALER it sends the hello frame and prints the reply ("challenge HEX"); as SUB it subscribes
+# with a session's credential and prints the first message on TOPIC ("pub HEX HEX"), and as a SUB
+# without a credential, subscribed to everything, what it got in 2 s ("stranger none" or
+# "stranger got HEX"); then a CURVE and a PLAIN client each try the request port and print how
+# libzmq saw the master refuse them ("refused MECH EVENT").
 import sys
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-req, pub, hello, topic = sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3]), sys.argv[4]
+req, pub, hello, cred, topic = sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3]), bytes.fromhex(sys.argv[4]), sys.argv[5]
 ctx = zmq.Context()
 print("libzmq", zmq.zmq_version(), flush=True)
 
@@ -25,6 +27,7 @@ except zmq.Again:
 sub = ctx.socket(zmq.SUB)
 sub.setsockopt(zmq.LINGER, 0)
 sub.setsockopt(zmq.RCVTIMEO, 15000)
+sub.setsockopt(zmq.SUBSCRIBE, cred)
 sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
 sub.connect("tcp://" + pub)
 try:
@@ -32,6 +35,17 @@ try:
 except zmq.Again:
     print("no publication", flush=True)
     sys.exit(2)
+
+stranger = ctx.socket(zmq.SUB)
+stranger.setsockopt(zmq.LINGER, 0)
+stranger.setsockopt(zmq.RCVTIMEO, 2000)
+stranger.setsockopt(zmq.SUBSCRIBE, b"")
+stranger.connect("tcp://" + pub)
+try:
+    print("stranger got", stranger.recv_multipart()[0].hex(), flush=True)
+except zmq.Again:
+    print("stranger none", flush=True)
+stranger.close()
 
 names = {v: k for k, v in vars(zmq).items() if k.startswith("EVENT_") and isinstance(v, int)}
 for mech in ("CURVE", "PLAIN"):

@@ -9,10 +9,11 @@ import (
 )
 
 // IdleConns opens n idle ZeroMQ connections to addr (host:port) that never authenticate: SUBs
-// subscribed to a topic each (kind "sub", to a master's publish port) or DEALERs (kind
-// "dealer", to its request port). What they add to a master's memory and descriptors is what
-// one connection of a minion costs it, apart from the session (`brine bench conns`). The
-// returned function closes them all.
+// subscribed to a topic each (kind "sub", to a master's publish port, which holds them for 10 s
+// waiting for a session's credential, then closes them) or DEALERs (kind "dealer", to its
+// request port). What they add to a master's memory and descriptors is what one connection of
+// a minion costs it, apart from the session (`brine bench conns`). The returned function closes
+// them all.
 func IdleConns(ctx context.Context, kind, addr string, n int) (func(), error) {
 	var socks []zmq4.Socket
 	closeAll := func() {
