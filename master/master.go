@@ -60,6 +60,11 @@ const (
 	// that): a minion sends a few requests per job and heartbeat; a compromised one cannot have
 	// the master sign hellos, open requests or write its facts as fast as one worker can.
 	trustedRate = 200
+	// trustedBytes bounds the bytes of one authenticated connection a second (bursts of two
+	// largest requests, 32 MiB): a minion sends kilobytes per job, and a capture's return of a
+	// few MiB now and then; a compromised one cannot have the master open, scan and refuse
+	// megabytes of requests as fast as one worker can (about a core).
+	trustedBytes = 1 << 20
 	// maxAuthSealed bounds a sealed auth: its JSON (8 KiB at most), the signature, the box's
 	// nonce and tag.
 	maxAuthSealed = 8192 + wire.SigLen + 24 + 16
@@ -256,7 +261,7 @@ func (m *Master) Start(ctx context.Context) error {
 	router, err := zmtp.ListenRouter(m.cfg.RequestAddr, zmtp.Limits{
 		MaxMsg: wire.MaxRequestFrame + 1024, PreAuthMsg: preAuthFrame,
 		MaxConnsPerSource: m.cfg.MaxConnsPerSource, MaxPendingPerSource: m.cfg.MaxHandshakesPerSource,
-		PreAuthRate: m.cfg.PreAuthRatePerSource, Serial: true, TrustedRate: trustedRate,
+		PreAuthRate: m.cfg.PreAuthRatePerSource, Serial: true, TrustedRate: trustedRate, TrustedBytes: trustedBytes,
 	})
 	if err != nil {
 		m.pub.Close()

@@ -78,6 +78,10 @@ type Limits struct {
 	// TrustedRate (Router): messages per second from one trusted connection (burst: twice
 	// that); the connection is not read while it is over. 0: no limit.
 	TrustedRate int
+	// TrustedBytes (Router): bytes per second from one trusted connection, bursts of twice
+	// that or of two MaxMsg messages, whichever is more; the connection is not read while it
+	// is over. 0: no limit.
+	TrustedBytes int
 }
 
 // DefaultLimits are the limits of a listener whose Limits leave a field zero.

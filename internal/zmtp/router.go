@@ -37,7 +37,8 @@ type Router struct {
 
 	// Dropped counts peers disconnected because their send queue was full: they did not read.
 	Dropped atomic.Int64
-	// Throttled counts messages of trusted peers that waited for Limits.TrustedRate.
+	// Throttled counts messages of trusted peers that waited for Limits.TrustedRate or
+	// Limits.TrustedBytes.
 	Throttled atomic.Int64
 
 	mu    sync.Mutex // guards peers and next
@@ -108,9 +109,13 @@ func (r *Router) serve(gc *conn) {
 	id := string(idb[:])
 	r.peers[id] = p
 	r.mu.Unlock()
-	var bucket *tokenBucket // this connection's, while trusted (Limits.TrustedRate)
-	if r.l.lim.TrustedRate > 0 {
-		bucket = newTokenBucket(r.l.lim.TrustedRate)
+	// This connection's buckets, while trusted (Limits.TrustedRate, Limits.TrustedBytes).
+	var msgs, octets *tokenBucket
+	if lim := r.l.lim; lim.TrustedRate > 0 {
+		msgs = newTokenBucket(float64(lim.TrustedRate), float64(2*lim.TrustedRate))
+	}
+	if lim := r.l.lim; lim.TrustedBytes > 0 {
+		octets = newTokenBucket(float64(lim.TrustedBytes), float64(max(2*lim.TrustedBytes, 2*lim.MaxMsg)))
 	}
 	stop := make(chan struct{})
 	writer := make(chan struct{})
@@ -145,8 +150,20 @@ func (r *Router) serve(gc *conn) {
 		frames = append(frames, idb[:])
 		frames = append(frames, msg.Frames...)
 		in := r.in
-		if bucket != nil && gc.isTrusted() {
-			if d := bucket.take(time.Now()); d > 0 {
+		if gc.isTrusted() {
+			now := time.Now()
+			var d time.Duration
+			if msgs != nil {
+				d = msgs.take(now, 1)
+			}
+			if octets != nil {
+				n := 0
+				for _, f := range msg.Frames {
+					n += len(f)
+				}
+				d = max(d, octets.take(now, float64(n)))
+			}
+			if d > 0 {
 				r.Throttled.Add(1)
 				t := time.NewTimer(d)
 				select {
@@ -195,22 +212,22 @@ func (r *Router) write(p *routerPeer, stop <-chan struct{}) {
 	}
 }
 
-// tokenBucket is one connection's bucket of messages: rate a second, bursts of twice that.
+// tokenBucket is one connection's bucket (of messages or bytes): rate a second, up to burst.
 type tokenBucket struct {
-	rate   float64
-	tokens float64
-	last   time.Time
+	rate, burst float64
+	tokens      float64
+	last        time.Time
 }
 
-func newTokenBucket(rate int) *tokenBucket {
-	return &tokenBucket{rate: float64(rate), tokens: float64(2 * rate), last: time.Now()}
+func newTokenBucket(rate, burst float64) *tokenBucket {
+	return &tokenBucket{rate: rate, burst: burst, tokens: burst, last: time.Now()}
 }
 
-// take takes a token and returns how long to wait for it (0: none).
-func (b *tokenBucket) take(now time.Time) time.Duration {
-	b.tokens = min(b.tokens+now.Sub(b.last).Seconds()*b.rate, 2*b.rate)
+// take takes n tokens and returns how long to wait until the bucket is out of debt (0: none).
+func (b *tokenBucket) take(now time.Time, n float64) time.Duration {
+	b.tokens = min(b.tokens+now.Sub(b.last).Seconds()*b.rate, b.burst)
 	b.last = now
-	b.tokens--
+	b.tokens -= n
 	if b.tokens >= 0 {
 		return 0
 	}
