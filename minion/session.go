@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/go-zeromq/zmq4"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/internal/zmtp"
@@ -38,6 +39,10 @@ var (
 // generation from the replies to its heartbeat requests.
 const heartbeatWindow = 5 * time.Minute
 
+// maxPubQueued bounds the bytes of published frames read and not yet handled: one of the
+// largest (wire.MaxJobFrame, and the topic) and no more, where 16 of them could wait before.
+const maxPubQueued = wire.MaxJobFrame + 64<<10
+
 // session is one connection to one master, the half of the minion that talks (Tailscale's
 // controlclient "direct"): it dials the master's request and publish ports, authenticates, reads
 // both sockets, sends requests and waits for their replies, and serves the master's heartbeats and
@@ -52,9 +57,10 @@ type session struct {
 	wg     sync.WaitGroup // every goroutine the session started
 
 	dealer     zmq4.Socket
-	sub        zmq4.Socket // nil until subscribe
-	frames     chan []byte // from the dealer: the handshake, then replies
-	pubs       chan []byte // from the sub: heartbeats and jobs
+	sub        zmq4.Socket         // nil until subscribe
+	frames     chan []byte         // from the dealer: the handshake, then replies
+	pubs       chan []byte         // from the sub: heartbeats and jobs
+	pubMem     *semaphore.Weighted // bytes of the frames in pubs (maxPubQueued): acquired by readSub, released once handled
 	replies    chan wire.Reply
 	readerDone chan struct{} // closed when the dealer's reader ends
 	sid        []byte
@@ -74,7 +80,8 @@ func quiet() zmq4.Option { return zmq4.WithLogger(log.New(io.Discard, "", 0)) }
 func dial(ctx context.Context, m *Minion, addr masterAddr) (*session, error) {
 	sctx, cancel := context.WithCancel(ctx)
 	s := &session{m: m, addr: addr, ctx: sctx, cancel: cancel,
-		frames: make(chan []byte, 16), pubs: make(chan []byte, 16), replies: make(chan wire.Reply, 16),
+		frames: make(chan []byte, 16), pubs: make(chan []byte, 16), pubMem: semaphore.NewWeighted(maxPubQueued),
+		replies:    make(chan wire.Reply, 16),
 		readerDone: make(chan struct{})}
 	s.dealer = zmq4.NewDealer(sctx, quiet(), zmq4.WithDialerMaxRetries(0), zmq4.WithTimeout(5*time.Second))
 	if err := s.dealer.Dial(zmtp.Endpoint(addr.req, wire.MaxReplyFrame)); err != nil {
@@ -128,6 +135,12 @@ func (s *session) readSub() {
 		body, ok := wire.PubBody(msg.Frames)
 		if !ok {
 			continue
+		}
+		// Whoever is on the path to the publish port may send frames up to wire.MaxJobFrame;
+		// while serve is busy (a request waiting for its reply, a full job queue) at most
+		// maxPubQueued bytes of them wait, and the socket is not read meanwhile.
+		if s.pubMem.Acquire(s.ctx, int64(len(body))) != nil {
+			return
 		}
 		select {
 		case s.pubs <- body:
@@ -388,6 +401,7 @@ func (s *session) serve(ctx context.Context) error {
 			return nil
 		case f := <-s.pubs:
 			iv, live := s.handlePub(f, time.Now())
+			s.pubMem.Release(int64(len(f)))
 			if live {
 				lastPub = time.Now()
 			}
@@ -486,7 +500,7 @@ func (s *session) checkKeyGen(gen []byte) {
 func (s *session) handlePub(f []byte, now time.Time) (interval time.Duration, live bool) {
 	typ, body, err := wire.Decode(f, wire.MaxJobFrame)
 	if err != nil {
-		return 0, true
+		return 0, false // not the master's: it does not show that the master is there
 	}
 	switch typ {
 	case wire.THeartbeat:
