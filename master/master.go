@@ -249,7 +249,13 @@ func quietLogger() *log.Logger { return log.New(io.Discard, "", 0) }
 // Start binds the sockets and the control socket and starts serving until Close.
 func (m *Master) Start(ctx context.Context) error {
 	m.ctx, m.cancel = context.WithCancel(ctx)
+	// Each port holds as many connections as the descriptors hold minions, so that its limit
+	// is reached before the process runs out of descriptors: at the limit, a new connection
+	// evicts the oldest one that has not authenticated (zmtp, evict.go).
+	fds := m.checkFileLimit()
+	perPort := MinionsForFileLimit(fds)
 	pub, err := zmtp.ListenPub(m.cfg.PublishAddr, zmtp.Limits{
+		MaxConns:          perPort,
 		MaxConnsPerSource: m.cfg.MaxConnsPerSource, MaxPendingPerSource: m.cfg.MaxHandshakesPerSource,
 		MaxTopic: pubMaxTopic, MaxSubsPerPeer: pubMaxSubsPerPeer,
 	}, &zmtp.Admission{Credential: wire.IsSubCredential, Admit: m.admitSubscriber, Timeout: subscribeTimeout})
@@ -259,7 +265,8 @@ func (m *Master) Start(ctx context.Context) error {
 	}
 	m.pub = pub
 	router, err := zmtp.ListenRouter(m.cfg.RequestAddr, zmtp.Limits{
-		MaxMsg: wire.MaxRequestFrame + 1024, PreAuthMsg: preAuthFrame,
+		MaxConns: perPort,
+		MaxMsg:   wire.MaxRequestFrame + 1024, PreAuthMsg: preAuthFrame,
 		MaxConnsPerSource: m.cfg.MaxConnsPerSource, MaxPendingPerSource: m.cfg.MaxHandshakesPerSource,
 		PreAuthRate: m.cfg.PreAuthRatePerSource, Serial: true, TrustedRate: trustedRate, TrustedBytes: trustedBytes,
 	})
@@ -326,7 +333,6 @@ func (m *Master) Start(ctx context.Context) error {
 	go func() { defer m.wg.Done(); m.tickLoop() }()
 	m.startBackground()
 	ctl.serve(m.ctx)
-	fds := m.checkFileLimit()
 	m.log.Info("master started", "publish", m.PublishAddr(), "request", m.RequestAddr(), "finger", m.key.Pub.Fingerprint(),
 		"fd_limit", fds, "minions_max", MinionsForFileLimit(fds))
 	return nil

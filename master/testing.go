@@ -68,3 +68,7 @@ func (m *Master) Published(t tb.TB) <-chan [][]byte {
 	})
 	return ch
 }
+
+// FileLimit is a TestMaster option: the master takes n for its file descriptor limit (each
+// port then holds MinionsForFileLimit(n) connections).
+func FileLimit(n uint64) func(*Config) { return func(c *Config) { c.fileLimit = n } }

@@ -29,6 +29,7 @@ package zmtp
 
 import (
 	"bytes"
+	"container/list"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -194,12 +195,17 @@ type listener struct {
 	inFlight     atomic.Int64 // bytes announced by untrusted connections and not yet received
 	AcceptErrors atomic.Int64 // failed Accepts (EMFILE and the like), each retried after a pause
 	Shed         atomic.Int64 // connections closed at once because a limit was reached
+	Evicted      atomic.Int64 // connections closed to make room for a new one (evict.go)
 
-	mu      sync.Mutex // guards the counts below
+	mu      sync.Mutex // guards the counts and queues below
 	pending int
 	conns   int
-	sources map[string]*sourceCount
-	idle    []*sourceCount // sources whose last connection closed, oldest first (see release)
+	// Connections that may be evicted for a new one (evict.go), oldest first, and how many of
+	// pending and conns are evicted ones not yet gone.
+	pendingQ, untrustedQ           list.List
+	evictingPending, evictingConns int
+	sources                        map[string]*sourceCount
+	idle                           []*sourceCount // sources whose last connection closed, oldest first (see release)
 }
 
 // sourceCount is what one source address holds, and its token bucket of untrusted messages.
@@ -243,6 +249,10 @@ func (l *listener) loop() {
 				return
 			}
 			l.AcceptErrors.Add(1)
+			// Out of file descriptors, most often: the oldest connection that has not
+			// authenticated gives its own back, so that peers that never authenticate
+			// cannot keep the ones that do out.
+			closeAll(l.evictForDescriptor())
 			delay = min(max(2*delay, acceptBackoffMin), acceptBackoffMax)
 			t := time.NewTimer(delay)
 			select {
@@ -255,12 +265,14 @@ func (l *listener) loop() {
 		}
 		delay = 0
 		src := sourceOf(c.RemoteAddr())
-		if !l.admit(src) {
+		sl, victims := l.admit(src, c)
+		closeAll(victims)
+		if sl == nil {
 			l.Shed.Add(1)
 			c.Close()
 			continue
 		}
-		go l.greet(c, src)
+		go l.greet(c, sl)
 	}
 }
 
@@ -277,8 +289,11 @@ func sourceOf(a net.Addr) string {
 	return ta.IP.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
-// admit counts a new connection from src as pending, or says no if a limit is reached.
-func (l *listener) admit(src string) bool {
+// admit counts a new connection c from src as pending and returns its slot, or nil if a limit
+// is reached. At the limit of pending handshakes, or of connections, the oldest handshake (or
+// the oldest connection not trusted, or else the oldest handshake) is evicted for it: the
+// returned victims, to be closed by the caller. A source at its own limits is refused.
+func (l *listener) admit(src string, c net.Conn) (*slot, []io.Closer) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := time.Now()
@@ -287,34 +302,75 @@ func (l *listener) admit(src string) bool {
 	if s == nil {
 		s = &sourceCount{key: src, tokens: float64(2 * l.lim.PreAuthRate), last: now}
 	}
-	if l.pending >= l.lim.MaxPending || l.conns >= l.lim.MaxConns ||
-		s.pending >= l.lim.MaxPendingPerSource || s.conns >= l.lim.MaxConnsPerSource {
-		return false
+	if s.pending >= l.lim.MaxPendingPerSource || s.conns >= l.lim.MaxConnsPerSource {
+		return nil, nil
+	}
+	var victims []io.Closer
+	if l.pending-l.evictingPending >= l.lim.MaxPending {
+		v := l.evictOldest(&l.pendingQ)
+		if v == nil {
+			return nil, nil
+		}
+		victims = append(victims, v)
+	}
+	if l.conns-l.evictingConns >= l.lim.MaxConns {
+		v := l.evictOldest(&l.untrustedQ)
+		if v == nil {
+			v = l.evictOldest(&l.pendingQ)
+		}
+		if v == nil {
+			return nil, victims
+		}
+		victims = append(victims, v)
 	}
 	l.sources[src] = s
 	l.pending++
 	l.conns++
 	s.pending++
 	s.conns++
-	return true
+	sl := &slot{src: src, c: c, pending: true}
+	sl.elem = l.pendingQ.PushBack(sl)
+	sl.queue = &l.pendingQ
+	return sl, victims
 }
 
-// handshaken moves a connection of src from pending to live.
-func (l *listener) handshaken(src string) {
+// handshaken moves a connection from pending to live, and not trusted: gc now stands for it.
+func (l *listener) handshaken(sl *slot, gc *conn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.pending--
-	l.sources[src].pending--
+	l.sources[sl.src].pending--
+	sl.pending = false
+	if sl.evicted {
+		l.evictingPending-- // and still evicting: conns is counted down at its release
+	}
+	l.unqueue(sl)
+	if !sl.evicted && !sl.released {
+		sl.c = gc
+		sl.elem = l.untrustedQ.PushBack(sl)
+		sl.queue = &l.untrustedQ
+	}
 }
 
-// release forgets a connection of src; pending says whether it never finished its handshake.
-func (l *listener) release(src string, pending bool) {
+// release forgets a connection.
+func (l *listener) release(sl *slot) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	s := l.sources[src]
-	if pending {
+	if sl.released {
+		return
+	}
+	sl.released = true
+	l.unqueue(sl)
+	s := l.sources[sl.src]
+	if sl.pending {
 		l.pending--
 		s.pending--
+		if sl.evicted {
+			l.evictingPending--
+		}
+	}
+	if sl.evicted {
+		l.evictingConns--
 	}
 	l.conns--
 	s.conns--
@@ -380,12 +436,12 @@ func (l *listener) Counts() (conns, pending int) {
 // its 10-byte signature and waits for ours before it sends the rest (RFC 23, "version
 // negotiation"), while zmq4 waits for all 64 bytes before it writes a byte. A peer of a later
 // ZMTP 3 minor version (libzmq: 3.1) sees our 3.0 and speaks 3.0 with us.
-func (l *listener) greet(c net.Conn, src string) {
+func (l *listener) greet(c net.Conn, sl *slot) {
 	ok := false
 	defer func() {
 		if !ok {
 			c.Close()
-			l.release(src, true)
+			l.release(sl)
 		}
 	}()
 	_ = c.SetDeadline(time.Now().Add(HandshakeTimeout))
@@ -417,11 +473,12 @@ func (l *listener) greet(c net.Conn, src string) {
 		return
 	}
 	_ = c.SetWriteDeadline(time.Time{})
-	l.handshaken(src)
 	ok = true
 	gc := newConn(c, l, l.lim.PreAuthMsg, append(g[:], cmd...))
-	gc.src = src
+	gc.slot = sl
+	gc.src = sl.src
 	gc.swallow = serverGreeting[:]
+	l.handshaken(sl, gc)
 	select {
 	case l.ready <- gc:
 	case <-l.done:
@@ -532,6 +589,7 @@ func (l *listener) reserve(n int64) bool {
 type conn struct {
 	net.Conn
 	l      *listener // nil on the dialing side
+	slot   *slot     // its place in l
 	src    string
 	prefix []byte // greeting and first command already read by the listener
 	closed sync.Once
@@ -589,6 +647,9 @@ func (c *conn) trust() {
 	c.ahead.Store(true)
 	c.p.max = c.p.maxTrusted
 	c.p.budget = nil // what is reserved now is released when its frame ends
+	if c.slot != nil {
+		c.l.trustSlot(c.slot, true)
+	}
 }
 
 // distrust puts the limits of an untrusted connection back: the authentication that made it
@@ -603,6 +664,9 @@ func (c *conn) distrust() {
 	c.trusted = false
 	c.p.max = c.l.lim.PreAuthMsg
 	c.p.budget = c.l
+	if c.slot != nil {
+		c.l.trustSlot(c.slot, false)
+	}
 }
 
 func (c *conn) isTrusted() bool {
@@ -682,7 +746,9 @@ func (c *conn) Close() error {
 			c.mu.Lock()
 			c.p.release()
 			c.mu.Unlock()
-			c.l.release(c.src, false)
+			if c.slot != nil {
+				c.l.release(c.slot)
+			}
 		}
 	})
 	return err

@@ -58,6 +58,7 @@ type Admission struct {
 
 type pubPeer struct {
 	c       *zmq4.Conn
+	gc      *conn // the guarded connection under c; nil if it is not one
 	q       *sendQueue
 	topics  map[string]struct{} // guarded by Pub.mu
 	holder  string              // set once admitted; guarded by Pub.mu
@@ -105,7 +106,11 @@ func (p *Pub) serve(nc net.Conn) {
 		nc.Close()
 		return
 	}
-	peer := &pubPeer{c: zc, q: newSendQueue(p.l.lim.SendQueue), topics: map[string]struct{}{}}
+	gc, _ := nc.(*conn)
+	peer := &pubPeer{c: zc, gc: gc, q: newSendQueue(p.l.lim.SendQueue), topics: map[string]struct{}{}}
+	if p.adm == nil {
+		peer.trust() // no admission: nothing to prove
+	}
 	p.mu.Lock()
 	select {
 	case <-p.done:
@@ -204,12 +209,19 @@ func (p *Pub) subscribe(peer *pubPeer, op byte, topic []byte) bool {
 	early := peer.early
 	peer.early = nil
 	p.mu.Unlock()
+	peer.trust() // admitted: never evicted for a newcomer
 	for _, t := range early {
 		if !allowed[t] || !p.apply(peer, 1, t) {
 			return false
 		}
 	}
 	return true
+}
+
+func (peer *pubPeer) trust() {
+	if peer.gc != nil {
+		peer.gc.trust()
+	}
 }
 
 // hold keeps a subscription of a peer not yet admitted, within the per-peer limits.
