@@ -22,6 +22,7 @@ func Run(ctx context.Context, g *Graph, dryRun bool) *Report {
 		st[n.addr] = &runState{}
 	}
 	done := map[string]bool{}
+	var texts textBudget
 	pending := append([]*node(nil), g.nodes...)
 	for len(pending) > 0 {
 		// The first pending node whose dependencies are done runs next; batchable resources that
@@ -41,7 +42,9 @@ func Run(ctx context.Context, g *Graph, dryRun bool) *Report {
 			done[m.addr] = true
 			r := results[k]
 			r.Address, r.Type, r.Name = m.addr, m.typ.Name, m.name
-			rep.Results = append(rep.Results, redact(r, m, g.sensitive))
+			r = redact(r, m, g.sensitive)
+			r.Diff, r.Error = texts.cut(r.Diff), texts.cut(r.Error)
+			rep.Results = append(rep.Results, r)
 			pending = removeNode(pending, m)
 		}
 	}

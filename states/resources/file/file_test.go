@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -144,3 +145,47 @@ file "` + dir + `/independent" { content = "z" }
 		t.Fatalf("did not converge: %+v", again.Results)
 	}
 }
+
+// A report's texts are bounded (states/reportbound.go): 70 files of 20,000 lines each, all
+// replaced, report a cut diff each (64 KiB at most, and 256 bytes once the run has reported
+// 4 MiB), so that the whole report stays far under what the master takes back (16 MiB), where
+// their whole diffs took 120 MB. The files themselves are written whole.
+func TestLargeDiffsAreCutInTheReport(t *testing.T) {
+	dir := t.TempDir()
+	var line strings.Builder
+	for i := range 20000 {
+		line.WriteString("line ")
+		line.WriteString(strings.Repeat("x", i%7))
+		line.WriteString(" of a large configuration file\n")
+	}
+	old := line.String()
+	var hcl strings.Builder
+	for i := range 70 {
+		p := filepath.Join(dir, "f"+strings.Repeat("0", 3-len(itoa(i)))+itoa(i))
+		restest.Must(t, os.WriteFile(p, []byte(old), 0o644))
+		hcl.WriteString("file \"" + p + "\" {\n  content = replace(file(\"big.txt\"), \"large\", \"huge\")\n}\n")
+	}
+	rep := runSrc(t, map[string]string{"main.hcl": hcl.String(), "big.txt": old}, false)
+	if n := rep.Counts()[states.StatusChanged]; n != 70 {
+		t.Fatalf("%d changed, want 70: %+v", n, rep.Results[0])
+	}
+	total := 0
+	for i, r := range rep.Results {
+		total += len(r.Diff)
+		if len(r.Diff) > 64<<10+64 || !strings.Contains(r.Diff, "more bytes not shown") {
+			t.Fatalf("result %d: a diff of %d bytes, not cut", i, len(r.Diff))
+		}
+	}
+	if total > 5<<20 {
+		t.Fatalf("the report's diffs take %d bytes", total)
+	}
+	if last := rep.Results[69].Diff; len(last) > 256+64 || !strings.HasPrefix(last, "--- ") {
+		t.Fatalf("past 4 MiB, a diff of %d bytes: %.80q", len(last), last)
+	}
+	data, _ := os.ReadFile(rep.Results[69].Name)
+	if want := strings.ReplaceAll(old, "large", "huge"); string(data) != want {
+		t.Fatalf("the file holds %d bytes, want %d", len(data), len(want))
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
