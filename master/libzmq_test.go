@@ -29,14 +29,7 @@ func TestLibzmqPeers(t *testing.T) {
 	nonce := pki.RandomBytes(32)
 	h, _ := json.Marshal(wire.Hello{ID: "pyzmq", Key: key.Pub.String(), Nonce: nonce})
 	// The SUB shows the credential of an accepted minion's session, as brine's minions do.
-	sess := newRaw(t, m, "pysub", nil)
-	sess.auth("", sess.key)
-	if _, err := m.Keys().Accept("pysub", nil, false); err != nil {
-		t.Fatal(err)
-	}
-	if ar := sess.auth("", sess.key); ar.Status != wire.StatusAccepted {
-		t.Fatalf("pysub not accepted: %+v", ar)
-	}
+	sess := evilMinion(t, m, "pysub", nil, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "/usr/bin/python3", "testdata/libzmq_peer.py", m.RequestAddr(), m.PublishAddr(),

@@ -65,14 +65,7 @@ func subscribe(t *testing.T, m *master.Master, topics ...string) *subscriber {
 func TestPublishPortServesOnlySessions(t *testing.T) {
 	m := master.TestMaster(t)
 	acceptedMinion(t, m, "good", nil)
-	evil := newRaw(t, m, "evil", nil)
-	evil.auth("", evil.key)
-	if _, err := m.Keys().Accept("evil", nil, false); err != nil {
-		t.Fatal(err)
-	}
-	if ar := evil.auth("", evil.key); ar.Status != wire.StatusAccepted {
-		t.Fatalf("evil not accepted: %+v", ar)
-	}
+	evil := evilMinion(t, m, "evil", nil, nil)
 	refused0 := m.TransportStats().SubscribersRefused
 
 	stranger := subscribe(t, m, "", wire.TopicAll, wire.TopicMinion("good"))

@@ -110,19 +110,7 @@ func TestTrustEndsWithTheSession(t *testing.T) {
 func TestAcceptedMinionRequestsRateLimited(t *testing.T) {
 	m := master.TestMaster(t)
 	evil := evilMinion(t, m, "evil", nil, nil)
-	var challenges atomic.Int64
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		for {
-			select {
-			case <-evil.frames:
-				challenges.Add(1)
-			case <-done:
-				return
-			}
-		}
-	}()
+	challenges := countFrames(t, evil)
 	hello, _ := json.Marshal(wire.Hello{ID: "evil", Key: evil.key.Pub.String(), Nonce: make([]byte, 32)})
 	frame := wire.Encode(wire.THello, hello)
 	const n = 1000 // over the burst of 400 a connection may send at once
@@ -141,19 +129,7 @@ func TestAcceptedMinionBytesRateLimited(t *testing.T) {
 	m := master.TestMaster(t)
 	acceptedMinion(t, m, "legit", nil)
 	evil := evilMinion(t, m, "evil", nil, nil)
-	var answered atomic.Int64
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		for {
-			select {
-			case <-evil.frames:
-				answered.Add(1)
-			case <-done:
-				return
-			}
-		}
-	}()
+	answered := countFrames(t, evil)
 	junk, _ := json.Marshal(strings.Repeat("A", 2<<20))
 	stop := make(chan struct{})
 	go func() {
@@ -178,4 +154,22 @@ func TestAcceptedMinionBytesRateLimited(t *testing.T) {
 	if m.TransportStats().TrustedThrottled == 0 {
 		t.Fatal("the flood was not throttled")
 	}
+}
+
+// countFrames reads every frame c receives from now on, until the test ends, and counts them.
+func countFrames(t *testing.T, c *rawClient) *atomic.Int64 {
+	var n atomic.Int64
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	go func() {
+		for {
+			select {
+			case <-c.frames:
+				n.Add(1)
+			case <-done:
+				return
+			}
+		}
+	}()
+	return &n
 }
