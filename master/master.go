@@ -133,6 +133,9 @@ type session struct {
 	// asked: the minion has sent a heartbeat request in this session, so its pending jobs
 	// have been listed once without the grace of in-flight publishes (serve).
 	asked bool
+	// subscribed: the session's subscription credential has admitted a subscriber; it admits
+	// no other (it crossed the network in clear).
+	subscribed bool
 }
 
 // keyFor returns the session key with id, current or previous.
@@ -258,7 +261,7 @@ func (m *Master) Start(ctx context.Context) error {
 		MaxConns:          perPort,
 		MaxConnsPerSource: m.cfg.MaxConnsPerSource, MaxPendingPerSource: m.cfg.MaxHandshakesPerSource,
 		MaxTopic: pubMaxTopic, MaxSubsPerPeer: pubMaxSubsPerPeer,
-	}, &zmtp.Admission{Credential: wire.IsSubCredential, Admit: m.admitSubscriber, Timeout: subscribeTimeout})
+	}, &zmtp.Admission{Credential: wire.IsSubCredential, Admit: m.admitSubscriber, Live: m.sessionLive, Timeout: subscribeTimeout})
 	if err != nil {
 		m.cancel()
 		return fmt.Errorf("publish socket %s: %w", m.cfg.PublishAddr, err)

@@ -191,7 +191,7 @@ func (m *Master) publishTo(topic string, frame []byte) {
 
 // admitSubscriber admits a subscriber of the publish port that shows the credential of a
 // session held here (wire.SubCredential): it may subscribe to that session's minion's topics
-// and to nothing else, and is the only subscriber of that session. Nobody else is sent
+// and to nothing else, and is the only subscriber that session ever has. Nobody else is sent
 // anything: neither the heartbeats nor which minions get jobs and when, and a stranger cannot
 // make the master write every job once more per connection it opens.
 func (m *Master) admitSubscriber(topic []byte) (holder string, topics []string, ok bool) {
@@ -199,11 +199,12 @@ func (m *Master) admitSubscriber(topic []byte) (holder string, topics []string, 
 	if !ok {
 		return "", nil, false
 	}
+	h := hex.EncodeToString(sid)
 	m.mu.Lock()
-	s, ok := m.sessions[hex.EncodeToString(sid)]
+	s, ok := m.sessions[h]
 	var k *pki.SessionKey
 	var minion string
-	if ok {
+	if ok && !s.subscribed {
 		k, minion = s.keyFor(keyID), s.minion
 	}
 	m.mu.Unlock()
@@ -213,7 +214,25 @@ func (m *Master) admitSubscriber(topic []byte) (holder string, topics []string, 
 	if got, ok := k.OpenTagged(wire.DomainSubscribe, sealed); !ok || !bytes.Equal(got, sid) {
 		return "", nil, false
 	}
-	return hex.EncodeToString(sid), wire.MinionTopics(minion), true
+	// Single use: the credential crossed the network in clear, and the minion subscribes once
+	// per session (it authenticates again when its subscription is lost).
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur, ok := m.sessions[h]
+	if !ok || cur.subscribed {
+		return "", nil, false
+	}
+	cur.subscribed = true
+	return h, wire.MinionTopics(minion), true
+}
+
+// sessionLive says whether session sid (hex) is still held: a subscriber admitted under it is
+// kept (zmtp.Admission.Live).
+func (m *Master) sessionLive(sid string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.sessions[sid]
+	return ok
 }
 
 // evictSubscriber disconnects the subscriber admitted under session sid (hex), which ended.

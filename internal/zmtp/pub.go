@@ -50,9 +50,14 @@ type Pub struct {
 // admitted keeps it until it disconnects or Evict) and the topics the holder may subscribe to;
 // a false credential, a holder that is taken, or a subscription to any other topic
 // disconnects the subscriber.
+//
+// Live, if set, says whether holder still stands; it is asked once the subscriber is registered as the
+// holder's, so that a holder ended (and Evict called) while Admit was deciding does not leave a
+// subscriber behind: either Evict finds it, or Live says no.
 type Admission struct {
 	Credential func(topic []byte) bool
 	Admit      func(topic []byte) (holder string, topics []string, ok bool)
+	Live       func(holder string) bool
 	Timeout    time.Duration
 }
 
@@ -209,6 +214,9 @@ func (p *Pub) subscribe(peer *pubPeer, op byte, topic []byte) bool {
 	early := peer.early
 	peer.early = nil
 	p.mu.Unlock()
+	if p.adm.Live != nil && !p.adm.Live(holder) {
+		return false
+	}
 	peer.trust() // admitted: never evicted for a newcomer
 	for _, t := range early {
 		if !allowed[t] || !p.apply(peer, 1, t) {

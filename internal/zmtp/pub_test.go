@@ -220,3 +220,37 @@ func TestPubAdmission(t *testing.T) {
 		t.Fatalf("re-admitted subscriber got %q", got)
 	}
 }
+
+// A holder ended (Evict) while Admit was deciding leaves no subscriber behind: Live is asked
+// once the subscriber is registered, so either Evict finds it or Live says no.
+func TestPubEvictRacingAdmission(t *testing.T) {
+	entered, proceed := make(chan struct{}), make(chan struct{})
+	live := true
+	adm := &Admission{
+		Credential: func(topic []byte) bool { return bytes.HasPrefix(topic, []byte("cred:")) },
+		Admit: func(topic []byte) (string, []string, bool) {
+			close(entered) // the holder stood when it was looked up...
+			<-proceed      // ...and ends before the subscriber is registered
+			return "a", []string{"own.a"}, true
+		},
+		Live:    func(string) bool { return live },
+		Timeout: 5 * time.Second,
+	}
+	p, err := ListenPub("127.0.0.1:0", Limits{}, adm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	testSub(t, p.Addr().String(), "cred:a", "own.a")
+	<-entered
+	live = false
+	p.Evict("a") // finds nobody yet
+	close(proceed)
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Subscribers() != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n, subs := p.Subscribers(), p.Subscriptions(); n != 0 || subs != 0 {
+		t.Fatalf("%d subscribers (%d subscriptions) left for a holder that ended", n, subs)
+	}
+}
