@@ -407,8 +407,8 @@ func (m *Master) answer(peer, reply []byte, authed bool) {
 func (m *Master) trust(peer []byte) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.bound[string(peer)]; ok && !m.router.Trusted(peer) {
-		m.router.Trust(peer)
+	if minion, ok := m.bound[string(peer)]; ok && !m.router.Trusted(peer) {
+		m.router.Trust(peer, minion) // its rates are the minion's, whichever connection it uses
 	}
 }
 

@@ -121,9 +121,9 @@ func TestAcceptedMinionRequestsRateLimited(t *testing.T) {
 	tb.WaitFor(t, time.Minute, "every hello answered, at the connection's rate", func() bool { return challenges.Load() == n })
 }
 
-// An authenticated connection's bytes are rate-limited too: a compromised minion that sends
-// fresh 2 MiB requests as fast as it can (each one the master must open and scan before it can
-// refuse it) has them read at 1 MiB a second after a burst of 32 MiB, and the master's other
+// An authenticated minion's bytes are rate-limited too: a compromised minion that sends fresh
+// 2 MiB requests as fast as it can (each one the master must open and scan before it can refuse
+// it) has them read at 1 MiB a second once its burst of 32 MiB is spent, and the master's other
 // minions are served meanwhile. Without the limit the master answered a few hundred in 4 s.
 func TestAcceptedMinionBytesRateLimited(t *testing.T) {
 	m := master.TestMaster(t)
@@ -132,6 +132,7 @@ func TestAcceptedMinionBytesRateLimited(t *testing.T) {
 	answered := countFrames(t, evil)
 	junk, _ := json.Marshal(strings.Repeat("A", 2<<20))
 	stop := make(chan struct{})
+	defer close(stop)
 	go func() {
 		for {
 			select {
@@ -142,17 +143,47 @@ func TestAcceptedMinionBytesRateLimited(t *testing.T) {
 			evil.send(evil.requestFrame(wire.KindFacts, json.RawMessage(junk)))
 		}
 	}()
-	time.Sleep(4 * time.Second)
+	tb.WaitFor(t, time.Minute, "the flood throttled", func() bool { return m.TransportStats().TrustedThrottled > 0 })
+	before := answered.Load()
+	time.Sleep(3 * time.Second)
+	// 1 MiB a second: one request of 2 MiB every 2 s, and the one read before each wait.
+	if n := answered.Load() - before; n > 5 {
+		t.Fatalf("once throttled, the master answered %d requests of 2 MiB from one minion in 3 s", n)
+	}
 	if res := run(t, m, master.JobSpec{Kind: wire.JobPing, Target: "legit"}); res.Failed() {
 		t.Errorf("a legitimate minion's ping during the flood: %+v", res)
 	}
-	close(stop)
-	// The burst (32 MiB: 16 requests) and 1 MiB a second over about 5 s: 19, and a margin.
-	if n := answered.Load(); n > 24 {
-		t.Fatalf("the master answered %d requests of 2 MiB from one connection in about 5 s", n)
+}
+
+// The rates are the minion's, not its connection's: one that authenticates again on a new
+// connection after each burst gets no new burst (each connection used to start with 32 MiB).
+func TestRatesOutliveTheConnection(t *testing.T) {
+	m := master.TestMaster(t)
+	first := evilMinion(t, m, "evil", nil, nil)
+	first.dealer.Close()
+	junk, _ := json.Marshal(strings.Repeat("A", 2<<20))
+	answered, conns := 0, 0
+	start := time.Now()
+	for end := start.Add(5 * time.Second); time.Now().Before(end); {
+		c := evilMinion(t, m, "evil", nil, first.key) // a new connection, a new session
+		conns++
+		for range 6 {
+			c.send(c.requestFrame(wire.KindFacts, json.RawMessage(junk)))
+		}
+		for range 6 {
+			if _, _, ok := c.next(min(3*time.Second, time.Until(end)+time.Second)); !ok {
+				break
+			}
+			answered++
+		}
+		c.dealer.Close()
 	}
-	if m.TransportStats().TrustedThrottled == 0 {
-		t.Fatal("the flood was not throttled")
+	took := time.Since(start)
+	t.Logf("%d requests of 2 MiB answered in %v over %d connections", answered, took.Round(time.Millisecond), conns)
+	// One burst (16 requests) and 1 MiB a second (one request every 2 s) since, and a margin.
+	if most := 16 + int(took/(2*time.Second)) + 3; conns < 2 || answered > most {
+		t.Fatalf("%d requests of 2 MiB answered in %v over %d connections, at most %d for one minion: the rate was reset by reconnecting",
+			answered, took.Round(time.Millisecond), conns, most)
 	}
 }
 

@@ -41,14 +41,14 @@ func TestEvictionForNewcomers(t *testing.T) {
 
 	// Trusted: mid and young are never evicted; the newcomer (untrusted) goes for the next one,
 	// and once all three are trusted, a further connection is refused.
-	r.Trust(idMid)
-	r.Trust(idYoung)
+	r.Trust(idMid, "mid")
+	r.Trust(idYoung, "young")
 	next := rawPeer(t, addr, "DEALER")
 	idNext := hello(next)
 	if !closedSoon(newcomer, 5*time.Second) {
 		t.Fatal("the untrusted newcomer kept while trusted connections were there")
 	}
-	r.Trust(idNext)
+	r.Trust(idNext, "next")
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)

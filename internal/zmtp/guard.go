@@ -76,12 +76,12 @@ type Limits struct {
 	// Router.Done for the one before, so that a peer, trusted or not, holds at most one message
 	// in the master (one worker, one MaxMsg of memory) and TCP holds back the rest.
 	Serial bool
-	// TrustedRate (Router): messages per second from one trusted connection (burst: twice
-	// that); the connection is not read while it is over. 0: no limit.
+	// TrustedRate (Router): messages per second from the trusted connections of one holder
+	// (Router.Trust), bursts of twice that; a connection is not read while its holder is
+	// over. 0: no limit.
 	TrustedRate int
-	// TrustedBytes (Router): bytes per second from one trusted connection, bursts of twice
-	// that or of two MaxMsg messages, whichever is more; the connection is not read while it
-	// is over. 0: no limit.
+	// TrustedBytes (Router): bytes per second from the trusted connections of one holder,
+	// bursts of twice that or of two MaxMsg messages, whichever is more. 0: no limit.
 	TrustedBytes int
 }
 

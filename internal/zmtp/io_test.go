@@ -284,7 +284,7 @@ func TestReadAheadOnlyOnceTrusted(t *testing.T) {
 	if n := p.gc.reads.Load(); n != 6 {
 		t.Fatalf("untrusted: %d reads from the network for 3 messages, want 6 (header, body)", n)
 	}
-	r.Trust(id)
+	r.Trust(id, "peer")
 	if _, err := c.Write(three()); err != nil {
 		t.Fatal(err)
 	}

@@ -77,7 +77,7 @@ func TestRouterPreAuthLimitTrustAndNonReader(t *testing.T) {
 	if r.Trusted(id) || r.Source(id) != "127.0.0.1" {
 		t.Fatalf("trusted %v, source %q", r.Trusted(id), r.Source(id))
 	}
-	r.Trust(id)
+	r.Trust(id, "peer")
 	ok.Write(frame(make([]byte, 100<<10)))
 	if m, err = r.Recv(); err != nil || len(m.Frames[1]) != 100<<10 {
 		t.Fatalf("trusted peer's 100 KiB message: %v", err)
@@ -180,5 +180,85 @@ func TestPerSourcePendingLimit(t *testing.T) {
 	c.Write([]byte{0, 2, 'o', 'k'})
 	if m, err := r.Recv(); err != nil || string(m.Frames[1]) != "ok" {
 		t.Fatalf("another source: %v", err)
+	}
+}
+
+// A trusted peer's rates are its holder's: every connection trusted for the same holder draws
+// on one budget, and a peer over it has its message read (not held back half-read) and then is
+// not read until it is within the budget again. Another holder is not held up.
+func TestTrustedRatesPerHolder(t *testing.T) {
+	r, err := ListenRouter("127.0.0.1:0", Limits{MaxMsg: 100 << 10, TrustedBytes: 10 << 10}) // burst 200 KiB
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	trusted := func(holder string) net.Conn {
+		c := rawPeer(t, r.Addr().String(), "DEALER")
+		c.Write([]byte{0, 2, 'h', 'i'})
+		m, err := r.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Trust(m.Frames[0], holder)
+		return c
+	}
+	recv := func(d time.Duration) bool {
+		got := make(chan bool, 1)
+		go func() { _, err := r.RecvTrusted(); got <- err == nil }()
+		select {
+		case ok := <-got:
+			return ok
+		case <-time.After(d):
+			return false
+		}
+	}
+	a := trusted("h")
+	for range 3 { // 270 KiB: the burst and 70 KiB of debt, 7 s at 10 KiB/s
+		a.Write(frame(make([]byte, 90<<10)))
+	}
+	for i := range 3 {
+		if !recv(5 * time.Second) {
+			t.Fatalf("message %d within the burst not received", i+1)
+		}
+	}
+	other := trusted("other")
+	other.Write(frame(make([]byte, 90<<10)))
+	if !recv(5 * time.Second) {
+		t.Fatal("another holder's message held up")
+	}
+	// The same holder on a new connection: no new burst. (The connection was being read when
+	// it was trusted, so its first message may come through: it is paid for after.)
+	b := trusted("h")
+	b.Write(frame([]byte("small")))
+	b.Write(frame([]byte("small")))
+	recv(time.Second)
+	if recv(time.Second) {
+		t.Fatal("a holder in debt was read on its new connection")
+	}
+	if r.Throttled.Load() == 0 {
+		t.Fatal("nothing throttled")
+	}
+}
+
+// A holder's rates outlive its connections until its buckets are full again, then are
+// forgotten: the table holds the holders with connections and a few recent ones.
+func TestRateTableForgetsFullHolders(t *testing.T) {
+	var tab rateTable
+	lim := Limits{MaxMsg: 1000, TrustedRate: 10, TrustedBytes: 100} // bursts: 20 messages, 2,000 bytes
+	now := time.Now()
+	rs := tab.join("h", lim, now)
+	rs.take(now, 1500) // full again 15 s later
+	tab.leave(rs, now)
+	tab.sweep(now.Add(10 * time.Second))
+	if tab.by["h"] != rs {
+		t.Fatal("a holder forgotten before its buckets were full again")
+	}
+	if again := tab.join("h", lim, now.Add(10*time.Second)); again != rs {
+		t.Fatal("a holder that connected again got new buckets")
+	}
+	tab.leave(rs, now.Add(10*time.Second))
+	tab.sweep(now.Add(30 * time.Second))
+	if len(tab.by) != 0 || len(tab.idle) != 0 {
+		t.Fatalf("%d holders, %d idle left once full", len(tab.by), len(tab.idle))
 	}
 }

@@ -37,20 +37,22 @@ type Router struct {
 
 	// Dropped counts peers disconnected because their send queue was full: they did not read.
 	Dropped atomic.Int64
-	// Throttled counts messages of trusted peers that waited for Limits.TrustedRate or
+	// Throttled counts the waits of trusted peers for their holder's Limits.TrustedRate or
 	// Limits.TrustedBytes.
 	Throttled atomic.Int64
 
-	mu    sync.Mutex // guards peers and next
+	mu    sync.Mutex // guards peers, next and rates
 	peers map[string]*routerPeer
 	next  uint64
+	rates rateTable // by holder (Trust)
 }
 
 type routerPeer struct {
 	c    *zmq4.Conn
 	gc   *conn
-	q    *sendQueue    // replies for the writer goroutine
-	turn chan struct{} // Limits.Serial: full while one of its messages waits for Done
+	q    *sendQueue                // replies for the writer goroutine
+	turn chan struct{}             // Limits.Serial: full while one of its messages waits for Done
+	rate atomic.Pointer[rateState] // the rates it is held to while trusted (Trust's holder); nil: none
 }
 
 // ListenRouter binds a Router to the TCP address addr ("host:port") with the limits lim.
@@ -109,20 +111,13 @@ func (r *Router) serve(gc *conn) {
 	id := string(idb[:])
 	r.peers[id] = p
 	r.mu.Unlock()
-	// This connection's buckets, while trusted (Limits.TrustedRate, Limits.TrustedBytes).
-	var msgs, octets *tokenBucket
-	if lim := r.l.lim; lim.TrustedRate > 0 {
-		msgs = newTokenBucket(float64(lim.TrustedRate), float64(2*lim.TrustedRate))
-	}
-	if lim := r.l.lim; lim.TrustedBytes > 0 {
-		octets = newTokenBucket(float64(lim.TrustedBytes), float64(max(2*lim.TrustedBytes, 2*lim.MaxMsg)))
-	}
 	stop := make(chan struct{})
 	writer := make(chan struct{})
 	go func() { defer close(writer); r.write(p, stop) }()
 	defer func() {
 		r.mu.Lock()
 		delete(r.peers, id)
+		r.rates.leave(p.rate.Swap(nil), time.Now())
 		r.mu.Unlock()
 		close(stop)
 		zc.Close()
@@ -138,6 +133,20 @@ func (r *Router) serve(gc *conn) {
 				return
 			}
 		}
+		// A trusted peer over its rates is not read until it is within them again: nothing
+		// of it is held meanwhile but the connection.
+		if rs := p.rate.Load(); rs != nil {
+			if d := rs.debt(time.Now()); d > 0 {
+				r.Throttled.Add(1)
+				t := time.NewTimer(d)
+				select {
+				case <-t.C:
+				case <-r.done:
+					t.Stop()
+					return
+				}
+			}
+		}
 		msg, err := zc.RecvMsg()
 		if err != nil {
 			return
@@ -150,29 +159,12 @@ func (r *Router) serve(gc *conn) {
 		frames = append(frames, idb[:])
 		frames = append(frames, msg.Frames...)
 		in := r.in
-		if gc.isTrusted() {
-			now := time.Now()
-			var d time.Duration
-			if msgs != nil {
-				d = msgs.take(now, 1)
+		if rs := p.rate.Load(); rs != nil && gc.isTrusted() {
+			n := 0
+			for _, f := range msg.Frames {
+				n += len(f)
 			}
-			if octets != nil {
-				n := 0
-				for _, f := range msg.Frames {
-					n += len(f)
-				}
-				d = max(d, octets.take(now, float64(n)))
-			}
-			if d > 0 {
-				r.Throttled.Add(1)
-				t := time.NewTimer(d)
-				select {
-				case <-t.C:
-				case <-r.done:
-					t.Stop()
-					return
-				}
-			}
+			rs.take(time.Now(), n)
 		}
 		if !gc.isTrusted() {
 			if !r.l.wait(gc.src, r.done) {
@@ -212,26 +204,138 @@ func (r *Router) write(p *routerPeer, stop <-chan struct{}) {
 	}
 }
 
-// tokenBucket is one connection's bucket (of messages or bytes): rate a second, up to burst.
+// tokenBucket is a bucket of messages or bytes: rate a second, up to burst.
 type tokenBucket struct {
 	rate, burst float64
 	tokens      float64
 	last        time.Time
 }
 
-func newTokenBucket(rate, burst float64) *tokenBucket {
-	return &tokenBucket{rate: rate, burst: burst, tokens: burst, last: time.Now()}
+func newTokenBucket(rate, burst float64, now time.Time) *tokenBucket {
+	return &tokenBucket{rate: rate, burst: burst, tokens: burst, last: now}
 }
 
-// take takes n tokens and returns how long to wait until the bucket is out of debt (0: none).
-func (b *tokenBucket) take(now time.Time, n float64) time.Duration {
+func (b *tokenBucket) refill(now time.Time) {
 	b.tokens = min(b.tokens+now.Sub(b.last).Seconds()*b.rate, b.burst)
 	b.last = now
-	b.tokens -= n
-	if b.tokens >= 0 {
+}
+
+// debt is how long until the bucket holds no debt.
+func (b *tokenBucket) debt() time.Duration {
+	if b == nil || b.tokens >= 0 {
 		return 0
 	}
 	return time.Duration(-b.tokens / b.rate * float64(time.Second))
+}
+
+// full is when the bucket will be full again.
+func (b *tokenBucket) full() time.Time {
+	return b.last.Add(time.Duration((b.burst - b.tokens) / b.rate * float64(time.Second)))
+}
+
+// rateState is what one holder's trusted connections may send: messages and bytes.
+type rateState struct {
+	holder string
+	mu     sync.Mutex
+	msgs   *tokenBucket // nil: no limit
+	octets *tokenBucket
+	users  int       // connections trusted for holder; guarded by Router.mu
+	idle   time.Time // when users fell to 0; guarded by Router.mu
+}
+
+// take counts one message of n bytes.
+func (rs *rateState) take(now time.Time, n int) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.msgs != nil {
+		rs.msgs.refill(now)
+		rs.msgs.tokens--
+	}
+	if rs.octets != nil {
+		rs.octets.refill(now)
+		rs.octets.tokens -= float64(n)
+	}
+}
+
+// debt is how long until the holder is within its rates again.
+func (rs *rateState) debt(now time.Time) time.Duration {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	var d time.Duration
+	for _, b := range []*tokenBucket{rs.msgs, rs.octets} {
+		if b != nil {
+			b.refill(now)
+			d = max(d, b.debt())
+		}
+	}
+	return d
+}
+
+// rateTable holds the rates of holders with trusted connections, and of those whose last one
+// went until their buckets are full again (so that connecting again gives no new burst).
+// Guarded by Router.mu.
+type rateTable struct {
+	by   map[string]*rateState
+	idle []*rateState // holders with no connection, oldest first
+}
+
+// join returns holder's rates for one more connection.
+func (t *rateTable) join(holder string, lim Limits, now time.Time) *rateState {
+	t.sweep(now)
+	if t.by == nil {
+		t.by = map[string]*rateState{}
+	}
+	rs := t.by[holder]
+	if rs == nil {
+		rs = &rateState{holder: holder}
+		if lim.TrustedRate > 0 {
+			rs.msgs = newTokenBucket(float64(lim.TrustedRate), float64(2*lim.TrustedRate), now)
+		}
+		if lim.TrustedBytes > 0 {
+			rs.octets = newTokenBucket(float64(lim.TrustedBytes), float64(max(2*lim.TrustedBytes, 2*lim.MaxMsg)), now)
+		}
+		t.by[holder] = rs
+	}
+	rs.users++
+	return rs
+}
+
+// leave gives back one connection of rs (nil: none).
+func (t *rateTable) leave(rs *rateState, now time.Time) {
+	if rs == nil {
+		return
+	}
+	if rs.users--; rs.users == 0 {
+		rs.idle = now
+		t.idle = append(t.idle, rs)
+	}
+}
+
+// sweep forgets holders without connections whose buckets are full again: O(1) amortised.
+func (t *rateTable) sweep(now time.Time) {
+	for len(t.idle) > 0 {
+		rs := t.idle[0]
+		if rs.users == 0 && !rs.fullBy(now) {
+			return // the oldest idle one is not full yet; later ones wait their turn
+		}
+		t.idle[0] = nil
+		t.idle = t.idle[1:]
+		if rs.users == 0 && t.by[rs.holder] == rs {
+			delete(t.by, rs.holder)
+		}
+	}
+}
+
+// fullBy says whether both buckets are full at now.
+func (rs *rateState) fullBy(now time.Time) bool {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	for _, b := range []*tokenBucket{rs.msgs, rs.octets} {
+		if b != nil && b.full().After(now) {
+			return false
+		}
+	}
+	return true
 }
 
 // ErrRouterClosed is returned by Recv and Send after Close.
@@ -316,9 +420,19 @@ func (r *Router) done1(p *routerPeer) {
 }
 
 // Trust lifts the pre-authentication limits of the peer id: the application has verified that
-// the peer holds an accepted key. It does nothing for a peer that is gone.
-func (r *Router) Trust(id []byte) {
-	if p := r.peer(id); p != nil {
+// the peer holds an accepted key, of holder. The peer's messages then count against holder's
+// rates (Limits.TrustedRate, Limits.TrustedBytes), which every connection trusted for holder
+// shares and which outlive them until they are full again: a holder that connects again does
+// not start with a new burst. It does nothing for a peer that is gone.
+func (r *Router) Trust(id []byte, holder string) {
+	r.mu.Lock()
+	p := r.peers[string(id)]
+	if p != nil && (r.l.lim.TrustedRate > 0 || r.l.lim.TrustedBytes > 0) {
+		now := time.Now()
+		r.rates.leave(p.rate.Swap(r.rates.join(holder, r.l.lim, now)), now)
+	}
+	r.mu.Unlock()
+	if p != nil {
 		p.gc.trust()
 	}
 }
@@ -326,7 +440,13 @@ func (r *Router) Trust(id []byte) {
 // Distrust puts the pre-authentication limits of the peer id back: what the application
 // trusted it for has ended. It does nothing for a peer that is gone.
 func (r *Router) Distrust(id []byte) {
-	if p := r.peer(id); p != nil {
+	r.mu.Lock()
+	p := r.peers[string(id)]
+	if p != nil {
+		r.rates.leave(p.rate.Swap(nil), time.Now())
+	}
+	r.mu.Unlock()
+	if p != nil {
 		p.gc.distrust()
 	}
 }
