@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/brinecm/brine/internal/zmtp"
 )
 
 // Limits of the bootstrap endpoint, which anyone who reaches bootstrap_addr can use. A
@@ -22,10 +24,10 @@ const (
 	bootstrapMaxConnsPerSource = 8
 )
 
-// limitListener bounds the connections it hands out, in all and per source address. A
-// connection over its source's limit is closed at once. When all are taken, the new connection
-// takes the place of the one that has received the least per second of its life (at least
-// bootstrapEvictAge old; a connection that has not sent its request yet has received nothing):
+// limitListener bounds the connections it hands out, in all and per source address (an IPv6
+// /64 is one source). A connection over its source's limit is closed at once. When all are
+// taken, the new connection takes the place of the one that has received the least per second
+// of its life (see slowest; a connection that has not sent its request yet has received nothing):
 // a droplet downloads the binary in seconds, so the ones that hold a place for long are the
 // clients that read slowly or not at all, and holding every place would take an attacker as
 // much bandwidth as every droplet's downloads together. (net/http's Serve already retries a
@@ -41,7 +43,7 @@ type limitListener struct {
 	Evicted atomic.Int64 // connections closed to make room for a new one
 }
 
-// bootstrapEvictAge: a connection younger than this is never evicted, whatever it has received.
+// bootstrapEvictAge: a connection's rate is counted over this at least.
 const bootstrapEvictAge = time.Second
 
 func newLimitListener(l net.Listener, max, perSource int) *limitListener {
@@ -55,10 +57,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		src := c.RemoteAddr().String()
-		if h, _, err := net.SplitHostPort(src); err == nil {
-			src = h
-		}
+		src := zmtp.SourceOf(c.RemoteAddr()) // an IPv6 host's whole /64 is one source
 		l.mu.Lock()
 		var victim *limitConn
 		if l.n >= l.max && l.bySrc[src] < l.perSource {
@@ -85,18 +84,17 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	}
 }
 
-// slowest returns the connection at least bootstrapEvictAge old that has received the fewest
-// bytes per second, or nil. Called with l.mu held; O(connections), which are few.
+// slowest returns the connection that has received the fewest bytes per second of its life,
+// a life counted as bootstrapEvictAge at least (a young connection is not judged on its first
+// moments, nor spared for its youth), the oldest of those that tie; nil if there is none.
+// Called with l.mu held; O(connections), which are few.
 func (l *limitListener) slowest(now time.Time) *limitConn {
 	var worst *limitConn
 	worstRate := 0.0
 	for c := range l.conns {
-		age := now.Sub(c.start)
-		if age < bootstrapEvictAge {
-			continue
-		}
+		age := max(now.Sub(c.start), bootstrapEvictAge)
 		rate := float64(c.sent.Load()) / age.Seconds()
-		if worst == nil || rate < worstRate {
+		if worst == nil || rate < worstRate || (rate == worstRate && c.start.Before(worst.start)) {
 			worst, worstRate = c, rate
 		}
 	}

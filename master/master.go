@@ -256,7 +256,10 @@ func (m *Master) Start(ctx context.Context) error {
 	// is reached before the process runs out of descriptors: at the limit, a new connection
 	// evicts the oldest one that has not authenticated (zmtp, evict.go).
 	fds := m.checkFileLimit()
-	perPort := MinionsForFileLimit(fds)
+	perPort := 0 // unknown: zmtp's default
+	if fds > 0 {
+		perPort = max(MinionsForFileLimit(fds), 16)
+	}
 	pub, err := zmtp.ListenPub(m.cfg.PublishAddr, zmtp.Limits{
 		MaxConns:          perPort,
 		MaxConnsPerSource: m.cfg.MaxConnsPerSource, MaxPendingPerSource: m.cfg.MaxHandshakesPerSource,

@@ -264,7 +264,7 @@ func (l *listener) loop() {
 			continue
 		}
 		delay = 0
-		src := sourceOf(c.RemoteAddr())
+		src := SourceOf(c.RemoteAddr())
 		sl, victims := l.admit(src, c)
 		closeAll(victims)
 		if sl == nil {
@@ -276,9 +276,9 @@ func (l *listener) loop() {
 	}
 }
 
-// sourceOf is the source a connection counts against: its IP address, or its /64 for IPv6,
+// SourceOf is the source a connection counts against: its IP address, or its /64 for IPv6,
 // where one host commonly has a whole /64.
-func sourceOf(a net.Addr) string {
+func SourceOf(a net.Addr) string {
 	ta, ok := a.(*net.TCPAddr)
 	if !ok {
 		return a.String()
