@@ -185,6 +185,13 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		if t.limiter != nil {
 			if err := t.limiter.Wait(ctx); err != nil {
+				// Wait says at once when its wait would pass ctx's deadline; the caller sees the
+				// deadline when it comes, as it would have had the request been sent and waited
+				// for (it tells "still there after the timeout" from a failure by ctx.Err).
+				if _, ok := ctx.Deadline(); ok && ctx.Err() == nil {
+					<-ctx.Done()
+					return nil, ctx.Err()
+				}
 				return nil, err
 			}
 		}
