@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/hcl/v2"
+
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/pki"
 	"github.com/brinecm/brine/states"
@@ -50,10 +52,18 @@ type executor struct {
 	slots     chan struct{} // Config.ExecSlots
 	gcPercent int           // Config.ApplyGCPercent
 	facts     func() map[string]any
-	finished  func(job, wire.Return)
+	finished  func(j job, ret wire.Return, facts map[string]any)
 
 	jobs    chan job
 	applied atomic.Int64
+
+	// The module of the last bundle loaded and the digest of its signed bytes: an apply of the
+	// same digest (the same bundle, to the byte) is compiled from it without parsing the bundle
+	// again. Only the parse is kept; every job is compiled afresh with its own vars, facts,
+	// peers and secrets. Touched only by run's goroutine.
+	modDigest string
+	mod       *states.Module
+	loads     int // bundles parsed (for tests)
 }
 
 func newExecutor(m *Minion) *executor {
@@ -172,7 +182,7 @@ func (e *executor) run(ctx context.Context) {
 			if e.slots == nil && apply && e.gcPercent > 0 {
 				setApplyGC(e.gcPercent)
 			}
-			ret := e.execute(ctx, j)
+			ret, facts := e.execute(ctx, j)
 			e.logJob(j, ret)
 			if slot {
 				<-e.slots
@@ -185,7 +195,7 @@ func (e *executor) run(ctx context.Context) {
 				debug.FreeOSMemory()
 			}
 			e.applied.Add(1)
-			e.finished(j, ret)
+			e.finished(j, ret, facts)
 		}
 	}
 }
@@ -201,24 +211,27 @@ func setApplyGC(percent int) {
 	})
 }
 
-func (e *executor) execute(ctx context.Context, j job) wire.Return {
+// execute runs j. For an apply that changed nothing (every resource ok or skipped), it also
+// returns the facts it gathered for the compile: they are still the host's, and the minion
+// reports them instead of gathering them again. Otherwise the facts are nil.
+func (e *executor) execute(ctx context.Context, j job) (wire.Return, map[string]any) {
 	ret := wire.Return{JID: j.meta.JID, Minion: e.id, Kind: j.meta.Kind, Started: time.Now().UTC()}
 	switch j.meta.Kind {
 	case wire.JobPing:
 		ret.Success = true
 		ret.Finished = time.Now().UTC()
-		return ret
+		return ret, nil
 	case wire.JobRun:
-		return e.runJob(ctx, j, ret)
+		return e.runJob(ctx, j, ret), nil
 	case wire.JobCapture:
 		ret = e.captureJob(ctx, j, ret)
 		ret.Finished = time.Now().UTC() // captureJob's deferred assignment does not reach its result
-		return ret
+		return ret, nil
 	}
 	if j.bundle == nil { // open unpacks the bundle of every apply
 		ret.Error = fmt.Sprintf("unknown job kind %q", j.meta.Kind)
 		ret.Finished = time.Now().UTC()
-		return ret
+		return ret, nil
 	}
 	secrets := map[string]string{}
 	if sealed, ok := j.meta.Secrets[e.id]; ok {
@@ -227,7 +240,7 @@ func (e *executor) execute(ctx context.Context, j job) wire.Return {
 		if !ok || json.Unmarshal(raw, &secrets) != nil {
 			ret.Error = "cannot open the secrets sealed for this minion"
 			ret.Finished = time.Now().UTC()
-			return ret
+			return ret, nil
 		}
 	}
 	// Sensitive variables came sealed with the secrets (states.SealInputs).
@@ -236,14 +249,18 @@ func (e *executor) execute(ctx context.Context, j job) wire.Return {
 	// authentication: a `brine key groups` change must reach the next job.
 	groups := j.meta.Groups[e.id]
 	facts := e.facts()
-	facts["id"] = e.id
+	withID := make(map[string]any, len(facts)+1)
+	for k, v := range facts {
+		withID[k] = v
+	}
+	withID["id"] = e.id
 	var g *states.Graph
-	mod, diags := states.Load(j.bundle, builtin.Types())
+	mod, diags := e.load(j)
 	if !diags.HasErrors() {
 		// In process: the bundle is the master's, signed after a bounded compile there
 		// (docs/design.md, "Bounded compilation").
 		g, diags = states.Compile(mod, states.Options{
-			Minion:   states.Minion{ID: e.id, Groups: groups, Facts: facts},
+			Minion:   states.Minion{ID: e.id, Groups: groups, Facts: withID},
 			Vars:     vars,
 			VarFiles: varFiles,
 			Peers:    j.meta.Peers,
@@ -256,7 +273,7 @@ func (e *executor) execute(ctx context.Context, j job) wire.Return {
 		ret.Error = "the bundle does not compile on this minion"
 		ret.Diagnostics = buf.String()
 		ret.Finished = time.Now().UTC()
-		return ret
+		return ret, nil
 	}
 	runCtx, cancel := context.WithDeadline(ctx, j.meta.ExpiresAt.Add(time.Minute))
 	defer cancel()
@@ -264,5 +281,34 @@ func (e *executor) execute(ctx context.Context, j job) wire.Return {
 	ret.Report, _ = json.Marshal(rep)
 	ret.Success = !rep.Failed()
 	ret.Finished = time.Now().UTC()
-	return ret
+	if j.meta.DryRun || !unchanged(rep) {
+		facts = nil
+	}
+	return ret, facts
+}
+
+// unchanged reports whether a run changed nothing on the host: every resource ok or skipped
+// (a failed one may have changed part of what it manages).
+func unchanged(rep *states.Report) bool {
+	for _, r := range rep.Results {
+		if r.Status != states.StatusOK && r.Status != states.StatusSkipped {
+			return false
+		}
+	}
+	return true
+}
+
+// load returns the module of j's bundle: the one kept when j's signed digest is the last
+// loaded one's, else the bundle parsed (and kept when it parses).
+func (e *executor) load(j job) (*states.Module, hcl.Diagnostics) {
+	if e.mod != nil && e.modDigest == j.meta.BundleDigest {
+		return e.mod, nil
+	}
+	e.loads++
+	mod, diags := states.Load(j.bundle, builtin.Types())
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	e.mod, e.modDigest = mod, j.meta.BundleDigest
+	return mod, diags
 }

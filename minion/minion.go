@@ -39,6 +39,7 @@ type Minion struct {
 	exec *executor
 	box  *outbox
 
+	factsReports      atomic.Int64 // facts reports the master accepted
 	heartbeats        atomic.Int64 // published heartbeats acted on
 	newestHeartbeat   atomic.Int64 // the master's time (Unix ns) in the newest heartbeat acted on, or heartbeat reply
 	refusedHeartbeats atomic.Int64 // heartbeats not acted on: bad signature, replayed, out of window
@@ -234,9 +235,20 @@ func (m *Minion) facts() map[string]any {
 
 // finished takes the return of a job the executor ran: facts first after a real apply (so that
 // the master's peers() see them when the return arrives), then the outbox, flushed at once.
-func (m *Minion) finished(j job, ret wire.Return) {
+// facts are those the executor gathered for an apply that changed nothing, or nil: then they
+// are gathered again. Either way they go to the master only when they differ from the facts it
+// accepted last on this session (session.reportFacts).
+func (m *Minion) finished(j job, ret wire.Return, facts map[string]any) {
 	if j.meta.Kind == wire.JobApply && !j.meta.DryRun {
-		_, _ = m.request(wire.KindFacts, m.facts())
+		if facts == nil {
+			facts = m.facts()
+		}
+		m.mu.Lock()
+		s := m.sess
+		m.mu.Unlock()
+		if s != nil {
+			_ = s.reportFacts(facts)
+		}
 	}
 	m.box.put(ret)
 	m.box.flush(m.request)

@@ -68,6 +68,9 @@ type session struct {
 	reqMu sync.Mutex // one request in flight at a time; guards seq
 	seq   uint64
 
+	factsMu   sync.Mutex // one facts report at a time; guards factsSent
+	factsSent []byte     // the facts (JSON) the master accepted last on this session
+
 	// Heartbeat state, touched only by serve's goroutine.
 	hbLast   time.Time     // the master's time in the newest heartbeat accepted on this session
 	hbWarned bool          // a heartbeat outside the window was logged
@@ -372,11 +375,34 @@ func (s *session) request(kind string, body any) (wire.Reply, error) {
 	}
 }
 
+// reportFacts sends facts to the master unless they are those it accepted last on this session:
+// a minion reports its facts at the start of each session and after each apply, and most applies
+// change none. The master keeps the last facts of the session (and records the address they
+// came from, which a session does not change), so an unchanged report would only cost it and us
+// a round trip. One report at a time: the facts remembered are those the master has.
+func (s *session) reportFacts(facts map[string]any) error {
+	raw, err := json.Marshal(facts)
+	if err != nil {
+		return err
+	}
+	s.factsMu.Lock()
+	defer s.factsMu.Unlock()
+	if s.factsSent != nil && bytes.Equal(raw, s.factsSent) {
+		return nil
+	}
+	if _, err := s.request(wire.KindFacts, json.RawMessage(raw)); err != nil {
+		return err
+	}
+	s.factsSent = raw
+	s.m.factsReports.Add(1)
+	return nil
+}
+
 // serve reports facts, sends what the outbox holds, and then serves heartbeats and jobs until the
 // connection is lost (an error) or ctx ends (nil).
 func (s *session) serve(ctx context.Context) error {
 	m := s.m
-	if _, err := s.request(wire.KindFacts, m.facts()); err != nil {
+	if err := s.reportFacts(m.facts()); err != nil {
 		return err
 	}
 	m.box.flush(s.request)
