@@ -295,6 +295,24 @@ func Stale(path string) ([]string, error) {
 	return findStale(filepath.Dir(path), filepath.Base(path), false)
 }
 
+// HasTemp reports whether dir holds a temporary file of this package, of any target, stale or
+// not (false when dir does not exist): a directory without one has nothing for Stale to find.
+func HasTemp(dir string) (bool, error) {
+	entries, err := os.ReadDir(dir)
+	if os.IsNotExist(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	for _, e := range entries {
+		if tempTarget(e.Name()) != "" {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // RemoveStale removes the temporary files that Stale returns.
 func RemoveStale(path string) error {
 	_, err := findStale(filepath.Dir(path), filepath.Base(path), true)

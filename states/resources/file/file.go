@@ -3,6 +3,7 @@ package file
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -225,7 +226,7 @@ func (r *fileRes) Check(ctx context.Context, env *states.Env) (string, error) {
 		if exists && st.IsDir() {
 			return "", fmt.Errorf("%s is a directory; set state = \"directory\" or remove it first", r.path)
 		}
-		d, err := r.checkFile(r.path, st, exists, r.content, 0o644)
+		d, err := r.checkFile(env, r.path, st, exists, r.content, 0o644)
 		if err != nil {
 			return "", err
 		}
@@ -252,7 +253,7 @@ func (r *fileRes) Check(ctx context.Context, env *states.Env) (string, error) {
 				}
 				fst, err := os.Lstat(p)
 				var fmode os.FileMode = 0o644
-				d, err := r.checkFile(p, fst, err == nil, r.tree[n], fmode)
+				d, err := r.checkFile(env, p, fst, err == nil, r.tree[n], fmode)
 				if err != nil {
 					return "", err
 				}
@@ -323,14 +324,14 @@ func (r *fileRes) checkDir(p string, st os.FileInfo, exists bool) []string {
 	return diff
 }
 
-func (r *fileRes) checkFile(p string, st os.FileInfo, exists bool, want []byte, mode os.FileMode) ([]string, error) {
+func (r *fileRes) checkFile(env *states.Env, p string, st os.FileInfo, exists bool, want []byte, mode os.FileMode) ([]string, error) {
 	if r.hasMode {
 		mode = r.mode
 	}
 	// An apply killed between writing a new content and renaming it over p leaves its temporary
 	// file beside p. They are garbage, not state: one that cannot be read is left alone.
 	var sweep []string
-	if stale, _ := atomicfile.Stale(p); len(stale) > 0 {
+	if stale := staleBeside(env, p); len(stale) > 0 {
 		r.plan = append(r.plan, fileOp{path: p, sweep: true})
 		for _, t := range stale {
 			sweep = append(sweep, fmt.Sprintf("- %s (the temporary file of an interrupted apply)", t))
@@ -339,6 +340,32 @@ func (r *fileRes) checkFile(p string, st os.FileInfo, exists bool, want []byte, 
 	diff, err := r.checkFileContent(p, st, exists, want, mode)
 	return append(sweep, diff...), err
 }
+
+// staleBeside returns the stale temporary files beside p (atomicfile.Stale). A directory found
+// without any temporary file is not listed again in the same run (env): the sweep is for what
+// applies killed before this run left, and this run's own temporary files are renamed or
+// removed before its re-checks. Without it each file's check read its whole directory: 20
+// files in one directory, 40 listings of 20 entries per apply (9% of a minion's CPU applying 20
+// unchanged files).
+func staleBeside(env *states.Env, p string) []string {
+	dir := filepath.Dir(p)
+	if env != nil {
+		none, _ := env.Cached("file: no temporary files in "+dir, func() (any, error) {
+			has, err := atomicfile.HasTemp(dir)
+			if err != nil || has {
+				return nil, errHasTemp // not cached: listed again for each file
+			}
+			return true, nil
+		})
+		if none == true {
+			return nil
+		}
+	}
+	stale, _ := atomicfile.Stale(p)
+	return stale
+}
+
+var errHasTemp = errors.New("the directory holds temporary files")
 
 func (r *fileRes) checkFileContent(p string, st os.FileInfo, exists bool, want []byte, mode os.FileMode) ([]string, error) {
 	if !exists {
