@@ -90,8 +90,9 @@ func (b *Bundle) Path(p string) (string, error) {
 // fileFuncs returns file(), templatefile(), peers() and secret() bound to one bundle and one
 // minion's context. templatefile renders with the standard functions and file(), but not with
 // itself (no recursion) and never with anything that could run a command. secret() returns a
-// sensitive (marked) value; every function is wrapped so that the sensitive values it returns
-// are recorded in sens and its errors never quote a sensitive argument.
+// sensitive (marked) value; when the compile has a secret or a sensitive variable, every
+// function is wrapped so that the sensitive values it returns are recorded in sens and its
+// errors never quote a sensitive argument.
 func fileFuncs(b *Bundle, opts *Options, sens *sensitivity) map[string]function.Function {
 	fns := standardFuncs()
 	fns["file"] = function.New(&function.Spec{
@@ -139,6 +140,15 @@ func fileFuncs(b *Bundle, opts *Options, sens *sensitivity) map[string]function.
 			return sens.markSensitive(cty.StringVal(v)), nil
 		},
 	})
+	// Wrapped only when a value of this compile may be sensitive: a secret to give, or a
+	// sensitive variable (marked by evalVariables, which runs before). Otherwise no value is
+	// marked, and a wrapper records nothing and hides nothing, but costs each call two more deep
+	// walks of every argument: cty's Function.Call tests ContainsMarked before AllowMarked, so
+	// lookup(minion.facts, ...) walked the host's facts three times per call (a quarter of a
+	// minion's CPU applying 20 files: BENCHMARKS.md, "A minion's CPU per apply").
+	if !sens.marked && len(opts.Secrets) == 0 {
+		return fns
+	}
 	for name, f := range fns {
 		if name != "try" && name != "can" { // these take expressions, not values
 			fns[name] = trackFunc(f, sens)

@@ -31,7 +31,8 @@ const sensitivePlaceholder = "(sensitive)"
 // sensitivity collects the clear text of the sensitive values seen during one Compile.
 // Compile runs on one goroutine; no lock.
 type sensitivity struct {
-	seen map[string]bool
+	seen   map[string]bool
+	marked bool // markSensitive was called: some value of the compile is sensitive
 }
 
 // note records the clear text of every marked string (and number) inside v.
@@ -134,6 +135,9 @@ func scrubDiagnostics(diags hcl.Diagnostics, texts []string) {
 
 // markSensitive marks v as sensitive and records its clear text.
 func (s *sensitivity) markSensitive(v cty.Value) cty.Value {
+	if s != nil {
+		s.marked = true
+	}
 	v = v.Mark(sensitiveMark)
 	s.noteText(v, true)
 	return v

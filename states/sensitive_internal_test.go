@@ -10,7 +10,7 @@ import (
 // Every function of the language keeps the mark on its result, and a function error caused
 // by a sensitive argument does not quote it.
 func TestFunctionsKeepMarks(t *testing.T) {
-	sens := &sensitivity{}
+	sens := &sensitivity{marked: true} // as in a compile with a sensitive variable: the functions are wrapped
 	b := &Bundle{Files: map[string][]byte{"t.tmpl": []byte("v=${v}")}}
 	fns := fileFuncs(b, &Options{}, sens)
 	s := cty.StringVal("s3cret-value").Mark(sensitiveMark)
@@ -71,5 +71,23 @@ func TestFunctionsKeepMarks(t *testing.T) {
 	_, err = fns["regex"].Call([]cty.Value{cty.StringVal("(("), s})
 	if err == nil || strings.Contains(err.Error(), "s3cret") {
 		t.Fatalf("regex error quotes the secret: %v", err)
+	}
+}
+
+// The functions are wrapped (trackFunc) only in a compile where a value may be sensitive: one
+// with a secret to give or a sensitive variable. Elsewhere they are the language's own, which
+// cost each call two deep walks of every argument less.
+func TestFunctionsWrappedOnlyWhenSensitive(t *testing.T) {
+	b := &Bundle{Files: map[string][]byte{"t.tmpl": []byte("x")}}
+	if fns := fileFuncs(b, &Options{}, &sensitivity{}); fns["lookup"] != standardFuncs()["lookup"] {
+		t.Error("lookup wrapped in a compile without secrets or sensitive variables")
+	}
+	if fns := fileFuncs(b, &Options{Secrets: map[string]string{"k": "v"}}, &sensitivity{}); fns["lookup"] == standardFuncs()["lookup"] {
+		t.Error("lookup not wrapped in a compile with a secret")
+	}
+	sens := &sensitivity{}
+	sens.markSensitive(cty.StringVal("a sensitive variable's value"))
+	if fns := fileFuncs(b, &Options{}, sens); fns["lookup"] == standardFuncs()["lookup"] {
+		t.Error("lookup not wrapped in a compile with a sensitive variable")
 	}
 }
