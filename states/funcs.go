@@ -146,7 +146,7 @@ func fileFuncs(b *Bundle, opts *Options, sens *sensitivity) map[string]function.
 	// walks of every argument: cty's Function.Call tests ContainsMarked before AllowMarked, so
 	// lookup(minion.facts, ...) walked the host's facts three times per call (a quarter of a
 	// minion's CPU applying 20 files: BENCHMARKS.md, "A minion's CPU per apply").
-	if !sens.marked && len(opts.Secrets) == 0 {
+	if sens != nil && !sens.marked && len(opts.Secrets) == 0 {
 		return fns
 	}
 	for name, f := range fns {
