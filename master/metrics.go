@@ -93,6 +93,10 @@ func (mt *metrics) registerMaster(m *Master) {
 			Help: "Subscribers disconnected for showing no session credential in time.",
 		}, func() float64 { return float64(m.pub.Unadmitted.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "brine_connections_evicted_total",
+			Help: "Connections of the publish and request ports that had not authenticated, closed to make room for a new one.",
+		}, func() float64 { return float64(m.router.Evicted() + m.pub.Evicted()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "brine_request_throttled_total",
 			Help: "Messages of authenticated request-port connections that waited for their connection's message or byte rate.",
 		}, func() float64 { return float64(m.router.Throttled.Load()) }),

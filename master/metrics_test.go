@@ -117,6 +117,7 @@ func TestMetricsScrape(t *testing.T) {
 		{"brine_publish_subscribers_refused_total", "", 0, 0},
 		{"brine_publish_subscribers_unadmitted_total", "", 0, 0}, // the real minions showed their credentials
 		{"brine_request_throttled_total", "", 0, 0},
+		{"brine_connections_evicted_total", "", 0, 0},
 	} {
 		v, ok := value(fams, c.name, c.labels)
 		if !ok || v < c.min || v > c.max {

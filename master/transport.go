@@ -10,6 +10,7 @@ type TransportStats struct {
 	SubscribersRefused           int64 // subscribers disconnected for subscriptions over the limits, or a false or taken credential
 	SubscribersUnadmitted        int64 // subscribers disconnected for showing no credential in time
 	AcceptErrors                 int64 // failed Accepts on both ports (EMFILE...), each retried
+	Evicted                      int64 // connections of both ports closed to make room for a new one
 	Challenges                   int   // outstanding hello challenges
 }
 
@@ -24,6 +25,7 @@ func (m *Master) TransportStats() TransportStats {
 	s.SubscribersRefused = m.pub.Refused.Load()
 	s.SubscribersUnadmitted = m.pub.Unadmitted.Load()
 	s.AcceptErrors = m.router.AcceptErrors() + m.pub.AcceptErrors()
+	s.Evicted = m.router.Evicted() + m.pub.Evicted()
 	s.Challenges = m.challenges.len()
 	return s
 }

@@ -378,6 +378,9 @@ func (p *Pub) Subscriptions() int {
 // AcceptErrors counts failed Accepts (out of file descriptors, most often), each retried.
 func (p *Pub) AcceptErrors() int64 { return p.l.AcceptErrors.Load() }
 
+// Evicted counts connections closed to make room for a new one (evict.go).
+func (p *Pub) Evicted() int64 { return p.l.Evicted.Load() }
+
 // Subscribers returns the number of connected subscribers.
 func (p *Pub) Subscribers() int {
 	p.mu.RLock()

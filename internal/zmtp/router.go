@@ -73,6 +73,9 @@ func (r *Router) Addr() net.Addr { return r.l.Addr() }
 // AcceptErrors counts failed Accepts (out of file descriptors, most often), each retried.
 func (r *Router) AcceptErrors() int64 { return r.l.AcceptErrors.Load() }
 
+// Evicted counts connections closed to make room for a new one (evict.go).
+func (r *Router) Evicted() int64 { return r.l.Evicted.Load() }
+
 // Conns returns the live connections (handshakes included) and the pending handshakes.
 func (r *Router) Conns() (conns, pending int) { return r.l.Counts() }
 
