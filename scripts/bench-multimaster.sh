@@ -11,6 +11,8 @@
 #   RUNS=1 SIZES="9000" ./scripts/bench-multimaster.sh --json    # extra args go to bench swarm
 # PGBIN overrides the PostgreSQL binaries (default /usr/lib/postgresql/15/bin); APPLY=1 also
 # runs the applies and `run uptime` after the failover (slow at thousands of minions).
+# PG_STATS=1 loads pg_stat_statements and prints, per size, the statements by total time and
+# the commits and WAL flushes (where a ping's time goes in the database).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=${SIZES:-"300"}
@@ -54,8 +56,9 @@ trap 'exit 130' INT TERM
 as_pg "$pgbin/initdb" -D "$pg/data" -U postgres --auth=trust -E UTF8 --no-sync --no-instructions >"$pg/initdb.log" 2>&1 ||
   { cat "$pg/initdb.log" >&2; exit 1; }
 pg_started=1
-as_pg "$pgbin/pg_ctl" start -D "$pg/data" -l "$pg/server.log" -w -t 60 \
-  -o "-k $pg -c listen_addresses= -c max_connections=200" >/dev/null ||
+pgopts="-k $pg -c listen_addresses= -c max_connections=200"
+[ "${PG_STATS:-}" = 1 ] && pgopts+=" -c shared_preload_libraries=pg_stat_statements -c track_wal_io_timing=on"
+as_pg "$pgbin/pg_ctl" start -D "$pg/data" -l "$pg/server.log" -w -t 60 -o "$pgopts" >/dev/null ||
   { cat "$pg/server.log" >&2; exit 1; }
 echo "PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') in $pg (unix socket only)"
 
@@ -95,6 +98,10 @@ for n in $sizes; do
   db=brine_${n}_$RANDOM
   as_pg "$pgbin/createdb" -h "$pg" -U postgres "$db"
   url="postgres://postgres@/$db?host=$pg&sslmode=disable"
+  psql() { as_pg "$pgbin/psql" -h "$pg" -U postgres -d "$db" -X -q "$@"; }
+  if [ "${PG_STATS:-}" = 1 ]; then
+    psql -c 'CREATE EXTENSION pg_stat_statements' -c 'SELECT pg_stat_reset(), pg_stat_statements_reset()' >/dev/null
+  fi
   rm -rf "$work"/m? && start_master 1 "$url"
   # One identity: m1 made the master key; the others get a copy before their first start.
   for i in 2 3; do mkdir -p "$work/m$i" && cp "$work/m1/master.key" "$work/m$i/master.key"; done
@@ -112,6 +119,18 @@ for n in $sizes; do
   echo "m1 (pinged through): $(rss "${pids[0]}")"
   echo "m3:                  $(rss "${pids[2]}")"
   echo "(m2's RSS right before its kill is in the figures above)"
+  if [ "${PG_STATS:-}" = 1 ]; then
+    psql -P pager=off -c "SELECT calls, round(total_exec_time::numeric, 0) AS total_ms,
+        round(mean_exec_time::numeric, 3) AS mean_ms, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 110) AS query
+      FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 25" \
+      -c "SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = current_database()" \
+      -c "SELECT wal_records, wal_fpi, wal_write, wal_sync, round(wal_sync_time::numeric, 0) AS wal_sync_ms FROM pg_stat_wal" \
+      -c "SELECT j.jid, count(*) AS returns, $(for q in 0.1 0.5 0.9 0.99 1; do
+            printf "round(percentile_cont(%s) WITHIN GROUP (ORDER BY t)::numeric, 2) AS \"s_%s\", " $q $q; done | sed 's/, $//')
+          FROM jobs j JOIN (SELECT jid, extract(epoch FROM (convert_from(record, 'UTF8')::jsonb->>'received')::timestamptz) AS r FROM returns) x USING (jid),
+            LATERAL (SELECT x.r - extract(epoch FROM (convert_from(j.record, 'UTF8')::jsonb->>'created')::timestamptz) AS t) y
+          GROUP BY j.jid ORDER BY j.jid" || true
+  fi
   stop_masters
   [ "$rc" = 0 ] || { echo "bench swarm failed (exit $rc); master logs:" >&2; tail -n 20 "$work"/m?.log >&2; exit "$rc"; }
   port=$((port + 6))
