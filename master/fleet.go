@@ -295,10 +295,10 @@ func (m *Master) removeLocal(ids []string, forget bool) {
 }
 
 // deliverHere publishes job jid, published by another master, to the minions it addresses that
-// are connected here: this master reads the signed job from the store, seals it once under a
-// fresh job key (kept for resends) and wraps that key under each of these minions' own session
-// keys, frame by frame as sealJobCopies would (on each minion's topic, by bucket, or to all),
-// each frame carrying only the wraps of its minions. A minion of the job connected to no
+// are connected here: this master reads the signed job from the store, makes its copies as its
+// publisher did (copiesOfSigned: on each minion's topic, by bucket naming only the bucket's
+// minions, or to all; kept for resends) and wraps each copy's key under the session keys of
+// these minions, each frame carrying only the wraps of its minions. A minion of the job connected to no
 // master gets it when it comes back, from KindResend on whichever master it reaches.
 func (m *Master) deliverHere(jid string) {
 	signed, minions, err := m.deliver.Job(jid)
@@ -318,13 +318,14 @@ func (m *Master) deliverHere(jid string) {
 		here = append(here, id)
 	}
 	sort.Strings(here)
-	sj, meta, bundleLen, err := sealSigned(signed, m.key.Pub)
+	meta, copies, frames, err := m.copiesOfSigned(signed)
 	if err != nil {
 		m.log.Error("could not seal a job another master published", "jid", jid, "err", err)
 		return
 	}
-	m.copies.addSigned(jid, meta, sj)
-	sent := m.publishJobFrames([]sealedJob{sj}, oneCopyFrames(here, bundleLen), here)
+	// Copies a resend made first are kept: the minions given one hold either.
+	m.copies.addIfAbsent(jid, meta.Kind, meta.Minions, meta.ExpiresAt, copies, frames)
+	sent := m.publishJobFrames(copies, frames, here)
 	m.log.Info("published a job of another master to its minions here", "jid", jid, "minions", len(here), "bytes", sent)
 }
 

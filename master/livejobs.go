@@ -15,8 +15,9 @@ import (
 // a resend only wraps a copy's job key again for the minion's current session key: nothing is
 // signed or sealed again. What is owed to whom, and the signed job itself, are in the store
 // (Master.deliver), shared by the masters of a fleet; each master keeps its own copies. A
-// master without a copy (the job was published by another master, or before this one
-// restarted) seals the signed job from the store once under a fresh job key and keeps that.
+// master without copies (the job was published by another master, or before this one
+// restarted) makes them once from the signed job in the store, split as its publisher split
+// them (Master.copiesOfSigned), and keeps them.
 type sealedCopies struct {
 	mu   sync.Mutex // guards jobs
 	jobs map[string]*copySet
@@ -32,6 +33,29 @@ type copySet struct {
 
 // add keeps the copies of job jid; frames say which minion is sent which copy.
 func (c *sealedCopies) add(jid, kind string, minions []string, expires time.Time, copies []sealedJob, frames []jobFrame) {
+	set := copyIndex(minions, copies, frames)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.prune(time.Now())
+	c.jobs[jid] = &copySet{kind: kind, copies: copies, minions: set, expires: expires, returned: map[string]struct{}{}}
+}
+
+// addIfAbsent is add unless copies of jid are kept already; it returns the set kept.
+func (c *sealedCopies) addIfAbsent(jid, kind string, minions []string, expires time.Time, copies []sealedJob, frames []jobFrame) *copySet {
+	set := copyIndex(minions, copies, frames)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.prune(time.Now())
+	if j, ok := c.jobs[jid]; ok {
+		return j
+	}
+	j := &copySet{kind: kind, copies: copies, minions: set, expires: expires, returned: map[string]struct{}{}}
+	c.jobs[jid] = j
+	return j
+}
+
+// copyIndex maps each of minions to the copy its frame carries.
+func copyIndex(minions []string, copies []sealedJob, frames []jobFrame) map[string]int {
 	set := make(map[string]int, len(minions))
 	for _, id := range minions {
 		set[id] = 0
@@ -43,11 +67,7 @@ func (c *sealedCopies) add(jid, kind string, minions []string, expires time.Time
 			}
 		}
 	}
-	now := time.Now()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.prune(now)
-	c.jobs[jid] = &copySet{kind: kind, copies: copies, minions: set, expires: expires, returned: map[string]struct{}{}}
+	return set
 }
 
 // prune drops the copies of expired jobs (never sent again: do not hold their bundles).
@@ -62,10 +82,10 @@ func (c *sealedCopies) prune(now time.Time) {
 	}
 }
 
-// forMinion returns the copy of jid for minion: the one kept, or else a copy of signed (the
-// signed job from the store, whose delivery to minion the store has just approved) sealed now
-// and kept for the other minions of the job.
-func (c *sealedCopies) forMinion(jid, minion string, signed []byte, master pki.PublicKey) (sealedJob, error) {
+// forMinion returns the copy of jid for minion: the one kept, or else the copies of signed (the
+// signed job from the store, whose delivery to minion the store has just approved) made now by
+// split and kept for the other minions of the job.
+func (c *sealedCopies) forMinion(jid, minion string, signed []byte, split func(signed []byte) (wire.JobMeta, []sealedJob, []jobFrame, error)) (sealedJob, error) {
 	c.mu.Lock()
 	if j, ok := c.jobs[jid]; ok {
 		if i, ok := j.minions[minion]; ok && i < len(j.copies) {
@@ -75,27 +95,17 @@ func (c *sealedCopies) forMinion(jid, minion string, signed []byte, master pki.P
 		}
 	}
 	c.mu.Unlock()
-	sj, meta, _, err := sealSigned(signed, master)
+	meta, copies, frames, err := split(signed)
 	if err != nil {
 		return sealedJob{}, err
 	}
-	c.addSigned(jid, meta, sj)
-	return sj, nil
-}
-
-// addSigned keeps sj, the one copy of the signed job of meta, unless a copy is kept already.
-func (c *sealedCopies) addSigned(jid string, meta wire.JobMeta, sj sealedJob) {
-	set := make(map[string]int, len(meta.Minions))
-	for _, id := range meta.Minions {
-		set[id] = 0
-	}
+	j := c.addIfAbsent(jid, meta.Kind, meta.Minions, meta.ExpiresAt, copies, frames)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.prune(time.Now())
-	if _, ok := c.jobs[jid]; ok {
-		return
+	if i, ok := j.minions[minion]; ok && i < len(j.copies) {
+		return j.copies[i], nil
 	}
-	c.jobs[jid] = &copySet{kind: meta.Kind, copies: []sealedJob{sj}, minions: set, expires: meta.ExpiresAt, returned: map[string]struct{}{}}
+	return sealedJob{}, fmt.Errorf("job %s does not address %s", jid, minion)
 }
 
 // kindOf returns the kind of job jid while its copies are kept.
@@ -126,24 +136,27 @@ func (c *sealedCopies) markReturned(jid, minion string) {
 	}
 }
 
-// sealSigned seals a signed job from the store once under a fresh job key, and returns its
-// meta and the length of its bundle. master is the key that signed it (the masters of a store
-// share one).
-func sealSigned(signed []byte, master pki.PublicKey) (sealedJob, wire.JobMeta, int, error) {
+// copiesOfSigned makes the copies of a signed job from the store as its publisher made them
+// (sealJobCopies): the stored job is checked against the master key (the masters of a store
+// share one) and names every minion of the job; split into its buckets' copies, each signed
+// again and sealed once, each names only its bucket's minions. Sealed whole, every minion of a
+// job of thousands received and decoded the list of all of them, as many times as it has
+// minions: most of a three-master fleet's CPU in a ping of 3,000 minions.
+func (m *Master) copiesOfSigned(signed []byte) (wire.JobMeta, []sealedJob, []jobFrame, error) {
 	var meta wire.JobMeta
-	content, ok := pki.OpenAttached(master.Sign, signed)
+	content, ok := pki.OpenAttached(m.key.Pub.Sign, signed)
 	if !ok {
-		return sealedJob{}, meta, 0, errors.New("the stored job is not signed by the master key")
+		return meta, nil, nil, errors.New("the stored job is not signed by the master key")
 	}
 	metaJSON, bundle, err := wire.UnpackJob(content)
 	if err != nil {
-		return sealedJob{}, meta, 0, err
+		return meta, nil, nil, err
 	}
 	if err := json.Unmarshal(metaJSON, &meta); err != nil {
-		return sealedJob{}, meta, 0, fmt.Errorf("the stored job's meta: %w", err)
+		return meta, nil, nil, fmt.Errorf("the stored job's meta: %w", err)
 	}
-	key := pki.NewJobKey()
-	return sealedJob{key: key, payload: key.Seal(signed)}, meta, len(bundle), nil
+	copies, frames, _, err := m.sealJobCopies(meta, bundle)
+	return meta, copies, frames, err
 }
 
 // maxHeartbeatRate is the heartbeat requests per second a master asks its fleet to stay under.

@@ -802,7 +802,7 @@ func (m *Master) serve(s session, r wire.Request, reply *wire.Reply) error {
 			if signed == nil {
 				continue
 			}
-			sj, err := m.copies.forMinion(jid, s.minion, signed, m.key.Pub)
+			sj, err := m.copies.forMinion(jid, s.minion, signed, m.copiesOfSigned)
 			if err != nil {
 				m.log.Error("could not seal a job to publish again", "jid", jid, "minion", s.minion, "err", err)
 				continue
