@@ -28,23 +28,14 @@ func (j pgJobs) PutJob(job jobstore.Job) error {
 	return err
 }
 
+// AddReturn records r once per (jid, minion) and marks its delivery returned, in one
+// transaction shared with the returns of concurrent callers (pgreturns.go).
 func (j pgJobs) AddReturn(r jobstore.Return) (bool, error) {
 	data, err := json.Marshal(r)
 	if err != nil {
 		return false, err
 	}
-	ctx, cancel := j.s.ctx()
-	defer cancel()
-	tag, err := j.s.pool.Exec(ctx, `INSERT INTO returns (jid, minion, record) VALUES ($1, $2, $3) ON CONFLICT (jid, minion) DO NOTHING`, r.JID, r.Minion, data)
-	if err != nil {
-		return false, err
-	}
-	if tag.RowsAffected() != 1 {
-		return false, nil
-	}
-	// The insert that wins tells the other masters (their waiting commands).
-	j.s.batch.add(chanReturns, r.JID, r.Minion)
-	return true, nil
+	return j.s.returns.add(r.JID, r.Minion, data)
 }
 
 func (j pgJobs) Job(jid string) (jobstore.Job, error) {

@@ -47,6 +47,7 @@ type Postgres struct {
 	instance string // random, in notifications, so a master skips its own
 	finger   string // the master's fingerprint, in its tokens
 	batch    *batcher
+	returns  *returnGroup
 
 	limits atomic.Pointer[pki.PendingLimits] // bounds on pending keys, set by SetLimits
 
@@ -109,6 +110,7 @@ func OpenPostgres(ctx context.Context, url string, master pki.PublicKey, logger 
 		return nil, err
 	}
 	s.batch = newBatcher(s)
+	s.returns = newReturnGroup(s)
 	return s, nil
 }
 
@@ -181,6 +183,7 @@ func (s *Postgres) Drifts() Drifts { return pgDrifts{s} }
 
 // Close implements Store.
 func (s *Postgres) Close() error {
+	s.returns.close() // before the batcher: its commits tell the other masters through it
 	s.batch.close()
 	s.pool.Close()
 	return nil

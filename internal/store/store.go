@@ -80,7 +80,8 @@ type Deliveries interface {
 	// Addressed reports whether jid addresses minion; known is false when the job is not
 	// recorded here (the caller asks the job store).
 	Addressed(jid, minion string) (addressed, known bool, err error)
-	// MarkReturned records that minion returned jid.
+	// MarkReturned records that minion returned jid. (On PostgreSQL, Jobs().AddReturn marks
+	// the delivery in the return's own transaction already.)
 	MarkReturned(jid, minion string) error
 	// Pending returns the unexpired jobs for minion that it has not returned, published at
 	// least grace before now.
