@@ -256,7 +256,10 @@ func (a pgAttested) Update(id string, fn func(old []byte) ([]byte, error)) error
 	if !pki.ValidID(id) {
 		return fmt.Errorf("invalid minion id %q", id)
 	}
-	return a.s.tx(lockAttested, func(ctx context.Context, tx pgx.Tx) error {
+	return a.s.tx(0, func(ctx context.Context, tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, lockMinionSpace, id); err != nil {
+			return err
+		}
 		var old []byte
 		err := tx.QueryRow(ctx, `SELECT data FROM attested WHERE minion = $1`, id).Scan(&old)
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {

@@ -24,7 +24,12 @@ const (
 	lockSpace      = 0x6272696e // "brin"
 	lockMigrations = 1
 	lockKeys       = 2 // every write of minion_keys and denied_keys, and token redemption
-	lockAttested   = 3
+	// lockMinionSpace is the first key of per-minion locks (the second: hashtext of the id):
+	// one minion's attested record is updated by one master at a time, and other minions'
+	// updates do not wait for it. (One lock for every record made each facts report wait for
+	// every other's commit while holding a pooled connection: 12,000 waits of 70 ms on average
+	// while 9,000 minions connected to three masters, the pool starved for returns.)
+	lockMinionSpace = 0x62726d6e // "brmn"
 )
 
 // Notification channels: the payload starts with the sending instance.
