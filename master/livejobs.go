@@ -108,14 +108,18 @@ func (c *sealedCopies) forMinion(jid, minion string, signed []byte, split func(s
 	return sealedJob{}, fmt.Errorf("job %s does not address %s", jid, minion)
 }
 
-// kindOf returns the kind of job jid while its copies are kept.
-func (c *sealedCopies) kindOf(jid string) (string, bool) {
+// addressed returns the kind of job jid and whether it addresses minion, while its copies are
+// kept (held false otherwise): the copies name every minion of the job, so a return is checked
+// without asking the store.
+func (c *sealedCopies) addressed(jid, minion string) (kind string, addressed, held bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if j, ok := c.jobs[jid]; ok {
-		return j.kind, true
+	j, ok := c.jobs[jid]
+	if !ok {
+		return "", false, false
 	}
-	return "", false
+	_, addressed = j.minions[minion]
+	return j.kind, addressed, true
 }
 
 // markReturned records that minion returned jid (here or on another master); the copies of a

@@ -936,12 +936,16 @@ func (m *Master) acceptReturn(s session, body []byte) error {
 		m.log.Warn("refused a return for another minion", "session", s.minion, "claimed", ret.Minion, "jid", ret.JID)
 		return errors.New("return names another minion")
 	}
-	addressed, known, err := m.deliver.Addressed(ret.JID, s.minion)
-	if err != nil {
-		return storeUnavailable(err)
-	}
-	kind, kindKnown := m.copies.kindOf(ret.JID)
-	if !known || !kindKnown {
+	// The copies of a job this master published or delivered name its minions; otherwise the
+	// store says (a job of another master's that this master has not delivered, or before a
+	// restart).
+	kind, addressed, held := m.copies.addressed(ret.JID, s.minion)
+	if !held {
+		var known bool
+		var err error
+		if addressed, known, err = m.deliver.Addressed(ret.JID, s.minion); err != nil {
+			return storeUnavailable(err)
+		}
 		job, err := m.store.Job(ret.JID)
 		if errors.Is(err, jobstore.ErrNotFound) {
 			return fmt.Errorf("unknown job %q", ret.JID)
@@ -974,8 +978,10 @@ func (m *Master) acceptReturn(s session, body []byte) error {
 	if err != nil {
 		return storeUnavailable(err)
 	}
-	if err := m.deliver.MarkReturned(ret.JID, s.minion); err != nil {
-		m.log.Error("could not mark a return as delivered", "jid", ret.JID, "minion", s.minion, "err", err)
+	if _, marked := m.store.(store.DeliveryMarker); !marked {
+		if err := m.deliver.MarkReturned(ret.JID, s.minion); err != nil {
+			m.log.Error("could not mark a return as delivered", "jid", ret.JID, "minion", s.minion, "err", err)
+		}
 	}
 	m.copies.markReturned(ret.JID, s.minion)
 	m.notifyReturn(ReturnEvent{Return: ret, Dup: !added})

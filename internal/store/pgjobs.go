@@ -38,6 +38,9 @@ func (j pgJobs) AddReturn(r jobstore.Return) (bool, error) {
 	return j.s.returns.add(r.JID, r.Minion, data)
 }
 
+// MarksDeliveries implements DeliveryMarker: AddReturn marks the delivery.
+func (j pgJobs) MarksDeliveries() {}
+
 func (j pgJobs) Job(jid string) (jobstore.Job, error) {
 	ctx, cancel := j.s.ctx()
 	defer cancel()

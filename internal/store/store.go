@@ -80,8 +80,8 @@ type Deliveries interface {
 	// Addressed reports whether jid addresses minion; known is false when the job is not
 	// recorded here (the caller asks the job store).
 	Addressed(jid, minion string) (addressed, known bool, err error)
-	// MarkReturned records that minion returned jid. (On PostgreSQL, Jobs().AddReturn marks
-	// the delivery in the return's own transaction already.)
+	// MarkReturned records that minion returned jid. (A job store that is a DeliveryMarker
+	// marks it with the return already.)
 	MarkReturned(jid, minion string) error
 	// Pending returns the unexpired jobs for minion that it has not returned, published at
 	// least grace before now.
@@ -93,6 +93,12 @@ type Deliveries interface {
 	// Job returns the signed content of jid and the minions it addresses (nil content when
 	// unknown or everyone returned).
 	Job(jid string) (signed []byte, minions []string, err error)
+}
+
+// DeliveryMarker is a job store whose AddReturn marks the return's delivery returned in the
+// same transaction (Deliveries.MarkReturned): the caller need not mark it again.
+type DeliveryMarker interface {
+	MarksDeliveries()
 }
 
 // Attested keeps what the master vouches for about each minion (master/attest.go), as opaque
