@@ -290,19 +290,42 @@ func (k pgKeys) Get(id string) (pki.MinionKey, bool) {
 	return m, ok
 }
 
-// Lookup implements KeyLookup.
+// Lookup implements KeyLookup. The lookups of concurrent callers are one query (readGroup).
 func (k pgKeys) Lookup(id string) (pki.MinionKey, bool, error) {
-	ctx, cancel := k.s.ctx()
-	defer cancel()
-	var st string
-	m, err := scanKey(k.s.pool.QueryRow(ctx, `SELECT `+keyCols+`, state FROM minion_keys WHERE id = $1`, id), &st)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return pki.MinionKey{}, false, nil
+	r, ok, err := k.s.keyReads.get(id)
+	if err == nil {
+		err = r.err
 	}
-	if err != nil {
+	if !ok || err != nil {
 		return pki.MinionKey{}, false, err
 	}
-	return m, true, nil
+	return r.rec, true, nil
+}
+
+// keyRead is a key record read, or why it could not be (a corrupt record fails only its own
+// lookups).
+type keyRead struct {
+	rec pki.MinionKey
+	err error
+}
+
+// fetchKeys reads the governing records of ids, by id (absent: none).
+func (s *Postgres) fetchKeys(ctx context.Context, ids []string) (map[string]keyRead, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+keyCols+`, state FROM minion_keys WHERE id = ANY($1)`, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := make(map[string]keyRead, len(ids))
+	for rows.Next() {
+		var st string
+		m, err := scanKey(rows, &st)
+		if err != nil && m.ID == "" {
+			return nil, err
+		}
+		out[m.ID] = keyRead{rec: m, err: err}
+	}
+	return out, rows.Err()
 }
 
 func (k pgKeys) query(sql string, withState bool, args ...any) ([]pki.MinionKey, error) {

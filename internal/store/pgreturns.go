@@ -27,6 +27,7 @@ const maxReturnGroup = 1000
 type returnGroup struct {
 	s       *Postgres
 	commits atomic.Int64 // batches committed, for tests
+	hold    sync.Mutex   // held by each commit, and by tests to let returns queue
 
 	mu     sync.Mutex // guards queue and closed
 	queue  []queuedReturn
@@ -73,6 +74,13 @@ func (g *returnGroup) add(jid, minion string, record []byte) (bool, error) {
 	return r.added, r.err
 }
 
+// queued is the number of returns waiting for a commit.
+func (g *returnGroup) queued() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.queue)
+}
+
 // close commits the queued returns, stops the goroutine and waits for it. Later adds fail.
 func (g *returnGroup) close() {
 	g.mu.Lock()
@@ -104,7 +112,9 @@ func (g *returnGroup) run() {
 				}
 				break
 			}
+			g.hold.Lock()
 			g.commit(group)
+			g.hold.Unlock()
 		}
 	}
 }

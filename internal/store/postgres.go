@@ -53,6 +53,7 @@ type Postgres struct {
 	finger   string // the master's fingerprint, in its tokens
 	batch    *batcher
 	returns  *returnGroup
+	keyReads *readGroup[keyRead] // pgKeys.Lookup
 
 	limits atomic.Pointer[pki.PendingLimits] // bounds on pending keys, set by SetLimits
 
@@ -116,6 +117,7 @@ func OpenPostgres(ctx context.Context, url string, master pki.PublicKey, logger 
 	}
 	s.batch = newBatcher(s)
 	s.returns = newReturnGroup(s)
+	s.keyReads = newReadGroup(s, s.fetchKeys)
 	return s, nil
 }
 
@@ -189,6 +191,7 @@ func (s *Postgres) Drifts() Drifts { return pgDrifts{s} }
 // Close implements Store.
 func (s *Postgres) Close() error {
 	s.returns.close() // before the batcher: its commits tell the other masters through it
+	s.keyReads.close()
 	s.batch.close()
 	s.pool.Close()
 	return nil
