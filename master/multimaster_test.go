@@ -149,10 +149,13 @@ func TestSecondMasterWithOtherKeyRefused(t *testing.T) {
 }
 
 // runFleetMinion runs a minion that lists every master of ms, until the returned stop.
-func runFleetMinion(t *testing.T, ms []*master.Master, id, dataDir string) (stop func()) {
+func runFleetMinion(t *testing.T, ms []*master.Master, id, dataDir string, opts ...func(*minion.Config)) (stop func()) {
 	t.Helper()
 	cfg := minion.Config{Master: "127.0.0.1", ID: id, DataDir: dataDir, Heartbeat: "200ms", MaxBackoff: "300ms",
 		FactsFunc: func() map[string]any { return map[string]any{"os": "linux"} }}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	if err := cfg.Fill(); err != nil {
 		t.Fatal(err)
 	}
@@ -252,6 +255,36 @@ exec "count" {
 	if err != nil || len(res.Missing) != 0 {
 		t.Fatalf("ping after failover: %+v %v", res, err)
 	}
+}
+
+// A minion whose master goes moves to the next at once, not at its next heartbeat: with a
+// large fleet the master spaces heartbeats by many seconds (15 s at 3,000 minions), and the
+// minions of a killed master took that long to notice (bench-multimaster.sh at 9,000).
+func TestMinionLeavesALostMasterAtOnce(t *testing.T) {
+	ms := pgMasters(t, 2)
+	runFleetMinion(t, ms, "lost1", t.TempDir(), func(c *minion.Config) { c.Heartbeat = "60s" })
+	tb.WaitFor(t, 10*time.Second, "lost1 pending", func() bool { _, ok := ms[0].Keys().Get("lost1"); return ok })
+	if _, err := ms[0].Keys().Accept("lost1", nil, false); err != nil {
+		t.Fatal(err)
+	}
+	at := -1
+	tb.WaitFor(t, 15*time.Second, "lost1 in session", func() bool {
+		for i, m := range ms {
+			if _, ok := m.SessionKeyID("lost1"); ok && where(ms, ms[0], "lost1") == i {
+				at = i
+			}
+		}
+		return at >= 0
+	})
+	time.Sleep(time.Second) // past its first heartbeat: serving
+	if _, ok := ms[at].SessionKeyID("lost1"); !ok {
+		t.Fatal("lost1 left its master")
+	}
+	other := 1 - at
+	lost := time.Now()
+	ms[at].Close()
+	tb.WaitFor(t, 10*time.Second, "lost1 on the other master", func() bool { return where(ms, ms[other], "lost1") == other })
+	t.Logf("moved in %s", time.Since(lost).Round(time.Millisecond))
 }
 
 // Two minions present one enrolment token at once, each to another master: exactly one is

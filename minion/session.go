@@ -63,6 +63,7 @@ type session struct {
 	pubMem     *semaphore.Weighted // bytes of the frames in pubs (maxPubQueued): acquired by readSub, released once handled
 	replies    chan wire.Reply
 	readerDone chan struct{} // closed when the dealer's reader ends
+	subDone    chan struct{} // closed when the subscriber's reader ends
 	sid        []byte
 
 	reqMu sync.Mutex // one request in flight at a time; guards seq
@@ -85,7 +86,7 @@ func dial(ctx context.Context, m *Minion, addr masterAddr) (*session, error) {
 	s := &session{m: m, addr: addr, ctx: sctx, cancel: cancel,
 		frames: make(chan []byte, 16), pubs: make(chan []byte, 16), pubMem: semaphore.NewWeighted(maxPubQueued),
 		replies:    make(chan wire.Reply, 16),
-		readerDone: make(chan struct{})}
+		readerDone: make(chan struct{}), subDone: make(chan struct{})}
 	s.dealer = zmq4.NewDealer(sctx, quiet(), zmq4.WithDialerMaxRetries(0), zmq4.WithTimeout(5*time.Second))
 	if err := s.dealer.Dial(zmtp.Endpoint(addr.req, wire.MaxReplyFrame)); err != nil {
 		s.close()
@@ -130,6 +131,7 @@ func (s *session) readDealer() {
 
 // readSub passes the bodies of published messages to s.pubs until the socket closes.
 func (s *session) readSub() {
+	defer close(s.subDone)
 	for {
 		msg, err := s.sub.Recv()
 		if err != nil {
@@ -440,6 +442,12 @@ func (s *session) serve(ctx context.Context) error {
 				every = e
 				hb.Reset(e + rand.N(e/2+1))
 			}
+		case <-s.readerDone:
+			// The master closed the connection or went (its sockets do not reconnect): move on
+			// now, not at the next heartbeat, which a large fleet spaces by many seconds.
+			return errors.New("lost the request connection to the master")
+		case <-s.subDone:
+			return errors.New("lost the publish connection to the master")
 		case <-hb.C:
 			if time.Since(lastPub) > silence {
 				return errors.New("no heartbeat from the master")
