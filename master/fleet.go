@@ -36,8 +36,8 @@ func openStore(cfg Config, master pki.PublicKey, logger *slog.Logger) (store.Sto
 
 // fleetState is this master's side of presence, and whether its database answers.
 type fleetState struct {
-	mu     sync.Mutex           // guards leased
-	leased map[string]time.Time // minion -> when its lease was last renewed here
+	mu     sync.Mutex            // guards leased
+	leased map[string]leaseState // minion -> its lease as last renewed here
 
 	storeErr   atomic.Pointer[error]     // the last failed check of the database; nil when it answers
 	storeSince atomic.Pointer[time.Time] // when the database was last found lost or back
@@ -145,20 +145,40 @@ func (m *Master) watchStore(p store.Pinger) {
 	}
 }
 
-// leaseMin is the shortest presence lease; a lease is renewed when half of it has passed, or
-// on authentication when leaseForceEvery has.
+// leaseMin is the shortest presence lease; a lease is renewed when less than half of the
+// current lease is left of it, or on authentication when leaseForceEvery has passed.
 const (
 	leaseMin        = 30 * time.Second
 	leaseForceEvery = time.Second
 )
 
-// leaseFor is the presence lease for a fleet of n connected minions: three heartbeat requests.
+// leaseFor is the presence lease for a fleet of n connected minions: four heartbeat request
+// intervals (a minion's requests come every 1 to 1.5 of them), at least three heartbeats.
 func (m *Master) leaseFor(n int) time.Duration {
-	return max(leaseMin, 3*requestEvery(n), 3*m.cfg.heartbeat)
+	return max(leaseMin, 4*requestEvery(n), 3*m.cfg.heartbeat)
+}
+
+// leaseState is a lease as this master last wrote it.
+type leaseState struct {
+	at, until time.Time
+}
+
+// renewLease says whether a minion's lease, last written as last, is renewed now, lease being
+// the current lease: when less than half of that is left (so that a minion whose requests come
+// every 1 to 1.5 request intervals, a quarter of a lease, is renewed at every second request,
+// with a request interval to spare), at once when there is none, and on authentication (force)
+// at most once per leaseForceEvery. Left, not elapsed, counts: a lease written when the fleet
+// was small is shorter than the current one, and a renewal by elapsed time came after it had
+// lapsed (at 9,000 minions over three masters, half of them had no unexpired lease).
+func renewLease(last leaseState, now time.Time, lease time.Duration, force bool) bool {
+	if last.until.Sub(now) < lease/2 {
+		return true
+	}
+	return force && now.Sub(last.at) >= leaseForceEvery
 }
 
 // leasePresence records that minion is connected here, at once on authentication (force) and
-// otherwise when half of its lease has passed.
+// otherwise when its lease needs renewing (renewLease).
 func (m *Master) leasePresence(minion string, force bool) {
 	m.mu.Lock()
 	n := len(m.sessions)
@@ -167,15 +187,15 @@ func (m *Master) leasePresence(minion string, force bool) {
 	now := time.Now()
 	m.fleet.mu.Lock()
 	if m.fleet.leased == nil {
-		m.fleet.leased = map[string]time.Time{}
+		m.fleet.leased = map[string]leaseState{}
 	}
-	// A minion authenticating again and again (a peer with an accepted key) renews at most
-	// once per leaseForceEvery: every renewal is a write to the store.
-	if since := now.Sub(m.fleet.leased[minion]); since < lease/2 && (!force || since < leaseForceEvery) {
+	// Every renewal is a write to the store: a minion authenticating again and again (a peer
+	// with an accepted key) renews at most once per leaseForceEvery.
+	if !renewLease(m.fleet.leased[minion], now, lease, force) {
 		m.fleet.mu.Unlock()
 		return
 	}
-	m.fleet.leased[minion] = now
+	m.fleet.leased[minion] = leaseState{at: now, until: now.Add(lease)}
 	m.fleet.mu.Unlock()
 	if err := m.st.Presence().SetPresence(minion, m.cfg.Name, now.Add(lease)); err != nil {
 		m.fleet.mu.Lock()
