@@ -25,7 +25,7 @@ func TestPublishedFramesBoundedWhileBusy(t *testing.T) {
 	if err := pub.Listen("tcp://127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
-	s := &session{ctx: ctx, cancel: cancel, pubs: make(chan []byte, 16), pubMem: semaphore.NewWeighted(maxPubQueued)}
+	s := &session{ctx: ctx, cancel: cancel, pubs: make(chan []byte, 16), pubMem: semaphore.NewWeighted(maxPubQueued), subDone: make(chan struct{})}
 	s.sub = zmq4.NewSub(ctx, quiet(), zmq4.WithDialerMaxRetries(0))
 	if err := s.sub.Dial(zmtp.Endpoint(pub.Addr().String(), wire.MaxJobFrame+1024)); err != nil {
 		t.Fatal(err)
