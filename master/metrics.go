@@ -78,7 +78,7 @@ func (mt *metrics) registerMaster(m *Master) {
 		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "brine_connected_minions",
-			Help: "Minions connected to this master (an authenticated request in the last 30 seconds).",
+			Help: "Minions connected to this master (an authenticated request in the last 30 seconds, or two request periods in a large fleet).",
 		}, func() float64 { return float64(len(m.connectedIDs())) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "brine_publish_dropped_total",

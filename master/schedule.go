@@ -271,8 +271,9 @@ func (m *Master) connectedIDs() map[string]bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := map[string]bool{}
+	within := connectedWithin(len(m.sessions))
 	for id := range m.byMinion {
-		if t, ok := seen[id]; ok && now.Sub(t) < connectedWithin {
+		if t, ok := seen[id]; ok && now.Sub(t) < within {
 			out[id] = true
 		}
 	}

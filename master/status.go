@@ -13,9 +13,19 @@ import (
 // statusScanJobs bounds the jobs `brine status` reads to find each minion's last one.
 const statusScanJobs = 2000
 
-// connectedWithin is how recent a minion's last authenticated request must be for it to count
-// as connected (minions make one at least every heartbeat, 5s by default).
-const connectedWithin = 30 * time.Second
+// connectedWithinMin is how recent a minion's last authenticated request must be for it to
+// count as connected, in a small fleet (minions make one at least every heartbeat, 5 s by
+// default).
+const connectedWithinMin = 30 * time.Second
+
+// connectedWithin is that bound for a master holding n sessions: a large fleet's minions are
+// asked to space their requests by requestEvery(n) (each picks a period in [e, 1.5e)), so two of
+// the longest periods, and 30 s at least. A fixed 30 s took every minion of a master past
+// 4,000 for disconnected now and then (its requests 20-30 s apart), and past 6,000 most of the
+// time: `brine status` showed them gone and schedule rounds left them out.
+func connectedWithin(n int) time.Duration {
+	return max(connectedWithinMin, 3*requestEvery(n))
+}
 
 // seenTable remembers when each minion last made an authenticated request, since the master
 // started. It holds one entry per minion that authenticated; entries of keys no longer accepted
@@ -71,6 +81,7 @@ func (m *Master) Status(ctx context.Context, target string, site *Site) ([]Minio
 	for id := range m.byMinion {
 		sessions[id] = true
 	}
+	within := connectedWithin(len(m.sessions))
 	m.mu.Unlock()
 	now := time.Now()
 	presence, err := m.Presence()
@@ -85,7 +96,7 @@ func (m *Master) Status(ctx context.Context, target string, site *Site) ([]Minio
 		if st.Groups == nil {
 			st.Groups = []string{}
 		}
-		st.Connected = sessions[id] && !st.LastSeen.IsZero() && now.Sub(st.LastSeen) < connectedWithin
+		st.Connected = sessions[id] && !st.LastSeen.IsZero() && now.Sub(st.LastSeen) < within
 		if st.Connected {
 			st.Master = m.Name()
 		} else if l, ok := presence[id]; ok && l.Master != m.Name() {
