@@ -1,5 +1,7 @@
 package store
 
+import "sync"
+
 // ReturnCommits is the number of return batches s committed.
 func ReturnCommits(s *Postgres) int64 { return s.returns.commits.Load() }
 
@@ -7,7 +9,7 @@ func ReturnCommits(s *Postgres) int64 { return s.returns.commits.Load() }
 // how many wait.
 func HoldReturns(s *Postgres) (release func(), queued func() int) {
 	s.returns.hold.Lock()
-	return s.returns.hold.Unlock, s.returns.queued
+	return sync.OnceFunc(s.returns.hold.Unlock), s.returns.queued
 }
 
 // KeyReadRuns is the number of queries s ran for key lookups.
@@ -17,5 +19,5 @@ func KeyReadRuns(s *Postgres) int64 { return s.keyReads.runs.Load() }
 // says how many wait.
 func HoldKeyReads(s *Postgres) (release func(), queued func() int) {
 	s.keyReads.hold.Lock()
-	return s.keyReads.hold.Unlock, s.keyReads.queued
+	return sync.OnceFunc(s.keyReads.hold.Unlock), s.keyReads.queued
 }

@@ -89,6 +89,9 @@ func (g *readGroup[V]) run() {
 	defer close(g.done)
 	for range g.kick {
 		for {
+			// hold is taken before the queue is drained: while a test holds it, every caller
+			// stays counted in queued.
+			g.hold.Lock()
 			g.mu.Lock()
 			n := min(len(g.queue), maxReadGroup)
 			group := g.queue[:n:n]
@@ -99,12 +102,12 @@ func (g *readGroup[V]) run() {
 			closed := g.closed
 			g.mu.Unlock()
 			if n == 0 {
+				g.hold.Unlock()
 				if closed {
 					return
 				}
 				break
 			}
-			g.hold.Lock()
 			g.answer(group)
 			g.hold.Unlock()
 		}

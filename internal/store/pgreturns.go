@@ -97,6 +97,9 @@ func (g *returnGroup) run() {
 	defer close(g.done)
 	for range g.kick {
 		for {
+			// hold is taken before the queue is drained: while a test holds it, every caller
+			// stays counted in queued.
+			g.hold.Lock()
 			g.mu.Lock()
 			n := min(len(g.queue), maxReturnGroup)
 			group := g.queue[:n:n]
@@ -107,12 +110,12 @@ func (g *returnGroup) run() {
 			closed := g.closed
 			g.mu.Unlock()
 			if n == 0 {
+				g.hold.Unlock()
 				if closed {
 					return
 				}
 				break
 			}
-			g.hold.Lock()
 			g.commit(group)
 			g.hold.Unlock()
 		}

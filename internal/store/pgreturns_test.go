@@ -59,6 +59,7 @@ func TestPostgresReturnsBatched(t *testing.T) {
 	var releases []func()
 	for _, s := range ms {
 		release, q := store.HoldReturns(s)
+		defer release() // on a failure too: the stores' Close waits for their committers
 		releases = append(releases, release)
 		queued = append(queued, q)
 	}
@@ -74,7 +75,7 @@ func TestPostgresReturnsBatched(t *testing.T) {
 			go send(ms[i%2], id, `{"n":3}`)
 		}
 	}
-	tb.WaitFor(t, 10*time.Second, "every return queued", func() bool { return queued[0]()+queued[1]() >= sent-2 })
+	tb.WaitFor(t, time.Minute, "every return queued", func() bool { return queued[0]()+queued[1]() == sent })
 	for _, release := range releases {
 		release()
 	}
@@ -105,6 +106,7 @@ func TestPostgresReturnsBatched(t *testing.T) {
 	// A return PostgreSQL refuses (a job id that is not UTF-8) fails alone: the others of its
 	// batch are recorded.
 	release, q := store.HoldReturns(ms[0])
+	defer release()
 	errs := make(chan error, 11)
 	for i := range 11 {
 		jid := "j2"
@@ -121,7 +123,7 @@ func TestPostgresReturnsBatched(t *testing.T) {
 			errs <- err
 		}()
 	}
-	tb.WaitFor(t, 10*time.Second, "the batch queued", func() bool { return q() >= 10 })
+	tb.WaitFor(t, time.Minute, "the batch queued", func() bool { return q() >= 10 })
 	release()
 	for range 11 {
 		if err := <-errs; err != nil {
@@ -161,6 +163,7 @@ func TestPostgresKeyLookupsBatched(t *testing.T) {
 	l := s.Keys().(store.KeyLookup)
 	before := store.KeyReadRuns(s)
 	release, queued := store.HoldKeyReads(s)
+	defer release() // on a failure too: the store's Close waits for its reader
 	var wg sync.WaitGroup
 	for round := range 5 {
 		for i := range 120 { // 100 known, 20 not
@@ -176,7 +179,7 @@ func TestPostgresKeyLookupsBatched(t *testing.T) {
 			}()
 		}
 	}
-	tb.WaitFor(t, 10*time.Second, "every lookup queued", func() bool { return queued() >= 599 })
+	tb.WaitFor(t, time.Minute, "every lookup queued", func() bool { return queued() == 600 })
 	release()
 	wg.Wait()
 	runs := store.KeyReadRuns(s) - before
