@@ -213,10 +213,12 @@ func TestReplayAfterRestartHasNoEffect(t *testing.T) {
 	})
 	_, cur, prev := again.keys.keys()
 	masterKey, _ := ms.SessionKeyID("hb3")
-	if err := r.pub.Send(old); err != nil {
-		t.Fatal(err)
-	}
+	// Sent until it arrives: the minion's subscriptions may not have reached the relay yet,
+	// and a PUB drops what no subscription asks for.
 	tb.WaitFor(t, 10*time.Second, "the replayed heartbeat refused or taken", func() bool {
+		if err := r.pub.Send(old); err != nil {
+			t.Fatal(err)
+		}
 		return again.refusedHeartbeats.Load() > 0 || again.heartbeats.Load() > 0
 	})
 	_, cur2, prev2 := again.keys.keys()
