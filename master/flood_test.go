@@ -241,9 +241,11 @@ func TestListenerSurvivesFdExhaustion(t *testing.T) {
 	if len(conns) == 0 {
 		t.Fatal("no descriptor left to dial with")
 	}
-	tb.WaitFor(t, 10*time.Second, "Accept failing with EMFILE", func() bool {
+	// One failed Accept shows the point: descriptors freed elsewhere in this process (other
+	// tests' connections closing, more so under -race) can let later Accepts through first.
+	tb.WaitFor(t, 20*time.Second, "Accept failing with EMFILE", func() bool {
 		soak()
-		return m.TransportStats().AcceptErrors > 2
+		return m.TransportStats().AcceptErrors > 0
 	})
 	restore()
 	// The connections that waited are accepted now (the master greets them), and new minions
