@@ -230,3 +230,34 @@ func TestReplayAfterRestartHasNoEffect(t *testing.T) {
 		t.Fatalf("the replay changed the session: master's key %x -> %x, minion's %p/%p -> %p/%p, generation %x", masterKey, id, cur, prev, cur2, prev2, gen)
 	}
 }
+
+// A growing fleet's master announces a new request interval at every heartbeat. The minion's
+// requests still come at most 1.5 intervals apart: each is a period after the last request, not
+// after the latest announcement (which put them off for as long as the fleet grew).
+func TestRequestsWhileTheFleetGrows(t *testing.T) {
+	start := time.Unix(1e9, 0)
+	r := requestSchedule{every: 5 * time.Second, period: 5 * time.Second, last: start}
+	due := start.Add(r.period)
+	requests := 0
+	for i := 1; i <= 120; i++ { // 10 minutes of heartbeats, 5 s apart, from 1,000 minions to 19,000
+		at := start.Add(time.Duration(i) * 5 * time.Second)
+		for !due.After(at) {
+			if gap := due.Sub(r.last); gap > r.every*3/2 {
+				t.Fatalf("heartbeat %d: %v between requests, over 1.5 x %v", i, gap, r.every)
+			}
+			r.last, due = due, due.Add(r.period)
+			requests++
+		}
+		e := time.Duration(1000+150*i) * time.Second / 200
+		if r.setEvery(e) {
+			due = at.Add(r.wait(at))
+		}
+		if at.Sub(r.last) > 3*r.every/2 {
+			t.Fatalf("heartbeat %d: no request for %v, the interval being %v", i, at.Sub(r.last), r.every)
+		}
+	}
+	if r.setEvery(r.every) {
+		t.Fatal("the same interval again counted as a change")
+	}
+	t.Logf("%d requests in 10 minutes", requests)
+}

@@ -416,9 +416,9 @@ func (s *session) serve(ctx context.Context) error {
 		s.heartbeatReply(r, time.Now())
 	}
 
-	hb := time.NewTicker(m.cfg.heartbeat)
+	sched := requestSchedule{every: m.cfg.heartbeat, period: m.cfg.heartbeat, last: time.Now()}
+	hb := time.NewTimer(sched.period)
 	defer hb.Stop()
-	every := m.cfg.heartbeat // the heartbeat request interval in force
 	lastPub := time.Now()
 	// The publish side is silent for at most three of the master's heartbeat intervals; until a
 	// heartbeat says what that interval is, assume the default.
@@ -436,11 +436,9 @@ func (s *session) serve(ctx context.Context) error {
 			if iv > 0 {
 				silence = 3 * max(iv, m.cfg.heartbeat)
 			}
-			// A master with a large fleet asks for fewer heartbeat requests. Each minion picks
-			// its own period in [e, 1.5e), so that a fleet told at once does not tick at once.
-			if e := max(m.cfg.heartbeat, s.reqEvery); e != every {
-				every = e
-				hb.Reset(e + rand.N(e/2+1))
+			// A master with a large fleet asks for fewer heartbeat requests.
+			if now := time.Now(); sched.setEvery(max(m.cfg.heartbeat, s.reqEvery)) {
+				hb.Reset(sched.wait(now))
 			}
 		case <-s.readerDone:
 			// The master closed the connection or went (its sockets do not reconnect): move on
@@ -452,6 +450,8 @@ func (s *session) serve(ctx context.Context) error {
 			if time.Since(lastPub) > silence {
 				return errors.New("no heartbeat from the master")
 			}
+			sched.last = time.Now()
+			hb.Reset(sched.period)
 			r, err := s.request(wire.KindHeartbeat, nil)
 			if err != nil {
 				return err
@@ -461,6 +461,32 @@ func (s *session) serve(ctx context.Context) error {
 			s.heartbeatReply(r, time.Now())
 		}
 	}
+}
+
+// requestSchedule spaces a session's heartbeat requests. When the interval e the master asks
+// for changes, the minion picks its own period in [e, 1.5e), so that a fleet told at once does
+// not tick at once, and the period counts from the last request. A growing fleet announces a
+// new interval at every heartbeat: had each restarted the wait from then, a minion would make
+// no request for as long as the fleet grew (at 9,000 minions over three masters, half of their
+// presence leases lapsed while minions connected, and again during a failover).
+type requestSchedule struct {
+	every  time.Duration // the interval in force
+	period time.Duration // this minion's period for it
+	last   time.Time     // the last request
+}
+
+// setEvery takes e as the interval and reports whether it changed (and the period with it).
+func (r *requestSchedule) setEvery(e time.Duration) bool {
+	if e == r.every {
+		return false
+	}
+	r.every, r.period = e, e+rand.N(e/2+1)
+	return true
+}
+
+// wait is the time from now to the next request: a period after the last one, or none.
+func (r *requestSchedule) wait(now time.Time) time.Duration {
+	return max(0, r.last.Add(r.period).Sub(now))
 }
 
 // heartbeatReply takes what the reply to a heartbeat request says. Its time (the reply is
