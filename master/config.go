@@ -89,6 +89,8 @@ type Config struct {
 
 	rotate, heartbeat, jobTimeout, jobRetention time.Duration
 	compileLimits                               bounded.Limits
+	// presenceLease replaces leaseFor, the presence lease (tests; 0: leaseFor).
+	presenceLease time.Duration
 	// fileLimit replaces the process's RLIMIT_NOFILE in checkFileLimit (tests; 0: the real one).
 	fileLimit uint64
 }

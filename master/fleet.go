@@ -36,8 +36,8 @@ func openStore(cfg Config, master pki.PublicKey, logger *slog.Logger) (store.Sto
 
 // fleetState is this master's side of presence, and whether its database answers.
 type fleetState struct {
-	mu     sync.Mutex            // guards leased
-	leased map[string]leaseState // minion -> its lease as last renewed here
+	mu     sync.Mutex           // guards forced
+	forced map[string]time.Time // minion -> when its lease was last written on authentication
 
 	storeErr   atomic.Pointer[error]     // the last failed check of the database; nil when it answers
 	storeSince atomic.Pointer[time.Time] // when the database was last found lost or back
@@ -145,63 +145,80 @@ func (m *Master) watchStore(p store.Pinger) {
 	}
 }
 
-// leaseMin is the shortest presence lease; a lease is renewed when less than half of the
-// current lease is left of it, or on authentication when leaseForceEvery has passed.
+// Presence leases. A master writes a minion's lease when the minion authenticates (at most
+// once per leaseForceEvery for one minion), and renews the leases of every minion it serves in
+// one write every third of a lease. So presence does not depend on how far apart a large fleet's
+// requests are (renewing on requests let leases lapse while a fleet grew and its requests were
+// spaced further apart than the leases written before: half of 9,000 minions over three masters
+// had none), and it costs a master one statement a period, not a write per request.
 const (
-	leaseMin        = 30 * time.Second
+	leaseFor        = 30 * time.Second // renewed every third of it
 	leaseForceEvery = time.Second
 )
 
-// leaseFor is the presence lease for a fleet of n connected minions: four heartbeat request
-// intervals (a minion's requests come every 1 to 1.5 of them), at least three heartbeats.
-func (m *Master) leaseFor(n int) time.Duration {
-	return max(leaseMin, 4*requestEvery(n), 3*m.cfg.heartbeat)
-}
-
-// leaseState is a lease as this master last wrote it.
-type leaseState struct {
-	at, until time.Time
-}
-
-// renewLease says whether a minion's lease, last written as last, is renewed now, lease being
-// the current lease: when less than half of that is left (so that a minion whose requests come
-// every 1 to 1.5 request intervals, a quarter of a lease, is renewed at every second request,
-// with a request interval to spare), at once when there is none, and on authentication (force)
-// at most once per leaseForceEvery. Left, not elapsed, counts: a lease written when the fleet
-// was small is shorter than the current one, and a renewal by elapsed time came after it had
-// lapsed (at 9,000 minions over three masters, half of them had no unexpired lease).
-func renewLease(last leaseState, now time.Time, lease time.Duration, force bool) bool {
-	if last.until.Sub(now) < lease/2 {
-		return true
+// lease is the presence lease: leaseFor, or the tests' own.
+func (m *Master) lease() time.Duration {
+	if m.cfg.presenceLease > 0 {
+		return m.cfg.presenceLease
 	}
-	return force && now.Sub(last.at) >= leaseForceEvery
+	return leaseFor
 }
 
-// leasePresence records that minion is connected here, at once on authentication (force) and
-// otherwise when its lease needs renewing (renewLease).
-func (m *Master) leasePresence(minion string, force bool) {
-	m.mu.Lock()
-	n := len(m.sessions)
-	m.mu.Unlock()
-	lease := m.leaseFor(n)
+// leasePresence records at once that minion authenticated here, unless it did less than
+// leaseForceEvery ago (a peer with an accepted key authenticating again and again).
+func (m *Master) leasePresence(minion string) {
 	now := time.Now()
 	m.fleet.mu.Lock()
-	if m.fleet.leased == nil {
-		m.fleet.leased = map[string]leaseState{}
+	if m.fleet.forced == nil {
+		m.fleet.forced = map[string]time.Time{}
 	}
-	// Every renewal is a write to the store: a minion authenticating again and again (a peer
-	// with an accepted key) renews at most once per leaseForceEvery.
-	if !renewLease(m.fleet.leased[minion], now, lease, force) {
+	if now.Sub(m.fleet.forced[minion]) < leaseForceEvery {
 		m.fleet.mu.Unlock()
 		return
 	}
-	m.fleet.leased[minion] = leaseState{at: now, until: now.Add(lease)}
+	m.fleet.forced[minion] = now
 	m.fleet.mu.Unlock()
-	if err := m.st.Presence().SetPresence(minion, m.cfg.Name, now.Add(lease)); err != nil {
-		m.fleet.mu.Lock()
-		delete(m.fleet.leased, minion) // renew on its next request
-		m.fleet.mu.Unlock()
+	if err := m.st.Presence().SetPresence(minion, m.cfg.Name, now.Add(m.lease())); err != nil {
 		m.fleet.storeLog.warn(m.log, "presence", "could not record a minion's presence", "minion", minion, "err", err)
+	}
+}
+
+// renewLeases renews, every third of a lease, the leases of the minions connected here: those
+// with a session whose last request is recent (connectedWithin). A lease another master took
+// meanwhile (the minion moved there) is left to it.
+func (m *Master) renewLeases() {
+	t := time.NewTicker(m.lease() / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+		}
+		seen := m.seen.snapshot(nil)
+		now := time.Now()
+		m.mu.Lock()
+		within := connectedWithin(len(m.sessions))
+		ids := make([]string, 0, len(m.byMinion))
+		for id := range m.byMinion {
+			if t, ok := seen[id]; ok && now.Sub(t) < within {
+				ids = append(ids, id)
+			}
+		}
+		m.mu.Unlock()
+		m.fleet.mu.Lock()
+		for id, at := range m.fleet.forced {
+			if now.Sub(at) >= leaseForceEvery {
+				delete(m.fleet.forced, id)
+			}
+		}
+		m.fleet.mu.Unlock()
+		if len(ids) == 0 {
+			continue
+		}
+		if err := m.st.Presence().RenewPresence(m.cfg.Name, ids, now.Add(m.lease()), now); err != nil {
+			m.fleet.storeLog.warn(m.log, "presence", "could not renew the presence leases of this master's minions", "minions", len(ids), "err", err)
+		}
 	}
 }
 
@@ -235,6 +252,8 @@ func (m *Master) reachableIDs() map[string]bool {
 
 // startFleet listens to the other masters when the store is shared, and watches the database.
 func (m *Master) startFleet() {
+	m.wg.Add(1)
+	go func() { defer m.wg.Done(); m.renewLeases() }()
 	if p, ok := m.st.(store.Pinger); ok {
 		m.wg.Add(1)
 		go func() { defer m.wg.Done(); m.watchStore(p) }()

@@ -552,7 +552,7 @@ func (m *Master) handleAuth(peer []byte, src string, body []byte) (reply []byte,
 		ar := wire.AuthReply{ClientNonce: a.ClientNonce, Status: string(rec.State)}
 		if rec.State == pki.StateAccepted {
 			sid, sk, gen := m.newSession(c.id, c.key, string(peer))
-			m.leasePresence(c.id, true)
+			m.leasePresence(c.id)
 			ar.SessionID = sid
 			ar.SessionKey = sk.Marshal() // the whole reply is sealed to the minion
 			ar.KeyGen = gen[:]
@@ -750,7 +750,6 @@ func (m *Master) serveSafe(s session, r wire.Request, reply *wire.Reply) (err er
 func (m *Master) serve(s session, r wire.Request, reply *wire.Reply) error {
 	switch r.Kind {
 	case wire.KindHeartbeat:
-		m.leasePresence(s.minion, false)
 		// A job published less than a heartbeat ago is in flight to a connected minion and is
 		// not listed for a resend, except at the session's first heartbeat: a minion that has
 		// just come (back, or over from a master that went) could not have received it.

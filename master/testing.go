@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/brinecm/brine/control"
 	"github.com/brinecm/brine/internal/tb"
@@ -68,6 +69,9 @@ func (m *Master) Published(t tb.TB) <-chan [][]byte {
 	})
 	return ch
 }
+
+// PresenceLease is a TestMaster option: presence leases last d, renewed every d/3.
+func PresenceLease(d time.Duration) func(*Config) { return func(c *Config) { c.presenceLease = d } }
 
 // FileLimit is a TestMaster option: the master takes n for its file descriptor limit (each
 // port then holds MinionsForFileLimit(n) connections).

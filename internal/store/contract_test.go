@@ -589,6 +589,26 @@ func testPresence(t *testing.T, open func() store.Store) {
 	if err != nil || len(got) != 1 || got["a"].Master != "m2" {
 		t.Fatalf("presence: %+v %v", got, err)
 	}
+	// A master's renewal extends its own leases, takes the expired and the missing ones, and
+	// leaves a lease another master holds: a ("m2") and c (m3) stay, b and d come to m1.
+	p.SetPresence("c", "m3", now.Add(time.Minute))
+	p.SetPresence("e", "m1", now.Add(time.Second))
+	if err := p.RenewPresence("m1", []string{"a", "b", "c", "d", "e"}, now.Add(2*time.Minute), now); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := p.Presence(now); got["a"].Master != "m2" || got["c"].Master != "m3" {
+		t.Fatalf("a renewal took another master's leases: %+v", got)
+	}
+	got, err = p.Presence(now.Add(90 * time.Second))
+	want := map[string]string{"b": "m1", "d": "m1", "e": "m1"}
+	if err != nil || len(got) != len(want) {
+		t.Fatalf("after a renewal: %+v %v", got, err)
+	}
+	for id, m := range want {
+		if got[id].Master != m {
+			t.Fatalf("after a renewal, %s: %+v", id, got[id])
+		}
+	}
 }
 
 // Schedule rounds: of many claimants on two handles (two masters' pools) at once, exactly one

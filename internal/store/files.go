@@ -178,6 +178,21 @@ func (p *memPresence) SetPresence(minion, master string, until time.Time) error 
 	return nil
 }
 
+func (p *memPresence) RenewPresence(master string, minions []string, until, now time.Time) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.leases == nil {
+		p.leases = map[string]Lease{}
+	}
+	for _, id := range minions {
+		if l, ok := p.leases[id]; ok && l.Master != master && l.Until.After(now) {
+			continue
+		}
+		p.leases[id] = Lease{Master: master, Until: until.UTC()}
+	}
+	return nil
+}
+
 func (p *memPresence) Presence(now time.Time) (map[string]Lease, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -294,6 +294,15 @@ func (p pgPresence) SetPresence(minion, master string, until time.Time) error {
 	return err
 }
 
+func (p pgPresence) RenewPresence(master string, minions []string, until, now time.Time) error {
+	ctx, cancel := p.s.ctx()
+	defer cancel()
+	_, err := p.s.pool.Exec(ctx, `INSERT INTO presence (minion, master, until) SELECT unnest($1::text[]), $2, $3
+		ON CONFLICT (minion) DO UPDATE SET master = excluded.master, until = excluded.until
+		WHERE presence.master = excluded.master OR presence.until <= $4`, minions, master, until, now)
+	return err
+}
+
 func (p pgPresence) Presence(now time.Time) (map[string]Lease, error) {
 	ctx, cancel := p.s.ctx()
 	defer cancel()

@@ -122,6 +122,10 @@ type Lease struct {
 type Presence interface {
 	// SetPresence records that minion is connected to master until until.
 	SetPresence(minion, master string, until time.Time) error
+	// RenewPresence extends to until the leases of minions that master holds, and gives it
+	// those that no master holds unexpired at now. A lease another master holds unexpired
+	// stays: the minion has moved there.
+	RenewPresence(master string, minions []string, until, now time.Time) error
 	// Presence returns the leases not expired at now, by minion.
 	Presence(now time.Time) (map[string]Lease, error)
 }
