@@ -89,6 +89,8 @@ type Config struct {
 
 	rotate, heartbeat, jobTimeout, jobRetention time.Duration
 	compileLimits                               bounded.Limits
+	// admitGate, when set, holds every subscriber's admission until it is closed (tests).
+	admitGate <-chan struct{}
 	// presenceLease replaces leaseFor, the presence lease (tests; 0: leaseFor).
 	presenceLease time.Duration
 	// fileLimit replaces the process's RLIMIT_NOFILE in checkFileLimit (tests; 0: the real one).

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,9 +35,6 @@ func openStore(cfg Config, master pki.PublicKey, logger *slog.Logger) (store.Sto
 
 // fleetState is this master's side of presence, and whether its database answers.
 type fleetState struct {
-	mu     sync.Mutex           // guards forced
-	forced map[string]time.Time // minion -> when its lease was last written on authentication
-
 	storeErr   atomic.Pointer[error]     // the last failed check of the database; nil when it answers
 	storeSince atomic.Pointer[time.Time] // when the database was last found lost or back
 	storeLog   rateLog                   // store errors met while serving minions, one line a minute per kind
@@ -145,16 +141,12 @@ func (m *Master) watchStore(p store.Pinger) {
 	}
 }
 
-// Presence leases. A master writes a minion's lease when the minion authenticates (at most
-// once per leaseForceEvery for one minion), and renews the leases of every minion it serves in
-// one write every third of a lease. So presence does not depend on how far apart a large fleet's
+// Presence leases. A master writes a minion's lease when the minion authenticates, and renews
+// the leases of every minion it serves in one write every third of a lease. So presence does not depend on how far apart a large fleet's
 // requests are (renewing on requests let leases lapse while a fleet grew and its requests were
 // spaced further apart than the leases written before: half of 9,000 minions over three masters
 // had none), and it costs a master one statement a period, not a write per request.
-const (
-	leaseFor        = 30 * time.Second // renewed every third of it
-	leaseForceEvery = time.Second
-)
+const leaseFor = 30 * time.Second // renewed every third of it
 
 // lease is the presence lease: leaseFor, or the tests' own.
 func (m *Master) lease() time.Duration {
@@ -164,21 +156,11 @@ func (m *Master) lease() time.Duration {
 	return leaseFor
 }
 
-// leasePresence records at once that minion authenticated here, unless it did less than
-// leaseForceEvery ago (a peer with an accepted key authenticating again and again).
+// leasePresence records that minion authenticated here: the lease is this master's from now.
+// (The store skips the write when the lease is this master's already and barely shorter: a peer
+// with an accepted key authenticating again and again costs a statement, not a row written.)
 func (m *Master) leasePresence(minion string) {
-	now := time.Now()
-	m.fleet.mu.Lock()
-	if m.fleet.forced == nil {
-		m.fleet.forced = map[string]time.Time{}
-	}
-	if now.Sub(m.fleet.forced[minion]) < leaseForceEvery {
-		m.fleet.mu.Unlock()
-		return
-	}
-	m.fleet.forced[minion] = now
-	m.fleet.mu.Unlock()
-	if err := m.st.Presence().SetPresence(minion, m.cfg.Name, now.Add(m.lease())); err != nil {
+	if err := m.st.Presence().SetPresence(minion, m.cfg.Name, time.Now().Add(m.lease())); err != nil {
 		m.fleet.storeLog.warn(m.log, "presence", "could not record a minion's presence", "minion", minion, "err", err)
 	}
 }
@@ -206,13 +188,6 @@ func (m *Master) renewLeases() {
 			}
 		}
 		m.mu.Unlock()
-		m.fleet.mu.Lock()
-		for id, at := range m.fleet.forced {
-			if now.Sub(at) >= leaseForceEvery {
-				delete(m.fleet.forced, id)
-			}
-		}
-		m.fleet.mu.Unlock()
 		if len(ids) == 0 {
 			continue
 		}

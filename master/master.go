@@ -264,7 +264,7 @@ func (m *Master) Start(ctx context.Context) error {
 		MaxConns:          perPort,
 		MaxConnsPerSource: m.cfg.MaxConnsPerSource, MaxPendingPerSource: m.cfg.MaxHandshakesPerSource,
 		MaxTopic: pubMaxTopic, MaxSubsPerPeer: pubMaxSubsPerPeer,
-	}, &zmtp.Admission{Credential: wire.IsSubCredential, Admit: m.admitSubscriber, Live: m.sessionLive, Timeout: subscribeTimeout})
+	}, &zmtp.Admission{Credential: wire.IsSubCredential, Admit: m.admitSubscriber, Live: m.sessionLive, Ready: m.subscriberReady, Timeout: subscribeTimeout})
 	if err != nil {
 		m.cancel()
 		return fmt.Errorf("publish socket %s: %w", m.cfg.PublishAddr, err)
@@ -786,31 +786,7 @@ func (m *Master) serve(s session, r wire.Request, reply *wire.Reply) error {
 				jids = append(jids, jid)
 			}
 		}
-		for _, jid := range jids {
-			// Only jobs addressed to this minion and not returned by it, on its own topic, at
-			// most once per heartbeat interval.
-			// The payload was sealed once; only the job key is wrapped again, for the key the
-			// minion holds now. The store says whether it is owed (with several masters, one of
-			// them resends it per interval); the copy is this master's, or sealed once here
-			// from the signed job in the store (published by another master, or before a
-			// restart).
-			signed, err := m.deliver.Resendable(jid, s.minion, time.Now(), m.cfg.heartbeat)
-			if err != nil {
-				m.log.Error("could not read a job to publish again", "jid", jid, "minion", s.minion, "err", err)
-			}
-			if signed == nil {
-				continue
-			}
-			sj, err := m.copies.forMinion(jid, s.minion, signed, m.copiesOfSigned)
-			if err != nil {
-				m.log.Error("could not seal a job to publish again", "jid", jid, "minion", s.minion, "err", err)
-				continue
-			}
-			m.log.Info("publishing a job again for a minion that missed it", "jid", jid, "minion", s.minion)
-			nonce := pki.RandomNonce()
-			wraps := []wire.Wrap{{KeyID: s.sk.ID, Key: s.sk.Wrap(nonce, sj.key)}}
-			m.publishTo(wire.TopicMinion(s.minion), wire.JobFrame(nonce, wraps, sj.payload))
-		}
+		m.resend(s, jids, m.cfg.heartbeat)
 		return nil
 	case wire.KindSession:
 		sk, gen, ok := m.rotateSession(s)

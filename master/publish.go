@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/go-zeromq/zmq4"
 
@@ -199,6 +200,13 @@ func (m *Master) admitSubscriber(topic []byte) (holder string, topics []string, 
 	if !ok {
 		return "", nil, false
 	}
+	if m.cfg.admitGate != nil {
+		select {
+		case <-m.cfg.admitGate:
+		case <-m.ctx.Done():
+			return "", nil, false
+		}
+	}
 	h := hex.EncodeToString(sid)
 	m.mu.Lock()
 	s, ok := m.sessions[h]
@@ -239,5 +247,59 @@ func (m *Master) sessionLive(sid string) bool {
 func (m *Master) evictSubscriber(sid string) {
 	if sid != "" && m.pub != nil {
 		m.pub.Evict(sid)
+	}
+}
+
+// subscriberReady is told by the publish port that session sid's subscriber has subscribed to
+// all its topics. A job published to the minion before then may not have reached it: published
+// while it moved here from a master that went, or resent at its first heartbeat's asking. If
+// that first heartbeat has been served, the jobs still pending for the minion are published
+// again now, on its own topic; if not, that heartbeat lists them (serve).
+func (m *Master) subscriberReady(sid string) {
+	m.mu.Lock()
+	cur, ok := m.sessions[sid]
+	var s session
+	if ok {
+		s = *cur
+	}
+	m.mu.Unlock()
+	if !ok || !s.asked || m.ctx.Err() != nil {
+		return
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		pending, err := m.deliver.Pending(s.minion, time.Now(), 0)
+		if err != nil {
+			m.log.Error("could not read the jobs pending for a minion", "minion", s.minion, "err", err)
+			return
+		}
+		m.resend(s, pending[:min(len(pending), maxResend)], 0)
+	}()
+}
+
+// resend publishes again, on s's minion's own topic, the jobs of jids addressed to it and not
+// returned by it, each at most once per every (with several masters, the store says which one
+// resends it). The payload was sealed once; only the job key is wrapped again, for the key the
+// minion holds now. The copy is this master's, or sealed once here from the signed job in the
+// store (published by another master, or before a restart).
+func (m *Master) resend(s session, jids []string, every time.Duration) {
+	for _, jid := range jids {
+		signed, err := m.deliver.Resendable(jid, s.minion, time.Now(), every)
+		if err != nil {
+			m.log.Error("could not read a job to publish again", "jid", jid, "minion", s.minion, "err", err)
+		}
+		if signed == nil {
+			continue
+		}
+		sj, err := m.copies.forMinion(jid, s.minion, signed, m.copiesOfSigned)
+		if err != nil {
+			m.log.Error("could not seal a job to publish again", "jid", jid, "minion", s.minion, "err", err)
+			continue
+		}
+		m.log.Info("publishing a job again for a minion that missed it", "jid", jid, "minion", s.minion)
+		nonce := pki.RandomNonce()
+		wraps := []wire.Wrap{{KeyID: s.sk.ID, Key: s.sk.Wrap(nonce, sj.key)}}
+		m.publishTo(wire.TopicMinion(s.minion), wire.JobFrame(nonce, wraps, sj.payload))
 	}
 }

@@ -70,6 +70,12 @@ func (m *Master) Published(t tb.TB) <-chan [][]byte {
 	return ch
 }
 
+// HoldSubscriptions is a TestMaster option: no subscriber is admitted to the publish port until
+// release is closed, as if the subscriptions were slow to arrive.
+func HoldSubscriptions(release <-chan struct{}) func(*Config) {
+	return func(c *Config) { c.admitGate = release }
+}
+
 // PresenceLease is a TestMaster option: presence leases last d, renewed every d/3.
 func PresenceLease(d time.Duration) func(*Config) { return func(c *Config) { c.presenceLease = d } }
 

@@ -589,6 +589,12 @@ func testPresence(t *testing.T, open func() store.Store) {
 	if err != nil || len(got) != 1 || got["a"].Master != "m2" {
 		t.Fatalf("presence: %+v %v", got, err)
 	}
+	// Back on m1 at once (within the second in which a write of the same lease is skipped).
+	p.SetPresence("a", "m1", now.Add(time.Minute))
+	if got, _ := p.Presence(now); got["a"].Master != "m1" {
+		t.Fatalf("a minion back on its first master: %+v", got)
+	}
+	p.SetPresence("a", "m2", now.Add(time.Minute))
 	// A master's renewal extends its own leases, takes the expired and the missing ones, and
 	// leaves a lease another master holds: a ("m2") and c (m3) stay, b and d come to m1.
 	p.SetPresence("c", "m3", now.Add(time.Minute))

@@ -289,8 +289,10 @@ type pgPresence struct{ s *Postgres }
 func (p pgPresence) SetPresence(minion, master string, until time.Time) error {
 	ctx, cancel := p.s.ctx()
 	defer cancel()
+	// A lease already this master's and less than a second shorter is left as it is.
 	_, err := p.s.pool.Exec(ctx, `INSERT INTO presence (minion, master, until) VALUES ($1, $2, $3)
-		ON CONFLICT (minion) DO UPDATE SET master = $2, until = $3`, minion, master, until)
+		ON CONFLICT (minion) DO UPDATE SET master = $2, until = $3
+		WHERE presence.master <> $2 OR presence.until < $3 - interval '1 second'`, minion, master, until)
 	return err
 }
 

@@ -54,10 +54,16 @@ type Pub struct {
 // Live, if set, says whether holder still stands; it is asked once the subscriber is registered as the
 // holder's, so that a holder ended (and Evict called) while Admit was deciding does not leave a
 // subscriber behind: either Evict finds it, or Live says no.
+//
+// Ready, if set, is called once for an admitted subscriber, when it has subscribed to every
+// topic Admit allowed it: what is published to those topics from then on reaches it, and what
+// was published before may not have (a holder's first messages can be published before its
+// subscriptions arrive).
 type Admission struct {
 	Credential func(topic []byte) bool
 	Admit      func(topic []byte) (holder string, topics []string, ok bool)
 	Live       func(holder string) bool
+	Ready      func(holder string)
 	Timeout    time.Duration
 }
 
@@ -68,6 +74,7 @@ type pubPeer struct {
 	topics  map[string]struct{} // guarded by Pub.mu
 	holder  string              // set once admitted; guarded by Pub.mu
 	allowed map[string]bool     // the topics the holder may subscribe to; nil before admission
+	ready   bool                // subscribed to all of allowed (Admission.Ready called); guarded by Pub.mu
 	early   []string            // subscriptions made before admission, applied at admission
 }
 
@@ -267,15 +274,29 @@ func (p *Pub) Evict(holder string) {
 
 // apply applies a (un)subscription of peer; false if it is over the limits.
 func (p *Pub) apply(peer *pubPeer, op byte, topic string) bool {
+	ok, ready := p.applyLocked(peer, op, topic)
+	if ready != "" && p.adm != nil && p.adm.Ready != nil {
+		p.adm.Ready(ready)
+	}
+	return ok
+}
+
+// applyLocked is apply under Pub.mu; ready is the holder whose subscriptions this one completed.
+func (p *Pub) applyLocked(peer *pubPeer, op byte, topic string) (ok bool, ready string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	defer func() {
+		if ok && op == 1 && peer.allowed != nil && !peer.ready && len(peer.topics) == len(peer.allowed) {
+			peer.ready, ready = true, peer.holder
+		}
+	}()
 	switch op {
 	case 1:
 		if _, dup := peer.topics[topic]; dup {
-			return true
+			return true, ""
 		}
 		if len(topic) > p.l.lim.MaxTopic || len(peer.topics) >= p.l.lim.MaxSubsPerPeer || p.nsubs >= p.l.lim.MaxSubs {
-			return false
+			return false, ""
 		}
 		p.nsubs++
 		peer.topics[topic] = struct{}{}
@@ -287,7 +308,7 @@ func (p *Pub) apply(peer *pubPeer, op byte, topic string) bool {
 		s[peer] = struct{}{}
 	case 0:
 		if _, ok := peer.topics[topic]; !ok {
-			return true
+			return true, ""
 		}
 		p.nsubs--
 		delete(peer.topics, topic)
@@ -298,7 +319,7 @@ func (p *Pub) apply(peer *pubPeer, op byte, topic string) bool {
 			}
 		}
 	}
-	return true
+	return true, ""
 }
 
 // write sends peer's queue until stop or a write error (which closes the connection).

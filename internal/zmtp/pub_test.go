@@ -5,6 +5,8 @@ import (
 	"context"
 	"io"
 	"log"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -162,6 +164,22 @@ func TestPubAdmission(t *testing.T) {
 		},
 		Timeout: 300 * time.Millisecond,
 	}
+	var readyMu sync.Mutex
+	var readies []string
+	adm.Ready = func(h string) { readyMu.Lock(); readies = append(readies, h); readyMu.Unlock() }
+	readyIs := func(want ...string) { // Ready is called right after the subscription is applied
+		t.Helper()
+		var got string
+		for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+			readyMu.Lock()
+			got = strings.Join(readies, " ")
+			readyMu.Unlock()
+			if got == strings.Join(want, " ") {
+				return
+			}
+		}
+		t.Fatalf("ready: %q, want %q", got, want)
+	}
 	p, err := ListenPub("127.0.0.1:0", Limits{}, adm)
 	if err != nil {
 		t.Fatal(err)
@@ -177,6 +195,7 @@ func TestPubAdmission(t *testing.T) {
 	if got := recvBody(t, a); got != "for a" {
 		t.Fatalf("admitted subscriber got %q", got)
 	}
+	readyIs("a") // once, when it had all its topics
 
 	// Not admitted: subscribed to everything, it is sent nothing and cut off at the timeout.
 	lurker := rawPeer(t, addr, "SUB")
@@ -219,6 +238,12 @@ func TestPubAdmission(t *testing.T) {
 	if got := recvBody(t, b); got != "again" {
 		t.Fatalf("re-admitted subscriber got %q", got)
 	}
+	readyIs("a") // not yet: it lacks "all"
+	if err := b.SetOption(zmq4.OptionSubscribe, "all"); err != nil {
+		t.Fatal(err)
+	}
+	waitSubscribed(t, p, "all", 1)
+	readyIs("a", "a")
 }
 
 // A holder ended (Evict) while Admit was deciding leaves no subscriber behind: Live is asked
