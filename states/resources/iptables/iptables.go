@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 	"syscall"
 	"weak"
 
+	"github.com/brinecm/brine/internal/lazyre"
 	"github.com/brinecm/brine/states"
 	"github.com/brinecm/brine/states/resources/internal/textdiff"
 	"github.com/coreos/go-iptables/iptables"
@@ -52,7 +52,7 @@ var (
 		"raw":      {"PREROUTING", "OUTPUT"},
 		"security": {"INPUT", "FORWARD", "OUTPUT"},
 	}
-	iptChainRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,28}$`)
+	iptChainRE = lazyre.New(`^[A-Za-z0-9_.-]{1,28}$`)
 )
 
 func isBuiltinChain(table, chain string) bool { return slices.Contains(iptBuiltins[table], chain) }
@@ -539,7 +539,7 @@ type restoreError struct {
 
 func (e *restoreError) Error() string { return e.msg }
 
-var restoreLineRE = regexp.MustCompile(`(?:line:? |line )(\d+)`)
+var restoreLineRE = lazyre.New(`(?:line:? |line )(\d+)`)
 
 // iptRestore applies one table transaction with iptables-restore --noflush: all of it or none.
 func iptRestore(fam ipFamily, input string) error {
@@ -565,7 +565,7 @@ func iptRestore(fam ipFamily, input string) error {
 			msg = err.Error()
 		}
 		re := &restoreError{msg: bin + ": " + msg}
-		if m := restoreLineRE.FindStringSubmatch(msg); m != nil {
+		if m := restoreLineRE.Get().FindStringSubmatch(msg); m != nil {
 			re.line, _ = strconv.Atoi(m[1])
 		}
 		return re
@@ -577,7 +577,7 @@ func restoreMessage(err error) string {
 	var re *restoreError
 	if errors.As(err, &re) {
 		// The line number is of our scratch input; the reason is what the user needs.
-		return restoreLineRE.ReplaceAllString(re.msg, "line ?")
+		return restoreLineRE.Get().ReplaceAllString(re.msg, "line ?")
 	}
 	return err.Error()
 }

@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -22,6 +21,7 @@ import (
 	"time"
 
 	"github.com/brinecm/brine/internal/atomicfile"
+	"github.com/brinecm/brine/internal/lazyre"
 	"github.com/brinecm/brine/states"
 	"github.com/brinecm/brine/states/resources/internal/daemon"
 	"github.com/brinecm/brine/states/resources/internal/textdiff"
@@ -77,9 +77,9 @@ type tincNet struct {
 }
 
 // ifaceRE is what a network interface name may be.
-var ifaceRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
+var ifaceRE = lazyre.New(`^[A-Za-z0-9_.-]{1,15}$`)
 
-var tincNameRE = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
+var tincNameRE = lazyre.New(`^[A-Za-z0-9_]+$`)
 
 // TincName maps a minion id (letters, digits, dots and dashes) to a valid tinc node name:
 // every character outside [A-Za-z0-9_] becomes '_'.

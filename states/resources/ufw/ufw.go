@@ -9,11 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/brinecm/brine/internal/lazyre"
 	"github.com/brinecm/brine/states"
 	"github.com/brinecm/brine/states/resources/internal/textdiff"
 	"github.com/brinecm/brine/states/resources/iptables"
@@ -86,8 +86,8 @@ var (
 	ufwLevels   = []string{"off", "low", "medium", "high", "full"}
 	ufwActions  = []string{"allow", "deny", "reject", "limit"}
 	ufwProtos   = []string{"any", "tcp", "udp", "ah", "esp", "gre", "ipv6", "igmp"}
-	ufwPortRE   = regexp.MustCompile(`^[0-9]{1,5}(:[0-9]{1,5})?(,[0-9]{1,5}(:[0-9]{1,5})?)*$`)
-	ufwIfaceRE  = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
+	ufwPortRE   = lazyre.New(`^[0-9]{1,5}(:[0-9]{1,5})?(,[0-9]{1,5}(:[0-9]{1,5})?)*$`)
+	ufwIfaceRE  = lazyre.New(`^[A-Za-z0-9_.-]{1,15}$`)
 )
 
 func decodeUfw(req *states.DecodeRequest) (states.Resource, hcl.Diagnostics) {
