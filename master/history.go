@@ -99,20 +99,15 @@ func peerUID(c net.Conn) string {
 	return fmt.Sprintf("uid %d", cred.Uid)
 }
 
-// pruneLoop applies job_retention and job_max in the background: at start, every minute (or
-// a quarter of job_retention), and after jobs are published (m.pruneKick, at most every
-// pruneMinGap).
+// pruneLoop applies job_retention, job_max and job_history_mb in the background: at start,
+// every minute (or a quarter of job_retention), and after jobs are published (m.pruneKick, at
+// most every pruneMinGap).
 func (m *Master) pruneLoop() {
 	every := min(max(m.cfg.jobRetention/4, time.Second), time.Minute)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		cutoff := time.Now().Add(-m.cfg.jobRetention)
-		if n, err := m.store.Prune(cutoff, m.cfg.JobMax); err != nil {
-			m.log.Error("pruning the job history failed", "err", err)
-		} else if n > 0 {
-			m.log.Info("pruned the job history", "jobs", n, "job_retention", m.cfg.JobRetention, "job_max", m.cfg.JobMax)
-		}
+		m.pruneHistory()
 		last := time.Now()
 		select {
 		case <-m.ctx.Done():
@@ -126,6 +121,19 @@ func (m *Master) pruneLoop() {
 			case <-time.After(time.Until(last.Add(pruneMinGap))):
 			}
 		}
+	}
+}
+
+// pruneHistory prunes the job history once, and records its bytes for the metrics.
+func (m *Master) pruneHistory() {
+	cutoff := time.Now().Add(-m.cfg.jobRetention)
+	if n, err := m.store.Prune(cutoff, m.cfg.JobMax, m.cfg.historyBytes); err != nil {
+		m.log.Error("pruning the job history failed", "err", err)
+	} else if n > 0 {
+		m.log.Info("pruned the job history", "jobs", n, "job_retention", m.cfg.JobRetention, "job_max", m.cfg.JobMax, "job_history_mb", m.cfg.JobHistoryMB)
+	}
+	if b, err := m.store.HistoryBytes(); err == nil {
+		m.historyBytes.Store(b)
 	}
 }
 

@@ -168,8 +168,11 @@ func (c *rawClient) request(kind string, body any) (wire.Reply, []byte, bool) {
 
 // reply returns the next reply: a sealed Reply opened with the session key, or a signed
 // NoSession (as a Reply with NoSession set).
-func (c *rawClient) reply() (wire.Reply, bool) {
-	typ, body, ok := c.next(time.Second)
+func (c *rawClient) reply() (wire.Reply, bool) { return c.replyWithin(time.Second) }
+
+// replyWithin is reply, waiting up to d (for a request the master takes long to serve).
+func (c *rawClient) replyWithin(d time.Duration) (wire.Reply, bool) {
+	typ, body, ok := c.next(d)
 	var r wire.Reply
 	switch {
 	case !ok:

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-zeromq/zmq4"
@@ -114,9 +115,12 @@ type Master struct {
 
 	challenges challengeTable // outstanding hello challenges (challenges.go)
 	garbage    rateLog        // rate-limited warnings about what unauthenticated peers send
+	refusedLog rateLog        // refused returns, one line per minion a minute (acceptReturn)
 	seen       seenTable      // when each minion last made an authenticated request (status.go)
 	pruneKick  chan struct{}  // wakes pruneLoop after a job is recorded (history.go)
-	metrics    *metrics       // Prometheus metrics (metrics.go)
+	// historyBytes is the job history's bytes after the last prune (history.go).
+	historyBytes atomic.Int64
+	metrics      *metrics // Prometheus metrics (metrics.go)
 }
 
 // session is one accepted minion's session. Its keys are its own: no other minion holds them.
@@ -898,18 +902,17 @@ func (m *Master) setFacts(id string, f map[string]any) error {
 func (m *Master) acceptReturn(s session, body []byte) error {
 	var sr wire.SignedReturn
 	if err := wire.Unmarshal(body, wire.MaxRequestFrame, &sr); err != nil {
-		return errors.New("bad return")
+		return m.refuseReturn(s, "", refusedBad, errors.New("bad return"))
 	}
 	if !pki.Verify(s.key.Sign, wire.DomainReturn, sr.Data, sr.Sig) {
-		return errors.New("return signature does not verify")
+		return m.refuseReturn(s, "", refusedBad, errors.New("return signature does not verify"))
 	}
 	var ret wire.Return
 	if err := wire.Unmarshal(sr.Data, wire.MaxRequestFrame, &ret); err != nil {
-		return errors.New("bad return")
+		return m.refuseReturn(s, "", refusedBad, errors.New("bad return"))
 	}
 	if ret.Minion != s.minion {
-		m.log.Warn("refused a return for another minion", "session", s.minion, "claimed", ret.Minion, "jid", ret.JID)
-		return errors.New("return names another minion")
+		return m.refuseReturn(s, ret.JID, refusedOtherMinion, fmt.Errorf("return names another minion (%.80q)", ret.Minion))
 	}
 	// The copies of a job this master published or delivered name its minions; otherwise the
 	// store says (a job of another master's that this master has not delivered, or before a
@@ -923,7 +926,7 @@ func (m *Master) acceptReturn(s session, body []byte) error {
 		}
 		job, err := m.store.Job(ret.JID)
 		if errors.Is(err, jobstore.ErrNotFound) {
-			return fmt.Errorf("unknown job %q", ret.JID)
+			return m.refuseReturn(s, ret.JID, refusedUnknownJob, fmt.Errorf("unknown job %.80q", ret.JID))
 		}
 		if err != nil {
 			return storeUnavailable(err)
@@ -937,19 +940,26 @@ func (m *Master) acceptReturn(s session, body []byte) error {
 		}
 	}
 	if !addressed {
-		m.log.Warn("refused a return for a job not addressed to the minion", "minion", s.minion, "jid", ret.JID)
-		return errors.New("job was not addressed to this minion")
+		return m.refuseReturn(s, ret.JID, refusedNotAddressed, errors.New("job was not addressed to this minion"))
 	}
 	// What a return may hold follows its job's kind, not what the minion says it is: a ping's
 	// return is small, whatever frame a compromised minion can send (the store keeps it).
 	if ret.Kind != kind {
-		return fmt.Errorf("return says it is of a %q job; job %s is %q", ret.Kind, ret.JID, kind)
+		return m.refuseReturn(s, ret.JID, refusedKind, fmt.Errorf("return says it is of a %.20q job; job %s is %q", ret.Kind, ret.JID, kind))
 	}
 	if max := maxReturn(kind); len(sr.Data) > max {
-		m.log.Warn("refused a return larger than its job's kind allows", "minion", s.minion, "jid", ret.JID, "kind", kind, "bytes", len(sr.Data), "max", max)
-		return fmt.Errorf("a %s job's return is at most %d bytes; this one is %d", kind, max, len(sr.Data))
+		return m.refuseReturn(s, ret.JID, refusedTooLarge, fmt.Errorf("a %s job's return is at most %d bytes; this one is %d", kind, max, len(sr.Data)))
+	}
+	if kind == wire.JobApply {
+		if err := checkApplyReturn(ret); err != nil {
+			return m.refuseReturn(s, ret.JID, refusedTooLarge, err)
+		}
 	}
 	added, err := m.store.AddReturn(jobstore.Return{JID: ret.JID, Minion: s.minion, Data: sr.Data, Sig: sr.Sig, Received: time.Now().UTC()})
+	if errors.Is(err, jobstore.ErrNotFound) {
+		// Pruned since it was published (job_history_mb): nothing is kept without its job.
+		return m.refuseReturn(s, ret.JID, refusedUnknownJob, fmt.Errorf("job %s is no longer in the history", ret.JID))
+	}
 	if err != nil {
 		return storeUnavailable(err)
 	}
@@ -963,18 +973,24 @@ func (m *Master) acceptReturn(s session, body []byte) error {
 	return nil
 }
 
-// maxReturn is the most a return of a job of kind may hold: a ping's and a run's are bounded by
-// what the minion puts in them (a run's output is cut at wire.MaxRunOutput per stream, which
-// JSON may escape to six times its bytes); an apply's report and a capture's files by the
-// request frame.
-func maxReturn(kind string) int {
-	switch kind {
-	case wire.JobPing:
-		return 64 << 10
-	case wire.JobRun:
-		return 2*6*wire.MaxRunOutput + 64<<10
-	}
-	return wire.MaxRequestFrame
+// Why a return is refused (the reason label of brine_returns_refused_total).
+const (
+	refusedBad          = "bad"           // does not parse, or its signature does not verify
+	refusedOtherMinion  = "other_minion"  // names another minion than the session's
+	refusedUnknownJob   = "unknown_job"   // no such job in the history
+	refusedNotAddressed = "not_addressed" // the job was not sent to the minion
+	refusedKind         = "kind"          // says it is of another kind than its job
+	refusedTooLarge     = "too_large"     // more than its job could make (returnbound.go)
+)
+
+// refuseReturn counts a refused return and logs it, one line per minion a minute at most (a
+// compromised minion may send them as fast as its request rate allows); it returns err for the
+// minion's reply. Nothing of the return is stored.
+func (m *Master) refuseReturn(s session, jid, reason string, err error) error {
+	m.metrics.returnRefused(reason)
+	m.refusedLog.warn(m.log, s.minion, "refused a return; nothing of it is stored", "minion", s.minion, "from", s.remote,
+		"jid", fmt.Sprintf("%.80s", jid), "reason", reason, "err", err)
+	return err
 }
 
 // notifyReturn hands a recorded return to the live watchers of its job.

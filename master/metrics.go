@@ -21,6 +21,7 @@ type metrics struct {
 	results     *prometheus.CounterVec   // kind, outcome: per minion
 	latency     *prometheus.HistogramVec // kind
 	authFailure *prometheus.CounterVec   // reason
+	refused     *prometheus.CounterVec   // reason: returns refused (acceptReturn)
 
 	l net.Listener // metrics_addr, when set (listenMetrics)
 }
@@ -56,12 +57,24 @@ func newMetrics() *metrics {
 			Help: "Refused minion authentications, by reason.",
 		}, []string{"reason"}),
 	}
-	mt.reg.MustRegister(mt.jobs, mt.results, mt.latency, mt.authFailure,
+	mt.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "brine_returns_refused_total",
+		Help: "Returns of authenticated minions refused and not stored, by reason: bad (does not parse or verify), other_minion, unknown_job, not_addressed, kind, too_large (more than its job could make).",
+	}, []string{"reason"})
+	mt.reg.MustRegister(mt.jobs, mt.results, mt.latency, mt.authFailure, mt.refused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{"challenge", "seal", "mismatch", "signature", "limited", "store_error", "pending", "rejected", "denied"} {
 		mt.authFailure.WithLabelValues(r) // present at 0 from the start
 	}
+	for _, r := range []string{refusedBad, refusedOtherMinion, refusedUnknownJob, refusedNotAddressed, refusedKind, refusedTooLarge} {
+		mt.refused.WithLabelValues(r)
+	}
 	return mt
+}
+
+// returnRefused counts a refused return; reason is one of the refused* reasons.
+func (mt *metrics) returnRefused(reason string) {
+	mt.refused.WithLabelValues(reason).Inc()
 }
 
 // registerMaster adds the gauges and counters read from the running master.
@@ -76,6 +89,10 @@ func (mt *metrics) registerMaster(m *Master) {
 			}
 			return 0
 		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "brine_job_history_bytes",
+			Help: "Bytes of the job history (jobs and returns, as job_history_mb counts them) after the last prune.",
+		}, func() float64 { return float64(m.historyBytes.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "brine_connected_minions",
 			Help: "Minions connected to this master (an authenticated request in the last 30 seconds, or two request periods in a large fleet).",

@@ -66,6 +66,8 @@ schedule "a" { every = "2h" }`: `each schedule needs its own`,
 		`schedule "a" { }`:     `Missing required argument`,
 		`job_retention = "0s"`: `master.hcl:1,17-21: Invalid master config; job_retention: bad duration "0s"`,
 		`job_max = -1`:         `master.hcl:1,11-13: Invalid master config; job_max must not be negative`,
+		`job_history_mb = 10`:  `master.hcl:1,18-20: Invalid master config; job_history_mb must be at least 64 (or 0: the default, 8192)`,
+		`job_history_mb = -1`:  `Invalid master config; job_history_mb must be at least 64`,
 	} {
 		if _, errs := load(body); !strings.Contains(errs, want) {
 			t.Errorf("%s\n: got %q, want %q", body, errs, want)

@@ -79,6 +79,13 @@ func HoldSubscriptions(release <-chan struct{}) func(*Config) {
 // PresenceLease is a TestMaster option: presence leases last d, renewed every d/3.
 func PresenceLease(d time.Duration) func(*Config) { return func(c *Config) { c.presenceLease = d } }
 
+// HistoryBytes is a TestMaster option: the job history is bounded to n bytes (job_history_mb
+// counts MiB, at least MinJobHistoryMB; a test fills less).
+func HistoryBytes(n int64) func(*Config) { return func(c *Config) { c.historyBytes = n } }
+
+// PruneHistory prunes the job history now, as the master does in the background.
+func (m *Master) PruneHistory() { m.pruneHistory() }
+
 // FileLimit is a TestMaster option: the master takes n for its file descriptor limit (each
 // port then holds MinionsForFileLimit(n) connections).
 func FileLimit(n uint64) func(*Config) { return func(c *Config) { c.fileLimit = n } }

@@ -47,3 +47,16 @@ func cutText(s string, limit int) string {
 	}
 	return s[:i] + fmt.Sprintf("\n... (%d more bytes not shown)", len(s)-i)
 }
+
+// cutNote bounds the line cutText appends ("\n... (N more bytes not shown)", N up to 20 digits).
+const cutNote = 48
+
+// MaxResultText is the most bytes of one result's diff, or of its error, in a report of Run.
+func MaxResultText() int { return maxResultText + cutNote }
+
+// MaxReportText is the most bytes of all the diffs and errors together in a report of Run with
+// n results: what the text budget lets through (the master refuses a return over it, whatever
+// a minion says it ran).
+func MaxReportText(n int) int {
+	return maxRunText + 2*MaxResultText() + 2*n*(runTextTail+cutNote)
+}

@@ -38,3 +38,26 @@ func TestCutText(t *testing.T) {
 		t.Fatal("short texts changed")
 	}
 }
+
+// MaxResultText and MaxReportText, which the master holds returns to, are never less than what
+// the budget lets through: texts of every size, many results, the longest note.
+func TestMaxReportTextHoldsWhatRunReports(t *testing.T) {
+	var b textBudget
+	const results = 300
+	total := 0
+	for i := range results {
+		for _, n := range []int{maxResultText + 1 + i, 10 << 20, 1000} {
+			got := b.cut(strings.Repeat("é", n/2))
+			if len(got) > MaxResultText() {
+				t.Fatalf("result %d: a text of %d bytes, over MaxResultText %d", i, len(got), MaxResultText())
+			}
+			total += len(got)
+		}
+	}
+	if max := MaxReportText(3 * results / 2); total > max {
+		t.Fatalf("%d bytes of text in %d results, over MaxReportText %d", total, results, max)
+	}
+	if note := len("\n... (18446744073709551615 more bytes not shown)"); note > cutNote {
+		t.Fatalf("the longest note is %d bytes, cutNote %d", note, cutNote)
+	}
+}

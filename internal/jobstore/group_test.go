@@ -50,6 +50,9 @@ func TestGroupCommitGroupsConcurrentReturns(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	if err := s.PutJob(Job{JID: "20260101000000000001", Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
 	release, held := holdCommitter(t, s)
 	const n = 50
 	var wg sync.WaitGroup

@@ -49,7 +49,9 @@ type Store interface {
 	// PutJob records a job before it is published.
 	PutJob(j Job) error
 	// AddReturn records r unless a return of the same (job, minion) is already recorded; it
-	// reports whether it recorded it.
+	// reports whether it recorded it. A return of a job that is not recorded (never, or pruned)
+	// is not stored: ErrNotFound. Its bytes count in the history's (HistoryBytes) in the same
+	// transaction.
 	AddReturn(r Return) (bool, error)
 	// Job returns the job jid, or ErrNotFound.
 	Job(jid string) (Job, error)
@@ -65,10 +67,16 @@ type Store interface {
 	AllFacts() (map[string][]byte, error)
 	// DeleteFacts forgets a minion's facts (its key was deleted).
 	DeleteFacts(id string) error
-	// Prune deletes the jobs created before olderThan (zero: no age limit) and the oldest jobs
-	// beyond the newest max (0: no count limit), with their returns; it reports how many jobs it
-	// deleted. It works in bounded transactions, so writers are not held up for long.
-	Prune(olderThan time.Time, max int) (int, error)
+	// Prune deletes, with their returns, the jobs created before olderThan (zero: no age
+	// limit), the oldest jobs beyond the newest max (0: no count limit), and the oldest jobs
+	// while the history holds more than maxBytes (0: no byte limit; see HistoryBytes); it
+	// reports how many jobs it deleted. It works in bounded transactions, so writers are not
+	// held up for long.
+	Prune(olderThan time.Time, max int, maxBytes int64) (int, error)
+	// HistoryBytes returns the bytes of the job history as Prune counts them against its
+	// maxBytes: the stored records of every job and of every return (keys and values), counted
+	// as they are written.
+	HistoryBytes() (int64, error)
 	// Close releases the store.
 	Close() error
 }
@@ -77,8 +85,10 @@ var (
 	bJobs    = []byte("jobs")
 	bReturns = []byte("returns")
 	bFacts   = []byte("facts")
-	// bOutcomes counts each job's returns as they are recorded (outcome.go).
+	// bOutcomes counts each job's returns and their bytes as they are recorded (outcome.go).
 	bOutcomes = []byte("outcomes")
+	// bMeta holds the store's own records: the version of the outcomes' form (outcome.go).
+	bMeta = []byte("meta")
 )
 
 // Bolt is a Store in one bbolt file.
@@ -97,12 +107,12 @@ func OpenBolt(path string) (*Bolt, error) {
 		return nil, fmt.Errorf("job store %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bJobs, bReturns, bFacts, bOutcomes} {
+		for _, b := range [][]byte{bJobs, bReturns, bFacts, bOutcomes, bMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		return nil
+		return migrateOutcomes(tx)
 	})
 	if err != nil {
 		db.Close()
@@ -131,9 +141,13 @@ func (s *Bolt) AddReturn(r Return) (bool, error) {
 	}
 	key := returnKey(r.JID, r.Minion)
 	success := returnSucceeded(r.Data)
-	added := false
+	added, known := false, false
 	err = s.group.write(func(tx *bolt.Tx) error {
 		added = false
+		// A return without its job would be kept past every prune, which walks the jobs.
+		if known = tx.Bucket(bJobs).Get([]byte(r.JID)) != nil; !known {
+			return nil
+		}
 		b := tx.Bucket(bReturns)
 		if b.Get(key) != nil {
 			return nil
@@ -142,8 +156,11 @@ func (s *Bolt) AddReturn(r Return) (bool, error) {
 			return err
 		}
 		added = true
-		return countReturn(tx, r.JID, success)
+		return countReturn(tx, r.JID, success, len(key)+len(data))
 	})
+	if err == nil && !known {
+		err = ErrNotFound
+	}
 	return added, err
 }
 

@@ -14,12 +14,12 @@ const pruneBatch = 500
 
 // Prune implements Store. Job ids sort by creation time, so the jobs to delete are the first
 // ones in the bucket: it deletes from the front until a job is young enough and the rest fit in
-// max. bbolt puts the freed pages on its freelist and reuses them for later writes, so a store
+// max and in maxBytes. bbolt puts the freed pages on its freelist and reuses them for later writes, so a store
 // pruned to a steady size stops growing (TestPruneReusesPages) without a compaction.
-func (s *Bolt) Prune(olderThan time.Time, max int) (int, error) {
+func (s *Bolt) Prune(olderThan time.Time, max int, maxBytes int64) (int, error) {
 	total := 0
 	for {
-		n, more, err := s.pruneBatch(olderThan, max)
+		n, more, err := s.pruneBatch(olderThan, max, maxBytes)
 		total += n
 		if err != nil || !more {
 			return total, err
@@ -30,7 +30,7 @@ func (s *Bolt) Prune(olderThan time.Time, max int) (int, error) {
 // pruneBatch deletes at most pruneBatch jobs; more says whether there may be others to delete.
 // The victims are found in a read transaction (counting the jobs walks the bucket's pages), which
 // does not hold up the returns being recorded; only the deletes take the writer lock.
-func (s *Bolt) pruneBatch(olderThan time.Time, max int) (n int, more bool, err error) {
+func (s *Bolt) pruneBatch(olderThan time.Time, max int, maxBytes int64) (n int, more bool, err error) {
 	var victims [][]byte
 	err = s.db.View(func(tx *bolt.Tx) error {
 		jobs := tx.Bucket(bJobs)
@@ -39,6 +39,9 @@ func (s *Bolt) pruneBatch(olderThan time.Time, max int) (n int, more bool, err e
 			if count := jobs.Stats().KeyN; count > max {
 				over = count - max
 			}
+		}
+		if maxBytes > 0 {
+			over = overBytes(tx, maxBytes, over)
 		}
 		c := jobs.Cursor()
 		for k, v := c.First(); k != nil && len(victims) < pruneBatch; k, v = c.Next() {
@@ -87,4 +90,44 @@ func (s *Bolt) pruneBatch(olderThan time.Time, max int) (n int, more bool, err e
 		return 0, false, err
 	}
 	return len(victims), len(victims) == pruneBatch, nil
+}
+
+// jobBytes is the bytes of one job in the history: its record and its returns' records.
+func jobBytes(outcomes *bolt.Bucket, k, v []byte) int64 {
+	return int64(len(k)+len(v)) + returnBytes(outcomes, k)
+}
+
+// overBytes returns how many of the oldest jobs must go for the history to fit in maxBytes, or
+// least if more. It reads every job's size (one walk of the jobs and one lookup each: about
+// 0.1 s for 100,000 jobs), so that the count needs no record of its own that every return's
+// transaction would update.
+func overBytes(tx *bolt.Tx, maxBytes int64, least int) int {
+	outcomes := tx.Bucket(bOutcomes)
+	var sizes []int64
+	var total int64
+	c := tx.Bucket(bJobs).Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		n := jobBytes(outcomes, k, v)
+		sizes = append(sizes, n)
+		total += n
+	}
+	over := 0
+	for over < len(sizes) && total > maxBytes {
+		total -= sizes[over]
+		over++
+	}
+	return max(over, least)
+}
+
+// HistoryBytes implements Store.
+func (s *Bolt) HistoryBytes() (int64, error) {
+	var total int64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		outcomes := tx.Bucket(bOutcomes)
+		return tx.Bucket(bJobs).ForEach(func(k, v []byte) error {
+			total += jobBytes(outcomes, k, v)
+			return nil
+		})
+	})
+	return total, err
 }

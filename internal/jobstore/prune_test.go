@@ -34,21 +34,23 @@ func fill(t testing.TB, s *Bolt, start time.Time, first, n, minions int) []strin
 				if err := jb.Put([]byte(jid), data); err != nil {
 					return err
 				}
-				ok := 0
+				ok, size := 0, 0
 				for _, id := range ids {
 					ret := fmt.Sprintf(`{"jid":%q,"minion":%q,"success":%v,"report":{"changed":0,"unchanged":12,"duration_ms":840}}`, jid, id, id != "web-007")
 					r, _ := json.Marshal(Return{JID: jid, Minion: id, Data: []byte(ret), Sig: sig, Received: created})
 					if err := rb.Put([]byte(jid+"\x00"+id), r); err != nil {
 						return err
 					}
+					size += len(jid) + 1 + len(id) + len(r)
 					if id != "web-007" {
 						ok++
 					}
 				}
 				// The counts AddReturn keeps (TestOutcomeCounts checks that it does).
-				var v [8]byte
+				var v [outcomeLen]byte
 				binary.BigEndian.PutUint32(v[:4], uint32(minions))
-				binary.BigEndian.PutUint32(v[4:], uint32(ok))
+				binary.BigEndian.PutUint32(v[4:8], uint32(ok))
+				binary.BigEndian.PutUint64(v[8:], uint64(size))
 				if err := tx.Bucket(bOutcomes).Put([]byte(jid), v[:]); err != nil {
 					return err
 				}
@@ -79,7 +81,7 @@ func TestPrune(t *testing.T) {
 	jids := fill(t, s, start, 0, 1200, 3)
 
 	// By count: the newest 1000 stay (more than one prune transaction's worth go).
-	n, err := s.Prune(time.Time{}, 1000)
+	n, err := s.Prune(time.Time{}, 1000, 0)
 	if err != nil || n != 200 {
 		t.Fatalf("prune to 1000: deleted %d, %v", n, err)
 	}
@@ -98,7 +100,7 @@ func TestPrune(t *testing.T) {
 	}
 
 	// By age: created before start+700s (jobs 200..699) go; a count limit above the rest does nothing.
-	n, err = s.Prune(start.Add(700*time.Second), 5000)
+	n, err = s.Prune(start.Add(700*time.Second), 5000, 0)
 	if err != nil || n != 500 {
 		t.Fatalf("prune by age: deleted %d, %v", n, err)
 	}
@@ -106,7 +108,7 @@ func TestPrune(t *testing.T) {
 	if len(jobs) != 500 || jobs[len(jobs)-1].JID != jids[700] {
 		t.Fatalf("after the age prune: %d jobs, oldest %s", len(jobs), jobs[len(jobs)-1].JID)
 	}
-	if n, _ := s.Prune(time.Time{}, 0); n != 0 {
+	if n, _ := s.Prune(time.Time{}, 0, 0); n != 0 {
 		t.Fatalf("prune with no limits deleted %d", n)
 	}
 }
@@ -130,13 +132,13 @@ func TestPruneReusesPages(t *testing.T) {
 	}
 	const keep = 1000
 	fill(t, s, start, 0, keep, 10)
-	if _, err := s.Prune(time.Time{}, keep); err != nil {
+	if _, err := s.Prune(time.Time{}, keep, 0); err != nil {
 		t.Fatal(err)
 	}
 	var sizes []int64
 	for round := 1; round <= 6; round++ {
 		fill(t, s, start, round*keep, keep, 10)
-		if _, err := s.Prune(time.Time{}, keep); err != nil {
+		if _, err := s.Prune(time.Time{}, keep, 0); err != nil {
 			t.Fatal(err)
 		}
 		sizes = append(sizes, size())
@@ -182,6 +184,22 @@ func BenchmarkJobsList(b *testing.B) {
 			}
 		}
 	})
+	// What job_history_mb costs each prune: one walk of the jobs and a lookup of each one's
+	// outcome, when nothing is to be deleted (HistoryBytes is the same walk).
+	b.Run("history-bytes", func(b *testing.B) {
+		for b.Loop() {
+			if n, err := s.HistoryBytes(); err != nil || n == 0 {
+				b.Fatal(n, err)
+			}
+		}
+	})
+	b.Run("prune-within-bytes", func(b *testing.B) {
+		for b.Loop() {
+			if n, err := s.Prune(time.Time{}, 0, 1<<50); err != nil || n != 0 {
+				b.Fatal(n, err)
+			}
+		}
+	})
 }
 
 // AddReturn counts each job's returns once per minion, and Prune forgets the counts.
@@ -209,10 +227,69 @@ func TestOutcomeCounts(t *testing.T) {
 	if o, ok, err := s.Outcome(jid); !ok || err != nil || o != (Outcome{Returned: 3, Succeeded: 1}) {
 		t.Fatalf("counts %+v %v %v, want 3 returned, 1 succeeded", o, ok, err)
 	}
-	if n, _ := s.Prune(time.Now().Add(time.Hour), 0); n != 1 {
+	if n, _ := s.Prune(time.Now().Add(time.Hour), 0, 0); n != 1 {
 		t.Fatalf("pruned %d", n)
 	}
 	if _, ok, _ := s.Outcome(jid); ok {
 		t.Fatal("counts of a pruned job kept")
+	}
+}
+
+// A store of the release before the history's bytes were counted (8-byte outcomes, no form in
+// bMeta): opening it counts them from the returns, as AddReturn would have, keeps the outcome
+// counts, and deletes the returns whose job is gone (no prune would reach them).
+func TestOpenCountsHistoryBytesOfOldStore(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "master.db")
+	s, err := OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jids := fill(t, s, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), 0, 30, 5)
+	want, err := s.HistoryBytes()
+	if err != nil || want == 0 {
+		t.Fatalf("history bytes %d %v", want, err)
+	}
+	wantOutcome, _, _ := s.Outcome(jids[3])
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		o := tx.Bucket(bOutcomes)
+		var old [][2][]byte
+		_ = o.ForEach(func(k, v []byte) error {
+			old = append(old, [2][]byte{append([]byte(nil), k...), append([]byte(nil), v[:8]...)})
+			return nil
+		})
+		for _, kv := range old {
+			if err := o.Put(kv[0], kv[1]); err != nil {
+				return err
+			}
+		}
+		if err := o.Delete([]byte(jids[4])); err != nil { // a job of before the counts
+			return err
+		}
+		if err := tx.Bucket(bReturns).Put([]byte("20250101000000000000-gone\x00a"), []byte(`{}`)); err != nil {
+			return err
+		}
+		return tx.Bucket(bMeta).Delete(keyOutcomesForm)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.HistoryBytes(); n >= want {
+		t.Fatalf("the old form counts %d bytes of returns", n)
+	}
+	s.Close()
+	if s, err = OpenBolt(path); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got, err := s.HistoryBytes(); err != nil || got != want {
+		t.Fatalf("history bytes %d after the upgrade (%v), want %d", got, err, want)
+	}
+	for _, jid := range jids[3:5] {
+		if o, ok, _ := s.Outcome(jid); !ok || o != wantOutcome {
+			t.Fatalf("outcome of %s after the upgrade: %+v %v, want %+v", jid, o, ok, wantOutcome)
+		}
+	}
+	if rs, _ := s.Returns("20250101000000000000-gone"); len(rs) != 0 {
+		t.Fatal("a return of a job that is gone is kept")
 	}
 }

@@ -71,6 +71,7 @@ func TestContract(t *testing.T) {
 				{"redeem-concurrent", testRedeemConcurrent},
 				{"jobs", testJobs},
 				{"prune", testPrune},
+				{"history-bytes", testHistoryBytes},
 				{"outcome", testOutcome},
 				{"deliveries", testDeliveries},
 				{"attested", testAttested},
@@ -980,6 +981,9 @@ wait:
 	if got.Kind != store.EventJob {
 		t.Fatalf("event %+v", got)
 	}
+	if err := a.Jobs().PutJob(jobstore.Job{JID: "j1", Minions: []string{"m"}, Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := a.Jobs().AddReturn(jobstore.Return{JID: "j1", Minion: "m", Data: []byte("{}")}); err != nil {
 		t.Fatal(err)
 	}
@@ -1028,7 +1032,7 @@ func testPrune(t *testing.T, open func() store.Store) {
 			js.AddReturn(jobstore.Return{JID: jid, Minion: "a", Data: []byte(`{"success":true}`), Received: created})
 		}
 	}
-	if n, err := js.Prune(time.Time{}, 1000); err != nil || n != 200 {
+	if n, err := js.Prune(time.Time{}, 1000, 0); err != nil || n != 200 {
 		t.Fatalf("prune to 1000: %d %v", n, err)
 	}
 	all, _ := js.Jobs(0)
@@ -1041,15 +1045,96 @@ func testPrune(t *testing.T, open func() store.Store) {
 	if rs, _ := js.Returns(jids[200]); len(rs) != 1 {
 		t.Fatal("a kept job's return is gone")
 	}
-	if n, err := js.Prune(start.Add(700*time.Second), 5000); err != nil || n != 500 {
+	if n, err := js.Prune(start.Add(700*time.Second), 5000, 0); err != nil || n != 500 {
 		t.Fatalf("prune by age: %d %v", n, err)
 	}
 	all, _ = js.Jobs(0)
 	if len(all) != 500 || all[len(all)-1].JID != jids[700] {
 		t.Fatalf("after the age prune: %d jobs", len(all))
 	}
-	if n, _ := js.Prune(time.Time{}, 0); n != 0 {
+	if n, _ := js.Prune(time.Time{}, 0, 0); n != 0 {
 		t.Fatalf("prune without limits deleted %d", n)
+	}
+}
+
+// testHistoryBytes: the store counts the bytes of the history as it is written (a job's record
+// and its returns', not a duplicate, not a return of an unknown job), and Prune's byte bound
+// deletes the oldest jobs until the rest fit.
+func testHistoryBytes(t *testing.T, open func() store.Store) {
+	js := open().Jobs()
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	data := []byte(`{"success":true,"error":"` + strings.Repeat("x", 10<<10) + `"}`)
+	var jids []string
+	var after []int64 // the history's bytes after each job and its returns
+	last := int64(0)
+	for i := range 10 {
+		created := start.Add(time.Duration(i) * time.Second)
+		jid := fmt.Sprintf("%s000000-%06x", created.Format("20060102150405"), i)
+		jids = append(jids, jid)
+		if err := js.PutJob(jobstore.Job{JID: jid, Kind: "apply", Minions: []string{"a", "b", "c"}, Created: created, Expires: created.Add(time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range []string{"a", "b", "c", "a"} { // the second "a" is a redelivery
+			if _, err := js.AddReturn(jobstore.Return{JID: jid, Minion: m, Data: data, Received: created}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n, err := js.HistoryBytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Three returns of data counted (base64 in the stored record: 4/3 of it), the redelivery
+		// not: a job is its three returns and a record far smaller than one of them.
+		if grew := n - last; grew < 4*int64(len(data)) || grew > 9*int64(len(data))/2 {
+			t.Fatalf("job %d: the history grew by %d bytes with three returns of %d", i, grew, len(data))
+		}
+		after = append(after, n)
+		last = n
+	}
+	// A return of a job that is not recorded is not stored, nor counted.
+	if added, err := js.AddReturn(jobstore.Return{JID: "20250101000000000000-ffffff", Minion: "a", Data: data}); added || !errors.Is(err, jobstore.ErrNotFound) {
+		t.Fatalf("return of an unknown job: %v %v, want %v", added, err, jobstore.ErrNotFound)
+	}
+	if rs, _ := js.Returns("20250101000000000000-ffffff"); len(rs) != 0 {
+		t.Fatal("a return of an unknown job is stored")
+	}
+	if n, _ := js.HistoryBytes(); n != last {
+		t.Fatalf("the history is %d bytes after a refused return, was %d", n, last)
+	}
+	if n, err := js.Prune(time.Time{}, 0, 0); err != nil || n != 0 {
+		t.Fatalf("prune without a byte bound: %d %v", n, err)
+	}
+	// A bound of exactly the newest four jobs' bytes keeps them and deletes the six before.
+	budget := last - after[5]
+	if n, err := js.Prune(time.Time{}, 0, budget); err != nil || n != 6 {
+		t.Fatalf("prune to %d bytes: deleted %d %v, want 6", budget, n, err)
+	}
+	if n, _ := js.HistoryBytes(); n != budget {
+		t.Fatalf("the history is %d bytes after the prune, want %d", n, budget)
+	}
+	all, _ := js.Jobs(0)
+	if len(all) != 4 || all[len(all)-1].JID != jids[6] {
+		t.Fatalf("after the byte prune: %d jobs", len(all))
+	}
+	if rs, _ := js.Returns(jids[5]); len(rs) != 0 {
+		t.Fatal("a pruned job's returns are kept")
+	}
+	if rs, _ := js.Returns(jids[6]); len(rs) != 3 {
+		t.Fatal("a kept job's returns are gone")
+	}
+	// One large return to the newest job pushes the oldest ones out, down to the bound.
+	big := []byte(`{"error":"` + strings.Repeat("y", 25<<10) + `"}`)
+	if _, err := js.AddReturn(jobstore.Return{JID: jids[9], Minion: "d", Data: big}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := js.Prune(time.Time{}, 0, budget); err != nil || n != 1 {
+		t.Fatalf("prune after a large return: deleted %d %v, want 1", n, err)
+	}
+	if n, _ := js.HistoryBytes(); n > budget {
+		t.Fatalf("the history is %d bytes, over its bound %d", n, budget)
+	}
+	if all, _ := js.Jobs(0); len(all) != 3 || all[len(all)-1].JID != jids[7] {
+		t.Fatalf("after the large return's prune: %d jobs", len(all))
 	}
 }
 

@@ -78,8 +78,9 @@ func TestPostgresUpgradeAddsDrift(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	// The database as the release before drift left it.
-	if _, err := conn.Exec(ctx, `DROP TABLE drift; DELETE FROM schema_migrations WHERE version = 3`); err != nil {
+	// The database as the release before drift left it (and before the later migrations).
+	if _, err := conn.Exec(ctx, `DROP TABLE drift; DROP TABLE return_bytes; ALTER TABLE jobs DROP COLUMN bytes;
+		DELETE FROM schema_migrations WHERE version >= 3`); err != nil {
 		t.Fatal(err)
 	}
 	s, err = store.OpenPostgres(ctx, url, masterKey.Pub, nil)
@@ -88,7 +89,7 @@ func TestPostgresUpgradeAddsDrift(t *testing.T) {
 	}
 	defer s.Close()
 	var v int
-	if err := conn.QueryRow(ctx, `SELECT max(version) FROM schema_migrations`).Scan(&v); err != nil || v != store.SchemaVersion() || v != 3 {
+	if err := conn.QueryRow(ctx, `SELECT max(version) FROM schema_migrations`).Scan(&v); err != nil || v != store.SchemaVersion() {
 		t.Fatalf("schema version %d after the upgrade, %v", v, err)
 	}
 	if a, err := s.Attested().Get("web1"); err != nil || string(a) != `{"a":1}` {

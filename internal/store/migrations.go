@@ -94,4 +94,20 @@ CREATE TABLE drift (
 	record  bytea NOT NULL
 );
 `,
+	// 4: the bytes of the job history, counted as it is written, for job_history_mb (Prune):
+	// each job's record in jobs.bytes, its returns' records in return_bytes, one row per job and
+	// writing master (so that masters recording returns of one job do not wait on one row).
+	`
+ALTER TABLE jobs ADD COLUMN bytes bigint NOT NULL DEFAULT 0;
+UPDATE jobs SET bytes = octet_length(jid) + octet_length(record);
+CREATE TABLE return_bytes (
+	jid      text NOT NULL,
+	instance text NOT NULL,
+	bytes    bigint NOT NULL,
+	PRIMARY KEY (jid, instance)
+);
+DELETE FROM returns r WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.jid = r.jid);
+INSERT INTO return_bytes (jid, instance, bytes)
+	SELECT jid, '', sum(octet_length(jid) + octet_length(minion) + octet_length(record)) FROM returns GROUP BY jid;
+`,
 }

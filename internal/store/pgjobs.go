@@ -24,12 +24,13 @@ func (j pgJobs) PutJob(job jobstore.Job) error {
 	}
 	ctx, cancel := j.s.ctx()
 	defer cancel()
-	_, err = j.s.pool.Exec(ctx, `INSERT INTO jobs (jid, record) VALUES ($1, $2) ON CONFLICT (jid) DO UPDATE SET record = $2`, job.JID, data)
+	_, err = j.s.pool.Exec(ctx, `INSERT INTO jobs (jid, record, bytes) VALUES ($1, $2, $3)
+		ON CONFLICT (jid) DO UPDATE SET record = $2, bytes = $3`, job.JID, data, len(job.JID)+len(data))
 	return err
 }
 
-// AddReturn records r once per (jid, minion) and marks its delivery returned, in one
-// transaction shared with the returns of concurrent callers (pgreturns.go).
+// AddReturn records r once per (jid, minion), counts its bytes and marks its delivery returned,
+// in one transaction shared with the returns of concurrent callers (pgreturns.go).
 func (j pgJobs) AddReturn(r jobstore.Return) (bool, error) {
 	data, err := json.Marshal(r)
 	if err != nil {
@@ -329,10 +330,10 @@ func (p pgPresence) Presence(now time.Time) (map[string]Lease, error) {
 // pgPruneBatch bounds the jobs one prune statement deletes (with their returns).
 const pgPruneBatch = 500
 
-// Prune implements jobstore.Store: in batches, the jobs created before olderThan and the oldest
-// beyond the newest max, with their returns. Several masters may prune at once: deletes of rows
-// already gone delete nothing.
-func (j pgJobs) Prune(olderThan time.Time, max int) (int, error) {
+// Prune implements jobstore.Store: in batches, the jobs created before olderThan, the oldest
+// beyond the newest max, and the oldest while the history's bytes are over maxBytes, with their
+// returns. Several masters may prune at once: deletes of rows already gone delete nothing.
+func (j pgJobs) Prune(olderThan time.Time, max int, maxBytes int64) (int, error) {
 	// Job ids begin with their UTC creation time to the microsecond (master.NewJID), so the
 	// jobs created before olderThan are the ids below this one: the primary key answers, and no
 	// record is parsed.
@@ -341,16 +342,30 @@ func (j pgJobs) Prune(olderThan time.Time, max int) (int, error) {
 		t := olderThan.UTC()
 		cutoff = fmt.Sprintf("%s%06d", t.Format("20060102150405"), t.Nanosecond()/1000)
 	}
+	// The byte bound's window over every job costs about three times the sum (100,000 jobs:
+	// 0.3 s against 0.1 s, BenchmarkHistoryPrune): it is taken only when the history is over.
+	if maxBytes > 0 {
+		if n, err := j.HistoryBytes(); err != nil {
+			return 0, err
+		} else if n <= maxBytes {
+			maxBytes = 0
+		}
+	}
 	total := 0
 	for {
 		var gone []string
 		err := j.s.tx(0, func(ctx context.Context, tx pgx.Tx) error {
+			// The byte bound: the newest job at which the bytes of it and every newer one go over
+			// maxBytes, and every older one.
 			rows, err := tx.Query(ctx, `DELETE FROM jobs WHERE jid IN (
 				SELECT jid FROM jobs
 				WHERE jid < $1
 				   OR ($2::int > 0 AND jid <= (SELECT jid FROM jobs ORDER BY jid DESC OFFSET $2 LIMIT 1))
+				   OR ($4::bigint > 0 AND jid <= (SELECT jid FROM (
+						SELECT jid, sum(n) OVER (ORDER BY jid DESC) AS newer FROM (`+pgJobBytes+`) AS b
+					) AS w WHERE newer > $4 ORDER BY jid DESC LIMIT 1))
 				ORDER BY jid LIMIT $3)
-				RETURNING jid`, cutoff, max, pgPruneBatch)
+				RETURNING jid`, cutoff, max, pgPruneBatch, maxBytes)
 			if err != nil {
 				return err
 			}
@@ -360,7 +375,10 @@ func (j pgJobs) Prune(olderThan time.Time, max int) (int, error) {
 			if len(gone) == 0 {
 				return nil
 			}
-			_, err = tx.Exec(ctx, `DELETE FROM returns WHERE jid = ANY($1)`, gone)
+			if _, err = tx.Exec(ctx, `DELETE FROM returns WHERE jid = ANY($1)`, gone); err != nil {
+				return err
+			}
+			_, err = tx.Exec(ctx, `DELETE FROM return_bytes WHERE jid = ANY($1)`, gone)
 			return err
 		})
 		if err != nil {
@@ -371,6 +389,20 @@ func (j pgJobs) Prune(olderThan time.Time, max int) (int, error) {
 			return total, nil
 		}
 	}
+}
+
+// pgJobBytes is each job's bytes in the history (jid, n): its record and its returns' records,
+// as counted when they were written (migration 4).
+const pgJobBytes = `SELECT j.jid, j.bytes + coalesce(r.n, 0) AS n FROM jobs j
+	LEFT JOIN (SELECT jid, sum(bytes) AS n FROM return_bytes GROUP BY jid) AS r USING (jid)`
+
+// HistoryBytes implements jobstore.Store.
+func (j pgJobs) HistoryBytes() (int64, error) {
+	ctx, cancel := j.s.ctx()
+	defer cancel()
+	var n int64
+	err := j.s.pool.QueryRow(ctx, `SELECT coalesce(sum(n), 0)::bigint FROM (`+pgJobBytes+`) AS b`).Scan(&n)
+	return n, err
 }
 
 // Outcome implements jobstore.OutcomeCounter: the job's returns counted in the database (the

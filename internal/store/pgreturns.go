@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/brinecm/brine/internal/jobstore"
 )
 
 // A return on PostgreSQL was two transactions of its own, each waiting for its WAL flush: the
@@ -127,7 +129,7 @@ func (g *returnGroup) run() {
 // committed alone, so that one bad return does not fail the others; when the database cannot
 // be reached, every caller gets the error.
 func (g *returnGroup) commit(group []queuedReturn) {
-	added, err := g.write(group)
+	added, known, err := g.write(group)
 	var pgErr *pgconn.PgError
 	if err != nil && len(group) > 1 && errors.As(err, &pgErr) {
 		for _, q := range group {
@@ -139,7 +141,9 @@ func (g *returnGroup) commit(group []queuedReturn) {
 	for _, q := range group {
 		k := [2]string{q.jid, q.minion}
 		r := returnResult{err: err}
-		if err == nil && !first[k] {
+		if err == nil && !known[q.jid] {
+			r.err = jobstore.ErrNotFound
+		} else if err == nil && !first[k] {
 			first[k] = true
 			r.added = added[k]
 		}
@@ -156,10 +160,11 @@ func (g *returnGroup) commit(group []queuedReturn) {
 	}
 }
 
-// write inserts the returns of group that are not recorded yet and marks their deliveries
-// returned, in one round trip and one transaction; it returns the (jid, minion) pairs inserted.
+// write inserts the returns of group that are not recorded yet and whose job is, and marks their
+// deliveries returned, in one round trip and one transaction; it returns the (jid, minion) pairs
+// inserted and the jobs found.
 // Rows are written in key order, so that two masters' batches lock shared rows in one order.
-func (g *returnGroup) write(group []queuedReturn) (map[[2]string]bool, error) {
+func (g *returnGroup) write(group []queuedReturn) (added map[[2]string]bool, known map[string]bool, err error) {
 	rows := slices.Clone(group)
 	slices.SortFunc(rows, func(a, b queuedReturn) int {
 		return cmp.Or(cmp.Compare(a.jid, b.jid), cmp.Compare(a.minion, b.minion))
@@ -174,20 +179,37 @@ func (g *returnGroup) write(group []queuedReturn) (map[[2]string]bool, error) {
 	ctx, cancel := g.s.ctx()
 	defer cancel()
 	// A batch is one implicit transaction: both statements commit together, or neither.
+	// The first takes a share lock on each job's row, so that a prune deleting the job waits
+	// for this commit (and deletes these returns) or goes first (and none is inserted): a return
+	// is never kept without its job. It counts the inserted returns' bytes on this master's row
+	// of each job in return_bytes (migration 4), and answers the jobs found (minion NULL) and
+	// the returns inserted.
 	var b pgx.Batch
-	b.Queue(`INSERT INTO returns (jid, minion, record)
-		SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])
-		ON CONFLICT (jid, minion) DO NOTHING RETURNING jid, minion`, jids, minions, records)
+	b.Queue(`WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) AS u(jid, minion, record)),
+		j AS (SELECT jid FROM jobs WHERE jid IN (SELECT jid FROM u) ORDER BY jid FOR KEY SHARE),
+		ins AS (INSERT INTO returns (jid, minion, record)
+			SELECT u.jid, u.minion, u.record FROM u JOIN j USING (jid) ORDER BY u.jid, u.minion
+			ON CONFLICT (jid, minion) DO NOTHING
+			RETURNING jid, minion, octet_length(jid) + octet_length(minion) + octet_length(record) AS n),
+		counted AS (INSERT INTO return_bytes (jid, instance, bytes)
+			SELECT jid, $4, sum(n) FROM ins GROUP BY jid ORDER BY jid
+			ON CONFLICT (jid, instance) DO UPDATE SET bytes = return_bytes.bytes + excluded.bytes)
+		SELECT jid, minion FROM ins UNION ALL SELECT jid, NULL FROM j`, jids, minions, records, g.s.instance)
 	b.Queue(`UPDATE delivery_targets t SET returned = true
 		FROM unnest($1::text[], $2::text[]) AS u(jid, minion)
 		WHERE t.jid = u.jid AND t.minion = u.minion AND NOT t.returned`, jids, minions)
 	br := g.s.pool.SendBatch(ctx, &b)
-	added := make(map[[2]string]bool, len(rows))
+	added, known = make(map[[2]string]bool, len(rows)), map[string]bool{}
 	inserted, err := br.Query()
 	if err == nil {
-		var k [2]string
-		_, err = pgx.ForEachRow(inserted, []any{&k[0], &k[1]}, func() error {
-			added[k] = true
+		var jid string
+		var minion *string
+		_, err = pgx.ForEachRow(inserted, []any{&jid, &minion}, func() error {
+			if minion == nil {
+				known[jid] = true
+			} else {
+				added[[2]string{jid, *minion}] = true
+			}
 			return nil
 		})
 	}
@@ -198,7 +220,7 @@ func (g *returnGroup) write(group []queuedReturn) (map[[2]string]bool, error) {
 		err = cerr
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return added, nil
+	return added, known, nil
 }

@@ -34,6 +34,11 @@ func TestPostgresReturnsBatched(t *testing.T) {
 	for i := range ids {
 		ids[i] = fmt.Sprintf("r%03d", i)
 	}
+	for _, jid := range []string{"j1", "j2"} { // a return is recorded with its job only
+		if err := ms[0].Jobs().PutJob(jobstore.Job{JID: jid, Minions: ids, Created: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := ms[0].Deliveries().Add("j1", ids, time.Now().Add(time.Minute), []byte("signed")); err != nil {
 		t.Fatal(err)
 	}
