@@ -10,15 +10,26 @@
 // A temporary file is named .NAME.brine-DIGITS, beside NAME, and its writer holds an flock on it
 // until it is renamed or removed. A writer killed in between leaves it behind, unlocked: the next
 // write into that directory removes such files (see Stale).
+//
+// Brine writes as root into directories other users may own. A path's directory is opened with
+// safepath (a symbolic link on the way is followed only where only root could have put it), and
+// the temporary file is created, chmod, chown, renamed and removed relative to that directory,
+// never by its path again: a user who can write a directory on the path cannot send the write
+// elsewhere.
 package atomicfile
 
 import (
 	"errors"
+	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
-	"syscall"
+
+	"github.com/brinecm/brine/internal/safepath"
+	"golang.org/x/sys/unix"
 )
 
 // Write replaces path with data and mode. An existing file keeps its owner.
@@ -29,6 +40,10 @@ func Write(path string, data []byte, mode os.FileMode) error {
 // WriteOwned replaces path with data, mode and owner: a temporary file in the same directory
 // (made when missing), written, chmod and chown, synced, renamed over path, then the directory
 // synced. uid or gid -1 keeps the current owner (or the writer's for a new file).
+//
+// The directory is reached with safepath: a symbolic link on the way is followed only when the
+// directory holding it is one only root can write, and everything after is done relative to the
+// directory reached, so a user who can write a directory on the path cannot redirect the write.
 func WriteOwned(path string, data []byte, mode os.FileMode, uid, gid int) error {
 	var b Batch
 	if err := b.Stage(path, data, mode, uid, gid); err != nil {
@@ -42,13 +57,18 @@ func WriteOwned(path string, data []byte, mode os.FileMode, uid, gid int) error 
 // path has changed. A Batch is for one goroutine; the zero value is ready to use.
 type Batch struct {
 	items []*staged
-	swept map[string]bool // directories cleared of stale temporary files
+	swept map[string]bool          // directories cleared of stale temporary files
+	dirs  map[string]*safepath.Dir // directories of the staged files, open until Commit (at most maxOpen)
 }
 
 type staged struct {
-	path, tmp string
-	f         *os.File // open until synced
-	err       error
+	path     string   // as given to Stage
+	dir      string   // filepath.Dir(path)
+	name     string   // filepath.Base(path)
+	tmp      string   // the temporary file's name in dir
+	f        *os.File // open until synced
+	dev, ino uint64   // the temporary file's identity
+	err      error
 }
 
 // Len is the number of staged files not yet committed.
@@ -64,22 +84,51 @@ func (b *Batch) Pending(path string) bool {
 	return false
 }
 
+// openDir returns dir open: the one the batch holds, or a new one that release closes.
+// The batch keeps up to maxOpen directories; a larger tree's are opened again for each step
+// of Commit, through the same checks.
+func (b *Batch) openDir(dir string, create, keep bool) (d *safepath.Dir, release func(), err error) {
+	if d := b.dirs[dir]; d != nil {
+		return d, func() {}, nil
+	}
+	d, err = safepath.OpenDir(dir, create)
+	if err != nil {
+		return nil, nil, err
+	}
+	if keep && len(b.dirs) < maxOpen {
+		if b.dirs == nil {
+			b.dirs = map[string]*safepath.Dir{}
+		}
+		b.dirs[dir] = d
+		return d, func() {}, nil
+	}
+	return d, func() { d.Close() }, nil
+}
+
+func (b *Batch) closeDirs() {
+	for _, d := range b.dirs {
+		d.Close()
+	}
+	b.dirs = nil
+}
+
 // Stage writes data to a temporary file in path's directory (made when missing) with mode and
-// owner, without syncing it. uid or gid -1 keeps the current owner (or the writer's for a new
-// file). On error nothing is staged.
+// owner, without syncing it. uid or gid -1 keeps the current owner of a regular file at path
+// (or the writer's for a new file). On error nothing is staged.
 func (b *Batch) Stage(path string, data []byte, mode os.FileMode, uid, gid int) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, name := filepath.Dir(path), filepath.Base(path)
+	d, release, err := b.openDir(dir, true, true)
+	if err != nil {
 		return err
 	}
-	if st, err := os.Stat(path); err == nil {
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-			if uid < 0 {
-				uid = int(sys.Uid)
-			}
-			if gid < 0 {
-				gid = int(sys.Gid)
-			}
+	defer release()
+	var st unix.Stat_t
+	if err := unix.Fstatat(d.Fd(), name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		if uid < 0 {
+			uid = int(st.Uid)
+		}
+		if gid < 0 {
+			gid = int(st.Gid)
 		}
 	}
 	if !b.swept[dir] {
@@ -89,20 +138,22 @@ func (b *Batch) Stage(path string, data []byte, mode os.FileMode, uid, gid int) 
 			b.swept = map[string]bool{}
 		}
 		b.swept[dir] = true
-		removeStale(dir, "")
+		findStaleAt(d, dir, "", true)
 	}
-	tmp, err := lockedTemp(dir, "."+filepath.Base(path)+tempMark+"*")
+	tmp, tmpName, err := lockedTemp(d, "."+name+tempMark)
 	if err != nil {
 		return err
 	}
 	fail := func(err error) error {
 		tmp.Close()
-		os.Remove(tmp.Name())
+		unix.Unlinkat(d.Fd(), tmpName, 0)
 		return err
 	}
 	if _, err := tmp.Write(data); err != nil {
 		return fail(err)
 	}
+	// Mode and owner are set on the descriptor, before the rename: the file is never in place
+	// with another mode or owner, and no name is looked up again to set them.
 	if err := tmp.Chmod(mode); err != nil {
 		return fail(err)
 	}
@@ -111,7 +162,10 @@ func (b *Batch) Stage(path string, data []byte, mode os.FileMode, uid, gid int) 
 			return fail(err)
 		}
 	}
-	it := &staged{path: path, tmp: tmp.Name(), f: tmp}
+	if err := unix.Fstat(int(tmp.Fd()), &st); err != nil {
+		return fail(err)
+	}
+	it := &staged{path: path, dir: dir, name: name, tmp: tmpName, f: tmp, dev: st.Dev, ino: st.Ino}
 	// A large tree: reopen at Commit rather than hold a descriptor each. Such a file is not
 	// locked until then; a sweep by another writer meanwhile makes its Commit fail (the path
 	// keeps its old content), never a partial file.
@@ -125,41 +179,47 @@ func (b *Batch) Stage(path string, data []byte, mode os.FileMode, uid, gid int) 
 	return nil
 }
 
-// lockedTemp creates a temporary file and locks it. The lock is held until the file is renamed
-// or removed (its descriptor closed), and by the kernel no longer once this process dies: an
-// unlocked temporary file is a dead writer's. Another writer's sweep can reach the file in the
-// moment between creation and locking: it holds the lock then (EWOULDBLOCK), or has already
-// removed the file (our lock is on an unlinked file). That file is the sweep's, and we make
-// another. Once we hold the lock, no sweep removes the file.
-func lockedTemp(dir, pattern string) (*os.File, error) {
+// lockedTemp creates a temporary file named prefix+DIGITS in d and locks it. The lock is held
+// until the file is renamed or removed (its descriptor closed), and by the kernel no longer
+// once this process dies: an unlocked temporary file is a dead writer's. Another writer's sweep
+// can reach the file in the moment between creation and locking: it holds the lock then
+// (EWOULDBLOCK), or has already removed the file (our lock is on an unlinked file). That file
+// is the sweep's, and we make another. Once we hold the lock, no sweep removes the file.
+func lockedTemp(d *safepath.Dir, prefix string) (*os.File, string, error) {
+	swept := 0
 	for try := 0; ; try++ {
-		tmp, err := os.CreateTemp(dir, pattern)
-		if err != nil {
-			return nil, err
+		name := prefix + strconv.FormatUint(uint64(rand.Uint32()), 10)
+		fd, err := unix.Openat(d.Fd(), name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if errors.Is(err, unix.EEXIST) && try < 10000 {
+			continue
 		}
-		err = syscall.Flock(int(tmp.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err != nil {
+			return nil, "", &fs.PathError{Op: "open", Path: d.Join(name), Err: err}
+		}
+		tmp := os.NewFile(uintptr(fd), d.Join(name))
+		err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
-			if stillNamed(tmp) {
-				return tmp, nil
+			if stillNamed(d, name, tmp) {
+				return tmp, name, nil
 			}
-			err = syscall.EWOULDBLOCK // a sweep removed it first
+			err = unix.EWOULDBLOCK // a sweep removed it first
 		}
 		tmp.Close()
-		if !errors.Is(err, syscall.EWOULDBLOCK) || try == 9 {
-			os.Remove(tmp.Name())
-			return nil, err
+		if !errors.Is(err, unix.EWOULDBLOCK) || swept == 9 {
+			unix.Unlinkat(d.Fd(), name, 0)
+			return nil, "", &fs.PathError{Op: "flock", Path: d.Join(name), Err: err}
 		}
+		swept++
 	}
 }
 
-// stillNamed reports whether f's name still refers to f.
-func stillNamed(f *os.File) bool {
-	open, err := f.Stat()
-	if err != nil {
+// stillNamed reports whether name in d still refers to f.
+func stillNamed(d *safepath.Dir, name string, f *os.File) bool {
+	var open, named unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &open) != nil || unix.Fstatat(d.Fd(), name, &named, unix.AT_SYMLINK_NOFOLLOW) != nil {
 		return false
 	}
-	named, err := os.Lstat(f.Name())
-	return err == nil && os.SameFile(open, named)
+	return open.Dev == named.Dev && open.Ino == named.Ino
 }
 
 // maxOpen is how many staged files keep their descriptor open until Commit.
@@ -176,12 +236,13 @@ const syncers = 16
 func (b *Batch) Commit() []error {
 	items := b.items
 	b.items = nil
+	defer b.closeDirs()
 	errs := make([]error, len(items))
 	parallel(len(items), func(i int) {
 		it := items[i]
 		err := error(nil)
 		if it.f == nil {
-			it.f, err = os.Open(it.tmp)
+			it.f, err = b.reopen(it)
 		}
 		if err == nil {
 			err = it.f.Sync()
@@ -192,7 +253,7 @@ func (b *Batch) Commit() []error {
 	var dirList []string
 	for i, it := range items {
 		if it.err == nil {
-			it.err = os.Rename(it.tmp, it.path)
+			it.err = b.rename(it)
 		}
 		if it.f != nil { // closed after the rename: the lock keeps sweepers off until then
 			if cerr := it.f.Close(); it.err == nil {
@@ -201,25 +262,21 @@ func (b *Batch) Commit() []error {
 			it.f = nil
 		}
 		if it.err != nil {
-			os.Remove(it.tmp)
+			b.remove(it)
 			errs[i] = it.err
 			continue
 		}
-		if d := filepath.Dir(it.path); !dirs[d] {
-			dirs[d] = true
-			dirList = append(dirList, d)
+		if !dirs[it.dir] {
+			dirs[it.dir] = true
+			dirList = append(dirList, it.dir)
 		}
 	}
 	dirErr := make([]error, len(dirList))
 	parallel(len(dirList), func(i int) {
-		d, err := os.Open(dirList[i])
-		if err == nil {
-			err = d.Sync()
-			d.Close()
-		}
+		err := b.syncDir(dirList[i])
 		// A filesystem that cannot sync a directory (some do not support it) still renamed
 		// the file atomically; only an I/O error means the rename may not survive a crash.
-		if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOTSUP) {
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOTSUP) {
 			err = nil
 		}
 		dirErr[i] = err
@@ -229,12 +286,73 @@ func (b *Batch) Commit() []error {
 			continue
 		}
 		for j, d := range dirList {
-			if d == filepath.Dir(it.path) && dirErr[j] != nil {
+			if d == it.dir && dirErr[j] != nil {
 				errs[i] = dirErr[j]
 			}
 		}
 	}
 	return errs
+}
+
+// reopen opens the temporary file of it again (closed past maxOpen), checking that it is still
+// the file staged. It only reads b.dirs: Commit calls it in parallel.
+func (b *Batch) reopen(it *staged) (*os.File, error) {
+	d, release, err := b.openDir(it.dir, false, false)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	fd, err := unix.Openat(d.Fd(), it.tmp, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: d.Join(it.tmp), Err: err}
+	}
+	f := os.NewFile(uintptr(fd), d.Join(it.tmp))
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Dev != it.dev || st.Ino != it.ino {
+		f.Close()
+		return nil, &fs.PathError{Op: "open", Path: d.Join(it.tmp), Err: errReplaced}
+	}
+	return f, nil
+}
+
+var errReplaced = errors.New("the temporary file was replaced before its commit")
+
+func (b *Batch) rename(it *staged) error {
+	d, release, err := b.openDir(it.dir, false, false)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if err := unix.Renameat(d.Fd(), it.tmp, d.Fd(), it.name); err != nil {
+		return &os.LinkError{Op: "rename", Old: d.Join(it.tmp), New: d.Join(it.name), Err: err}
+	}
+	return nil
+}
+
+func (b *Batch) remove(it *staged) {
+	d, release, err := b.openDir(it.dir, false, false)
+	if err != nil {
+		return
+	}
+	defer release()
+	unix.Unlinkat(d.Fd(), it.tmp, 0)
+}
+
+func (b *Batch) syncDir(dir string) error {
+	d, release, err := b.openDir(dir, false, false)
+	if err != nil {
+		return err
+	}
+	defer release()
+	fd, err := unix.Openat(d.Fd(), ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: d.Path(), Err: err}
+	}
+	defer unix.Close(fd)
+	if err := unix.Fsync(fd); err != nil {
+		return &fs.PathError{Op: "sync", Path: d.Path(), Err: err}
+	}
+	return nil
 }
 
 // Abort removes every staged temporary file; no path changes.
@@ -243,9 +361,10 @@ func (b *Batch) Abort() {
 		if it.f != nil {
 			it.f.Close()
 		}
-		os.Remove(it.tmp)
+		b.remove(it)
 	}
 	b.items = nil
+	b.closeDirs()
 }
 
 func parallel(n int, f func(i int)) {
@@ -298,10 +417,15 @@ func Stale(path string) ([]string, error) {
 // HasTemp reports whether dir holds a temporary file of this package, of any target, stale or
 // not (false when dir does not exist): a directory without one has nothing for Stale to find.
 func HasTemp(dir string) (bool, error) {
-	entries, err := os.ReadDir(dir)
-	if os.IsNotExist(err) {
+	d, err := safepath.OpenDir(dir, false)
+	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
+	if err != nil {
+		return false, err
+	}
+	defer d.Close()
+	entries, err := readDir(d)
 	if err != nil {
 		return false, err
 	}
@@ -319,16 +443,22 @@ func RemoveStale(path string) error {
 	return err
 }
 
-// removeStale removes the stale temporary files in dir, of target (or of any file when "").
-func removeStale(dir, target string) {
-	findStale(dir, target, true)
-}
-
 func findStale(dir, target string, remove bool) ([]string, error) {
-	entries, err := os.ReadDir(dir)
-	if os.IsNotExist(err) {
+	d, err := safepath.OpenDir(dir, false)
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return findStaleAt(d, dir, target, remove)
+}
+
+// findStaleAt lists the stale temporary files in d (named dir in what it returns), of target
+// (or of any file when ""), and removes them when remove is set.
+func findStaleAt(d *safepath.Dir, dir, target string, remove bool) ([]string, error) {
+	entries, err := readDir(d)
 	if err != nil {
 		return nil, err
 	}
@@ -339,46 +469,55 @@ func findStale(dir, target string, remove bool) ([]string, error) {
 		if t == "" || (target != "" && t != target) || !e.Type().IsRegular() {
 			continue
 		}
-		p := filepath.Join(dir, e.Name())
-		stale, err := staleTemp(p, remove)
+		stale, err := staleTemp(d, e.Name(), remove)
 		if err != nil {
 			errs = append(errs, err)
 		}
 		if stale {
-			out = append(out, p)
+			out = append(out, filepath.Join(dir, e.Name()))
 		}
 	}
 	return out, errors.Join(errs...)
 }
 
-// staleTemp reports whether p is a temporary file no live writer holds, and removes it when
-// remove is set. It opens p without following a symbolic link and removes it only while holding
-// its lock and only if the name still refers to the file it locked.
-func staleTemp(p string, remove bool) (bool, error) {
-	fd, err := syscall.Open(p, syscall.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+func readDir(d *safepath.Dir) ([]os.DirEntry, error) {
+	fd, err := unix.Openat(d.Fd(), ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ELOOP) {
+		return nil, &fs.PathError{Op: "open", Path: d.Path(), Err: err}
+	}
+	f := os.NewFile(uintptr(fd), d.Path())
+	defer f.Close()
+	return f.ReadDir(-1)
+}
+
+// staleTemp reports whether name in d is a temporary file no live writer holds, and removes it
+// when remove is set. It opens the file without following a symbolic link and removes it only
+// while holding its lock and only if the name still refers to the file it locked.
+func staleTemp(d *safepath.Dir, name string, remove bool) (bool, error) {
+	fd, err := unix.Openat(d.Fd(), name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) {
 			return false, nil // renamed, removed, or a symbolic link now
 		}
-		return false, &os.PathError{Op: "open", Path: p, Err: err}
+		return false, &fs.PathError{Op: "open", Path: d.Join(name), Err: err}
 	}
-	defer syscall.Close(fd)
-	var st syscall.Stat_t
-	if err := syscall.Fstat(fd, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return false, nil
 	}
-	if err := syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		return false, nil // its writer is alive
 	}
 	if !remove {
 		return true, nil
 	}
-	var now syscall.Stat_t
-	if err := syscall.Lstat(p, &now); err != nil || now.Ino != st.Ino || now.Dev != st.Dev {
+	var now unix.Stat_t
+	if err := unix.Fstatat(d.Fd(), name, &now, unix.AT_SYMLINK_NOFOLLOW); err != nil || now.Ino != st.Ino || now.Dev != st.Dev {
 		return false, nil
 	}
-	if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
-		return false, err
+	if err := unix.Unlinkat(d.Fd(), name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return false, &fs.PathError{Op: "remove", Path: d.Join(name), Err: err}
 	}
 	return true, nil
 }

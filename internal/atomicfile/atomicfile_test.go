@@ -248,3 +248,47 @@ func TestConcurrentWritersInOneDirectory(t *testing.T) {
 		t.Errorf("temporary files left: %v", left)
 	}
 }
+
+// A user who owns a directory on the path replaces a directory below it with a symbolic link to
+// root's (here a decoy): the write is refused, naming the link, and the decoy keeps its files.
+// A link in a directory only root can write (like /lib -> usr/lib) is still followed.
+func TestWriteRefusesALinkAUserPlaced(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, to give a directory to another user")
+	}
+	root := t.TempDir()
+	home, decoy := filepath.Join(root, "home", "alice"), filepath.Join(root, "rootssh")
+	for _, d := range []string{home, decoy, filepath.Join(root, "usr", "lib")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(decoy, "authorized_keys"), []byte("root's\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(home, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(decoy, filepath.Join(home, ".ssh")); err != nil {
+		t.Fatal(err)
+	}
+	err := Write(filepath.Join(home, ".ssh", "authorized_keys"), []byte("alice's\n"), 0o600)
+	if err == nil || !strings.Contains(err.Error(), filepath.Join(home, ".ssh")) || !strings.Contains(err.Error(), "uid 65534") {
+		t.Fatalf("write through alice's link: %v, want a refusal naming the link and its owner", err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(decoy, "authorized_keys")); string(got) != "root's\n" {
+		t.Fatalf("the decoy was written: %q", got)
+	}
+	if entries, _ := os.ReadDir(decoy); len(entries) != 1 {
+		t.Fatalf("the decoy directory changed: %v", entries)
+	}
+	if err := os.Symlink("usr/lib", filepath.Join(root, "lib")); err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(filepath.Join(root, "lib", "x.conf"), []byte("x"), 0o644); err != nil {
+		t.Fatalf("write through a link in a root-owned directory: %v", err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(root, "usr", "lib", "x.conf")); string(got) != "x" {
+		t.Fatalf("usr/lib/x.conf: %q", got)
+	}
+}
