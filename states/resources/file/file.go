@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/user"
@@ -16,12 +17,14 @@ import (
 	"syscall"
 
 	"github.com/brinecm/brine/internal/atomicfile"
+	"github.com/brinecm/brine/internal/safepath"
 	"github.com/brinecm/brine/states"
 	"github.com/brinecm/brine/states/resources/internal/textdiff"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/function"
+	"golang.org/x/sys/unix"
 )
 
 // Type is the `file` resource type: a file (content, source or template), a directory or an absent path, with its mode and owner.
@@ -207,7 +210,7 @@ func lookupID(name string, isUser bool) (int, error) {
 func (r *fileRes) Check(ctx context.Context, env *states.Env) (string, error) {
 	r.plan = nil
 	var diff []string
-	st, err := os.Lstat(r.path)
+	st, err := lstat(r.path)
 	exists := err == nil
 	if err != nil && !os.IsNotExist(err) {
 		return "", err
@@ -246,12 +249,15 @@ func (r *fileRes) Check(ctx context.Context, env *states.Env) (string, error) {
 			for _, n := range names {
 				p := filepath.Join(r.path, filepath.FromSlash(n))
 				for dir := filepath.Dir(p); dir != r.path; dir = filepath.Dir(dir) {
-					if dst, err := os.Lstat(dir); err != nil || !dst.IsDir() {
+					if dst, err := lstat(dir); err != nil || !dst.IsDir() {
 						d := r.checkDir(dir, dst, err == nil)
 						diff = append(diff, d...)
 					}
 				}
-				fst, err := os.Lstat(p)
+				fst, err := lstat(p)
+				if err != nil && !os.IsNotExist(err) {
+					return "", err
+				}
 				var fmode os.FileMode = 0o644
 				d, err := r.checkFile(env, p, fst, err == nil, r.tree[n], fmode)
 				if err != nil {
@@ -382,14 +388,18 @@ func (r *fileRes) checkFileContent(p string, st os.FileInfo, exists bool, want [
 	var diff []string
 	op := fileOp{path: p, mode: mode}
 	if want != nil {
-		have, err := os.ReadFile(p)
+		have, more, err := readExisting(p, max(int64(len(want))+1, readLimit))
 		if err != nil {
 			return nil, err
 		}
-		if !bytes.Equal(have, want) {
+		if more || !bytes.Equal(have, want) {
 			op.content = want
 			op.chmod = true
-			diff = append(diff, r.contentDiff(p, have, want))
+			d := r.contentDiff(p, have, want)
+			if more {
+				d += fmt.Sprintf("\n(%s holds more than the %d bytes read; the diff shows those)", p, len(have))
+			}
+			diff = append(diff, d)
 		}
 	}
 	if (r.hasMode || r.tree != nil && r.hasMode) && fileModeBits(st.Mode()) != fileModeBits(mode) {
@@ -407,6 +417,60 @@ func (r *fileRes) checkFileContent(p string, st os.FileInfo, exists bool, want [
 		r.plan = append(r.plan, op)
 	}
 	return diff, nil
+}
+
+// readLimit is how much of an existing file a check reads at least: all of it when it is no
+// longer than the wanted content, which is enough to know that it differs.
+const readLimit = 1 << 20
+
+// lstat is os.Lstat with p's directory reached through safepath: a symbolic link a user could
+// have placed on the way is an error, not followed.
+func lstat(p string) (os.FileInfo, error) {
+	d, name, err := safepath.OpenParent(p, false)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	fd, err := unix.Openat(d.Fd(), name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "lstat", Path: p, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), p)
+	defer f.Close()
+	return f.Stat()
+}
+
+// readExisting reads at most limit bytes of the regular file p; more reports that it holds
+// more. A user who can write p's directory may have put anything there since the check's
+// lstat: a FIFO or a device (opened without blocking, then refused), a link (not followed), an
+// endless or huge file (read no further than limit).
+func readExisting(p string, limit int64) (data []byte, more bool, err error) {
+	d, name, err := safepath.OpenParent(p, false)
+	if err != nil {
+		return nil, false, err
+	}
+	defer d.Close()
+	fd, err := unix.Openat(d.Fd(), name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ELOOP) {
+		return nil, false, fmt.Errorf("%s exists and is not a regular file", p)
+	}
+	if err != nil {
+		return nil, false, &fs.PathError{Op: "open", Path: p, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), p)
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, false, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, false, fmt.Errorf("%s exists and is not a regular file", p)
+	}
+	data, err = io.ReadAll(io.LimitReader(f, limit))
+	if err != nil {
+		return nil, false, err
+	}
+	return data, int64(len(data)) == limit || st.Size() > int64(len(data)), nil
 }
 
 func permBits(m os.FileMode) os.FileMode { return fileModeBits(m) }
@@ -532,27 +596,96 @@ func applyAll(ctx context.Context, rs []*fileRes) []error {
 }
 
 func (r *fileRes) applyOp(op fileOp) error {
-	switch {
-	case op.sweep:
+	if op.sweep {
 		return atomicfile.RemoveStale(op.path)
+	}
+	// Every change is made relative to op.path's directory, reached through safepath: a user
+	// who can write a directory on the path cannot redirect it with a symbolic link.
+	d, name, err := safepath.OpenParent(op.path, op.mkdir)
+	if op.remove && errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	switch {
 	case op.remove:
-		return os.RemoveAll(op.path)
+		return removeAt(d, name)
 	case op.mkdir:
-		if err := os.MkdirAll(op.path, 0o755); err != nil {
-			return err
+		if err := unix.Mkdirat(d.Fd(), name, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+			return &fs.PathError{Op: "mkdir", Path: op.path, Err: err}
 		}
-		if err := os.Chmod(op.path, goMode(op.mode)); err != nil {
-			return err
+		return r.setAttrs(d, name, op.path, true, op.mode, op.chown)
+	}
+	return r.setAttrs(d, name, op.path, op.chmod, op.mode, op.chown)
+}
+
+// setAttrs sets the mode (chmod, octal layout) and the owner (chown, r's) of name in d. It
+// opens name without following a link and changes that very file: a user who swapped it for a
+// link to another file since the check makes it fail (chmod), or changes the link's owner
+// (chown, as lchown would), never the other file's.
+func (r *fileRes) setAttrs(d *safepath.Dir, name, p string, chmod bool, mode os.FileMode, chown bool) error {
+	if !chmod && !chown {
+		return nil
+	}
+	fd, err := unix.Openat(d.Fd(), name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: p, Err: err}
+	}
+	defer unix.Close(fd)
+	if chmod {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return &fs.PathError{Op: "stat", Path: p, Err: err}
 		}
-	case op.chmod:
-		if err := os.Chmod(op.path, goMode(op.mode)); err != nil {
+		if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			return fmt.Errorf("%s became a symbolic link after the check; its mode is left alone", p)
+		}
+		// An O_PATH descriptor takes no fchmod; its /proc/self/fd link names that very inode.
+		if err := unix.Fchmodat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), uint32(mode), 0); err != nil {
+			return &fs.PathError{Op: "chmod", Path: p, Err: err}
+		}
+	}
+	if chown {
+		if err := unix.Fchownat(fd, "", r.uid, r.gid, unix.AT_EMPTY_PATH); err != nil {
+			return &fs.PathError{Op: "chown", Path: p, Err: err}
+		}
+	}
+	return nil
+}
+
+// removeAt removes name from d, and everything below it when it is a directory, without
+// following a link: each directory is opened with O_NOFOLLOW inside the one before.
+func removeAt(d *safepath.Dir, name string) error {
+	return removeTree(d.Fd(), name, d.Join(name))
+}
+
+func removeTree(dirfd int, name, p string) error {
+	err := unix.Unlinkat(dirfd, name, 0)
+	if err == nil || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EPERM) {
+		return &fs.PathError{Op: "remove", Path: p, Err: err}
+	}
+	fd, oerr := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if oerr != nil {
+		return &fs.PathError{Op: "remove", Path: p, Err: err}
+	}
+	dir := os.NewFile(uintptr(fd), p)
+	defer dir.Close()
+	names, err := dir.Readdirnames(-1)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := removeTree(fd, n, filepath.Join(p, n)); err != nil {
 			return err
 		}
 	}
-	if op.chown {
-		if err := os.Lchown(op.path, r.uid, r.gid); err != nil {
-			return err
-		}
+	if err := unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
+		return &fs.PathError{Op: "remove", Path: p, Err: err}
 	}
 	return nil
 }
