@@ -8,12 +8,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/brinecm/brine/internal/safepath"
+	"golang.org/x/sys/unix"
 )
 
 // SystemdDir exists when PID 1 is systemd. A variable so that tests on a systemd machine can
@@ -87,9 +91,23 @@ func ReadProc(pid int) (ProcInfo, bool) {
 	return pi, true
 }
 
-// ReadPidfile returns the pid a pidfile names (its first word).
+// pidfileMax is how much of a pidfile is read: a pid and then some.
+const pidfileMax = 64
+
+// ReadPidfile returns the pid a pidfile names (its first word). The pidfile is reached through
+// safepath (a link a user could have placed is not followed), opened without blocking and read
+// only when it is a regular file, and only its first 64 bytes: a FIFO, a device or a huge file
+// put there does not hang or bloat the minion; it is no pidfile.
 func ReadPidfile(path string) (int, bool) {
-	data, err := os.ReadFile(path)
+	file, err := safepath.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY)
+	if err != nil {
+		return 0, false
+	}
+	defer file.Close()
+	if st, err := file.Stat(); err != nil || !st.Mode().IsRegular() {
+		return 0, false
+	}
+	data, err := io.ReadAll(io.LimitReader(file, pidfileMax))
 	if err != nil {
 		return 0, false
 	}
