@@ -90,6 +90,33 @@ func OpenParent(path string, create bool) (*Dir, string, error) {
 	return d, base, nil
 }
 
+// Remove removes the file path (not a directory) from the directory reached under the rule
+// above; a missing file is not an error.
+func Remove(path string) error {
+	d, name, err := OpenParent(path, false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := unix.Unlinkat(d.fd, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return &fs.PathError{Op: "remove", Path: d.Join(name), Err: err}
+	}
+	return nil
+}
+
+// MkdirAll makes the directory path and the missing ones above it, each inside the one reached
+// before it under the rule above.
+func MkdirAll(path string) error {
+	d, err := OpenDir(path, true)
+	if err != nil {
+		return err
+	}
+	return d.Close()
+}
+
 // Open opens path with flag (O_NOFOLLOW is added), following a link as its last component under
 // the same rule as the others.
 func Open(path string, flag int) (*os.File, error) {

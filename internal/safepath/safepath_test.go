@@ -141,3 +141,34 @@ func TestCreateAndLoops(t *testing.T) {
 		t.Errorf("a file as a directory: %v", err)
 	}
 }
+
+// Remove and MkdirAll, as a service's pidfile uses them: through a user's link they touch
+// nothing; through a link only root could place they work.
+func TestRemoveAndMkdirAllRefuseALinkAUserPlaced(t *testing.T) {
+	needRoot(t)
+	root := tree(t)
+	keys := filepath.Join(root, "rootssh", "authorized_keys")
+	var unsafe *UnsafeLinkError
+	if err := Remove(filepath.Join(root, "home/alice/.ssh/authorized_keys")); !errors.As(err, &unsafe) {
+		t.Errorf("Remove through alice's link: %v, want an UnsafeLinkError", err)
+	}
+	if _, err := os.Stat(keys); err != nil {
+		t.Errorf("root's file after Remove through alice's link: %v", err)
+	}
+	if err := MkdirAll(filepath.Join(root, "home/alice/.ssh/new/dir")); !errors.As(err, &unsafe) {
+		t.Errorf("MkdirAll through alice's link: %v, want an UnsafeLinkError", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "rootssh", "new")); !os.IsNotExist(err) {
+		t.Errorf("MkdirAll through alice's link made a directory in root's: %v", err)
+	}
+
+	must(t, MkdirAll(filepath.Join(root, "lib/app/run")))
+	pid := filepath.Join(root, "usr/lib/app/run/app.pid")
+	must(t, os.WriteFile(pid, []byte("1\n"), 0o644))
+	must(t, Remove(filepath.Join(root, "lib/app/run/app.pid")))
+	if _, err := os.Stat(pid); !os.IsNotExist(err) {
+		t.Errorf("Remove through lib -> usr/lib left the file: %v", err)
+	}
+	must(t, Remove(filepath.Join(root, "lib/app/run/app.pid"))) // missing: not an error
+	must(t, Remove(filepath.Join(root, "lib/nodir/app.pid")))
+}

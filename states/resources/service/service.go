@@ -15,6 +15,7 @@ import (
 
 	"github.com/brinecm/brine/internal/atomicfile"
 	"github.com/brinecm/brine/internal/lazyre"
+	"github.com/brinecm/brine/internal/safepath"
 	"github.com/brinecm/brine/states"
 	"github.com/brinecm/brine/states/resources/internal/daemon"
 	"github.com/brinecm/brine/states/resources/internal/shell"
@@ -387,11 +388,11 @@ func (s *Service) startDaemon(ctx context.Context) error {
 		return fmt.Errorf("service %s: no command to start it with", s.name)
 	}
 	for _, d := range []string{serviceLogDir, filepath.Dir(s.pidPath())} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+		if err := safepath.MkdirAll(d); err != nil {
 			return err
 		}
 	}
-	if err := os.Remove(s.pidPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := safepath.Remove(s.pidPath()); err != nil {
 		return err
 	}
 	logf, err := os.OpenFile(s.logPath(), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
@@ -458,10 +459,7 @@ func (s *Service) stopDaemon(ctx context.Context) error {
 	if err := daemon.Stop(ctx, s.name, pid, serviceStopWait); err != nil {
 		return err
 	}
-	if err := os.Remove(s.pidPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
+	return safepath.Remove(s.pidPath())
 }
 
 func (s *Service) logTail() string {
