@@ -43,6 +43,7 @@ type Minion struct {
 	heartbeats        atomic.Int64 // published heartbeats acted on
 	newestHeartbeat   atomic.Int64 // the master's time (Unix ns) in the newest heartbeat acted on, or heartbeat reply
 	refusedHeartbeats atomic.Int64 // heartbeats not acted on: bad signature, replayed, out of window
+	droppedPubs       atomic.Int64 // published frames dropped as read: the session's queue was full (session.readSub)
 
 	mu     sync.Mutex // guards the fields below
 	sess   *session   // the live session, nil between sessions

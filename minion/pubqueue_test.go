@@ -3,6 +3,8 @@ package minion
 import (
 	"bytes"
 	"context"
+	"log/slog"
+	"runtime"
 	"testing"
 	"time"
 
@@ -14,25 +16,25 @@ import (
 	"github.com/brinecm/brine/internal/zmtp"
 )
 
-// Whoever sits on the path to the master's publish port can send the minion frames of up to
-// wire.MaxJobFrame (100 MiB). While the session does not take them (it waits for a reply, its
-// job queue is full), 16 such frames waited in memory, 1.6 GB on a host that may have 1. Now
-// the frames read and not yet handled take at most maxPubQueued bytes, and the SUB socket is
-// not read beyond that: TCP holds back the rest.
-func TestPublishedFramesBoundedWhileBusy(t *testing.T) {
+// busySub returns a hand-made session whose SUB reads from pub (a zmq4 PUB standing for
+// whoever is on the path to the publish port) with readSub running, and no serve: nobody
+// handles the frames readSub passes on. It returns once a small frame has come through (the
+// subscription is up) and s.pubs is empty again. sent is closed by the test's sender; the
+// cleanup waits for it.
+func busySub(t *testing.T, sent <-chan struct{}) (*session, zmq4.Socket) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pub := zmq4.NewPub(ctx, quiet())
 	if err := pub.Listen("tcp://127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
-	s := &session{ctx: ctx, cancel: cancel, pubs: make(chan []byte, 16), pubMem: semaphore.NewWeighted(maxPubQueued), subDone: make(chan struct{})}
+	s := &session{m: &Minion{log: slog.New(slog.DiscardHandler)}, ctx: ctx, cancel: cancel, pubs: make(chan []byte, 16), pubMem: semaphore.NewWeighted(maxPubQueued), subDone: make(chan struct{})}
 	s.sub = zmq4.NewSub(ctx, quiet(), zmq4.WithDialerMaxRetries(0))
 	if err := s.sub.Dial(zmtp.Endpoint(pub.Addr().String(), wire.MaxJobFrame+1024)); err != nil {
 		t.Fatal(err)
 	}
 	_ = s.sub.SetOption(zmq4.OptionSubscribe, "")
 	s.spawn(s.readSub)
-	sent := make(chan struct{})
 	t.Cleanup(func() {
 		cancel()
 		s.sub.Close()
@@ -57,6 +59,16 @@ func TestPublishedFramesBoundedWhileBusy(t *testing.T) {
 	for len(s.pubs) > 0 {
 		s.pubMem.Release(int64(len(<-s.pubs)))
 	}
+	return s, pub
+}
+
+// Whoever sits on the path to the master's publish port can send the minion frames of up to
+// wire.MaxJobFrame (100 MiB). While the session does not take them (it waits for a reply, its
+// job queue is full), 16 such frames waited in memory, 1.6 GB on a host that may have 1. Now
+// the frames read and not yet handled take at most maxPubQueued bytes; the others are dropped.
+func TestPublishedFramesBoundedWhileBusy(t *testing.T) {
+	sent := make(chan struct{})
+	s, pub := busySub(t, sent)
 
 	// Nobody handles frames now. Eight of 40 MiB: two fit in the budget.
 	big := bytes.Repeat([]byte{'x'}, 40<<20)
@@ -72,5 +84,65 @@ func TestPublishedFramesBoundedWhileBusy(t *testing.T) {
 	time.Sleep(2 * time.Second) // the others had their time to come through
 	if n := len(s.pubs); n != 2 {
 		t.Fatalf("%d frames of 40 MiB wait for the session, want 2 (%d bytes at most)", n, maxPubQueued)
+	}
+}
+
+// The bound above is on the frames readSub has passed on; the heap must keep to it too. While
+// readSub waited for room in the budget, zmq4's SUB went on reading the connection into its
+// own queue (ten messages, and the one it was reading): with frames of 90 MiB, five of them
+// (450 MiB) stayed in memory where the budget allows one. Now readSub drops what does not fit,
+// in bytes or in the number of frames s.pubs holds, and zmq4 reads it into nothing.
+func TestPublishedFramesHeapBoundedWhileBusy(t *testing.T) {
+	const frame, frames = 90 << 20, 5
+	for _, tc := range []struct {
+		name  string
+		small int   // small frames sent first
+		held  int64 // bytes of the large frames that wait for the session
+		drops int64 // frames dropped
+	}{
+		{"budget full", 0, frame, frames - 1},
+		{"queue full", 16, 0, frames + 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sent := make(chan struct{})
+			s, pub := busySub(t, sent)
+			big := bytes.Repeat([]byte{'x'}, frame)
+			heap := func() int64 {
+				var ms runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&ms)
+				return int64(ms.HeapInuse)
+			}
+			before := heap()
+			// The frames, then a small one: once it is taken or dropped, readSub has seen
+			// every frame.
+			go func() {
+				defer close(sent)
+				for range tc.small {
+					_ = pub.Send(zmq4.NewMsgFrom([]byte("t"), []byte("small")))
+				}
+				for range frames {
+					if pub.Send(zmq4.NewMsgFrom([]byte("t"), big)) != nil {
+						return
+					}
+				}
+				_ = pub.Send(zmq4.NewMsgFrom([]byte("t"), []byte("last")))
+			}()
+			deadline := time.Now().Add(20 * time.Second)
+			for s.m.droppedPubs.Load() < tc.drops && time.Now().Before(deadline) {
+				time.Sleep(100 * time.Millisecond)
+			}
+			time.Sleep(200 * time.Millisecond) // the last frame taken, if it is to be
+			held := heap() - before
+			runtime.KeepAlive(big) // counted in before
+			t.Logf("heap held by %d published frames of %d MiB: %d MiB; %d frames wait, %d dropped",
+				frames, frame>>20, held>>20, len(s.pubs), s.m.droppedPubs.Load())
+			if held > tc.held+8<<20 {
+				t.Fatalf("%d MiB of published frames in the heap, want %d MiB", held>>20, tc.held>>20)
+			}
+			if n := s.m.droppedPubs.Load(); n != tc.drops {
+				t.Fatalf("%d frames dropped, want %d", n, tc.drops)
+			}
+		})
 	}
 }

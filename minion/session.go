@@ -43,6 +43,10 @@ const heartbeatWindow = 5 * time.Minute
 // largest (wire.MaxJobFrame, and the topic) and no more, where 16 of them could wait before.
 const maxPubQueued = wire.MaxJobFrame + 64<<10
 
+// dropLogEvery is how often at most a session logs that it dropped published frames, with the
+// count since the last line: a flood of them cannot flood the log.
+const dropLogEvery = time.Minute
+
 // session is one connection to one master, the half of the minion that talks (Tailscale's
 // controlclient "direct"): it dials the master's request and publish ports, authenticates, reads
 // both sockets, sends requests and waits for their replies, and serves the master's heartbeats and
@@ -60,7 +64,7 @@ type session struct {
 	sub        zmq4.Socket         // nil until subscribe
 	frames     chan []byte         // from the dealer: the handshake, then replies
 	pubs       chan []byte         // from the sub: heartbeats and jobs
-	pubMem     *semaphore.Weighted // bytes of the frames in pubs (maxPubQueued): acquired by readSub, released once handled
+	pubMem     *semaphore.Weighted // bytes of the frames in pubs (maxPubQueued): taken by readSub, released once handled
 	replies    chan wire.Reply
 	readerDone chan struct{} // closed when the dealer's reader ends
 	subDone    chan struct{} // closed when the subscriber's reader ends
@@ -129,9 +133,21 @@ func (s *session) readDealer() {
 	}
 }
 
-// readSub passes the bodies of published messages to s.pubs until the socket closes.
+// readSub passes the bodies of published messages to s.pubs until the socket closes. It never
+// waits for room there: a frame that does not fit is dropped.
+//
+// Whoever is on the path to the publish port may send frames up to wire.MaxJobFrame. While
+// serve is busy (a request waiting for its reply, a full job queue) at most maxPubQueued bytes
+// of them, and cap(s.pubs) frames, wait for it. Waiting here for room did not hold the rest
+// back: zmq4's SUB reads the connection on its own into a queue of ten messages, so five
+// frames of 90 MiB took 450 MiB where the budget allows 100. Dropped, they go as soon as read.
+// A job of ours dropped here is not lost: the master lists it as pending in its reply to a
+// heartbeat request once a heartbeat has passed, and publishes it again when we ask
+// (heartbeatReply).
 func (s *session) readSub() {
 	defer close(s.subDone)
+	var logged time.Time // when a drop was last logged
+	var dropped int      // drops since then
 	for {
 		msg, err := s.sub.Recv()
 		if err != nil {
@@ -141,16 +157,21 @@ func (s *session) readSub() {
 		if !ok {
 			continue
 		}
-		// Whoever is on the path to the publish port may send frames up to wire.MaxJobFrame;
-		// while serve is busy (a request waiting for its reply, a full job queue) at most
-		// maxPubQueued bytes of them wait, and the socket is not read meanwhile.
-		if s.pubMem.Acquire(s.ctx, int64(len(body))) != nil {
-			return
+		n := int64(len(body))
+		if s.pubMem.TryAcquire(n) {
+			select {
+			case s.pubs <- body:
+				continue
+			default:
+				s.pubMem.Release(n)
+			}
 		}
-		select {
-		case s.pubs <- body:
-		case <-s.ctx.Done():
-			return
+		s.m.droppedPubs.Add(1)
+		dropped++
+		if now := time.Now(); now.Sub(logged) >= dropLogEvery {
+			s.m.log.Warn("dropped published frames: the session is busy and its queue is full; a job among them is asked for again",
+				"frames", dropped, "last_frame_bytes", n)
+			logged, dropped = now, 0
 		}
 	}
 }
