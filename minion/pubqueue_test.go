@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
@@ -14,6 +16,8 @@ import (
 	"github.com/brinecm/brine/internal/tb"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/internal/zmtp"
+	"github.com/brinecm/brine/master"
+	"github.com/brinecm/brine/states"
 )
 
 // busySub returns a hand-made session whose SUB reads from pub (a zmq4 PUB standing for
@@ -145,4 +149,88 @@ func TestPublishedFramesHeapBoundedWhileBusy(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A job whose frame the minion dropped, its queue of published frames being full, still runs,
+// in the same session: the master lists it as pending in its reply to a heartbeat request once
+// a heartbeat has passed since it published it, and publishes it again when the minion asks.
+func TestDroppedJobRunsAfterwards(t *testing.T) {
+	// The master's heartbeat sets its grace before it lists a job as pending (a heartbeat) and
+	// how long the minion bears a silent publish port (three): the budget is held for less.
+	ms := master.TestMaster(t, func(c *master.Config) { c.Heartbeat = "2s" })
+	mn := runMinion(t, ms.PublishAddr(), ms.RequestAddr(), "drop1", "")
+	accept(t, ms, mn.Minion, nil)
+	mn.mu.Lock()
+	s := mn.sess
+	mn.mu.Unlock()
+
+	// The budget full, as when a large frame waits for a busy session.
+	actx, acancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer acancel()
+	if err := s.pubMem.Acquire(actx, maxPubQueued); err != nil {
+		t.Fatal(err)
+	}
+	held := true
+	release := func() {
+		if held {
+			held = false
+			s.pubMem.Release(maxPubQueued)
+		}
+	}
+	defer release()
+
+	dir, out := t.TempDir(), filepath.Join(t.TempDir(), "applied")
+	if err := os.WriteFile(filepath.Join(dir, "main.hcl"), []byte("file \"m\" {\n  path    = \""+out+"\"\n  content = \"x\"\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, err := states.ReadBundle(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	published := make(chan struct{})
+	type result struct {
+		res *master.Result
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := ms.Run(ctx, master.JobSpec{Kind: wire.JobApply, Target: "drop1", Minions: []string{"drop1"}, Bundle: b, Timeout: 30 * time.Second},
+			func(ev master.Event) {
+				if ev.Event == "published" {
+					close(published)
+				}
+			})
+		done <- result{res, err}
+	}()
+	select {
+	case <-published:
+	case r := <-done:
+		t.Fatalf("the job ended before it was published: %v", r.err)
+	}
+	tb.WaitFor(t, 5*time.Second, "a frame dropped", func() bool { return mn.droppedPubs.Load() > 0 })
+	time.Sleep(time.Second) // the job's frame, on loopback, has come and gone
+	if mn.Applied() != 0 || fileExists(out) {
+		t.Fatal("the job ran while the minion's queue of published frames was full")
+	}
+	release()
+
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if ret := r.res.Returns["drop1"]; !ret.Success {
+		t.Fatalf("the job's return: %+v (missing %v)", ret, r.res.Missing)
+	}
+	if !fileExists(out) {
+		t.Fatal("the job succeeded and its file is not there")
+	}
+	mn.mu.Lock()
+	same := mn.sess == s
+	mn.mu.Unlock()
+	if !same {
+		t.Fatal("the minion got the job on a new session, not on the one that dropped it")
+	}
+	t.Logf("%d published frames dropped", mn.droppedPubs.Load())
 }
