@@ -84,6 +84,17 @@ type session struct {
 
 func quiet() zmq4.Option { return zmq4.WithLogger(log.New(io.Discard, "", 0)) }
 
+// dialTimeout bounds a connection attempt to a master's port. zmq4's own default is 5 minutes,
+// and a port whose SYNs are dropped (a blackhole on the path, a full listen queue) would hold a
+// session that long before the minion tries the next master.
+const dialTimeout = 10 * time.Second
+
+// sockOpts are the options of the session's sockets: no retries of their own (the session
+// redials), bounded dials and operations.
+func sockOpts() []zmq4.Option {
+	return []zmq4.Option{quiet(), zmq4.WithDialerMaxRetries(0), zmq4.WithDialerTimeout(dialTimeout), zmq4.WithTimeout(5 * time.Second)}
+}
+
 // dial connects the DEALER to addr's request port and starts its reader.
 func dial(ctx context.Context, m *Minion, addr masterAddr) (*session, error) {
 	sctx, cancel := context.WithCancel(ctx)
@@ -91,7 +102,7 @@ func dial(ctx context.Context, m *Minion, addr masterAddr) (*session, error) {
 		frames: make(chan []byte, 16), pubs: make(chan []byte, 16), pubMem: semaphore.NewWeighted(maxPubQueued),
 		replies:    make(chan wire.Reply, 16),
 		readerDone: make(chan struct{}), subDone: make(chan struct{})}
-	s.dealer = zmq4.NewDealer(sctx, quiet(), zmq4.WithDialerMaxRetries(0), zmq4.WithTimeout(5*time.Second))
+	s.dealer = zmq4.NewDealer(sctx, sockOpts()...)
 	if err := s.dealer.Dial(zmtp.Endpoint(addr.req, wire.MaxReplyFrame)); err != nil {
 		s.close()
 		return nil, fmt.Errorf("dial %s: %w", addr.req, err)
@@ -294,7 +305,7 @@ func (s *session) subscribe() error {
 	if sk == nil {
 		return errNotLive
 	}
-	s.sub = zmq4.NewSub(s.ctx, quiet(), zmq4.WithDialerMaxRetries(0), zmq4.WithTimeout(5*time.Second))
+	s.sub = zmq4.NewSub(s.ctx, sockOpts()...)
 	if err := s.sub.Dial(zmtp.Endpoint(s.addr.pub, wire.MaxJobFrame+1024)); err != nil {
 		return fmt.Errorf("dial %s: %w", s.addr.pub, err)
 	}
