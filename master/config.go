@@ -3,6 +3,7 @@ package master
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"time"
@@ -101,6 +102,10 @@ type Config struct {
 	historyBytes int64
 	// fileLimit replaces the process's RLIMIT_NOFILE in checkFileLimit (tests; 0: the real one).
 	fileLimit uint64
+	// logEvery replaces garbageLogEvery, the interval of the rate-limited log lines (tests).
+	logEvery time.Duration
+	// testLog is TestMaster's logger when set (tests: LogTo).
+	testLog *slog.Logger
 }
 
 // DefaultJobHistoryMB is job_history_mb's default: 8 GiB of records, twice the 100,000 jobs of 50

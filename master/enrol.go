@@ -168,7 +168,8 @@ func (m *Master) registerBatch(batch []registration) {
 				recs[i] = rec
 				continue
 			}
-			m.log.Warn("enrolment token refused", "minion", r.p.ID, "source", r.p.Source, "err", err)
+			// Anyone can send tokens to guess: one line a minute, whatever the ids and sources.
+			m.garbage.warn(m.log, "token", "enrolment token refused", "minion", r.p.ID, "source", r.p.Source, "err", err)
 		}
 		plain = append(plain, i)
 		ps = append(ps, r.p)
@@ -182,7 +183,7 @@ func (m *Master) registerBatch(batch []registration) {
 		for k, i := range plain {
 			recs[i], errs[i] = rs[k], es[k]
 			if isEnrolLimit(es[k]) {
-				m.log.Warn("new minion key refused", "minion", ps[k].ID, "source", ps[k].Source, "err", es[k])
+				m.garbage.warn(m.log, "enrol-limit", "new minion key refused", "minion", ps[k].ID, "source", ps[k].Source, "err", es[k])
 			}
 		}
 	}

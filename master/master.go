@@ -114,10 +114,11 @@ type Master struct {
 	cloud cloudState // the bootstrap endpoint and enrolment waits (cloud.go)
 
 	challenges challengeTable // outstanding hello challenges (challenges.go)
-	garbage    rateLog        // rate-limited warnings about what unauthenticated peers send
-	refusedLog rateLog        // refused returns, one line per minion a minute (acceptReturn)
-	seen       seenTable      // when each minion last made an authenticated request (status.go)
-	pruneKick  chan struct{}  // wakes pruneLoop after a job is recorded (history.go)
+	// The lines peers can cause at the rate of their requests, one per key a minute (ratelog.go).
+	garbage    rateLog       // what unauthenticated peers send, and the handshakes refused: fixed keys
+	refusedLog rateLog       // refused returns, per minion (acceptReturn)
+	seen       seenTable     // when each minion last made an authenticated request (status.go)
+	pruneKick  chan struct{} // wakes pruneLoop after a job is recorded (history.go)
 	// historyBytes is the job history's bytes after the last prune (history.go).
 	historyBytes atomic.Int64
 	metrics      *metrics // Prometheus metrics (metrics.go)
@@ -206,6 +207,9 @@ func New(cfg Config, logger *slog.Logger) (*Master, error) {
 		metrics:   newMetrics(),
 	}
 	m.challenges.perSource = challengesPerSource(cfg.MaxConnsPerSource)
+	for _, r := range []*rateLog{&m.garbage, &m.refusedLog, &m.fleet.storeLog} {
+		r.every = cfg.logEvery
+	}
 	all, err := store.AllFacts()
 	if err != nil {
 		st.Close()
@@ -542,7 +546,7 @@ func (m *Master) handleAuth(peer []byte, src string, body []byte) (reply []byte,
 	}
 	// The proof: a signature by the private key of the key presented, over both nonces.
 	if !pki.Verify(c.key.Sign, wire.DomainAuth, data, sig) {
-		m.log.Warn("auth with a bad signature", "minion", c.id)
+		m.garbage.warn(m.log, "bad-signature", "auth with a bad signature", "minion", c.id, "source", src)
 		return refuse("bad signature")
 	}
 	finish := func(rec pki.MinionKey, err error) ([]byte, bool) {
@@ -562,7 +566,8 @@ func (m *Master) handleAuth(peer []byte, src string, body []byte) (reply []byte,
 			ar.KeyGen = gen[:]
 			ar.Groups = rec.Groups
 		} else {
-			m.log.Info("minion key not accepted", "minion", c.id, "state", rec.State)
+			// A pending minion retries until the operator acts, and anyone can present any id.
+			m.garbage.info(m.log, "not-accepted", "minion key not accepted", "minion", c.id, "state", rec.State)
 			m.metrics.authNotAccepted(string(rec.State))
 		}
 		return m.authReply(shared, ar), rec.State == pki.StateAccepted

@@ -27,8 +27,8 @@ func TestMaster(t tb.TB, opts ...func(*Config)) *Master {
 	if err := cfg.fill(); err != nil {
 		t.Fatal(err)
 	}
-	var logger *slog.Logger
-	if os.Getenv("BRINE_TEST_LOG") != "" {
+	logger := cfg.testLog
+	if logger == nil && os.Getenv("BRINE_TEST_LOG") != "" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	m, err := New(cfg, logger)
@@ -89,3 +89,10 @@ func (m *Master) PruneHistory() { m.pruneHistory() }
 // FileLimit is a TestMaster option: the master takes n for its file descriptor limit (each
 // port then holds MinionsForFileLimit(n) connections).
 func FileLimit(n uint64) func(*Config) { return func(c *Config) { c.fileLimit = n } }
+
+// LogTo is a TestMaster option: the master logs to l.
+func LogTo(l *slog.Logger) func(*Config) { return func(c *Config) { c.testLog = l } }
+
+// LogEvery is a TestMaster option: the log lines peers can cause at the rate of their requests
+// are written at most once per key every d (garbageLogEvery in production).
+func LogEvery(d time.Duration) func(*Config) { return func(c *Config) { c.logEvery = d } }
