@@ -2,14 +2,17 @@ package master_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
+	"github.com/brinecm/brine/pki"
 )
 
 // The log lines a peer can cause at the rate of its requests are written once per kind (or per
@@ -110,6 +113,37 @@ func checkFlood(t *testing.T, logs *lockedBuffer, msg string, calls int, span ti
 	t.Logf("%d calls, %d lines of %q in %v", calls, len(recs), msg, span.Round(time.Millisecond))
 }
 
+// A compromised minion reports facts the master refuses, again and again: one line a minute for
+// that minion.
+func TestLogFloodRefusedFacts(t *testing.T) {
+	m, logs := floodMaster(t)
+	evil := evilMinion(t, m, "evil", nil, nil)
+	floodLog(t, logs, "refused facts; the minion keeps its previous ones", floodCount, func(int) {
+		if r, _, ok := evil.request(wire.KindFacts, nested(20)); !ok || r.Error == "" {
+			t.Fatalf("facts too deep: %+v %v", r, ok)
+		}
+	})
+}
+
+// A compromised minion reports a tinc key other than the one pinned for it, with every facts
+// report: one line a minute for that minion, until the operator acts.
+func TestLogFloodPendingTincKey(t *testing.T) {
+	m, logs := floodMaster(t)
+	evil := evilMinion(t, m, "evil", nil, nil)
+	if r, _, ok := evil.request(wire.KindFacts, map[string]any{"tinc_pubkey": map[string]any{"mesh": tincKey(t)}}); !ok || !r.OK {
+		t.Fatalf("first tinc key: %+v %v", r, ok)
+	}
+	other := map[string]any{"tinc_pubkey": map[string]any{"mesh": tincKey(t)}}
+	floodLog(t, logs, "a minion reports a tinc key that differs from the pinned one; peers() keeps the pinned key until `brine key accept-tinc`", floodCount, func(int) {
+		if r, _, ok := evil.request(wire.KindFacts, other); !ok || !r.OK {
+			t.Fatalf("facts with another tinc key: %+v %v", r, ok)
+		}
+	})
+	if a := m.Attestation("evil"); len(a.TincPending) != 1 {
+		t.Fatalf("attestation: %+v", a)
+	}
+}
+
 // A stranger sends auths signed by another key than the one it presents: one line a minute in
 // all, whatever the ids it names.
 func TestLogFloodBadAuthSignature(t *testing.T) {
@@ -162,4 +196,80 @@ func TestLogFloodEnrolLimit(t *testing.T) {
 			t.Fatalf("auth %d of a new id: %+v", i, ar)
 		}
 	})
+}
+
+// A compromised minion that never returns its jobs asks for all of them again, at every
+// heartbeat: each is published again once a heartbeat, as designed, but logged once a minute for
+// that minion, not once per job and heartbeat.
+func TestLogFloodResend(t *testing.T) {
+	m, logs := floodMaster(t)
+	evil := evilMinion(t, m, "evil", nil, nil)
+	const jobs = 20
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	published := make(chan string, jobs)
+	for range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = m.Run(ctx, master.JobSpec{Kind: wire.JobPing, Target: "evil", Minions: []string{"evil"}, Timeout: time.Minute},
+				func(e master.Event) {
+					if e.Event == "published" {
+						published <- e.JID
+					}
+				})
+		}()
+	}
+	var jids []string
+	for range jobs {
+		select {
+		case jid := <-published:
+			jids = append(jids, jid)
+		case <-time.After(30 * time.Second):
+			t.Fatal("the jobs were not published")
+		}
+	}
+	// What is published from now on: the jobs published again (all on evil's own topic).
+	pub := m.Published(t)
+	resends := func() int {
+		n := 0
+		for {
+			select {
+			case msg := <-pub:
+				if string(msg[0]) == wire.TopicMinion("evil") {
+					n++
+				}
+			default:
+				return n
+			}
+		}
+	}
+	ask := func(jids []string) {
+		if r, _, ok := evil.request(wire.KindResend, wire.ResendBody{JIDs: jids}); !ok || !r.OK {
+			t.Fatalf("resend: %+v %v", r, ok)
+		}
+	}
+	// Asked for every 20 ms over two seconds: each job is published again about ten times
+	// (once a heartbeat of TestMaster's 200 ms).
+	start := time.Now()
+	ask(jids)
+	first := time.Now() // after the first line
+	for time.Since(start) < 2*time.Second {
+		time.Sleep(20 * time.Millisecond)
+		ask(jids)
+	}
+	// An interval after the first line, and a heartbeat after the last ask, one job more: its
+	// line is logged, after the count of those suppressed.
+	time.Sleep(time.Until(first.Add(floodLogEvery)))
+	ask(jids[:1])
+	time.Sleep(100 * time.Millisecond) // the publisher's taps are written after the reply
+	n := resends()
+	if n < 2*jobs {
+		t.Fatalf("%d jobs published again; want at least %d", n, 2*jobs)
+	}
+	checkFlood(t, logs, "publishing a job again for a minion that missed it", n, time.Since(start))
+	if k, _ := m.Keys().Get("evil"); k.State != pki.StateAccepted {
+		t.Fatal("evil is no longer accepted")
+	}
 }

@@ -117,6 +117,9 @@ type Master struct {
 	// The lines peers can cause at the rate of their requests, one per key a minute (ratelog.go).
 	garbage    rateLog       // what unauthenticated peers send, and the handshakes refused: fixed keys
 	refusedLog rateLog       // refused returns, per minion (acceptReturn)
+	factsLog   rateLog       // refused facts reports, per minion
+	tincLog    rateLog       // facts reporting a tinc key that is not the pinned one, per minion
+	resendLog  rateLog       // jobs published again for a minion that asked, per minion
 	seen       seenTable     // when each minion last made an authenticated request (status.go)
 	pruneKick  chan struct{} // wakes pruneLoop after a job is recorded (history.go)
 	// historyBytes is the job history's bytes after the last prune (history.go).
@@ -207,7 +210,7 @@ func New(cfg Config, logger *slog.Logger) (*Master, error) {
 		metrics:   newMetrics(),
 	}
 	m.challenges.perSource = challengesPerSource(cfg.MaxConnsPerSource)
-	for _, r := range []*rateLog{&m.garbage, &m.refusedLog, &m.fleet.storeLog} {
+	for _, r := range []*rateLog{&m.garbage, &m.refusedLog, &m.factsLog, &m.tincLog, &m.resendLog, &m.fleet.storeLog} {
 		r.every = cfg.logEvery
 	}
 	all, err := store.AllFacts()
@@ -813,7 +816,7 @@ func (m *Master) serve(s session, r wire.Request, reply *wire.Reply) error {
 			return errors.New("bad facts")
 		}
 		if err := m.reportFacts(s.minion, f, s.remote); err != nil {
-			m.log.Warn("refused facts; the minion keeps its previous ones", "minion", s.minion, "from", s.remote, "err", err)
+			m.factsLog.warn(m.log, s.minion, "refused facts; the minion keeps its previous ones", "minion", s.minion, "from", s.remote, "err", err)
 			return err
 		}
 		m.cloud.noteFacts(s.minion)
@@ -840,7 +843,8 @@ func (m *Master) reportFacts(id string, f map[string]any, remote netip.Addr) err
 		return err
 	}
 	if len(pending) > 0 {
-		m.log.Warn("a minion reports a tinc key that differs from the pinned one; peers() keeps the pinned key until `brine key accept-tinc`",
+		// Each facts report says so again until the operator acts: once per minion a minute.
+		m.tincLog.warn(m.log, id, "a minion reports a tinc key that differs from the pinned one; peers() keeps the pinned key until `brine key accept-tinc`",
 			"minion", id, "networks", pending)
 	}
 	return m.setFacts(id, clean)

@@ -297,7 +297,9 @@ func (m *Master) resend(s session, jids []string, every time.Duration) {
 			m.log.Error("could not seal a job to publish again", "jid", jid, "minion", s.minion, "err", err)
 			continue
 		}
-		m.log.Info("publishing a job again for a minion that missed it", "jid", jid, "minion", s.minion)
+		// A minion asks for its jobs again at every heartbeat and new subscription, each job
+		// once a heartbeat: one line per minion a minute, whatever its jobs and reconnections.
+		m.resendLog.info(m.log, s.minion, "publishing a job again for a minion that missed it", "jid", jid, "minion", s.minion)
 		nonce := pki.RandomNonce()
 		wraps := []wire.Wrap{{KeyID: s.sk.ID, Key: s.sk.Wrap(nonce, sj.key)}}
 		m.publishTo(wire.TopicMinion(s.minion), wire.JobFrame(nonce, wraps, sj.payload))
