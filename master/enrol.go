@@ -143,7 +143,7 @@ func (m *Master) registrar() {
 func (m *Master) registerSafe(batch []registration) {
 	defer func() {
 		if r := recover(); r != nil {
-			m.log.Error("panic while registering minion keys; dropped the batch", "minions", len(batch), "panic", fmt.Sprint(r))
+			m.panics.error(m.log, "register", "panic while registering minion keys; dropped the batch", "minions", len(batch), "panic", fmt.Sprint(r))
 		}
 	}()
 	m.registerBatch(batch)

@@ -116,6 +116,7 @@ type Master struct {
 	challenges challengeTable // outstanding hello challenges (challenges.go)
 	// The lines peers can cause at the rate of their requests, one per key a minute (ratelog.go).
 	garbage    rateLog       // what unauthenticated peers send, and the handshakes refused: fixed keys
+	panics     rateLog       // panics while serving peers (a bug a peer may trigger again): fixed keys
 	refusedLog rateLog       // refused returns, per minion (acceptReturn)
 	factsLog   rateLog       // refused facts reports, per minion
 	tincLog    rateLog       // facts reporting a tinc key that is not the pinned one, per minion
@@ -210,9 +211,12 @@ func New(cfg Config, logger *slog.Logger) (*Master, error) {
 		metrics:   newMetrics(),
 	}
 	m.challenges.perSource = challengesPerSource(cfg.MaxConnsPerSource)
-	for _, r := range []*rateLog{&m.garbage, &m.refusedLog, &m.factsLog, &m.tincLog, &m.resendLog, &m.fleet.storeLog} {
+	for _, r := range []*rateLog{&m.garbage, &m.panics, &m.refusedLog, &m.factsLog, &m.tincLog, &m.resendLog, &m.fleet.storeLog} {
 		r.every = cfg.logEvery
 	}
+	// A stored attestation is read and written at each facts report: its store's errors are
+	// logged as the other store errors met while serving minions.
+	m.attest.log = func(msg string, args ...any) { m.fleet.storeLog.warn(logger, "attest: "+msg, msg, args...) }
 	all, err := store.AllFacts()
 	if err != nil {
 		st.Close()
@@ -455,7 +459,7 @@ func (m *Master) unbind(peer, minion string) {
 func (m *Master) handleSafe(peer []byte, source string, remote netip.Addr, frame []byte) (reply []byte, authed bool) {
 	defer func() {
 		if r := recover(); r != nil {
-			m.log.Error("panic while handling a message; dropped it", "source", source, "panic", fmt.Sprint(r))
+			m.panics.error(m.log, "message", "panic while handling a message; dropped it", "source", source, "panic", fmt.Sprint(r))
 			reply, authed = nil, false
 		}
 	}()
@@ -749,7 +753,7 @@ const (
 func (m *Master) serveSafe(s session, r wire.Request, reply *wire.Reply) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			m.log.Error("panic while serving a request; answered with an error", "minion", s.minion, "kind", quoteKey(r.Kind), "panic", fmt.Sprint(p))
+			m.panics.error(m.log, "request", "panic while serving a request; answered with an error", "minion", s.minion, "kind", quoteKey(r.Kind), "panic", fmt.Sprint(p))
 			reply.Body = nil
 			err = errors.New("internal error on the master; the request was not carried out")
 		}
@@ -773,7 +777,7 @@ func (m *Master) serve(s session, r wire.Request, reply *wire.Reply) error {
 		m.mu.Unlock()
 		pending, err := m.deliver.Pending(s.minion, time.Now(), grace)
 		if err != nil {
-			m.log.Error("could not read the jobs pending for a minion", "minion", s.minion, "err", err)
+			m.fleet.storeLog.error(m.log, "pending", "could not read the jobs pending for a minion", "minion", s.minion, "err", err)
 		}
 		if len(pending) > maxResend {
 			pending = pending[:maxResend] // what one resend may ask for; the rest next time
@@ -974,7 +978,7 @@ func (m *Master) acceptReturn(s session, body []byte) error {
 	}
 	if _, marked := m.store.(store.DeliveryMarker); !marked {
 		if err := m.deliver.MarkReturned(ret.JID, s.minion); err != nil {
-			m.log.Error("could not mark a return as delivered", "jid", ret.JID, "minion", s.minion, "err", err)
+			m.fleet.storeLog.error(m.log, "mark-returned", "could not mark a return as delivered", "jid", ret.JID, "minion", s.minion, "err", err)
 		}
 	}
 	m.copies.markReturned(ret.JID, s.minion)

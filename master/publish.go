@@ -271,7 +271,7 @@ func (m *Master) subscriberReady(sid string) {
 		defer m.wg.Done()
 		pending, err := m.deliver.Pending(s.minion, time.Now(), 0)
 		if err != nil {
-			m.log.Error("could not read the jobs pending for a minion", "minion", s.minion, "err", err)
+			m.fleet.storeLog.error(m.log, "pending", "could not read the jobs pending for a minion", "minion", s.minion, "err", err)
 			return
 		}
 		m.resend(s, pending[:min(len(pending), maxResend)], 0)
@@ -287,14 +287,14 @@ func (m *Master) resend(s session, jids []string, every time.Duration) {
 	for _, jid := range jids {
 		signed, err := m.deliver.Resendable(jid, s.minion, time.Now(), every)
 		if err != nil {
-			m.log.Error("could not read a job to publish again", "jid", jid, "minion", s.minion, "err", err)
+			m.fleet.storeLog.error(m.log, "resend-read", "could not read a job to publish again", "jid", jid, "minion", s.minion, "err", err)
 		}
 		if signed == nil {
 			continue
 		}
 		sj, err := m.copies.forMinion(jid, s.minion, signed, m.copiesOfSigned)
 		if err != nil {
-			m.log.Error("could not seal a job to publish again", "jid", jid, "minion", s.minion, "err", err)
+			m.fleet.storeLog.error(m.log, "resend-seal", "could not seal a job to publish again", "jid", jid, "minion", s.minion, "err", err)
 			continue
 		}
 		// A minion asks for its jobs again at every heartbeat and new subscription, each job
