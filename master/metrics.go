@@ -219,7 +219,11 @@ func (m *Master) serveMetrics() {
 		MaxRequestsInFlight: 4, Timeout: 10 * time.Second, ErrorLog: nil,
 	}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 8 << 10}
+		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 8 << 10,
+		// net/http logs what peers cause (Accept errors once descriptors run out, bad
+		// requests) to stderr, one line each, outside the rate-limited log: discarded, as at the
+		// bootstrap endpoint.
+		ErrorLog: quietLogger()}
 	m.wg.Add(2)
 	go func() {
 		defer m.wg.Done()
