@@ -300,7 +300,12 @@ func Run(ctx context.Context, opts Options) (err error) {
 				return code == 0
 			}); err != nil {
 				for _, h := range []string{from, to} {
-					out, _, _ := c.Host(h).Sh(ctx, "ip -4 -o addr show tinc-ghost; ls /etc/tinc/ghost/hosts; tail -n 25 /var/log/tinc.ghost.log")
+					// tincd dumps its connections (USR1) and its nodes and subnets (USR2) into
+					// its log, which at its default level says nothing of connections; the
+					// kernel's view of its TCP connections beside it.
+					out, _, _ := c.Host(h).Sh(ctx, "ip -4 -o addr show tinc-ghost; ls /etc/tinc/ghost/hosts; "+
+						"ss -tnio '( sport = :655 or dport = :655 )'; pid=$(cat /run/tinc.ghost.pid 2>/dev/null | head -c 16); "+
+						"[ -n \"$pid\" ] && kill -USR1 $pid && kill -USR2 $pid && sleep 0.3; tail -n 60 /var/log/tinc.ghost.log")
 					fmt.Fprintf(w, "--- tinc on %s:\n%s\n", h, out)
 				}
 				return fmt.Errorf("%s cannot ping %s (%s) over the mesh", from, to, mesh[to])
