@@ -3,6 +3,7 @@ package capture
 import (
 	"bytes"
 	"fmt"
+	"io/fs"
 	"path"
 	"slices"
 	"sort"
@@ -57,6 +58,9 @@ func Split(hosts map[string]map[string][]byte, groups map[string][]string, site 
 	for id := range hosts {
 		if id == CommonBundle || id == states.SiteFile || strings.HasPrefix(id, GroupBundlePrefix) {
 			return nil, fmt.Errorf("split: a minion named %q collides with the site's own names (%s, %s*)", id, CommonBundle, GroupBundlePrefix)
+		}
+		if err := CheckBundlePaths(hosts[id]); err != nil {
+			return nil, fmt.Errorf("split: the capture of %s: %w", id, err)
 		}
 		ids = append(ids, id)
 	}
@@ -217,6 +221,20 @@ func Split(hosts map[string]map[string][]byte, groups map[string][]string, site 
 	}
 	out[states.SiteFile] = []byte(text.String())
 	return out, nil
+}
+
+// CheckBundlePaths refuses a bundle (a host's capture, as a minion returned it) with a path
+// that is not a plain path inside the bundle: absolute, empty, with a "." or ".." element, an
+// empty element or a NUL. Split writes a host's files under the directory of its bundle, and
+// a path like "../base/x.hcl" that stays inside the site would put what one minion sent into
+// a bundle that the site gives other hosts.
+func CheckBundlePaths(files map[string][]byte) error {
+	for p := range files {
+		if !fs.ValidPath(p) || p == "." || strings.ContainsRune(p, 0) {
+			return fmt.Errorf("path %.200q leaves its bundle or is not a plain relative path", p)
+		}
+	}
+	return nil
 }
 
 // hostUnits cuts each .hcl file of one capture into its top-level blocks. A file with

@@ -244,8 +244,9 @@ func sameDir(a, b string) bool {
 	return filepath.Clean(a) == filepath.Clean(b)
 }
 
-// captureReturn checks one minion's capture return: what a minion sends is bounded and its
-// paths are checked again when written (capture.WriteFiles).
+// captureReturn checks one minion's capture return: what a minion sends is bounded, its paths
+// stay inside its own bundle (capture.CheckBundlePaths), and the tree is checked again when
+// written (capture.WriteFiles).
 func captureReturn(r wire.Return) (map[string][]byte, capture.Summary, error) {
 	var sum capture.Summary
 	if !r.Success {
@@ -261,6 +262,9 @@ func captureReturn(r wire.Return) (map[string][]byte, capture.Summary, error) {
 	}
 	if total > wire.MaxCaptureFiles || len(rep.Files) == 0 {
 		return nil, sum, fmt.Errorf("the capture holds %d files of %d bytes: want 1 to %d bytes", len(rep.Files), total, wire.MaxCaptureFiles)
+	}
+	if err := capture.CheckBundlePaths(rep.Files); err != nil {
+		return nil, sum, fmt.Errorf("the capture is refused: %w", err)
 	}
 	_ = json.Unmarshal(rep.Summary, &sum)
 	return rep.Files, sum, nil

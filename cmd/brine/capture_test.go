@@ -146,11 +146,13 @@ assign "group:back" { bundles = ["monitoring"] }
 }
 
 // What a minion returns for a capture is checked before anything is written: a failed capture,
-// an unreadable report, no files or more than wire.MaxCaptureFiles bytes are refused.
+// an unreadable report, no files, more than wire.MaxCaptureFiles bytes or a path that leaves the
+// minion's own bundle are refused.
 func TestCaptureReturnBounds(t *testing.T) {
 	ok, _ := json.Marshal(wire.CaptureReport{Files: map[string][]byte{"files.hcl": []byte("x")}})
 	big, _ := json.Marshal(wire.CaptureReport{Files: map[string][]byte{"a": make([]byte, wire.MaxCaptureFiles), "b": []byte("x")}})
 	empty, _ := json.Marshal(wire.CaptureReport{})
+	escapes, _ := json.Marshal(wire.CaptureReport{Files: map[string][]byte{"files.hcl": []byte("x"), "../base/x.hcl": []byte("x")}})
 	for name, tc := range map[string]struct {
 		r    wire.Return
 		want string
@@ -160,6 +162,7 @@ func TestCaptureReturnBounds(t *testing.T) {
 		"unreadable": {wire.Return{Success: true, Report: []byte(`{"files": 5}`)}, "unreadable"},
 		"empty":      {wire.Return{Success: true, Report: empty}, "0 files"},
 		"too big":    {wire.Return{Success: true, Report: big}, "want 1 to"},
+		"escapes":    {wire.Return{Success: true, Report: escapes}, "leaves its bundle"},
 	} {
 		files, _, err := captureReturn(tc.r)
 		switch {

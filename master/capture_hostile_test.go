@@ -1,0 +1,126 @@
+package master_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bcapture "github.com/brinecm/brine/capture"
+	"github.com/brinecm/brine/internal/wire"
+	"github.com/brinecm/brine/master"
+	"github.com/brinecm/brine/states"
+)
+
+// A compromised minion answers a capture job (`brine capture evil --site SITE`) with files whose
+// paths leave its own bundle ("../base/x.hcl", "./../base/x.hcl", "files/../../base/x.hcl"): had
+// the site been written, the site's bundle base, which every minion converges, would hold the
+// minion's resources, and the next converge (a schedule's, every 30 minutes) would apply them as
+// root on every host. The split refuses such a capture whole, nothing of it is written, and a
+// converge of the site on another minion applies the site's own bundle only.
+func TestEvilCaptureStaysInItsBundle(t *testing.T) {
+	m := master.TestMaster(t)
+	acceptedMinion(t, m, "good1", nil)
+	evil := evilMinion(t, m, "evil", nil, nil)
+	for _, bad := range []string{"../base/pwn.hcl", "./../base/pwn.hcl", "files/../../base/pwn.hcl", "/base/pwn.hcl", "files//../../base/pwn.hcl"} {
+		t.Run(strings.ReplaceAll(bad, "/", "_"), func(t *testing.T) {
+			out := t.TempDir()
+			siteDir := t.TempDir()
+			for p, s := range map[string]string{
+				"site.hcl": "assign \"*\" { bundles = [\"base\"] }\n",
+				"base/main.hcl": `file "motd" {
+		  path    = "` + out + `/motd-${minion.id}"
+		  content = "managed"
+		}
+		`,
+			} {
+				os.MkdirAll(filepath.Dir(filepath.Join(siteDir, p)), 0o700)
+				if err := os.WriteFile(filepath.Join(siteDir, p), []byte(s), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			payload := func(name string) []byte {
+				return []byte(`file "` + name + `" {
+		  path    = "` + out + `/` + name + `-${minion.id}"
+		  content = "written by the evil minion's capture"
+		}
+		`)
+			}
+			published := make(chan string, 1)
+			done := make(chan *master.Result, 1)
+			go func() {
+				res, err := m.Run(context.Background(), master.JobSpec{Kind: wire.JobCapture, Target: "evil", Minions: []string{"evil"},
+					Capture: &wire.CaptureSpec{}, Timeout: 30 * time.Second}, func(e master.Event) {
+					if e.Event == "published" {
+						published <- e.JID
+					}
+				})
+				if err != nil {
+					t.Error(err)
+				}
+				done <- res
+			}()
+			jid := <-published
+			rep, _ := json.Marshal(wire.CaptureReport{Files: map[string][]byte{
+				"files.hcl": payload("own"),
+				bad:         payload("pwned"),
+			}})
+			data, _ := json.Marshal(wire.Return{JID: jid, Minion: "evil", Kind: wire.JobCapture, Success: true, Report: rep})
+			if r, _, ok := evil.request(wire.KindReturn, wire.SignedReturn{Data: data, Sig: evil.key.Sign(wire.DomainReturn, data)}); !ok || !r.OK {
+				t.Fatalf("the capture's return was refused: %+v", r)
+			}
+			res := <-done
+			ret, ok := res.Returns["evil"]
+			if !ok {
+				t.Fatalf("no return: %+v", res)
+			}
+
+			// What `brine capture evil --site SITE --out SITE` does with the returns.
+			var cr wire.CaptureReport
+			if err := json.Unmarshal(ret.Report, &cr); err != nil {
+				t.Fatal(err)
+			}
+			tree, err := states.ReadBundle(siteDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			split, err := bcapture.Split(map[string]map[string][]byte{"evil": cr.Files}, map[string][]string{"evil": nil}, tree.Files)
+			if err == nil {
+				err = bcapture.WriteInto(siteDir, split, tree.Files)
+			}
+			if err == nil || !strings.Contains(err.Error(), "evil") || !strings.Contains(err.Error(), "its bundle") {
+				t.Errorf("the capture was written (error %v)", err)
+			}
+
+			// The site as it is now, converged on good1.
+			tree, err = states.ReadBundle(siteDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			site, diags := master.LoadSite(tree, true)
+			if diags.HasErrors() {
+				t.Fatal(diags.Error())
+			}
+			if _, err := m.Converge(context.Background(), master.ConvergeSpec{Target: "good1", Site: site, Timeout: 30 * time.Second}, master.Rollout{}, nil); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(filepath.Join(out, "motd-good1")); err != nil {
+				t.Fatalf("the site's own bundle was not applied on good1: %v", err)
+			}
+			if _, err := os.Stat(filepath.Join(out, "pwned-good1")); err == nil {
+				t.Fatalf("good1 applied a resource of the evil minion's capture (site files: %v)", keysOf(tree.Files))
+			}
+		})
+	}
+}
+
+func keysOf(m map[string][]byte) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	return ks
+}
