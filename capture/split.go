@@ -250,6 +250,11 @@ func hostUnits(id string, files map[string][]byte) ([]unit, error) {
 	var us []unit
 	for _, name := range names {
 		src := files[name]
+		// A minion's text: parsed only once its depth is known to fit the parser's stack
+		// (hclsyntax recurses per level, and 6 MiB of "[" overflows a 1 GB stack).
+		if diags := states.CheckNesting(src, name); diags.HasErrors() {
+			return nil, fmt.Errorf("split: the capture of %s: %s", id, diags.Error())
+		}
 		f, diags := hclsyntax.ParseConfig(src, name, hcl.InitialPos)
 		if diags.HasErrors() {
 			return nil, fmt.Errorf("split: the capture of %s: %s", id, diags.Error())

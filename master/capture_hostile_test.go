@@ -117,6 +117,61 @@ func TestEvilCaptureStaysInItsBundle(t *testing.T) {
 	}
 }
 
+// evilCapture publishes a capture job to the evil minion, which answers it with files, and
+// returns the files as the CLI receives them.
+func evilCapture(t *testing.T, m *master.Master, evil *rawClient, files map[string][]byte) map[string][]byte {
+	t.Helper()
+	published := make(chan string, 1)
+	done := make(chan *master.Result, 1)
+	go func() {
+		res, err := m.Run(context.Background(), master.JobSpec{Kind: wire.JobCapture, Target: "evil", Minions: []string{"evil"},
+			Capture: &wire.CaptureSpec{}, Timeout: 30 * time.Second}, func(e master.Event) {
+			if e.Event == "published" {
+				published <- e.JID
+			}
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- res
+	}()
+	jid := <-published
+	rep, _ := json.Marshal(wire.CaptureReport{Files: files})
+	data, _ := json.Marshal(wire.Return{JID: jid, Minion: "evil", Kind: wire.JobCapture, Success: true, Report: rep})
+	if r, _, ok := evil.request(wire.KindReturn, wire.SignedReturn{Data: data, Sig: evil.key.Sign(wire.DomainReturn, data)}); !ok || !r.OK {
+		t.Fatalf("the capture's return was refused: %+v", r)
+	}
+	res := <-done
+	ret, ok := res.Returns["evil"]
+	if !ok {
+		t.Fatalf("no return: %+v", res)
+	}
+	var cr wire.CaptureReport
+	if err := json.Unmarshal(ret.Report, &cr); err != nil {
+		t.Fatal(err)
+	}
+	return cr.Files
+}
+
+// A compromised minion's capture nested a million levels deep (1 MiB of "[", of a return's 6 MiB)
+// is refused with a diagnostic by the split `brine capture` makes; it overflowed the parser's
+// stack and killed the CLI (fatal error: stack overflow, after a stack of 1 GB).
+func TestEvilCaptureDeepNesting(t *testing.T) {
+	m := master.TestMaster(t)
+	evil := evilMinion(t, m, "evil", nil, nil)
+	for name, src := range map[string]string{
+		"brackets":  "x = " + strings.Repeat("[", 1<<20),
+		"blocks":    strings.Repeat("a {\n", 1<<18),
+		"templates": "x = \"" + strings.Repeat("${\"", 1<<18),
+	} {
+		files := evilCapture(t, m, evil, map[string][]byte{"files.hcl": []byte(src)})
+		_, err := bcapture.Split(map[string]map[string][]byte{"evil": files}, nil, nil)
+		if err == nil || !strings.Contains(strings.ToLower(err.Error()), "nest") {
+			t.Fatalf("%s: split: %v", name, err)
+		}
+	}
+}
+
 func keysOf(m map[string][]byte) []string {
 	var ks []string
 	for k := range m {
