@@ -208,7 +208,7 @@ func quoteKey(s string) string {
 
 // checkAddressFacts checks the address facts that brine itself reports (states.Facts): ipv4 and
 // ipv6, and those of every interface, are lists of single addresses of their family, not
-// networks or text.
+// networks or text (an IPv6 zone, "fe80::1%eth0", is text: refused).
 func checkAddressFacts(f map[string]any) error {
 	list := func(v any, where string, six bool) error {
 		if v == nil {
@@ -221,6 +221,12 @@ func checkAddressFacts(f map[string]any) error {
 		for i, x := range xs {
 			s, _ := x.(string)
 			a, err := netip.ParseAddr(s)
+			if err == nil && a.Zone() != "" {
+				// A zone is any text after the '%' (newlines, quotes, "$(...)"): the address
+				// would carry it into every host's file that lists the peers' addresses.
+				// brine's own facts never hold one (states.Facts writes net.IP, zoneless).
+				return fmt.Errorf("fact %s[%d] = %s: an address with a zone; want one address without one", where, i, quoteKey(s))
+			}
 			if err != nil || a.Is6() != six || (six && a.Is4In6()) || len(s) > 64 {
 				return fmt.Errorf("fact %s[%d] = %s: not one IP%s address", where, i, quoteKey(fmt.Sprint(x)), map[bool]string{false: "v4", true: "v6"}[six])
 			}

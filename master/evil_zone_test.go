@@ -1,0 +1,78 @@
+package master_test
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/brinecm/brine/internal/wire"
+	"github.com/brinecm/brine/master"
+	"github.com/brinecm/brine/states"
+)
+
+// The address facts (ipv4, ipv6, interfaces.IFACE.ipv4/ipv6) are documented as lists of single
+// addresses, so a bundle may write a peer's into another host's configuration. An IPv6 address
+// with a zone ("fe80::1%eth0") parses as one address, but its zone is any text: a compromised
+// minion's "fe80::1%x\n    allow all;" added lines to every host's file that lists the peers'
+// addresses. A report with a zone (brine's own facts never have one) is refused whole, and what
+// the other hosts render stays as it was.
+func TestEvilMinionAddressFactsCarryNoText(t *testing.T) {
+	m := master.TestMaster(t)
+	acceptedMinion(t, m, "good1", []string{"mesh"})
+	evil := evilMinion(t, m, "evil", []string{"mesh"}, nil)
+	if r, _, ok := evil.request(wire.KindFacts, map[string]any{"os": "linux", "ipv6": []any{"2001:db8::6"}}); !ok || !r.OK {
+		t.Fatalf("the evil minion's first facts were refused: %+v", r)
+	}
+	kept := m.Facts("evil")
+	b := bundle(t, map[string]string{"main.hcl": `
+variable "root" {
+  type = string
+}
+
+file "allow" {
+  path    = "${var.root}/allow.conf"
+  content = join("", [for p in peers("group:mesh") : "    allow ${try(p.ipv6[0], "::1")};\n" if p.id != minion.id])
+}
+
+file "iface" {
+  path    = "${var.root}/iface.conf"
+  content = join("", [for p in peers("group:mesh") : "    allow ${try(p.interfaces.eth0.ipv6[0], "::1")};\n" if p.id != minion.id])
+}
+`})
+	root := t.TempDir()
+	base := planOf(t, m, b, root, "good1")["good1"]
+	if d := base["file.allow"].Diff; !strings.Contains(d, "allow 2001:db8::6;") {
+		t.Fatalf("the peer's address is not in the plan:\n%s", d)
+	}
+	for _, tc := range []struct{ name, zone string }{
+		{"newline", "x\n    allow all;\n#"},
+		{"quote", `x"; include /etc/shadow; #`},
+		{"shell", "x$(touch /tmp/brine-zone)"},
+		{"space", "eth0 allow all"},
+		{"bidi", "\u202e"},
+		{"plain", "eth0"},
+	} {
+		name, zone := tc.name, tc.zone
+		for _, where := range []string{"ipv6", "interfaces.ipv6"} {
+			facts := map[string]any{"os": "linux", "ipv6": []any{"fe80::1%" + zone}}
+			if where != "ipv6" {
+				facts = map[string]any{"os": "linux", "interfaces": map[string]any{"eth0": map[string]any{"ipv4": []any{}, "ipv6": []any{"fe80::1%" + zone}}}}
+			}
+			r, _, ok := evil.request(wire.KindFacts, facts)
+			if !ok {
+				t.Fatalf("%s in %s: the master did not answer", name, where)
+			}
+			if r.OK || !strings.Contains(r.Error, "zone") {
+				t.Errorf("%s in %s: facts accepted (%+v)", name, where, r)
+			}
+			if got := m.Facts("evil"); !reflect.DeepEqual(got, kept) {
+				t.Errorf("%s in %s: the evil minion's facts changed:\n%v", name, where, got)
+				after := planOf(t, m, b, root, "good1")["good1"]
+				t.Fatalf("good1 renders:\n%s\n%s", after["file.allow"].Diff, after["file.iface"].Diff)
+			}
+		}
+	}
+	if after := planOf(t, m, b, root, "good1")["good1"]; !reflect.DeepEqual(after, base) || after["file.allow"].Status == states.StatusFailed {
+		t.Fatalf("good1 renders differently after the attack:\n%+v\nwant\n%+v", after, base)
+	}
+}
