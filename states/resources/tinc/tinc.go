@@ -337,7 +337,13 @@ func (n *tincNet) files(pub string) (files map[string][]byte, core string) {
 	// in the same apply but not at the same moment, so whoever dialled first could wait 5-15 s
 	// for its next attempt. The SIGALRM after a reload (Apply, without systemd) closes a fresh
 	// mesh at once; the cap bounds the wait when that attempt came too early.
-	fmt.Fprintf(&conf, "# Managed by brine (tinc_network %q).\nName = %s\nInterface = %s\nAddressFamily = %s\nPort = %d\nMaxTimeout = %d\n",
+	//
+	// StrictSubnets: a member routes to another only the Subnets its own hosts files give it
+	// (written from the bundle, the VPN addresses it assigns), never what the other's tincd
+	// announces. Without it tinc 1.0 takes any Subnet a node announces: a member whose host was
+	// broken into (it holds its tinc key) announced another's address with a better weight
+	// ("10.8.0.2/32#1") and received the traffic meant for it.
+	fmt.Fprintf(&conf, "# Managed by brine (tinc_network %q).\nName = %s\nInterface = %s\nAddressFamily = %s\nPort = %d\nMaxTimeout = %d\nStrictSubnets = yes\n",
 		n.net, n.self, n.iface, n.family, n.port, maxRetry)
 	core = conf.String()
 	selfAddress := ""

@@ -68,7 +68,7 @@ func TestTincFilesAndFacts(t *testing.T) {
 		t.Fatalf("private key: %v %v", st, err)
 	}
 	conf, _ := os.ReadFile(filepath.Join(dir, "tinc.conf"))
-	for _, want := range []string{"Name = a\n", "Interface = tinc-mesh\n", "AddressFamily = ipv4\n", "Port = 655\n", "ConnectTo = web_2\n"} {
+	for _, want := range []string{"Name = a\n", "Interface = tinc-mesh\n", "AddressFamily = ipv4\n", "Port = 655\n", "StrictSubnets = yes\n", "ConnectTo = web_2\n"} {
 		if !strings.Contains(string(conf), want) {
 			t.Errorf("tinc.conf lacks %q:\n%s", want, conf)
 		}
