@@ -159,6 +159,7 @@ func (m *Master) peersFor(targets []string, site *Site) (map[string][]map[string
 	all := site.extend(m.Minions())
 	sort.Slice(all, func(i, j int) bool { return all[i].ID < all[j].ID })
 	out := map[string][]map[string]any{}
+	claims := map[string]int{} // encoded bytes of each minion's facts, measured once a job
 	for _, ts := range targets {
 		t, err := ParseTarget(ts)
 		if err != nil {
@@ -166,7 +167,7 @@ func (m *Master) peersFor(targets []string, site *Site) (map[string][]map[string
 		}
 		list := []map[string]any{}
 		for _, mi := range all {
-			if f := m.peerEntry(t, mi); f != nil {
+			if f := m.peerEntry(t, mi, claims); f != nil {
 				list = append(list, f)
 			}
 		}
@@ -175,9 +176,18 @@ func (m *Master) peersFor(targets []string, site *Site) (map[string][]map[string
 	return out, nil
 }
 
+// maxPeerClaims bounds the bytes (JSON) of the facts one minion's peers() entry carries. An
+// entry is copied into the job once per peers() target that names the minion, and every minion
+// the job addresses receives the job: a minion's 1 MiB of facts (what a report may hold) made
+// each job of a bundle with 8 such targets 8 MB larger, for every host of the fleet. Facts a
+// host reports itself are a few KiB (its interfaces most of them).
+const maxPeerClaims = 64 << 10
+
 // peerEntry is mi's entry in peers() for target t, or nil when t does not match it or its data
-// is not fit for a bundle.
-func (m *Master) peerEntry(t Target, mi MinionInfo) (entry map[string]any) {
+// is not fit for a bundle. claims holds the encoded size of the facts of the minions measured so
+// far (peerEntry adds mi's); an entry whose facts are larger than maxPeerClaims holds only what
+// the master decides: id, groups and attested.
+func (m *Master) peerEntry(t Target, mi MinionInfo, claims map[string]int) (entry map[string]any) {
 	defer func() {
 		if r := recover(); r != nil {
 			m.log.Error("left a minion out of peers(): its data made the master panic", "minion", mi.ID, "panic", quoteKey(fmt.Sprint(r)))
@@ -187,9 +197,20 @@ func (m *Master) peerEntry(t Target, mi MinionInfo) (entry map[string]any) {
 	if !t.Match(mi) {
 		return nil
 	}
+	n, ok := claims[mi.ID]
+	if !ok {
+		raw, _ := json.Marshal(mi.Facts)
+		n = len(raw)
+		claims[mi.ID] = n
+	}
 	f := map[string]any{}
-	for k, v := range mi.Facts {
-		f[k] = v
+	if n <= maxPeerClaims {
+		for k, v := range mi.Facts {
+			f[k] = v
+		}
+	} else {
+		m.peersLog.warn(m.log, mi.ID, "a minion's facts are too large to copy into other minions' jobs: its peers() entry holds only its id, groups and attested values",
+			"minion", mi.ID, "bytes", n, "limit", maxPeerClaims)
 	}
 	f["id"] = mi.ID
 	gs := make([]any, len(mi.Groups))

@@ -121,6 +121,7 @@ type Master struct {
 	factsLog   rateLog       // refused facts reports, per minion
 	tincLog    rateLog       // facts reporting a tinc key that is not the pinned one, per minion
 	resendLog  rateLog       // jobs published again for a minion that asked, per minion
+	peersLog   rateLog       // peers() entries cut to what the master decides, per minion
 	seen       seenTable     // when each minion last made an authenticated request (status.go)
 	pruneKick  chan struct{} // wakes pruneLoop after a job is recorded (history.go)
 	// historyBytes is the job history's bytes after the last prune (history.go).
