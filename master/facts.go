@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"regexp"
 	"sort"
@@ -206,9 +207,17 @@ func quoteKey(s string) string {
 	return strconv.QuoteToASCII(s)
 }
 
+// validIfaceName reports whether name is a network interface name as Linux takes it
+// (dev_valid_name): 1 to 15 bytes, not "." or "..", without '/', ':' or white space.
+func validIfaceName(name string) bool {
+	return name != "" && len(name) <= 15 && name != "." && name != ".." &&
+		!strings.ContainsFunc(name, func(r rune) bool { return r == '/' || r == ':' || unicode.IsSpace(r) })
+}
+
 // checkAddressFacts checks the address facts that brine itself reports (states.Facts): ipv4 and
 // ipv6, and those of every interface, are lists of single addresses of their family, not
-// networks or text (an IPv6 zone, "fe80::1%eth0", is text: refused).
+// networks or text (an IPv6 zone, "fe80::1%eth0", is text: refused); an interface's name is one
+// the kernel takes and its mac one hardware address (or empty).
 func checkAddressFacts(f map[string]any) error {
 	list := func(v any, where string, six bool) error {
 		if v == nil {
@@ -247,9 +256,18 @@ func checkAddressFacts(f map[string]any) error {
 		return errors.New("fact interfaces: want an object of interface name = { ipv4, ipv6, mac }")
 	}
 	for name, v := range m {
+		if !validIfaceName(name) {
+			return fmt.Errorf("fact interfaces.%s: not an interface name (at most 15 bytes, no white space, '/' or ':')", quoteKey(name))
+		}
 		ifc, ok := v.(map[string]any)
 		if !ok {
 			return fmt.Errorf("fact interfaces.%s: want an object", quoteKey(name))
+		}
+		if mac, ok := ifc["mac"]; ok && mac != nil {
+			s, ok := mac.(string)
+			if _, err := net.ParseMAC(s); !ok || (s != "" && err != nil) {
+				return fmt.Errorf("fact interfaces.%s.mac = %s: not one hardware address", quoteKey(name), quoteKey(fmt.Sprint(mac)))
+			}
 		}
 		for _, fam := range []string{"ipv4", "ipv6"} {
 			if err := list(ifc[fam], "interfaces."+quoteKey(name)+"."+fam, fam == "ipv6"); err != nil {

@@ -76,3 +76,65 @@ file "iface" {
 		t.Fatalf("good1 renders differently after the attack:\n%+v\nwant\n%+v", after, base)
 	}
 }
+
+// The other facts of an interface that brine reports itself are checked for their shape too:
+// its name is a Linux interface name (at most 15 bytes, no white space, '/' or ':'), its mac one
+// hardware address or empty. A compromised minion's "aa:bb\n  allow all;" or an interface
+// named "eth0 allow all" reached every host's file built from the peers' interfaces (dhcpd
+// static leases, say).
+func TestEvilMinionInterfaceFactsHaveTheirShape(t *testing.T) {
+	m := master.TestMaster(t)
+	acceptedMinion(t, m, "good1", []string{"mesh"})
+	evil := evilMinion(t, m, "evil", []string{"mesh"}, nil)
+	iface := func(name string, mac any) map[string]any {
+		return map[string]any{"os": "linux", "interfaces": map[string]any{name: map[string]any{"ipv4": []any{"10.0.0.6"}, "ipv6": []any{}, "mac": mac}}}
+	}
+	if r, _, ok := evil.request(wire.KindFacts, iface("eth0", "52:54:00:12:34:56")); !ok || !r.OK {
+		t.Fatalf("the evil minion's first facts were refused: %+v", r)
+	}
+	for _, ok := range []map[string]any{iface("lo", ""), iface("tinc-mesh", ""), iface("ib0", "00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01")} {
+		if r, _, _ := evil.request(wire.KindFacts, ok); !r.OK {
+			t.Fatalf("facts like a real host's refused: %v: %s", ok, r.Error)
+		}
+	}
+	if r, _, _ := evil.request(wire.KindFacts, iface("eth0", "52:54:00:12:34:56")); !r.OK {
+		t.Fatal(r.Error)
+	}
+	kept := m.Facts("evil")
+	b := bundle(t, map[string]string{"main.hcl": `
+variable "root" {
+  type = string
+}
+
+file "leases" {
+  path    = "${var.root}/leases.conf"
+  content = join("", flatten([for p in peers("group:mesh") : [for n, i in p.interfaces : "host ${p.id}-${n} { hardware ethernet ${i.mac}; }\n"] if p.id != minion.id]))
+}
+`})
+	root := t.TempDir()
+	base := planOf(t, m, b, root, "good1")["good1"]
+	if d := base["file.leases"].Diff; !strings.Contains(d, "host evil-eth0 { hardware ethernet 52:54:00:12:34:56; }") {
+		t.Fatalf("the peer's interface is not in the plan:\n%s", d)
+	}
+	for name, facts := range map[string]map[string]any{
+		"mac with a newline":       iface("eth0", "52:54:00:12:34:56; }\n  allow all;\n#"),
+		"mac that is text":         iface("eth0", "$(touch /tmp/brine-mac)"),
+		"interface with a space":   iface("eth0 { allow all; } host x", ""),
+		"interface with a newline": iface("eth0\n", ""),
+		"interface with a slash":   iface("../eth0", ""),
+		"interface too long":       iface("eth0-0123456789ab", ""),
+		"mac not a string":         iface("eth0", 5),
+	} {
+		r, _, ok := evil.request(wire.KindFacts, facts)
+		if !ok {
+			t.Fatalf("%s: the master did not answer", name)
+		}
+		if r.OK {
+			t.Errorf("%s: facts accepted", name)
+		}
+		if got := m.Facts("evil"); !reflect.DeepEqual(got, kept) {
+			after := planOf(t, m, b, root, "good1")["good1"]
+			t.Fatalf("%s: the evil minion's facts changed; good1 renders:\n%s", name, after["file.leases"].Diff)
+		}
+	}
+}
