@@ -201,6 +201,19 @@ func decodeTinc(req *states.DecodeRequest) (states.Resource, hcl.Diagnostics) {
 	default:
 		bad("address", fmt.Sprintf("This host (%s) needs a VPN address: set address = \"10.8.0.1/24\" or list it in members with its vpn_address.", n.self))
 	}
+	// Another member on this host's own VPN address (this host not in members, or listed under
+	// another address) would be routed this host's traffic as well.
+	if n.addr.IsValid() {
+		for _, m := range n.members {
+			if m.name != n.self && m.vpn.IsValid() && m.vpn.Unmap() == n.addr.Addr().Unmap() {
+				why := fmt.Sprintf("member %s has this host's VPN address %s: each member needs its own.", m.name, n.addr.Addr())
+				if membersData || !states.AttrFromBundle(req.Body, "address") {
+					return &states.Faulty{Err: fmt.Errorf("tinc_network %q: %s", n.net, why)}, diags
+				}
+				bad("members", why)
+			}
+		}
+	}
 	n.netDir = filepath.Join("/etc/tinc", n.net)
 	n.pidfile = "/run/tinc." + n.net + ".pid"
 	n.logfile = "/var/log/tinc." + n.net + ".log"
@@ -223,6 +236,7 @@ func tincMembers(v cty.Value, defPort int, subj *hcl.Range) ([]tincMember, hcl.D
 	}
 	var out []tincMember
 	seen := map[string]string{}
+	vpnOf := map[netip.Addr]string{} // VPN address -> the member given it first
 	i := 0
 	for it := v.ElementIterator(); it.Next(); i++ {
 		_, e := it.Element()
@@ -286,6 +300,16 @@ func tincMembers(v cty.Value, defPort int, subj *hcl.Range) ([]tincMember, hcl.D
 				bad(fmt.Sprintf("members[%d].vpn_address = %q is not an IP address.", i, s))
 			}
 			m.vpn = a
+			// Every member's hosts file gives it its VPN address as its Subnet: two members
+			// given one address (a compromised minion that chose an attested address ending
+			// like another's, where VPN addresses are derived from it) would both be routed
+			// it, and tincd could send one's traffic to the other.
+			if a.IsValid() {
+				if prev, dup := vpnOf[a.Unmap()]; dup {
+					bad(fmt.Sprintf("members %q and %q have the same vpn_address %s: each member needs its own.", prev, get("name"), a.Unmap()))
+				}
+				vpnOf[a.Unmap()] = get("name")
+			}
 		} else {
 			bad(fmt.Sprintf("members[%d] (%s) has no vpn_address.", i, m.name))
 		}

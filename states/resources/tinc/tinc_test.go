@@ -34,6 +34,8 @@ func TestTincDecodeErrors(t *testing.T) {
 		{"tinc_network \"mesh\" {\n name = \"a\"\n address = \"10.8.0.1/24\"\n members = [{ name = \"b-1\", vpn_address = \"10.8.0.2\" }, { name = \"b.1\", vpn_address = \"10.8.0.3\" }]\n}", "same tinc name b_1"},
 		{"tinc_network \"mesh\" {\n name = \"a\"\n address = \"10.8.0.1/24\"\n members = [{ name = \"b\", vpn_address = \"10.8.0.2\", public_key = \"ssh-rsa AAAA\" }]\n}", "RSA PUBLIC KEY"},
 		{"tinc_network \"mesh\" {\n name = \"a\"\n adress = \"10.8.0.1/24\"\n}", "Did you mean"},
+		{"tinc_network \"mesh\" {\n name = \"a\"\n address = \"10.8.0.1/24\"\n members = [{ name = \"b\", vpn_address = \"10.8.0.2\" }, { name = \"c\", vpn_address = \"10.8.0.2\" }]\n}", "same vpn_address 10.8.0.2"},
+		{"tinc_network \"mesh\" {\n name = \"a\"\n address = \"10.8.0.1/24\"\n members = [{ name = \"b\", vpn_address = \"10.8.0.1\" }]\n}", "has this host's VPN address"},
 	} {
 		b := &states.Bundle{Files: map[string][]byte{"main.hcl": []byte(tc.src)}}
 		_, diags := restest.Compile(b, testTypes, states.Options{})
