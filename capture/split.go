@@ -59,7 +59,7 @@ func Split(hosts map[string]map[string][]byte, groups map[string][]string, site 
 		if id == CommonBundle || id == states.SiteFile || strings.HasPrefix(id, GroupBundlePrefix) {
 			return nil, fmt.Errorf("split: a minion named %q collides with the site's own names (%s, %s*)", id, CommonBundle, GroupBundlePrefix)
 		}
-		if err := CheckBundlePaths(hosts[id]); err != nil {
+		if err := CheckBundle(hosts[id]); err != nil {
 			return nil, fmt.Errorf("split: the capture of %s: %w", id, err)
 		}
 		ids = append(ids, id)
@@ -223,16 +223,31 @@ func Split(hosts map[string]map[string][]byte, groups map[string][]string, site 
 	return out, nil
 }
 
-// CheckBundlePaths refuses a bundle (a host's capture, as a minion returned it) with a path
-// that is not a plain path inside the bundle: absolute, empty, with a "." or ".." element, an
-// empty element or a NUL. Split writes a host's files under the directory of its bundle, and
-// a path like "../base/x.hcl" that stays inside the site would put what one minion sent into
-// a bundle that the site gives other hosts.
-func CheckBundlePaths(files map[string][]byte) error {
-	for p := range files {
+// MaxHCL bounds the bytes of the .hcl files of one host's capture as a minion returned it. The
+// CLI parses them (Split), and HCL's lexer and parser allocate several hundred bytes per byte
+// of source (1 MiB of one flat list: about 860 MiB): the whole of a capture's 6 MiB
+// (wire.MaxCaptureFiles) as HCL would take gigabytes on the operator's host, which is often the
+// master's. What capture emits for a host is a block per package, service, user and file, far
+// below this; the files' contents are not HCL.
+const MaxHCL = 1 << 20
+
+// CheckBundle refuses a bundle (a host's capture, as a minion returned it) with a path that is
+// not a plain path inside the bundle: absolute, empty, with a "." or ".." element, an empty
+// element or a NUL; or with more than MaxHCL bytes of .hcl files. Split writes a host's files
+// under the directory of its bundle, and a path like "../base/x.hcl" that stays inside the site
+// would put what one minion sent into a bundle that the site gives other hosts.
+func CheckBundle(files map[string][]byte) error {
+	hcl := 0
+	for p, data := range files {
 		if !fs.ValidPath(p) || p == "." || strings.ContainsRune(p, 0) {
 			return fmt.Errorf("path %.200q leaves its bundle or is not a plain relative path", p)
 		}
+		if strings.HasSuffix(p, ".hcl") {
+			hcl += len(data)
+		}
+	}
+	if hcl > MaxHCL {
+		return fmt.Errorf("its .hcl files hold %d bytes; a capture's HCL may hold at most %d", hcl, MaxHCL)
 	}
 	return nil
 }

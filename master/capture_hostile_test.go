@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -160,15 +161,36 @@ func TestEvilCaptureDeepNesting(t *testing.T) {
 	m := master.TestMaster(t)
 	evil := evilMinion(t, m, "evil", nil, nil)
 	for name, src := range map[string]string{
-		"brackets":  "x = " + strings.Repeat("[", 1<<20),
-		"blocks":    strings.Repeat("a {\n", 1<<18),
-		"templates": "x = \"" + strings.Repeat("${\"", 1<<18),
+		"brackets":  "x = " + strings.Repeat("[", 1<<19),
+		"blocks":    strings.Repeat("a {\n", 1<<17),
+		"templates": "x = \"" + strings.Repeat("${\"", 1<<17),
 	} {
 		files := evilCapture(t, m, evil, map[string][]byte{"files.hcl": []byte(src)})
 		_, err := bcapture.Split(map[string]map[string][]byte{"evil": files}, nil, nil)
 		if err == nil || !strings.Contains(strings.ToLower(err.Error()), "nest") {
 			t.Fatalf("%s: split: %v", name, err)
 		}
+	}
+}
+
+// A compromised minion's capture of flat HCL, within the return's bound (wire.MaxCaptureFiles)
+// but over capture.MaxHCL, is refused before anything parses it: 4 MiB of one list took about
+// 3.3 GB to parse in the operator's brine capture.
+func TestEvilCaptureHCLBounded(t *testing.T) {
+	m := master.TestMaster(t)
+	evil := evilMinion(t, m, "evil", nil, nil)
+	list := "x = [" + strings.Repeat("1,", 2<<20) + "]\n"
+	files := evilCapture(t, m, evil, map[string][]byte{"a.hcl": []byte(list[:len(list)/2] + "]\n"), "b.hcl": []byte("y = [" + list[5:])})
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, err := bcapture.Split(map[string]map[string][]byte{"evil": files}, nil, nil)
+	runtime.ReadMemStats(&after)
+	if err == nil || !strings.Contains(err.Error(), "at most") {
+		t.Fatalf("split of %d bytes of HCL: %v", len(list), err)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 64<<20 {
+		t.Errorf("refusing the capture allocated %d MiB", alloc>>20)
 	}
 }
 

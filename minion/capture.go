@@ -35,6 +35,12 @@ func (e *executor) captureJob(ctx context.Context, j job, ret wire.Return) wire.
 		ret.Error = fmt.Sprintf("the capture holds %d bytes of files, over the %d a return may carry: capture with a smaller --max-file-size or more --exclude patterns", total, wire.MaxCaptureFiles)
 		return ret
 	}
+	// What the operator's brine capture would refuse (its HCL over capture.MaxHCL) fails here,
+	// with the reason, rather than travelling to be refused there.
+	if err := capture.CheckBundle(res.Files); err != nil {
+		ret.Error = "the capture is not one brine capture takes: " + err.Error() + "; capture with more --exclude patterns"
+		return ret
+	}
 	sum, _ := json.Marshal(res.Summary)
 	ret.Report, err = json.Marshal(wire.CaptureReport{Files: res.Files, Summary: sum})
 	if err != nil {

@@ -245,7 +245,7 @@ func sameDir(a, b string) bool {
 }
 
 // captureReturn checks one minion's capture return: what a minion sends is bounded, its paths
-// stay inside its own bundle (capture.CheckBundlePaths), and the tree is checked again when
+// stay inside its own bundle and its HCL is bounded (capture.CheckBundle), and the tree is checked again when
 // written (capture.WriteFiles).
 func captureReturn(r wire.Return) (map[string][]byte, capture.Summary, error) {
 	var sum capture.Summary
@@ -263,7 +263,7 @@ func captureReturn(r wire.Return) (map[string][]byte, capture.Summary, error) {
 	if total > wire.MaxCaptureFiles || len(rep.Files) == 0 {
 		return nil, sum, fmt.Errorf("the capture holds %d files of %d bytes: want 1 to %d bytes", len(rep.Files), total, wire.MaxCaptureFiles)
 	}
-	if err := capture.CheckBundlePaths(rep.Files); err != nil {
+	if err := capture.CheckBundle(rep.Files); err != nil {
 		return nil, sum, fmt.Errorf("the capture is refused: %w", err)
 	}
 	_ = json.Unmarshal(rep.Summary, &sum)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brinecm/brine/capture"
 	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/testbed"
 )
@@ -153,6 +154,7 @@ func TestCaptureReturnBounds(t *testing.T) {
 	big, _ := json.Marshal(wire.CaptureReport{Files: map[string][]byte{"a": make([]byte, wire.MaxCaptureFiles), "b": []byte("x")}})
 	empty, _ := json.Marshal(wire.CaptureReport{})
 	escapes, _ := json.Marshal(wire.CaptureReport{Files: map[string][]byte{"files.hcl": []byte("x"), "../base/x.hcl": []byte("x")}})
+	hcl, _ := json.Marshal(wire.CaptureReport{Files: map[string][]byte{"a.hcl": make([]byte, capture.MaxHCL/2+1), "b/c.hcl": make([]byte, capture.MaxHCL/2)}})
 	for name, tc := range map[string]struct {
 		r    wire.Return
 		want string
@@ -163,6 +165,7 @@ func TestCaptureReturnBounds(t *testing.T) {
 		"empty":      {wire.Return{Success: true, Report: empty}, "0 files"},
 		"too big":    {wire.Return{Success: true, Report: big}, "want 1 to"},
 		"escapes":    {wire.Return{Success: true, Report: escapes}, "leaves its bundle"},
+		"much HCL":   {wire.Return{Success: true, Report: hcl}, "HCL may hold at most"},
 	} {
 		files, _, err := captureReturn(tc.r)
 		switch {
