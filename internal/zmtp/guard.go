@@ -472,6 +472,10 @@ func (l *listener) greet(c net.Conn, sl *slot) {
 	if err != nil {
 		return
 	}
+	if err := checkFirstCommand(cmd[len(cmd)-commandBody(cmd):]); err != nil {
+		_, _ = c.Write(errorCommand(err.Error()))
+		return
+	}
 	_ = c.SetWriteDeadline(time.Time{})
 	ok = true
 	gc := newConn(c, l, l.lim.PreAuthMsg, append(g[:], cmd...))
@@ -520,6 +524,42 @@ var serverGreeting = func() (g [greetingLen]byte) {
 // maxHandshakeCommand bounds the peer's first command (READY with its metadata: socket type
 // and an identity of at most 255 bytes).
 const maxHandshakeCommand = 1024
+
+// commandBody is the length of the body of the whole command frame f (flags, size, body).
+func commandBody(f []byte) int {
+	if f[0]&flagLong != 0 {
+		return len(f) - 9
+	}
+	return len(f) - 2
+}
+
+// checkFirstCommand checks a peer's first command (its body: name length, name, data) before
+// zmq4 decodes it: zmq4's metadata decoder (Metadata.UnmarshalZMTP, v0.17) slices the
+// properties of a READY by the lengths they announce without checking them against the
+// command, and panics on a property cut short, which takes the whole process with it (75 bytes
+// from anyone who can connect). A READY whose properties do not each fit whole is refused.
+func checkFirstCommand(body []byte) error {
+	if len(body) == 0 || int(body[0]) > len(body)-1 {
+		return errors.New("malformed handshake command")
+	}
+	name, data := string(body[1:1+int(body[0])]), body[1+int(body[0]):]
+	if name != "READY" {
+		return nil // zmq4 refuses it without decoding its data
+	}
+	for len(data) > 0 {
+		k := int(data[0])
+		if len(data) < 1+k+4 {
+			return errors.New("malformed READY metadata")
+		}
+		v := binary.BigEndian.Uint32(data[1+k:])
+		data = data[1+k+4:]
+		if uint64(v) > uint64(len(data)) {
+			return errors.New("malformed READY metadata")
+		}
+		data = data[v:]
+	}
+	return nil
+}
 
 // readCommand reads one whole ZMTP command frame (flags, size, body) from c and returns its
 // bytes as they came.
@@ -768,7 +808,8 @@ type parser struct {
 	bodyLeft        uint64
 	msgTotal        uint64
 	frames          int
-	handshaken      bool // the peer's first command (READY) has been read
+	handshaken      bool   // the peer's first command (READY) has been read
+	first           []byte // the body of the peer's first command so far, checked when it ends
 	deadlineCleared bool
 	inCommand       bool
 }
@@ -791,10 +832,15 @@ func (p *parser) feed(b []byte) error {
 			if k > p.bodyLeft {
 				k = p.bodyLeft
 			}
+			if p.inCommand && !p.handshaken {
+				p.first = append(p.first, b[:k]...)
+			}
 			p.bodyLeft -= k
 			b = b[k:]
 			if p.bodyLeft == 0 {
-				p.endFrame()
+				if err := p.endFrame(); err != nil {
+					return err
+				}
 			}
 		default:
 			p.hdr[p.hdrHave] = b[0]
@@ -837,6 +883,10 @@ func (p *parser) header() error {
 		return fmt.Errorf("message of more than %d frames", maxFrames)
 	}
 	p.inCommand = flags&flagCommand != 0
+	if p.inCommand && !p.handshaken && (size > maxHandshakeCommand || flags&flagMore != 0) {
+		// The first command is held whole to be checked (checkFirstCommand); a READY is small.
+		return fmt.Errorf("handshake command of %d bytes or of several frames", size)
+	}
 	if flags&flagMore == 0 {
 		p.frames, p.msgTotal = 0, 0
 	}
@@ -848,16 +898,22 @@ func (p *parser) header() error {
 	}
 	p.bodyLeft = size
 	if size == 0 {
-		p.endFrame()
+		return p.endFrame()
 	}
 	return nil
 }
 
-func (p *parser) endFrame() {
+// endFrame ends the frame being read; the peer's first command is checked as it ends, before
+// the Read that completes it returns, so zmq4 never decodes one that is malformed.
+func (p *parser) endFrame() error {
 	p.release()
-	if p.inCommand {
+	if p.inCommand && !p.handshaken {
 		p.handshaken = true
+		first := p.first
+		p.first = nil
+		return checkFirstCommand(first)
 	}
+	return nil
 }
 
 // release returns the current frame's reservation to its budget.
