@@ -2,6 +2,7 @@ package master_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -37,7 +38,9 @@ type floodSpec struct {
 	// the largest frames allowed before authentication, announcing 16 MiB ones, never
 	// reading), sink (3 that send hellos and never read the challenges), hello (a hello flood
 	// from 40 source addresses that do read), sub (4 subscribers sending distinct 256-byte
-	// subscriptions), silent (300 connections that send nothing).
+	// subscriptions), silent (300 connections that send nothing). Floods named only when
+	// selected: cmd (8 connections from 127.0.0.6, PUB port and request port, sending ZMTP
+	// PING commands as fast as they can and reading the PONGs).
 	Floods []string
 }
 
@@ -54,7 +57,7 @@ func (s floodSpec) on(name string) bool {
 }
 
 // floodCounts is what the attacker process has sent so far.
-type floodCounts struct{ Big, Hello, Sub int64 }
+type floodCounts struct{ Big, Hello, Sub, Cmd int64 }
 
 // floodProc is a running attacker process.
 type floodProc struct {
@@ -128,11 +131,11 @@ func floodChild(js string) int {
 		return 2
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var c struct{ big, hello, sub atomic.Int64 }
-	wait := runFloods(ctx, spec, &c.big, &c.hello, &c.sub)
+	var c struct{ big, hello, sub, cmd atomic.Int64 }
+	wait := runFloods(ctx, spec, &c.big, &c.hello, &c.sub, &c.cmd)
 	go func() { io.Copy(io.Discard, os.Stdin); cancel() }()
 	report := func() {
-		js, _ := json.Marshal(floodCounts{c.big.Load(), c.hello.Load(), c.sub.Load()})
+		js, _ := json.Marshal(floodCounts{c.big.Load(), c.hello.Load(), c.sub.Load(), c.cmd.Load()})
 		os.Stdout.Write(append(js, '\n'))
 	}
 	for ctx.Err() == nil {
@@ -149,7 +152,7 @@ func floodChild(js string) int {
 
 // runFloods runs the floods of spec until ctx ends; wait closes every connection and returns
 // when all of them are done.
-func runFloods(ctx context.Context, spec floodSpec, bigSent, helloSent, subSent *atomic.Int64) (wait func()) {
+func runFloods(ctx context.Context, spec floodSpec, bigSent, helloSent, subSent, cmdSent *atomic.Int64) (wait func()) {
 	var wg sync.WaitGroup
 	n := func(name string, count int) int {
 		if spec.on(name) {
@@ -181,6 +184,20 @@ func runFloods(ctx context.Context, spec floodSpec, bigSent, helloSent, subSent 
 		floodConn(ctx, "127.0.0.4", pub, "SUB", false, func(int) []byte {
 			return zmtpFrame(append([]byte{1}, pki.RandomBytes(256)...))
 		}, func() { subSent.Add(1) })
+	})
+	named := func(name string, count int) int {
+		if len(spec.Floods) > 0 && spec.on(name) {
+			return count
+		}
+		return 0
+	}
+	pings := bytes.Repeat([]byte{0x04, 7, 4, 'P', 'I', 'N', 'G', 0, 0}, 1000)
+	flood(ctx, &wg, named("cmd", 8), func(ctx context.Context, i int) {
+		addr, sockType := req, "DEALER"
+		if i%2 == 1 {
+			addr, sockType = pub, "SUB"
+		}
+		floodConn(ctx, "127.0.0.6", addr, sockType, true, func(int) []byte { return pings }, func() { cmdSent.Add(1000) })
 	})
 	var silent []net.Conn
 	for range n("silent", 300) {

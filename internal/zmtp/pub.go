@@ -169,10 +169,32 @@ func (p *Pub) serve(nc net.Conn) {
 		zc.Close()
 		wg.Wait()
 	}()
+	// What a subscriber sends (subscriptions, cancels, PINGs that zmq4 answers) is read at
+	// Limits.PreAuthRate: from its source's bucket until it is admitted, then from its own
+	// (bursts of twice that), so that a churn of subscriptions cannot take the CPU or Pub.mu,
+	// which every Send needs.
+	own := newTokenBucket(float64(p.l.lim.PreAuthRate), float64(2*p.l.lim.PreAuthRate), time.Now())
 	for {
 		msg, err := zc.RecvMsg()
 		if err != nil {
 			return
+		}
+		if gc != nil && !gc.isTrusted() {
+			if !p.l.wait(gc.src, p.done) {
+				return
+			}
+		} else {
+			own.refill(time.Now())
+			own.tokens--
+			if d := own.debt(); d > 0 {
+				t := time.NewTimer(d)
+				select {
+				case <-t.C:
+				case <-p.done:
+					t.Stop()
+					return
+				}
+			}
 		}
 		if msg.Type == zmq4.CmdMsg || len(msg.Frames) != 1 || len(msg.Frames[0]) == 0 {
 			continue
