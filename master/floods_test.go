@@ -40,7 +40,9 @@ type floodSpec struct {
 	// from 40 source addresses that do read), sub (4 subscribers sending distinct 256-byte
 	// subscriptions), silent (300 connections that send nothing). Floods named only when
 	// selected: cmd (8 connections from 127.0.0.6, PUB port and request port, sending ZMTP
-	// PING commands as fast as they can and reading the PONGs).
+	// PING commands as fast as they can and reading the PONGs), stall (1,200 connections from
+	// 127.0.0.7-9 that each announce the largest frame allowed before authentication, send
+	// none of it and connect again when cut off).
 	Floods []string
 }
 
@@ -198,6 +200,19 @@ func runFloods(ctx context.Context, spec floodSpec, bigSent, helloSent, subSent,
 			addr, sockType = pub, "SUB"
 		}
 		floodConn(ctx, "127.0.0.6", addr, sockType, true, func(int) []byte { return pings }, func() { cmdSent.Add(1000) })
+	})
+	stall := binary.BigEndian.AppendUint64([]byte{0x02}, 16<<10)
+	flood(ctx, &wg, named("stall", 1200), func(ctx context.Context, i int) {
+		c, err := zmtpDial(ctx, net.IPv4(127, 0, 0, byte(7+i%3)).String(), req, "DEALER")
+		if err != nil {
+			return
+		}
+		defer context.AfterFunc(ctx, func() { c.Close() })()
+		defer c.Close()
+		if _, err := c.Write(stall); err == nil {
+			cmdSent.Add(1)
+			io.Copy(io.Discard, c)
+		}
 	})
 	var silent []net.Conn
 	for range n("silent", 300) {

@@ -1,0 +1,66 @@
+package zmtp
+
+import (
+	"context"
+	"encoding/binary"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/go-zeromq/zmq4"
+)
+
+// Untrusted peers that announce frames and never send them held the whole in-flight budget,
+// and every frame of a newcomer was refused (its connection closed). Now the frames that have
+// waited longest give their place to the newcomer's, and their connections are closed.
+func TestInFlightBudgetGoesToNewFrames(t *testing.T) {
+	r, err := ListenRouter("127.0.0.1:0", Limits{MaxMsg: 1 << 20, PreAuthMsg: 1024, InFlight: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	g := make([]byte, 64)
+	g[0], g[9], g[10] = 0xff, 0x7f, 3
+	copy(g[12:], "NULL")
+	ready := append(append([]byte{5}, "READY"...), append(append([]byte{11}, "Socket-Type"...), 0, 0, 0, 6, 'D', 'E', 'A', 'L', 'E', 'R')...)
+	hs := append(append(g, flagCommand, byte(len(ready))), ready...)
+	var stalled []net.Conn
+	for range 8 { // 8 KiB announced: the first four take the budget, the next ones the places of the oldest
+		c, err := net.Dial("tcp", r.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write(append(append([]byte{}, hs...), binary.BigEndian.AppendUint64([]byte{flagLong}, 1024)...))
+		stalled = append(stalled, c)
+		time.Sleep(20 * time.Millisecond) // in order, oldest first
+	}
+	d := zmq4.NewDealer(context.Background(), quiet(), zmq4.WithDialerMaxRetries(0))
+	defer d.Close()
+	if err := d.Dial(Endpoint(r.Addr().String(), 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Send(zmq4.NewMsg(make([]byte, 900))); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() { _, err := r.Recv(); got <- err }()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the newcomer's frame did not arrive while the budget was held (evicted %d)", r.Evicted())
+	}
+	// The oldest stalled frame gave its place; the newest still holds one.
+	stalled[0].SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := io.Copy(io.Discard, stalled[0]); err != nil {
+		t.Errorf("the oldest stalled frame's connection is still open: %v", err)
+	}
+	stalled[7].SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if _, err := io.Copy(io.Discard, stalled[7]); err == nil {
+		t.Error("the newest stalled frame's connection was closed")
+	}
+}
