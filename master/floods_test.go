@@ -42,7 +42,8 @@ type floodSpec struct {
 	// selected: cmd (8 connections from 127.0.0.6, PUB port and request port, sending ZMTP
 	// PING commands as fast as they can and reading the PONGs), stall (1,200 connections from
 	// 127.0.0.7-9 that each announce the largest frame allowed before authentication, send
-	// none of it and connect again when cut off).
+	// none of it and connect again when cut off), churn (60 goroutines on 127.0.0.10-12 that
+	// connect, send a greeting and READY and hang up, again and again).
 	Floods []string
 }
 
@@ -212,6 +213,12 @@ func runFloods(ctx context.Context, spec floodSpec, bigSent, helloSent, subSent,
 		if _, err := c.Write(stall); err == nil {
 			cmdSent.Add(1)
 			io.Copy(io.Discard, c)
+		}
+	})
+	flood(ctx, &wg, named("churn", 60), func(ctx context.Context, i int) {
+		if c, err := zmtpDial(ctx, net.IPv4(127, 0, 0, byte(10+i%3)).String(), req, "DEALER"); err == nil {
+			c.Close()
+			cmdSent.Add(1)
 		}
 	})
 	var silent []net.Conn

@@ -279,7 +279,7 @@ func (m *Master) Start(ctx context.Context) error {
 	pub, err := zmtp.ListenPub(m.cfg.PublishAddr, zmtp.Limits{
 		MaxConns:          perPort,
 		MaxConnsPerSource: m.cfg.MaxConnsPerSource, MaxPendingPerSource: m.cfg.MaxHandshakesPerSource,
-		MaxTopic: pubMaxTopic, MaxSubsPerPeer: pubMaxSubsPerPeer,
+		MaxTopic: pubMaxTopic, MaxSubsPerPeer: pubMaxSubsPerPeer, PreAuthRate: m.cfg.PreAuthRatePerSource,
 	}, &zmtp.Admission{Credential: wire.IsSubCredential, Admit: m.admitSubscriber, Live: m.sessionLive, Ready: m.subscriberReady, Timeout: subscribeTimeout})
 	if err != nil {
 		m.cancel()

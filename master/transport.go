@@ -11,6 +11,7 @@ type TransportStats struct {
 	SubscribersUnadmitted        int64 // subscribers disconnected for showing no credential in time
 	AcceptErrors                 int64 // failed Accepts on both ports (EMFILE...), each retried
 	Evicted                      int64 // connections of both ports closed to make room for a new one
+	Handshakes                   int64 // connections of both ports that completed a ZMTP handshake
 	Challenges                   int   // outstanding hello challenges
 }
 
@@ -26,6 +27,7 @@ func (m *Master) TransportStats() TransportStats {
 	s.SubscribersUnadmitted = m.pub.Unadmitted.Load()
 	s.AcceptErrors = m.router.AcceptErrors() + m.pub.AcceptErrors()
 	s.Evicted = m.router.Evicted() + m.pub.Evicted()
+	s.Handshakes = m.router.Handshakes() + m.pub.Handshakes()
 	s.Challenges = m.challenges.len()
 	return s
 }

@@ -67,11 +67,13 @@ type Limits struct {
 	MaxConnsPerSource   int   // live connections from one source address (IPv6: one /64)
 	MaxPending          int   // connections that have not finished their handshake
 	MaxPendingPerSource int   // the same, from one source address
-	PreAuthRate         int   // Router: messages per second from untrusted peers of one source address (burst: twice that)
-	SendQueue           int   // messages queued per peer; a peer whose queue is full is dropped (Router) or skipped (Pub)
-	MaxSubs             int   // Pub: subscriptions, all subscribers together
-	MaxSubsPerPeer      int   // Pub: subscriptions of one subscriber
-	MaxTopic            int   // Pub: bytes of one subscription topic
+	// PreAuthRate: messages per second from untrusted peers of one source address, and new
+	// connections per second from one source address (bursts: twice that).
+	PreAuthRate    int
+	SendQueue      int // messages queued per peer; a peer whose queue is full is dropped (Router) or skipped (Pub)
+	MaxSubs        int // Pub: subscriptions, all subscribers together
+	MaxSubsPerPeer int // Pub: subscriptions of one subscriber
+	MaxTopic       int // Pub: bytes of one subscription topic
 	// Serial (Router): a peer's next message is read only once the application has called
 	// Router.Done for the one before, so that a peer, trusted or not, holds at most one message
 	// in the master (one worker, one MaxMsg of memory) and TCP holds back the rest.
@@ -197,6 +199,7 @@ type listener struct {
 	reservations list.List    // of *reservation, oldest first
 	AcceptErrors atomic.Int64 // failed Accepts (EMFILE and the like), each retried after a pause
 	Shed         atomic.Int64 // connections closed at once because a limit was reached
+	Greeted      atomic.Int64 // connections whose greeting and first command the guard took
 	Evicted      atomic.Int64 // connections closed to make room for a new one (evict.go)
 
 	mu      sync.Mutex // guards the counts and queues below
@@ -210,12 +213,15 @@ type listener struct {
 	idle                           []*sourceCount // sources whose last connection closed, oldest first (see release)
 }
 
-// sourceCount is what one source address holds, and its token bucket of untrusted messages.
+// sourceCount is what one source address holds, and its token buckets of untrusted messages
+// and of new connections.
 type sourceCount struct {
 	key            string
 	pending, conns int
 	tokens         float64
 	last           time.Time
+	connTokens     float64
+	connLast       time.Time
 	idleSince      time.Time
 }
 
@@ -301,12 +307,23 @@ func (l *listener) admit(src string, c net.Conn) (*slot, []io.Closer) {
 	now := time.Now()
 	l.sweep(now)
 	s := l.sources[src]
+	rate := float64(l.lim.PreAuthRate)
 	if s == nil {
-		s = &sourceCount{key: src, tokens: float64(2 * l.lim.PreAuthRate), last: now}
+		s = &sourceCount{key: src, tokens: 2 * rate, last: now, connTokens: 2 * rate, connLast: now}
 	}
 	if s.pending >= l.lim.MaxPendingPerSource || s.conns >= l.lim.MaxConnsPerSource {
 		return nil, nil
 	}
+	// New connections from a source are rate-limited like its messages: each one costs a
+	// handshake (goroutines, a greeting, zmq4's READY), and three addresses that connected,
+	// were cut off and connected again, 3,900 times a second, took 0.6 of a core and made a
+	// minion's ping 20 times as slow, with every count within its limits.
+	s.connTokens = min(s.connTokens+now.Sub(s.connLast).Seconds()*rate, 2*rate)
+	s.connLast = now
+	if s.connTokens < 1 {
+		return nil, nil // s is known (a new one has a full bucket): sweep forgets it in turn
+	}
+	s.connTokens--
 	var victims []io.Closer
 	if l.pending-l.evictingPending >= l.lim.MaxPending {
 		v := l.evictOldest(&l.pendingQ)
@@ -480,6 +497,7 @@ func (l *listener) greet(c net.Conn, sl *slot) {
 	}
 	_ = c.SetWriteDeadline(time.Time{})
 	ok = true
+	l.Greeted.Add(1)
 	gc := newConn(c, l, l.lim.PreAuthMsg, append(g[:], cmd...))
 	gc.slot = sl
 	gc.src = sl.src

@@ -424,6 +424,9 @@ func (p *Pub) AcceptErrors() int64 { return p.l.AcceptErrors.Load() }
 // Evicted counts connections closed to make room for a new one (evict.go).
 func (p *Pub) Evicted() int64 { return p.l.Evicted.Load() }
 
+// Handshakes counts the connections that completed a ZMTP handshake.
+func (p *Pub) Handshakes() int64 { return p.l.Greeted.Load() }
+
 // Subscribers returns the number of connected subscribers.
 func (p *Pub) Subscribers() int {
 	p.mu.RLock()

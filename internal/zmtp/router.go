@@ -76,6 +76,9 @@ func (r *Router) AcceptErrors() int64 { return r.l.AcceptErrors.Load() }
 // Evicted counts connections closed to make room for a new one (evict.go).
 func (r *Router) Evicted() int64 { return r.l.Evicted.Load() }
 
+// Handshakes counts the connections that completed a ZMTP handshake.
+func (r *Router) Handshakes() int64 { return r.l.Greeted.Load() }
+
 // Conns returns the live connections (handshakes included) and the pending handshakes.
 func (r *Router) Conns() (conns, pending int) { return r.l.Counts() }
 
