@@ -89,9 +89,11 @@ func (l *enrolLimiter) allow(src string, now time.Time) bool {
 // (store.Keys.PresentAll), then answers each: 5,000 new minions cost tens of commits, not
 // 5,000 fsynced files one after the other on two goroutines.
 const (
-	// registrarQueue bounds the verified auths waiting for the registrar. When it is full a
-	// pre-authentication worker waits for room: the registrar drains it at the speed of the
-	// store, and what an unauthenticated peer can make it write is rate-limited (enrolLimiter).
+	// registrarQueue bounds the verified auths waiting for the registrar. An auth that finds
+	// it full is refused (errRegistrarBusy; the minion retries with its backoff): the
+	// pre-authentication workers never wait for the store. They did, and a store that stopped
+	// answering, its queue filled by auths of made-up ids that anyone can send, kept every
+	// minion from authenticating again, accepted ones too.
 	registrarQueue = 1024
 	// registrarBatch bounds the presentations of one group commit.
 	registrarBatch = 256
@@ -105,11 +107,16 @@ type registration struct {
 	finish func(rec pki.MinionKey, err error)
 }
 
-// register hands r to the registrar; it waits while the registrar's queue is full.
-func (m *Master) register(r registration) {
+// errRegistrarBusy is the refusal of an auth that found the registrar's queue full.
+var errRegistrarBusy = errors.New("too many new keys waiting to be registered; try again")
+
+// register hands r to the registrar, or reports false at once if its queue is full.
+func (m *Master) register(r registration) bool {
 	select {
 	case m.regQ <- r:
-	case <-m.ctx.Done(): // the minion gets no answer and retries with the next master
+		return true
+	default:
+		return false
 	}
 }
 

@@ -603,7 +603,9 @@ func (m *Master) handleAuth(peer []byte, src string, body []byte) (reply []byte,
 		reply, authed := finish(rec, err)
 		m.answer(peer, reply, authed)
 	}
-	m.register(r)
+	if !m.register(r) {
+		return refuse(errRegistrarBusy.Error())
+	}
 	return nil, false
 }
 
