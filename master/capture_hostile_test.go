@@ -50,47 +50,13 @@ func TestEvilCaptureStaysInItsBundle(t *testing.T) {
 		}
 		`)
 			}
-			published := make(chan string, 1)
-			done := make(chan *master.Result, 1)
-			go func() {
-				res, err := m.Run(context.Background(), master.JobSpec{Kind: wire.JobCapture, Target: "evil", Minions: []string{"evil"},
-					Capture: &wire.CaptureSpec{}, Timeout: 30 * time.Second}, func(e master.Event) {
-					if e.Event == "published" {
-						published <- e.JID
-					}
-				})
-				if err != nil {
-					t.Error(err)
-				}
-				done <- res
-			}()
-			jid := <-published
-			rep, _ := json.Marshal(wire.CaptureReport{Files: map[string][]byte{
-				"files.hcl": payload("own"),
-				bad:         payload("pwned"),
-			}})
-			data, _ := json.Marshal(wire.Return{JID: jid, Minion: "evil", Kind: wire.JobCapture, Success: true, Report: rep})
-			// A return of megabytes takes the master more than request's second under the race detector.
-			evil.send(evil.requestFrame(wire.KindReturn, wire.SignedReturn{Data: data, Sig: evil.key.Sign(wire.DomainReturn, data)}))
-			if r, ok := evil.replyWithin(30 * time.Second); !ok || !r.OK {
-				t.Fatalf("the capture's return was refused: %+v", r)
-			}
-			res := <-done
-			ret, ok := res.Returns["evil"]
-			if !ok {
-				t.Fatalf("no return: %+v", res)
-			}
-
 			// What `brine capture evil --site SITE --out SITE` does with the returns.
-			var cr wire.CaptureReport
-			if err := json.Unmarshal(ret.Report, &cr); err != nil {
-				t.Fatal(err)
-			}
+			files := evilCapture(t, m, evil, map[string][]byte{"files.hcl": payload("own"), bad: payload("pwned")})
 			tree, err := states.ReadBundle(siteDir)
 			if err != nil {
 				t.Fatal(err)
 			}
-			split, err := bcapture.Split(map[string]map[string][]byte{"evil": cr.Files}, map[string][]string{"evil": nil}, tree.Files)
+			split, err := bcapture.Split(map[string]map[string][]byte{"evil": files}, map[string][]string{"evil": nil}, tree.Files)
 			if err == nil {
 				err = bcapture.WriteInto(siteDir, split, tree.Files)
 			}
