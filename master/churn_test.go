@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/brinecm/brine/internal/tb"
-	"github.com/brinecm/brine/internal/wire"
 	"github.com/brinecm/brine/master"
 )
 
@@ -17,13 +16,7 @@ import (
 func TestConnectionChurnRateLimited(t *testing.T) {
 	m := master.TestMaster(t)
 	acceptedMinion(t, m, "steady", nil)
-	ping := func() time.Duration {
-		start := time.Now()
-		if res := run(t, m, master.JobSpec{Kind: wire.JobPing, Target: "steady", Timeout: 60 * time.Second}); res.Failed() || len(res.Returns) != 1 {
-			t.Fatalf("ping: %+v", res)
-		}
-		return time.Since(start)
-	}
+	ping := func() time.Duration { return timedPing(t, m, "steady") }
 	calm := ping()
 	attack := startFloods(t, floodSpec{Req: m.RequestAddr(), Pub: m.PublishAddr(), Floods: []string{"churn"}})
 	tb.WaitFor(t, time.Minute, "the churn under way", func() bool { return attack.counts().Cmd > 1000 })

@@ -28,13 +28,7 @@ func cpuTime(t *testing.T) time.Duration {
 func TestCommandFloodsRateLimited(t *testing.T) {
 	m := master.TestMaster(t)
 	acceptedMinion(t, m, "steady", nil)
-	ping := func() time.Duration {
-		start := time.Now()
-		if res := run(t, m, master.JobSpec{Kind: wire.JobPing, Target: "steady", Timeout: 60 * time.Second}); res.Failed() || len(res.Returns) != 1 {
-			t.Fatalf("ping: %+v", res)
-		}
-		return time.Since(start)
-	}
+	ping := func() time.Duration { return timedPing(t, m, "steady") }
 	calm := ping()
 	attack := startFloods(t, floodSpec{Req: m.RequestAddr(), Pub: m.PublishAddr(), Floods: []string{"cmd"}})
 	// What the socket buffers hold is sent at once; the master reads it at its own pace.
@@ -51,4 +45,14 @@ func TestCommandFloodsRateLimited(t *testing.T) {
 	if cores > 0.25 {
 		t.Errorf("the master used %.2f cores under a flood of ZMTP commands", cores)
 	}
+}
+
+// timedPing pings the accepted minion id and returns how long its return took.
+func timedPing(t *testing.T, m *master.Master, id string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	if res := run(t, m, master.JobSpec{Kind: wire.JobPing, Target: id, Timeout: 60 * time.Second}); res.Failed() || len(res.Returns) != 1 {
+		t.Fatalf("ping: %+v", res)
+	}
+	return time.Since(start)
 }

@@ -1,7 +1,6 @@
 package tinc
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -16,16 +15,7 @@ import (
 // answered for b. With StrictSubnets each member routes only the subnets its own hosts files give
 // the others: c's claim is ignored, and a's packets for b never reach c.
 func TestMeshMemberCannotClaimAnothersSubnet(t *testing.T) {
-	n := restest.NewNetCluster(t, "a", "b", "c")
-	hosts := []string{"a", "b", "c"}
-	vpn := map[string]string{"a": "10.8.0.1", "b": "10.8.0.2", "c": "10.8.0.3"}
-	t.Cleanup(func() {
-		for _, h := range hosts {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			n.C.Host(h).Sh(ctx, "test -f /run/tinc.mesh.pid && kill $(cat /run/tinc.mesh.pid)")
-			cancel()
-		}
-	})
+	n, hosts, vpn := meshCluster(t)
 	keys := map[string]string{}
 	for _, h := range hosts {
 		rep, _, stderr := n.Run(h, "apply", map[string]string{"main.hcl": tincBundle(n)}, meshVars(t, n, h, vpn, nil, nil)...)

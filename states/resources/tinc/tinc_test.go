@@ -144,10 +144,12 @@ func pollPing(t *testing.T, n *restest.NetCluster, from, ip string, want bool, d
 	}
 }
 
-func TestTincMeshInTestbed(t *testing.T) {
-	n := restest.NewNetCluster(t, "a", "b", "c")
-	hosts := []string{"a", "b", "c"}
-	vpn := map[string]string{"a": "10.8.0.1", "b": "10.8.0.2", "c": "10.8.0.3"}
+// meshCluster starts testbed hosts a, b and c for a mesh with VPN addresses 10.8.0.1-3, and
+// stops their tincds when the test ends.
+func meshCluster(t *testing.T) (n *restest.NetCluster, hosts []string, vpn map[string]string) {
+	n = restest.NewNetCluster(t, "a", "b", "c")
+	hosts = []string{"a", "b", "c"}
+	vpn = map[string]string{"a": "10.8.0.1", "b": "10.8.0.2", "c": "10.8.0.3"}
 	t.Cleanup(func() {
 		for _, h := range hosts {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -155,6 +157,11 @@ func TestTincMeshInTestbed(t *testing.T) {
 			cancel()
 		}
 	})
+	return n, hosts, vpn
+}
+
+func TestTincMeshInTestbed(t *testing.T) {
+	n, hosts, vpn := meshCluster(t)
 	// First apply with no members: each host makes its key pair, which the minion would report
 	// as a fact; read it with Facts through the host's root.
 	keys := map[string]string{}
