@@ -44,14 +44,7 @@ func TestInFlightBudgetGoesToNewFrames(t *testing.T) {
 	if err := d.Send(zmq4.NewMsg(make([]byte, 900))); err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan error, 1)
-	go func() { _, err := r.Recv(); got <- err }()
-	select {
-	case err := <-got:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
+	if !recvWithin(t, r, 5*time.Second) {
 		t.Fatalf("the newcomer's frame did not arrive while the budget was held (evicted %d)", r.Evicted())
 	}
 	// The oldest stalled frame gave its place; the newest still holds one.
@@ -62,5 +55,21 @@ func TestInFlightBudgetGoesToNewFrames(t *testing.T) {
 	stalled[7].SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	if _, err := io.Copy(io.Discard, stalled[7]); err == nil {
 		t.Error("the newest stalled frame's connection was closed")
+	}
+}
+
+// recvWithin reports whether s receives a message within d (failing the test on an error).
+func recvWithin(t *testing.T, s interface{ Recv() (zmq4.Msg, error) }, d time.Duration) bool {
+	t.Helper()
+	got := make(chan error, 1)
+	go func() { _, err := s.Recv(); got <- err }()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+		return true
+	case <-time.After(d):
+		return false
 	}
 }

@@ -74,14 +74,7 @@ func TestMalformedReadyRefused(t *testing.T) {
 		if err := d.Send(zmq4.NewMsg([]byte("ok"))); err != nil {
 			t.Fatal(err)
 		}
-		got := make(chan error, 1)
-		go func() { _, err := r.Recv(); got <- err }()
-		select {
-		case err := <-got:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(5 * time.Second):
+		if !recvWithin(t, r, 5*time.Second) {
 			t.Fatal("a legitimate dealer after the malformed READYs: nothing received")
 		}
 	})

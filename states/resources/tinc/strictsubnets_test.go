@@ -16,19 +16,7 @@ import (
 // the others: c's claim is ignored, and a's packets for b never reach c.
 func TestMeshMemberCannotClaimAnothersSubnet(t *testing.T) {
 	n, hosts, vpn := meshCluster(t)
-	keys := map[string]string{}
-	for _, h := range hosts {
-		rep, _, stderr := n.Run(h, "apply", map[string]string{"main.hcl": tincBundle(n)}, meshVars(t, n, h, vpn, nil, nil)...)
-		restest.WantCounts(t, rep, 1, 0)
-		old := tincRoot
-		tincRoot = n.C.Host(h).Root()
-		k, _ := Facts()["tinc_pubkey"].(map[string]any)["mesh"].(string)
-		tincRoot = old
-		if k == "" {
-			t.Fatalf("no public key fact on %s (%s)", h, stderr)
-		}
-		keys[h] = k
-	}
+	keys := meshKeys(t, n, hosts, vpn)
 	for _, h := range hosts {
 		rep, _, _ := n.Run(h, "apply", map[string]string{"main.hcl": tincBundle(n)}, meshVars(t, n, h, vpn, keys, hosts)...)
 		restest.WantCounts(t, rep, 1, 0)

@@ -160,14 +160,13 @@ func meshCluster(t *testing.T) (n *restest.NetCluster, hosts []string, vpn map[s
 	return n, hosts, vpn
 }
 
-func TestTincMeshInTestbed(t *testing.T) {
-	n, hosts, vpn := meshCluster(t)
-	// First apply with no members: each host makes its key pair, which the minion would report
-	// as a fact; read it with Facts through the host's root.
+// meshKeys applies the mesh with no members on each host, which makes its key pair (the fact
+// the minion would report), and returns the public keys, read with Facts through each root.
+func meshKeys(t *testing.T, n *restest.NetCluster, hosts []string, vpn map[string]string) map[string]string {
+	t.Helper()
 	keys := map[string]string{}
 	for _, h := range hosts {
-		args := meshVars(t, n, h, vpn, nil, nil)
-		rep, _, stderr := n.Run(h, "apply", map[string]string{"main.hcl": tincBundle(n)}, args...)
+		rep, _, stderr := n.Run(h, "apply", map[string]string{"main.hcl": tincBundle(n)}, meshVars(t, n, h, vpn, nil, nil)...)
 		restest.WantCounts(t, rep, 1, 0)
 		old := tincRoot
 		tincRoot = n.C.Host(h).Root()
@@ -178,6 +177,12 @@ func TestTincMeshInTestbed(t *testing.T) {
 		}
 		keys[h] = k
 	}
+	return keys
+}
+
+func TestTincMeshInTestbed(t *testing.T) {
+	n, hosts, vpn := meshCluster(t)
+	keys := meshKeys(t, n, hosts, vpn)
 	apply := func(h string, members []string) *states.Report {
 		rep, _, _ := n.Run(h, "apply", map[string]string{"main.hcl": tincBundle(n)}, meshVars(t, n, h, vpn, keys, members)...)
 		return rep
