@@ -19,7 +19,7 @@ func TestBootstrapYoungSilentPlacesEvicted(t *testing.T) {
 	const places = 4
 	l := newLimitListener(ln, places, 2*places)
 	defer l.Close()
-	go func() { // a client that asks gets 256 KiB
+	go func() { // a client that asks gets 256 KiB, and the connection stays until it closes
 		for {
 			c, err := l.Accept()
 			if err != nil {
@@ -30,6 +30,7 @@ func TestBootstrapYoungSilentPlacesEvicted(t *testing.T) {
 				c.SetDeadline(time.Now().Add(10 * time.Second))
 				if _, err := c.Read(make([]byte, 1)); err == nil {
 					c.Write(make([]byte, 256<<10))
+					io.Copy(io.Discard, c)
 				}
 			}()
 		}
@@ -61,9 +62,36 @@ func TestBootstrapYoungSilentPlacesEvicted(t *testing.T) {
 	}
 	defer droplet.Close()
 	droplet.Write([]byte("G"))
-	silent() // renewed right away: they evict each other, not the droplet that is receiving
+	// Once the droplet is receiving, the silent connections are renewed: they evict each
+	// other (one the droplet's arrival, four the renewal), not the droplet.
+	for deadline := time.Now().Add(5 * time.Second); !receiving(l); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the droplet's download never started")
+		}
+	}
+	silent()
+	for deadline := time.Now().Add(5 * time.Second); l.Evicted.Load() < places+1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("evicted %d connections, want %d", l.Evicted.Load(), places+1)
+		}
+	}
+	if !receiving(l) {
+		t.Error("the droplet's connection was evicted")
+	}
 	droplet.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if n, err := io.ReadFull(droplet, make([]byte, 256<<10)); err != nil {
 		t.Fatalf("the droplet got %d bytes: %v (evicted %d)", n, err, l.Evicted.Load())
 	}
+}
+
+// receiving reports whether a connection of l has been sent anything.
+func receiving(l *limitListener) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for c := range l.conns {
+		if c.sent.Load() > 0 {
+			return true
+		}
+	}
+	return false
 }
