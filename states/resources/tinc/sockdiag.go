@@ -37,12 +37,13 @@ const (
 
 // tcpDial is one established TCP connection of this network namespace, seen from its local end.
 type tcpDial struct {
-	remote   netip.AddrPort
-	id       []byte        // the kernel's inet_diag_sockid, to destroy it by
-	family   uint8         // unix.AF_INET or AF_INET6
-	acked    uint64        // bytes the other end acknowledged (the SYN counts one)
-	received uint64        // bytes received
-	idle     time.Duration // since this end last sent data
+	remote    netip.AddrPort
+	localPort uint16
+	id        []byte        // the kernel's inet_diag_sockid, to destroy it by
+	family    uint8         // unix.AF_INET or AF_INET6
+	acked     uint64        // bytes the other end acknowledged (the SYN counts one)
+	received  uint64        // bytes received
+	idle      time.Duration // since this end last sent data
 }
 
 // tcpDials returns the established TCP connections to the given remote ends, by remote end.
@@ -52,28 +53,38 @@ func tcpDials(remotes []netip.AddrPort) (map[netip.AddrPort][]tcpDial, error) {
 		want[r] = true
 	}
 	out := map[netip.AddrPort][]tcpDial{}
+	err := eachEstablished(func(d tcpDial) {
+		if want[d.remote] {
+			out[d.remote] = append(out[d.remote], d)
+		}
+	})
+	return out, err
+}
+
+// eachEstablished calls f with every established TCP connection of this network namespace.
+func eachEstablished(f func(tcpDial)) error {
 	fd, err := diagSocket()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer unix.Close(fd)
 	seen := 0
 	for i, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		req := diagRequest(unix.SOCK_DIAG_BY_FAMILY, unix.NLM_F_REQUEST|unix.NLM_F_DUMP, uint32(i+1), family, 1<<tcpEstablished, 1<<(inetDiagInfo-1), nil)
 		if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-			return nil, fmt.Errorf("sock_diag: %w", err)
+			return fmt.Errorf("sock_diag: %w", err)
 		}
 		buf := make([]byte, 32<<10)
 	dump:
 		for {
 			n, _, err := unix.Recvfrom(fd, buf, 0)
 			if err != nil {
-				return nil, fmt.Errorf("sock_diag: %w", err)
+				return fmt.Errorf("sock_diag: %w", err)
 			}
 			for b := buf[:n]; len(b) >= unix.NLMSG_HDRLEN; {
 				l := int(binary.NativeEndian.Uint32(b[0:]))
 				if l < unix.NLMSG_HDRLEN || l > len(b) {
-					return nil, errors.New("sock_diag: malformed message")
+					return errors.New("sock_diag: malformed message")
 				}
 				switch binary.NativeEndian.Uint16(b[4:]) {
 				case unix.NLMSG_DONE:
@@ -82,20 +93,20 @@ func tcpDials(remotes []netip.AddrPort) (map[netip.AddrPort][]tcpDial, error) {
 					if family == unix.AF_INET6 {
 						break dump // no IPv6 in this kernel
 					}
-					return nil, fmt.Errorf("sock_diag: %w", nlErrno(b[:l]))
+					return fmt.Errorf("sock_diag: %w", nlErrno(b[:l]))
 				case unix.SOCK_DIAG_BY_FAMILY:
 					if seen++; seen > maxDiagSockets {
-						return nil, errors.New("sock_diag: too many sockets")
+						return errors.New("sock_diag: too many sockets")
 					}
-					if d, ok := parseDiagMsg(b[unix.NLMSG_HDRLEN:l]); ok && want[d.remote] {
-						out[d.remote] = append(out[d.remote], d)
+					if d, ok := parseDiagMsg(b[unix.NLMSG_HDRLEN:l]); ok {
+						f(d)
 					}
 				}
 				b = b[min(len(b), (l+3)&^3):]
 			}
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // destroy closes d in the kernel (SOCK_DESTROY, CONFIG_INET_DIAG_DESTROY): the other end gets a
@@ -163,6 +174,7 @@ func parseDiagMsg(b []byte) (tcpDial, bool) {
 	}
 	d := tcpDial{family: b[0], id: append([]byte(nil), b[4:4+sizeofInetDiagSockID]...)}
 	id := d.id
+	d.localPort = binary.BigEndian.Uint16(id[0:])
 	dport := binary.BigEndian.Uint16(id[2:])
 	var ip netip.Addr
 	switch d.family {

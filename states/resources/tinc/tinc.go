@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -606,9 +607,37 @@ func (n *tincNet) Apply(ctx context.Context, env *states.Env) error {
 			return err
 		}
 	}
+	var restart func() error
 	if daemon.Systemd() {
-		return n.applySystemd(ctx, p)
+		if err := n.applySystemd(ctx, p); err != nil {
+			return err
+		}
+		restart = func() error { return daemon.Systemctl(ctx, "restart", n.unit()) }
+	} else {
+		if err := n.applyDaemon(ctx, p); err != nil {
+			return err
+		}
+		restart = func() error {
+			if pid, ok := n.daemonPid(); ok {
+				if err := n.stopDaemon(ctx, pid); err != nil {
+					return err
+				}
+			}
+			return n.startDaemon(ctx)
+		}
 	}
+	if !n.running || !(p.start || p.restart || p.reload) {
+		return nil
+	}
+	msg, err := n.healDataPath(ctx, restart)
+	if msg != "" {
+		slog.Warn("tinc_network "+n.net+": "+msg, "net", n.net)
+	}
+	return err
+}
+
+// applyDaemon starts, stops, restarts or reloads tincd as p says, where systemd does not run it.
+func (n *tincNet) applyDaemon(ctx context.Context, p *tincPlan) error {
 	if p.bootAdd {
 		bp := filepath.Join(tincRoot, "/etc/tinc/nets.boot")
 		boot, _ := os.ReadFile(bp)

@@ -1,0 +1,237 @@
+package tinc
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"sort"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/brinecm/brine/states/resources/internal/daemon"
+)
+
+// tinc 1.0 can leave two members of a forming mesh with different packet keys, and then the one
+// whose key is stale loses every packet it sends the other over UDP ("Got unauthenticated packet"
+// in the other's log, at debug level 5) while their meta connection stays up. When a node
+// becomes reachable and tincd holds a direct connection to it, it sends the node a fresh key
+// unasked, by the node's next hop (graph.c); that can be another member, when the direct
+// connection is up but its reverse edge has not arrived yet. If the node asks for the key
+// directly a moment later, it gets a second fresh key by the direct connection, before the
+// first, which then arrives by the longer path and replaces it. Every member's reload after a
+// change of members tears the meta connections down and builds them again at the same moment,
+// which is when that happens; tincd itself notices only after its PingInterval (60 s) and then
+// sends everything to that member over TCP until its keys expire, an hour later.
+//
+// So after a start, restart or reload, the members this host holds a meta connection with are
+// pinged over the mesh until each has answered, for dataPathFor. A restart of either end gives
+// both fresh keys; the end whose name sorts first restarts at once, the other only if the
+// pair is still broken at the end of a second wait (the first end may not be applying).
+// Members without a meta connection to this host (down, or reached through others) are not
+// judged: a member that is down must not cost its peers a restart.
+const dataPathFor = 3 * time.Second
+
+// healDataPath restarts tincd (restart) when a member it holds a meta connection with does not
+// answer over the mesh, once at most; it returns what it did, for the log, or "".
+func (n *tincNet) healDataPath(ctx context.Context, restart func() error) (string, error) {
+	if !n.addr.IsValid() {
+		return "", nil
+	}
+	deaf := n.unanswered(ctx, dataPathFor)
+	if len(deaf) == 0 {
+		return "", nil
+	}
+	first := false
+	for _, m := range deaf {
+		first = first || n.self < m
+	}
+	if !first {
+		if deaf = n.unanswered(ctx, 2*dataPathFor); len(deaf) == 0 {
+			return "", nil
+		}
+	}
+	if err := restart(); err != nil {
+		return "", err
+	}
+	if still := n.unanswered(ctx, 2*dataPathFor); len(still) > 0 {
+		return fmt.Sprintf("members %v do not answer over the mesh, also after a restart of tincd", still), nil
+	}
+	return fmt.Sprintf("restarted tincd: members %v did not answer over the mesh (tinc 1.0's key race)", deaf), nil
+}
+
+// unanswered pings, over the mesh, every member this host holds a meta connection with, for up to
+// d, and returns the names of those that never answered, sorted; nil when every one did or
+// when this host cannot tell (no ICMP socket, no socket diagnostics).
+func (n *tincNet) unanswered(ctx context.Context, d time.Duration) []string {
+	pending := map[netip.Addr]string{}
+	var pub []netip.Addr
+	byPub := map[netip.Addr][]tincMember{}
+	for _, m := range n.members {
+		ip, err := netip.ParseAddr(m.address)
+		if m.name == n.self || err != nil || !m.vpn.IsValid() || m.vpn.Is4() != n.addr.Addr().Is4() {
+			continue
+		}
+		pub = append(pub, ip.Unmap())
+		byPub[ip.Unmap()] = append(byPub[ip.Unmap()], m)
+	}
+	peers, err := metaPeers(uint16(n.port), pub)
+	if err != nil {
+		return nil
+	}
+	for ip := range peers {
+		for _, m := range byPub[ip] {
+			pending[m.vpn] = m.name
+		}
+	}
+	if len(pending) == 0 {
+		return nil
+	}
+	p, err := newPinger(n.addr.Addr().Is4())
+	if err != nil {
+		return nil
+	}
+	defer p.close()
+	daemon.Await(ctx, d, func() bool {
+		for ip := range pending {
+			p.send(ip)
+		}
+		for _, ip := range p.replies(200 * time.Millisecond) {
+			delete(pending, ip)
+		}
+		return len(pending) == 0
+	})
+	var out []string
+	for _, name := range pending {
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// metaPeers returns those of the addresses given that this host holds an established TCP
+// connection with on the tinc port (either end's).
+func metaPeers(port uint16, addrs []netip.Addr) (map[netip.Addr]bool, error) {
+	want := map[netip.Addr]bool{}
+	for _, a := range addrs {
+		want[a] = true
+	}
+	out := map[netip.Addr]bool{}
+	err := eachEstablished(func(d tcpDial) {
+		if want[d.remote.Addr()] && (d.remote.Port() == port || d.localPort == port) {
+			out[d.remote.Addr()] = true
+		}
+	})
+	return out, err
+}
+
+// pinger sends ICMP echo requests and reads their replies, on a raw socket (root).
+type pinger struct {
+	fd   int
+	v4   bool
+	id   uint16
+	seq  uint16
+	sent map[uint16]netip.Addr
+}
+
+func newPinger(v4 bool) (*pinger, error) {
+	family, proto := unix.AF_INET, unix.IPPROTO_ICMP
+	if !v4 {
+		family, proto = unix.AF_INET6, unix.IPPROTO_ICMPV6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
+	if err != nil {
+		return nil, err
+	}
+	return &pinger{fd: fd, v4: v4, id: uint16(rand.Uint32()), sent: map[uint16]netip.Addr{}}, nil
+}
+
+func (p *pinger) close() { unix.Close(p.fd) }
+
+// send sends one echo request to ip; errors are the same as no answer.
+func (p *pinger) send(ip netip.Addr) {
+	p.seq++
+	msg := make([]byte, 16)
+	msg[0] = 8 // echo request
+	if !p.v4 {
+		msg[0] = 128 // the kernel computes ICMPv6 checksums
+	}
+	binary.BigEndian.PutUint16(msg[4:], p.id)
+	binary.BigEndian.PutUint16(msg[6:], p.seq)
+	copy(msg[8:], "brine-dp")
+	var to unix.Sockaddr
+	if p.v4 {
+		binary.BigEndian.PutUint16(msg[2:], icmpChecksum(msg))
+		to = &unix.SockaddrInet4{Addr: ip.As4()}
+	} else {
+		to = &unix.SockaddrInet6{Addr: ip.As16()}
+	}
+	if unix.Sendto(p.fd, msg, 0, to) == nil {
+		p.sent[p.seq] = ip
+	}
+}
+
+// replies returns the addresses that answered an echo request of p, reading for up to wait.
+func (p *pinger) replies(wait time.Duration) []netip.Addr {
+	var out []netip.Addr
+	buf := make([]byte, 1500)
+	for deadline := time.Now().Add(wait); ; {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return out
+		}
+		tv := unix.NsecToTimeval(left.Nanoseconds())
+		if unix.SetsockoptTimeval(p.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv) != nil {
+			return out
+		}
+		k, from, err := unix.Recvfrom(p.fd, buf, 0)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return out
+		}
+		msg := buf[:k]
+		reply := byte(129)
+		if p.v4 { // a raw IPv4 socket reads the IP header too
+			if len(msg) < 20 || int(msg[0]&0x0f)*4 > len(msg) {
+				continue
+			}
+			msg, reply = msg[int(msg[0]&0x0f)*4:], 0
+		}
+		if len(msg) < 8 || msg[0] != reply || binary.BigEndian.Uint16(msg[4:]) != p.id {
+			continue
+		}
+		if ip, ok := p.sent[binary.BigEndian.Uint16(msg[6:])]; ok && sockaddrIs(from, ip) {
+			out = append(out, ip)
+		}
+	}
+}
+
+// icmpChecksum is the Internet checksum (RFC 1071) of b.
+func icmpChecksum(b []byte) uint16 {
+	var s uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		s += uint32(b[len(b)-1]) << 8
+	}
+	for s>>16 != 0 {
+		s = s&0xffff + s>>16
+	}
+	return ^uint16(s)
+}
+
+func sockaddrIs(sa unix.Sockaddr, ip netip.Addr) bool {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrFrom4(a.Addr) == ip
+	case *unix.SockaddrInet6:
+		return netip.AddrFrom16(a.Addr).Unmap() == ip
+	}
+	return false
+}

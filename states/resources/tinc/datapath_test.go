@@ -1,0 +1,50 @@
+package tinc
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/brinecm/brine/states/resources/restest"
+)
+
+// A member whose packets the other end of a meta connection no longer accepts over UDP (as after
+// tinc 1.0's key race, here a firewall that drops the UDP from b on a, once their path MTU
+// is known) is found by the apply that reloads tincd, which restarts it: the restarted tincd
+// and its peer learn afresh what reaches whom, and the pair answers over the mesh at once
+// rather than after tincd's own check a minute or more later.
+func TestDataPathHealedByRestart(t *testing.T) {
+	n, hosts, vpn := meshCluster(t)
+	keys := meshKeys(t, n, hosts, vpn)
+	n.Sh("c", "kill $(cat /run/tinc.mesh.pid)") // c is a member that is down: not judged
+	apply := func(h string) (string, string) {
+		rep, _, stderr := n.Run(h, "apply", map[string]string{"main.hcl": tincBundle(n)}, meshVars(t, n, h, vpn, keys, hosts)...)
+		restest.WantCounts(t, rep, 1, 0)
+		return restest.Result(t, rep, `tinc_network.mesh`).Diff, stderr
+	}
+	apply("a")
+	apply("b")
+	pollPing(t, n, "a", vpn["b"], true, 30*time.Second)
+	pollPing(t, n, "b", vpn["a"], true, 30*time.Second)
+	if t.Failed() {
+		t.FailNow()
+	}
+	time.Sleep(2 * time.Second) // a burst of path MTU probes has been answered: b sends a UDP
+	n.Sh("a", "iptables -I INPUT -p udp --dport 655 -s "+n.C.Host("b").Addr()+" -j DROP")
+	pollPing(t, n, "a", vpn["b"], false, 10*time.Second)
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// A change of members (c's VPN address) reloads a's tincd; b does not answer over the mesh.
+	vpn["c"] = "10.8.0.9"
+	diff, stderr := apply("a")
+	if !strings.Contains(diff, "reload") {
+		t.Fatalf("changing a member did not reload tincd:\n%s", diff)
+	}
+	if !strings.Contains(stderr, "restarted tincd: members [b] did not answer") {
+		t.Errorf("the apply did not restart tincd for b (stderr):\n%s", stderr)
+	}
+	pollPing(t, n, "a", vpn["b"], true, 5*time.Second)
+	pollPing(t, n, "b", vpn["a"], true, 5*time.Second)
+}
