@@ -327,7 +327,7 @@ func TestTamperedRequestsRefused(t *testing.T) {
 	silent("a request with the victim's key id and another key's box", wire.SessionFrame(wire.TRequest, victim.sid, victim.session.ID, sealed))
 	// A reply reflected back at the master as a request: same key, another tag.
 	victim.send(victim.requestFrame(wire.KindHeartbeat, nil))
-	typ, replyBody, ok := victim.next(time.Second)
+	typ, replyBody, ok := victim.next(replyWait)
 	if !ok || typ != wire.TReply {
 		t.Fatal("no reply to a heartbeat")
 	}
@@ -338,7 +338,7 @@ func TestTamperedRequestsRefused(t *testing.T) {
 		t.Fatal("facts after the attempts")
 	}
 	victim.send(frame)
-	if _, ok := victim.reply(); ok {
+	if _, ok := victim.replyWithin(time.Second); ok {
 		t.Fatal("replayed request answered")
 	}
 	// The session is intact.
@@ -442,7 +442,7 @@ func TestSealedAuthBoundedAndChecked(t *testing.T) {
 		t.Fatalf("oversized auth answered with %v", typ)
 	}
 	c.send(c.sealedAuth(ch, nonce, "", nil, c.key))
-	typ, body, ok := c.next(3 * time.Second)
+	typ, body, ok := c.next(replyWait)
 	if !ok || typ != wire.TAuthReply {
 		t.Fatal("the challenge was spent by an oversized auth")
 	}
@@ -454,7 +454,7 @@ func TestSealedAuthBoundedAndChecked(t *testing.T) {
 	nonce = pki.RandomBytes(32)
 	ch = junk.hello(nonce)
 	junk.send(wire.Encode(wire.TAuth, wire.AuthFrame(ch.ServerNonce, pki.RandomBytes(300))))
-	typ, body, ok = junk.next(3 * time.Second)
+	typ, body, ok = junk.next(replyWait)
 	if !ok || typ != wire.TAuthReply {
 		t.Fatal("no answer to an auth that does not open")
 	}

@@ -613,7 +613,8 @@ func TestHijackedIdentityAndSession(t *testing.T) {
 	thief := newRaw(t, m, "thief", nil)
 	thief.sid, thief.seq, thief.session = victim.sid, 1000, pki.NewSessionKey() // the key stays the victim's
 	for _, kind := range []string{wire.KindSession, wire.KindFacts, wire.KindHeartbeat} {
-		if r, _, ok := thief.request(kind, map[string]any{"os": "stolen"}); ok {
+		thief.send(thief.requestFrame(kind, map[string]any{"os": "stolen"}))
+		if r, ok := thief.replyWithin(time.Second); ok {
 			t.Fatalf("%s with a stolen session id answered: %+v", kind, r)
 		}
 	}

@@ -93,7 +93,7 @@ func (c *rawClient) hello(nonce []byte) wire.Challenge {
 	c.t.Helper()
 	h, _ := json.Marshal(wire.Hello{ID: c.id, Key: c.key.Pub.String(), Nonce: nonce})
 	c.send(wire.Encode(wire.THello, h))
-	typ, body, ok := c.next(3 * time.Second)
+	typ, body, ok := c.next(replyWait)
 	if !ok || typ != wire.TChallenge {
 		c.t.Fatalf("no challenge (%v)", typ)
 	}
@@ -114,7 +114,7 @@ func (c *rawClient) auth(token string, signer *pki.KeyPair) wire.AuthReply {
 	nonce := pki.RandomBytes(32)
 	ch := c.hello(nonce)
 	c.send(c.sealedAuth(ch, nonce, token, nil, signer))
-	typ, body, ok := c.next(3 * time.Second)
+	typ, body, ok := c.next(replyWait)
 	if !ok || typ != wire.TAuthReply {
 		c.t.Fatalf("no auth reply")
 	}
@@ -167,10 +167,16 @@ func (c *rawClient) request(kind string, body any) (wire.Reply, []byte, bool) {
 }
 
 // reply returns the next reply: a sealed Reply opened with the session key, or a signed
-// NoSession (as a Reply with NoSession set).
-func (c *rawClient) reply() (wire.Reply, bool) { return c.replyWithin(time.Second) }
+// NoSession (as a Reply with NoSession set). It waits up to replyWait: a master under the race
+// detector on a loaded machine takes seconds to answer a request of a few hundred KiB, and a
+// test that expects an answer should fail because there is none, not because it was slow.
+// Tests that expect no answer call replyWithin with a short wait of their own.
+func (c *rawClient) reply() (wire.Reply, bool) { return c.replyWithin(replyWait) }
 
-// replyWithin is reply, waiting up to d (for a request the master takes long to serve).
+// replyWait is how long reply waits for an answer the test expects.
+const replyWait = 30 * time.Second
+
+// replyWithin is reply, waiting up to d.
 func (c *rawClient) replyWithin(d time.Duration) (wire.Reply, bool) {
 	typ, body, ok := c.next(d)
 	var r wire.Reply
@@ -407,7 +413,7 @@ func TestAuthCannotBeFaked(t *testing.T) {
 	ch := stranger.hello(nonce)
 	authFrame := stranger.sealedAuth(ch, nonce, "", nil, stranger.key)
 	stranger.send(authFrame)
-	if typ, body, ok := stranger.next(time.Second); !ok || typ != wire.TAuthReply {
+	if typ, body, ok := stranger.next(replyWait); !ok || typ != wire.TAuthReply {
 		t.Fatal("no answer to a fresh auth")
 	} else if ar, ok := stranger.openAuthReply(body); !ok || ar.Status != wire.StatusPending {
 		t.Fatalf("fresh auth: %+v", ar)
@@ -568,7 +574,7 @@ func TestForgedReturnsRefused(t *testing.T) {
 	}
 	evil.request(wire.KindFacts, map[string]any{"os": "second"})
 	evil.send(frame)
-	if _, ok := evil.reply(); ok {
+	if _, ok := evil.replyWithin(time.Second); ok {
 		t.Fatal("replayed request answered")
 	}
 	if f := m.Facts("evil"); f["os"] != "second" {
