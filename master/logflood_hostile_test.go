@@ -58,21 +58,27 @@ func logRecords(t *testing.T, logs *lockedBuffer, msg string) []map[string]any {
 	return out
 }
 
-// floodLog calls cause n times, then once more an interval after the first call's line (so that
-// the count of the suppressed lines is logged), and checks that msg was logged a few times, not
-// once per call, and that the lines account for every call.
+// floodLog calls cause n times, then once more an interval after the last line those calls
+// logged (so that the count of the suppressed lines is logged), and checks that msg was logged
+// a few times, not once per call, and that the lines account for every call.
 func floodLog(t *testing.T, logs *lockedBuffer, msg string, n int, cause func(i int)) {
 	t.Helper()
 	start := time.Now()
-	cause(0)
-	first := time.Now() // after the first line
-	for i := 1; i < n; i++ {
+	for i := range n {
 		cause(i)
 	}
-	time.Sleep(time.Until(first.Add(floodLogEvery)))
+	afterFlood(time.Now())
 	cause(n)
 	checkFlood(t, logs, msg, n+1, time.Since(start))
 }
+
+// afterFlood sleeps an interval from last, when the last call of a flood returned (its line, if
+// it logged one, was written by then). The next call is then logged, with the count of those
+// suppressed since the last line. An interval after the first line is not enough: on a slow
+// machine the flood outlasts an interval, one of its calls logs a line, and a call an interval
+// after the first line falls within that one's interval; its count would be logged only when the
+// key is forgotten, after the test has counted.
+func afterFlood(last time.Time) { time.Sleep(time.Until(last.Add(floodLogEvery))) }
 
 // checkFlood checks that the calls that logged msg were written in at most a line per
 // interval, and one with the count of those suppressed before it is forgotten, over span; and
@@ -254,14 +260,13 @@ func TestLogFloodResend(t *testing.T) {
 	// (once a heartbeat of TestMaster's 200 ms).
 	start := time.Now()
 	ask(jids)
-	first := time.Now() // after the first line
 	for time.Since(start) < 2*time.Second {
 		time.Sleep(20 * time.Millisecond)
 		ask(jids)
 	}
-	// An interval after the first line, and a heartbeat after the last ask, one job more: its
-	// line is logged, after the count of those suppressed.
-	time.Sleep(time.Until(first.Add(floodLogEvery)))
+	// An interval after the last ask (more than a heartbeat), one job more: its line is
+	// logged, with the count of those suppressed.
+	afterFlood(time.Now())
 	ask(jids[:1])
 	time.Sleep(100 * time.Millisecond) // the publisher's taps are written after the reply
 	n := resends()
