@@ -7,6 +7,7 @@ import (
 	"log"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -119,6 +120,7 @@ func TestPubSlowSubscriber(t *testing.T) {
 	waitSubscribed(t, p, "a", 2)
 	body := bytes.Repeat([]byte("x"), 256<<10)
 	n := DefaultLimits.SendQueue + 128
+	var received atomic.Int64
 	got := make(chan int, 1)
 	go func() {
 		c := 0
@@ -127,22 +129,43 @@ func TestPubSlowSubscriber(t *testing.T) {
 				break
 			}
 			c++
+			received.Store(int64(c))
 		}
 		got <- c
 	}()
-	for range n {
-		if err := p.Send(zmq4.NewMsgFrom([]byte("a"), body)); err != nil {
-			t.Fatal(err)
+	// Message i goes out once the fast subscriber has received all but 128 of those before it:
+	// its queue (SendQueue, 256) never fills, however slowly the machine runs it, and only the
+	// subscriber that does not read loses messages. Had the slow one held up the others, the
+	// fast one would stop receiving, and so would the sender.
+	var sent atomic.Int64
+	stop := make(chan struct{})
+	defer close(stop)
+	sendErr := make(chan error, 1)
+	go func() {
+		for i := range n {
+			for received.Load() < int64(i-128) {
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Millisecond):
+				}
+			}
+			if err := p.Send(zmq4.NewMsgFrom([]byte("a"), body)); err != nil {
+				sendErr <- err
+				return
+			}
+			sent.Add(1)
 		}
-		time.Sleep(time.Millisecond) // the fast reader keeps up; its queue never fills
-	}
+	}()
 	select {
 	case c := <-got:
 		if c != n {
 			t.Fatalf("the fast subscriber got %d of %d", c, n)
 		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the fast subscriber was held up by the slow one")
+	case err := <-sendErr:
+		t.Fatal(err)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the fast subscriber was held up by the slow one: it received %d of %d sent (%d dropped in all)", received.Load(), sent.Load(), p.Dropped.Load())
 	}
 	if p.Dropped.Load() == 0 {
 		t.Fatal("nothing dropped for the subscriber that does not read")
