@@ -23,8 +23,8 @@ import (
 // busySub returns a hand-made session whose SUB reads from pub (a zmq4 PUB standing for
 // whoever is on the path to the publish port) with readSub running, and no serve: nobody
 // handles the frames readSub passes on. It returns once a small frame has come through (the
-// subscription is up) and s.pubs is empty again. sent is closed by the test's sender; the
-// cleanup waits for it.
+// subscription is up) and s.pubs is empty, with nothing of its own still on the way. sent is
+// closed by the test's sender; the cleanup waits for it.
 func busySub(t *testing.T, sent <-chan struct{}) (*session, zmq4.Socket) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -60,10 +60,23 @@ func busySub(t *testing.T, sent <-chan struct{}) (*session, zmq4.Socket) {
 			return false
 		}
 	})
-	for len(s.pubs) > 0 {
-		s.pubMem.Release(int64(len(<-s.pubs)))
+	// A ping that came after its 50 ms was taken by the next try, whose own ping may still be on
+	// its way: a last frame, unlike the pings, goes out, and everything up to it is taken (the
+	// PUB writes to the one connection in order), so that no ping is left to take a place the
+	// test counts.
+	fence := []byte("fence")
+	_ = pub.Send(zmq4.NewMsgFrom([]byte("t"), fence))
+	for deadline := time.After(30 * time.Second); ; {
+		select {
+		case f := <-s.pubs:
+			s.pubMem.Release(int64(len(f)))
+			if bytes.Equal(f, fence) {
+				return s, pub
+			}
+		case <-deadline:
+			t.Fatal("the fence frame did not come through")
+		}
 	}
-	return s, pub
 }
 
 // Whoever sits on the path to the master's publish port can send the minion frames of up to
