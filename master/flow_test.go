@@ -143,11 +143,13 @@ func TestPingAndNoReturnAndZeroTarget(t *testing.T) {
 	if len(res.Returns) != 2 {
 		t.Fatalf("ping: %+v", res)
 	}
-	// A minion that is accepted but not running is reported as missing, not dropped.
+	// A minion that is accepted but not running is reported as missing, not dropped. The job
+	// waits for it to the end of its timeout, which must leave the two running minions time to
+	// return, under the race detector on a loaded machine too (700 ms was too short for that).
 	if _, err := m.Keys().Present(pki.Presentation{ID: "ghost", Key: mustKey(t).Pub}, true, nil); err != nil {
 		t.Fatal(err)
 	}
-	res = run(t, m, master.JobSpec{Kind: wire.JobPing, Target: "*", Timeout: 700 * time.Millisecond})
+	res = run(t, m, master.JobSpec{Kind: wire.JobPing, Target: "*", Timeout: 3 * time.Second})
 	if len(res.Missing) != 1 || res.Missing[0] != "ghost" || !res.Failed() {
 		t.Fatalf("missing: %+v", res)
 	}
