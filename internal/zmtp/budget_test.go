@@ -3,12 +3,15 @@ package zmtp
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"testing"
 	"time"
 
 	"github.com/go-zeromq/zmq4"
+
+	"github.com/brinecm/brine/internal/tb"
 )
 
 // Untrusted peers that announce frames and never send them held the whole in-flight budget,
@@ -26,7 +29,7 @@ func TestInFlightBudgetGoesToNewFrames(t *testing.T) {
 	ready := append(append([]byte{5}, "READY"...), append(append([]byte{11}, "Socket-Type"...), 0, 0, 0, 6, 'D', 'E', 'A', 'L', 'E', 'R')...)
 	hs := append(append(g, flagCommand, byte(len(ready))), ready...)
 	var stalled []net.Conn
-	for range 8 { // 8 KiB announced: the first four take the budget, the next ones the places of the oldest
+	for i := range 8 { // 8 KiB announced: the first four take the budget, the next ones the places of the oldest
 		c, err := net.Dial("tcp", r.Addr().String())
 		if err != nil {
 			t.Fatal(err)
@@ -34,7 +37,9 @@ func TestInFlightBudgetGoesToNewFrames(t *testing.T) {
 		defer c.Close()
 		c.Write(append(append([]byte{}, hs...), binary.BigEndian.AppendUint64([]byte{flagLong}, 1024)...))
 		stalled = append(stalled, c)
-		time.Sleep(20 * time.Millisecond) // in order, oldest first
+		// In order, oldest first: the next connection announces its frame once this one's
+		// holds its place in the budget.
+		tb.WaitFor(t, 10*time.Second, fmt.Sprintf("stalled frame %d reserved", i), func() bool { return reserved(r.l, c.LocalAddr()) })
 	}
 	d := zmq4.NewDealer(context.Background(), quiet(), zmq4.WithDialerMaxRetries(0))
 	defer d.Close()
@@ -47,7 +52,8 @@ func TestInFlightBudgetGoesToNewFrames(t *testing.T) {
 	if !recvWithin(t, r, 5*time.Second) {
 		t.Fatalf("the newcomer's frame did not arrive while the budget was held (evicted %d)", r.Evicted())
 	}
-	// The oldest stalled frame gave its place; the newest still holds one.
+	// The oldest stalled frame gave its place; the newest still holds one. (The deadline stays
+	// well under FrameTimeout, which would close the oldest too.)
 	stalled[0].SetReadDeadline(time.Now().Add(2 * time.Second))
 	if _, err := io.Copy(io.Discard, stalled[0]); err != nil {
 		t.Errorf("the oldest stalled frame's connection is still open: %v", err)
@@ -56,6 +62,19 @@ func TestInFlightBudgetGoesToNewFrames(t *testing.T) {
 	if _, err := io.Copy(io.Discard, stalled[7]); err == nil {
 		t.Error("the newest stalled frame's connection was closed")
 	}
+}
+
+// reserved says whether l holds a reservation of its in-flight budget for a frame of the peer
+// whose address is peer.
+func reserved(l *listener, peer net.Addr) bool {
+	l.fmu.Lock()
+	defer l.fmu.Unlock()
+	for e := l.reservations.Front(); e != nil; e = e.Next() {
+		if c, ok := e.Value.(*reservation).owner.(net.Conn); ok && c.RemoteAddr().String() == peer.String() {
+			return true
+		}
+	}
+	return false
 }
 
 // recvWithin reports whether s receives a message within d (failing the test on an error).
