@@ -99,9 +99,7 @@ func (n *tincNet) unanswered(ctx context.Context, d time.Duration) []string {
 		for ip := range pending {
 			p.send(ip)
 		}
-		for _, ip := range p.replies(200 * time.Millisecond) {
-			delete(pending, ip)
-		}
+		p.await(pending, 200*time.Millisecond)
 		return len(pending) == 0
 	})
 	var out []string
@@ -174,25 +172,25 @@ func (p *pinger) send(ip netip.Addr) {
 	}
 }
 
-// replies returns the addresses that answered an echo request of p, reading for up to wait.
-func (p *pinger) replies(wait time.Duration) []netip.Addr {
-	var out []netip.Addr
+// await removes from pending the addresses that answer an echo request of p, reading until
+// none is left or for wait at most.
+func (p *pinger) await(pending map[netip.Addr]string, wait time.Duration) {
 	buf := make([]byte, 1500)
-	for deadline := time.Now().Add(wait); ; {
+	for deadline := time.Now().Add(wait); len(pending) > 0; {
 		left := time.Until(deadline)
 		if left <= 0 {
-			return out
+			return
 		}
 		tv := unix.NsecToTimeval(left.Nanoseconds())
 		if unix.SetsockoptTimeval(p.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv) != nil {
-			return out
+			return
 		}
 		k, from, err := unix.Recvfrom(p.fd, buf, 0)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
-			return out
+			return
 		}
 		msg := buf[:k]
 		reply := byte(129)
@@ -206,7 +204,7 @@ func (p *pinger) replies(wait time.Duration) []netip.Addr {
 			continue
 		}
 		if ip, ok := p.sent[binary.BigEndian.Uint16(msg[6:])]; ok && sockaddrIs(from, ip) {
-			out = append(out, ip)
+			delete(pending, ip)
 		}
 	}
 }
