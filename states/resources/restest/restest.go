@@ -8,12 +8,11 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/binary"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -23,6 +22,7 @@ import (
 	"time"
 
 	"github.com/brinecm/brine/states"
+	"github.com/brinecm/brine/states/resources/internal/icmp"
 	"github.com/brinecm/brine/testbed"
 	"github.com/hashicorp/hcl/v2"
 	"golang.org/x/sys/unix"
@@ -158,61 +158,23 @@ func DialFrom(h *testbed.Host, addr string, timeout time.Duration) error {
 
 // PingFrom sends one ICMP echo request from host to the IPv4 address ip and waits for the reply.
 func PingFrom(h *testbed.Host, ip string, timeout time.Duration) error {
-	dst := net.ParseIP(ip).To4()
-	if dst == nil {
+	dst, err := netip.ParseAddr(ip)
+	if err != nil || !dst.Is4() {
 		return fmt.Errorf("not an IPv4 address: %s", ip)
 	}
 	return InHostNet(h, func() error {
-		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW|syscall.SOCK_CLOEXEC, syscall.IPPROTO_ICMP)
+		p, err := icmp.New(true)
 		if err != nil {
 			return err
 		}
-		defer syscall.Close(fd)
-		id := uint16(os.Getpid()) ^ uint16(time.Now().UnixNano())
-		msg := []byte{8, 0, 0, 0, byte(id >> 8), byte(id), 0, 1, 'b', 'r', 'i', 'n', 'e'}
-		binary.BigEndian.PutUint16(msg[2:], icmpChecksum(msg))
-		var sa syscall.SockaddrInet4
-		copy(sa.Addr[:], dst)
-		if err := syscall.Sendto(fd, msg, 0, &sa); err != nil {
-			return err
+		defer p.Close()
+		pending := map[netip.Addr]string{dst: ip}
+		p.Send(dst)
+		if p.Await(pending, timeout); len(pending) > 0 {
+			return fmt.Errorf("no echo reply from %s within %s", ip, timeout)
 		}
-		deadline := time.Now().Add(timeout)
-		buf := make([]byte, 1500)
-		for time.Now().Before(deadline) {
-			tv := syscall.NsecToTimeval(int64(time.Until(deadline)) + 1)
-			syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)
-			n, from, err := syscall.Recvfrom(fd, buf, 0)
-			if err != nil {
-				if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EINTR) {
-					continue
-				}
-				return err
-			}
-			f, ok := from.(*syscall.SockaddrInet4)
-			if !ok || net.IP(f.Addr[:]).String() != dst.String() || n < 20 {
-				continue
-			}
-			ihl := int(buf[0]&0x0f) * 4
-			if n >= ihl+8 && buf[ihl] == 0 && binary.BigEndian.Uint16(buf[ihl+4:]) == id {
-				return nil
-			}
-		}
-		return fmt.Errorf("no echo reply from %s within %s", ip, timeout)
+		return nil
 	})
-}
-
-func icmpChecksum(b []byte) uint16 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
-	}
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	return ^uint16(s)
 }
 
 // Mtimes returns the modification time of every file under the given directories of host.
