@@ -27,9 +27,19 @@ import (
 // pinged over the mesh until each has answered, for dataPathFor. A restart of either end gives
 // both fresh keys; the end whose name sorts first restarts at once, the other only if the
 // pair is still broken at the end of a second wait (the first end may not be applying).
-// Members without a meta connection to this host (down, or reached through others) are not
-// judged: a member that is down must not cost its peers a restart.
+// Members without an authenticated meta connection to this host (down, reached through others,
+// or not holding this host's key yet) are not judged: a member that is down, or one that a first
+// apply has not given the keys yet, must not cost its peers a restart.
 const dataPathFor = 3 * time.Second
+
+// authedBytes is what each end of a tinc 1.0 meta connection has sent once both have
+// authenticated: an end answers the other's ID line with its METAKEY only when it holds the
+// other's public key, and a METAKEY is the session key encrypted to the other's RSA key, in hex:
+// 512 characters for this host's key of 2048 bits or more (key_size), 256 for a member's key of
+// 1024 bits. A connection that carried less either way is still authenticating, or is one that
+// a member without this host's key tarpitted (kept open and silent): its data path cannot work
+// yet and is not judged.
+const authedBytes = 256
 
 // healDataPath restarts tincd (restart) when a member it holds a meta connection with does not
 // answer over the mesh, once at most; it returns what it did, for the log, or "".
@@ -107,7 +117,7 @@ func (n *tincNet) unanswered(ctx context.Context, d time.Duration) []string {
 }
 
 // metaPeers returns those of the addresses given that this host holds an established TCP
-// connection with on the tinc port (either end's).
+// connection with on the tinc port (either end's), on which both ends have authenticated.
 func metaPeers(port uint16, addrs []netip.Addr) (map[netip.Addr]bool, error) {
 	want := map[netip.Addr]bool{}
 	for _, a := range addrs {
@@ -115,7 +125,8 @@ func metaPeers(port uint16, addrs []netip.Addr) (map[netip.Addr]bool, error) {
 	}
 	out := map[netip.Addr]bool{}
 	err := eachEstablished(func(d tcpDial) {
-		if want[d.remote.Addr()] && (d.remote.Port() == port || d.localPort == port) {
+		authed := d.received >= 2*authedBytes && d.acked > authedBytes
+		if authed && want[d.remote.Addr()] && (d.remote.Port() == port || d.localPort == port) {
 			out[d.remote.Addr()] = true
 		}
 	})

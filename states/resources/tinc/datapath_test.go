@@ -1,7 +1,9 @@
 package tinc
 
 import (
+	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -47,4 +49,61 @@ func TestDataPathHealedByRestart(t *testing.T) {
 	}
 	pollPing(t, n, "a", vpn["b"], true, 5*time.Second)
 	pollPing(t, n, "b", vpn["a"], true, 5*time.Second)
+}
+
+// A member whose meta connection has not authenticated (one still exchanging keys, one that does
+// not hold this host's key yet, as in a mesh's first apply, or a hostile one) has no data path
+// yet and is not judged: the apply that reloads tincd neither waits for it over the mesh nor
+// restarts tincd for it. Here b's tinc port is a peer that answers a's ID line with its own and
+// then says nothing, so a's connection to b stays established and unauthenticated.
+func TestDataPathSkipsUnauthenticatedMembers(t *testing.T) {
+	n, hosts, vpn := meshCluster(t)
+	keys := meshKeys(t, n, hosts, vpn)
+	n.Sh("b", "kill $(cat /run/tinc.mesh.pid) && while test -e /run/tinc.mesh.pid; do sleep 0.05; done")
+	var ln net.Listener
+	if err := restest.InHostNet(n.C.Host("b"), func() (err error) {
+		ln, err = net.Listen("tcp", n.C.Host("b").Addr()+":655")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			go func() {
+				buf := make([]byte, 64)
+				if _, err := c.Read(buf); err == nil {
+					_, _ = c.Write([]byte("0 b 17\n")) // b's ID line; then silence
+				}
+			}()
+		}
+	}()
+
+	rep, _, stderr := n.Run("a", "apply", map[string]string{"main.hcl": tincBundle(n)}, meshVars(t, n, "a", vpn, keys, []string{"a", "b"})...)
+	restest.WantCounts(t, rep, 1, 0)
+	mu.Lock()
+	dialled := len(conns)
+	mu.Unlock()
+	if dialled == 0 {
+		t.Fatal("a's tincd never dialled b: the test proves nothing")
+	}
+	if strings.Contains(stderr, "tinc_network mesh:") {
+		t.Errorf("the apply judged b, whose meta connection never authenticated (stderr):\n%s", stderr)
+	}
 }
