@@ -41,8 +41,13 @@ const (
 
 	ctaTupleOrig  = 1
 	ctaTupleReply = 2
+	ctaStatus     = 3
 	ctaProtoinfo  = 4
 	ctaTimeout    = 7
+
+	ipsSeenReply = 1 << 1
+	ipsAssured   = 1 << 2
+	ipsConfirmed = 1 << 3
 
 	ctaTupleIP    = 1
 	ctaTupleProto = 2
@@ -189,19 +194,31 @@ func trackOpenFlows() (int, error) {
 	}
 	n := 0
 	buf := make([]byte, 8192)
-	for i, fl := range flows {
-		seq := uint32(i + 1)
-		if err := unix.Sendto(fd, ctNewMsg(fl, timeout, seq), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-			return n, fmt.Errorf("netlink send: %w", err)
+	seq := uint32(0)
+	request := func(msg []byte) (unix.Errno, error) {
+		if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+			return 0, fmt.Errorf("netlink send: %w", err)
 		}
-		errno, err := nlAck(fd, buf, seq)
-		switch {
-		case err != nil:
-			return n, err
-		case errno == 0:
+		return nlAck(fd, buf, seq)
+	}
+	for _, fl := range flows {
+		seq++
+		errno, err := request(ctNewMsg(fl, timeout, seq, false))
+		if err == nil && errno == unix.EEXIST {
+			// Tracked already, but maybe picked up from the peer's side and never seen to
+			// answer: see ctNewMsg. Mark it answered.
+			seq++
+			errno, err = request(ctNewMsg(fl, timeout, seq, true))
+			if errno == unix.ENOENT || errno == unix.EBUSY {
+				errno = 0 // closed or closing meanwhile
+			}
+		} else if err == nil && errno == 0 {
 			n++
-		case errno == unix.EEXIST: // tracked already
-		default:
+		}
+		if err != nil {
+			return n, err
+		}
+		if errno != 0 {
 			return n, fmt.Errorf("recording %s -> %s in the connection tracking table: %w", fl.local, fl.remote, errno)
 		}
 	}
@@ -234,7 +251,19 @@ func nlAck(fd int, buf []byte, seq uint32) (unix.Errno, error) {
 // the side that opened it. It sets no status bits: the kernel sets SEEN_REPLY and ASSURED itself at
 // the first packets both ways, as for a flow it picked up mid-stream, and kernels differ in which
 // bits a new entry may be given (6.x refuses a status without CONFIRMED with EBUSY).
-func ctNewMsg(fl tcpFlow, timeout, seq uint32) []byte {
+//
+// With update, it changes the entry that tracks fl already, whichever way round, into an
+// established one that has seen both directions. Debian's ufw registers connection tracking in
+// the namespace for a moment while it is still disabled (`ufw allow` probes its iptables'
+// matches), and the kernel then picks up whatever flow sends a packet, mid-stream and from that
+// packet's side. A flow the host only reads from is picked up from the peer's side, and if the
+// host did not answer before the probe's rules were gone the entry stays as the kernel left it,
+// unanswered. Once ufw is enabled, every packet the peer sends in that direction is then NEW,
+// not ESTABLISHED, and is dropped: the host never receives it, never answers, and the
+// connection stays deaf (the demo's minions, 1 run in 15, "no heartbeat from the master").
+// SEEN_REPLY and ASSURED can be set on an existing entry, not cleared; CONFIRMED, which every
+// entry in the table has, cannot change, and kernels before 6.0 refuse a status without it.
+func ctNewMsg(fl tcpFlow, timeout, seq uint32, update bool) []byte {
 	family := byte(unix.AF_INET)
 	src, dst := ctaIPv4Src, ctaIPv4Dst
 	if fl.local.Addr().Is6() {
@@ -261,11 +290,16 @@ func ctNewMsg(fl tcpFlow, timeout, seq uint32) []byte {
 	body = nlAttr(body, ctaTupleReply|nlaFNested, tuple(fl.remote, fl.local))
 	body = nlAttr(body, ctaTimeout, binary.BigEndian.AppendUint32(nil, timeout))
 	body = nlAttr(body, ctaProtoinfo|nlaFNested, nlAttr(nil, ctaProtoinfoTCP|nlaFNested, tcp))
+	flags := uint16(unix.NLM_F_REQUEST | unix.NLM_F_ACK | unix.NLM_F_CREATE | unix.NLM_F_EXCL)
+	if update {
+		body = nlAttr(body, ctaStatus, binary.BigEndian.AppendUint32(nil, ipsSeenReply|ipsAssured|ipsConfirmed))
+		flags = unix.NLM_F_REQUEST | unix.NLM_F_ACK
+	}
 
 	msg := make([]byte, unix.NLMSG_HDRLEN, unix.NLMSG_HDRLEN+len(body))
 	binary.NativeEndian.PutUint32(msg[0:], uint32(unix.NLMSG_HDRLEN+len(body)))
 	binary.NativeEndian.PutUint16(msg[4:], nfnlSubsysCtnetlink<<8|ipctnlMsgCtNew)
-	binary.NativeEndian.PutUint16(msg[6:], unix.NLM_F_REQUEST|unix.NLM_F_ACK|unix.NLM_F_CREATE|unix.NLM_F_EXCL)
+	binary.NativeEndian.PutUint16(msg[6:], flags)
 	binary.NativeEndian.PutUint32(msg[8:], seq)
 	return append(msg, body...)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/brinecm/brine/states/resources/restest"
 	"github.com/brinecm/brine/testbed"
+	"golang.org/x/sys/unix"
 )
 
 func TestParseProcAddr(t *testing.T) {
@@ -106,17 +107,20 @@ func TestUfwEnableKeepsOpenConnections(t *testing.T) {
 	}
 	outA := dial(a, b.Addr()+":7000") // a opened it and only reads
 	outB := accept(ln7000)
+	pickedA := dial(a, b.Addr()+":7000") // the same, but tracked as picked up from b's side
+	pickedB := accept(ln7000)
 	sshB := dial(b, a.Addr()+":22")
 	sshA := accept(lns[22])
 	deniedB := dial(b, a.Addr()+":8080")
 	deniedA := accept(lns[8080])
 	// Traffic both ways on each before the enable, as on a connection in use.
-	for _, p := range [][2]net.Conn{{outA, outB}, {outB, outA}, {sshA, sshB}, {sshB, sshA}, {deniedA, deniedB}, {deniedB, deniedA}} {
+	for _, p := range [][2]net.Conn{{outA, outB}, {outB, outA}, {pickedA, pickedB}, {pickedB, pickedA}, {sshA, sshB}, {sshB, sshA}, {deniedA, deniedB}, {deniedB, deniedA}} {
 		expectRead(t, p[0], p[1], []byte("before\n"), 10*time.Second)
 	}
 	if !strings.Contains(n.Sh("a", "ufw status"), "inactive") {
 		t.Fatal("ufw is already active on a fresh host")
 	}
+	trackFromPeer(t, a, pickedA)
 
 	rep := n.Apply("a", `
 ufw {
@@ -138,12 +142,43 @@ ufw {
 	expectRead(t, outB, outA, big, 30*time.Second)
 	expectRead(t, sshB, sshA, []byte("still here\n"), 30*time.Second)
 	expectRead(t, outA, outB, []byte("and back\n"), 30*time.Second)
+	expectRead(t, pickedB, pickedA, []byte("picked up from b's side\n"), 30*time.Second)
 	if _, err := deniedB.Write([]byte("let me in\n")); err != nil {
 		t.Fatal(err)
 	}
 	deniedA.SetReadDeadline(time.Now().Add(3 * time.Second))
 	if got, err := deniedA.Read(make([]byte, 64)); err == nil {
 		t.Errorf("a connection to a port the firewall denies outlived the enable: a read %d bytes", got)
+	}
+}
+
+// trackFromPeer records c, a connection that host h opened, in h's connection tracking table
+// the way the kernel records a flow it picks up mid-stream from a packet of the peer's while
+// ufw registers tracking for a moment (see ctNewMsg): the peer as the side that opened it, and
+// no answer from h seen.
+func trackFromPeer(t *testing.T, h *testbed.Host, c net.Conn) {
+	t.Helper()
+	local, remote := c.LocalAddr().(*net.TCPAddr).AddrPort(), c.RemoteAddr().(*net.TCPAddr).AddrPort()
+	fl := tcpFlow{local: netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()), remote: netip.AddrPortFrom(local.Addr().Unmap(), local.Port())}
+	err := restest.InHostNet(h, func() error {
+		fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+			return err
+		}
+		if err := unix.Sendto(fd, ctNewMsg(fl, 300, 1, false), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+			return err
+		}
+		if errno, err := nlAck(fd, make([]byte, 8192), 1); err != nil || errno != 0 {
+			return fmt.Errorf("%v %w", err, errno)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("tracking %s -> %s from %s's side: %v", fl.local, fl.remote, h.Name(), err)
 	}
 }
 
