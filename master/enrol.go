@@ -3,7 +3,6 @@ package master
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/brinecm/brine/pki"
@@ -28,57 +27,10 @@ const (
 	enrolMaxSources  = 4096 // sources tracked at once; idle ones are forgotten first
 )
 
-type bucket struct {
-	tokens float64
-	last   time.Time
-}
-
-func (b *bucket) refill(now time.Time, rate, burst float64) {
-	if d := now.Sub(b.last).Seconds(); d > 0 {
-		b.tokens = min(burst, b.tokens+d*rate)
-	}
-	b.last = now
-}
-
-// enrolLimiter is the rate limit on key-store writes peers cause. The zero value is ready.
-type enrolLimiter struct {
-	mu      sync.Mutex // guards the fields below
-	global  *bucket
-	sources map[string]*bucket
-}
-
-// allow takes one write from src's bucket and the global one, or reports false and takes
-// nothing.
-func (l *enrolLimiter) allow(src string, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.global == nil {
-		l.global = &bucket{tokens: enrolGlobalBurst, last: now}
-		l.sources = map[string]*bucket{}
-	}
-	b := l.sources[src]
-	if b == nil {
-		if len(l.sources) >= enrolMaxSources {
-			for k, o := range l.sources {
-				if o.refill(now, enrolSourceRate, enrolSourceBurst); o.tokens >= enrolSourceBurst {
-					delete(l.sources, k) // idle: a fresh bucket is the same
-				}
-			}
-		}
-		if len(l.sources) >= enrolMaxSources {
-			return false
-		}
-		b = &bucket{tokens: enrolSourceBurst, last: now}
-		l.sources[src] = b
-	}
-	b.refill(now, enrolSourceRate, enrolSourceBurst)
-	l.global.refill(now, enrolGlobalRate, enrolGlobalBurst)
-	if b.tokens < 1 || l.global.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	l.global.tokens--
-	return true
+// newEnrolLimiter is the rate limit on key-store writes peers cause, by source.
+func newEnrolLimiter() *keyedLimiter {
+	return &keyedLimiter{rate: enrolSourceRate, burst: enrolSourceBurst, max: enrolMaxSources,
+		global: &bucket{tokens: enrolGlobalBurst}, globalRate: enrolGlobalRate, globalBurst: enrolGlobalBurst}
 }
 
 // Registration: a minion whose key the store does not hold as it presents it (a new id, another

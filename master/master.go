@@ -95,12 +95,14 @@ type Master struct {
 
 	closeOnce sync.Once
 
-	copies     sealedCopies      // this master's sealed copies of live jobs, for resends (livejobs.go)
-	factsSeen  factsCache        // last stored facts, to skip unchanged writes
-	attest     *attestStore      // what the master vouches for: observed addresses, pinned tinc keys
-	enrolLimit enrolLimiter      // key-store writes peers cause (enrol.go)
-	regQ       chan registration // verified auths for the registrar (enrol.go); nil until Start
-	fleet      fleetState        // presence leases renewed here (fleet.go)
+	copies         sealedCopies      // this master's sealed copies of live jobs, for resends (livejobs.go)
+	factsSeen      factsCache        // last stored facts, to skip unchanged writes
+	attest         *attestStore      // what the master vouches for: observed addresses, pinned tinc keys
+	enrolLimit     *keyedLimiter     // key-store writes peers cause (enrol.go)
+	factsLimit     *keyedLimiter     // facts reports each minion makes the master check (facts.go)
+	factsThrottled atomic.Uint64     // facts reports refused by factsLimit
+	regQ           chan registration // verified auths for the registrar (enrol.go); nil until Start
+	fleet          fleetState        // presence leases renewed here (fleet.go)
 
 	mu        sync.Mutex          // guards the fields below
 	keyGen    [8]byte             // the rotation generation: session keys older than it are replaced
@@ -202,14 +204,16 @@ func New(cfg Config, logger *slog.Logger) (*Master, error) {
 	m := &Master{
 		cfg: cfg, log: logger, key: key, st: st, keys: keys, tokens: st.Tokens(), store: store,
 		deliver: st.Deliveries(), attest: &attestStore{kv: st.Attested(), log: logger.Warn},
-		keyGen:    [8]byte(pki.RandomBytes(8)),
-		sessions:  map[string]*session{},
-		byMinion:  map[string]string{},
-		bound:     map[string]string{},
-		facts:     map[string]map[string]any{},
-		watchers:  map[string][]chan ReturnEvent{},
-		pruneKick: make(chan struct{}, 1),
-		metrics:   newMetrics(),
+		keyGen:     [8]byte(pki.RandomBytes(8)),
+		sessions:   map[string]*session{},
+		byMinion:   map[string]string{},
+		bound:      map[string]string{},
+		facts:      map[string]map[string]any{},
+		watchers:   map[string][]chan ReturnEvent{},
+		pruneKick:  make(chan struct{}, 1),
+		metrics:    newMetrics(),
+		enrolLimit: newEnrolLimiter(),
+		factsLimit: newFactsLimiter(cfg),
 	}
 	m.challenges.perSource = challengesPerSource(cfg.MaxConnsPerSource)
 	for _, r := range []*rateLog{&m.garbage, &m.panics, &m.refusedLog, &m.factsLog, &m.tincLog, &m.resendLog, &m.fleet.storeLog} {
@@ -818,6 +822,11 @@ func (m *Master) serve(s session, r wire.Request, reply *wire.Reply) error {
 		reply.Body = b
 		return nil
 	case wire.KindFacts:
+		if !m.factsLimit.allow(s.minion, time.Now()) {
+			m.factsThrottled.Add(1)
+			m.factsLog.warn(m.log, s.minion, "refused facts; the minion keeps its previous ones", "minion", s.minion, "from", s.remote, "err", errFactsTooOften)
+			return errFactsTooOften
+		}
 		var f map[string]any
 		if err := wire.Unmarshal(r.Body, wire.MaxFacts, &f); err != nil {
 			return errors.New("bad facts")

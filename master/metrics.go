@@ -118,6 +118,10 @@ func (mt *metrics) registerMaster(m *Master) {
 			Help: "Messages of authenticated request-port connections that waited for their connection's message or byte rate.",
 		}, func() float64 { return float64(m.router.Throttled.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "brine_facts_throttled_total",
+			Help: "Facts reports refused because their minion reported more often than its rate (30 at once, then one every 2 s).",
+		}, func() float64 { return float64(m.factsThrottled.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "brine_request_not_reading_dropped_total",
 			Help: "Request-port peers disconnected because they did not read their replies.",
 		}, func() float64 { return float64(m.router.Dropped.Load()) }),

@@ -437,7 +437,14 @@ func (s *session) reportFacts(facts map[string]any) error {
 func (s *session) serve(ctx context.Context) error {
 	m := s.m
 	if err := s.reportFacts(m.facts()); err != nil {
-		return err
+		var refused *refusedError
+		if !errors.As(err, &refused) {
+			return err
+		}
+		// The master keeps the facts it had; the next report (after an apply that changes
+		// them, or the next session's) sends them again. Ending the session would only
+		// make it ask again at once.
+		m.log.Warn("the master refused our facts", "err", err)
 	}
 	m.box.flush(s.request)
 	// A job published while we were away, or before our subscription was up, is still live on
