@@ -164,3 +164,27 @@ func readFile(t *testing.T, p string) string {
 	}
 	return string(data)
 }
+
+// A master that refuses the minion's facts (here: reported more often than it takes them) keeps
+// the facts it had; the session goes on and serves jobs, rather than ending at once and starting
+// again, refused again, for as long as the master refuses.
+func TestRefusedFactsKeepTheSession(t *testing.T) {
+	ms := master.TestMaster(t, master.FactsRate(1e-9))
+	mn := runMinion(t, ms.PublishAddr(), ms.RequestAddr(), "nofacts", "")
+	tb.WaitFor(t, 5*time.Second, "pending", func() bool {
+		k, ok := ms.Keys().Get("nofacts")
+		return ok && k.State == pki.StatePending
+	})
+	if _, err := ms.Keys().Accept("nofacts", nil, false); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := ms.Run(ctx, master.JobSpec{Kind: wire.JobPing, Target: "nofacts", Minions: []string{"nofacts"}, Timeout: 10 * time.Second}, nil)
+	if err != nil || res.Failed() {
+		t.Fatalf("ping of a minion whose facts the master refuses: %+v %v (status %q)", res, err, mn.Status())
+	}
+	if f := ms.Facts("nofacts"); f != nil {
+		t.Fatalf("the master took facts it refused: %v", f)
+	}
+}
