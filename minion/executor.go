@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -136,11 +135,11 @@ func (e *executor) open(body []byte, now time.Time) (job, error) {
 	if err != nil {
 		return job{}, err
 	}
-	var meta wire.JobMeta
-	if err := wire.Unmarshal(metaRaw, wire.MaxJobFrame, &meta); err != nil {
+	meta, addressed, err := readMeta(metaRaw, e.id)
+	if err != nil {
 		return job{}, err
 	}
-	if !slices.Contains(meta.Minions, e.id) {
+	if !addressed {
 		return job{}, ErrNotForUs
 	}
 	if now.After(meta.ExpiresAt) {
