@@ -167,7 +167,7 @@ func parseProcAddr(s string) (netip.AddrPort, error) {
 
 // trackOpenFlows records every connection this host opened in the kernel's connection tracking
 // table as established, so that a stateful firewall coming up lets their replies in. A connection
-// already in the table is left as it is. It returns how many it recorded.
+// already in the table is only marked as answered (see ctNewMsg). It returns how many it recorded.
 func trackOpenFlows() (int, error) {
 	flows, err := outgoingFlows()
 	if err != nil || len(flows) == 0 {
@@ -209,7 +209,7 @@ func trackOpenFlows() (int, error) {
 			// answer: see ctNewMsg. Mark it answered.
 			seq++
 			errno, err = request(ctNewMsg(fl, timeout, seq, true))
-			if errno == unix.ENOENT || errno == unix.EBUSY {
+			if errno == unix.ENOENT || errno == unix.EBUSY || errno == unix.ETIME {
 				errno = 0 // closed or closing meanwhile
 			}
 		} else if err == nil && errno == 0 {
@@ -250,10 +250,11 @@ func nlAck(fd int, buf []byte, seq uint32) (unix.Errno, error) {
 // ctNewMsg is the ctnetlink request that creates an established entry for fl, with the host as
 // the side that opened it. It sets no status bits: the kernel sets SEEN_REPLY and ASSURED itself at
 // the first packets both ways, as for a flow it picked up mid-stream, and kernels differ in which
-// bits a new entry may be given (6.x refuses a status without CONFIRMED with EBUSY).
+// bits a new entry may be given.
 //
-// With update, it changes the entry that tracks fl already, whichever way round, into an
-// established one that has seen both directions. Debian's ufw registers connection tracking in
+// With update, it marks the entry that tracks fl already, whichever way round, as one that has
+// seen both directions, and changes nothing else (its state, window checks and timeout stay the
+// kernel's). Debian's ufw registers connection tracking in
 // the namespace for a moment while it is still disabled (`ufw allow` probes its iptables'
 // matches), and the kernel then picks up whatever flow sends a packet, mid-stream and from that
 // packet's side. A flow the host only reads from is picked up from the peer's side, and if the
@@ -262,7 +263,8 @@ func nlAck(fd int, buf []byte, seq uint32) (unix.Errno, error) {
 // not ESTABLISHED, and is dropped: the host never receives it, never answers, and the
 // connection stays deaf (the demo's minions, 1 run in 15, "no heartbeat from the master").
 // SEEN_REPLY and ASSURED can be set on an existing entry, not cleared; CONFIRMED, which every
-// entry in the table has, cannot change, and kernels before 6.0 refuse a status without it.
+// entry in the table has, cannot change, and older kernels refuse a status without it (EBUSY)
+// where newer ones ignore it.
 func ctNewMsg(fl tcpFlow, timeout, seq uint32, update bool) []byte {
 	family := byte(unix.AF_INET)
 	src, dst := ctaIPv4Src, ctaIPv4Dst
@@ -287,13 +289,14 @@ func ctNewMsg(fl tcpFlow, timeout, seq uint32, update bool) []byte {
 	tcp = nlAttr(tcp, ctaProtoinfoTCPFlagsReply, liberal)
 	body := []byte{family, 0 /* NFNETLINK_V0 */, 0, 0 /* res_id */}
 	body = nlAttr(body, ctaTupleOrig|nlaFNested, tuple(fl.local, fl.remote))
-	body = nlAttr(body, ctaTupleReply|nlaFNested, tuple(fl.remote, fl.local))
-	body = nlAttr(body, ctaTimeout, binary.BigEndian.AppendUint32(nil, timeout))
-	body = nlAttr(body, ctaProtoinfo|nlaFNested, nlAttr(nil, ctaProtoinfoTCP|nlaFNested, tcp))
-	flags := uint16(unix.NLM_F_REQUEST | unix.NLM_F_ACK | unix.NLM_F_CREATE | unix.NLM_F_EXCL)
+	flags := uint16(unix.NLM_F_REQUEST | unix.NLM_F_ACK)
 	if update {
 		body = nlAttr(body, ctaStatus, binary.BigEndian.AppendUint32(nil, ipsSeenReply|ipsAssured|ipsConfirmed))
-		flags = unix.NLM_F_REQUEST | unix.NLM_F_ACK
+	} else {
+		body = nlAttr(body, ctaTupleReply|nlaFNested, tuple(fl.remote, fl.local))
+		body = nlAttr(body, ctaTimeout, binary.BigEndian.AppendUint32(nil, timeout))
+		body = nlAttr(body, ctaProtoinfo|nlaFNested, nlAttr(nil, ctaProtoinfoTCP|nlaFNested, tcp))
+		flags |= unix.NLM_F_CREATE | unix.NLM_F_EXCL
 	}
 
 	msg := make([]byte, unix.NLMSG_HDRLEN, unix.NLMSG_HDRLEN+len(body))
