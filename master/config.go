@@ -104,9 +104,9 @@ type Config struct {
 	fileLimit uint64
 	// logEvery replaces garbageLogEvery, the interval of the rate-limited log lines (tests).
 	logEvery time.Duration
-	// factsRate replaces factsRate and factsBurst, the facts reports a minion may make a second
-	// (tests that send many: FactsRate).
-	factsRate float64
+	// factsRate and factsBurst, when set, replace the facts reports a minion may make (tests:
+	// FactsRate).
+	factsRate, factsBurst float64
 	// testLog is TestMaster's logger when set (tests: LogTo).
 	testLog *slog.Logger
 }

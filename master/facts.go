@@ -50,8 +50,8 @@ var errFactsTooOften = errors.New("facts reported too often (at most 30 at once,
 
 func newFactsLimiter(cfg Config) *keyedLimiter {
 	l := &keyedLimiter{rate: factsRate, burst: factsBurst, max: factsMinion}
-	if cfg.factsRate > 0 {
-		l.rate, l.burst = cfg.factsRate, cfg.factsRate
+	if cfg.factsRate > 0 || cfg.factsBurst > 0 {
+		l.rate, l.burst = cfg.factsRate, cfg.factsBurst
 	}
 	return l
 }

@@ -34,7 +34,7 @@ func floodMaster(t *testing.T, opts ...func(*master.Config)) (*master.Master, *l
 	opts = append([]func(*master.Config){
 		master.LogTo(slog.New(slog.NewJSONHandler(logs, nil))),
 		master.LogEvery(floodLogEvery),
-		master.FactsRate(1e6), // the facts floods here are about the log, not the facts limit
+		master.FactsRate(1e6, 1e6), // the facts floods here are about the log, not the facts limit
 		func(c *master.Config) { c.PreAuthRate, c.PreAuthRatePerSource = 1<<20, 1<<20 },
 	}, opts...)
 	return master.TestMaster(t, opts...), logs

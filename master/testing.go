@@ -93,9 +93,11 @@ func FileLimit(n uint64) func(*Config) { return func(c *Config) { c.fileLimit = 
 // LogTo is a TestMaster option: the master logs to l.
 func LogTo(l *slog.Logger) func(*Config) { return func(c *Config) { c.testLog = l } }
 
-// FactsRate is a TestMaster option: each minion may make n facts reports a second, in bursts of
-// n (30 at once, then one every 2 s in production).
-func FactsRate(n float64) func(*Config) { return func(c *Config) { c.factsRate = n } }
+// FactsRate is a TestMaster option: each minion may make perSecond facts reports a second, in
+// bursts of burst (30 at once, then one every 2 s in production). A burst under 1 takes none.
+func FactsRate(perSecond, burst float64) func(*Config) {
+	return func(c *Config) { c.factsRate, c.factsBurst = perSecond, burst }
+}
 
 // LogEvery is a TestMaster option: the log lines peers can cause at the rate of their requests
 // are written at most once per key every d (garbageLogEvery in production).

@@ -73,8 +73,9 @@ type session struct {
 	reqMu sync.Mutex // one request in flight at a time; guards seq
 	seq   uint64
 
-	factsMu   sync.Mutex // one facts report at a time; guards factsSent
-	factsSent []byte     // the facts (JSON) the master accepted last on this session
+	factsMu      sync.Mutex // one facts report at a time; guards factsSent and factsRefused
+	factsSent    []byte     // the facts (JSON) the master accepted last on this session
+	factsRefused bool       // the master refused the last report: send it again (serve)
 
 	// Heartbeat state, touched only by serve's goroutine.
 	hbLast   time.Time     // the master's time in the newest heartbeat accepted on this session
@@ -422,14 +423,24 @@ func (s *session) reportFacts(facts map[string]any) error {
 	s.factsMu.Lock()
 	defer s.factsMu.Unlock()
 	if s.factsSent != nil && bytes.Equal(raw, s.factsSent) {
+		s.factsRefused = false // the master holds these
 		return nil
 	}
 	if _, err := s.request(wire.KindFacts, json.RawMessage(raw)); err != nil {
+		var refused *refusedError
+		s.factsRefused = errors.As(err, &refused)
 		return err
 	}
-	s.factsSent = raw
+	s.factsSent, s.factsRefused = raw, false
 	s.m.factsReports.Add(1)
 	return nil
+}
+
+// refusedFacts reports whether the master refused the last facts report of this session.
+func (s *session) refusedFacts() bool {
+	s.factsMu.Lock()
+	defer s.factsMu.Unlock()
+	return s.factsRefused
 }
 
 // serve reports facts, sends what the outbox holds, and then serves heartbeats and jobs until the
@@ -441,10 +452,9 @@ func (s *session) serve(ctx context.Context) error {
 		if !errors.As(err, &refused) {
 			return err
 		}
-		// The master keeps the facts it had; the next report (after an apply that changes
-		// them, or the next session's) sends them again. Ending the session would only
-		// make it ask again at once.
-		m.log.Warn("the master refused our facts", "err", err)
+		// The master keeps the facts it had; they are sent again with the next heartbeat
+		// request. Ending the session would only make it ask again at once.
+		m.log.Warn("the master refused our facts; sending them again with the next heartbeat", "err", err)
 	}
 	m.box.flush(s.request)
 	// A job published while we were away, or before our subscription was up, is still live on
@@ -498,6 +508,9 @@ func (s *session) serve(ctx context.Context) error {
 			s.checkKeyGen(r.KeyGen)
 			m.box.tryFlush(s.request)
 			s.heartbeatReply(r, time.Now())
+			if s.refusedFacts() {
+				_ = s.reportFacts(m.facts()) // refused again: again at the next one
+			}
 		}
 	}
 }

@@ -2,9 +2,11 @@ package minion
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -169,7 +171,7 @@ func readFile(t *testing.T, p string) string {
 // the facts it had; the session goes on and serves jobs, rather than ending at once and starting
 // again, refused again, for as long as the master refuses.
 func TestRefusedFactsKeepTheSession(t *testing.T) {
-	ms := master.TestMaster(t, master.FactsRate(1e-9))
+	ms := master.TestMaster(t, master.FactsRate(0, 0.5))
 	mn := runMinion(t, ms.PublishAddr(), ms.RequestAddr(), "nofacts", "")
 	tb.WaitFor(t, 5*time.Second, "pending", func() bool {
 		k, ok := ms.Keys().Get("nofacts")
@@ -187,4 +189,25 @@ func TestRefusedFactsKeepTheSession(t *testing.T) {
 	if f := ms.Facts("nofacts"); f != nil {
 		t.Fatalf("the master took facts it refused: %v", f)
 	}
+}
+
+// Facts the master refused are sent again with the next heartbeat request, until it takes them.
+// The master here takes a report every 4 s: the session's first report is taken; the minion is
+// started again with other facts, and the new session's report, right after, is refused; a later
+// heartbeat's is not.
+func TestRefusedFactsSentAgain(t *testing.T) {
+	ms := master.TestMaster(t, master.FactsRate(0.25, 1))
+	var round atomic.Int32
+	round.Store(1)
+	facts := func(c *Config) {
+		c.FactsFunc = func() map[string]any { return map[string]any{"round": fmt.Sprint(round.Load())} }
+	}
+	mn := runMinion(t, ms.PublishAddr(), ms.RequestAddr(), "latefacts", "", facts)
+	accept(t, ms, mn.Minion, nil)
+	mn.stop()
+	round.Store(2)
+	runMinion(t, ms.PublishAddr(), ms.RequestAddr(), "latefacts", mn.cfg.DataDir, facts)
+	tb.WaitFor(t, 20*time.Second, "the facts refused at the session's start taken at a later heartbeat", func() bool {
+		return ms.Facts("latefacts")["round"] == "2"
+	})
 }
