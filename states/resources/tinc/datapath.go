@@ -23,13 +23,16 @@ import (
 // which is when that happens; tincd itself notices only after its PingInterval (60 s) and then
 // sends everything to that member over TCP until its keys expire, an hour later.
 //
-// So after a start, restart or reload, the members this host holds a meta connection with are
-// pinged over the mesh until each has answered, for dataPathFor. A restart of either end gives
-// both fresh keys; the end whose name sorts first restarts at once, the other only if the
-// pair is still broken at the end of a second wait (the first end may not be applying).
-// Members without an authenticated meta connection to this host (down, reached through others,
-// or not holding this host's key yet) are not judged: a member that is down, or one that a first
-// apply has not given the keys yet, must not cost its peers a restart.
+// So after a start, restart or reload, every member this host holds an authenticated meta
+// connection with is pinged over the mesh until it has answered, for dataPathFor after its
+// connection authenticated (plus 8 round trips of it, for members far away: the first packet
+// waits for a key exchange). Connections still authenticating are waited for, for dataPathFor.
+// A restart of either end gives both fresh keys; the end whose name sorts first restarts at
+// once, the other only if the pair is still broken at the end of a second wait (the first end
+// may not be applying). Members without an authenticated meta connection to this host (down,
+// reached through others, or not holding this host's key yet) are not judged: a member that
+// is down, or one that a first apply has not given the keys yet, must not cost its peers a
+// restart.
 //
 // A working pair answers within milliseconds: in 70 checks of the demo's applies, 61 were
 // answered in 0.2-5.4 ms, one in 226 ms, and the 8 that never were had hit the key race.
@@ -50,7 +53,7 @@ func (n *tincNet) healDataPath(ctx context.Context, restart func() error) (strin
 	if !n.addr.IsValid() {
 		return "", nil
 	}
-	deaf := n.unanswered(ctx, dataPathFor)
+	deaf := n.unanswered(ctx, nil, dataPathFor)
 	if len(deaf) == 0 {
 		return "", nil
 	}
@@ -59,24 +62,26 @@ func (n *tincNet) healDataPath(ctx context.Context, restart func() error) (strin
 		first = first || n.self < m
 	}
 	if !first {
-		if deaf = n.unanswered(ctx, 2*dataPathFor); len(deaf) == 0 {
+		if deaf = n.unanswered(ctx, deaf, 2*dataPathFor); len(deaf) == 0 {
 			return "", nil
 		}
 	}
 	if err := restart(); err != nil {
 		return "", err
 	}
-	if still := n.unanswered(ctx, 2*dataPathFor); len(still) > 0 {
+	if still := n.unanswered(ctx, deaf, 2*dataPathFor); len(still) > 0 {
 		return fmt.Sprintf("members %v do not answer over the mesh, also after a restart of tincd", still), nil
 	}
 	return fmt.Sprintf("restarted tincd: members %v did not answer over the mesh (tinc 1.0's key race)", deaf), nil
 }
 
-// unanswered pings, over the mesh, every member this host holds a meta connection with, for up to
-// d, and returns the names of those that never answered, sorted; nil when every one did or
-// when this host cannot tell (no ICMP socket, no socket diagnostics).
-func (n *tincNet) unanswered(ctx context.Context, d time.Duration) []string {
-	pending := map[netip.Addr]string{}
+// unanswered pings, over the mesh, the members this host holds an authenticated meta connection
+// with, each until it answers or for window after its connection was found authenticated (plus 8
+// of its round trips), and returns the names of those that never answered, sorted. For window
+// it also waits for connections still authenticating, and for the members named in expect
+// (those whose tincd, or ours, was just restarted) to connect. It returns nil when this host
+// cannot tell (no ICMP socket, no socket diagnostics).
+func (n *tincNet) unanswered(ctx context.Context, expect []string, window time.Duration) []string {
 	var pub []netip.Addr
 	byPub := map[netip.Addr][]tincMember{}
 	for _, m := range n.members {
@@ -87,16 +92,7 @@ func (n *tincNet) unanswered(ctx context.Context, d time.Duration) []string {
 		pub = append(pub, ip.Unmap())
 		byPub[ip.Unmap()] = append(byPub[ip.Unmap()], m)
 	}
-	peers, err := metaPeers(uint16(n.port), pub)
-	if err != nil {
-		return nil
-	}
-	for ip := range peers {
-		for _, m := range byPub[ip] {
-			pending[m.vpn] = m.name
-		}
-	}
-	if len(pending) == 0 {
+	if len(pub) == 0 {
 		return nil
 	}
 	p, err := icmp.New(n.addr.Addr().Is4())
@@ -104,34 +100,83 @@ func (n *tincNet) unanswered(ctx context.Context, d time.Duration) []string {
 		return nil
 	}
 	defer p.Close()
-	daemon.Await(ctx, d, func() bool {
+	expected := map[string]bool{}
+	for _, name := range expect {
+		expected[name] = true
+	}
+	start := time.Now()
+	judged := map[netip.Addr]time.Time{}    // a member's mesh address: when its connection was found authenticated
+	limit := map[netip.Addr]time.Duration{} // how long it has to answer from then
+	pending := map[netip.Addr]string{}      // judged, not answered yet
+	var deaf []string
+	daemon.Await(ctx, 2*window+8*maxRTT, func() bool {
+		now := time.Now()
+		waiting := false
+		if now.Sub(start) < window {
+			authed, authenticating, err := metaPeers(uint16(n.port), pub)
+			if err != nil {
+				return true
+			}
+			for ip, rtt := range authed {
+				for _, m := range byPub[ip] {
+					if _, ok := judged[m.vpn]; !ok {
+						judged[m.vpn], limit[m.vpn], pending[m.vpn] = now, window+8*min(rtt, maxRTT), m.name
+						delete(expected, m.name)
+					}
+				}
+			}
+			for ip := range authenticating {
+				for _, m := range byPub[ip] {
+					_, ok := judged[m.vpn]
+					waiting = waiting || !ok
+				}
+			}
+			waiting = waiting || len(expected) > 0
+		}
+		for ip, name := range pending {
+			if now.Sub(judged[ip]) >= limit[ip] {
+				deaf = append(deaf, name)
+				delete(pending, ip)
+			}
+		}
 		for ip := range pending {
 			p.Send(ip)
 		}
 		p.Await(pending, 200*time.Millisecond)
-		return len(pending) == 0
+		return len(pending) == 0 && !waiting
 	})
-	var out []string
 	for _, name := range pending {
-		out = append(out, name)
+		deaf = append(deaf, name)
 	}
-	sort.Strings(out)
-	return out
+	sort.Strings(deaf)
+	return deaf
 }
 
-// metaPeers returns those of the addresses given that this host holds an established TCP
-// connection with on the tinc port (either end's), on which both ends have authenticated.
-func metaPeers(port uint16, addrs []netip.Addr) (map[netip.Addr]bool, error) {
+// maxRTT bounds the round trip that lengthens a member's time to answer.
+const maxRTT = time.Second
+
+// metaPeers looks at the established TCP connections on the tinc port (either end's) with the
+// addresses given: authed holds those on which both ends have authenticated, with the
+// connection's round-trip time (the longest, if several); authenticating those on which both
+// ends have sent something (their ID lines) and that have not authenticated yet. A connection
+// one end tarpits (nothing sent by it) is in neither.
+func metaPeers(port uint16, addrs []netip.Addr) (authed map[netip.Addr]time.Duration, authenticating map[netip.Addr]bool, err error) {
 	want := map[netip.Addr]bool{}
 	for _, a := range addrs {
 		want[a] = true
 	}
-	out := map[netip.Addr]bool{}
-	err := eachEstablished(func(d tcpDial) {
-		authed := d.received >= 2*authedBytes && d.acked > authedBytes
-		if authed && want[d.remote.Addr()] && (d.remote.Port() == port || d.localPort == port) {
-			out[d.remote.Addr()] = true
+	authed, authenticating = map[netip.Addr]time.Duration{}, map[netip.Addr]bool{}
+	err = eachEstablished(func(d tcpDial) {
+		ip := d.remote.Addr()
+		if !want[ip] || (d.remote.Port() != port && d.localPort != port) {
+			return
+		}
+		switch {
+		case d.received >= 2*authedBytes && d.acked > authedBytes:
+			authed[ip] = max(authed[ip], d.rtt)
+		case d.received > 0 && d.acked > 1:
+			authenticating[ip] = true
 		}
 	})
-	return out, err
+	return authed, authenticating, err
 }

@@ -28,6 +28,7 @@ const (
 	// Offsets in struct tcp_info (linux/tcp.h) of the fields read; the bytes counters came
 	// with Linux 4.1 (4.2 for tcpi_bytes_received: a shorter tcp_info has neither).
 	tcpInfoLastDataSent  = 44
+	tcpInfoRTT           = 68
 	tcpInfoBytesAcked    = 120
 	tcpInfoBytesReceived = 128
 
@@ -44,6 +45,7 @@ type tcpDial struct {
 	acked     uint64        // bytes the other end acknowledged (the SYN counts one)
 	received  uint64        // bytes received
 	idle      time.Duration // since this end last sent data
+	rtt       time.Duration // the kernel's smoothed round-trip time
 }
 
 // tcpDials returns the established TCP connections to the given remote ends, by remote end.
@@ -197,6 +199,7 @@ func parseDiagMsg(b []byte) (tcpDial, bool) {
 				return tcpDial{}, false // a kernel without the byte counters
 			}
 			d.idle = time.Duration(binary.NativeEndian.Uint32(info[tcpInfoLastDataSent:])) * time.Millisecond
+			d.rtt = time.Duration(binary.NativeEndian.Uint32(info[tcpInfoRTT:])) * time.Microsecond
 			d.acked = binary.NativeEndian.Uint64(info[tcpInfoBytesAcked:])
 			d.received = binary.NativeEndian.Uint64(info[tcpInfoBytesReceived:])
 			return d, true
