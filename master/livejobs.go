@@ -198,6 +198,16 @@ func (f *factsCache) changed(id string, raw []byte) bool {
 	return true
 }
 
+// set records raw as id's facts as the store holds them (another master stored them).
+func (f *factsCache) set(id string, raw []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.last == nil {
+		f.last = map[string]string{}
+	}
+	f.last[id] = string(raw)
+}
+
 func (f *factsCache) forget(id string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -267,6 +266,22 @@ func (s *Postgres) listenOnce(ctx context.Context, fn func(Event), resync bool) 
 	if resync {
 		fn(Event{Kind: EventResync})
 	}
+	// The facts themselves may be larger than a notification can carry, so they are read from
+	// the table, by another goroutine: read here, one query for each notification, they held
+	// the notifications of jobs and returns behind them (a fleet of 9,000 that connects, or
+	// 3,000 minions that fail over, store as many facts at once).
+	facts := &factsToRead{ready: make(chan struct{}, 1)}
+	fctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.readFacts(fctx, facts, fn)
+	}()
+	defer func() {
+		stop()
+		wg.Wait()
+	}()
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
@@ -274,18 +289,98 @@ func (s *Postgres) listenOnce(ctx context.Context, fn func(Event), resync bool) 
 		}
 		for _, ev := range s.parseNotification(n) {
 			if ev.Kind == EventFacts {
-				// The facts themselves may be larger than a notification can carry.
-				qctx, cancel := context.WithTimeout(ctx, opTimeout)
-				err := s.pool.QueryRow(qctx, `SELECT data FROM facts WHERE minion = $1`, ev.Minion).Scan(&ev.Data)
-				cancel()
-				if errors.Is(err, pgx.ErrNoRows) {
-					continue // deleted since
-				}
-				if err != nil {
-					return err
-				}
+				facts.add(ev.Minion)
+				continue
 			}
 			fn(ev)
+		}
+	}
+}
+
+// factsToRead are the minions whose facts another master stored and this one has not read yet.
+type factsToRead struct {
+	mu    sync.Mutex // guards ids
+	ids   map[string]bool
+	ready chan struct{} // a token when ids is not empty
+}
+
+func (f *factsToRead) add(ids ...string) {
+	f.mu.Lock()
+	if f.ids == nil {
+		f.ids = map[string]bool{}
+	}
+	for _, id := range ids {
+		f.ids[id] = true
+	}
+	f.mu.Unlock()
+	select {
+	case f.ready <- struct{}{}:
+	default:
+	}
+}
+
+// take removes and returns up to n of the ids.
+func (f *factsToRead) take(n int) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for id := range f.ids {
+		if len(out) == n {
+			break
+		}
+		out = append(out, id)
+		delete(f.ids, id)
+	}
+	return out
+}
+
+// factsPerRead bounds the minions whose facts one query reads (each up to wire.MaxFacts).
+const factsPerRead = 64
+
+// readFacts reads the facts of the minions queued in f, a query for up to factsPerRead of them,
+// and calls fn with an EventFacts for each that is still stored, until ctx ends. A query that
+// fails puts its minions back, to be read again a second later.
+func (s *Postgres) readFacts(ctx context.Context, f *factsToRead, fn func(Event)) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.ready:
+		}
+		for ids := f.take(factsPerRead); len(ids) > 0; ids = f.take(factsPerRead) {
+			var evs []Event
+			qctx, cancel := context.WithTimeout(ctx, opTimeout)
+			rows, err := s.pool.Query(qctx, `SELECT minion, data FROM facts WHERE minion = ANY($1)`, ids)
+			if err == nil {
+				for rows.Next() {
+					ev := Event{Kind: EventFacts}
+					if err = rows.Scan(&ev.Minion, &ev.Data); err != nil {
+						break
+					}
+					evs = append(evs, ev)
+				}
+				rows.Close()
+				if err == nil {
+					err = rows.Err()
+				}
+			}
+			cancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				s.logError("store: reading facts another master stored; again in a second", "err", err)
+				f.add(ids...)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Second):
+				}
+				break
+			}
+			for _, ev := range evs { // a minion deleted since is not among them
+				fn(ev)
+			}
 		}
 	}
 }

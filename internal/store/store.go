@@ -222,7 +222,8 @@ const (
 // Notifier is a store shared by several masters: it tells one master what the others did.
 type Notifier interface {
 	// Listen calls fn for every event of another master until ctx ends, reconnecting after a
-	// loss of the connection; fn must not block for long. It returns when ctx ends.
+	// loss of the connection; fn must not block for long, and may be called from more than one
+	// goroutine at once (facts events come from their own). It returns when ctx ends.
 	Listen(ctx context.Context, fn func(Event))
 }
 
