@@ -48,7 +48,7 @@ const dataPathFor = time.Second
 const authedBytes = 256
 
 // healDataPath restarts tincd (restart) when a member it holds a meta connection with does not
-// answer over the mesh, once at most; it returns what it did, for the log, or "".
+// answer over the mesh, maxRestarts times at most; it returns what it did, for the log, or "".
 func (n *tincNet) healDataPath(ctx context.Context, restart func() error) (string, error) {
 	if !n.addr.IsValid() {
 		return "", nil
@@ -66,14 +66,22 @@ func (n *tincNet) healDataPath(ctx context.Context, restart func() error) (strin
 			return "", nil
 		}
 	}
-	if err := restart(); err != nil {
-		return "", err
+	// A restart makes this node unreachable and then reachable again, which is when the race
+	// happens: it can happen again. The other end may not be applying, so this one tries again.
+	still := deaf
+	for i := 1; i <= maxRestarts; i++ {
+		if err := restart(); err != nil {
+			return "", err
+		}
+		if still = n.unanswered(ctx, still, 2*dataPathFor); len(still) == 0 {
+			return fmt.Sprintf("restarted tincd (%d of at most %d times): members %v did not answer over the mesh (tinc 1.0's key race)", i, maxRestarts, deaf), nil
+		}
 	}
-	if still := n.unanswered(ctx, deaf, 2*dataPathFor); len(still) > 0 {
-		return fmt.Sprintf("members %v do not answer over the mesh, also after a restart of tincd", still), nil
-	}
-	return fmt.Sprintf("restarted tincd: members %v did not answer over the mesh (tinc 1.0's key race)", deaf), nil
+	return fmt.Sprintf("members %v do not answer over the mesh, also after %d restarts of tincd", still, maxRestarts), nil
 }
+
+// maxRestarts bounds the restarts of tincd one apply makes for members that do not answer.
+const maxRestarts = 3
 
 // unanswered pings, over the mesh, the members this host holds an authenticated meta connection
 // with, each until it answers or for window after its connection was found authenticated (plus 8
