@@ -107,3 +107,31 @@ func TestDataPathSkipsUnauthenticatedMembers(t *testing.T) {
 		t.Errorf("the apply judged b, whose meta connection never authenticated (stderr):\n%s", stderr)
 	}
 }
+
+// A member that drops ICMP echo on its mesh address (a firewall, or a hostile member) looks
+// broken to the check and costs the apply its restarts, three and no more, and the log says so.
+func TestDataPathMemberDroppingEchoCostsThreeRestarts(t *testing.T) {
+	n, hosts, vpn := meshCluster(t)
+	keys := meshKeys(t, n, hosts, vpn)
+	n.Sh("c", "kill $(cat /run/tinc.mesh.pid)")
+	apply := func(h string) (string, string) {
+		rep, _, stderr := n.Run(h, "apply", map[string]string{"main.hcl": tincBundle(n)}, meshVars(t, n, h, vpn, keys, hosts)...)
+		restest.WantCounts(t, rep, 1, 0)
+		return restest.Result(t, rep, `tinc_network.mesh`).Diff, stderr
+	}
+	apply("a")
+	apply("b")
+	pollPing(t, n, "a", vpn["b"], true, 30*time.Second)
+	if t.Failed() {
+		t.FailNow()
+	}
+	n.Sh("b", "iptables -I INPUT -i tinc-mesh -p icmp --icmp-type echo-request -j DROP")
+	vpn["c"] = "10.8.0.9" // a change of members reloads a's tincd
+	diff, stderr := apply("a")
+	if !strings.Contains(diff, "reload") {
+		t.Fatalf("changing a member did not reload tincd:\n%s", diff)
+	}
+	if !strings.Contains(stderr, "members [b] do not answer over the mesh, also after 3 restarts of tincd") {
+		t.Errorf("the apply did not give up on b after three restarts (stderr):\n%s", stderr)
+	}
+}
