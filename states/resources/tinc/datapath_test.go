@@ -16,21 +16,7 @@ import (
 // and its peer learn afresh what reaches whom, and the pair answers over the mesh at once
 // rather than after tincd's own check a minute or more later.
 func TestDataPathHealedByRestart(t *testing.T) {
-	n, hosts, vpn := meshCluster(t)
-	keys := meshKeys(t, n, hosts, vpn)
-	n.Sh("c", "kill $(cat /run/tinc.mesh.pid)") // c is a member that is down: not judged
-	apply := func(h string) (string, string) {
-		rep, _, stderr := n.Run(h, "apply", map[string]string{"main.hcl": tincBundle(n)}, meshVars(t, n, h, vpn, keys, hosts)...)
-		restest.WantCounts(t, rep, 1, 0)
-		return restest.Result(t, rep, `tinc_network.mesh`).Diff, stderr
-	}
-	apply("a")
-	apply("b")
-	pollPing(t, n, "a", vpn["b"], true, 30*time.Second)
-	pollPing(t, n, "b", vpn["a"], true, 30*time.Second)
-	if t.Failed() {
-		t.FailNow()
-	}
+	n, vpn, apply := meshPair(t)
 	time.Sleep(2 * time.Second) // a burst of path MTU probes has been answered: b sends a UDP
 	n.Sh("a", "iptables -I INPUT -p udp --dport 655 -s "+n.C.Host("b").Addr()+" -j DROP")
 	pollPing(t, n, "a", vpn["b"], false, 10*time.Second)
@@ -111,20 +97,7 @@ func TestDataPathSkipsUnauthenticatedMembers(t *testing.T) {
 // A member that drops ICMP echo on its mesh address (a firewall, or a hostile member) looks
 // broken to the check and costs the apply its restarts, three and no more, and the log says so.
 func TestDataPathMemberDroppingEchoCostsThreeRestarts(t *testing.T) {
-	n, hosts, vpn := meshCluster(t)
-	keys := meshKeys(t, n, hosts, vpn)
-	n.Sh("c", "kill $(cat /run/tinc.mesh.pid)")
-	apply := func(h string) (string, string) {
-		rep, _, stderr := n.Run(h, "apply", map[string]string{"main.hcl": tincBundle(n)}, meshVars(t, n, h, vpn, keys, hosts)...)
-		restest.WantCounts(t, rep, 1, 0)
-		return restest.Result(t, rep, `tinc_network.mesh`).Diff, stderr
-	}
-	apply("a")
-	apply("b")
-	pollPing(t, n, "a", vpn["b"], true, 30*time.Second)
-	if t.Failed() {
-		t.FailNow()
-	}
+	n, vpn, apply := meshPair(t)
 	n.Sh("b", "iptables -I INPUT -i tinc-mesh -p icmp --icmp-type echo-request -j DROP")
 	vpn["c"] = "10.8.0.9" // a change of members reloads a's tincd
 	diff, stderr := apply("a")
@@ -134,4 +107,27 @@ func TestDataPathMemberDroppingEchoCostsThreeRestarts(t *testing.T) {
 	if !strings.Contains(stderr, "members [b] do not answer over the mesh, also after 3 restarts of tincd") {
 		t.Errorf("the apply did not give up on b after three restarts (stderr):\n%s", stderr)
 	}
+}
+
+// meshPair starts testbed hosts a, b and c for a mesh, with c's tincd down (a member that is down
+// is not judged), applies the mesh on a and b and waits until they ping each other. apply
+// applies it on a host again and returns the diff of its tinc_network and the apply's stderr.
+func meshPair(t *testing.T) (n *restest.NetCluster, vpn map[string]string, apply func(host string) (diff, stderr string)) {
+	t.Helper()
+	n, hosts, vpn := meshCluster(t)
+	keys := meshKeys(t, n, hosts, vpn)
+	n.Sh("c", "kill $(cat /run/tinc.mesh.pid)")
+	apply = func(h string) (string, string) {
+		rep, _, stderr := n.Run(h, "apply", map[string]string{"main.hcl": tincBundle(n)}, meshVars(t, n, h, vpn, keys, hosts)...)
+		restest.WantCounts(t, rep, 1, 0)
+		return restest.Result(t, rep, `tinc_network.mesh`).Diff, stderr
+	}
+	apply("a")
+	apply("b")
+	pollPing(t, n, "a", vpn["b"], true, 30*time.Second)
+	pollPing(t, n, "b", vpn["a"], true, 30*time.Second)
+	if t.Failed() {
+		t.FailNow()
+	}
+	return n, vpn, apply
 }
