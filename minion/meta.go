@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 
 	"github.com/brinecm/brine/internal/wire"
 )
@@ -25,9 +26,14 @@ type ownMeta struct {
 // readMeta decodes raw, a job's meta, for minion id: addressed says whether the job names id,
 // and meta.Minions holds id alone when it does.
 func readMeta(raw []byte, id string) (meta wire.JobMeta, addressed bool, err error) {
+	// json.Unmarshal, not wire.Unmarshal: JobMeta.Peers, shadowed here, would still send
+	// wire.Unmarshal down its Decoder path (for json.Number), which copies raw first.
+	if len(raw) > wire.MaxJobFrame {
+		return meta, false, wire.ErrTooLarge
+	}
 	var om ownMeta
-	if err := wire.Unmarshal(raw, wire.MaxJobFrame, &om); err != nil {
-		return meta, false, err
+	if err := json.Unmarshal(raw, &om); err != nil {
+		return meta, false, fmt.Errorf("wire: %w", err)
 	}
 	meta = om.JobMeta
 	if addressed, err = inArray(om.Minions, id); err != nil || !addressed {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/brinecm/brine/internal/wire"
 )
@@ -88,6 +89,9 @@ func FuzzInArray(f *testing.F) {
 		f.Add(s, "web1")
 	}
 	f.Fuzz(func(t *testing.T, raw, id string) {
+		if !utf8.ValidString(raw) {
+			return // encoding/json reads invalid UTF-8 as U+FFFD; an id is ASCII
+		}
 		var ids []string
 		if err := json.Unmarshal([]byte(raw), &ids); err != nil {
 			return

@@ -73,9 +73,11 @@ type session struct {
 	reqMu sync.Mutex // one request in flight at a time; guards seq
 	seq   uint64
 
-	factsMu      sync.Mutex // one facts report at a time; guards factsSent and factsRefused
+	factsMu      sync.Mutex // one facts report at a time; guards the facts fields
 	factsSent    []byte     // the facts (JSON) the master accepted last on this session
-	factsRefused bool       // the master refused the last report: send it again (serve)
+	factsPending bool       // the last report failed (refused, or no answer): send it again
+	factsBackoff int        // heartbeats between tries while pending: 1, 2, 4, ... 64
+	factsWait    int        // heartbeats left before the next try
 
 	// Heartbeat state, touched only by serve's goroutine.
 	hbLast   time.Time     // the master's time in the newest heartbeat accepted on this session
@@ -423,24 +425,31 @@ func (s *session) reportFacts(facts map[string]any) error {
 	s.factsMu.Lock()
 	defer s.factsMu.Unlock()
 	if s.factsSent != nil && bytes.Equal(raw, s.factsSent) {
-		s.factsRefused = false // the master holds these
+		s.factsPending, s.factsBackoff = false, 0 // the master holds these
 		return nil
 	}
 	if _, err := s.request(wire.KindFacts, json.RawMessage(raw)); err != nil {
-		var refused *refusedError
-		s.factsRefused = errors.As(err, &refused)
+		s.factsPending = true
+		s.factsBackoff = min(max(1, 2*s.factsBackoff), 64)
+		s.factsWait = s.factsBackoff
 		return err
 	}
-	s.factsSent, s.factsRefused = raw, false
+	s.factsSent, s.factsPending, s.factsBackoff = raw, false, 0
 	s.m.factsReports.Add(1)
 	return nil
 }
 
-// refusedFacts reports whether the master refused the last facts report of this session.
-func (s *session) refusedFacts() bool {
+// factsDue reports, once per heartbeat, whether to send facts again: the last report failed
+// and its back-off has passed (1, 2, 4, ... up to 64 heartbeats between tries, so that facts the
+// master will never take cost it little).
+func (s *session) factsDue() bool {
 	s.factsMu.Lock()
 	defer s.factsMu.Unlock()
-	return s.factsRefused
+	if !s.factsPending {
+		return false
+	}
+	s.factsWait--
+	return s.factsWait <= 0
 }
 
 // serve reports facts, sends what the outbox holds, and then serves heartbeats and jobs until the
@@ -452,9 +461,9 @@ func (s *session) serve(ctx context.Context) error {
 		if !errors.As(err, &refused) {
 			return err
 		}
-		// The master keeps the facts it had; they are sent again with the next heartbeat
-		// request. Ending the session would only make it ask again at once.
-		m.log.Warn("the master refused our facts; sending them again with the next heartbeat", "err", err)
+		// The master keeps the facts it had; they are sent again after heartbeat requests
+		// (factsDue). Ending the session would only make it ask again at once.
+		m.log.Warn("the master refused our facts; sending them again after the next heartbeat", "err", err)
 	}
 	m.box.flush(s.request)
 	// A job published while we were away, or before our subscription was up, is still live on
@@ -508,8 +517,8 @@ func (s *session) serve(ctx context.Context) error {
 			s.checkKeyGen(r.KeyGen)
 			m.box.tryFlush(s.request)
 			s.heartbeatReply(r, time.Now())
-			if s.refusedFacts() {
-				_ = s.reportFacts(m.facts()) // refused again: again at the next one
+			if s.factsDue() {
+				_ = s.reportFacts(m.facts()) // failed again: again after a longer back-off
 			}
 		}
 	}
