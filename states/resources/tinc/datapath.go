@@ -53,7 +53,11 @@ func (n *tincNet) healDataPath(ctx context.Context, restart func() error) (strin
 	if !n.addr.IsValid() {
 		return "", nil
 	}
-	deaf := n.unanswered(ctx, nil, dataPathFor)
+	// The checks' own bound; restart keeps the apply's context, so that the deadline never
+	// falls between a stop and a start and leaves tincd down.
+	check, cancel := context.WithTimeout(ctx, healFor)
+	defer cancel()
+	deaf := n.unanswered(check, nil, dataPathFor)
 	if len(deaf) == 0 {
 		return "", nil
 	}
@@ -62,7 +66,7 @@ func (n *tincNet) healDataPath(ctx context.Context, restart func() error) (strin
 		first = first || n.self < m
 	}
 	if !first {
-		if deaf = n.unanswered(ctx, deaf, 2*dataPathFor); len(deaf) == 0 {
+		if deaf = n.unanswered(check, deaf, 2*dataPathFor); len(deaf) == 0 {
 			return "", nil
 		}
 	}
@@ -70,15 +74,24 @@ func (n *tincNet) healDataPath(ctx context.Context, restart func() error) (strin
 	// happens: it can happen again. The other end may not be applying, so this one tries again.
 	still := deaf
 	for i := 1; i <= maxRestarts; i++ {
+		if check.Err() != nil {
+			return fmt.Sprintf("members %v do not answer over the mesh; stopped after %d restarts of tincd and %s", still, i-1, healFor), nil
+		}
 		if err := restart(); err != nil {
 			return "", err
 		}
-		if still = n.unanswered(ctx, still, 2*dataPathFor); len(still) == 0 {
+		if still = n.unanswered(check, still, 2*dataPathFor); len(still) == 0 {
+			if check.Err() != nil {
+				return fmt.Sprintf("restarted tincd %d times for members %v; stopped checking after %s", i, deaf, healFor), nil
+			}
 			return fmt.Sprintf("restarted tincd (%d of at most %d times): members %v did not answer over the mesh (tinc 1.0's key race)", i, maxRestarts, deaf), nil
 		}
 	}
 	return fmt.Sprintf("members %v do not answer over the mesh, also after %d restarts of tincd", still, maxRestarts), nil
 }
+
+// healFor bounds the checks of one apply (the restarts come on top: each stops and starts tincd).
+const healFor = 20 * time.Second
 
 // maxRestarts bounds the restarts of tincd one apply makes for members that do not answer.
 const maxRestarts = 3
@@ -117,12 +130,14 @@ func (n *tincNet) unanswered(ctx context.Context, expect []string, window time.D
 	limit := map[netip.Addr]time.Duration{} // how long it has to answer from then
 	pending := map[netip.Addr]string{}      // judged, not answered yet
 	var deaf []string
+	unknown := false // socket diagnostics failed: this host cannot tell
 	daemon.Await(ctx, 2*window+8*maxRTT, func() bool {
 		now := time.Now()
 		waiting := false
 		if now.Sub(start) < window {
 			authed, authenticating, err := metaPeers(uint16(n.port), pub)
 			if err != nil {
+				unknown = true
 				return true
 			}
 			for ip, rtt := range authed {
@@ -153,6 +168,9 @@ func (n *tincNet) unanswered(ctx context.Context, expect []string, window time.D
 		p.Await(pending, 200*time.Millisecond)
 		return len(pending) == 0 && !waiting
 	})
+	if unknown || ctx.Err() != nil {
+		return nil // not judged: no restart for what this check could not finish
+	}
 	for _, name := range pending {
 		deaf = append(deaf, name)
 	}
@@ -160,8 +178,8 @@ func (n *tincNet) unanswered(ctx context.Context, expect []string, window time.D
 	return deaf
 }
 
-// maxRTT bounds the round trip that lengthens a member's time to answer.
-const maxRTT = time.Second
+// maxRTT bounds the round trip that lengthens a member's time to answer (8 of them: 2 s).
+const maxRTT = 250 * time.Millisecond
 
 // metaPeers looks at the established TCP connections on the tinc port (either end's) with the
 // addresses given: authed holds those on which both ends have authenticated, with the
