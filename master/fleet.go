@@ -261,6 +261,7 @@ func (m *Master) onFleetEvent(ev store.Event) {
 		}
 	case store.EventResync:
 		m.log.Info("reconnected to the store's notifications; reading the returns of running jobs again")
+		m.factsSeen.reset() // facts stored meanwhile were not seen: the next reports are written
 		m.mu.Lock()
 		var jids []string
 		for jid := range m.watchers {
@@ -271,6 +272,14 @@ func (m *Master) onFleetEvent(ev store.Event) {
 			m.replayReturns(jid, nil)
 		}
 	case store.EventFacts:
+		m.mu.Lock()
+		_, here := m.byMinion[ev.Minion]
+		m.mu.Unlock()
+		if here {
+			// The minion reports to this master now: its session's facts are newer than a
+			// read of what another master stored before (facts are read in batches, later).
+			return
+		}
 		var f map[string]any
 		if err := wire.Unmarshal(ev.Data, wire.MaxFacts+4096, &f); err != nil {
 			return

@@ -208,6 +208,13 @@ func (f *factsCache) set(id string, raw []byte) {
 	f.last[id] = string(raw)
 }
 
+// reset forgets every minion's facts.
+func (f *factsCache) reset() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.last = nil
+}
+
 func (f *factsCache) forget(id string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -234,9 +234,22 @@ func (s *Postgres) tx(lock int32, fn func(ctx context.Context, tx pgx.Tx) error)
 
 // Listen implements Notifier.
 func (s *Postgres) Listen(ctx context.Context, fn func(Event)) {
+	// The facts themselves may be larger than a notification can carry, so they are read from
+	// the table, by another goroutine: read in the notification loop, one query for each
+	// notification, they held the notifications of jobs and returns behind them (a fleet of
+	// 9,000 that connects, or 3,000 minions that fail over, store as many facts at once). The
+	// queue outlives a lost connection.
+	facts := &factsToRead{ready: make(chan struct{}, 1)}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.readFacts(ctx, facts, fn)
+	}()
+	defer wg.Wait()
 	backoff := 100 * time.Millisecond
 	for first := true; ctx.Err() == nil; first = false {
-		err := s.listenOnce(ctx, fn, !first)
+		err := s.listenOnce(ctx, fn, !first, facts)
 		if ctx.Err() != nil {
 			return
 		}
@@ -250,7 +263,7 @@ func (s *Postgres) Listen(ctx context.Context, fn func(Event)) {
 	}
 }
 
-func (s *Postgres) listenOnce(ctx context.Context, fn func(Event), resync bool) error {
+func (s *Postgres) listenOnce(ctx context.Context, fn func(Event), resync bool, facts *factsToRead) error {
 	cctx, cancel := context.WithTimeout(ctx, opTimeout)
 	conn, err := pgx.ConnectConfig(cctx, s.connCfg)
 	cancel()
@@ -266,22 +279,6 @@ func (s *Postgres) listenOnce(ctx context.Context, fn func(Event), resync bool) 
 	if resync {
 		fn(Event{Kind: EventResync})
 	}
-	// The facts themselves may be larger than a notification can carry, so they are read from
-	// the table, by another goroutine: read here, one query for each notification, they held
-	// the notifications of jobs and returns behind them (a fleet of 9,000 that connects, or
-	// 3,000 minions that fail over, store as many facts at once).
-	facts := &factsToRead{ready: make(chan struct{}, 1)}
-	fctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.readFacts(fctx, facts, fn)
-	}()
-	defer func() {
-		stop()
-		wg.Wait()
-	}()
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
@@ -335,7 +332,7 @@ func (f *factsToRead) take(n int) []string {
 }
 
 // factsPerRead bounds the minions whose facts one query reads (each up to wire.MaxFacts).
-const factsPerRead = 64
+const factsPerRead = 16
 
 // readFacts reads the facts of the minions queued in f, a query for up to factsPerRead of them,
 // and calls fn with an EventFacts for each that is still stored, until ctx ends. A query that
