@@ -17,7 +17,7 @@ bin=$(realpath "${BRINE:-./bin/brine}")
 # The minions run brine-minion, as hosts do (MINION=path for another; beside $bin by default).
 minion=$(realpath "${MINION:-$(dirname "$bin")/brine-minion}")
 [ -x "$minion" ] || { echo "build first: make build (or MINION=path)" >&2; exit 1; }
-work=$(mktemp -d /tmp/brine-bench-salt.XXXXXX)   # on disk: every fsync is real
+work=$(mktemp -d "${TMPDIR:-/tmp}/brine-bench-salt.XXXXXX")   # on disk: every fsync is real
 # Where the minions write the 20 files (default on disk, under $work). All the minions share
 # this one disk, where real hosts would each write to their own: FILES_DIR=/dev/shm/... shows
 # the run without that contention.
