@@ -62,7 +62,7 @@ file "iface" {
 			if !ok {
 				t.Fatalf("%s in %s: the master did not answer", name, where)
 			}
-			if r.OK || !strings.Contains(r.Error, "zone") {
+			if r.OK || !strings.Contains(r.Error, "zone") && !strings.Contains(r.Error, "one line of text") {
 				t.Errorf("%s in %s: facts accepted (%+v)", name, where, r)
 			}
 			if got := m.Facts("evil"); !reflect.DeepEqual(got, kept) {
@@ -136,5 +136,83 @@ file "leases" {
 			after := planOf(t, m, b, root, "good1")["good1"]
 			t.Fatalf("%s: the evil minion's facts changed; good1 renders:\n%s", name, after["file.leases"].Diff)
 		}
+	}
+}
+
+// The host facts brine reports itself have their shape too (hostname and fqdn host names; os,
+// os_version, arch and kernel one word; cpus and memory_mb whole numbers), and no fact's string
+// may hold a control or bidirectional formatting character: a bundle that lists the peers in
+// /etc/hosts took a compromised minion's hostname "evil\n10.0.0.9 bank.example" (or the same
+// with a tab or a space) as a line or an alias of its own on every host.
+func TestEvilMinionHostFactsHaveTheirShape(t *testing.T) {
+	m := master.TestMaster(t)
+	acceptedMinion(t, m, "good1", []string{"mesh"})
+	evil := evilMinion(t, m, "evil", []string{"mesh"}, nil)
+	host := func(k string, v any) map[string]any {
+		f := map[string]any{"os": "debian", "os_version": "12", "os_name": "Debian GNU/Linux 12 (bookworm)", "arch": "amd64",
+			"kernel": "6.1.0-18-amd64", "hostname": "evil", "fqdn": "evil.example.com", "cpus": 2, "memory_mb": 24000,
+			"ipv4": []any{"10.0.0.6"}}
+		if k != "" {
+			f[k] = v
+		}
+		return f
+	}
+	for _, f := range []map[string]any{host("hostname", ""), host("fqdn", "evil.example.com."), host("kernel", "6.6.13+rpt-rpi-v8"),
+		host("os_version", "22.04"), host("hostname", "web_1-a"), host("note", "a line of text, with spaces ( ) / ' \" é")} {
+		if r, _, ok := evil.request(wire.KindFacts, f); !ok || !r.OK {
+			t.Fatalf("facts like a real host's refused: %v: %+v", f, r)
+		}
+	}
+	if r, _, ok := evil.request(wire.KindFacts, host("", nil)); !ok || !r.OK {
+		t.Fatalf("the evil minion's facts were refused: %+v", r)
+	}
+	kept := m.Facts("evil")
+	b := bundle(t, map[string]string{"main.hcl": `
+variable "root" {
+  type = string
+}
+
+file "hosts" {
+  path    = "${var.root}/hosts"
+  content = join("", [for p in peers("group:mesh") : "${p.ipv4[0]} ${p.hostname} ${p.fqdn} # ${p.os} ${p.os_version} ${p.kernel} ${p.arch} ${p.cpus} ${p.memory_mb} ${try(p.note, "")}\n" if p.id != minion.id])
+}
+`})
+	root := t.TempDir()
+	base := planOf(t, m, b, root, "good1")["good1"]
+	if d := base["file.hosts"].Diff; !strings.Contains(d, "10.0.0.6 evil evil.example.com # debian 12 6.1.0-18-amd64 amd64 2 24000") {
+		t.Fatalf("the peer is not in the plan:\n%s", d)
+	}
+	for name, facts := range map[string]map[string]any{
+		"hostname with a newline":   host("hostname", "evil\n10.0.0.9 bank.example"),
+		"hostname with a tab":       host("hostname", "evil\tbank.example"),
+		"hostname with a space":     host("hostname", "evil bank.example"),
+		"hostname that is a shell":  host("hostname", "$(touch /tmp/brine-host)"),
+		"hostname too long":         host("hostname", strings.Repeat("a", 64)),
+		"fqdn with a quote":         host("fqdn", `evil.example"; allow all; #`),
+		"os with a bidi override":   host("os", "debian\u202e"),
+		"kernel with a space":       host("kernel", "6.1.0 ; rm -rf /"),
+		"arch not a string":         host("arch", []any{"amd64"}),
+		"os_version with a newline": host("os_version", "12\n"),
+		"cpus that is text":         host("cpus", "2; reboot"),
+		"memory_mb with a fraction": host("memory_mb", 1.5),
+		"os_name with a return":     host("os_name", "Debian\r10.0.0.9 bank.example"),
+		"a fact with a newline":     host("note", "one\n10.0.0.9 bank.example"),
+		"a nested fact with a tab":  host("note", map[string]any{"x": []any{"a\tb"}}),
+		"a fact with a separator":   host("note", "one\u2028two"),
+	} {
+		r, _, ok := evil.request(wire.KindFacts, facts)
+		if !ok {
+			t.Fatalf("%s: the master did not answer", name)
+		}
+		if r.OK {
+			t.Errorf("%s: facts accepted", name)
+		}
+		if got := m.Facts("evil"); !reflect.DeepEqual(got, kept) {
+			after := planOf(t, m, b, root, "good1")["good1"]
+			t.Fatalf("%s: the evil minion's facts changed; good1 renders:\n%s", name, after["file.hosts"].Diff)
+		}
+	}
+	if after := planOf(t, m, b, root, "good1")["good1"]; !reflect.DeepEqual(after, base) {
+		t.Fatalf("good1 renders differently after the attack:\n%+v\nwant\n%+v", after, base)
 	}
 }

@@ -107,6 +107,9 @@ func cleanFacts(in map[string]any) (map[string]any, error) {
 	if err := checkAddressFacts(f); err != nil {
 		return nil, err
 	}
+	if err := checkHostFacts(f); err != nil {
+		return nil, err
+	}
 	// What a bundle does with the facts (minion.facts, peers()) must not fail on them either.
 	if err := states.CheckData(f); err != nil {
 		return nil, fmt.Errorf("facts: %v", err)
@@ -130,6 +133,11 @@ func (c *factCleaner) value(v any, path string, depth int) (any, error) {
 		}
 		if !utf8.ValidString(x) {
 			return nil, fmt.Errorf("fact %s: not valid UTF-8", pathOr(path))
+		}
+		// tinc_pubkey.NET is a PEM key, of several lines: cleanFacts parses it and writes it anew.
+		if i := strings.IndexFunc(x, lineBreaking); i >= 0 && !strings.HasPrefix(path, "tinc_pubkey.") {
+			r, _ := utf8.DecodeRuneInString(x[i:])
+			return nil, fmt.Errorf("fact %s: holds %U at byte %d; a fact is one line of text, without control or bidirectional formatting characters", pathOr(path), r, i)
 		}
 		return x, nil
 	case json.Number:
@@ -188,6 +196,14 @@ func (c *factCleaner) value(v any, path string, depth int) (any, error) {
 		return out, nil
 	}
 	return nil, fmt.Errorf("fact %s: a %T is not a JSON value", pathOr(path), v)
+}
+
+// lineBreaking reports whether r may not be in a fact's string: a control character (a newline
+// or a tab would add a line or a field to every host's file built from the peers' facts), a line
+// or paragraph separator, or a bidirectional formatting character (which makes a file read
+// differently from what it holds).
+func lineBreaking(r rune) bool {
+	return unicode.IsControl(r) || r == '\u2028' || r == '\u2029' || unicode.Is(unicode.Bidi_Control, r)
 }
 
 func checkKey(k, path string) error {
@@ -299,4 +315,60 @@ func checkAddressFacts(f map[string]any) error {
 		}
 	}
 	return nil
+}
+
+// The host facts that brine reports itself (states.Facts), with the shape they have on every
+// host, so that a bundle may write a peer's into another host's configuration without quoting:
+// hostname and fqdn are host names (labels of letters, digits, '-' and '_', at most 63 bytes each
+// and 253 in all, or empty), os, os_version, arch and kernel single words, cpus and memory_mb
+// whole numbers. os_name (os-release's PRETTY_NAME) is text, with the rules of every string.
+var (
+	hostNameRE  = regexp.MustCompile(`^([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$`)
+	factTokenRE = regexp.MustCompile(`^[A-Za-z0-9._+~:-]{0,64}$`)
+)
+
+func checkHostFacts(f map[string]any) error {
+	for _, k := range []string{"hostname", "fqdn"} {
+		v, ok := f[k]
+		if !ok || v == nil {
+			continue
+		}
+		s, ok := v.(string)
+		if !ok || (s != "" && (len(s) > 253 || !hostNameRE.MatchString(s))) {
+			return fmt.Errorf("fact %s = %s: not a host name (labels of letters, digits, '-' and '_', separated by dots)", k, quoteKey(fmt.Sprint(v)))
+		}
+	}
+	for _, k := range []string{"os", "os_version", "arch", "kernel"} {
+		v, ok := f[k]
+		if !ok || v == nil {
+			continue
+		}
+		if s, ok := v.(string); !ok || !factTokenRE.MatchString(s) {
+			return fmt.Errorf("fact %s = %s: want one word of at most 64 letters, digits and '.', '_', '+', '~', ':' or '-'", k, quoteKey(fmt.Sprint(v)))
+		}
+	}
+	for _, k := range []string{"cpus", "memory_mb"} {
+		v, ok := f[k]
+		if !ok || v == nil {
+			continue
+		}
+		if !wholeNumber(v) {
+			return fmt.Errorf("fact %s = %s: want a whole number", k, quoteKey(fmt.Sprint(v)))
+		}
+	}
+	return nil
+}
+
+// wholeNumber reports whether v, a fact's value as decoded, is a number without a fraction.
+func wholeNumber(v any) bool {
+	switch x := v.(type) {
+	case int:
+		return x >= 0
+	case float64:
+		return x >= 0 && x == float64(int64(x))
+	case json.Number:
+		n, err := strconv.ParseUint(string(x), 10, 64)
+		return err == nil && n <= 1<<53
+	}
+	return false
 }
