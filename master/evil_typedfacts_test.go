@@ -123,6 +123,8 @@ file "leases" {
 		"interface with a newline": iface("eth0\n", ""),
 		"interface with a slash":   iface("../eth0", ""),
 		"interface too long":       iface("eth0-0123456789ab", ""),
+		"interface with a quote":   iface("e\"$(id)", ""),
+		"interface with a bidi":    iface("eth\u202e0", ""),
 		"mac not a string":         iface("eth0", 5),
 	} {
 		r, _, ok := evil.request(wire.KindFacts, facts)
@@ -199,6 +201,10 @@ file "hosts" {
 		"a fact with a newline":     host("note", "one\n10.0.0.9 bank.example"),
 		"a nested fact with a tab":  host("note", map[string]any{"x": []any{"a\tb"}}),
 		"a fact with a separator":   host("note", "one\u2028two"),
+		"a key like tinc_pubkey's":  host("tinc_pubkey.x", "evil\n10.0.0.9 bank.example"),
+		"an object under that key":  host("tinc_pubkey.x", map[string]any{"y": "a\nb\u202e"}),
+		"a key with a separator":    host("a\u2028b", "x"),
+		"a key with a bidi":         host("role\u202e", "x"),
 	} {
 		r, _, ok := evil.request(wire.KindFacts, facts)
 		if !ok {

@@ -73,7 +73,7 @@ var tincNetRE = regexp.MustCompile(`^[A-Za-z0-9_]{1,32}$`)
 // of the wrong type (tinc_pubkey: network name -> exactly one PEM public key).
 func cleanFacts(in map[string]any) (map[string]any, error) {
 	c := &factCleaner{}
-	out, err := c.value(in, "", 0)
+	out, err := c.value(in, "", 0, factPlain)
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +119,16 @@ func cleanFacts(in map[string]any) (map[string]any, error) {
 
 type factCleaner struct{ keys, items int }
 
-func (c *factCleaner) value(v any, path string, depth int) (any, error) {
+// Where a value is, for the rule on strings: a fact's string is one line of text, except the
+// keys of tinc_pubkey (the object at the top level, not a key that merely starts with its
+// name), which are PEM text that cleanFacts parses and writes anew.
+const (
+	factPlain    = iota
+	factTincKeys // the object f["tinc_pubkey"]
+	factTincKey  // one of its values
+)
+
+func (c *factCleaner) value(v any, path string, depth, where int) (any, error) {
 	c.items++
 	if c.items > maxFactItems {
 		return nil, fmt.Errorf("facts: more than %d values", maxFactItems)
@@ -134,8 +143,7 @@ func (c *factCleaner) value(v any, path string, depth int) (any, error) {
 		if !utf8.ValidString(x) {
 			return nil, fmt.Errorf("fact %s: not valid UTF-8", pathOr(path))
 		}
-		// tinc_pubkey.NET is a PEM key, of several lines: cleanFacts parses it and writes it anew.
-		if i := strings.IndexFunc(x, lineBreaking); i >= 0 && !strings.HasPrefix(path, "tinc_pubkey.") {
+		if i := strings.IndexFunc(x, lineBreaking); i >= 0 && where != factTincKey {
 			r, _ := utf8.DecodeRuneInString(x[i:])
 			return nil, fmt.Errorf("fact %s: holds %U at byte %d; a fact is one line of text, without control or bidirectional formatting characters", pathOr(path), r, i)
 		}
@@ -153,7 +161,7 @@ func (c *factCleaner) value(v any, path string, depth int) (any, error) {
 		out := make([]any, len(x))
 		for i, e := range x {
 			var err error
-			if out[i], err = c.value(e, fmt.Sprintf("%s[%d]", path, i), depth+1); err != nil {
+			if out[i], err = c.value(e, fmt.Sprintf("%s[%d]", path, i), depth+1, factPlain); err != nil {
 				return nil, err
 			}
 		}
@@ -187,7 +195,14 @@ func (c *factCleaner) value(v any, path string, depth int) (any, error) {
 			if path != "" {
 				sub = path + "." + nk
 			}
-			e, err := c.value(x[k], sub, depth+1)
+			sw := factPlain
+			switch {
+			case depth == 0 && nk == "tinc_pubkey":
+				sw = factTincKeys
+			case where == factTincKeys:
+				sw = factTincKey
+			}
+			e, err := c.value(x[k], sub, depth+1, sw)
 			if err != nil {
 				return nil, err
 			}
@@ -214,8 +229,8 @@ func checkKey(k, path string) error {
 		return fmt.Errorf("fact %s: a key of %d bytes, over the %d byte limit", pathOr(path), len(k), maxFactKeyLen)
 	case !utf8.ValidString(k):
 		return fmt.Errorf("fact %s: a key that is not valid UTF-8", pathOr(path))
-	case strings.ContainsFunc(k, func(r rune) bool { return unicode.IsControl(r) || r == utf8.RuneError }):
-		return fmt.Errorf("fact %s: key %s holds a control character", pathOr(path), quoteKey(k))
+	case strings.ContainsFunc(k, func(r rune) bool { return lineBreaking(r) || r == utf8.RuneError }):
+		return fmt.Errorf("fact %s: key %s holds a control, line-separator or bidirectional formatting character", pathOr(path), quoteKey(k))
 	}
 	return nil
 }
@@ -244,13 +259,6 @@ func quoteKey(s string) string {
 		s = s[:80] + "..."
 	}
 	return strconv.QuoteToASCII(s)
-}
-
-// validIfaceName reports whether name is a network interface name as Linux takes it
-// (dev_valid_name): 1 to 15 bytes, not "." or "..", without '/', ':' or white space.
-func validIfaceName(name string) bool {
-	return name != "" && len(name) <= 15 && name != "." && name != ".." &&
-		!strings.ContainsFunc(name, func(r rune) bool { return r == '/' || r == ':' || unicode.IsSpace(r) })
 }
 
 // checkAddressFacts checks the address facts that brine itself reports (states.Facts): ipv4 and
@@ -295,8 +303,8 @@ func checkAddressFacts(f map[string]any) error {
 		return errors.New("fact interfaces: want an object of interface name = { ipv4, ipv6, mac }")
 	}
 	for name, v := range m {
-		if !validIfaceName(name) {
-			return fmt.Errorf("fact interfaces.%s: not an interface name (at most 15 bytes, no white space, '/' or ':')", quoteKey(name))
+		if !states.FactIfaceName(name) {
+			return fmt.Errorf("fact interfaces.%s: not an interface name (1 to 15 letters, digits and '_', '.', '@' or '-')", quoteKey(name))
 		}
 		ifc, ok := v.(map[string]any)
 		if !ok {

@@ -35,6 +35,9 @@ func Facts(types *Registry, extra map[string]any) map[string]any {
 	var v4, v6 []string
 	if list, err := net.Interfaces(); err == nil {
 		for _, ifc := range list {
+			if !FactIfaceName(ifc.Name) {
+				continue // not reported: the master refuses a report with a name outside the type
+			}
 			addrs, _ := ifc.Addrs()
 			var a4, a6 []string
 			for _, a := range addrs {
@@ -155,4 +158,21 @@ func memTotalMB() int {
 		}
 	}
 	return 0
+}
+
+// FactIfaceName reports whether name may be an interface's name in the facts (interfaces.NAME):
+// 1 to 15 letters, digits and '_', '.', '@' or '-', not "." or "..". Linux takes more (any byte
+// but '/', ':' and white space), but a name in the facts reaches other hosts' files through
+// peers(), so it is a word: the names udev, systemd, Docker, WireGuard and tinc give all are.
+func FactIfaceName(name string) bool {
+	if name == "" || len(name) > 15 || name == "." || name == ".." {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == '@' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
