@@ -96,6 +96,7 @@ type Master struct {
 	closeOnce sync.Once
 
 	copies         sealedCopies      // this master's sealed copies of live jobs, for resends (livejobs.go)
+	jobInfos       jobInfos          // kind and minions of jobs without copies here, for returns (jobinfo.go)
 	factsSeen      factsCache        // last stored facts, to skip unchanged writes
 	attest         *attestStore      // what the master vouches for: observed addresses, pinned tinc keys
 	enrolLimit     *keyedLimiter     // key-store writes peers cause (enrol.go)
@@ -949,7 +950,8 @@ func (m *Master) acceptReturn(s session, body []byte) error {
 		if addressed, known, err = m.deliver.Addressed(ret.JID, s.minion); err != nil {
 			return storeUnavailable(err)
 		}
-		job, err := m.store.Job(ret.JID)
+		var inJob bool
+		kind, inJob, err = m.jobInfos.get(ret.JID, s.minion, m.store.Job)
 		if errors.Is(err, jobstore.ErrNotFound) {
 			return m.refuseReturn(s, ret.JID, refusedUnknownJob, fmt.Errorf("unknown job %.80q", ret.JID))
 		}
@@ -957,9 +959,8 @@ func (m *Master) acceptReturn(s session, body []byte) error {
 			return storeUnavailable(err)
 		}
 		if !known {
-			addressed = contains(job.Minions, s.minion)
+			addressed = inJob
 		}
-		kind = job.Kind
 		if kind == historyConverge {
 			kind = wire.JobApply // the history's name for a converge's applies
 		}
@@ -1030,15 +1031,6 @@ func (m *Master) notifyReturn(ev ReturnEvent) {
 		default: // a watcher that does not keep up loses live events; the store has them all
 		}
 	}
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }
 
 // watch subscribes to the live returns of jid until the returned cancel is called.
