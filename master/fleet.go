@@ -373,7 +373,7 @@ func (m *Master) replayReturns(jid string, minions []string) {
 	for _, r := range rs {
 		var ret wire.Return
 		if json.Unmarshal(r.Data, &ret) == nil && ret.Minion == r.Minion {
-			m.notifyReturn(ReturnEvent{Return: ret, Dup: minions == nil})
+			m.notifyReturn(ret)
 		}
 	}
 }

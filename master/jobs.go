@@ -488,11 +488,10 @@ func (m *Master) runPhase(ctx context.Context, spec JobSpec, peers map[string][]
 	defer timer.Stop()
 	for len(rets) < len(spec.Minions) {
 		select {
-		case ev := <-ch:
-			if _, seen := rets[ev.Return.Minion]; seen {
+		case r := <-ch:
+			if _, seen := rets[r.Minion]; seen {
 				continue
 			}
-			r := ev.Return
 			rets[r.Minion] = r
 			m.metrics.returned(job.Kind, time.Since(job.Created))
 			emit(Event{Event: "return", JID: job.JID, Phase: phase, Return: &r})

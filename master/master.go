@@ -111,7 +111,7 @@ type Master struct {
 	byMinion  map[string]string   // minion id -> hex session id
 	bound     map[string]string   // router peer -> minion whose session last proved itself on it
 	facts     map[string]map[string]any
-	watchers  map[string][]chan ReturnEvent // jid -> live subscribers
+	watchers  map[string][]*watcher // jid -> live subscribers
 	rotations int
 
 	cloud cloudState // the bootstrap endpoint and enrolment waits (cloud.go)
@@ -162,10 +162,13 @@ func (s *session) keyFor(id [wire.KeyIDLen]byte) *pki.SessionKey {
 	return nil
 }
 
-// ReturnEvent is one verified return as the master recorded it.
-type ReturnEvent struct {
-	Return wire.Return
-	Dup    bool // already recorded before (a redelivery)
+// A watcher is a live subscriber to one job's returns (watch). It is handed each minion's return
+// once: a minion that sends its return again and again (redeliveries, or a compromised one
+// flooding) takes one place of its buffer, which holds one per minion of the job, so no other
+// minion's return is ever dropped for want of room.
+type watcher struct {
+	ch   chan wire.Return
+	told map[string]struct{} // minions whose return ch was handed; guarded by Master.mu
 }
 
 // New opens the master's state in cfg.DataDir (creating keys on first start).
@@ -210,7 +213,7 @@ func New(cfg Config, logger *slog.Logger) (*Master, error) {
 		byMinion:   map[string]string{},
 		bound:      map[string]string{},
 		facts:      map[string]map[string]any{},
-		watchers:   map[string][]chan ReturnEvent{},
+		watchers:   map[string][]*watcher{},
 		pruneKick:  make(chan struct{}, 1),
 		metrics:    newMetrics(),
 		enrolLimit: newEnrolLimiter(),
@@ -995,7 +998,9 @@ func (m *Master) acceptReturn(s session, body []byte) error {
 		}
 	}
 	m.copies.markReturned(ret.JID, s.minion)
-	m.notifyReturn(ReturnEvent{Return: ret, Dup: !added})
+	if added {
+		m.notifyReturn(ret)
+	}
 	return nil
 }
 
@@ -1019,32 +1024,36 @@ func (m *Master) refuseReturn(s session, jid, reason string, err error) error {
 	return err
 }
 
-// notifyReturn hands a recorded return to the live watchers of its job.
-func (m *Master) notifyReturn(ev ReturnEvent) {
-	ret := ev.Return
+// notifyReturn hands a recorded return to the live watchers of its job that have not had one of
+// its minion yet.
+func (m *Master) notifyReturn(ret wire.Return) {
 	m.mu.Lock()
-	ws := append([]chan ReturnEvent(nil), m.watchers[ret.JID]...)
-	m.mu.Unlock()
-	for _, w := range ws {
+	defer m.mu.Unlock()
+	for _, w := range m.watchers[ret.JID] {
+		if _, told := w.told[ret.Minion]; told {
+			continue
+		}
 		select {
-		case w <- ev:
-		default: // a watcher that does not keep up loses live events; the store has them all
+		case w.ch <- ret:
+			w.told[ret.Minion] = struct{}{}
+		default: // more minions than the job's: the store has every return
 		}
 	}
 }
 
-// watch subscribes to the live returns of jid until the returned cancel is called.
-func (m *Master) watch(jid string, n int) (<-chan ReturnEvent, func()) {
-	ch := make(chan ReturnEvent, n+16)
+// watch subscribes to the live returns of jid, a job of n minions, until the returned cancel is
+// called.
+func (m *Master) watch(jid string, n int) (<-chan wire.Return, func()) {
+	w := &watcher{ch: make(chan wire.Return, n+16), told: map[string]struct{}{}}
 	m.mu.Lock()
-	m.watchers[jid] = append(m.watchers[jid], ch)
+	m.watchers[jid] = append(m.watchers[jid], w)
 	m.mu.Unlock()
-	return ch, func() {
+	return w.ch, func() {
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		ws := m.watchers[jid]
-		for i, w := range ws {
-			if w == ch {
+		for i, x := range ws {
+			if x == w {
 				m.watchers[jid] = append(ws[:i], ws[i+1:]...)
 				break
 			}
