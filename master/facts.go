@@ -56,9 +56,9 @@ func newFactsLimiter(cfg Config) *keyedLimiter {
 	return l
 }
 
-// reservedFacts are set by the master, never by a minion: id and groups (what the master
+// reservedFacts are set by the master, never by a minion: id, groups and claimed_groups (what the master
 // granted) replace what a minion says; attested is refused, so that nobody mistakes a claim for it.
-var reservedFacts = map[string]bool{"id": true, "groups": true}
+var reservedFacts = map[string]bool{"id": true, "groups": true, "claimed_groups": true}
 
 // maxTincNetworks bounds the tinc networks of one minion: in one report, and pinned in its
 // attestation over all its reports (attest.go).

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -213,11 +214,16 @@ func (m *Master) peerEntry(t Target, mi MinionInfo, claims map[string]int) (entr
 			"minion", mi.ID, "bytes", n, "limit", maxPeerClaims)
 	}
 	f["id"] = mi.ID
-	gs := make([]any, len(mi.Groups))
-	for i, g := range mi.Groups {
-		gs[i] = g
+	gs, claimed := []any{}, []any{}
+	for _, g := range mi.Groups {
+		if slices.Contains(mi.Claimed, g) {
+			claimed = append(claimed, g)
+		} else {
+			gs = append(gs, g)
+		}
 	}
 	f["groups"] = gs
+	f["claimed_groups"] = claimed
 	f["attested"] = m.attest.get(mi.ID).peerValue()
 	if err := states.CheckData(f); err != nil {
 		m.log.Error("left a minion out of peers(): its facts are not fit for a bundle", "minion", mi.ID, "err", err)

@@ -134,14 +134,26 @@ func (s *Site) GroupsOf(mi MinionInfo) []string {
 	return out
 }
 
-// extend returns the minions with their site groups added.
+// extend returns the minions with their site groups added, and among them those the minion is
+// in only through its facts (MinionInfo.Claimed): the groups it would not be in if it
+// reported none.
 func (s *Site) extend(all []MinionInfo) []MinionInfo {
 	if s == nil {
 		return all
 	}
 	out := make([]MinionInfo, len(all))
 	for i, mi := range all {
-		out[i] = MinionInfo{ID: mi.ID, Groups: s.GroupsOf(mi), Facts: mi.Facts}
+		gs := s.GroupsOf(mi)
+		var claimed []string
+		if len(gs) > len(mi.Groups) {
+			bare := s.GroupsOf(MinionInfo{ID: mi.ID, Groups: mi.Groups})
+			for _, g := range gs {
+				if !slices.Contains(bare, g) {
+					claimed = append(claimed, g)
+				}
+			}
+		}
+		out[i] = MinionInfo{ID: mi.ID, Groups: gs, Facts: mi.Facts, Claimed: claimed}
 	}
 	return out
 }

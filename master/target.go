@@ -14,6 +14,9 @@ type MinionInfo struct {
 	ID     string
 	Groups []string
 	Facts  map[string]any
+	// Claimed are the site groups among Groups that the minion is in only through its facts
+	// (a fact: target, or a group that names one): claims, kept apart in peers() entries.
+	Claimed []string
 }
 
 // Target is a parsed target expression:
