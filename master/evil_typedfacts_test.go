@@ -205,6 +205,8 @@ file "hosts" {
 		"an object under that key":  host("tinc_pubkey.x", map[string]any{"y": "a\nb\u202e"}),
 		"a key with a separator":    host("a\u2028b", "x"),
 		"a key with a bidi":         host("role\u202e", "x"),
+		"a zero-width space":        host("hostname_alias", "web\u200b1"),
+		"a byte order mark":         host("note", "\ufeffx"),
 	} {
 		r, _, ok := evil.request(wire.KindFacts, facts)
 		if !ok {

@@ -145,7 +145,7 @@ func (c *factCleaner) value(v any, path string, depth, where int) (any, error) {
 		}
 		if i := strings.IndexFunc(x, lineBreaking); i >= 0 && where != factTincKey {
 			r, _ := utf8.DecodeRuneInString(x[i:])
-			return nil, fmt.Errorf("fact %s: holds %U at byte %d; a fact is one line of text, without control or bidirectional formatting characters", pathOr(path), r, i)
+			return nil, fmt.Errorf("fact %s: holds %U at byte %d; a fact is one line of text, without control or format characters", pathOr(path), r, i)
 		}
 		return x, nil
 	case json.Number:
@@ -213,12 +213,12 @@ func (c *factCleaner) value(v any, path string, depth, where int) (any, error) {
 	return nil, fmt.Errorf("fact %s: a %T is not a JSON value", pathOr(path), v)
 }
 
-// lineBreaking reports whether r may not be in a fact's string: a control character (a newline
-// or a tab would add a line or a field to every host's file built from the peers' facts), a line
-// or paragraph separator, or a bidirectional formatting character (which makes a file read
-// differently from what it holds).
+// lineBreaking reports whether r may not be in a fact's key or string: a control character (a
+// newline or a tab would add a line or a field to every host's file built from the peers'
+// facts), a line or paragraph separator, or a format character (bidirectional overrides make a
+// file read differently from what it holds; zero-width ones make two names look one).
 func lineBreaking(r rune) bool {
-	return unicode.IsControl(r) || r == '\u2028' || r == '\u2029' || unicode.Is(unicode.Bidi_Control, r)
+	return unicode.IsControl(r) || r == '\u2028' || r == '\u2029' || unicode.Is(unicode.Cf, r)
 }
 
 func checkKey(k, path string) error {
@@ -230,7 +230,7 @@ func checkKey(k, path string) error {
 	case !utf8.ValidString(k):
 		return fmt.Errorf("fact %s: a key that is not valid UTF-8", pathOr(path))
 	case strings.ContainsFunc(k, func(r rune) bool { return lineBreaking(r) || r == utf8.RuneError }):
-		return fmt.Errorf("fact %s: key %s holds a control, line-separator or bidirectional formatting character", pathOr(path), quoteKey(k))
+		return fmt.Errorf("fact %s: key %s holds a control, line-separator or format character", pathOr(path), quoteKey(k))
 	}
 	return nil
 }
