@@ -1000,8 +1000,36 @@ func (m *Master) acceptReturn(s session, body []byte) error {
 	m.copies.markReturned(ret.JID, s.minion)
 	if added {
 		m.notifyReturn(ret)
+	} else {
+		// Recorded before: by this master, or by one that died before it told the others. A
+		// watcher that has not had this minion's return gets the one recorded, not this copy.
+		m.notifyRecorded(ret.JID, s.minion)
 	}
 	return nil
+}
+
+// notifyRecorded hands the recorded return of minion for jid to the watchers of jid that have not
+// had one from it; the store is read only when there is such a watcher.
+func (m *Master) notifyRecorded(jid, minion string) {
+	m.mu.Lock()
+	lacking := false
+	for _, w := range m.watchers[jid] {
+		if _, told := w.told[minion]; !told {
+			lacking = true
+		}
+	}
+	m.mu.Unlock()
+	if !lacking {
+		return
+	}
+	rs, err := m.store.ReturnsOf(jid, []string{minion})
+	if err != nil || len(rs) != 1 {
+		return
+	}
+	var ret wire.Return
+	if json.Unmarshal(rs[0].Data, &ret) == nil && ret.Minion == minion && ret.JID == jid {
+		m.notifyReturn(ret)
+	}
 }
 
 // Why a return is refused (the reason label of brine_returns_refused_total).

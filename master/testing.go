@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/brinecm/brine/control"
+	"github.com/brinecm/brine/internal/jobstore"
 	"github.com/brinecm/brine/internal/tb"
 )
 
@@ -82,6 +83,13 @@ func PresenceLease(d time.Duration) func(*Config) { return func(c *Config) { c.p
 // HistoryBytes is a TestMaster option: the job history is bounded to n bytes (job_history_mb
 // counts MiB, at least MinJobHistoryMB; a test fills less).
 func HistoryBytes(n int64) func(*Config) { return func(c *Config) { c.historyBytes = n } }
+
+// RecordReturn stores r in the job history without telling anyone: what a master that died
+// before its notification went out leaves behind.
+func (m *Master) RecordReturn(r jobstore.Return) error {
+	_, err := m.store.AddReturn(r)
+	return err
+}
 
 // PruneHistory prunes the job history now, as the master does in the background.
 func (m *Master) PruneHistory() { m.pruneHistory() }
