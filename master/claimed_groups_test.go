@@ -27,6 +27,7 @@ func TestSiteGroupsFromClaimsAreClaimed(t *testing.T) {
 	site, errs := siteOf(t, map[string]string{
 		"site.hcl": `group "db" { target = "group:dbkey or fact:role=db" }
 group "dbs" { target = "group:db" }
+group "back" { target = "fact:id=db1 or fact:groups=dbkey" }
 `,
 	})
 	if errs != "" {
@@ -48,7 +49,7 @@ file "db" {
 		t.Fatalf("web1's plan: %v %+v", err, res.Returns["web1"])
 	}
 	d := rep.Results[0].Diff
-	for _, want := range []string{"+db1 groups=dbkey,db,dbs claimed=\n", "+evil groups= claimed=db,dbs"} {
+	for _, want := range []string{"+db1 groups=dbkey,db,dbs,back claimed=\n", "+evil groups= claimed=db,dbs"} {
 		if !strings.Contains(d, want) {
 			t.Errorf("web1's plan lacks %q:\n%s", want, d)
 		}

@@ -146,7 +146,8 @@ func (s *Site) extend(all []MinionInfo) []MinionInfo {
 		gs := s.GroupsOf(mi)
 		var claimed []string
 		if len(gs) > len(mi.Groups) {
-			bare := s.GroupsOf(MinionInfo{ID: mi.ID, Groups: mi.Groups})
+			// Without the claims, that is: id and groups stay, the master sets them (setFacts).
+			bare := s.GroupsOf(MinionInfo{ID: mi.ID, Groups: mi.Groups, Facts: map[string]any{"id": mi.ID, "groups": mi.Facts["groups"]}})
 			for _, g := range gs {
 				if !slices.Contains(bare, g) {
 					claimed = append(claimed, g)
