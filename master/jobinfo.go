@@ -1,6 +1,7 @@
 package master
 
 import (
+	"errors"
 	"sync"
 
 	"github.com/brinecm/brine/internal/jobstore"
@@ -14,9 +15,10 @@ import (
 // Jobs are immutable once stored; a read that fails is not kept, so ids a minion makes up
 // never take a place.
 type jobInfos struct {
-	mu    sync.Mutex // guards jobs and order
+	mu    sync.Mutex // guards jobs, order and ids
 	jobs  map[string]*jobInfo
 	order []string // ids in the order they were added, oldest first
+	ids   int      // minion ids held by the jobs read
 }
 
 type jobInfo struct {
@@ -24,10 +26,16 @@ type jobInfo struct {
 	kind    string
 	minions map[string]struct{}
 	err     error
+	counted bool // its minions are in jobInfos.ids; guarded by jobInfos.mu
 }
 
-// jobInfoMax bounds the jobs kept: the live jobs of a fleet are few.
-const jobInfoMax = 64
+// The jobs kept: the live jobs of a fleet are few, but one may name 100,000 minions.
+const (
+	jobInfoMax    = 64
+	jobInfoMaxIDs = 1 << 18 // minion ids of all jobs together (tens of MB), the newest job kept whatever its size
+)
+
+var errJobUnread = errors.New("the job could not be read")
 
 // get returns job jid's kind and whether it names minion, reading it with load the first time.
 // Concurrent calls for one job wait for one read.
@@ -41,35 +49,60 @@ func (c *jobInfos) get(jid, minion string, load func(string) (jobstore.Job, erro
 		}
 		c.jobs[jid] = ji
 		c.order = append(c.order, jid)
-		for len(c.order) > jobInfoMax {
-			delete(c.jobs, c.order[0])
-			c.order = c.order[1:]
-		}
+		c.evict()
 	}
 	c.mu.Unlock()
 	if !ok {
-		job, err := load(jid)
-		ji.kind, ji.err = job.Kind, err
-		ji.minions = make(map[string]struct{}, len(job.Minions))
-		for _, id := range job.Minions {
-			ji.minions[id] = struct{}{}
-		}
-		close(ji.ready)
-		if err != nil {
-			c.forget(jid, ji)
-		}
+		c.read(jid, ji, load)
 	}
 	<-ji.ready
 	_, addressed = ji.minions[minion]
 	return ji.kind, addressed, ji.err
 }
 
-// forget drops jid's entry if it is still ji.
-func (c *jobInfos) forget(jid string, ji *jobInfo) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.jobs[jid] != ji {
+// read fills ji from load(jid). Whatever happens, a panic in load included, ji is ready when it
+// returns, and not kept unless it was read.
+func (c *jobInfos) read(jid string, ji *jobInfo, load func(string) (jobstore.Job, error)) {
+	ji.err = errJobUnread
+	defer func() {
+		close(ji.ready)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.jobs[jid] != ji {
+			return // evicted meanwhile
+		}
+		if ji.err != nil {
+			c.drop(jid)
+			return
+		}
+		c.ids += len(ji.minions)
+		ji.counted = true
+		c.evict()
+	}()
+	job, err := load(jid)
+	ji.minions = make(map[string]struct{}, len(job.Minions))
+	for _, id := range job.Minions {
+		ji.minions[id] = struct{}{}
+	}
+	ji.kind, ji.err = job.Kind, err
+}
+
+// evict drops the oldest jobs while there are too many, or too many of their minion ids; the
+// newest job stays. c.mu is held.
+func (c *jobInfos) evict() {
+	for len(c.order) > 1 && (len(c.order) > jobInfoMax || c.ids > jobInfoMaxIDs) {
+		c.drop(c.order[0])
+	}
+}
+
+// drop forgets jid. c.mu is held.
+func (c *jobInfos) drop(jid string) {
+	ji, ok := c.jobs[jid]
+	if !ok {
 		return
+	}
+	if ji.counted {
+		c.ids -= len(ji.minions)
 	}
 	delete(c.jobs, jid)
 	for i, id := range c.order {

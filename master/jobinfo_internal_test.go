@@ -52,3 +52,34 @@ func TestJobInfosReadOnce(t *testing.T) {
 		t.Fatalf("%d jobs kept (%d in order), want %d", len(c.jobs), len(c.order), jobInfoMax)
 	}
 }
+
+// The minion ids held are bounded too (the newest job stays whatever its size), and a load that
+// panics leaves no waiter hanging and nothing kept.
+func TestJobInfosBoundedAndPanicSafe(t *testing.T) {
+	var c jobInfos
+	big := make([]string, jobInfoMaxIDs/2+1)
+	for i := range big {
+		big[i] = fmt.Sprintf("m%d", i)
+	}
+	load := func(jid string) (jobstore.Job, error) {
+		return jobstore.Job{JID: jid, Kind: "ping", Minions: big}, nil
+	}
+	for i := range 3 {
+		if _, addressed, err := c.get(fmt.Sprint("big", i), "m7", load); err != nil || !addressed {
+			t.Fatalf("big%d: %v %v", i, addressed, err)
+		}
+	}
+	if len(c.jobs) != 1 || c.ids != len(big) {
+		t.Fatalf("%d jobs and %d ids kept, want the newest one's %d", len(c.jobs), c.ids, len(big))
+	}
+	func() {
+		defer func() { recover() }()
+		c.get("panics", "a", func(string) (jobstore.Job, error) { panic("store") })
+	}()
+	if _, _, err := c.get("panics", "a", func(string) (jobstore.Job, error) { return jobstore.Job{}, jobstore.ErrNotFound }); !errors.Is(err, jobstore.ErrNotFound) {
+		t.Fatalf("after a panicking read: %v", err)
+	}
+	if len(c.jobs) != 1 || c.ids != len(big) {
+		t.Fatalf("%d jobs and %d ids kept after the failed reads", len(c.jobs), c.ids)
+	}
+}
