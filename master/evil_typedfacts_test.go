@@ -17,7 +17,7 @@ import (
 // addresses. A report with a zone (brine's own facts never have one) is refused whole, and what
 // the other hosts render stays as it was.
 func TestEvilMinionAddressFactsCarryNoText(t *testing.T) {
-	m := master.TestMaster(t)
+	m := master.TestMaster(t, master.FactsRate(1e6, 1e6)) // a throttled report must not pass for a refused one
 	acceptedMinion(t, m, "good1", []string{"mesh"})
 	evil := evilMinion(t, m, "evil", []string{"mesh"}, nil)
 	if r, _, ok := evil.request(wire.KindFacts, map[string]any{"os": "linux", "ipv6": []any{"2001:db8::6"}}); !ok || !r.OK {
@@ -83,7 +83,7 @@ file "iface" {
 // named "eth0 allow all" reached every host's file built from the peers' interfaces (dhcpd
 // static leases, say).
 func TestEvilMinionInterfaceFactsHaveTheirShape(t *testing.T) {
-	m := master.TestMaster(t)
+	m := master.TestMaster(t, master.FactsRate(1e6, 1e6)) // a throttled report must not pass for a refused one
 	acceptedMinion(t, m, "good1", []string{"mesh"})
 	evil := evilMinion(t, m, "evil", []string{"mesh"}, nil)
 	iface := func(name string, mac any) map[string]any {
@@ -147,7 +147,7 @@ file "leases" {
 // /etc/hosts took a compromised minion's hostname "evil\n10.0.0.9 bank.example" (or the same
 // with a tab or a space) as a line or an alias of its own on every host.
 func TestEvilMinionHostFactsHaveTheirShape(t *testing.T) {
-	m := master.TestMaster(t)
+	m := master.TestMaster(t, master.FactsRate(1e6, 1e6)) // a throttled report must not pass for a refused one
 	acceptedMinion(t, m, "good1", []string{"mesh"})
 	evil := evilMinion(t, m, "evil", []string{"mesh"}, nil)
 	host := func(k string, v any) map[string]any {
@@ -160,7 +160,8 @@ func TestEvilMinionHostFactsHaveTheirShape(t *testing.T) {
 		return f
 	}
 	for _, f := range []map[string]any{host("hostname", ""), host("fqdn", "evil.example.com."), host("kernel", "6.6.13+rpt-rpi-v8"),
-		host("os_version", "22.04"), host("hostname", "web_1-a"), host("note", "a line of text, with spaces ( ) / ' \" é")} {
+		host("os_version", "22.04"), host("hostname", "web_1-a"), host("note", "a line of text, with spaces ( ) / ' \" é"),
+		host("note", "\U0001F469\u200d\U0001F4BB soft\u00adhyphen \u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"), host("hostname", strings.Repeat("a", 64))} {
 		if r, _, ok := evil.request(wire.KindFacts, f); !ok || !r.OK {
 			t.Fatalf("facts like a real host's refused: %v: %+v", f, r)
 		}
@@ -189,7 +190,7 @@ file "hosts" {
 		"hostname with a tab":       host("hostname", "evil\tbank.example"),
 		"hostname with a space":     host("hostname", "evil bank.example"),
 		"hostname that is a shell":  host("hostname", "$(touch /tmp/brine-host)"),
-		"hostname too long":         host("hostname", strings.Repeat("a", 64)),
+		"hostname too long":         host("hostname", strings.Repeat("a", 65)),
 		"fqdn with a quote":         host("fqdn", `evil.example"; allow all; #`),
 		"os with a bidi override":   host("os", "debian\u202e"),
 		"kernel with a space":       host("kernel", "6.1.0 ; rm -rf /"),

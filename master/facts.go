@@ -145,7 +145,7 @@ func (c *factCleaner) value(v any, path string, depth, where int) (any, error) {
 		}
 		if i := strings.IndexFunc(x, lineBreaking); i >= 0 && where != factTincKey {
 			r, _ := utf8.DecodeRuneInString(x[i:])
-			return nil, fmt.Errorf("fact %s: holds %U at byte %d; a fact is one line of text, without control or format characters", pathOr(path), r, i)
+			return nil, fmt.Errorf("fact %s: holds %U at byte %d; a fact is one line of text, without control, bidirectional or zero-width characters", pathOr(path), r, i)
 		}
 		return x, nil
 	case json.Number:
@@ -215,10 +215,16 @@ func (c *factCleaner) value(v any, path string, depth, where int) (any, error) {
 
 // lineBreaking reports whether r may not be in a fact's key or string: a control character (a
 // newline or a tab would add a line or a field to every host's file built from the peers'
-// facts), a line or paragraph separator, or a format character (bidirectional overrides make a
-// file read differently from what it holds; zero-width ones make two names look one).
+// facts), a line or paragraph separator, a bidirectional control (which makes a file read
+// differently from what it holds), or the zero-width space, word joiner or byte order mark
+// (which make two names look one). Other format characters (the zero-width joiners that
+// Persian, Indic scripts and emoji need, the soft hyphen) are text.
 func lineBreaking(r rune) bool {
-	return unicode.IsControl(r) || r == '\u2028' || r == '\u2029' || unicode.Is(unicode.Cf, r)
+	switch r {
+	case '\u2028', '\u2029', '\u200b', '\u2060', '\ufeff':
+		return true
+	}
+	return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r)
 }
 
 func checkKey(k, path string) error {
@@ -230,7 +236,7 @@ func checkKey(k, path string) error {
 	case !utf8.ValidString(k):
 		return fmt.Errorf("fact %s: a key that is not valid UTF-8", pathOr(path))
 	case strings.ContainsFunc(k, func(r rune) bool { return lineBreaking(r) || r == utf8.RuneError }):
-		return fmt.Errorf("fact %s: key %s holds a control, line-separator or format character", pathOr(path), quoteKey(k))
+		return fmt.Errorf("fact %s: key %s holds a control, line-separator, bidirectional or zero-width character", pathOr(path), quoteKey(k))
 	}
 	return nil
 }
@@ -325,24 +331,18 @@ func checkAddressFacts(f map[string]any) error {
 	return nil
 }
 
-// The host facts that brine reports itself (states.Facts), with the shape they have on every
-// host, so that a bundle may write a peer's into another host's configuration without quoting:
-// hostname and fqdn are host names (labels of letters, digits, '-' and '_', at most 63 bytes each
-// and 253 in all, or empty), os, os_version, arch and kernel single words, cpus and memory_mb
-// whole numbers. os_name (os-release's PRETTY_NAME) is text, with the rules of every string.
-var (
-	hostNameRE  = regexp.MustCompile(`^([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$`)
-	factTokenRE = regexp.MustCompile(`^[A-Za-z0-9._+~:-]{0,64}$`)
-)
-
+// The host facts that brine reports itself (states.Facts) have the shape they have on every host,
+// so that a bundle may write a peer's into another host's configuration without quoting:
+// hostname and fqdn are host names (states.FactHostName), os, os_version, arch and kernel one
+// word (states.FactWord), cpus and memory_mb whole numbers. os_name (os-release's PRETTY_NAME)
+// is text, with the rules of every string.
 func checkHostFacts(f map[string]any) error {
 	for _, k := range []string{"hostname", "fqdn"} {
 		v, ok := f[k]
 		if !ok || v == nil {
 			continue
 		}
-		s, ok := v.(string)
-		if !ok || (s != "" && (len(s) > 253 || !hostNameRE.MatchString(s))) {
+		if s, ok := v.(string); !ok || !states.FactHostName(s) {
 			return fmt.Errorf("fact %s = %s: not a host name (labels of letters, digits, '-' and '_', separated by dots)", k, quoteKey(fmt.Sprint(v)))
 		}
 	}
@@ -351,7 +351,7 @@ func checkHostFacts(f map[string]any) error {
 		if !ok || v == nil {
 			continue
 		}
-		if s, ok := v.(string); !ok || !factTokenRE.MatchString(s) {
+		if s, ok := v.(string); !ok || !states.FactWord(s) {
 			return fmt.Errorf("fact %s = %s: want one word of at most 64 letters, digits and '.', '_', '+', '~', ':' or '-'", k, quoteKey(fmt.Sprint(v)))
 		}
 	}

@@ -187,7 +187,7 @@ const maxPeerClaims = 64 << 10
 // peerEntry is mi's entry in peers() for target t, or nil when t does not match it or its data
 // is not fit for a bundle. claims holds the encoded size of the facts of the minions measured so
 // far (peerEntry adds mi's); an entry whose facts are larger than maxPeerClaims holds only what
-// the master decides: id, groups and attested.
+// the master decides: id, groups, claimed_groups and attested.
 func (m *Master) peerEntry(t Target, mi MinionInfo, claims map[string]int) (entry map[string]any) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -210,7 +210,7 @@ func (m *Master) peerEntry(t Target, mi MinionInfo, claims map[string]int) (entr
 			f[k] = v
 		}
 	} else {
-		m.peersLog.warn(m.log, mi.ID, "a minion's facts are too large to copy into other minions' jobs: its peers() entry holds only its id, groups and attested values",
+		m.peersLog.warn(m.log, mi.ID, "a minion's facts are too large to copy into other minions' jobs: its peers() entry holds only its id, groups, claimed_groups and attested values",
 			"minion", mi.ID, "bytes", n, "limit", maxPeerClaims)
 	}
 	f["id"] = mi.ID

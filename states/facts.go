@@ -19,25 +19,26 @@ func Facts(types *Registry, extra map[string]any) map[string]any {
 		"arch": runtime.GOARCH,
 		"cpus": runtime.NumCPU(),
 	}
+	// The typed facts are reported empty when this host's value is outside the type (a host
+	// name of "(none)", an os-release value with a space): the master refuses a whole report
+	// that holds one.
+	word := func(s string) string { return keepIf(s, FactWord) }
 	osr := readOSRelease("/etc/os-release")
-	f["os"] = osr["ID"]
-	f["os_version"] = osr["VERSION_ID"]
+	f["os"] = word(osr["ID"])
+	f["os_version"] = word(osr["VERSION_ID"])
 	f["os_name"] = osr["PRETTY_NAME"]
 	var u syscall.Utsname
 	if syscall.Uname(&u) == nil {
-		f["kernel"] = utsString(u.Release[:])
+		f["kernel"] = word(utsString(u.Release[:]))
 	}
 	host, _ := os.Hostname()
-	f["hostname"] = host
-	f["fqdn"] = fqdn(host)
+	f["hostname"] = keepIf(host, FactHostName)
+	f["fqdn"] = keepIf(fqdn(host), FactHostName)
 	f["memory_mb"] = memTotalMB()
 	ifaces := map[string]any{}
 	var v4, v6 []string
 	if list, err := net.Interfaces(); err == nil {
 		for _, ifc := range list {
-			if !FactIfaceName(ifc.Name) {
-				continue // not reported: the master refuses a report with a name outside the type
-			}
 			addrs, _ := ifc.Addrs()
 			var a4, a6 []string
 			for _, a := range addrs {
@@ -57,7 +58,9 @@ func Facts(types *Registry, extra map[string]any) map[string]any {
 			if a6 == nil {
 				a6 = []string{}
 			}
-			ifaces[ifc.Name] = map[string]any{"ipv4": a4, "ipv6": a6, "mac": ifc.HardwareAddr.String()}
+			if FactIfaceName(ifc.Name) { // else left out (its addresses are in ipv4/ipv6): the master refuses a name outside the type
+				ifaces[ifc.Name] = map[string]any{"ipv4": a4, "ipv6": a6, "mac": ifc.HardwareAddr.String()}
+			}
 			if ifc.Flags&net.FlagLoopback == 0 {
 				v4 = append(v4, a4...)
 				v6 = append(v6, a6...)
@@ -113,6 +116,8 @@ func readOSRelease(p string) map[string]string {
 		}
 		if uq, err := strconv.Unquote(v); err == nil {
 			v = uq
+		} else if len(v) >= 2 && v[0] == '\'' && v[len(v)-1] == '\'' {
+			v = v[1 : len(v)-1] // os-release(5) allows single quotes too
 		}
 		out[k] = v
 	}
@@ -170,9 +175,55 @@ func FactIfaceName(name string) bool {
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == '@' || c == '-') {
+		if !alnum(c) && c != '_' && c != '.' && c != '@' && c != '-' {
 			return false
 		}
 	}
 	return true
 }
+
+func keepIf(s string, ok func(string) bool) string {
+	if ok(s) {
+		return s
+	}
+	return ""
+}
+
+// FactWord reports whether s may be the value of a one-word fact (os, os_version, arch, kernel):
+// at most 64 letters, digits and '.', '_', '+', '~', ':' or '-' (empty too).
+func FactWord(s string) bool {
+	if len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !alnum(c) && !strings.ContainsRune("._+~:-", rune(c)) {
+			return false
+		}
+	}
+	return true
+}
+
+// FactHostName reports whether s may be the hostname or fqdn in the facts: empty, or labels of
+// letters, digits, '-' and '_' (not first or last: '-'), at most 64 bytes each (Linux's
+// HOST_NAME_MAX) and 253 in all, separated by dots, with an optional dot at the end.
+func FactHostName(s string) bool {
+	if s == "" {
+		return true
+	}
+	if len(s) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(s, "."), ".") {
+		if l == "" || len(l) > 64 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			if c := l[i]; !alnum(c) && c != '_' && c != '-' {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func alnum(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' }
