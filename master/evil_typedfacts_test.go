@@ -100,7 +100,6 @@ func TestEvilMinionInterfaceFactsHaveTheirShape(t *testing.T) {
 	if r, _, _ := evil.request(wire.KindFacts, iface("eth0", "52:54:00:12:34:56")); !r.OK {
 		t.Fatal(r.Error)
 	}
-	kept := m.Facts("evil")
 	b := bundle(t, map[string]string{"main.hcl": `
 variable "root" {
   type = string
@@ -116,7 +115,7 @@ file "leases" {
 	if d := base["file.leases"].Diff; !strings.Contains(d, "host evil-eth0 { hardware ethernet 52:54:00:12:34:56; }") {
 		t.Fatalf("the peer's interface is not in the plan:\n%s", d)
 	}
-	for name, facts := range map[string]map[string]any{
+	refusedWithoutEffect(t, m, evil, b, root, "file.leases", base, map[string]map[string]any{
 		"mac with a newline":       iface("eth0", "52:54:00:12:34:56; }\n  allow all;\n#"),
 		"mac that is text":         iface("eth0", "$(touch /tmp/brine-mac)"),
 		"interface with a space":   iface("eth0 { allow all; } host x", ""),
@@ -126,19 +125,7 @@ file "leases" {
 		"interface with a quote":   iface("e\"$(id)", ""),
 		"interface with a bidi":    iface("eth\u202e0", ""),
 		"mac not a string":         iface("eth0", 5),
-	} {
-		r, _, ok := evil.request(wire.KindFacts, facts)
-		if !ok {
-			t.Fatalf("%s: the master did not answer", name)
-		}
-		if r.OK {
-			t.Errorf("%s: facts accepted", name)
-		}
-		if got := m.Facts("evil"); !reflect.DeepEqual(got, kept) {
-			after := planOf(t, m, b, root, "good1")["good1"]
-			t.Fatalf("%s: the evil minion's facts changed; good1 renders:\n%s", name, after["file.leases"].Diff)
-		}
-	}
+	})
 }
 
 // The host facts brine reports itself have their shape too (hostname and fqdn host names; os,
@@ -169,7 +156,6 @@ func TestEvilMinionHostFactsHaveTheirShape(t *testing.T) {
 	if r, _, ok := evil.request(wire.KindFacts, host("", nil)); !ok || !r.OK {
 		t.Fatalf("the evil minion's facts were refused: %+v", r)
 	}
-	kept := m.Facts("evil")
 	b := bundle(t, map[string]string{"main.hcl": `
 variable "root" {
   type = string
@@ -185,7 +171,7 @@ file "hosts" {
 	if d := base["file.hosts"].Diff; !strings.Contains(d, "10.0.0.6 evil evil.example.com # debian 12 6.1.0-18-amd64 amd64 2 24000") {
 		t.Fatalf("the peer is not in the plan:\n%s", d)
 	}
-	for name, facts := range map[string]map[string]any{
+	refusedWithoutEffect(t, m, evil, b, root, "file.hosts", base, map[string]map[string]any{
 		"hostname with a newline":   host("hostname", "evil\n10.0.0.9 bank.example"),
 		"hostname with a tab":       host("hostname", "evil\tbank.example"),
 		"hostname with a space":     host("hostname", "evil bank.example"),
@@ -208,7 +194,16 @@ file "hosts" {
 		"a key with a bidi":         host("role\u202e", "x"),
 		"a zero-width space":        host("hostname_alias", "web\u200b1"),
 		"a byte order mark":         host("note", "\ufeffx"),
-	} {
+	})
+}
+
+// refusedWithoutEffect sends each of cases as the evil minion's facts and checks that the master
+// refuses it and keeps the minion's facts, and that good1 renders b as in base after them all
+// (file names the resource to show when it does not).
+func refusedWithoutEffect(t *testing.T, m *master.Master, evil *rawClient, b *states.Bundle, root, file string, base map[string]states.Result, cases map[string]map[string]any) {
+	t.Helper()
+	kept := m.Facts("evil")
+	for name, facts := range cases {
 		r, _, ok := evil.request(wire.KindFacts, facts)
 		if !ok {
 			t.Fatalf("%s: the master did not answer", name)
@@ -218,7 +213,7 @@ file "hosts" {
 		}
 		if got := m.Facts("evil"); !reflect.DeepEqual(got, kept) {
 			after := planOf(t, m, b, root, "good1")["good1"]
-			t.Fatalf("%s: the evil minion's facts changed; good1 renders:\n%s", name, after["file.hosts"].Diff)
+			t.Fatalf("%s: the evil minion's facts changed; good1 renders:\n%s", name, after[file].Diff)
 		}
 	}
 	if after := planOf(t, m, b, root, "good1")["good1"]; !reflect.DeepEqual(after, base) {
