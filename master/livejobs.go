@@ -1,6 +1,7 @@
 package master
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -177,35 +178,40 @@ func requestEvery(n int) time.Duration {
 	return time.Duration(n) * time.Second / maxHeartbeatRate
 }
 
-// factsCache remembers the last facts stored for each minion, so that the facts a minion sends
+// factsCache remembers the last facts stored for each minion, as their SHA-256 (32 bytes, not the
+// report's up to 1 MiB: it holds every minion of the fleet), so that the facts a minion sends
 // after every apply (usually unchanged) do not cost a store write each.
 type factsCache struct {
 	mu   sync.Mutex // guards last
-	last map[string]string
+	last map[string][sha256.Size]byte
 }
 
 // changed records raw as id's facts and reports whether they differ from the last ones.
 func (f *factsCache) changed(id string, raw []byte) bool {
+	sum := sha256.Sum256(raw)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.last == nil {
-		f.last = map[string]string{}
-	}
-	if f.last[id] == string(raw) {
+	if last, ok := f.last[id]; ok && last == sum {
 		return false
 	}
-	f.last[id] = string(raw)
+	f.put(id, sum)
 	return true
 }
 
 // set records raw as id's facts as the store holds them (another master stored them).
 func (f *factsCache) set(id string, raw []byte) {
+	sum := sha256.Sum256(raw)
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.put(id, sum)
+}
+
+// put records sum for id. f.mu is held.
+func (f *factsCache) put(id string, sum [sha256.Size]byte) {
 	if f.last == nil {
-		f.last = map[string]string{}
+		f.last = map[string][sha256.Size]byte{}
 	}
-	f.last[id] = string(raw)
+	f.last[id] = sum
 }
 
 // reset forgets every minion's facts.
