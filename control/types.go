@@ -83,12 +83,15 @@ type JobDetail struct {
 // MinionStatus is one minion as `brine status` shows it. Version is the brine_version fact the
 // minion reports (a claim).
 type MinionStatus struct {
-	ID        string      `json:"id"`
-	Connected bool        `json:"connected"`
-	LastSeen  time.Time   `json:"last_seen,omitzero"` // since the master started
-	Version   string      `json:"version,omitempty"`
-	Groups    []string    `json:"groups"`
-	LastJob   *JobOutcome `json:"last_job,omitempty"`
+	ID        string    `json:"id"`
+	Connected bool      `json:"connected"`
+	LastSeen  time.Time `json:"last_seen,omitzero"` // since the master started
+	Version   string    `json:"version,omitempty"`
+	Groups    []string  `json:"groups"`
+	// ClaimedGroups are the site groups among Groups that the minion is in only through its facts:
+	// claims (docs/states.md, "Facts are claims").
+	ClaimedGroups []string    `json:"claimed_groups,omitempty"`
+	LastJob       *JobOutcome `json:"last_job,omitempty"`
 	// LastDrift is the minion's last drift check by a schedule, without the diffs (`brine drift`
 	// shows them).
 	LastDrift *DriftSummary `json:"last_drift,omitempty"`

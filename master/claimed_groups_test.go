@@ -1,6 +1,7 @@
 package master_test
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -47,6 +48,17 @@ file "db" {
 	var rep states.Report
 	if err := json.Unmarshal(res.Returns["web1"].Report, &rep); err != nil || len(rep.Results) != 1 {
 		t.Fatalf("web1's plan: %v %+v", err, res.Returns["web1"])
+	}
+	// brine status shows which groups are claims.
+	st, err := m.Status(context.Background(), "evil,db1", site)
+	if err != nil || len(st) != 2 {
+		t.Fatalf("status: %v %+v", err, st)
+	}
+	for _, s := range st {
+		want := map[string]string{"db1": "", "evil": "db,dbs"}[s.ID]
+		if got := strings.Join(s.ClaimedGroups, ","); got != want {
+			t.Errorf("status of %s: claimed groups %q, want %q (groups %v)", s.ID, got, want, s.Groups)
+		}
 	}
 	d := rep.Results[0].Diff
 	for _, want := range []string{"+db1 groups=dbkey,db,dbs,back claimed=\n", "+evil groups= claimed=db,dbs"} {

@@ -92,7 +92,7 @@ func (m *Master) Status(ctx context.Context, target string, site *Site) ([]Minio
 	out := make([]MinionStatus, len(ids))
 	for i, id := range ids {
 		mi := infos[id]
-		st := MinionStatus{ID: id, Groups: mi.Groups, LastSeen: seen[id]}
+		st := MinionStatus{ID: id, Groups: mi.Groups, ClaimedGroups: mi.Claimed, LastSeen: seen[id]}
 		if st.Groups == nil {
 			st.Groups = []string{}
 		}

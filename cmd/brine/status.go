@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -99,7 +100,7 @@ exits 1. --json prints {"master", "store": {"kind", "up", "since", "error"}, "mi
 						job += fmt.Sprintf("; no drift, checked %s ago", age(now, d.Checked))
 					}
 				}
-				fmt.Fprintf(w, "%-24s %-16s %-16s %-24s %s\n", s.ID, state, orDash(escapeOutput(s.Version)), orDash(strings.Join(s.Groups, ",")), job)
+				fmt.Fprintf(w, "%-24s %-16s %-16s %-24s %s\n", s.ID, state, orDash(escapeOutput(s.Version)), orDash(statusGroups(s)), job)
 			}
 			return nil
 		},
@@ -128,3 +129,16 @@ func storeLine(now time.Time, name string, h control.StoreHealth) string {
 }
 
 func init() { rootCmd.AddCommand(newStatusCmd()) }
+
+// statusGroups lists s's groups, a claimed one (the minion is in it only through its facts)
+// marked "(claim)".
+func statusGroups(s control.MinionStatus) string {
+	gs := make([]string, len(s.Groups))
+	for i, g := range s.Groups {
+		gs[i] = g
+		if slices.Contains(s.ClaimedGroups, g) {
+			gs[i] += "(claim)"
+		}
+	}
+	return strings.Join(gs, ",")
+}
