@@ -56,8 +56,9 @@ func newFactsLimiter(cfg Config) *keyedLimiter {
 	return l
 }
 
-// reservedFacts are set by the master, never by a minion: id, groups and claimed_groups (what the master
-// granted) replace what a minion says; attested is refused, so that nobody mistakes a claim for it.
+// reservedFacts are set by the master, never by a minion: id, groups and claimed_groups (what the
+// master granted or computed) replace what a minion says; attested is refused, so that nobody
+// mistakes a claim for it.
 var reservedFacts = map[string]bool{"id": true, "groups": true, "claimed_groups": true}
 
 // maxTincNetworks bounds the tinc networks of one minion: in one report, and pinned in its
@@ -337,31 +338,22 @@ func checkAddressFacts(f map[string]any) error {
 // word (states.FactWord), cpus and memory_mb whole numbers. os_name (os-release's PRETTY_NAME)
 // is text, with the rules of every string.
 func checkHostFacts(f map[string]any) error {
-	for _, k := range []string{"hostname", "fqdn"} {
-		v, ok := f[k]
-		if !ok || v == nil {
-			continue
-		}
-		if s, ok := v.(string); !ok || !states.FactHostName(s) {
-			return fmt.Errorf("fact %s = %s: not a host name (labels of letters, digits, '-' and '_', separated by dots)", k, quoteKey(fmt.Sprint(v)))
-		}
+	str := func(ok func(string) bool) func(any) bool {
+		return func(v any) bool { s, isStr := v.(string); return isStr && ok(s) }
 	}
-	for _, k := range []string{"os", "os_version", "arch", "kernel"} {
-		v, ok := f[k]
-		if !ok || v == nil {
-			continue
-		}
-		if s, ok := v.(string); !ok || !states.FactWord(s) {
-			return fmt.Errorf("fact %s = %s: want one word of at most 64 letters, digits and '.', '_', '+', '~', ':' or '-'", k, quoteKey(fmt.Sprint(v)))
-		}
-	}
-	for _, k := range []string{"cpus", "memory_mb"} {
-		v, ok := f[k]
-		if !ok || v == nil {
-			continue
-		}
-		if !wholeNumber(v) {
-			return fmt.Errorf("fact %s = %s: want a whole number", k, quoteKey(fmt.Sprint(v)))
+	for _, t := range []struct {
+		keys []string
+		ok   func(any) bool
+		want string
+	}{
+		{[]string{"hostname", "fqdn"}, str(states.FactHostName), "not a host name (labels of letters, digits, '-' and '_', separated by dots)"},
+		{[]string{"os", "os_version", "arch", "kernel"}, str(states.FactWord), "want one word of at most 64 letters, digits and '.', '_', '+', '~', ':' or '-'"},
+		{[]string{"cpus", "memory_mb"}, wholeNumber, "want a whole number"},
+	} {
+		for _, k := range t.keys {
+			if v, ok := f[k]; ok && v != nil && !t.ok(v) {
+				return fmt.Errorf("fact %s = %s: %s", k, quoteKey(fmt.Sprint(v)), t.want)
+			}
 		}
 	}
 	return nil

@@ -204,21 +204,23 @@ func FactWord(s string) bool {
 }
 
 // FactHostName reports whether s may be the hostname or fqdn in the facts: empty, or labels of
-// letters, digits, '-' and '_' (not first or last: '-'), at most 64 bytes each (Linux's
+// letters, digits, '-' and '_' ('-' neither first nor last), at most 64 bytes each (Linux's
 // HOST_NAME_MAX) and 253 in all, separated by dots, with an optional dot at the end.
-func FactHostName(s string) bool {
-	if s == "" {
-		return true
-	}
-	if len(s) > 253 {
+func FactHostName(s string) bool { return s == "" || hostName(s, 64, "_") }
+
+// hostName reports whether s is a host name of at most 253 bytes: dot-separated labels of 1 to
+// label letters, digits, '-' and the bytes of extra, '-' neither first nor last, and an optional
+// dot at the end.
+func hostName(s string, label int, extra string) bool {
+	if s == "" || len(s) > 253 {
 		return false
 	}
 	for _, l := range strings.Split(strings.TrimSuffix(s, "."), ".") {
-		if l == "" || len(l) > 64 || l[0] == '-' || l[len(l)-1] == '-' {
+		if l == "" || len(l) > label || l[0] == '-' || l[len(l)-1] == '-' {
 			return false
 		}
 		for i := 0; i < len(l); i++ {
-			if c := l[i]; !alnum(c) && c != '_' && c != '-' {
+			if c := l[i]; !alnum(c) && c != '-' && !strings.ContainsRune(extra, rune(c)) {
 				return false
 			}
 		}

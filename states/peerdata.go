@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/brinecm/brine/internal/lazyre"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 )
@@ -127,8 +126,6 @@ func ParseTincPublicKey(s string) (string, error) {
 	return EncodeTincPublicKey(k), nil
 }
 
-var hostNameRE = lazyre.New(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$`)
-
 // ParseHostAddress parses a host to connect to: one IP address (without a zone) or one DNS name.
 func ParseHostAddress(s string) (string, error) {
 	if a, err := netip.ParseAddr(s); err == nil {
@@ -137,7 +134,7 @@ func ParseHostAddress(s string) (string, error) {
 		}
 		return a.String(), nil
 	}
-	if len(s) <= 253 && hostNameRE.MatchString(s) && strings.ContainsFunc(s, func(r rune) bool { return (r < '0' || r > '9') && r != '.' }) {
+	if hostName(s, 63, "") && strings.ContainsFunc(s, func(r rune) bool { return (r < '0' || r > '9') && r != '.' }) {
 		return s, nil
 	}
 	return "", errors.New("not one IP address or host name")
